@@ -1,0 +1,78 @@
+"""Smart-card core: APDU and TLV codecs, the connection interface and the processor stack.
+
+This package imports no hardware stack.
+"""
+
+from __future__ import annotations
+
+from mie.core.apdu import CommandApdu, split_response
+from mie.core.atr import Atr
+from mie.core.connection import SmartCardConnection, Transport
+from mie.core.errors import (
+    ApduError,
+    ApduFormatError,
+    ApplicationNotAvailableError,
+    BadResponseError,
+    CardRemovedError,
+    InvalidPinError,
+    MieError,
+    NoCardError,
+    NoReaderError,
+    PcscUnavailableError,
+    PinBlockedError,
+    ReaderBusyError,
+    SecurityStatusError,
+    TlvError,
+    TransportError,
+    TransportTimeoutError,
+)
+from mie.core.processors import (
+    ApduFormatter,
+    ApduProcessor,
+    ChainedProcessor,
+    CommandChainingProcessor,
+    ResponseChainingProcessor,
+    SecureMessagingProcessor,
+    SmartCardProtocol,
+    WrongLengthProcessor,
+)
+from mie.core.sw import SW, describe_sw
+from mie.core.tlv import Tlv, encode_tlvs, parse_tlvs, tlv_dict
+
+__all__ = [
+    "SW",
+    "ApduError",
+    "ApduFormatError",
+    "ApduFormatter",
+    "ApduProcessor",
+    "ApplicationNotAvailableError",
+    "Atr",
+    "BadResponseError",
+    "CardRemovedError",
+    "ChainedProcessor",
+    "CommandApdu",
+    "CommandChainingProcessor",
+    "InvalidPinError",
+    "MieError",
+    "NoCardError",
+    "NoReaderError",
+    "PcscUnavailableError",
+    "PinBlockedError",
+    "ReaderBusyError",
+    "ResponseChainingProcessor",
+    "SecureMessagingProcessor",
+    "SecurityStatusError",
+    "SmartCardConnection",
+    "SmartCardProtocol",
+    "Tlv",
+    "TlvError",
+    "Transport",
+    "TransportError",
+    "TransportTimeoutError",
+    "WrongLengthProcessor",
+    "describe_sw",
+    "encode_tlvs",
+    "parse_tlvs",
+    "split_response",
+    "tlv_dict",
+]

@@ -1,0 +1,80 @@
+"""Answer-to-reset parsing (ISO/IEC 7816-3 §8), strict: interface bytes, historical bytes, TCK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+
+from mie.core.errors import ApduFormatError
+
+_MAX_ATR = 33
+
+
+@dataclass(frozen=True)
+class Atr:
+    """A parsed ATR.
+
+    :param raw: the ATR bytes.
+    :param protocols: transmission protocols offered (``0`` for T=0, ``1`` for T=1, ...), in order.
+    :param historical: the historical bytes.
+    """
+
+    raw: bytes
+    protocols: tuple[int, ...]
+    historical: bytes
+
+    @property
+    def t0_only(self) -> bool:
+        """:return: whether T=0 is the only protocol the card offers."""
+        return self.protocols == (0,)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Atr:
+        """Parse an ATR.
+
+        :param raw: the ATR bytes as returned by the reader.
+        :return: the ATR.
+        """
+        if not 2 <= len(raw) <= _MAX_ATR:
+            raise ApduFormatError(f"ATR of {len(raw)} bytes (must be 2 to 33)")
+        if raw[0] not in (0x3B, 0x3F):
+            raise ApduFormatError(f"ATR initial character {raw[0]:02X} is neither 3B nor 3F")
+        offset, protocols = _interface_bytes(raw)
+        k = raw[1] & 0x0F
+        historical = raw[offset : offset + k]
+        if len(historical) != k:
+            raise ApduFormatError(f"ATR announces {k} historical bytes, has {len(historical)}")
+        offset += k
+        needs_tck = any(p != 0 for p in protocols)
+        _check_tck(raw, offset, needs_tck)
+        return cls(bytes(raw), tuple(protocols) or (0,), bytes(historical))
+
+
+def _interface_bytes(raw: bytes) -> tuple[int, list[int]]:
+    offset = 1
+    protocols: list[int] = []
+    while True:
+        if offset >= len(raw):
+            raise ApduFormatError("ATR truncated in its interface bytes")
+        y = raw[offset] >> 4
+        offset += 1 + bin(y & 0x7).count("1")
+        if not y & 0x8:
+            if offset > len(raw):
+                raise ApduFormatError("ATR truncated in its interface bytes")
+            return offset, protocols
+        if offset >= len(raw):
+            raise ApduFormatError("ATR truncated in its interface bytes")
+        protocol = raw[offset] & 0x0F
+        if protocol not in protocols and protocol != 15:
+            protocols.append(protocol)
+
+
+def _check_tck(raw: bytes, offset: int, needs_tck: bool) -> None:
+    if not needs_tck:
+        if offset != len(raw):
+            raise ApduFormatError(f"{len(raw) - offset} unexpected bytes at the end of the ATR")
+        return
+    if offset + 1 != len(raw):
+        raise ApduFormatError("ATR check byte TCK missing or followed by extra bytes")
+    if reduce(lambda a, b: a ^ b, raw[1:], 0) != 0:
+        raise ApduFormatError("ATR check byte TCK is wrong")

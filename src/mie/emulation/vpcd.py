@@ -1,0 +1,183 @@
+"""Host an emulated card in pcscd through vsmartcard's vpcd driver.
+
+vpcd (the pcscd reader driver from Debian's ``vsmartcard-vpcd``) listens on TCP 35963 for slot 0
+(``Virtual PCD 00 00``) and 35964 for slot 1. The card side connects to it; every message either
+way is a 2-byte big-endian length and a payload. A 1-byte payload from vpcd is a control code:
+``00`` power off, ``01`` power on, ``02`` reset, ``04`` get ATR (answered with the ATR). Any other
+payload is a command APDU, answered with the response APDU.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+from mie.core.log import log_command, log_response
+from mie.emulation.base import EmulatedCard
+
+logger = logging.getLogger(__name__)
+
+VPCD_PORT = 35963
+CTRL_OFF = 0x00
+CTRL_ON = 0x01
+CTRL_RESET = 0x02
+CTRL_ATR = 0x04
+
+_POLL = 0.2
+
+
+class _Closed(Exception):
+    """The peer closed the socket."""
+
+
+class ExchangeObserver:
+    """Receives every exchange a host handles (used to write traces)."""
+
+    def exchange(self, command: bytes, response: bytes) -> None:
+        """Called after each APDU with the command and the full response."""
+
+    def session_end(self) -> None:
+        """Called when the card is powered off or reset, or the host stops."""
+
+
+class VpcdHost:
+    """Presents one :class:`EmulatedCard` to pcscd through vpcd.
+
+    :param card: the card.
+    :param port: vpcd's port (35963 for ``Virtual PCD 00 00``, 35964 for ``00 01``).
+    :param host: where vpcd listens; loopback by default.
+    :param observer: told of every exchange (traces).
+    :param reconnect: when vpcd goes away (pcscd stopped), keep trying to reconnect.
+    """
+
+    def __init__(
+        self,
+        card: EmulatedCard,
+        port: int = VPCD_PORT,
+        host: str = "127.0.0.1",
+        observer: ExchangeObserver | None = None,
+        reconnect: bool = True,
+    ) -> None:
+        self.card = card
+        self.address = (host, port)
+        self.observer = observer or ExchangeObserver()
+        self.reconnect = reconnect
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def start(self) -> VpcdHost:
+        """Serve in a background thread; returns ``self``."""
+        self._thread = threading.Thread(target=self.serve_forever, name="mie-vpcd", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving: the card disappears from the reader."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> VpcdHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Connect to vpcd and answer it until :meth:`stop`; reconnect when vpcd goes away."""
+        try:
+            while not self._stop.is_set():
+                if self._connect():
+                    self._serve_connection()
+                if not self.reconnect:
+                    return
+                self._stop.wait(_POLL)
+        finally:
+            self.observer.session_end()
+
+    def _connect(self) -> bool:
+        try:
+            sock = socket.create_connection(self.address, timeout=_POLL * 5)
+        except OSError as e:
+            logger.debug("vpcd at %s:%d not reachable: %s", *self.address, e)
+            return False
+        sock.settimeout(_POLL)
+        self._sock, self._buffer = sock, b""
+        self.connected.set()
+        logger.info("Card presented on vpcd %s:%d", *self.address)
+        return True
+
+    def _serve_connection(self) -> None:
+        assert self._sock is not None  # noqa: S101 - set by _connect
+        try:
+            while not self._stop.is_set():
+                message = self._receive()
+                if message is not None:
+                    self._handle(message)
+        except (_Closed, OSError) as e:
+            logger.info("vpcd connection lost: %s", e)
+        finally:
+            self.connected.clear()
+            self._sock.close()
+            self._sock = None
+            self.card.power_off()
+
+    def _receive(self) -> bytes | None:
+        """Read one framed message, or ``None`` if none began before the poll timeout.
+
+        Bytes stay in the buffer until the whole message is there, so a poll timeout in the
+        middle of a message loses nothing.
+        """
+        if not self._fill(2):
+            return None
+        need = 2 + int.from_bytes(self._buffer[:2], "big")
+        while not self._fill(need):
+            if self._stop.is_set():
+                raise _Closed("stopped in the middle of a message")
+        message, self._buffer = self._buffer[2:need], self._buffer[need:]
+        return message
+
+    def _fill(self, need: int) -> bool:
+        """Buffer at least ``need`` bytes; ``False`` on a poll timeout."""
+        assert self._sock is not None  # noqa: S101 - called while connected
+        while len(self._buffer) < need:
+            try:
+                chunk = self._sock.recv(max(4096, need - len(self._buffer)))
+            except TimeoutError:
+                return False
+            if not chunk:
+                raise _Closed("vpcd closed the connection")
+            self._buffer += chunk
+        return True
+
+    def _handle(self, message: bytes) -> None:
+        if len(message) == 1:
+            self._control(message[0])
+            return
+        log_command(logger, message)
+        response = self.card.process(message)
+        log_response(logger, response[:-2], int.from_bytes(response[-2:], "big"))
+        self.observer.exchange(message, response)
+        self._send(response)
+
+    def _control(self, code: int) -> None:
+        if code == CTRL_ATR:
+            self._send(self.card.atr)
+        elif code == CTRL_ON:
+            self.card.power_on()
+        elif code == CTRL_OFF:
+            self.card.power_off()
+            self.observer.session_end()
+        elif code == CTRL_RESET:
+            self.card.reset()
+            self.observer.session_end()
+        else:
+            logger.warning("Unknown vpcd control code %02X", code)
+
+    def _send(self, payload: bytes) -> None:
+        assert self._sock is not None  # noqa: S101 - called while connected
+        self._sock.sendall(len(payload).to_bytes(2, "big") + payload)
