@@ -1,7 +1,7 @@
 """Exceptions raised by :mod:`mie`.
 
-Every security-relevant check raises one of these; nothing returns ``False``. Errors that come from a
-card keep the raw status word, and the layer that understands a status word translates it into a
+Every security-relevant check raises one of these; nothing returns ``False``. Errors that come
+from a card keep the raw status word, and the layer that understands a status word translates it into a
 semantic subclass while keeping the original as ``__cause__``.
 """
 
@@ -15,7 +15,7 @@ class MieError(Exception):
 
 
 class TlvError(MieError):
-    """BER-TLV bytes that break the encoding rules (bad length, trailing bytes, non-minimal form)."""
+    """BER-TLV bytes that break the encoding rules (bad length, trailing bytes, non-minimal)."""
 
 
 class ApduFormatError(MieError):
@@ -63,6 +63,10 @@ class PinBlockedError(ApduError):
 
     def __init__(self, data: bytes, sw: int) -> None:
         super().__init__(data, sw, "PIN blocked")
+
+
+class LastTryRefusedError(MieError):
+    """One PIN try is left and the caller did not allow spending it; nothing was sent."""
 
 
 class TransportError(MieError):

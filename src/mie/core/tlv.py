@@ -1,6 +1,7 @@
 """Strict BER-TLV (ISO/IEC 7816-4 / X.690 subset used by smart cards).
 
-Tags are handled as ints made of their encoded bytes (``0x7F49``, ``0xBF8101``), as cards document them.
+Tags are handled as ints made of their encoded bytes (``0x7F49``, ``0xBF8101``), as cards
+document them.
 Parsing rejects everything that is not the one canonical encoding: truncated values, indefinite or
 non-minimal lengths, non-minimal tags, and trailing bytes.
 """

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from mie.core.apdu import CommandApdu
 from mie.core.errors import ApduFormatError
+from mie.core.pin import format_pin
 from mie.core.sw import SW
 from mie.core.tlv import Tlv, encode_tlvs
 from mie.emulation.base import EmulatedCard
@@ -360,24 +361,16 @@ class Iso7816Card(EmulatedCard):
         return b"", 0x63C0 | self.tries_left
 
 
+# The client (mie.cards.demo) defines the same values on its own: card and client stay independent.
 DEMO_ATR = bytes.fromhex("3B0980") + b"MIE-GEN1"
 DEMO_AID = bytes.fromhex("F04D49454445") + b"MO"
 DEMO_PIN = "1234"
 
 
-def pad_pin(pin: str) -> bytes:
-    """Format a PIN as the demo card stores it: ASCII digits padded with ``FF`` to 8 bytes.
-
-    :param pin: 4 to 8 decimal digits.
-    :return: the 8-byte PIN block.
-    """
-    if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 8):
-        raise ValueError("PIN must be 4 to 8 decimal digits")
-    return pin.encode().ljust(8, b"\xff")
-
-
-def demo_card(serial: str = "MIE0000001", pin: str = DEMO_PIN, holder: str = "Dr Demo") -> Iso7816Card:
-    """The generic demo card: an application with a serial, a large public file and a PIN-protected one.
+def demo_card(
+    serial: str = "MIE0000001", pin: str = DEMO_PIN, holder: str = "Dr Demo"
+) -> Iso7816Card:
+    """The generic demo card: an application with a serial, a large public file, a PIN-protected one.
 
     :param serial: the card serial, readable without PIN (EF ``0101``, SFI 1).
     :param pin: the cardholder PIN.
@@ -397,4 +390,4 @@ def demo_card(serial: str = "MIE0000001", pin: str = DEMO_PIN, holder: str = "Dr
     )
     directory = Tlv(0x61, Tlv(0x4F, DEMO_AID).encode() + Tlv(0x50, b"MIE DEMO").encode())
     mf = DF(MF_FID, [EF(0x2F00, directory.encode(), sfi=0x1E), app])
-    return Iso7816Card(DEMO_ATR, mf, pin=pad_pin(pin))
+    return Iso7816Card(DEMO_ATR, mf, pin=bytes(format_pin(pin)))

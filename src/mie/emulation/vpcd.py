@@ -27,7 +27,7 @@ CTRL_ATR = 0x04
 _POLL = 0.2
 
 
-class _Closed(Exception):
+class _ClosedError(Exception):
     """The peer closed the socket."""
 
 
@@ -118,7 +118,7 @@ class VpcdHost:
                 message = self._receive()
                 if message is not None:
                     self._handle(message)
-        except (_Closed, OSError) as e:
+        except (_ClosedError, OSError) as e:
             logger.info("vpcd connection lost: %s", e)
         finally:
             self.connected.clear()
@@ -137,7 +137,7 @@ class VpcdHost:
         need = 2 + int.from_bytes(self._buffer[:2], "big")
         while not self._fill(need):
             if self._stop.is_set():
-                raise _Closed("stopped in the middle of a message")
+                raise _ClosedError("stopped in the middle of a message")
         message, self._buffer = self._buffer[2:need], self._buffer[need:]
         return message
 
@@ -150,7 +150,7 @@ class VpcdHost:
             except TimeoutError:
                 return False
             if not chunk:
-                raise _Closed("vpcd closed the connection")
+                raise _ClosedError("vpcd closed the connection")
             self._buffer += chunk
         return True
 

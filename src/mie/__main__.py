@@ -1,0 +1,5 @@
+"""``python -m mie``."""
+
+from mie._cli.__main__ import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``mie`` command line (private: its Python names are not API)."""

@@ -1,0 +1,82 @@
+"""``mie readers`` and ``mie info``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from mie._cli.output import emit_json, emit_table
+from mie._cli.state import CliState
+from mie.cards.demo import DEMO_ATR, DemoSession
+from mie.core.atr import Atr
+from mie.core.connection import SmartCardConnection
+from mie.core.errors import ApduFormatError
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def readers(as_json: bool) -> int:
+    """List PC/SC readers, card presence and ATR."""
+    from mie.transport.pcsc import list_readers
+
+    found = list_readers()
+    if as_json:
+        emit_json(
+            {
+                "readers": [
+                    {
+                        "name": r.name,
+                        "card_present": r.card_present,
+                        "atr": r.atr.hex() if r.atr else None,
+                    }
+                    for r in found
+                ]
+            }
+        )
+    elif not found:
+        click.echo("No PC/SC reader.")
+    else:
+        rows = [
+            (r.name, "yes" if r.card_present else "no", r.atr.hex() if r.atr else "-")
+            for r in found
+        ]
+        emit_table(rows, ("READER", "CARD", "ATR"))
+    return 0
+
+
+def _describe(connection: SmartCardConnection, state: CliState) -> dict[str, Any]:
+    atr = connection.atr or b""
+    info: dict[str, Any] = {
+        "kind": "unknown",
+        "serial": None,
+        "atr": atr.hex(),
+        "transport": connection.transport.value,
+    }
+    try:
+        info["protocols"] = [f"T={p}" for p in Atr.parse(atr).protocols]
+    except ApduFormatError:
+        info["protocols"] = []
+    if atr == DEMO_ATR:
+        info["kind"] = state.kind = "iso7816"
+        info["serial"] = DemoSession(connection).serial()
+    return info
+
+
+@click.command()
+@click.option(
+    "--reader", "-r", help="Reader name or a unique part of it (default: first with a card)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def info(state: CliState, reader: str | None, as_json: bool) -> int:
+    """Identify the card in a reader (kind, serial), without PIN."""
+    with state.open_reader(reader) as connection:
+        described = _describe(connection, state)
+    if as_json:
+        emit_json(described)
+    else:
+        for key, value in described.items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            click.echo(f"{key}: {shown if shown is not None else '-'}")
+    return 0 if described["kind"] != "unknown" else 1

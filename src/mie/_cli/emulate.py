@@ -1,0 +1,57 @@
+"""``mie emulate``: host an emulated card on vpcd until interrupted."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from mie._cli.output import warn
+from mie.emulation.registry import KINDS, CardOptions, build_card
+from mie.emulation.trace import TraceWriter
+from mie.emulation.vpcd import VPCD_PORT, VpcdHost
+
+_NOTICE_AFTER = 2.0
+
+
+@click.command()
+@click.argument("kind", type=click.Choice(sorted(KINDS)))
+@click.option(
+    "--port",
+    default=VPCD_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="vpcd port: 35963 is 'Virtual PCD 00 00', 35964 is '00 01'.",
+)
+@click.option("--pin", default="1234", show_default=True, help="Cardholder PIN (4-8 digits).")
+@click.option("--serial", help="Card serial.")
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write every exchange to this vector file (PINs masked).",
+)
+def emulate(kind: str, port: int, pin: str, serial: str | None, trace: str | None) -> int:
+    """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running)."""
+    card = build_card(kind, CardOptions(pin=pin, serial=serial))
+    observer = TraceWriter(trace, kind, card.atr) if trace else None
+    host = VpcdHost(card, port=port, observer=observer)
+    _stop_on_signals(host)
+    warn(f"Emulating {kind} on vpcd 127.0.0.1:{port}; Ctrl-C to stop.")
+    threading.Timer(_NOTICE_AFTER, _notice_if_waiting, (host, port)).start()
+    host.serve_forever()
+    return 0
+
+
+def _stop_on_signals(host: VpcdHost) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        host.stop(timeout=0)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _notice_if_waiting(host: VpcdHost, port: int) -> None:
+    if not host.connected.is_set():
+        warn(f"Still waiting for vpcd on 127.0.0.1:{port}: is pcscd running with vsmartcard-vpcd?")

@@ -1,0 +1,63 @@
+"""The client side of the generic demo card (``mie emulate iso7816``, ``mie demo``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from mie.cards.iso7816 import Iso7816Session, PinStatus
+from mie.core.connection import SmartCardConnection
+from mie.core.pin import format_pin
+
+logger = logging.getLogger(__name__)
+
+DEMO_ATR = bytes.fromhex("3B0980") + b"MIE-GEN1"
+DEMO_AID = bytes.fromhex("F04D49454445") + b"MO"
+FID_SERIAL = 0x0101
+SFI_PUBLIC = 2
+FID_HOLDER = 0x0103
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """What the demo read from the card.
+
+    :param serial: the card serial.
+    :param public_size: bytes read from the public file.
+    :param pin_status: the PIN status before VERIFY.
+    :param holder: the holder name, readable only after VERIFY.
+    """
+
+    serial: str
+    public_size: int
+    pin_status: PinStatus
+    holder: str
+
+
+class DemoSession(Iso7816Session):
+    """Selects the demo application.
+
+    :param connection: the card connection.
+    """
+
+    def __init__(self, connection: SmartCardConnection) -> None:
+        super().__init__(connection, DEMO_AID)
+
+    def serial(self) -> str:
+        """:return: the card serial (no PIN needed)."""
+        return self.read_file(FID_SERIAL).decode("ascii", errors="replace")
+
+    def run(self, pin: str, allow_last_try: bool = False) -> DemoReport:
+        """Read the serial and the public file, verify the PIN, read the holder.
+
+        :param pin: the cardholder PIN.
+        :param allow_last_try: present the PIN even with one try left.
+        :return: what was read.
+        """
+        block = format_pin(pin)
+        serial = self.serial()
+        public = self.read_sfi(SFI_PUBLIC)
+        status = self.pin_status()
+        self.verify_pin(block, allow_last_try=allow_last_try)
+        holder = self.read_file(FID_HOLDER).decode("utf-8", errors="replace")
+        return DemoReport(serial, len(public), status, holder)

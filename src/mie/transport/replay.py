@@ -1,0 +1,275 @@
+"""Recorded APDU sessions ("vectors"): the file format, recording and replay.
+
+A vector is one JSON object: ``description``, ``source`` (``"emulator"``, ``"real card"``,
+``"NXP AN…"``), ``kind``, ``atr`` (hex or null), ``exchanges`` (``[{"c": hex, "r": hex}]``) and
+``random`` (values injected so a replay is byte-exact). ``command`` (optional) holds the ``mie``
+arguments that produced the session, so ``mie replay`` can run them again.
+
+PIN-carrying command data is never written: it appears as ``*`` characters (see
+:func:`mie.core.log.redact_command`), and replay matches a command by its redacted form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mie.core.connection import SmartCardConnection, Transport
+from mie.core.errors import ReplayMismatchError, VectorFormatError
+from mie.core.log import MASK_CHAR, redact_command
+
+_COMMAND_RE = re.compile(r"^(?:[0-9a-f]{2}|\*\*)+$")
+_HEX_RE = re.compile(r"^(?:[0-9a-f]{2})*$")
+_KEYS = {"description", "source", "kind", "atr", "exchanges", "random", "command"}
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One command and its response.
+
+    :param command: the command as lowercase hex, PIN data masked with ``*``.
+    :param response: the response APDU (data and status word).
+    """
+
+    command: str
+    response: bytes
+
+
+@dataclass
+class Vector:
+    """A recorded session.
+
+    :param description: what the session does.
+    :param source: where it came from (``emulator``, ``real card``, or a document reference).
+    :param kind: the card kind (``iso7816``, ``cps3``...).
+    :param atr: the card's ATR, if known.
+    :param exchanges: the commands and responses, in order.
+    :param random: random values the client drew, injected again on replay.
+    :param command: the ``mie`` arguments that produced the session, if recorded by ``mie record``.
+    """
+
+    description: str
+    source: str
+    kind: str
+    atr: bytes | None = None
+    exchanges: list[Exchange] = field(default_factory=list)
+    random: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """:return: the JSON object of the vector format."""
+        obj: dict[str, Any] = {
+            "description": self.description,
+            "source": self.source,
+            "kind": self.kind,
+            "atr": self.atr.hex() if self.atr is not None else None,
+            "exchanges": [{"c": e.command, "r": e.response.hex()} for e in self.exchanges],
+            "random": dict(self.random),
+        }
+        if self.command is not None:
+            obj["command"] = list(self.command)
+        return obj
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the vector atomically (a reader never sees a half-written file).
+
+        :param path: the destination file.
+        """
+        target = Path(path)
+        text = json.dumps(self.to_json(), indent=1) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def from_json(cls, obj: object) -> Vector:
+        """Build a vector from its parsed JSON, checking every field.
+
+        :param obj: the parsed JSON.
+        :return: the vector.
+        :raises VectorFormatError: a field is missing, unknown or of the wrong form.
+        """
+        if not isinstance(obj, dict):
+            raise VectorFormatError("Vector must be a JSON object")
+        unknown = set(obj) - _KEYS
+        if unknown:
+            raise VectorFormatError(f"Unknown vector fields: {', '.join(sorted(unknown))}")
+        return cls(
+            description=_text(obj, "description"),
+            source=_text(obj, "source"),
+            kind=_text(obj, "kind"),
+            atr=_optional_hex(obj, "atr"),
+            exchanges=_exchanges(obj.get("exchanges")),
+            random=_random(obj.get("random", {})),
+            command=_command(obj.get("command")),
+        )
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise VectorFormatError(f"Vector field {key!r} must be a non-empty string")
+    return value
+
+
+def _hex(value: object, what: str) -> bytes:
+    if not isinstance(value, str) or not _HEX_RE.match(value):
+        raise VectorFormatError(f"{what} must be lowercase hex")
+    return bytes.fromhex(value)
+
+
+def _optional_hex(obj: dict[str, Any], key: str) -> bytes | None:
+    value = obj.get(key)
+    return None if value is None else _hex(value, f"Vector field {key!r}")
+
+
+def _exchanges(value: object) -> list[Exchange]:
+    if not isinstance(value, list):
+        raise VectorFormatError("Vector field 'exchanges' must be a list")
+    result = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"c", "r"}:
+            raise VectorFormatError(f"Exchange {i} must be an object with exactly 'c' and 'r'")
+        command = item["c"]
+        if not isinstance(command, str) or len(command) < 8 or not _COMMAND_RE.match(command):
+            raise VectorFormatError(f"Exchange {i}: 'c' must be a command in lowercase hex")
+        response = _hex(item["r"], f"Exchange {i}: 'r'")
+        if len(response) < 2:
+            raise VectorFormatError(f"Exchange {i}: 'r' has no status word")
+        result.append(Exchange(command, response))
+    return result
+
+
+def _random(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _HEX_RE.match(v) for k, v in value.items()
+    ):
+        raise VectorFormatError("Vector field 'random' must map names to lowercase hex")
+    return dict(value)
+
+
+def _command(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise VectorFormatError("Vector field 'command' must be a list of strings")
+    return list(value)
+
+
+def load_vector(path: str | os.PathLike[str]) -> Vector:
+    """Load and check a vector file: the one way tests and the CLI read vectors.
+
+    :param path: the JSON file.
+    :return: the vector.
+    :raises VectorFormatError: the file cannot be read or does not follow the format.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise VectorFormatError(f"Cannot read vector {os.fspath(path)!r}: {e}") from e
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise VectorFormatError(f"Vector {os.fspath(path)!r} is not JSON: {e}") from e
+    try:
+        return Vector.from_json(obj)
+    except VectorFormatError as e:
+        raise VectorFormatError(f"Vector {os.fspath(path)!r}: {e}") from e
+
+
+class RecordingConnection(SmartCardConnection):
+    """Wraps a connection and records every exchange, PIN data masked.
+
+    :param connection: the connection to record.
+    """
+
+    def __init__(self, connection: SmartCardConnection) -> None:
+        self.connection = connection
+        self.exchanges: list[Exchange] = []
+
+    @property
+    def transport(self) -> Transport:
+        return self.connection.transport
+
+    @property
+    def atr(self) -> bytes | None:
+        return self.connection.atr
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        data, sw = self.connection.send_and_receive(apdu)
+        self.exchanges.append(Exchange(redact_command(apdu), data + sw.to_bytes(2, "big")))
+        return data, sw
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def vector(self, description: str, source: str, kind: str) -> Vector:
+        """:return: the session recorded so far as a vector."""
+        return Vector(description, source, kind, self.atr, list(self.exchanges))
+
+
+class ReplayConnection(SmartCardConnection):
+    """Serves a recorded session; the first command that differs from the recording raises.
+
+    :param vector: the recorded session.
+    :param transport: how the recorded card was reached.
+    """
+
+    def __init__(self, vector: Vector, transport: Transport = Transport.CONTACT) -> None:
+        self.vector = vector
+        self._transport = transport
+        self.position = 0
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    @property
+    def atr(self) -> bytes | None:
+        return self.vector.atr
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        actual = redact_command(apdu)
+        if self.position >= len(self.vector.exchanges):
+            raise ReplayMismatchError(
+                f"Exchange {self.position}: the recording has ended, got command {actual}"
+            )
+        expected = self.vector.exchanges[self.position]
+        if actual != expected.command:
+            raise ReplayMismatchError(
+                f"Exchange {self.position}: expected command {expected.command}, got {actual}"
+            )
+        self.position += 1
+        response = expected.response
+        return response[:-2], int.from_bytes(response[-2:], "big")
+
+    def assert_complete(self) -> None:
+        """Raise unless every recorded exchange was replayed.
+
+        :raises ReplayMismatchError: commands of the recording were never sent.
+        """
+        left = len(self.vector.exchanges) - self.position
+        if left:
+            raise ReplayMismatchError(
+                f"Replay stopped at exchange {self.position}: {left} recorded exchanges not sent"
+            )
+
+
+__all__ = [
+    "MASK_CHAR",
+    "Exchange",
+    "RecordingConnection",
+    "ReplayConnection",
+    "Vector",
+    "load_vector",
+]
