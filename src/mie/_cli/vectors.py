@@ -1,4 +1,4 @@
-"""``mie record`` and ``mie replay``: run a ``mie`` command, its card session recorded or replayed."""
+"""``mie record`` / ``mie replay``: run a ``mie`` command, its card session recorded or replayed."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Exceptions raised by :mod:`mie`.
 
 Every security-relevant check raises one of these; nothing returns ``False``. Errors that come
-from a card keep the raw status word, and the layer that understands a status word translates it into a
-semantic subclass while keeping the original as ``__cause__``.
+from a card keep the raw status word, and the layer that understands a status word translates
+it into a semantic subclass while keeping the original as ``__cause__``.
 """
 
 from __future__ import annotations

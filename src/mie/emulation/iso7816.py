@@ -370,7 +370,7 @@ DEMO_PIN = "1234"
 def demo_card(
     serial: str = "MIE0000001", pin: str = DEMO_PIN, holder: str = "Dr Demo"
 ) -> Iso7816Card:
-    """The generic demo card: an application with a serial, a large public file, a PIN-protected one.
+    """The generic demo card: an application with a serial, a large public file, a PIN-locked one.
 
     :param serial: the card serial, readable without PIN (EF ``0101``, SFI 1).
     :param pin: the cardholder PIN.
