@@ -165,6 +165,7 @@ class VpcdHost:
         self._send(response)
 
     def _control(self, code: int) -> None:
+        logger.debug("vpcd control %02X", code)
         if code == CTRL_ATR:
             self._send(self.card.atr)
         elif code == CTRL_ON:

@@ -110,6 +110,10 @@ class ReaderStatus:
     atr: bytes | None
 
 
+def _usable(event: int) -> bool:
+    return bool(event & scard.SCARD_STATE_PRESENT) and not event & scard.SCARD_STATE_MUTE
+
+
 def _statuses(hcontext: int, names: list[str], timeout: float = 0.0) -> list[ReaderStatus]:
     if not names:
         return []
@@ -118,7 +122,7 @@ def _statuses(hcontext: int, names: list[str], timeout: float = 0.0) -> list[Rea
     _check(hresult, "Reading reader status")
     result = []
     for name, event, atr in new_states:
-        present = bool(event & scard.SCARD_STATE_PRESENT) and not event & scard.SCARD_STATE_MUTE
+        present = _usable(event)
         result.append(ReaderStatus(str(name), present, bytes(atr) if present and atr else None))
     return result
 
@@ -167,9 +171,13 @@ def _wait(reader: str, present: bool, timeout: float) -> bytes | None:
                 )
             _check(hresult, f"Waiting on reader {name!r}")
             _, event, atr = states[0]
-            if bool(event & scard.SCARD_STATE_PRESENT) == present:
-                return bytes(atr) if present else None
-            states = [(name, event)]
+            if present and _usable(event):
+                return bytes(atr)
+            # Removal counts only once pcscd reports the slot empty: a card that failed mid-command
+            # may show neither PRESENT nor EMPTY until pcscd's next poll.
+            if not present and event & scard.SCARD_STATE_EMPTY:
+                return None
+            states = [(name, event & ~scard.SCARD_STATE_CHANGED)]
 
 
 class _Deadline:
