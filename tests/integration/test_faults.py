@@ -1,5 +1,7 @@
-"""Faults on the real PC/SC path: card pulled, emulator killed, pcscd stopped. No hang, typed errors,
-and the next call works once the card or daemon is back."""
+"""Faults on the real PC/SC path: card pulled, emulator killed, pcscd stopped.
+
+Each gives a typed error without hanging, and the next call works once the card or daemon is back.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from mie.errors import (
     TransportTimeoutError,
 )
 from mie.transport.pcsc import PcscConnection, list_readers, wait_for_card, wait_for_removal
-from tests.conftest import (
+from tests.harness import (
     READER0,
     READER1,
     Pcscd,

@@ -1,4 +1,4 @@
-"""End to end through the real PC/SC stack: pcscd + vpcd + pyscard, and OpenSC as an independent client."""
+"""End to end through pcscd + vpcd + pyscard, and OpenSC as an independent client."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mie.emulation import demo_card
 from mie.errors import NoReaderError, ReaderBusyError
 from mie.transport.pcsc import CardMonitor, PcscConnection, list_readers
 from mie.transport.replay import RecordingConnection
-from tests.conftest import (
+from tests.harness import (
     PORT1,
     READER0,
     READER1,

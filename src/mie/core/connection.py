@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from enum import Enum, unique
 from types import TracebackType
+from typing import Self
 
 
 @unique
@@ -39,7 +40,7 @@ class SmartCardConnection(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most backends release nothing
         """Release the connection."""
 
-    def __enter__(self) -> SmartCardConnection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 
 from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import (
@@ -292,14 +291,6 @@ class PcscConnection(SmartCardConnection):
         scard.SCardReleaseContext(self._hcontext)
         self._hcontext = None
         logger.debug("Disconnected from %r", self.reader)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 CardCallback = Callable[[str, bytes], None]
