@@ -1,4 +1,4 @@
-"""Recorded vectors: record end to end through pcscd, replay byte-exactly, fail loudly on a change."""
+"""Recorded vectors: recorded through pcscd, replayed byte-exactly, failing loudly on a change."""
 
 from __future__ import annotations
 
@@ -37,9 +37,7 @@ def test_session_recorded_through_pcscd_replays_byte_exactly(pcscd: Pcscd, tmp_p
 
 
 @pytest.mark.pcsc
-def test_one_byte_changed_in_a_recorded_command_fails_loudly(
-    pcscd: Pcscd, tmp_path: Path
-) -> None:
+def test_one_byte_changed_in_a_recorded_command_fails_loudly(pcscd: Pcscd, tmp_path: Path) -> None:
     vector_file = tmp_path / "info.json"
     with emulator_process("iso7816"):
         assert _mie("record", "-o", str(vector_file), "--", "info").returncode == 0
@@ -54,9 +52,7 @@ def test_one_byte_changed_in_a_recorded_command_fails_loudly(
 
 
 @pytest.mark.pcsc
-def test_emulator_trace_masks_the_pin_and_replays_the_session(
-    pcscd: Pcscd, tmp_path: Path
-) -> None:
+def test_emulator_trace_masks_the_pin_and_replays_the_session(pcscd: Pcscd, tmp_path: Path) -> None:
     from mie.transport.pcsc import PcscConnection
 
     trace = tmp_path / "trace.json"
