@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -26,15 +27,32 @@ _NOTICE_AFTER = 2.0
     help="vpcd port: 35963 is 'Virtual PCD 00 00', 35964 is '00 01'.",
 )
 @click.option("--pin", default="1234", show_default=True, help="Cardholder PIN (4-8 digits).")
-@click.option("--serial", help="Card serial.")
+@click.option("--serial", help="Card serial (10 digits for CPx cards).")
+@click.option(
+    "--identity", help="Holder: rpps=…, adeli=…, finess=NUMBER/ID, siret=NUMBER/ID, psi=UUID."
+)
+@click.option(
+    "--pki",
+    "pki_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="TEST PKI directory (default: $MIE_TEST_PKI or ~/.cache/mie/testpki).",
+)
 @click.option(
     "--trace",
     type=click.Path(dir_okay=False, writable=True),
     help="Write every exchange to this vector file (PINs masked).",
 )
-def emulate(kind: str, port: int, pin: str, serial: str | None, trace: str | None) -> int:
+def emulate(
+    kind: str,
+    port: int,
+    pin: str,
+    serial: str | None,
+    identity: str | None,
+    pki_dir: Path | None,
+    trace: str | None,
+) -> int:
     """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running)."""
-    card = build_card(kind, CardOptions(pin=pin, serial=serial))
+    card = build_card(kind, CardOptions(pin=pin, serial=serial, identity=identity, pki_dir=pki_dir))
     observer = TraceWriter(trace, kind, card.atr) if trace else None
     host = VpcdHost(card, port=port, observer=observer)
     _stop_on_signals(host)

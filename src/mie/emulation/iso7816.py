@@ -253,7 +253,8 @@ class Iso7816Card(EmulatedCard):
         finders: dict[int, Callable[[bytes], EF | DF | None]] = {
             0x00: self._by_fid,
             0x01: lambda d: self._typed(self._by_fid(d), DF),
-            0x02: lambda d: self._typed(self._by_fid(d), EF),
+            # IAS-ECC cards (and OpenSC's driver for them) select the MF with P1=02 too.
+            0x02: lambda d: self.mf if d == b"\x3f\x00" else self._typed(self._by_fid(d), EF),
             0x03: lambda d: self.current_df.parent or self.mf,
             0x04: self._by_name,
             0x08: lambda d: self._by_path(self.mf, d),

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mie.emulation.base import EmulatedCard
+from mie.emulation.cpx import CPE, CPS3, CPS3_CL, CpxProfile, build_ias_ecc_card
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
+from mie.emulation.testpki import TestPki, parse_identity
+
+
+def default_pki_dir() -> Path:
+    """Where emulators keep the TEST PKI they share (``$MIE_TEST_PKI`` or the user cache)."""
+    explicit = os.environ.get("MIE_TEST_PKI")
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "mie" / "testpki"
 
 
 @dataclass(frozen=True)
@@ -15,10 +28,18 @@ class CardOptions:
 
     :param pin: the cardholder PIN.
     :param serial: the card serial, if the kind has one to set.
+    :param identity: ``rpps=…``, ``adeli=…``, ``finess=…/…``, ``siret=…/…`` or ``psi=UUID``.
+    :param pki_dir: where the TEST PKI's CAs are kept (created on first use).
     """
 
     pin: str = DEMO_PIN
     serial: str | None = None
+    identity: str | None = None
+    pki_dir: Path | None = None
+
+    def pki(self) -> TestPki:
+        """:return: the TEST PKI, loaded from (or created in) :attr:`pki_dir`."""
+        return TestPki.load(self.pki_dir or default_pki_dir())
 
 
 def _iso7816(options: CardOptions) -> EmulatedCard:
@@ -27,8 +48,21 @@ def _iso7816(options: CardOptions) -> EmulatedCard:
     return demo_card(serial=options.serial, pin=options.pin)
 
 
+def _ias_ecc(profile: CpxProfile, card_type: str) -> Callable[[CardOptions], EmulatedCard]:
+    def build(options: CardOptions) -> EmulatedCard:
+        identity = parse_identity(options.identity, card_type)
+        return build_ias_ecc_card(
+            profile, identity, options.pki(), pin=options.pin, serial=options.serial or "2800000001"
+        )
+
+    return build
+
+
 KINDS: dict[str, Callable[[CardOptions], EmulatedCard]] = {
     "iso7816": _iso7816,
+    "cps3": _ias_ecc(CPS3, "CPS"),
+    "cps3-cl": _ias_ecc(CPS3_CL, "CPS"),
+    "cpe": _ias_ecc(CPE, "CPE"),
 }
 
 
