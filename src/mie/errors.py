@@ -18,9 +18,11 @@ from mie.core.errors import (
     ReaderBusyError,
     ReplayMismatchError,
     SecurityStatusError,
+    SignatureInvalidError,
     TlvError,
     TransportError,
     TransportTimeoutError,
+    UnsupportedCardError,
     VectorFormatError,
 )
 
@@ -40,8 +42,10 @@ __all__ = [
     "ReaderBusyError",
     "ReplayMismatchError",
     "SecurityStatusError",
+    "SignatureInvalidError",
     "TlvError",
     "TransportError",
     "TransportTimeoutError",
+    "UnsupportedCardError",
     "VectorFormatError",
 ]

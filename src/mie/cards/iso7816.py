@@ -100,6 +100,7 @@ class Iso7816Session:
     def __init__(self, connection: SmartCardConnection, aid: bytes | None = None) -> None:
         self.connection = connection
         self.protocol = SmartCardProtocol(connection, t0=_t0_only(connection.atr))
+        self.read_chunk = READ_CHUNK
         self.fci = self.protocol.select(aid) if aid is not None else None
 
     def select_file(self, fid: int) -> int:
@@ -124,7 +125,7 @@ class Iso7816Session:
         chunks = []
         offset = 0
         while offset < size:
-            want = min(READ_CHUNK, size - offset)
+            want = min(self.read_chunk, size - offset)
             chunk = self.protocol.send_apdu(
                 0x00, INS_READ_BINARY, offset >> 8, offset & 0xFF, le=want
             )
@@ -163,13 +164,14 @@ class Iso7816Session:
         logger.info("Read SFI %d (%d bytes)", sfi, offset)
         return b"".join(chunks)
 
-    def pin_status(self, pin_ref: int = 0x01) -> PinStatus:
+    def pin_status(self, pin_ref: int = 0x01, cla: int = 0x00) -> PinStatus:
         """Read the PIN status with an empty VERIFY, which spends no try.
 
         :param pin_ref: the PIN reference (VERIFY P2).
+        :param cla: class byte (logical channel).
         :return: the status.
         """
-        _, sw = self.protocol.transmit(CommandApdu(0x00, INS_VERIFY, 0x00, pin_ref))
+        _, sw = self.protocol.transmit(CommandApdu(cla, INS_VERIFY, 0x00, pin_ref))
         if sw == SW.OK:
             return PinStatus(True, None)
         if sw & 0xFFF0 == 0x63C0:
@@ -179,7 +181,11 @@ class Iso7816Session:
         raise ApduError(b"", sw)
 
     def verify_pin(
-        self, pin_block: bytes | bytearray, pin_ref: int = 0x01, allow_last_try: bool = False
+        self,
+        pin_block: bytes | bytearray,
+        pin_ref: int = 0x01,
+        allow_last_try: bool = False,
+        cla: int = 0x00,
     ) -> None:
         """Present a PIN once, after checking the retry counter.
 
@@ -188,12 +194,13 @@ class Iso7816Session:
         :param pin_block: the PIN exactly as the card expects it (formatted and padded).
         :param pin_ref: the PIN reference (VERIFY P2).
         :param allow_last_try: present the PIN even if only one try is left.
+        :param cla: class byte (logical channel).
         :raises LastTryRefusedError: one try left and ``allow_last_try`` is false; nothing sent.
         :raises PinBlockedError: the PIN is blocked; nothing sent.
         :raises InvalidPinError: the card rejected the PIN.
         """
         try:
-            status = self.pin_status(pin_ref)
+            status = self.pin_status(pin_ref, cla)
             if status.verified:
                 logger.info("PIN already verified")
                 return
@@ -205,7 +212,7 @@ class Iso7816Session:
                 )
             logger.debug("Verifying PIN")
             try:
-                self.protocol.send_apdu(0x00, INS_VERIFY, 0x00, pin_ref, bytes(pin_block))
+                self.protocol.send_apdu(cla, INS_VERIFY, 0x00, pin_ref, bytes(pin_block))
             except ApduError as e:
                 raise_pin_error(e)
             logger.info("PIN verified")

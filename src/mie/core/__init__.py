@@ -23,9 +23,11 @@ from mie.core.errors import (
     PinBlockedError,
     ReaderBusyError,
     SecurityStatusError,
+    SignatureInvalidError,
     TlvError,
     TransportError,
     TransportTimeoutError,
+    UnsupportedCardError,
 )
 from mie.core.processors import (
     ApduFormatter,
@@ -64,6 +66,7 @@ __all__ = [
     "ResponseChainingProcessor",
     "SecureMessagingProcessor",
     "SecurityStatusError",
+    "SignatureInvalidError",
     "SmartCardConnection",
     "SmartCardProtocol",
     "Tlv",
@@ -71,6 +74,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "TransportTimeoutError",
+    "UnsupportedCardError",
     "WrongLengthProcessor",
     "describe_sw",
     "encode_tlvs",

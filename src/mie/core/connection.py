@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from enum import Enum, unique
 from types import TracebackType
 from typing import Self
@@ -36,6 +37,10 @@ class SmartCardConnection(abc.ABC):
     @abc.abstractmethod
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         """Send one encoded command APDU and return the response data and status word."""
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the card for a multi-APDU operation; backends without sharing do nothing."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends release nothing
         """Release the connection."""

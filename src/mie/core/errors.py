@@ -69,6 +69,21 @@ class LastTryRefusedError(MieError):
     """One PIN try is left and the caller did not allow spending it; nothing was sent."""
 
 
+class UnsupportedCardError(MieError):
+    """The card is not one :mod:`mie` knows, or cannot do what was asked (e.g. sign contactless).
+
+    :param atr: the card's ATR, when known.
+    """
+
+    def __init__(self, message: str, atr: bytes | None = None) -> None:
+        self.atr = atr
+        super().__init__(message)
+
+
+class SignatureInvalidError(MieError):
+    """A signature does not verify with the certificate's public key, or has the wrong length."""
+
+
 class TransportError(MieError):
     """The link to the card failed (reader, daemon or card state)."""
 

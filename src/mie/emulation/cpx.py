@@ -367,3 +367,130 @@ def build_ias_ecc_card(
     )
     card.credentials = credentials
     return card
+
+
+def _parse_type1_block(block: bytes) -> bytes | None:
+    """Return the message of an EMSA-PKCS1-v1_5 block ``00 01 FF… 00 ‖ M``, or ``None``."""
+    if len(block) < 11 or block[:2] != b"\x00\x01":
+        return None
+    separator = block.find(b"\x00", 2)
+    if separator < 10 or any(b != 0xFF for b in block[2:separator]):
+        return None
+    return block[separator + 1 :]
+
+
+class ChipDocCard(IasEccCard):
+    """A CPS4-like ChipDoc card: the PKCS#15 application as on CPS3 for reading, and the ChipDoc
+    applet, reached on logical channel 1, for PIN and key operations.
+
+    Each logical channel keeps its own selection and security environment; the verified PIN is
+    card-wide. The raw PSO DECIPHER used for authentication is answered only for PKCS#1 type-01
+    blocks (the signature use): the emulator has no raw RSA.
+    """
+
+    def __init__(self, atr: bytes, mf: DF, *, pin: str, keys: dict[int, rsa.RSAPrivateKey]) -> None:
+        super().__init__(atr, mf, pin=pin, keys=keys, t0=False)
+        self.handlers[0x2A] = self.perform_security_operation
+        self.handlers[0x70] = self.manage_channel
+
+    def power_on(self) -> None:
+        super().power_on()
+        self._channels: dict[int, tuple[DF, EF | None, _SecurityEnvironment | None]] = {}
+
+    def _dispatch(self, apdu: CommandApdu) -> Response:
+        channel = apdu.cla & 0x03
+        if apdu.ins == 0x70:
+            return super()._dispatch(apdu)
+        saved = (self.current_df, self.current_ef, self._environment)
+        self.current_df, self.current_ef, self._environment = self._channels.get(
+            channel, (self.mf, None, None)
+        )
+        try:
+            return super()._dispatch(apdu)
+        finally:
+            self._channels[channel] = (self.current_df, self.current_ef, self._environment)
+            if channel != 0:
+                self.current_df, self.current_ef, self._environment = saved
+
+    def manage_channel(self, apdu: CommandApdu) -> Response:
+        """MANAGE CHANNEL: open (P1 ``00``) returns channel 1; close (P1 ``80``) resets it."""
+        if apdu.p1 == 0x00:
+            self._channels[1] = (self.mf, None, None)
+            return b"\x01", SW.OK
+        if apdu.p1 == 0x80 and apdu.p2 in (1, 2, 3):
+            self._channels.pop(apdu.p2, None)
+            return b"", SW.OK
+        return b"", SW.INCORRECT_P1P2
+
+    def internal_authenticate(self, apdu: CommandApdu) -> Response:
+        return b"", SW.INS_NOT_SUPPORTED
+
+    def perform_security_operation(self, apdu: CommandApdu) -> Response:
+        """PSO DECIPHER (``80 86``) without padding removal, with key ``20`` set by MSE SET CT."""
+        environment = self._environment
+        if (apdu.p1, apdu.p2) != (0x80, 0x86):
+            return b"", SW.INCORRECT_P1P2
+        if self.current_df.aid != CHIPDOC_AID:
+            return b"", SW.CONDITIONS_NOT_SATISFIED
+        if environment is None or environment.template != CRT_CT:
+            return b"", SW.CONDITIONS_NOT_SATISFIED
+        if not self.pin_verified:
+            return b"", SW.SECURITY_STATUS_NOT_SATISFIED
+        key = self.keys[environment.key_ref]
+        if not apdu.data or apdu.data[0] != 0x00 or len(apdu.data) - 1 != key.key_size // 8:
+            return b"", SW.WRONG_LENGTH
+        message = _parse_type1_block(apdu.data[1:])
+        if message is None:
+            return b"", SW.INVALID_DATA
+        try:
+            return sign_digest_info(key, message), SW.OK
+        except (ValueError, UnsupportedAlgorithm):
+            return b"", SW.INVALID_DATA
+
+    def manage_security_environment(self, apdu: CommandApdu) -> Response:
+        if apdu.p2 == CRT_CT and 0x80 not in _tags(apdu.data):
+            # ChipDoc's CT template carries only the key: the algorithm is implicit.
+            apdu = CommandApdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, apdu.data + b"\x80\x01\x00")
+        return super().manage_security_environment(apdu)
+
+
+def _tags(data: bytes) -> set[int]:
+    try:
+        return set(tlv_dict(data))
+    except TlvError:
+        return set()
+
+
+CPS4_KEY_SIG = 0x21
+
+
+def build_chipdoc_card(
+    identity: CardIdentity,
+    pki: TestPki,
+    *,
+    pin: str = "1234",
+    serial: str = "2800000001",
+    label: str = "CPS4v1",
+) -> ChipDocCard:
+    """Build an emulated CPS4 (or, with a PSI identity, PSI) card with fresh TEST certificates."""
+    credentials = pki.issue_card(identity, serial)
+    files = _cps3_pkcs15_files(credentials, serial, label)
+    app = DF(FID_APP, files, aid=PKCS15_AID)
+    applet = DF(0x0002, [], aid=CHIPDOC_AID)
+    mf = DF(
+        MF_FID,
+        [
+            EF(FID_EF_DIR, _directory(PKCS15_AID, label), sfi=0x1E),
+            EF(FID_EF_ATR, _ef_atr(), sfi=0x1D),
+            EF(FID_EF_SN, _ef_sn(serial), sfi=SFI_EF_SN),
+            app,
+            applet,
+        ],
+    )
+    keys = {
+        CPS4_KEY_AUT | 0x80: credentials.authentication.key,
+        CPS4_KEY_SIG | 0x80: credentials.signature.key,
+    }
+    card = ChipDocCard(CPS4_ATR, mf, pin=pin, keys=keys)
+    card.credentials = credentials
+    return card

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mie.emulation.base import EmulatedCard
-from mie.emulation.cpx import CPE, CPS3, CPS3_CL, CpxProfile, build_ias_ecc_card
+from mie.emulation.cpx import CPE, CPS3, CPS3_CL, CpxProfile, build_chipdoc_card, build_ias_ecc_card
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
 from mie.emulation.testpki import TestPki, parse_identity
 
@@ -58,11 +58,28 @@ def _ias_ecc(profile: CpxProfile, card_type: str) -> Callable[[CardOptions], Emu
     return build
 
 
+def _chipdoc(card_type: str, label: str) -> Callable[[CardOptions], EmulatedCard]:
+    def build(options: CardOptions) -> EmulatedCard:
+        identity = parse_identity(options.identity, card_type)
+        return build_chipdoc_card(
+            identity,
+            options.pki(),
+            pin=options.pin,
+            serial=options.serial or "2900000001",
+            label=label,
+        )
+
+    return build
+
+
 KINDS: dict[str, Callable[[CardOptions], EmulatedCard]] = {
     "iso7816": _iso7816,
     "cps3": _ias_ecc(CPS3, "CPS"),
     "cps3-cl": _ias_ecc(CPS3_CL, "CPS"),
     "cpe": _ias_ecc(CPE, "CPE"),
+    "cps4": _chipdoc("CPS", "CPS4v1"),
+    # Inferred: what the PSI card is is not public; mie emulates it as a ChipDoc card.
+    "psi": _chipdoc("PSI", "PSIv1"),
 }
 
 

@@ -118,7 +118,7 @@ class CardIdentity:
 
 def default_rpps() -> str:
     """:return: a well-formed (Luhn-valid) RPPS number reserved for emulated cards."""
-    return "1010001234" + luhn_check_digit("1010001234")
+    return "1010009987" + luhn_check_digit("1010009987")
 
 
 def parse_identity(spec: str | None, card_type: str) -> CardIdentity:

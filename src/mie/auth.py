@@ -1,0 +1,330 @@
+"""Authenticators: prove a professional holds their card and say who they are.
+
+An :class:`Authenticator` wraps one connection. :meth:`~Authenticator.identify` reads who the card
+belongs to without a PIN; :meth:`~Authenticator.authenticate` verifies the PIN once, has the card
+sign the caller's challenge, checks the signature against the certificate on the host, and
+returns an :class:`AuthResult`. Every failure raises (see :mod:`mie.errors`); the CLI turns the
+exception into the ``error`` object of the JSON contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mie.cards.cpx import (
+    Cps3ContactlessSession,
+    CpxFamily,
+    CpxSession,
+    detect_family,
+)
+from mie.core.connection import SmartCardConnection
+from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
+
+logger = logging.getLogger(__name__)
+
+MIN_CHALLENGE = 16
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    """What was presented: kind, serial and ATR."""
+
+    kind: str
+    serial: str | None
+    atr: bytes | None
+
+    def to_json(self) -> dict[str, Any]:
+        """:return: the ``authenticator`` object of the JSON contract."""
+        return {
+            "kind": self.kind,
+            "serial": self.serial,
+            "atr": self.atr.hex() if self.atr else None,
+        }
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a verifier needs to check an authentication again on its own.
+
+    :param challenge: the challenge the card signed (as SHA-256 DigestInfo, PKCS#1 v1.5).
+    :param signature: the card's signature.
+    :param chain: the certificates, leaf first, DER.
+    :param revocation: ``good``, ``revoked`` or ``unknown``.
+    """
+
+    challenge: bytes
+    signature: bytes
+    chain: list[bytes]
+    revocation: str = "unknown"
+
+    def to_json(self) -> dict[str, Any]:
+        """:return: the ``evidence`` object of the JSON contract (chain as PEM)."""
+        pems = [
+            x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
+            for der in self.chain
+        ]
+        return {
+            "challenge": self.challenge.hex(),
+            "signature": self.signature.hex(),
+            "chain": pems,
+            "revocation": self.revocation,
+        }
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of the chain, revocation and policy checks of a certificate.
+
+    :param identity: the holder's identity (a JSON-able object with ``to_json``), if checked.
+    :param level: the eIDAS level the RIE grants (``low``, ``substantial``, ``high``) or ``None``.
+    :param revocation: ``good``, ``revoked`` or ``unknown``.
+    :param reasons: why the level is what it is.
+    :param chain: the validated chain, leaf first.
+    """
+
+    identity: Any
+    level: str | None
+    revocation: str
+    reasons: list[str] = field(default_factory=list)
+    chain: list[x509.Certificate] = field(default_factory=list)
+
+
+ChainChecker = Callable[[x509.Certificate, Sequence[x509.Certificate]], ChainReport]
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """A successful authentication (failures raise)."""
+
+    authenticator: CardInfo
+    identity: Any
+    level: str | None
+    reasons: list[str]
+    evidence: Evidence
+
+    def to_json(self) -> dict[str, Any]:
+        """:return: the ``AuthResult`` object of the JSON contract, ``valid`` true."""
+        return {
+            "valid": True,
+            "error": None,
+            "authenticator": self.authenticator.to_json(),
+            "identity": self.identity.to_json() if self.identity is not None else None,
+            "level": self.level,
+            "reasons": list(self.reasons),
+            "evidence": self.evidence.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Who the card belongs to, read without PIN."""
+
+    card: CardInfo
+    certificate: x509.Certificate
+
+
+class CertificateCache:
+    """Authentication certificates already read, keyed by card serial and certificate hash.
+
+    An entry is used only when the card's fresh signature verifies with its public key, so a
+    cache entry is never trusted for another card.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def add(self, serial: str, der: bytes) -> None:
+        """Remember the certificate ``der`` of card ``serial``."""
+        with self._lock:
+            self._entries[(serial, hashlib.sha256(der).hexdigest())] = der
+
+    def match(self, challenge: bytes, signature: bytes) -> tuple[str, x509.Certificate] | None:
+        """Find the cached certificate whose key made ``signature`` over ``challenge``.
+
+        :return: ``(serial, certificate)`` or ``None``.
+        """
+        with self._lock:
+            entries = list(self._entries.items())
+        for (serial, _), der in entries:
+            certificate = x509.load_der_x509_certificate(der)
+            try:
+                verify_signature(certificate, challenge, signature)
+            except SignatureInvalidError:
+                continue
+            return serial, certificate
+        return None
+
+    def by_serial(self, serial: str) -> bytes | None:
+        """:return: the certificate last cached for card ``serial``, if any."""
+        with self._lock:
+            found = [der for (s, _), der in self._entries.items() if s == serial]
+        return found[-1] if found else None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def load_certificate(der: bytes) -> x509.Certificate:
+    """Parse a certificate read from a card.
+
+    :raises BadResponseError: it does not parse.
+    """
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as e:
+        raise BadResponseError(f"The card's certificate does not parse: {e}") from e
+
+
+def verify_signature(certificate: x509.Certificate, challenge: bytes, signature: bytes) -> None:
+    """Check a PKCS#1 v1.5 SHA-256 signature of ``challenge`` with the certificate's RSA key.
+
+    :raises SignatureInvalidError: wrong length, wrong key or wrong signature.
+    """
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise SignatureInvalidError("The authentication certificate does not hold an RSA key")
+    expected = (key.key_size + 7) // 8
+    if len(signature) != expected:
+        raise SignatureInvalidError(
+            f"Signature of {len(signature)} bytes, the {key.key_size}-bit key makes {expected}"
+        )
+    try:
+        key.verify(signature, challenge, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature as e:
+        raise SignatureInvalidError("The signature does not verify with the certificate") from e
+
+
+class Authenticator(abc.ABC):
+    """One presented authenticator (card, badge or key)."""
+
+    @abc.abstractmethod
+    def identify(self) -> Identification:
+        """Read who the authenticator belongs to, without PIN."""
+
+    @abc.abstractmethod
+    def authenticate(
+        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
+    ) -> AuthResult:
+        """Verify the PIN once, sign ``challenge``, check everything; raise on any failure."""
+
+
+class CpxAuthenticator(Authenticator):
+    """Authenticates with an ANS CPx card (CPS3, CPE/CPA; CPS4 and PSI through their session).
+
+    :param connection: the card connection.
+    :param check_chain: checks chain, revocation and level; ``None`` leaves them unchecked.
+    :param cache: certificates already read (share one cache across logins).
+    """
+
+    def __init__(
+        self,
+        connection: SmartCardConnection,
+        check_chain: ChainChecker | None = None,
+        cache: CertificateCache | None = None,
+    ) -> None:
+        self.connection = connection
+        self.family = detect_family(connection.atr)
+        self.check_chain = check_chain
+        self.cache = cache if cache is not None else CertificateCache()
+
+    def _session(self) -> CpxSession:
+        if self.family is CpxFamily.CPS3_CL:
+            return Cps3ContactlessSession(self.connection)
+        if self.family is CpxFamily.CPS4:
+            from mie.cards.cps4 import Cps4Session
+
+            return Cps4Session(self.connection)
+        return CpxSession(self.connection)
+
+    def identify(self) -> Identification:
+        with self.connection.transaction():
+            session = self._session()
+            serial = session.serial()
+            der = session.authentication_certificate()
+        certificate = load_certificate(der)
+        self.cache.add(serial, der)
+        return Identification(CardInfo(self.family.value, serial, self.connection.atr), certificate)
+
+    def authenticate(
+        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
+    ) -> AuthResult:
+        if len(challenge) < MIN_CHALLENGE:
+            raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
+        if self.family is CpxFamily.CPS3_CL:
+            raise UnsupportedCardError("A contactless CPS3 identifies but does not authenticate")
+        with self.connection.transaction():
+            session = self._session()
+            known = self._certificate_first(session)
+            session.verify_cardholder_pin(pin, allow_last_try)
+            signature = session.sign_challenge(challenge)
+            serial, certificate = self._signer(session, known, challenge, signature)
+        return self._result(serial, certificate, challenge, signature)
+
+    def _certificate_first(self, session: CpxSession) -> tuple[str, bytes] | None:
+        """CPS4 needs the key size before signing: read the serial and find the certificate."""
+        from mie.cards.cps4 import Cps4Session
+
+        if not isinstance(session, Cps4Session):
+            return None
+        serial = session.serial()
+        der = self.cache.by_serial(serial) or session.authentication_certificate()
+        key = load_certificate(der).public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise UnsupportedCardError("The CPS4 authentication key is not RSA")
+        session.key_bytes = (key.key_size + 7) // 8
+        return serial, der
+
+    def _signer(
+        self,
+        session: CpxSession,
+        known: tuple[str, bytes] | None,
+        challenge: bytes,
+        signature: bytes,
+    ) -> tuple[str, x509.Certificate]:
+        """Find the certificate that verifies ``signature``: cached first, then from the card."""
+        if known is None:
+            found = self.cache.match(challenge, signature)
+            if found is not None:
+                return found
+            serial = session.serial()
+        else:
+            serial, der = known
+            try:
+                certificate = load_certificate(der)
+                verify_signature(certificate, challenge, signature)
+                self.cache.add(serial, der)
+                return serial, certificate
+            except SignatureInvalidError:
+                logger.info("Cached certificate does not match the card; reading it again")
+        der = session.authentication_certificate()
+        certificate = load_certificate(der)
+        verify_signature(certificate, challenge, signature)
+        self.cache.add(serial, der)
+        return serial, certificate
+
+    def _result(
+        self, serial: str, certificate: x509.Certificate, challenge: bytes, signature: bytes
+    ) -> AuthResult:
+        card = CardInfo(self.family.value, serial, self.connection.atr)
+        leaf = certificate.public_bytes(serialization.Encoding.DER)
+        if self.check_chain is None:
+            evidence = Evidence(challenge, signature, [leaf], "unknown")
+            reasons = ["signature verified", "certificate chain and revocation not checked"]
+            return AuthResult(card, None, None, reasons, evidence)
+        report = self.check_chain(certificate, [])
+        chain = [c.public_bytes(serialization.Encoding.DER) for c in report.chain] or [leaf]
+        evidence = Evidence(challenge, signature, chain, report.revocation)
+        reasons = ["signature verified", *report.reasons]
+        return AuthResult(card, report.identity, report.level, reasons, evidence)
