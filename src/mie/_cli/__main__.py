@@ -12,6 +12,7 @@ import sys
 import click
 
 from mie import __version__
+from mie._cli.auth import AuthFailedError, auth
 from mie._cli.cards import info, readers
 from mie._cli.demo import demo
 from mie._cli.emulate import emulate
@@ -25,6 +26,8 @@ from mie.core.errors import (
     MieError,
     NoCardError,
     ReplayMismatchError,
+    SignatureInvalidError,
+    UnsupportedCardError,
 )
 from mie.core.log import TRAFFIC, TRAFFIC_WARNING
 
@@ -38,12 +41,15 @@ _LEVELS = {
     "traffic": TRAFFIC,
 }
 _FAILED = (
+    AuthFailedError,
     ApduError,
     BadResponseError,
     CardRemovedError,
     LastTryRefusedError,
     NoCardError,
     ReplayMismatchError,
+    SignatureInvalidError,
+    UnsupportedCardError,
 )
 
 
@@ -70,7 +76,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
         click.echo(TRAFFIC_WARNING, err=True)
 
 
-for _command in (readers, info, emulate, record, replay, demo):
+for _command in (readers, info, auth, emulate, record, replay, demo):
     cli.add_command(_command)
 
 

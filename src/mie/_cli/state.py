@@ -6,6 +6,7 @@ records the connection it opens, or hands it a replayed one instead.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from mie.core.connection import SmartCardConnection
@@ -31,6 +32,21 @@ class CliState:
     recorders: list[RecordingConnection] = field(default_factory=list)
     kind: str = "unknown"
     source: str = "real card"
+    random: dict[str, str] = field(default_factory=dict)
+
+    def draw_random(self, name: str, size: int) -> bytes:
+        """Draw ``size`` random bytes, or serve the value a replayed session recorded.
+
+        Values drawn are kept in :attr:`random`, so a recording can store them.
+        """
+        if self.replay is not None:
+            recorded = self.replay.vector.random.get(name)
+            if recorded is None:
+                raise UsageError(f"The vector has no recorded random value {name!r}")
+            return bytes.fromhex(recorded)
+        value = secrets.token_bytes(size)
+        self.random[name] = value.hex()
+        return value
 
     def _wrap(self, connection: SmartCardConnection) -> SmartCardConnection:
         if not self.record:

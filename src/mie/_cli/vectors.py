@@ -53,6 +53,7 @@ def _save(state: CliState, out: str, description: str, args: list[str]) -> None:
         warn(f"The command opened {len(state.recorders)} connections; recording the first.")
     vector = state.recorders[0].vector(description, state.source, state.kind)
     vector.command = args
+    vector.random = dict(state.random)
     vector.save(out)
     warn(f"Recorded {len(vector.exchanges)} exchanges to {out}")
 

@@ -1,0 +1,146 @@
+"""``mie auth``: authenticate the professional holding the card in a reader."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from mie._cli.output import emit_json
+from mie._cli.state import CliState, UsageError
+from mie.auth import AuthResult, CpxAuthenticator
+from mie.core.errors import (
+    BadResponseError,
+    CardRemovedError,
+    InvalidPinError,
+    LastTryRefusedError,
+    MieError,
+    NoCardError,
+    PinBlockedError,
+    SignatureInvalidError,
+    UnsupportedCardError,
+)
+from mie.core.pin import check_pin
+
+CHALLENGE_SIZE = 32
+
+_CODES: list[tuple[type[MieError], str]] = [
+    (InvalidPinError, "invalid_pin"),
+    (LastTryRefusedError, "last_try_refused"),
+    (PinBlockedError, "pin_blocked"),
+    (NoCardError, "no_card"),
+    (CardRemovedError, "card_removed"),
+    (UnsupportedCardError, "unsupported_card"),
+    (SignatureInvalidError, "signature_invalid"),
+    (BadResponseError, "malformed"),
+]
+
+
+class AuthFailedError(MieError):
+    """An authentication failed on well-formed input; carries the contract error object."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        self.error = error
+        super().__init__(f"{error['code']}: {error['message']}")
+
+
+def error_object(error: MieError) -> dict[str, Any] | None:
+    """:return: the ``error`` object of the contract for ``error``, or ``None`` if unmapped."""
+    code = getattr(error, "code", None)
+    if not isinstance(code, str):
+        code = next((c for kind, c in _CODES if isinstance(error, kind)), None)
+    if code is None:
+        return None
+    obj: dict[str, Any] = {"code": code, "message": str(error)}
+    if isinstance(error, InvalidPinError):
+        obj["tries_left"] = error.tries_left
+    return obj
+
+
+def failure_json(error: dict[str, Any], card: dict[str, Any] | None) -> dict[str, Any]:
+    """:return: an ``AuthResult`` object for a failed authentication."""
+    return {
+        "valid": False,
+        "error": error,
+        "authenticator": card,
+        "identity": None,
+        "level": None,
+        "reasons": [],
+        "evidence": None,
+    }
+
+
+def _read_pin(pin_stdin: bool) -> str:
+    if pin_stdin:
+        line = sys.stdin.readline()
+        pin = line.rstrip("\r\n")
+    elif sys.stdin.isatty():
+        pin = click.prompt("PIN", hide_input=True, err=True)
+    else:
+        raise UsageError("No PIN: pass --pin-stdin and write the PIN on standard input")
+    check_pin(pin)
+    return pin
+
+
+@click.command()
+@click.option("--reader", "-r", help="Reader name or a unique part of it.")
+@click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
+@click.option("--allow-last-try", is_flag=True, help="Present the PIN even with one try left.")
+@click.option("--challenge", help="Challenge to sign, hex (default: 32 random bytes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the AuthResult as JSON.")
+@click.pass_obj
+def auth(
+    state: CliState,
+    reader: str | None,
+    pin_stdin: bool,
+    allow_last_try: bool,
+    challenge: str | None,
+    as_json: bool,
+) -> int:
+    """Authenticate the card holder: PIN, challenge signature, certificate."""
+    pin = _read_pin(pin_stdin)
+    nonce = _challenge(state, challenge)
+    card_json: dict[str, Any] | None = None
+    try:
+        with state.open_reader(reader) as connection:
+            card_json = {"kind": None, "serial": None, "atr": (connection.atr or b"").hex()}
+            authenticator = CpxAuthenticator(connection)
+            state.kind = card_json["kind"] = authenticator.family.value
+            result = authenticator.authenticate(nonce, pin, allow_last_try)
+    except MieError as e:
+        error = error_object(e)
+        if error is None:
+            raise
+        if as_json:
+            emit_json(failure_json(error, card_json))
+        raise AuthFailedError(error) from e
+    _print(result, as_json)
+    return 0
+
+
+def _challenge(state: CliState, given: str | None) -> bytes:
+    if given is None:
+        return state.draw_random("challenge", CHALLENGE_SIZE)
+    try:
+        value = bytes.fromhex(given)
+    except ValueError as e:
+        raise UsageError("--challenge must be hex") from e
+    if len(value) < 16:
+        raise UsageError("--challenge must have at least 16 bytes")
+    return value
+
+
+def _print(result: AuthResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.to_json())
+        return
+    card = result.authenticator
+    click.echo(f"Authenticated: {card.kind} card {card.serial}")
+    if result.identity is not None:
+        identity = result.identity.to_json()
+        names = " ".join(n for n in (identity["given_name"], identity["family_name"]) if n)
+        click.echo(f"  {names} ({identity['id_type']} {identity['id']})")
+    click.echo(f"  level: {result.level or 'not established'}")
+    for reason in result.reasons:
+        click.echo(f"  - {reason}")
