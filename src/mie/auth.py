@@ -30,6 +30,7 @@ from mie.cards.cpx import (
 )
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
+from mie.core.pin import check_pin
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ class CpxAuthenticator(Authenticator):
     ) -> AuthResult:
         if len(challenge) < MIN_CHALLENGE:
             raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
+        check_pin(pin)
         if self.family is CpxFamily.CPS3_CL:
             raise UnsupportedCardError("A contactless CPS3 identifies but does not authenticate")
         with self.connection.transaction():

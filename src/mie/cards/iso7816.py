@@ -200,10 +200,9 @@ class Iso7816Session:
         :raises InvalidPinError: the card rejected the PIN.
         """
         try:
+            # A PIN verified earlier in this card session is presented again all the same: each
+            # authentication must prove knowledge of the PIN. Verification left the counter full.
             status = self.pin_status(pin_ref, cla)
-            if status.verified:
-                logger.info("PIN already verified")
-                return
             if status.blocked:
                 raise PinBlockedError(b"", SW.AUTH_METHOD_BLOCKED)
             if status.tries_left == 1 and not allow_last_try:
