@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,16 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
         daemon.wait_ready()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One TEST PKI for the whole run, shared with emulator subprocesses via MIE_TEST_PKI."""
+    directory = tmp_path_factory.mktemp("testpki")
+    previous = os.environ.get("MIE_TEST_PKI")
+    os.environ["MIE_TEST_PKI"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("MIE_TEST_PKI", None)
+    else:
+        os.environ["MIE_TEST_PKI"] = previous

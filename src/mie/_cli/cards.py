@@ -8,6 +8,7 @@ import click
 
 from mie._cli.output import emit_json, emit_table
 from mie._cli.state import CliState
+from mie.auth import CpxAuthenticator
 from mie.cards.demo import DEMO_ATR, DemoSession
 from mie.core.atr import Atr
 from mie.core.connection import SmartCardConnection
@@ -60,6 +61,11 @@ def _describe(connection: SmartCardConnection, state: CliState) -> dict[str, Any
     if atr == DEMO_ATR:
         info["kind"] = state.kind = "iso7816"
         info["serial"] = DemoSession(connection).serial()
+        return info
+    identification = CpxAuthenticator(connection).identify()
+    info["kind"] = state.kind = identification.card.kind
+    info["serial"] = identification.card.serial
+    info["subject"] = identification.certificate.subject.rfc4514_string()
     return info
 
 
