@@ -201,7 +201,12 @@ def test_card_pulled_between_verify_and_signature_then_next_session_starts_clean
 ) -> None:
     card = _PullAfterMse(build_card("cps3", CardOptions(pin="1234", pki_dir=test_pki_dir)))
     with attached(card) as host, PcscConnection(READER0) as connection:
-        threading.Thread(target=lambda: card.on_mse.wait(10) and host.stop()).start()
+
+        def pull() -> None:
+            if card.on_mse.wait(10):
+                host.stop()
+
+        threading.Thread(target=pull).start()
         with pytest.raises(CardRemovedError):
             CpxAuthenticator(connection).authenticate(b"c" * 32, "1234")
     settle_after_failure()
