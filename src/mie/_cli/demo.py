@@ -2,34 +2,80 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mie._cli.output import emit_json
 from mie._cli.state import CliState
+from mie.auth import AuthResult, CpxAuthenticator
 from mie.cards.demo import DemoSession
+from mie.emulation.cpx import CPS3, build_ias_ecc_card
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
+from mie.emulation.testpki import TestPki, parse_identity
+
+DEMO_CPX_PIN = "1234"
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-def demo(state: CliState, as_json: bool) -> int:
-    """Run the emulated cards end to end, in process: no hardware, no daemon."""
-    state.kind = "iso7816"
+def _generic(state: CliState) -> dict[str, Any]:
     with state.open_emulated(demo_card()) as connection:
         report = DemoSession(connection).run(DEMO_PIN)
-    result = {
+    return {
         "card": "iso7816",
         "serial": report.serial,
         "public_file_bytes": report.public_size,
         "pin_tries_before_verify": report.pin_status.tries_left,
         "holder_after_verify": report.holder,
     }
+
+
+def _cps3(state: CliState) -> AuthResult:
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), TestPki(), pin=DEMO_CPX_PIN)
+    with state.open_emulated(card) as connection:
+        authenticator = CpxAuthenticator(connection)
+        return authenticator.authenticate(state.draw_random("challenge", 32), DEMO_CPX_PIN)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--only", type=click.Choice(["iso7816", "cps3"]), help="Run one card only.")
+@click.pass_obj
+def demo(state: CliState, as_json: bool, only: str | None) -> int:
+    """Run the emulated cards end to end, in process: no hardware, no daemon."""
+    state.kind = only or "demo"
+    generic = _generic(state) if only in (None, "iso7816") else None
+    cps3 = _cps3(state) if only in (None, "cps3") else None
     if as_json:
-        emit_json({"results": [result]})
-    else:
-        click.echo("Generic ISO 7816 card (emulated, in process):")
-        click.echo(f"  serial {report.serial}, public file {report.public_size} bytes read")
-        click.echo(f"  PIN status: {report.pin_status.tries_left} tries left; PIN verified")
-        click.echo(f"  holder (readable after PIN): {report.holder}")
+        results = [generic] if generic else []
+        if cps3 is not None:
+            results.append({"card": "cps3", "auth": cps3.to_json()})
+        emit_json({"results": results})
+        return 0
+    if generic is not None:
+        _print_generic(generic)
+    if cps3 is not None:
+        _print_cps3(cps3)
     return 0
+
+
+def _print_generic(generic: dict[str, Any]) -> None:
+    click.echo("Generic ISO 7816 card (emulated, in process):")
+    click.echo(
+        f"  serial {generic['serial']}, public file {generic['public_file_bytes']} bytes read"
+    )
+    click.echo(f"  PIN verified; holder (readable after PIN): {generic['holder_after_verify']}")
+
+
+def _print_cps3(cps3: AuthResult) -> None:
+    click.echo("CPS3 card (emulated IAS-ECC, TEST PKI, in process):")
+    click.echo(f"  card {cps3.authenticator.serial}: challenge signed and verified")
+    subject = x509_subject(cps3)
+    click.echo(f"  certificate subject: {subject}")
+    click.echo(f"  level: {cps3.level or 'not established (chain not checked)'}")
+
+
+def x509_subject(result: AuthResult) -> str:
+    """:return: the RFC 4514 subject of the authentication certificate."""
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(result.evidence.chain[0]).subject.rfc4514_string()

@@ -33,6 +33,7 @@ class CliState:
     kind: str = "unknown"
     source: str = "real card"
     random: dict[str, str] = field(default_factory=dict)
+    replay_used: bool = False
 
     def draw_random(self, name: str, size: int) -> bytes:
         """Draw ``size`` random bytes, or serve the value a replayed session recorded.
@@ -55,10 +56,17 @@ class CliState:
         self.recorders.append(recorder)
         return recorder
 
+    def _replayed(self) -> SmartCardConnection:
+        assert self.replay is not None  # noqa: S101 - checked by the callers
+        if self.replay_used:
+            raise UsageError("The vector holds one card session; the command opened a second one")
+        self.replay_used = True
+        return self.replay
+
     def open_reader(self, reader: str | None) -> SmartCardConnection:
         """Open the card in ``reader`` over PC/SC (or the replayed session)."""
         if self.replay is not None:
-            return self.replay
+            return self._replayed()
         from mie.transport.pcsc import PcscConnection
 
         connection = PcscConnection(reader)
@@ -69,6 +77,6 @@ class CliState:
     def open_emulated(self, card: EmulatedCard) -> SmartCardConnection:
         """Open an in-process emulated card (or the replayed session)."""
         if self.replay is not None:
-            return self.replay
+            return self._replayed()
         self.source = "emulator"
         return self._wrap(EmulatedConnection(card))

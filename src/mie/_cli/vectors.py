@@ -50,7 +50,10 @@ def _save(state: CliState, out: str, description: str, args: list[str]) -> None:
         warn("Nothing recorded: the command opened no card connection.")
         return
     if len(state.recorders) > 1:
-        warn(f"The command opened {len(state.recorders)} connections; recording the first.")
+        raise UsageError(
+            f"The command opened {len(state.recorders)} card sessions; a vector holds one "
+            "(for mie demo, pick one card with --only)"
+        )
     vector = state.recorders[0].vector(description, state.source, state.kind)
     vector.command = args
     vector.random = dict(state.random)

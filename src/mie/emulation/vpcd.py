@@ -27,6 +27,12 @@ CTRL_ATR = 0x04
 _POLL = 0.2
 
 
+def _quick_ack(sock: socket.socket) -> None:
+    quick_ack = getattr(socket, "TCP_QUICKACK", None)
+    if quick_ack is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, quick_ack, 1)
+
+
 class _ClosedError(Exception):
     """The peer closed the socket."""
 
@@ -106,6 +112,7 @@ class VpcdHost:
             logger.debug("vpcd at %s:%d not reachable: %s", *self.address, e)
             return False
         sock.settimeout(_POLL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock, self._buffer = sock, b""
         self.connected.set()
         logger.info("Card presented on vpcd %s:%d", *self.address)
@@ -145,6 +152,9 @@ class VpcdHost:
         """Buffer at least ``need`` bytes; ``False`` on a poll timeout."""
         assert self._sock is not None  # noqa: S101 - called while connected
         while len(self._buffer) < need:
+            # vpcd writes the length and the APDU in two sends: the second waits (Nagle) for
+            # our ACK of the first, which Linux would delay by 40 ms without QUICKACK.
+            _quick_ack(self._sock)
             try:
                 chunk = self._sock.recv(max(4096, need - len(self._buffer)))
             except TimeoutError:
