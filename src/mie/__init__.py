@@ -8,4 +8,22 @@ hardware backends live in :mod:`mie.transport` and are optional extras; emulated
 
 from __future__ import annotations
 
+from mie.auth import (
+    Authenticator,
+    AuthResult,
+    CertificateCache,
+    CpxAuthenticator,
+    Evidence,
+    open_authenticator,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AuthResult",
+    "Authenticator",
+    "CertificateCache",
+    "CpxAuthenticator",
+    "Evidence",
+    "open_authenticator",
+]

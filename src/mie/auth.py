@@ -208,7 +208,19 @@ def verify_signature(certificate: x509.Certificate, challenge: bytes, signature:
 
 
 class Authenticator(abc.ABC):
-    """One presented authenticator (card, badge or key)."""
+    """One presented authenticator (card, badge or key); closing it closes its connection."""
+
+    connection: SmartCardConnection
+
+    def close(self) -> None:
+        """Release the connection (a PC/SC card is reset, so no verified PIN state remains)."""
+        self.connection.close()
+
+    def __enter__(self) -> Authenticator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @abc.abstractmethod
     def identify(self) -> Identification:
@@ -219,6 +231,29 @@ class Authenticator(abc.ABC):
         self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
     ) -> AuthResult:
         """Verify the PIN once, sign ``challenge``, check everything; raise on any failure."""
+
+
+def open_authenticator(
+    reader: str | None = None,
+    *,
+    check_chain: ChainChecker | None = None,
+    cache: CertificateCache | None = None,
+) -> Authenticator:
+    """Connect to the card in a PC/SC reader and return the authenticator for it.
+
+    :param reader: reader name or a unique part of it; ``None`` takes the first reader with a card.
+    :param check_chain: chain, revocation and level checks for the certificate.
+    :param cache: certificate cache shared across logins.
+    :raises UnsupportedCardError: the card is not a supported authenticator (connection closed).
+    """
+    from mie.transport.pcsc import PcscConnection
+
+    connection = PcscConnection(reader)
+    try:
+        return CpxAuthenticator(connection, check_chain=check_chain, cache=cache)
+    except BaseException:
+        connection.close()
+        raise
 
 
 class CpxAuthenticator(Authenticator):
