@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from typing import Any
 
 import click
@@ -48,6 +49,8 @@ class AuthFailedError(MieError):
 def error_object(error: MieError) -> dict[str, Any] | None:
     """:return: the ``error`` object of the contract for ``error``, or ``None`` if unmapped."""
     code = getattr(error, "code", None)
+    if isinstance(code, Enum):
+        code = code.value
     if not isinstance(code, str):
         code = next((c for kind, c in _CODES if isinstance(error, kind)), None)
     if code is None:

@@ -38,8 +38,12 @@ class CardOptions:
     pki_dir: Path | None = None
 
     def pki(self) -> TestPki:
-        """:return: the TEST PKI, loaded from (or created in) :attr:`pki_dir`."""
-        return TestPki.load(self.pki_dir or default_pki_dir())
+        """The TEST PKI, loaded from (or created in) :attr:`pki_dir`, with fresh CRLs published
+        there (``root-*.pem`` are the TEST trust anchors, ``crl-*.der`` the CRLs)."""
+        directory = self.pki_dir or default_pki_dir()
+        pki = TestPki.load(directory)
+        pki.publish_crls(directory)
+        return pki
 
 
 def _iso7816(options: CardOptions) -> EmulatedCard:

@@ -435,6 +435,22 @@ class TestPki:
                     )
                 )
 
+    def publish_crls(
+        self, directory: str | os.PathLike[str], revoked: list[int] | None = None
+    ) -> None:
+        """Write a fresh CRL per gamme (``crl-fort.der``, ``crl-standard.der``), atomically.
+
+        :param revoked: serial numbers to list as revoked in every CRL.
+        """
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for gamme in self.intermediates:
+            der = self.crl(gamme, revoked).public_bytes(serialization.Encoding.DER)
+            target = path / f"crl-{gamme.value.lower()}.der"
+            temporary = target.with_suffix(f".tmp{os.getpid()}")
+            temporary.write_bytes(der)
+            os.replace(temporary, target)
+
     @classmethod
     def load(cls, directory: str | os.PathLike[str], **kwargs: object) -> TestPki:
         """Load CAs written by :meth:`save`; create and save them when absent."""
