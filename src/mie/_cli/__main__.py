@@ -17,6 +17,7 @@ from mie._cli.cards import info, readers
 from mie._cli.demo import demo
 from mie._cli.emulate import emulate
 from mie._cli.state import CliState, UsageError
+from mie._cli.trust import crl_group, trust_group, verify_cert
 from mie._cli.vectors import record, replay
 from mie.core.errors import (
     ApduError,
@@ -30,6 +31,7 @@ from mie.core.errors import (
     UnsupportedCardError,
 )
 from mie.core.log import TRAFFIC, TRAFFIC_WARNING
+from mie.trust.errors import VerificationError
 
 logger = logging.getLogger("mie")
 
@@ -76,7 +78,18 @@ def cli(ctx: click.Context, log_level: str) -> None:
         click.echo(TRAFFIC_WARNING, err=True)
 
 
-for _command in (readers, info, auth, emulate, record, replay, demo):
+for _command in (
+    readers,
+    info,
+    auth,
+    emulate,
+    record,
+    replay,
+    demo,
+    verify_cert,
+    trust_group,
+    crl_group,
+):
     cli.add_command(_command)
 
 
@@ -84,6 +97,8 @@ def exit_code_for(error: MieError) -> int:
     """Map an error to the exit-code contract: 1 for a failed check, 2 for everything else."""
     if isinstance(error, UsageError):
         return 2
+    if isinstance(error, VerificationError):
+        return 2 if error.is_malformed else 1
     return 1 if isinstance(error, _FAILED) else 2
 
 

@@ -1,0 +1,328 @@
+"""``mie verify-cert``, ``mie trust list|import|remove`` and ``mie crl fetch|show``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mie._cli.output import emit_json, emit_table, warn
+from mie._cli.state import UsageError
+from mie.policy import decide_level
+from mie.trust import (
+    CrlCache,
+    CrlIndex,
+    CrlSet,
+    ErrorCode,
+    RevocationMode,
+    TrustStore,
+    Usage,
+    VerificationError,
+    VerificationResult,
+    VerifierBuilder,
+    identity_from_certificate,
+    load_certificates,
+)
+from mie.trust.store import Anchor, OperatorStore, classify, dn, fingerprint, operator_directory
+from mie.trust.verify import crl_urls
+
+ENV_CRL_DIR = "MIE_CRL_DIR"
+
+
+def crl_directory() -> Path:
+    """:return: the CRL cache directory (``$MIE_CRL_DIR`` first, then the user cache)."""
+    explicit = os.environ.get(ENV_CRL_DIR)
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "mie" / "crl"
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise VerificationError(ErrorCode.MALFORMED, f"{path}: cannot read ({e.strerror})") from e
+
+
+def _parse_at(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError as e:
+        raise UsageError(f"--at {value!r} is not an ISO 8601 date-time") from e
+    if at.tzinfo is None:
+        raise UsageError(f"--at {value!r} has no time zone (add Z or +01:00)")
+    return at
+
+
+@click.command("verify-cert")
+@click.argument("leaf")
+@click.option("--intermediate", multiple=True, help="Untrusted CA certificate file (repeat).")
+@click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
+@click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
+@click.option("--at", "at_text", help="Verify at this ISO 8601 time (with time zone).")
+@click.option("--usage", type=click.Choice(["auth", "sign"]), default="auth", show_default=True)
+@click.option(
+    "--revocation", type=click.Choice(["hard", "soft"]), default="hard", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def verify_cert(
+    leaf: str,
+    intermediate: tuple[str, ...],
+    trust: tuple[str, ...],
+    crl: tuple[str, ...],
+    at_text: str | None,
+    usage: str,
+    revocation: str,
+    as_json: bool,
+) -> int:
+    """Verify a certificate against the trust store (chain, revocation, usage, level)."""
+    at = _parse_at(at_text)
+    report: dict[str, Any] = {
+        "valid": False,
+        "error": None,
+        "identity": None,
+        "chain": [],
+        "trust_anchor": None,
+        "level": None,
+        "revocation": None,
+        "reasons": [],
+    }
+    try:
+        result = _verify(leaf, intermediate, trust, crl, at, Usage(usage), revocation)
+        _fill(report, result, Usage(usage))
+        code = 0
+    except VerificationError as e:
+        report["error"] = {"code": e.code.value, "message": e.message}
+        code = 2 if e.is_malformed else 1
+    _print(report, as_json)
+    if code == 2:
+        warn(f"mie: error: {report['error']['message']}")
+    return code
+
+
+def _verify(
+    leaf: str,
+    intermediates: tuple[str, ...],
+    trust: tuple[str, ...],
+    crls: tuple[str, ...],
+    at: dt.datetime | None,
+    usage: Usage,
+    revocation: str,
+) -> VerificationResult:
+    leaf_cert = load_certificates(_read(leaf), leaf)[0]
+    pool = [c for f in intermediates for c in load_certificates(_read(f), f)]
+    extra = [
+        Anchor.from_certificate(c, "explicit")
+        for f in trust
+        for c in load_certificates(_read(f), f)
+    ]
+    store = TrustStore.default().with_anchors(extra)
+    crl_set = CrlSet.of(CrlIndex.from_bytes(_read(f), f) for f in crls)
+    _add_cached_crls(crl_set, [leaf_cert, *pool])
+    builder = (
+        VerifierBuilder()
+        .store(store)
+        .usage(usage)
+        .revocation(RevocationMode(revocation))
+        .crls(crl_set)
+    )
+    if at is not None:
+        builder = builder.time(at)
+    return builder.build().verify(leaf_cert, pool)
+
+
+def _add_cached_crls(crl_set: CrlSet, certs: list[Any]) -> None:
+    # CRLs fetched earlier with `mie crl fetch` are used offline; a damaged cache file is
+    # reported and skipped (the certificate's status then stays unknown, never good).
+    cache = CrlCache(crl_directory())
+    for cert in certs:
+        for url in crl_urls(cert):
+            try:
+                cached = cache.load(url)
+            except VerificationError as e:
+                warn(f"mie: warning: {e.message}")
+                continue
+            if cached is not None:
+                crl_set.add(cached)
+
+
+def _fill(report: dict[str, Any], result: VerificationResult, usage: Usage) -> None:
+    identity = identity_from_certificate(result.leaf)
+    if result.anchor.test and not identity.test_card:
+        identity = type(identity)(**{**identity.__dict__, "test_card": True})
+    decision = decide_level(result, usage)
+    report.update(
+        valid=True,
+        identity=identity.to_json(),
+        chain=list(result.subjects),
+        trust_anchor=result.anchor.name,
+        level=decision.level.value if decision.level else None,
+        revocation=result.revocation.value,
+        reasons=[*decision.reasons, *result.revocation_details],
+    )
+
+
+def _print(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"valid: {'yes' if report['valid'] else 'no'}")
+    if report["error"]:
+        click.echo(f"error: {report['error']['code']}: {report['error']['message']}")
+    for key in ("trust_anchor", "level", "revocation"):
+        if report[key]:
+            click.echo(f"{key}: {report[key]}")
+    for i, subject in enumerate(report["chain"]):
+        click.echo(f"chain[{i}]: {subject}")
+    if report["identity"]:
+        for key, value in report["identity"].items():
+            click.echo(f"identity.{key}: {value}")
+
+
+@click.group("trust")
+def trust_group() -> None:
+    """Manage trust anchors (bundled ANS roots and the operator store)."""
+
+
+@trust_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def trust_list(as_json: bool) -> int:
+    """List trust anchors and stored intermediates."""
+    store = TrustStore.default()
+    rows = [_describe(a.certificate, a.source, "anchor", a.test) for a in store]
+    rows += [_describe(c, "operator", "intermediate", False) for c in store.intermediates]
+    if as_json:
+        emit_json({"directory": str(operator_directory()), "certificates": rows})
+        return 0
+    emit_table(
+        [
+            (
+                r["kind"],
+                r["source"],
+                r["gamme"] or "-",
+                r["domain"] or "-",
+                "yes" if r["test"] else "no",
+                r["not_after"][:10],
+                r["sha256"][:23],
+                r["subject"],
+            )
+            for r in rows
+        ],
+        ("KIND", "SOURCE", "GAMME", "DOMAIN", "TEST", "NOT AFTER", "SHA-256", "SUBJECT"),
+    )
+    return 0
+
+
+def _describe(cert: Any, source: str, kind: str, test: bool) -> dict[str, Any]:
+    info = classify(cert.subject)
+    return {
+        "kind": kind,
+        "source": source,
+        "subject": dn(cert.subject),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "sha256": fingerprint(cert),
+        "gamme": info.gamme.value if info.gamme else None,
+        "domain": info.domain.value if info.domain else None,
+        "test": test or info.test,
+    }
+
+
+@trust_group.command("import")
+@click.argument("file")
+@click.option("--test", "allow_test", is_flag=True, help="Accept TEST hierarchy CAs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def trust_import(file: str, allow_test: bool, as_json: bool) -> int:
+    """Import CA certificates from PEM, DER or a PKCS#7 (.p7b) bundle."""
+    certs = load_certificates(_read(file), file)
+    store = OperatorStore(operator_directory())
+    imported = []
+    for cert in certs:
+        try:
+            kind = store.add(cert, allow_test=allow_test)
+        except ValueError as e:
+            raise UsageError(f"{file}: {e}") from e
+        imported.append(
+            _describe(cert, "operator", kind, allow_test and classify(cert.subject).test)
+        )
+    if as_json:
+        emit_json({"directory": str(store.directory), "imported": imported})
+    else:
+        for row in imported:
+            click.echo(f"{row['kind']}: {row['subject']}")
+            click.echo(f"  valid {row['not_before']} -> {row['not_after']}")
+            click.echo(f"  sha256 {row['sha256']}")
+            click.echo(
+                f"  gamme {row['gamme'] or '-'}, domain {row['domain'] or '-'}, test {row['test']}"
+            )
+    return 0
+
+
+@trust_group.command("remove")
+@click.argument("fingerprint_prefix")
+def trust_remove(fingerprint_prefix: str) -> int:
+    """Remove an imported certificate by (a prefix of) its SHA-256 fingerprint."""
+    try:
+        removed = OperatorStore(operator_directory()).remove(fingerprint_prefix)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    for stem in removed:
+        click.echo(f"removed {stem}")
+    return 0
+
+
+@click.group("crl")
+def crl_group() -> None:
+    """Fetch and inspect CRLs (cache: $MIE_CRL_DIR or the user cache directory)."""
+
+
+@crl_group.command("fetch")
+@click.argument("url")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def crl_fetch(url: str, timeout: float, as_json: bool) -> int:
+    """Download a CRL from an HTTP(S) distribution point into the cache."""
+    cache = CrlCache(crl_directory(), timeout=timeout)
+    cache.clean_temporary()
+    index = cache.refresh(url)
+    _show(index, str(cache.path_for(url)), as_json)
+    return 0
+
+
+@crl_group.command("show")
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def crl_show(source: str, as_json: bool) -> int:
+    """Show a CRL file, or the cached CRL of a URL."""
+    if source.lower().startswith(("http://", "https://")):
+        cache = CrlCache(crl_directory())
+        index = cache.load(source)
+        if index is None:
+            raise UsageError(f"no cached CRL for {source} (run: mie crl fetch {source})")
+        _show(index, str(cache.path_for(source)), as_json)
+    else:
+        _show(CrlIndex.from_bytes(_read(source), source), source, as_json)
+    return 0
+
+
+def _show(index: CrlIndex, where: str, as_json: bool) -> None:
+    data = {
+        "source": where,
+        "issuer": index.issuer.rfc4514_string(),
+        "this_update": index.this_update.isoformat(),
+        "next_update": index.next_update.isoformat() if index.next_update else None,
+        "crl_number": index.number,
+        "delta_base": index.delta_base,
+        "entries": len(index),
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value if value is not None else '-'}")

@@ -1,0 +1,52 @@
+"""The verification error of :mod:`mie.trust` and its contract codes."""
+
+from __future__ import annotations
+
+from enum import Enum, unique
+
+from mie.core.errors import MieError
+
+
+@unique
+class ErrorCode(Enum):
+    """Why a certificate check failed (the CLI/JSON contract codes)."""
+
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    REVOKED = "revoked"
+    UNTRUSTED = "untrusted"
+    BAD_SIGNATURE = "bad_signature"
+    NAME_CHAINING = "name_chaining"
+    NOT_CA = "not_ca"
+    PATH_LENGTH = "path_length"
+    KEY_USAGE = "key_usage"
+    POLICY = "policy"
+    UNKNOWN_CRITICAL_EXTENSION = "unknown_critical_extension"
+    REVOCATION_UNKNOWN = "revocation_unknown"
+    MALFORMED = "malformed"
+
+
+class VerificationError(MieError):
+    """A certificate, chain, CRL or OCSP answer failed a check.
+
+    ``code`` is one of the contract codes; ``malformed`` means the input itself could not be
+    read (exit 2 from the CLI), every other code is a failed check on well-formed input (exit 1).
+
+    :param code: the reason.
+    :param message: one line naming the problem (and the file, for unreadable input).
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+    @property
+    def is_malformed(self) -> bool:
+        """:return: whether the input could not be read at all."""
+        return self.code is ErrorCode.MALFORMED
+
+
+def malformed(message: str) -> VerificationError:
+    """:return: a ``malformed`` error with ``message``."""
+    return VerificationError(ErrorCode.MALFORMED, message)

@@ -1,0 +1,203 @@
+"""Who a CPx certificate belongs to: :class:`Identity` from the subject and NOS extensions.
+
+Sources: ``../shared/reference/ans-pki.md`` §3 (subject layout: the person is the multi-valued
+RDN {GN, CN=idNat, SN}), §4.1 (NOS private extensions) and §5 (idNat prefixes, check digits).
+Inferred, not public: a PSI card's CN is a bare UUID (how mie's emulator encodes it) and its NOS
+product type is 4; FINESS is Luhn-checked when it is all digits.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from asn1crypto import core as acore  # type: ignore[import-untyped]
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mie.core.luhn import luhn_valid
+from mie.trust.errors import malformed
+
+OID_NOS_PRODUCT_CATEGORY = x509.ObjectIdentifier("1.2.250.1.71.1.2.5")
+OID_NOS_PRODUCT_TYPE = x509.ObjectIdentifier("1.2.250.1.71.1.2.2")
+OID_NOS_CARD_SERIAL = x509.ObjectIdentifier("1.2.250.1.71.1.2.3")
+OID_NOS_PROFESSION = x509.ObjectIdentifier("1.2.250.1.71.1.2.7")
+NOS_OIDS = frozenset(
+    {OID_NOS_PRODUCT_CATEGORY, OID_NOS_PRODUCT_TYPE, OID_NOS_CARD_SERIAL, OID_NOS_PROFESSION}
+)
+# TRE-G01 CategorieProduit: 80, 82, 83 are TEST products.
+TEST_CATEGORIES = frozenset({0x80, 0x82, 0x83})
+# TRE-G02 TypeProduit; 4 (PSI) is inferred, see mie.emulation.testpki.PRODUCT_TYPES.
+CARD_TYPES = {0: "CPS", 1: "CPF", 2: "CPE", 3: "CPA", 4: "PSI"}
+LA_POSTE_SIREN = "356000000"
+
+_ADELI = re.compile(r"[0-9A-Z]{9}")
+_DIGITS = re.compile(r"[0-9]+")
+_INTERNAL = re.compile(r"[0-9A-Za-z.\-_]{1,32}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A professional's identity as the contract defines it.
+
+    :param id_nat: the national identifier as written in the certificate (prefix included).
+    :param id_type: ``RPPS``, ``ADELI``, ``FINESS``, ``SIRET``, ``SIREN``, ``PSI`` or ``LOCAL``.
+    :param id: the identifier without its idNat prefix (structure ids keep ``/internal``).
+    :param card_type: ``CPS``, ``CPF``, ``CPE``, ``CPA``, ``PSI`` or ``None``.
+    :param test_card: the card or its CA belongs to a TEST hierarchy.
+    """
+
+    id_nat: str
+    id_type: str
+    id: str
+    given_name: str | None
+    family_name: str | None
+    profession_code: str | None
+    card_type: str | None
+    test_card: bool
+    card_serial: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """:return: the contract JSON object (``card_serial`` is not part of it)."""
+        data = asdict(self)
+        del data["card_serial"]
+        return data
+
+
+def identity_from_certificate(cert: x509.Certificate) -> Identity:
+    """Read the holder's identity from a CPx (or PSI) card certificate.
+
+    :param cert: the leaf certificate.
+    :return: the identity.
+    :raises VerificationError: ``malformed`` when the subject has no single CN or the identifier
+        breaks its own format (bad prefix, RPPS/SIREN/SIRET failing Luhn).
+    """
+    person = _person_attributes(cert.subject)
+    cn = person.get(NameOID.COMMON_NAME)
+    if cn is None:
+        raise malformed("certificate subject has no single commonName (idNat)")
+    id_type, ident = parse_id_nat(cn)
+    nos = _nos_values(cert)
+    category = nos.get(OID_NOS_PRODUCT_CATEGORY)
+    product = nos.get(OID_NOS_PRODUCT_TYPE)
+    profession = nos.get(OID_NOS_PROFESSION)
+    return Identity(
+        id_nat=cn,
+        id_type=id_type,
+        id=ident,
+        given_name=person.get(NameOID.GIVEN_NAME),
+        family_name=person.get(NameOID.SURNAME),
+        profession_code=str(profession) if isinstance(profession, int) else None,
+        card_type=CARD_TYPES.get(product) if isinstance(product, int) else None,
+        test_card=(isinstance(category, int) and category in TEST_CATEGORIES)
+        or is_test_name(cert.issuer),
+        card_serial=serial if isinstance(serial := nos.get(OID_NOS_CARD_SERIAL), str) else None,
+    )
+
+
+def is_test_name(name: x509.Name) -> bool:
+    """:return: whether a CA name is in an IGC-Santé TEST hierarchy (``OU=IGC-SANTE TEST``)."""
+    units = name.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return any(a.value == "IGC-SANTE TEST" for a in units) or any(
+        str(a.value).startswith("TEST ") for a in cns
+    )
+
+
+def _person_attributes(subject: x509.Name) -> dict[x509.ObjectIdentifier, str]:
+    # The person is the RDN holding the CN; GN and SN are read from it (CPS) or from the
+    # whole name (CPE writes them in the same multi-valued RDN too, but be tolerant of order).
+    wanted = (NameOID.COMMON_NAME, NameOID.GIVEN_NAME, NameOID.SURNAME)
+    found: dict[x509.ObjectIdentifier, str] = {}
+    for oid in wanted:
+        values = subject.get_attributes_for_oid(oid)
+        if len(values) > 1:
+            raise malformed(f"certificate subject has {len(values)} {oid._name} attributes")
+        if values:
+            found[oid] = str(values[0].value)
+    return found
+
+
+def parse_id_nat(id_nat: str) -> tuple[str, str]:
+    """Split an idNat into its type and identifier, checking the format (ans-pki.md §5).
+
+    :param id_nat: the CN of a card certificate.
+    :return: ``(id_type, id)``.
+    :raises VerificationError: ``malformed``.
+    """
+    if _is_uuid(id_nat):
+        return "PSI", id_nat.lower()
+    prefix, rest = id_nat[:1], id_nat[1:]
+    if prefix == "8":
+        return "RPPS", _checked(rest, 11, "RPPS")
+    if prefix == "0":
+        if not _ADELI.fullmatch(rest):
+            raise malformed(f"ADELI identifier {rest!r} is not 9 characters")
+        return "ADELI", rest
+    number, sep, internal = rest.partition("/")
+    if not sep or not _INTERNAL.fullmatch(internal):
+        raise malformed(f"idNat {id_nat!r} has an unknown prefix or no /internal id")
+    kinds = {"1": ("ADELI", 9), "3": ("FINESS", 9), "4": ("SIREN", 9), "5": ("SIRET", 14)}
+    kinds["6"] = ("RPPS", 14)
+    if prefix not in kinds:
+        raise malformed(f"idNat {id_nat!r} has an unknown prefix {prefix!r}")
+    id_type, length = kinds[prefix]
+    if prefix == "1":
+        if not _ADELI.fullmatch(number):
+            raise malformed(f"ADELI cabinet identifier {number!r} is not 9 characters")
+    elif prefix == "3" and not _DIGITS.fullmatch(number):
+        # Corsican FINESS numbers carry letters; their check rule is not public.
+        if not _ADELI.fullmatch(number):
+            raise malformed(f"FINESS {number!r} is not 9 characters")
+    else:
+        _checked(number, length, id_type)
+    return id_type, f"{number}/{internal}"
+
+
+def _checked(number: str, length: int, kind: str) -> str:
+    if len(number) != length or not _DIGITS.fullmatch(number):
+        raise malformed(f"{kind} {number!r} is not {length} digits")
+    if kind == "SIRET" and number.startswith(LA_POSTE_SIREN):
+        if sum(int(d) for d in number) % 5:
+            raise malformed(f"SIRET {number!r} fails the La Poste check")
+        return number
+    if not luhn_valid(number):
+        raise malformed(f"{kind} {number!r} fails its Luhn check digit")
+    return number
+
+
+def _is_uuid(value: str) -> bool:
+    if len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+def _nos_values(cert: x509.Certificate) -> dict[x509.ObjectIdentifier, int | str]:
+    values: dict[x509.ObjectIdentifier, int | str] = {}
+    for extension in cert.extensions:
+        if extension.oid not in NOS_OIDS:
+            continue
+        raw = extension.value
+        if not isinstance(raw, x509.UnrecognizedExtension):
+            continue
+        values[extension.oid] = _decode_nos(extension.oid, raw.value)
+    return values
+
+
+def _decode_nos(oid: x509.ObjectIdentifier, der: bytes) -> int | str:
+    try:
+        if oid == OID_NOS_PRODUCT_CATEGORY:
+            octets = acore.OctetString.load(der, strict=True).native
+            if len(octets) != 1:
+                raise ValueError("product category is not one byte")
+            return int(octets[0])
+        if oid == OID_NOS_CARD_SERIAL:
+            return str(acore.PrintableString.load(der, strict=True).native)
+        return int(acore.Integer.load(der, strict=True).native)
+    except (ValueError, TypeError) as e:
+        raise malformed(f"NOS extension {oid.dotted_string} does not parse ({e})") from e

@@ -1,0 +1,332 @@
+"""Trust anchors: the bundled ANS roots, the operator store, and IGC-Santé name classification.
+
+The package ships the production ``AC RACINE IGC-SANTE ELEMENTAIRE`` root with a pinned SHA-256
+fingerprint (``anchors/anchors.json``). Other ANS roots are added by the operator with
+``mie trust import`` into a directory (``$MIE_TRUST_DIR``, else ``$XDG_CONFIG_HOME/mie/trust``,
+else ``~/.config/mie/trust``). TEST hierarchies are never bundled and are only imported on
+explicit request; a chain ending at a TEST anchor always yields ``test_card: true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum, unique
+from importlib import resources
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import Store
+
+from mie.trust.errors import ErrorCode, VerificationError
+from mie.trust.identity import is_test_name
+from mie.trust.parse import load_certificates
+
+ENV_TRUST_DIR = "MIE_TRUST_DIR"
+_IGC_NAME = re.compile(
+    r"(?P<test>TEST )?AC (?P<root>RACINE )?IGC-SANTE (?P<gamme>FORT|STANDARD|ELEMENTAIRE)"
+    r"(?: (?P<domain>PERSONNES|ORGANISATIONS))?"
+)
+
+
+@unique
+class Gamme(Enum):
+    """IGC-Santé ranges: FORT (CPS), STANDARD (CPE/CPA), ELEMENTAIRE (software)."""
+
+    FORT = "FORT"
+    STANDARD = "STANDARD"
+    ELEMENTAIRE = "ELEMENTAIRE"
+
+
+@unique
+class Domain(Enum):
+    """IGC-Santé intermediate domains (roots have none)."""
+
+    PERSONNES = "PERSONNES"
+    ORGANISATIONS = "ORGANISATIONS"
+
+
+@dataclass(frozen=True)
+class CaClass:
+    """What an IGC-Santé CA name says about the CA.
+
+    :param gamme: the range, or ``None`` for a name outside IGC-Santé.
+    :param domain: PERSONNES / ORGANISATIONS for intermediates, ``None`` for roots.
+    :param root: the name is a ``AC RACINE`` name.
+    :param test: the CA is in a TEST hierarchy.
+    """
+
+    gamme: Gamme | None
+    domain: Domain | None
+    root: bool
+    test: bool
+
+
+def classify(name: x509.Name) -> CaClass:
+    """Classify a CA by its IGC-Santé name (``ans-pki.md`` §1.1).
+
+    :param name: the CA subject.
+    :return: the classification (``gamme`` is ``None`` for non-IGC-Santé names).
+    """
+    cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    match = _IGC_NAME.fullmatch(str(cns[0].value)) if len(cns) == 1 else None
+    test = is_test_name(name)
+    if match is None:
+        return CaClass(None, None, False, test)
+    domain = match.group("domain")
+    return CaClass(
+        Gamme(match.group("gamme")),
+        Domain(domain) if domain else None,
+        bool(match.group("root")),
+        test or bool(match.group("test")),
+    )
+
+
+_DN_NAMES = {NameOID.GIVEN_NAME: "GN", NameOID.SURNAME: "SN", NameOID.TITLE: "T"}
+
+
+def dn(name: x509.Name) -> str:
+    """:return: ``name`` in RFC 4514 form with the short names ANS uses (GN, SN, T)."""
+    return name.rfc4514_string(_DN_NAMES)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """:return: the SHA-256 fingerprint as colon-separated upper-case hex."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A trusted root.
+
+    :param certificate: the anchor certificate.
+    :param gamme: IGC-Santé range (from metadata for bundled anchors, else from the name).
+    :param domain: IGC-Santé domain, ``None`` for roots.
+    :param test: a TEST hierarchy anchor.
+    :param source: ``bundled``, ``operator`` or ``explicit`` (given on the command line).
+    """
+
+    certificate: x509.Certificate
+    gamme: Gamme | None
+    domain: Domain | None
+    test: bool
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        """:return: SHA-256 fingerprint, colon-separated hex."""
+        return fingerprint(self.certificate)
+
+    @property
+    def name(self) -> str:
+        """:return: the subject DN (RFC 4514)."""
+        return dn(self.certificate.subject)
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate, source: str, test: bool = False) -> Anchor:
+        """Make an anchor whose gamme/domain/test flag come from the IGC-Santé name."""
+        info = classify(cert.subject)
+        return cls(cert, info.gamme, info.domain, test or info.test, source)
+
+
+class TrustStore:
+    """An immutable set of trust anchors, plus known intermediates for path building.
+
+    :param anchors: the anchors.
+    :param intermediates: CA certificates that may complete a path (never trusted by themselves).
+    """
+
+    def __init__(
+        self, anchors: Iterable[Anchor], intermediates: Iterable[x509.Certificate] = ()
+    ) -> None:
+        self._anchors = {a.fingerprint: a for a in anchors}
+        self._by_subject: dict[bytes, list[Anchor]] = {}
+        for anchor in self._anchors.values():
+            key = anchor.certificate.subject.public_bytes()
+            self._by_subject.setdefault(key, []).append(anchor)
+        self.intermediates: tuple[x509.Certificate, ...] = tuple(intermediates)
+        self._store = Store([a.certificate for a in self._anchors.values()]) if self else None
+
+    def __len__(self) -> int:
+        return len(self._anchors)
+
+    def __iter__(self) -> Iterator[Anchor]:
+        return iter(self._anchors.values())
+
+    def __contains__(self, cert: object) -> bool:
+        return isinstance(cert, x509.Certificate) and fingerprint(cert) in self._anchors
+
+    @property
+    def store(self) -> Store:
+        """:return: the anchors as a :class:`cryptography.x509.verification.Store`."""
+        if self._store is None:
+            raise VerificationError(ErrorCode.UNTRUSTED, "the trust store is empty")
+        return self._store
+
+    def anchor_for(self, cert: x509.Certificate) -> Anchor:
+        """:return: the anchor that is ``cert``.
+
+        :raises VerificationError: ``untrusted`` when ``cert`` is not an anchor.
+        """
+        anchor = self._anchors.get(fingerprint(cert))
+        if anchor is None:
+            raise VerificationError(
+                ErrorCode.UNTRUSTED, f"{cert.subject.rfc4514_string()} is not a trust anchor"
+            )
+        return anchor
+
+    def anchors_named(self, name: x509.Name) -> list[Anchor]:
+        """:return: the anchors whose subject is ``name`` (exact DER match)."""
+        return list(self._by_subject.get(name.public_bytes(), []))
+
+    def with_anchors(
+        self, anchors: Iterable[Anchor], intermediates: Iterable[x509.Certificate] = ()
+    ) -> TrustStore:
+        """:return: a new store with more anchors and intermediates."""
+        return TrustStore([*self, *anchors], [*self.intermediates, *intermediates])
+
+    @classmethod
+    def bundled(cls) -> TrustStore:
+        """The anchors shipped with mie, each checked against its pinned fingerprint.
+
+        :raises VerificationError: ``untrusted`` when a bundled file does not match its pin.
+        """
+        return cls(_bundled_anchors())
+
+    @classmethod
+    def default(cls, operator_dir: Path | None = None) -> TrustStore:
+        """Bundled anchors plus the operator store (see :func:`operator_directory`)."""
+        operator = OperatorStore(operator_dir or operator_directory())
+        return cls([*_bundled_anchors(), *operator.anchors()], operator.intermediates())
+
+    @classmethod
+    def from_certificates(
+        cls, certs: Sequence[x509.Certificate], *, test: bool = False
+    ) -> TrustStore:
+        """A store trusting exactly ``certs`` (``source="explicit"``)."""
+        return cls(Anchor.from_certificate(c, "explicit", test) for c in certs)
+
+
+def _bundled_anchors() -> list[Anchor]:
+    base = resources.files("mie.trust") / "anchors"
+    entries = json.loads((base / "anchors.json").read_text(encoding="utf-8"))
+    anchors = []
+    for entry in entries:
+        (cert,) = load_certificates((base / entry["file"]).read_bytes(), entry["file"])
+        if fingerprint(cert) != entry["sha256"]:
+            raise VerificationError(
+                ErrorCode.UNTRUSTED, f"bundled anchor {entry['file']} does not match its pin"
+            )
+        domain = Domain(entry["domain"]) if entry["domain"] else None
+        anchors.append(Anchor(cert, Gamme(entry["gamme"]), domain, False, "bundled"))
+    return anchors
+
+
+def operator_directory() -> Path:
+    """:return: where ``mie trust import`` keeps anchors (``$MIE_TRUST_DIR`` first)."""
+    explicit = os.environ.get(ENV_TRUST_DIR)
+    if explicit:
+        return Path(explicit)
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "mie" / "trust"
+
+
+def is_self_issued(cert: x509.Certificate) -> bool:
+    """:return: whether subject and issuer are the same name."""
+    return cert.subject == cert.issuer
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """:return: whether basicConstraints says CA:TRUE."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+class OperatorStore:
+    """The operator's anchor directory: ``anchors/<sha256>.pem`` and ``intermediates/…``.
+
+    :param directory: the directory (created on first import).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _files(self, kind: str) -> list[Path]:
+        folder = self.directory / kind
+        return sorted(folder.glob("*.pem")) if folder.is_dir() else []
+
+    def anchors(self) -> list[Anchor]:
+        """:return: the imported anchors (TEST ones flagged by a ``.test`` marker or name)."""
+        result = []
+        for path in self._files("anchors"):
+            (cert,) = load_certificates(path.read_bytes(), str(path))
+            marked = path.with_suffix(".test").exists()
+            result.append(Anchor.from_certificate(cert, "operator", marked))
+        return result
+
+    def intermediates(self) -> list[x509.Certificate]:
+        """:return: the imported intermediate CA certificates."""
+        return [
+            c
+            for p in self._files("intermediates")
+            for c in load_certificates(p.read_bytes(), str(p))
+        ]
+
+    def add(self, cert: x509.Certificate, *, allow_test: bool = False) -> str:
+        """Store a CA certificate: self-issued ones as anchors, others as intermediates.
+
+        :param cert: a CA certificate.
+        :param allow_test: accept a TEST hierarchy CA.
+        :return: ``anchor`` or ``intermediate``.
+        :raises ValueError: not a CA, or a TEST CA without ``allow_test``.
+        """
+        if not is_ca(cert):
+            raise ValueError(f"{cert.subject.rfc4514_string()} is not a CA certificate")
+        info = classify(cert.subject)
+        if info.test and not allow_test:
+            raise ValueError(
+                f"{cert.subject.rfc4514_string()} is a TEST CA; pass --test to import it"
+            )
+        kind = "anchors" if is_self_issued(cert) else "intermediates"
+        folder = self.directory / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = fingerprint(cert).replace(":", "").lower()
+        _atomic_write(folder / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))
+        if allow_test and kind == "anchors":
+            _atomic_write(folder / f"{stem}.test", b"TEST anchor imported with --test\n")
+        return kind[:-1]
+
+    def remove(self, fingerprint_prefix: str) -> list[str]:
+        """Remove the stored certificates whose fingerprint starts with ``fingerprint_prefix``.
+
+        :return: the removed fingerprints.
+        :raises ValueError: the prefix matches nothing.
+        """
+        wanted = fingerprint_prefix.replace(":", "").lower()
+        if len(wanted) < 8:
+            raise ValueError("give at least 8 hex digits of the fingerprint")
+        removed = []
+        for kind in ("anchors", "intermediates"):
+            for path in self._files(kind):
+                if path.stem.startswith(wanted):
+                    path.unlink()
+                    path.with_suffix(".test").unlink(missing_ok=True)
+                    removed.append(path.stem)
+        if not removed:
+            raise ValueError(
+                f"no stored certificate has a fingerprint starting {fingerprint_prefix}"
+            )
+        return removed
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    from mie.trust.cache import atomic_write
+
+    atomic_write(path, data)

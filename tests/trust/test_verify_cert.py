@@ -1,0 +1,266 @@
+"""`mie verify-cert --json` on generated IGC-Santé-like chains: success and every error code."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from mie.emulation.testpki import CardIdentity, Gamme, default_rpps
+from mie.emulation.testpki import TestPki as Pki
+from tests.trust.conftest import NOW, Files, cli, make_cert, person
+
+
+def verify(capsys: pytest.CaptureFixture[str], files: Files, leaf: str, *extra: str) -> Any:
+    return cli(
+        capsys,
+        "verify-cert",
+        leaf,
+        "--json",
+        "--intermediate",
+        files.ca(),
+        "--trust",
+        files.root_cert(),
+        *extra,
+    )
+
+
+def crls(files: Files, revoked: list[int] | None = None) -> list[str]:
+    return ["--crl", files.crl(Gamme.FORT, revoked), "--crl", files.arl()]
+
+
+def test_cps_authentication_certificate_is_valid_and_substantial(
+    capsys: pytest.CaptureFixture[str], files: Files, cps: Any
+) -> None:
+    leaf = files.cert("leaf.pem", cps.authentication.certificate)
+    code, out, _ = verify(capsys, files, leaf, *crls(files))
+    assert code == 0, out
+    assert out["valid"] is True and out["error"] is None
+    assert out["level"] == "substantial"
+    assert out["revocation"] == "good"
+    assert out["identity"] == {
+        "id_nat": "8" + default_rpps(),
+        "id_type": "RPPS",
+        "id": default_rpps(),
+        "given_name": "JEAN",
+        "family_name": "DUPONT",
+        "profession_code": "10",
+        "card_type": "CPS",
+        "test_card": True,
+    }
+    assert out["chain"][0].endswith(",T=Médecin,C=FR")
+    assert f"CN=8{default_rpps()}" in out["chain"][0]
+    assert out["chain"][-1] == out["trust_anchor"]
+    assert "TEST AC RACINE IGC-SANTE FORT" in out["trust_anchor"]
+
+
+def test_cpe_is_low(capsys: pytest.CaptureFixture[str], files: Files, pki: Pki) -> None:
+    cpe = pki.issue_card(CardIdentity("FINESS", "760021832/000000018", "CPE"), "2800000002")
+    leaf = files.cert("cpe.pem", cpe.authentication.certificate)
+    code, out, _ = cli(
+        capsys,
+        "verify-cert",
+        leaf,
+        "--json",
+        "--intermediate",
+        files.ca(Gamme.STANDARD),
+        "--trust",
+        files.root_cert(Gamme.STANDARD),
+        "--crl",
+        files.crl(Gamme.STANDARD),
+        "--crl",
+        files.arl(Gamme.STANDARD),
+    )
+    assert code == 0, out
+    assert out["level"] == "low"
+    assert out["identity"]["id_type"] == "FINESS"
+    assert out["identity"]["card_type"] == "CPE"
+
+
+def _expect(code: int, out: dict[str, Any], error: str) -> None:
+    assert code == 1, out
+    assert out["valid"] is False
+    assert out["error"]["code"] == error, out["error"]
+    assert out["identity"] is None and out["level"] is None
+
+
+def test_expired(capsys: pytest.CaptureFixture[str], files: Files, pki: Pki) -> None:
+    old = make_cert(
+        pki.intermediates[Gamme.FORT],
+        person(),
+        not_before=NOW - dt.timedelta(days=30),
+        not_after=NOW - dt.timedelta(days=1),
+    )
+    code, out, _ = verify(capsys, files, files.cert("l.pem", old.certificate), *crls(files))
+    _expect(code, out, "expired")
+
+
+def test_at_moves_the_clock(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    leaf = files.cert("leaf.pem", cps.authentication.certificate)
+    later = (NOW + dt.timedelta(days=5 * 365)).isoformat()
+    code, out, _ = verify(capsys, files, leaf, *crls(files), "--at", later)
+    _expect(code, out, "expired")
+
+
+def test_naive_at_is_refused(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    leaf = files.cert("leaf.pem", cps.authentication.certificate)
+    code, _, err = verify(capsys, files, leaf, "--at", "2030-01-01T00:00:00")
+    assert code == 2
+    assert "time zone" in err
+
+
+def test_not_yet_valid(capsys: pytest.CaptureFixture[str], files: Files, pki: Pki) -> None:
+    future = make_cert(
+        pki.intermediates[Gamme.FORT], person(), not_before=NOW + dt.timedelta(days=2)
+    )
+    code, out, _ = verify(capsys, files, files.cert("l.pem", future.certificate), *crls(files))
+    _expect(code, out, "not_yet_valid")
+
+
+def test_revoked(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    leaf = cps.authentication.certificate
+    code, out, _ = verify(
+        capsys, files, files.cert("l.pem", leaf), *crls(files, [5, leaf.serial_number])
+    )
+    _expect(code, out, "revoked")
+
+
+def test_revoked_intermediate(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    from tests.trust.conftest import root_crl
+
+    serial = files.pki.intermediates[Gamme.FORT].certificate.serial_number
+    arl = files.write("arl.crl", root_crl(files.pki, Gamme.FORT, [serial]))
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    code, out, _ = verify(capsys, files, leaf, "--crl", files.crl(), "--crl", arl)
+    _expect(code, out, "revoked")
+
+
+def test_wrong_key(capsys: pytest.CaptureFixture[str], files: Files, pki: Pki) -> None:
+    from tests.trust.conftest import spare_key
+
+    forged = make_cert(pki.intermediates[Gamme.FORT], person(), signing_key=spare_key())
+    code, out, _ = verify(capsys, files, files.cert("l.pem", forged.certificate), *crls(files))
+    _expect(code, out, "bad_signature")
+
+
+def test_broken_name_chaining(capsys: pytest.CaptureFixture[str], files: Files, pki: Pki) -> None:
+    other = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "TEST AC IGC-SANTE AUTRE")])
+    leaf = make_cert(pki.intermediates[Gamme.FORT], person(), issuer_name=other)
+    code, out, _ = verify(capsys, files, files.cert("l.pem", leaf.certificate), *crls(files))
+    _expect(code, out, "name_chaining")
+
+
+def test_non_ca_intermediate(capsys: pytest.CaptureFixture[str], files: Files, pki: Pki) -> None:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "TEST NOT A CA")])
+    fake_ca = make_cert(pki.roots[Gamme.FORT], name, auth=True)
+    leaf = make_cert(fake_ca, person())
+    code, out, _ = cli(
+        capsys,
+        "verify-cert",
+        files.cert("l.pem", leaf.certificate),
+        "--json",
+        "--intermediate",
+        files.cert("fake.pem", fake_ca.certificate),
+        "--trust",
+        files.root_cert(),
+        *crls(files),
+    )
+    _expect(code, out, "not_ca")
+
+
+def test_path_length_exceeded(capsys: pytest.CaptureFixture[str], files: Files, pki: Pki) -> None:
+    # The PERSONNES intermediate has pathLen 0: a CA below it breaks the constraint.
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "TEST SOUS-AC")])
+    sub = make_cert(pki.intermediates[Gamme.FORT], name, ca=True)
+    leaf = make_cert(sub, person())
+    code, out, _ = verify(
+        capsys,
+        files,
+        files.cert("l.pem", leaf.certificate),
+        "--intermediate",
+        files.cert("sub.pem", sub.certificate),
+        *crls(files),
+    )
+    _expect(code, out, "path_length")
+
+
+def test_unknown_critical_extension(
+    capsys: pytest.CaptureFixture[str], files: Files, pki: Pki
+) -> None:
+    odd = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.250.1.999.1"), b"\x05\x00")
+    leaf = make_cert(pki.intermediates[Gamme.FORT], person(), extra=[(odd, True)])
+    code, out, _ = verify(capsys, files, files.cert("l.pem", leaf.certificate), *crls(files))
+    _expect(code, out, "unknown_critical_extension")
+
+
+def test_signature_certificate_for_authentication(
+    capsys: pytest.CaptureFixture[str], files: Files, cps: Any
+) -> None:
+    leaf = files.cert("sign.pem", cps.signature.certificate)
+    code, out, _ = verify(capsys, files, leaf, *crls(files))
+    _expect(code, out, "key_usage")
+    code, out, _ = verify(capsys, files, leaf, *crls(files), "--usage", "sign")
+    assert code == 0, out
+    assert out["level"] == "low"
+
+
+def test_missing_crl(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    code, out, _ = verify(capsys, files, leaf, "--crl", files.arl())
+    _expect(code, out, "revocation_unknown")
+
+
+def test_stale_crl(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    stale = files.crl(Gamme.FORT, this_update=NOW - dt.timedelta(days=10))
+    code, out, _ = verify(capsys, files, leaf, "--crl", stale, "--crl", files.arl())
+    _expect(code, out, "revocation_unknown")
+    assert "stale" in out["error"]["message"]
+
+
+def test_crl_with_bad_signature(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    der = files.pki.crl(Gamme.FORT).public_bytes(serialization.Encoding.DER)
+    tampered = files.write("bad.crl", der[:-1] + bytes([der[-1] ^ 1]))
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    code, out, _ = verify(capsys, files, leaf, "--crl", tampered, "--crl", files.arl())
+    _expect(code, out, "revocation_unknown")
+
+
+def test_soft_revocation_says_unknown(
+    capsys: pytest.CaptureFixture[str], files: Files, cps: Any
+) -> None:
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    code, out, _ = verify(capsys, files, leaf, "--revocation", "soft")
+    assert code == 0, out
+    assert out["valid"] is True
+    assert out["revocation"] == "unknown"
+
+
+def test_untrusted_without_test_anchor(
+    capsys: pytest.CaptureFixture[str], files: Files, cps: Any
+) -> None:
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    code, out, _ = cli(capsys, "verify-cert", leaf, "--json", "--intermediate", files.ca())
+    _expect(code, out, "untrusted")
+
+
+def test_text_output(capsys: pytest.CaptureFixture[str], files: Files, cps: Any) -> None:
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    code = __import__("mie._cli.__main__", fromlist=["run"]).run(
+        [
+            "verify-cert",
+            leaf,
+            "--intermediate",
+            files.ca(),
+            "--trust",
+            files.root_cert(),
+            *crls(files),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "valid: yes" in out and "level: substantial" in out
