@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 from asn1crypto import crl as acrl  # type: ignore[import-untyped]
 from asn1crypto import x509 as ax509
@@ -75,6 +76,7 @@ def validate(
         revocation_mode="require" if hard else "soft-fail",
         allow_fetching=False,
         algorithm_usage_policy=policy,
+        signature_validator=_inheriting_validator([leaf_cert, *pool]),
     )
     validator = CertificateValidator(leaf_cert, validation_context=context)
     try:
@@ -120,6 +122,48 @@ def _crl_issuers(cert: ax509.Certificate) -> list[str]:
             if general.name == "directory_name":
                 found.append(general.chosen.hashable)
     return found
+
+
+def _inheriting_validator(certs: list[ax509.Certificate]) -> Any:
+    """A signature validator that fills DSA parameters inherited from the issuer (RFC 3279
+    §2.3.2). pyhanko applies inheritance along the path but not to CRL signer keys."""
+    from asn1crypto import keys as akeys
+    from pyhanko_certvalidator.sig_validate import DefaultSignatureValidator
+
+    by_subject = {c.subject.hashable: c for c in certs}
+    inherited: dict[bytes, Any] = {}
+    for cert in certs:
+        key = cert.public_key
+        if key.algorithm != "dsa" or key["algorithm"]["parameters"].native is not None:
+            continue
+        issuer = by_subject.get(cert.issuer.hashable)
+        while issuer is not None and issuer.public_key.algorithm == "dsa":
+            parameters = issuer.public_key["algorithm"]["parameters"]
+            if parameters.native is not None:
+                inherited[key["public_key"].dump()] = parameters
+                break
+            issuer = by_subject.get(issuer.issuer.hashable)
+
+    class Inheriting(DefaultSignatureValidator):  # type: ignore[misc]
+        def validate_signature(
+            self,
+            signature: bytes,
+            signed_data: bytes,
+            public_key_info: Any,
+            *args: Any,
+            **kwargs: Any,
+        ) -> None:
+            parameters = inherited.get(public_key_info["public_key"].dump())
+            if parameters is not None and public_key_info["algorithm"]["parameters"].native is None:
+                public_key_info = akeys.PublicKeyInfo(
+                    {
+                        "algorithm": {"algorithm": "dsa", "parameters": parameters},
+                        "public_key": public_key_info["public_key"],
+                    }
+                )
+            super().validate_signature(signature, signed_data, public_key_info, *args, **kwargs)
+
+    return Inheriting()
 
 
 _MESSAGE_CODES = (

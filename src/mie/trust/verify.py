@@ -11,6 +11,7 @@ profile refuses. See ``docs/architecture.md`` ("Trust and policy") for why.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import logging
 import warnings
@@ -269,14 +270,12 @@ class Verifier:
             if self.profile is Profile.IGC_SANTE and _serial(cert) <= 0:
                 raise malformed(f"{what}: serial number is not positive")
             return der, cert
-        check_certificate_der(cert, what)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-                parsed = x509.load_der_x509_certificate(cert)
-        except ValueError as e:
+            parsed = _parse_der(cert, what)
+        except VerificationError:
             if self.profile is Profile.IGC_SANTE or not self.fallback:
-                raise malformed(f"{what}: does not parse ({e})") from e
+                raise
+            check_certificate_der(cert, what)
             return cert, None
         return self._certificate(parsed, what)
 
@@ -417,6 +416,18 @@ def crl_urls(cert: x509.Certificate) -> list[str]:
             ).lower().startswith(("http://", "https://")):
                 urls.append(str(name.value))
     return urls
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_der(der: bytes, what: str) -> x509.Certificate:
+    # Parsed certificates are immutable; CA certificates offered on every call are parsed once.
+    check_certificate_der(der, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            return x509.load_der_x509_certificate(der)
+    except ValueError as e:
+        raise malformed(f"{what}: does not parse ({e})") from e
 
 
 def _der(cert: x509.Certificate) -> bytes:
