@@ -144,7 +144,7 @@ def _inheriting_validator(certs: list[ax509.Certificate]) -> Any:
                 break
             issuer = by_subject.get(issuer.issuer.hashable)
 
-    class Inheriting(DefaultSignatureValidator):  # type: ignore[misc]
+    class Inheriting(DefaultSignatureValidator):
         def validate_signature(
             self,
             signature: bytes,
