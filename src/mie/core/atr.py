@@ -39,20 +39,22 @@ class Atr:
             raise ApduFormatError(f"ATR of {len(raw)} bytes (must be 2 to 33)")
         if raw[0] not in (0x3B, 0x3F):
             raise ApduFormatError(f"ATR initial character {raw[0]:02X} is neither 3B nor 3F")
-        offset, protocols = _interface_bytes(raw)
+        offset, protocols, needs_tck = _interface_bytes(raw)
         k = raw[1] & 0x0F
         historical = raw[offset : offset + k]
         if len(historical) != k:
             raise ApduFormatError(f"ATR announces {k} historical bytes, has {len(historical)}")
         offset += k
-        needs_tck = any(p != 0 for p in protocols)
         _check_tck(raw, offset, needs_tck)
         return cls(bytes(raw), tuple(protocols) or (0,), bytes(historical))
 
 
-def _interface_bytes(raw: bytes) -> tuple[int, list[int]]:
+def _interface_bytes(raw: bytes) -> tuple[int, list[int], bool]:
+    """:return: the offset of the historical bytes, the protocols offered, whether TCK is due."""
     offset = 1
     protocols: list[int] = []
+    # TCK is absent only when T=0 alone is indicated; T=15 (global bytes) counts (7816-3 §8.2.5).
+    needs_tck = False
     while True:
         if offset >= len(raw):
             raise ApduFormatError("ATR truncated in its interface bytes")
@@ -61,10 +63,11 @@ def _interface_bytes(raw: bytes) -> tuple[int, list[int]]:
         if not y & 0x8:
             if offset > len(raw):
                 raise ApduFormatError("ATR truncated in its interface bytes")
-            return offset, protocols
+            return offset, protocols, needs_tck
         if offset >= len(raw):
             raise ApduFormatError("ATR truncated in its interface bytes")
         protocol = raw[offset] & 0x0F
+        needs_tck = needs_tck or protocol != 0
         if protocol not in protocols and protocol != 15:
             protocols.append(protocol)
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 
+from mie.core.apdu import CommandApdu
+from mie.core.errors import ApduFormatError
+
 TRAFFIC = 5
 logging.addLevelName(TRAFFIC, "TRAFFIC")
 
@@ -20,15 +23,6 @@ TRAFFIC_WARNING = (
 
 PIN_CARRYING_INS = frozenset({0x20, 0x21, 0x24, 0x2C})
 MASK_CHAR = "*"
-
-
-def _data_offset(apdu: bytes) -> int | None:
-    """:return: where the command data starts, or ``None`` when there is none."""
-    if len(apdu) <= 5:
-        return None
-    if apdu[4] != 0:
-        return 5
-    return 7 if len(apdu) > 7 else None
 
 
 def redact_command(apdu: bytes) -> str:
@@ -42,11 +36,15 @@ def redact_command(apdu: bytes) -> str:
     """
     if len(apdu) < 4 or apdu[1] not in PIN_CARRYING_INS:
         return apdu.hex()
-    start = _data_offset(apdu)
-    if start is None:
+    try:
+        command = CommandApdu.parse(apdu)
+    except ApduFormatError:
+        # A wrong or missing Lc would otherwise leave PIN bytes in clear (or show one as Lc).
+        return apdu[:4].hex() + MASK_CHAR * (2 * (len(apdu) - 4))
+    if not command.data:
         return apdu.hex()
-    lc = apdu[4] if start == 5 else int.from_bytes(apdu[5:7], "big")
-    end = start + lc if start + lc <= len(apdu) else len(apdu)
+    start = 5 if apdu[4] != 0 else 7
+    end = start + len(command.data)
     return apdu[:start].hex() + MASK_CHAR * (2 * (end - start)) + apdu[end:].hex()
 
 

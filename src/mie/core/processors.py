@@ -101,6 +101,8 @@ class ResponseChainingProcessor(ChainedProcessor):
             )
             data, sw = self.delegate.send_apdu(get_response)
             chunks.append(data)
+        if sw >> 8 != 0x61:
+            return b"".join(chunks), sw
         raise BadResponseError(f"Card kept answering 61xx after {MAX_RESPONSE_CHAIN} GET RESPONSE")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mie.core.errors import TlvError
 
 _MAX_LENGTH_BYTES = 4
+_MAX_TAG_BYTES = 4
 
 
 def _tag_bytes(tag: int) -> bytes:
@@ -30,6 +31,8 @@ def _check_tag(encoded: bytes) -> None:
         if len(encoded) != 1:
             raise TlvError(f"Tag {encoded.hex().upper()}: low-tag-number form must be one byte")
         return
+    if len(encoded) > _MAX_TAG_BYTES:
+        raise TlvError(f"Tag {encoded.hex().upper()}: longer than 4 bytes")
     rest = encoded[1:]
     if not rest:
         raise TlvError(f"Tag {encoded.hex().upper()}: high-tag-number form needs more bytes")
@@ -69,7 +72,7 @@ def _read_tag(data: bytes, offset: int) -> tuple[int, int]:
             end += 1
             if byte & 0x80 == 0:
                 break
-            if end - offset >= 4:
+            if end - offset >= _MAX_TAG_BYTES:
                 raise TlvError(f"Tag longer than 4 bytes at offset {offset}")
     encoded = data[offset:end]
     _check_tag(encoded)

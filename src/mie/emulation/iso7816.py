@@ -205,7 +205,8 @@ class Iso7816Card(EmulatedCard):
             return self._defer(data, sw)
         if apdu.le is None:
             return self._defer(data, sw)
-        if self.t0 and apdu.le != len(data) and sw == SW.OK:
+        # 6Cxx can only announce up to 256 bytes; longer answers go out through 61xx below.
+        if self.t0 and apdu.le != len(data) and sw == SW.OK and len(data) <= 256:
             return b"", 0x6C00 | (len(data) & 0xFF)
         limit = min(apdu.le, self.max_response)
         if len(data) > limit:
@@ -323,7 +324,7 @@ class Iso7816Card(EmulatedCard):
         if offset > len(ef.data):
             return b"", SW.WRONG_P1P2
         chunk = ef.data[offset : offset + min(apdu.le, self.max_response)]
-        if len(chunk) < apdu.le and not self.t0:
+        if len(chunk) < apdu.le and offset + len(chunk) == len(ef.data) and not self.t0:
             return chunk, SW.END_OF_FILE
         return chunk, SW.OK
 

@@ -1,0 +1,303 @@
+from __future__ import annotations
+
+import pytest
+
+from mie.core.apdu import CommandApdu
+from mie.core.errors import (
+    ApduError,
+    ApduFormatError,
+    ApplicationNotAvailableError,
+    BadResponseError,
+)
+from mie.core.processors import (
+    MAX_RESPONSE_CHAIN,
+    ApduProcessor,
+    SecureMessagingProcessor,
+    SmartCardProtocol,
+)
+from tests.unit.fakes import ScriptFactory, h
+
+OK = 0x9000
+AID = h("E8 28 BD 08 0F 80 25 00 00 01 FF 00 10")
+DATA_600 = bytes((i * 13) & 0xFF for i in range(600))
+
+
+def test_case_4_command_is_sent_as_encoded(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("00 A4 04 00 02 3F 00 00"), h("62 00"), OK)])
+    protocol = SmartCardProtocol(connection)
+    assert protocol.transmit(CommandApdu(0, 0xA4, 4, 0, h("3F 00"), 256)) == (h("62 00"), OK)
+
+
+def test_61xx_is_collected_with_several_get_response(scripted: ScriptFactory) -> None:
+    first, second, third = bytes(range(3)), bytes(range(16)), bytes(range(5))
+    connection = scripted(
+        [
+            (h("00 CA 9F 7F 00"), first, 0x6110),
+            (h("00 C0 00 00 10"), second, 0x6105),
+            (h("00 C0 00 00 05"), third, OK),
+        ]
+    )
+    data, sw = SmartCardProtocol(connection).transmit(CommandApdu(0, 0xCA, 0x9F, 0x7F, le=256))
+    assert (data, sw) == (first + second + third, OK)
+
+
+def test_6100_asks_for_256_bytes(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("00 B2 01 0C 00"), b"", 0x6100),
+            (h("00 C0 00 00 00"), bytes(256), OK),
+        ]
+    )
+    data, sw = SmartCardProtocol(connection).transmit(CommandApdu(0, 0xB2, 1, 0x0C, le=256))
+    assert (len(data), sw) == (256, OK)
+
+
+@pytest.mark.parametrize(
+    ("cla", "get_response_cla"),
+    [(0x00, 0x00), (0x01, 0x01), (0x03, 0x03), (0x0D, 0x01), (0x45, 0x45), (0x6F, 0x4F)],
+)
+def test_get_response_stays_on_the_logical_channel(
+    scripted: ScriptFactory, cla: int, get_response_cla: int
+) -> None:
+    connection = scripted(
+        [
+            (bytes([cla]) + h("A4 04 00 08 80 25 00 00 01 FF 01 00 00"), b"", 0x6102),
+            (bytes([get_response_cla]) + h("C0 00 00 02"), h("6F 00"), OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection)
+    apdu = CommandApdu(cla, 0xA4, 4, 0, h("80 25 00 00 01 FF 01 00"), 256)
+    assert protocol.transmit(apdu) == (h("6F 00"), OK)
+
+
+def test_6cxx_resends_with_le_from_sw2(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("00 B0 00 00 00"), b"", 0x6C0A),
+            (h("00 B0 00 00 0A"), b"MIE0000001", OK),
+        ]
+    )
+    data, sw = SmartCardProtocol(connection).transmit(CommandApdu(0, 0xB0, 0, 0, le=256))
+    assert (data, sw) == (b"MIE0000001", OK)
+
+
+def test_6cxx_answering_a_get_response_resends_the_get_response(scripted: ScriptFactory) -> None:
+    fcp = bytes(range(0x18))
+    connection = scripted(
+        [
+            (h("00 A4 02 04 02 01 01 00"), b"", 0x6120),
+            (h("00 C0 00 00 20"), b"", 0x6C18),
+            (h("00 C0 00 00 18"), fcp, OK),
+        ]
+    )
+    data, sw = SmartCardProtocol(connection).transmit(CommandApdu(0, 0xA4, 2, 4, h("01 01"), 256))
+    assert (data, sw) == (fcp, OK)
+
+
+def test_a_second_6cxx_is_returned_not_resent(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("00 B0 00 00 00"), b"", 0x6C0A),
+            (h("00 B0 00 00 0A"), b"", 0x6C05),
+        ]
+    )
+    assert SmartCardProtocol(connection).transmit(CommandApdu(0, 0xB0, 0, 0, le=256)) == (
+        b"",
+        0x6C05,
+    )
+
+
+def test_command_chaining_splits_600_bytes_and_puts_le_on_the_last_link(
+    scripted: ScriptFactory,
+) -> None:
+    connection = scripted(
+        [
+            (h("10 DA 01 02 FF") + DATA_600[:255], b"", OK),
+            (h("10 DA 01 02 FF") + DATA_600[255:510], b"", OK),
+            (h("00 DA 01 02 5A") + DATA_600[510:] + h("00"), b"done", OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection)
+    assert protocol.transmit(CommandApdu(0, 0xDA, 1, 2, DATA_600, 256)) == (b"done", OK)
+
+
+def test_command_chaining_keeps_the_logical_channel(scripted: ScriptFactory) -> None:
+    data = bytes(300)
+    connection = scripted(
+        [
+            (h("11 DB 3F FF FF") + data[:255], b"", OK),
+            (h("01 DB 3F FF 2D") + data[255:], b"", OK),
+        ]
+    )
+    assert SmartCardProtocol(connection).transmit(CommandApdu(1, 0xDB, 0x3F, 0xFF, data)) == (
+        b"",
+        OK,
+    )
+
+
+def test_a_chained_link_answered_with_an_error_stops_the_chain(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("10 DA 01 02 FF") + DATA_600[:255], b"", OK),
+            (h("10 DA 01 02 FF") + DATA_600[255:510], h("01"), 0x6884),
+        ]
+    )
+    protocol = SmartCardProtocol(connection)
+    assert protocol.transmit(CommandApdu(0, 0xDA, 1, 2, DATA_600, 256)) == (h("01"), 0x6884)
+
+
+def test_extended_length_sends_one_command_when_configured(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("00 DA 01 02 00 02 58") + DATA_600 + h("01 00"), b"", OK),
+            (h("00 B0 00 00 00 03 E8"), bytes(1000), OK),
+            (h("00 B0 00 00 10"), bytes(16), OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection, extended_length=True)
+    assert protocol.transmit(CommandApdu(0, 0xDA, 1, 2, DATA_600, 256)) == (b"", OK)
+    assert protocol.transmit(CommandApdu(0, 0xB0, 0, 0, le=1000)) == (bytes(1000), OK)
+    assert protocol.transmit(CommandApdu(0, 0xB0, 0, 0, le=16)) == (bytes(16), OK)
+
+
+def test_extended_le_without_extended_length_raises_before_sending(
+    scripted: ScriptFactory,
+) -> None:
+    connection = scripted([])
+    with pytest.raises(ApduFormatError, match="extended length"):
+        SmartCardProtocol(connection).transmit(CommandApdu(0, 0xB0, 0, 0, le=1000))
+
+
+def test_max_command_data_sets_the_chunk_size(scripted: ScriptFactory) -> None:
+    data = bytes(range(10))
+    connection = scripted(
+        [
+            (h("10 D6 00 00 04 00 01 02 03"), b"", OK),
+            (h("10 D6 00 00 04 04 05 06 07"), b"", OK),
+            (h("00 D6 00 00 02 08 09"), b"", OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection)
+    protocol.configure(max_command_data=4)
+    assert protocol.transmit(CommandApdu(0, 0xD6, 0, 0, data)) == (b"", OK)
+
+
+def test_t0_drops_le_on_case_4_and_fetches_the_answer(scripted: ScriptFactory) -> None:
+    fci = bytes(range(0x12))
+    connection = scripted(
+        [
+            (h("00 A4 04 00 0D") + AID, b"", 0x6112),
+            (h("00 C0 00 00 12"), fci, OK),
+            (h("00 B0 00 00 00"), bytes(256), OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection, t0=True)
+    assert protocol.transmit(CommandApdu(0, 0xA4, 4, 0, AID, 256)) == (fci, OK)
+    assert protocol.transmit(CommandApdu(0, 0xB0, 0, 0, le=256)) == (bytes(256), OK)
+
+
+def test_a_chain_of_exactly_the_maximum_get_response_is_accepted(scripted: ScriptFactory) -> None:
+    script = [(h("00 CA 01 00 00"), h("00"), 0x6101)]
+    script += [(h("00 C0 00 00 01"), h("01"), 0x6101)] * (MAX_RESPONSE_CHAIN - 1)
+    script += [(h("00 C0 00 00 01"), h("02"), OK)]
+    connection = scripted(script)
+    data, sw = SmartCardProtocol(connection).transmit(CommandApdu(0, 0xCA, 1, 0, le=256))
+    assert (data, sw) == (h("00") + h("01") * (MAX_RESPONSE_CHAIN - 1) + h("02"), OK)
+
+
+def test_a_card_that_never_stops_answering_61xx_raises(scripted: ScriptFactory) -> None:
+    script = [(h("00 CA 01 00 00"), h("00"), 0x6101)]
+    script += [(h("00 C0 00 00 01"), h("01"), 0x6101)] * MAX_RESPONSE_CHAIN
+    connection = scripted(script)
+    with pytest.raises(BadResponseError, match="61xx"):
+        SmartCardProtocol(connection).transmit(CommandApdu(0, 0xCA, 1, 0, le=256))
+
+
+def test_send_apdu_returns_data_on_9000(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("00 CA 01 00 00"), h("01 02"), OK)])
+    assert SmartCardProtocol(connection).send_apdu(0, 0xCA, 1, 0, le=256) == h("01 02")
+
+
+def test_send_apdu_raises_apdu_error_keeping_data_and_sw(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("00 2A 9E 9A 02 01 02 00"), h("AB CD"), 0x6985)])
+    with pytest.raises(ApduError, match="6985") as raised:
+        SmartCardProtocol(connection).send_apdu(0, 0x2A, 0x9E, 0x9A, h("01 02"), 256)
+    assert (raised.value.data, raised.value.sw) == (h("AB CD"), 0x6985)
+
+
+def test_select_sends_p1_04_with_le_and_returns_the_fci(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("00 A4 04 00 0D") + AID + h("00"), h("6F 00"), OK),
+            (h("01 A4 04 0C 0D") + AID, b"", OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection)
+    assert protocol.select(AID) == h("6F 00")
+    assert protocol.select(AID, p2=0x0C, cla=0x01) == b""
+
+
+@pytest.mark.parametrize("sw", [0x6A82, 0x6A86, 0x6B00, 0x6D00])
+def test_select_of_a_missing_application_raises_application_not_available(
+    scripted: ScriptFactory, sw: int
+) -> None:
+    connection = scripted([(h("00 A4 04 00 0D") + AID + h("00"), b"", sw)])
+    with pytest.raises(ApplicationNotAvailableError, match=AID.hex().upper()) as raised:
+        SmartCardProtocol(connection).select(AID)
+    assert raised.value.sw == sw
+    assert isinstance(raised.value.__cause__, ApduError)
+
+
+def test_select_keeps_other_errors_as_apdu_error(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("00 A4 04 00 0D") + AID + h("00"), b"", 0x6982)])
+    with pytest.raises(ApduError) as raised:
+        SmartCardProtocol(connection).select(AID)
+    assert type(raised.value) is ApduError
+    assert raised.value.sw == 0x6982
+
+
+MAC = h("8E 04 4D 41 43 21")
+
+
+class AppendMac(SecureMessagingProcessor):
+    """Stands in for a secure channel: sets the SM bits and appends a fixed 'MAC'."""
+
+    def __init__(self, delegate: ApduProcessor) -> None:
+        super().__init__(delegate)
+        self.protected: list[CommandApdu] = []
+        self.unprotected: list[tuple[bytes, int]] = []
+
+    def protect(self, apdu: CommandApdu) -> CommandApdu:
+        self.protected.append(apdu)
+        return CommandApdu(apdu.cla | 0x0C, apdu.ins, apdu.p1, apdu.p2, apdu.data + MAC, apdu.le)
+
+    def unprotect(self, data: bytes, sw: int) -> tuple[bytes, int]:
+        self.unprotected.append((data, sw))
+        assert data.endswith(MAC)
+        return data[: -len(MAC)], sw
+
+
+def test_secure_messaging_sees_the_whole_command_before_chaining(
+    scripted: ScriptFactory,
+) -> None:
+    data = bytes(300)
+    protected = data + MAC
+    connection = scripted(
+        [
+            (h("1C DA 01 02 FF") + protected[:255], b"", OK),
+            (h("0C DA 01 02 33") + protected[255:] + h("00"), h("52 45"), 0x6108),
+            (h("00 C0 00 00 08"), h("53 50") + MAC, OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection)
+    layers: list[AppendMac] = []
+
+    def build(delegate: ApduProcessor) -> AppendMac:
+        layers.append(AppendMac(delegate))
+        return layers[0]
+
+    protocol.configure(secure_messaging=build)
+    command = CommandApdu(0, 0xDA, 1, 2, data, 256)
+    assert protocol.transmit(command) == (b"RESP", OK)
+    assert layers[0].protected == [command]
+    assert layers[0].unprotected == [(b"RESP" + MAC, OK)]
