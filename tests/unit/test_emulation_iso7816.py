@@ -191,7 +191,8 @@ def test_t1_card_warns_end_of_file_only_at_the_end_of_the_file() -> None:
     card = Iso7816Card(
         CPS4_ATR, DF(MF_FID, [EF(0x0102, PUBLIC, sfi=2)]), t0=False, max_response=0x80
     )
-    assert send(card, "00 B0 82 00 00") == (PUBLIC[:0x80], 0x9000)
+    assert send(card, "00 B0 82 00 00") == (PUBLIC[:0x80], 0x6180)
+    assert send(card, "00 C0 00 00 80") == (PUBLIC[0x80:0x100], 0x9000)
     assert send(card, "00 B0 02 80 80") == (PUBLIC[0x280:], 0x6282)
 
 

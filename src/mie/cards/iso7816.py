@@ -152,14 +152,16 @@ class Iso7816Session:
         offset = 0
         while offset <= MAX_FILE_SIZE:
             p1, p2 = (0x80 | sfi, offset) if offset < 256 else (offset >> 8, offset & 0xFF)
-            data, sw = self.protocol.transmit(CommandApdu(0x00, INS_READ_BINARY, p1, p2, le=256))
+            data, sw = self.protocol.transmit(
+                CommandApdu(0x00, INS_READ_BINARY, p1, p2, le=self.read_chunk)
+            )
             if sw not in (SW.OK, SW.END_OF_FILE):
                 if sw == SW.WRONG_P1P2 and offset:
                     break
                 raise ApduError(data, sw)
             chunks.append(data)
             offset += len(data)
-            if sw == SW.END_OF_FILE or len(data) < READ_CHUNK:
+            if sw == SW.END_OF_FILE or len(data) < self.read_chunk:
                 break
         logger.info("Read SFI %d (%d bytes)", sfi, offset)
         return b"".join(chunks)

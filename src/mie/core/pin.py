@@ -30,5 +30,7 @@ def format_pin(pin: str | bytes | bytearray, length: int = 8, pad: int = 0xFF) -
     """
     check_pin(pin)
     block = bytearray(pin.encode("ascii") if isinstance(pin, str) else pin)
+    if len(block) > length:
+        raise ValueError(f"PIN has more digits than the {length}-byte PIN block holds")
     block.extend([pad] * (length - len(block)))
     return block

@@ -323,7 +323,8 @@ class Iso7816Card(EmulatedCard):
             return b"", SW.SECURITY_STATUS_NOT_SATISFIED
         if offset > len(ef.data):
             return b"", SW.WRONG_P1P2
-        chunk = ef.data[offset : offset + min(apdu.le, self.max_response)]
+        # Answers longer than max_response are split by _deliver (61xx), not cut short here.
+        chunk = ef.data[offset : offset + apdu.le]
         if len(chunk) < apdu.le and offset + len(chunk) == len(ef.data) and not self.t0:
             return chunk, SW.END_OF_FILE
         return chunk, SW.OK
