@@ -65,7 +65,7 @@ def decide_level(
     :raises VerificationError: ``policy`` when a configured policy OID is missing.
     """
     policy = policy or LevelPolicy()
-    issuer = x509.load_der_x509_certificate(result.chain[1]) if len(result.chain) > 1 else None
+    issuer = result.certificate(1) if len(result.path) > 1 else None
     info = classify(issuer.subject) if issuer is not None else None
     if info is None or info.gamme is None:
         return LevelDecision(None, ("issuer is not an IGC-Santé CA",))

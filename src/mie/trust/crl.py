@@ -14,6 +14,7 @@ otherwise treats as ``revocation_unknown``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum, unique
@@ -87,7 +88,7 @@ class CrlIndex:
         for extension in crl.extensions:
             self._note_extension(extension)
         self._positions = {entry.serial_number: i for i, entry in enumerate(crl)}
-        self._signature_checked: dict[bytes, bool] = {}
+        self._signature_checked: dict[x509.Certificate, bool] = {}
 
     def _note_extension(self, extension: x509.Extension[x509.ExtensionType]) -> None:
         value = extension.value
@@ -125,14 +126,10 @@ class CrlIndex:
 
     def signed_by(self, issuer: x509.Certificate) -> bool:
         """:return: whether ``issuer``'s key verifies the CRL signature (cached per key)."""
-        key = issuer.public_key()
-        spki = key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        known = self._signature_checked.get(spki)
+        known = self._signature_checked.get(issuer)
         if known is None:
-            known = self.crl.is_signature_valid(key)  # type: ignore[arg-type]
-            self._signature_checked[spki] = known
+            known = self.crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+            self._signature_checked[issuer] = known
         return known
 
     def der(self) -> bytes:
@@ -153,6 +150,10 @@ class CrlSet:
     def issued_by(self, name: x509.Name) -> list[CrlIndex]:
         """:return: the CRLs whose issuer is ``name``."""
         return self._by_issuer.get(name.public_bytes(), [])
+
+    def for_certificate(self, cert: x509.Certificate) -> list[CrlIndex]:
+        """:return: the CRLs whose issuer is ``cert``'s issuer."""
+        return self._by_issuer.get(_issuer_der(cert), [])
 
     def __iter__(self) -> Iterator[CrlIndex]:
         for group in self._by_issuer.values():
@@ -186,8 +187,9 @@ def crl_status(
     :return: good, revoked or unknown (with the reason).
     :raises UnsupportedRevocation: the CRLs need RFC 5280 features the index does not handle.
     """
-    _require_plain_distribution_points(cert)
-    candidates = crls.issued_by(cert.issuer)
+    if not _plain_distribution_points(cert):
+        raise UnsupportedRevocation("distribution point with cRLIssuer, reasons or RDN")
+    candidates = crls.for_certificate(cert)
     problems: list[str] = []
     bases: list[CrlIndex] = []
     deltas: list[CrlIndex] = []
@@ -261,14 +263,39 @@ def _entry_status(entry: x509.RevokedCertificate, index: CrlIndex) -> Status:
     return Status(RevocationStatus.REVOKED, f"revoked {when} ({why}) per {index.source}")
 
 
-def _require_plain_distribution_points(cert: x509.Certificate) -> None:
+# Facts read from certificates are cached per certificate: CA certificates recur on every check.
+@functools.lru_cache(maxsize=4096)
+def _issuer_der(cert: x509.Certificate) -> bytes:
+    return cert.issuer.public_bytes()
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_distribution_points(cert: x509.Certificate) -> bool:
     try:
         points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     except x509.ExtensionNotFound:
-        return
-    for point in points:
-        if point.crl_issuer or point.reasons or point.relative_name:
-            raise UnsupportedRevocation("distribution point with cRLIssuer, reasons or RDN")
+        return True
+    return not any(p.crl_issuer or p.reasons or p.relative_name for p in points)
+
+
+@dataclass(frozen=True)
+class _IssuerFacts:
+    crl_sign: bool
+    ski: bytes | None
+
+
+@functools.lru_cache(maxsize=1024)
+def _issuer_facts(issuer: x509.Certificate) -> _IssuerFacts:
+    try:
+        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        crl_sign = usage.crl_sign
+    except x509.ExtensionNotFound:
+        crl_sign = True
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        ski = None
+    return _IssuerFacts(crl_sign, ski)
 
 
 def _check_usable(
@@ -287,21 +314,14 @@ def _check_usable(
 
 
 def _check_issuer_key(index: CrlIndex, issuer: x509.Certificate) -> None:
-    try:
-        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        ski = None
-    if index.aki is not None and ski is not None and index.aki != ski:
+    facts = _issuer_facts(issuer)
+    if index.aki is not None and facts.ski is not None and index.aki != facts.ski:
         raise UnsupportedRevocation("CRL signed with a key other than the certificate issuer's")
     if not index.signed_by(issuer):
-        if index.aki is None or ski is None:
+        if index.aki is None or facts.ski is None:
             raise UnsupportedRevocation("CRL signature does not verify with the issuer key")
         raise _Unusable("CRL signature does not verify")
-    if usage is not None and not usage.crl_sign:
+    if not facts.crl_sign:
         raise _Unusable("issuer keyUsage does not allow cRLSign")
 
 

@@ -145,6 +145,7 @@ class TrustStore:
         self, anchors: Iterable[Anchor], intermediates: Iterable[x509.Certificate] = ()
     ) -> None:
         self._anchors = {a.fingerprint: a for a in anchors}
+        self._by_certificate = {a.certificate: a for a in self._anchors.values()}
         self._by_subject: dict[bytes, list[Anchor]] = {}
         for anchor in self._anchors.values():
             key = anchor.certificate.subject.public_bytes()
@@ -159,7 +160,7 @@ class TrustStore:
         return iter(self._anchors.values())
 
     def __contains__(self, cert: object) -> bool:
-        return isinstance(cert, x509.Certificate) and fingerprint(cert) in self._anchors
+        return isinstance(cert, x509.Certificate) and cert in self._by_certificate
 
     @property
     def store(self) -> Store:
@@ -173,7 +174,7 @@ class TrustStore:
 
         :raises VerificationError: ``untrusted`` when ``cert`` is not an anchor.
         """
-        anchor = self._anchors.get(fingerprint(cert))
+        anchor = self._by_certificate.get(cert)
         if anchor is None:
             raise VerificationError(
                 ErrorCode.UNTRUSTED, f"{cert.subject.rfc4514_string()} is not a trust anchor"

@@ -89,25 +89,44 @@ class Profile(Enum):
 class VerificationResult:
     """A verified path.
 
-    :param chain: DER certificates, leaf first, anchor last.
-    :param subjects: their subject DNs.
+    :param path: the certificates, leaf first, anchor last (DER where only the RFC 5280
+        engine could read one).
     :param anchor: the trust anchor that ends the path.
     :param revocation: ``GOOD``, or ``UNKNOWN`` under soft revocation.
     :param revocation_details: one line per certificate checked.
     :param engine: ``cryptography`` or ``rfc5280`` (the fallback engine decided).
     """
 
-    chain: tuple[bytes, ...]
-    subjects: tuple[str, ...]
+    path: tuple[x509.Certificate | bytes, ...]
     anchor: Anchor
     revocation: RevocationStatus
     revocation_details: tuple[str, ...]
     engine: str
 
     @property
+    def chain(self) -> tuple[bytes, ...]:
+        """:return: the path in DER, leaf first."""
+        return tuple(c if isinstance(c, bytes) else _der(c) for c in self.path)
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """:return: subject DNs of the path, leaf first (``?`` where unreadable)."""
+        return tuple(
+            dn(c.subject) if c else "?" for c in map(self.certificate, range(len(self.path)))
+        )
+
+    @property
     def leaf(self) -> x509.Certificate:
         """:return: the end-entity certificate."""
-        return x509.load_der_x509_certificate(self.chain[0])
+        leaf = self.certificate(0)
+        if leaf is None:
+            raise malformed("the end-entity certificate is not readable by cryptography")
+        return leaf
+
+    def certificate(self, position: int) -> x509.Certificate | None:
+        """:return: the certificate at ``position`` (0 = leaf), or ``None`` if unreadable."""
+        item = self.path[position]
+        return item if isinstance(item, x509.Certificate) else _maybe_parse(item)
 
 
 T = TypeVar("T")
@@ -232,52 +251,48 @@ class Verifier:
         :raises VerificationError: with the contract code of the first failed check.
         """
         at = self.at or dt.datetime.now(dt.UTC)
-        leaf_der, leaf_cert = self._certificate(leaf, "leaf certificate")
+        leaf_cert = self._certificate(leaf, "leaf certificate")
         pool = [self._certificate(c, "intermediate certificate") for c in intermediates]
-        pool += [(_der(c), c) for c in self.store.intermediates]
-        if leaf_cert is None:
-            return self._rfc5280(leaf_der, [d for d, _ in pool], at, "not parsed by cryptography")
+        pool += self.store.intermediates
+
+        def everything() -> tuple[bytes, list[bytes]]:
+            return _as_der(leaf_cert), [_as_der(c) for c in pool]
+
+        if isinstance(leaf_cert, bytes):
+            return self._rfc5280(*everything(), at, "not parsed by cryptography")
         # Certificates only the RFC 5280 engine can read cannot be on a cryptography path.
-        parsed = [c for _, c in pool if c is not None]
+        parsed = [c for c in pool if isinstance(c, x509.Certificate)]
         try:
             chain = self._build_path(leaf_cert, parsed, at)
         except CryptographyVerificationError as e:
             if self.fallback:
-                return self._rfc5280(leaf_der, [d for d, _ in pool], at, str(e))
+                return self._rfc5280(*everything(), at, str(e))
             raise diagnose(leaf_cert, parsed, self.store, at, str(e)) from e
         self._check_leaf(leaf_cert)
         try:
             status, details = self._revocation(chain, at)
         except UnsupportedRevocation as e:
             if self.fallback:
-                return self._rfc5280(leaf_der, [d for d, _ in pool], at, str(e))
+                return self._rfc5280(*everything(), at, str(e))
             status, details = RevocationStatus.UNKNOWN, (f"unsupported CRL form: {e}",)
             self._unknown(details)
         return VerificationResult(
-            tuple(_der(c) for c in chain),
-            tuple(dn(c.subject) for c in chain),
-            self.store.anchor_for(chain[-1]),
-            status,
-            details,
-            "cryptography",
+            tuple(chain), self.store.anchor_for(chain[-1]), status, details, "cryptography"
         )
 
-    def _certificate(
-        self, cert: x509.Certificate | bytes, what: str
-    ) -> tuple[bytes, x509.Certificate | None]:
-        if isinstance(cert, x509.Certificate):
-            der = _der(cert)
-            if self.profile is Profile.IGC_SANTE and _serial(cert) <= 0:
-                raise malformed(f"{what}: serial number is not positive")
-            return der, cert
-        try:
-            parsed = _parse_der(cert, what)
-        except VerificationError:
-            if self.profile is Profile.IGC_SANTE or not self.fallback:
-                raise
-            check_certificate_der(cert, what)
-            return cert, None
-        return self._certificate(parsed, what)
+    def _certificate(self, cert: x509.Certificate | bytes, what: str) -> x509.Certificate | bytes:
+        if isinstance(cert, bytes):
+            der = cert
+            try:
+                cert = _parse_der(der, what)
+            except VerificationError:
+                if self.profile is Profile.IGC_SANTE or not self.fallback:
+                    raise
+                check_certificate_der(der, what)
+                return der
+        if self.profile is Profile.IGC_SANTE and _serial(cert) <= 0:
+            raise malformed(f"{what}: serial number is not positive")
+        return cert
 
     def _build_path(
         self, leaf: x509.Certificate, pool: list[x509.Certificate], at: dt.datetime
@@ -307,11 +322,11 @@ class Verifier:
     ) -> tuple[RevocationStatus, tuple[str, ...]]:
         details = []
         unknown = False
-        for cert, issuer in itertools.pairwise(chain):
+        for position, (cert, issuer) in enumerate(itertools.pairwise(chain)):
             status = self._status(cert, issuer, at)
-            details.append(f"{cert.subject.rfc4514_string()}: {status.detail}")
+            details.append(f"chain[{position}]: {status.detail}")
             if status.status is RevocationStatus.REVOKED:
-                raise VerificationError(ErrorCode.REVOKED, details[-1])
+                raise VerificationError(ErrorCode.REVOKED, f"{dn(cert.subject)}: {status.detail}")
             unknown = unknown or status.status is RevocationStatus.UNKNOWN
         if unknown:
             self._unknown(tuple(details))
@@ -366,10 +381,8 @@ class Verifier:
         parsed = [_maybe_parse(d) for d in path]
         if parsed[0] is not None:
             self._check_leaf(parsed[0])
-        subjects = tuple(dn(c.subject) if c else "?" for c in parsed)
         return VerificationResult(
-            tuple(path),
-            subjects,
+            tuple(c if c is not None else d for c, d in zip(parsed, path, strict=True)),
             self.store.anchor_for(anchor_cert),
             RevocationStatus.GOOD if self.hard else RevocationStatus.UNKNOWN,
             ("checked by the RFC 5280 engine",),
@@ -430,14 +443,17 @@ def _parse_der(der: bytes, what: str) -> x509.Certificate:
         raise malformed(f"{what}: does not parse ({e})") from e
 
 
+def _as_der(cert: x509.Certificate | bytes) -> bytes:
+    return cert if isinstance(cert, bytes) else _der(cert)
+
+
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
 def _serial(cert: x509.Certificate) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return cert.serial_number
+    # cryptography warns about non-positive serials when parsing, not on this access.
+    return cert.serial_number
 
 
 def _maybe_parse(der: bytes) -> x509.Certificate | None:
