@@ -31,6 +31,7 @@ from mie.cards.cpx import (
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
 from mie.core.pin import check_pin
+from mie.trust.identity import Identity, identity_from_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +130,15 @@ class AuthResult:
 
 @dataclass(frozen=True)
 class Identification:
-    """Who the card belongs to, read without PIN."""
+    """Who the card belongs to, read without PIN (the certificate is not verified here)."""
 
     card: CardInfo
     certificate: x509.Certificate
+    identity: Identity
+
+    def to_json(self) -> dict[str, Any]:
+        """:return: ``{"authenticator": …, "identity": …}`` as in the JSON contract."""
+        return {"authenticator": self.card.to_json(), "identity": self.identity.to_json()}
 
 
 class CertificateCache:
@@ -290,8 +296,16 @@ class CpxAuthenticator(Authenticator):
             serial = session.serial()
             der = session.authentication_certificate()
         certificate = load_certificate(der)
+        identity = identity_from_certificate(certificate)
         self.cache.add(serial, der)
-        return Identification(CardInfo(self.family.value, serial, self.connection.atr), certificate)
+        return Identification(self._card(serial, identity), certificate, identity)
+
+    def _card(self, serial: str, identity: Identity) -> CardInfo:
+        # CPE, CPA and PSI cards share the CPS3/CPS4 hardware; the certificate tells them apart.
+        kind = self.family.value
+        if identity.card_type in ("CPE", "CPA", "PSI"):
+            kind = identity.card_type.lower()
+        return CardInfo(kind, serial, self.connection.atr)
 
     def authenticate(
         self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
@@ -354,12 +368,13 @@ class CpxAuthenticator(Authenticator):
     def _result(
         self, serial: str, certificate: x509.Certificate, challenge: bytes, signature: bytes
     ) -> AuthResult:
-        card = CardInfo(self.family.value, serial, self.connection.atr)
+        identity = identity_from_certificate(certificate)
+        card = self._card(serial, identity)
         leaf = certificate.public_bytes(serialization.Encoding.DER)
         if self.check_chain is None:
             evidence = Evidence(challenge, signature, [leaf], "unknown")
             reasons = ["signature verified", "certificate chain and revocation not checked"]
-            return AuthResult(card, None, None, reasons, evidence)
+            return AuthResult(card, identity, None, reasons, evidence)
         report = self.check_chain(certificate, [])
         chain = [c.public_bytes(serialization.Encoding.DER) for c in report.chain] or [leaf]
         evidence = Evidence(challenge, signature, chain, report.revocation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -45,6 +46,18 @@ def _auth(pin: str, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+IDENTITIES = {
+    "cps3": ("RPPS", "CPS", re.compile(r"[0-9]{11}")),
+    "cps4": ("RPPS", "CPS", re.compile(r"[0-9]{11}")),
+    "cpe": ("FINESS", "CPE", re.compile(r"[0-9]{9}/[0-9A-Za-z]+")),
+    "psi": (
+        "PSI",
+        "PSI",
+        re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    ),
+}
+
+
 @pytest.mark.parametrize("kind", ["cps3", "cps4", "cpe", "psi"])
 def test_mie_auth_against_emulator_process(pcscd: Pcscd, kind: str) -> None:
     with emulator_process(kind, "--pin", "1234", "--serial", "2812345670"):
@@ -53,6 +66,12 @@ def test_mie_auth_against_emulator_process(pcscd: Pcscd, kind: str) -> None:
     result = json.loads(out.stdout)
     assert result["valid"] is True and result["error"] is None
     assert result["authenticator"]["serial"] == "2812345670"
+    assert result["authenticator"]["kind"] == kind
+    id_type, card_type, pattern = IDENTITIES[kind]
+    identity = result["identity"]
+    assert (identity["id_type"], identity["card_type"]) == (id_type, card_type)
+    assert pattern.fullmatch(identity["id"]), identity["id"]
+    assert identity["test_card"] is True
     evidence = result["evidence"]
     leaf = x509.load_pem_x509_certificate(evidence["chain"][0].encode())
     key = leaf.public_key()
@@ -75,7 +94,9 @@ def test_contactless_cps3_identifies_without_signing(pcscd: Pcscd) -> None:
         )
         auth = _auth("1234")
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["kind"] == "cps3-cl"
+    described = json.loads(info.stdout)
+    assert described["kind"] == "cps3-cl"
+    assert described["identity"]["id_type"] == "RPPS"
     assert auth.returncode == 1
     assert json.loads(auth.stdout)["error"]["code"] == "unsupported_card"
 
@@ -116,9 +137,18 @@ def test_pin_never_appears_in_logs_traces_or_vectors(pcscd: Pcscd, tmp_path: Pat
         )
     assert logged.returncode == 0 and recorded.returncode == 0, logged.stderr + recorded.stderr
     assert "SEND: 0020000108****************" in logged.stderr
-    block = pin.encode().hex()
+    # Signatures and certificates are random hex that may hold the digits by chance: the PIN
+    # block must be absent everywhere, the PIN itself from every command and every non-hex line.
+    block = (pin.encode() + b"\xff" * 4).hex()
     for text in (logged.stderr, logged.stdout, trace.read_text(), vector.read_text()):
-        assert pin not in text and block not in text.lower()
+        assert block not in text.lower()
+    for path in (trace, vector):
+        commands = [e["c"] for e in json.loads(path.read_text())["exchanges"]]
+        assert all(pin.encode().hex() not in c for c in commands)
+    prose = [
+        line for line in logged.stderr.splitlines() if "SEND:" not in line and "RECV:" not in line
+    ]
+    assert all(pin not in line for line in prose)
 
 
 def test_opensc_lists_and_signs_with_the_emulated_cps3(pcscd: Pcscd, tmp_path: Path) -> None:

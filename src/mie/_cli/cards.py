@@ -65,7 +65,7 @@ def _describe(connection: SmartCardConnection, state: CliState) -> dict[str, Any
     identification = CpxAuthenticator(connection).identify()
     info["kind"] = state.kind = identification.card.kind
     info["serial"] = identification.card.serial
-    info["subject"] = identification.certificate.subject.rfc4514_string()
+    info["identity"] = identification.identity.to_json()
     return info
 
 
@@ -83,6 +83,8 @@ def info(state: CliState, reader: str | None, as_json: bool) -> int:
         emit_json(described)
     else:
         for key, value in described.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
             shown = ", ".join(value) if isinstance(value, list) else value
             click.echo(f"{key}: {shown if shown is not None else '-'}")
     return 0 if described["kind"] != "unknown" else 1
