@@ -49,3 +49,8 @@ __all__ = [
     "UnsupportedCardError",
     "VectorFormatError",
 ]
+
+# Certificate-chain checks (mie.trust): one type, the contract code in ``code``.
+from mie.trust.errors import VerificationError
+
+__all__ += ["VerificationError"]

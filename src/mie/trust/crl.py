@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from mie.trust.parse import load_crl
+from mie.trust.store import dn
 
 _KNOWN_CRL_EXTENSIONS = frozenset(
     {
@@ -201,7 +202,7 @@ def crl_status(
             continue
         (deltas if index.is_delta else bases).append(index)
     if not bases:
-        reason = "; ".join(problems) or f"no CRL from {cert.issuer.rfc4514_string()}"
+        reason = "; ".join(problems) or f"no CRL from {dn(cert.issuer)}"
         return Status(RevocationStatus.UNKNOWN, reason)
     base = max(bases, key=lambda b: (b.number or 0, b.this_update))
     delta, delta_problem = _pick_delta(base, deltas, candidates, problems)

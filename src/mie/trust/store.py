@@ -177,7 +177,7 @@ class TrustStore:
         anchor = self._by_certificate.get(cert)
         if anchor is None:
             raise VerificationError(
-                ErrorCode.UNTRUSTED, f"{cert.subject.rfc4514_string()} is not a trust anchor"
+                ErrorCode.UNTRUSTED, f"{dn(cert.subject)} is not a trust anchor"
             )
         return anchor
 
@@ -289,12 +289,10 @@ class OperatorStore:
         :raises ValueError: not a CA, or a TEST CA without ``allow_test``.
         """
         if not is_ca(cert):
-            raise ValueError(f"{cert.subject.rfc4514_string()} is not a CA certificate")
+            raise ValueError(f"{dn(cert.subject)} is not a CA certificate")
         info = classify(cert.subject)
         if info.test and not allow_test:
-            raise ValueError(
-                f"{cert.subject.rfc4514_string()} is a TEST CA; pass --test to import it"
-            )
+            raise ValueError(f"{dn(cert.subject)} is a TEST CA; pass --test to import it")
         kind = "anchors" if is_self_issued(cert) else "intermediates"
         folder = self.directory / kind
         folder.mkdir(parents=True, exist_ok=True)

@@ -507,7 +507,7 @@ def _untrusted(message: str) -> VerificationError:
 
 
 def _own_problem(cert: x509.Certificate, at: dt.datetime) -> VerificationError | None:
-    name = cert.subject.rfc4514_string()
+    name = dn(cert.subject)
     if at > cert.not_valid_after_utc:
         return VerificationError(
             ErrorCode.EXPIRED, f"{name} expired {cert.not_valid_after_utc.isoformat()}"
@@ -537,7 +537,7 @@ def _issuer_of(
         except (ValueError, TypeError, InvalidSignature):
             continue
         return candidate
-    name = cert.subject.rfc4514_string()
+    name = dn(cert.subject)
     if named:
         return VerificationError(
             ErrorCode.BAD_SIGNATURE, f"signature of {name} does not verify with its issuer's key"
@@ -549,12 +549,12 @@ def _issuer_of(
             f"issuer name of {name} does not match the subject of the CA holding its key",
         )
     return VerificationError(
-        ErrorCode.UNTRUSTED, f"no issuer for {name} ({cert.issuer.rfc4514_string()}) is known"
+        ErrorCode.UNTRUSTED, f"no issuer for {name} ({dn(cert.issuer)}) is known"
     )
 
 
 def _issuer_problem(issuer: x509.Certificate, below: int) -> VerificationError | None:
-    name = issuer.subject.rfc4514_string()
+    name = dn(issuer.subject)
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
