@@ -10,6 +10,7 @@ exception into the ``error`` object of the JSON contract.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -31,7 +32,9 @@ from mie.cards.cpx import (
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
 from mie.core.pin import check_pin
+from mie.policy import LevelPolicy, decide_level
 from mie.trust.identity import Identity, identity_from_certificate
+from mie.trust.verify import Usage, Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,29 @@ class ChainReport:
 
 
 ChainChecker = Callable[[x509.Certificate, Sequence[x509.Certificate]], ChainReport]
+
+
+def chain_checker(verifier: Verifier, policy: LevelPolicy | None = None) -> ChainChecker:
+    """Build the chain check of an authenticator from a :class:`~mie.trust.Verifier`.
+
+    The verifier must be built for authentication usage; the level comes from
+    :func:`mie.policy.decide_level`.
+
+    :raises VerificationError: (from the returned checker) with the contract code.
+    """
+
+    def check(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]) -> ChainReport:
+        result = verifier.verify(leaf, intermediates)
+        identity = identity_from_certificate(result.leaf)
+        if result.anchor.test and not identity.test_card:
+            identity = dataclasses.replace(identity, test_card=True)
+        decision = decide_level(result, Usage.AUTH, policy)
+        chain = [x509.load_der_x509_certificate(der) for der in result.chain]
+        level = decision.level.value if decision.level is not None else None
+        reasons = [*decision.reasons, f"revocation {result.revocation.value}"]
+        return ChainReport(identity, level, result.revocation.value, reasons, chain)
+
+    return check
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ def test_mie_auth_against_emulator_process(pcscd: Pcscd, kind: str) -> None:
     assert (identity["id_type"], identity["card_type"]) == (id_type, card_type)
     assert pattern.fullmatch(identity["id"]), identity["id"]
     assert identity["test_card"] is True
+    assert result["level"] == ("low" if kind == "cpe" else "substantial")
+    assert result["evidence"]["revocation"] == "good"
+    assert len(result["evidence"]["chain"]) == 3
     evidence = result["evidence"]
     leaf = x509.load_pem_x509_certificate(evidence["chain"][0].encode())
     key = leaf.public_key()

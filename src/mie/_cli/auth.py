@@ -10,7 +10,8 @@ import click
 
 from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
-from mie.auth import AuthResult, CpxAuthenticator
+from mie._cli.trust import _parse_at, _read, crl_directory
+from mie.auth import AuthResult, CpxAuthenticator, chain_checker
 from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
@@ -23,6 +24,18 @@ from mie.core.errors import (
     UnsupportedCardError,
 )
 from mie.core.pin import check_pin
+from mie.trust import (
+    Anchor,
+    CrlCache,
+    CrlIndex,
+    CrlSet,
+    RevocationMode,
+    TrustStore,
+    Usage,
+    Verifier,
+    VerifierBuilder,
+    load_certificates,
+)
 
 CHALLENGE_SIZE = 32
 
@@ -86,11 +99,51 @@ def _read_pin(pin_stdin: bool) -> str:
     return pin
 
 
+def build_verifier(
+    trust: tuple[str, ...],
+    intermediates: tuple[str, ...],
+    crls: tuple[str, ...],
+    revocation: str,
+    at: str | None,
+) -> Verifier:
+    """The authentication-certificate verifier: default store (bundled and operator anchors)
+    plus ``--trust`` / ``--intermediate`` files, ``--crl`` files, and the CRL cache, which
+    downloads a missing or stale CRL from the certificate's distribution point."""
+    anchors = [
+        Anchor.from_certificate(c, "explicit")
+        for f in trust
+        for c in load_certificates(_read(f), f)
+    ]
+    pool = [c for f in intermediates for c in load_certificates(_read(f), f)]
+    crl_set = CrlSet.of(CrlIndex.from_bytes(_read(f), f) for f in crls)
+    builder = (
+        VerifierBuilder()
+        .store(TrustStore.default().with_anchors(anchors, pool))
+        .usage(Usage.AUTH)
+        .revocation(RevocationMode(revocation))
+        .crls(crl_set)
+        .crl_cache(CrlCache(crl_directory()))
+    )
+    moment = _parse_at(at)
+    return builder.time(moment).build() if moment is not None else builder.build()
+
+
 @click.command()
 @click.option("--reader", "-r", help="Reader name or a unique part of it.")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
 @click.option("--allow-last-try", is_flag=True, help="Present the PIN even with one try left.")
 @click.option("--challenge", help="Challenge to sign, hex (default: 32 random bytes).")
+@click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
+@click.option("--intermediate", multiple=True, help="Extra intermediate CA file (repeat).")
+@click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
+@click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft"]),
+    default="hard",
+    show_default=True,
+    help="soft: accept an unknown revocation status (reported).",
+)
+@click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the AuthResult as JSON.")
 @click.pass_obj
 def auth(
@@ -99,16 +152,23 @@ def auth(
     pin_stdin: bool,
     allow_last_try: bool,
     challenge: str | None,
+    trust: tuple[str, ...],
+    intermediate: tuple[str, ...],
+    crl: tuple[str, ...],
+    revocation: str,
+    at_text: str | None,
     as_json: bool,
 ) -> int:
-    """Authenticate the card holder: PIN, challenge signature, certificate."""
+    """Authenticate the card holder: PIN, challenge signature, certificate chain, revocation,
+    identity and level."""
+    verifier = build_verifier(trust, intermediate, crl, revocation, at_text)
     pin = _read_pin(pin_stdin)
     nonce = _challenge(state, challenge)
     card_json: dict[str, Any] | None = None
     try:
         with state.open_reader(reader) as connection:
             card_json = {"kind": None, "serial": None, "atr": (connection.atr or b"").hex()}
-            authenticator = CpxAuthenticator(connection)
+            authenticator = CpxAuthenticator(connection, check_chain=chain_checker(verifier))
             state.kind = card_json["kind"] = authenticator.family.value
             result = authenticator.authenticate(nonce, pin, allow_last_try)
     except MieError as e:

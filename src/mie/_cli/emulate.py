@@ -10,7 +10,8 @@ from types import FrameType
 import click
 
 from mie._cli.output import warn
-from mie.emulation.registry import KINDS, CardOptions, build_card
+from mie.emulation.crlserver import CRL_PORT, CrlServer
+from mie.emulation.registry import KINDS, CardOptions, build_card, default_pki_dir
 from mie.emulation.trace import TraceWriter
 from mie.emulation.vpcd import VPCD_PORT, VpcdHost
 
@@ -38,6 +39,13 @@ _NOTICE_AFTER = 2.0
     help="TEST PKI directory (default: $MIE_TEST_PKI or ~/.cache/mie/testpki).",
 )
 @click.option(
+    "--crl-port",
+    default=CRL_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Serve the TEST PKI's CRLs on 127.0.0.1 at this port (0: do not serve).",
+)
+@click.option(
     "--trace",
     type=click.Path(dir_okay=False, writable=True),
     help="Write every exchange to this vector file (PINs masked).",
@@ -49,17 +57,38 @@ def emulate(
     serial: str | None,
     identity: str | None,
     pki_dir: Path | None,
+    crl_port: int,
     trace: str | None,
 ) -> int:
-    """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running)."""
-    card = build_card(kind, CardOptions(pin=pin, serial=serial, identity=identity, pki_dir=pki_dir))
+    """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running).
+
+    CPx kinds get certificates from a TEST PKI kept in --pki: its root-*.pem and ca-*.pem files
+    are the TEST anchors and intermediates to trust explicitly (mie trust import --test), and
+    its CRLs are served on 127.0.0.1 at the distribution points the certificates name.
+    """
+    options = CardOptions(pin=pin, serial=serial, identity=identity, pki_dir=pki_dir)
+    card = build_card(kind, options)
+    crl_server = _serve_crls(options, crl_port) if kind != "iso7816" and crl_port else None
     observer = TraceWriter(trace, kind, card.atr) if trace else None
     host = VpcdHost(card, port=port, observer=observer)
     _stop_on_signals(host)
     warn(f"Emulating {kind} on vpcd 127.0.0.1:{port}; Ctrl-C to stop.")
     threading.Timer(_NOTICE_AFTER, _notice_if_waiting, (host, port)).start()
-    host.serve_forever()
+    try:
+        host.serve_forever()
+    finally:
+        if crl_server is not None:
+            crl_server.stop()
     return 0
+
+
+def _serve_crls(options: CardOptions, port: int) -> CrlServer | None:
+    directory = options.pki_dir or default_pki_dir()
+    try:
+        return CrlServer(directory, port).start()
+    except OSError as e:
+        warn(f"Not serving CRLs on 127.0.0.1:{port} ({e.strerror}); another emulator may be.")
+        return None
 
 
 def _stop_on_signals(host: VpcdHost) -> None:

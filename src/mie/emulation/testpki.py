@@ -38,6 +38,8 @@ POLICY_TEST_FO_PP_AUTH = "1.2.250.1.213.1.7.2.1.1.2.1"
 POLICY_TEST_ST_PP_AUTH = "1.2.250.1.213.1.7.3.1.1.2.1"
 POLICY_TEST_ST_PP_SIGN = "1.2.250.1.213.1.7.3.1.1.1.1"
 CATEGORY_TEST_CPX = 0x80
+# Bumped whenever saved CA certificates change shape, so old directories are regenerated.
+PKI_LAYOUT = "2"
 CARD_ISSUER = "8025000001"
 # Inferred: NOS TRE-G02 has no public PSI code; mie uses 04 for its emulated PSI card.
 PRODUCT_TYPES = {"CPS": 0, "CPF": 1, "CPE": 2, "CPA": 3, "PSI": 4}
@@ -254,6 +256,8 @@ class TestPki:
     :param crl_base_url: base of the CRL distribution points written into certificates.
     """
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     key_bits: int = 2048
     crl_base_url: str = "http://127.0.0.1:8088/crl/"
     roots: dict[Gamme, Issued] = field(default_factory=dict)
@@ -306,6 +310,7 @@ class TestPki:
             .add_extension(_ca_key_usage(), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .add_extension(_aki(root), critical=False)
+            .add_extension(_distribution_point(self.arl_url(gamme)), critical=False)
             .add_extension(
                 x509.CertificatePolicies(
                     [x509.PolicyInformation(x509.ObjectIdentifier("2.5.29.32.0"), None)]
@@ -317,8 +322,11 @@ class TestPki:
 
     def crl_url(self, gamme: Gamme) -> str:
         """:return: the CRL distribution point of the gamme's PERSONNES intermediate."""
-        short = {Gamme.FORT: "FO", Gamme.STANDARD: "ST", Gamme.ELEMENTAIRE: "EL"}[gamme]
-        return f"{self.crl_base_url}ACI-{short}-PP-TEST.crl"
+        return f"{self.crl_base_url}ACI-{_SHORT[gamme]}-PP-TEST.crl"
+
+    def arl_url(self, gamme: Gamme) -> str:
+        """:return: the distribution point of the CRL the gamme's root issues (for its CAs)."""
+        return f"{self.crl_base_url}ACR-{_SHORT[gamme]}-TEST.crl"
 
     def issue_card(
         self,
@@ -368,16 +376,7 @@ class TestPki:
             .add_extension(_leaf_key_usage(authentication), critical=True)
             .add_extension(_leaf_eku(authentication), critical=False)
             .add_extension(_leaf_policies(gamme, authentication), critical=False)
-            .add_extension(
-                x509.CRLDistributionPoints(
-                    [
-                        x509.DistributionPoint(
-                            [x509.UniformResourceIdentifier(self.crl_url(gamme))], None, None, None
-                        )
-                    ]
-                ),
-                critical=False,
-            )
+            .add_extension(_distribution_point(self.crl_url(gamme)), critical=False)
         )
         for extension in nos_extensions(identity, card_serial):
             builder = builder.add_extension(extension, critical=False)
@@ -390,15 +389,16 @@ class TestPki:
         *,
         this_update: dt.datetime | None = None,
         next_update: dt.timedelta = dt.timedelta(days=7),
+        authority: bool = False,
     ) -> x509.CertificateRevocationList:
-        """A CRL from the gamme's PERSONNES intermediate.
+        """A CRL from the gamme's PERSONNES intermediate (``authority=True``: from its root).
 
         :param revoked: serial numbers to list as revoked.
         :param this_update: issue time (default now).
         :param next_update: how long until the next CRL is due.
         :return: the signed CRL.
         """
-        issuer = self.intermediates[gamme]
+        issuer = (self.roots if authority else self.intermediates)[gamme]
         start = this_update or _now()
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -438,23 +438,32 @@ class TestPki:
     def publish_crls(
         self, directory: str | os.PathLike[str], revoked: list[int] | None = None
     ) -> None:
-        """Write a fresh CRL per gamme (``crl-fort.der``, ``crl-standard.der``), atomically.
+        """Write fresh CRLs per gamme, atomically: ``crl-<gamme>.der`` from the PERSONNES CA and
+        ``arl-<gamme>.der`` from the root.
 
         :param revoked: serial numbers to list as revoked in every CRL.
         """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         for gamme in self.intermediates:
-            der = self.crl(gamme, revoked).public_bytes(serialization.Encoding.DER)
-            target = path / f"crl-{gamme.value.lower()}.der"
-            temporary = target.with_suffix(f".tmp{os.getpid()}")
-            temporary.write_bytes(der)
-            os.replace(temporary, target)
+            for prefix, authority in (("crl", False), ("arl", True)):
+                crl = self.crl(gamme, revoked, authority=authority)
+                target = path / f"{prefix}-{gamme.value.lower()}.der"
+                temporary = target.with_suffix(f".tmp{os.getpid()}")
+                temporary.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+                os.replace(temporary, target)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], **kwargs: object) -> TestPki:
-        """Load CAs written by :meth:`save`; create and save them when absent."""
+        """Load CAs written by :meth:`save`; create and save them when absent or written by an
+        older layout (``version`` file)."""
         path = Path(directory)
+        version = path / "version"
+        if not version.is_file() or version.read_text().strip() != PKI_LAYOUT:
+            pki = cls(**kwargs)  # type: ignore[arg-type]
+            pki.save(path)
+            version.write_text(PKI_LAYOUT + "\n")
+            return pki
         try:
             roots = {g: _load_issued(path, "root", g) for g in (Gamme.FORT, Gamme.STANDARD)}
             cas = {g: _load_issued(path, "ca", g) for g in (Gamme.FORT, Gamme.STANDARD)}
@@ -472,6 +481,15 @@ def _load_issued(path: Path, kind: str, gamme: Gamme) -> Issued:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"{stem}.key is not an RSA key")
     return Issued(certificate, key)
+
+
+_SHORT = {Gamme.FORT: "FO", Gamme.STANDARD: "ST", Gamme.ELEMENTAIRE: "EL"}
+
+
+def _distribution_point(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints(
+        [x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)]
+    )
 
 
 def _aki(issuer: Issued) -> x509.AuthorityKeyIdentifier:

@@ -1,0 +1,123 @@
+"""CpxAuthenticator with chain, revocation and level checks (mie.trust), in process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mie.auth import CpxAuthenticator, chain_checker
+from mie.emulation import EmulatedConnection
+from mie.emulation.cpx import IasEccCard
+from mie.emulation.registry import CardOptions, build_card
+from mie.emulation.testpki import Gamme, TestPki
+from mie.trust import (
+    Anchor,
+    CrlIndex,
+    CrlSet,
+    ErrorCode,
+    RevocationMode,
+    TrustStore,
+    Usage,
+    VerificationError,
+    VerifierBuilder,
+)
+
+
+def _verifier(pki: TestPki, revoked: list[int] | None = None, mode: str = "hard"):  # type: ignore[no-untyped-def]
+    anchors = [Anchor.from_certificate(i.certificate, "explicit", True) for i in pki.roots.values()]
+    crls = CrlSet.of(
+        CrlIndex.from_bytes(pki.crl(g, revoked, authority=a).public_bytes(Encoding.DER), "test")
+        for g in (Gamme.FORT, Gamme.STANDARD)
+        for a in (False, True)
+    )
+    store = TrustStore(anchors, [i.certificate for i in pki.intermediates.values()])
+    return (
+        VerifierBuilder()
+        .store(store)
+        .usage(Usage.AUTH)
+        .crls(crls)
+        .revocation(RevocationMode(mode))
+        .build()
+    )
+
+
+def _card(kind: str, options: CardOptions) -> IasEccCard:
+    card = build_card(kind, options)
+    assert isinstance(card, IasEccCard)
+    return card
+
+
+@pytest.mark.parametrize(
+    ("kind", "level"),
+    [("cps3", "substantial"), ("cpe", "low"), ("cps4", "substantial"), ("psi", "substantial")],
+)
+def test_level_follows_the_issuing_ca(kind: str, level: str, options: CardOptions) -> None:
+    pki = options.pki()
+    authenticator = CpxAuthenticator(
+        EmulatedConnection(build_card(kind, options)), check_chain=chain_checker(_verifier(pki))
+    )
+    result = authenticator.authenticate(os.urandom(32), "4826")
+    assert result.level == level
+    assert result.evidence.revocation == "good"
+    assert result.identity is not None and result.identity.test_card
+    assert len(result.evidence.chain) == 3
+
+
+def test_revoked_card_fails_with_revoked(options: CardOptions) -> None:
+    pki = options.pki()
+    card = _card("cps3", options)
+    assert card.credentials is not None
+    serial = card.credentials.authentication.certificate.serial_number
+    authenticator = CpxAuthenticator(
+        EmulatedConnection(card), check_chain=chain_checker(_verifier(pki, [serial]))
+    )
+    with pytest.raises(VerificationError) as raised:
+        authenticator.authenticate(os.urandom(32), "4826")
+    assert raised.value.code is ErrorCode.REVOKED
+
+
+def test_card_of_a_lookalike_hierarchy_fails_with_bad_signature(options: CardOptions) -> None:
+    # Another TEST PKI has the same CA names but other keys: the names chain, signatures fail.
+    authenticator = CpxAuthenticator(
+        EmulatedConnection(build_card("cps3", options)),
+        check_chain=chain_checker(_verifier(TestPki())),
+    )
+    with pytest.raises(VerificationError) as raised:
+        authenticator.authenticate(os.urandom(32), "4826")
+    assert raised.value.code is ErrorCode.BAD_SIGNATURE
+
+
+def test_card_without_any_trusted_anchor_fails_with_untrusted(options: CardOptions) -> None:
+    verifier = VerifierBuilder().store(TrustStore([])).usage(Usage.AUTH).build()
+    authenticator = CpxAuthenticator(
+        EmulatedConnection(build_card("cps3", options)), check_chain=chain_checker(verifier)
+    )
+    with pytest.raises(VerificationError) as raised:
+        authenticator.authenticate(os.urandom(32), "4826")
+    assert raised.value.code is ErrorCode.UNTRUSTED
+
+
+def test_missing_crl_fails_closed_unless_soft(options: CardOptions) -> None:
+    pki = options.pki()
+    anchors = [Anchor.from_certificate(i.certificate, "explicit", True) for i in pki.roots.values()]
+    store = TrustStore(anchors, [i.certificate for i in pki.intermediates.values()])
+    for mode, expected in (("hard", None), ("soft", "unknown")):
+        verifier = (
+            VerifierBuilder()
+            .store(store)
+            .usage(Usage.AUTH)
+            .revocation(RevocationMode(mode))
+            .build()
+        )
+        authenticator = CpxAuthenticator(
+            EmulatedConnection(build_card("cps3", options)), check_chain=chain_checker(verifier)
+        )
+        if expected is None:
+            with pytest.raises(VerificationError) as raised:
+                authenticator.authenticate(os.urandom(32), "4826")
+            assert raised.value.code is ErrorCode.REVOCATION_UNKNOWN
+        else:
+            result = authenticator.authenticate(os.urandom(32), "4826")
+            assert result.evidence.revocation == expected
