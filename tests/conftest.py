@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -34,29 +35,40 @@ def pcscd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pcscd]:
     daemon.stop()
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session", autouse=True)
 def test_pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One TEST PKI for the whole run, shared with emulator subprocesses via MIE_TEST_PKI.
-
-    Its roots and CAs are imported (as TEST anchors) into an operator trust store of the run's
-    own (MIE_TRUST_DIR), and CRLs are cached in a directory of the run's own (MIE_CRL_DIR), so
-    `mie auth` checks chains as an operator who trusts the TEST hierarchy would.
-    """
+    """One TEST PKI for the whole run, shared with emulator subprocesses via MIE_TEST_PKI, and a
+    CRL cache of the run's own (MIE_CRL_DIR), so no test touches the user's cache."""
     directory = tmp_path_factory.mktemp("testpki")
-    environment = {
-        "MIE_TEST_PKI": str(directory),
-        "MIE_TRUST_DIR": str(tmp_path_factory.mktemp("trust")),
-        "MIE_CRL_DIR": str(tmp_path_factory.mktemp("crl")),
-    }
-    previous = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    pki = TestPki.load(directory)
-    store = OperatorStore(Path(environment["MIE_TRUST_DIR"]))
+    values = {"MIE_TEST_PKI": str(directory), "MIE_CRL_DIR": str(tmp_path_factory.mktemp("crl"))}
+    with _environment(values):
+        TestPki.load(directory)
+        yield directory
+
+
+@pytest.fixture(scope="module")
+def operator_trust(test_pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An operator trust store (MIE_TRUST_DIR) holding the run's TEST roots and CAs, for the
+    tests of one module: `mie auth` then checks chains as an operator who trusts the TEST
+    hierarchy would."""
+    directory = tmp_path_factory.mktemp("trust")
+    pki = TestPki.load(test_pki_dir)
+    store = OperatorStore(directory)
     for issued in [*pki.roots.values(), *pki.intermediates.values()]:
         store.add(issued.certificate, allow_test=True)
-    yield directory
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with _environment({"MIE_TRUST_DIR": str(directory)}):
+        yield directory

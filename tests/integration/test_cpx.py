@@ -31,7 +31,7 @@ from tests.harness import (
     settle_after_failure,
 )
 
-pytestmark = pytest.mark.pcsc
+pytestmark = [pytest.mark.pcsc, pytest.mark.usefixtures("operator_trust")]
 OPENSC_PKCS11 = Path("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so")
 AUT_ID = "e828bd080f8025000001ff001002"
 
