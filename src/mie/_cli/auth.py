@@ -10,7 +10,7 @@ import click
 
 from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
-from mie._cli.trust import _parse_at, _read, crl_directory
+from mie._cli.trust import crl_directory, parse_at, read_input
 from mie.auth import AuthResult, CpxAuthenticator, chain_checker
 from mie.core.errors import (
     BadResponseError,
@@ -112,10 +112,10 @@ def build_verifier(
     anchors = [
         Anchor.from_certificate(c, "explicit")
         for f in trust
-        for c in load_certificates(_read(f), f)
+        for c in load_certificates(read_input(f), f)
     ]
-    pool = [c for f in intermediates for c in load_certificates(_read(f), f)]
-    crl_set = CrlSet.of(CrlIndex.from_bytes(_read(f), f) for f in crls)
+    pool = [c for f in intermediates for c in load_certificates(read_input(f), f)]
+    crl_set = CrlSet.of(CrlIndex.from_bytes(read_input(f), f) for f in crls)
     builder = (
         VerifierBuilder()
         .store(TrustStore.default().with_anchors(anchors, pool))
@@ -124,7 +124,7 @@ def build_verifier(
         .crls(crl_set)
         .crl_cache(CrlCache(crl_directory()))
     )
-    moment = _parse_at(at)
+    moment = parse_at(at)
     return builder.time(moment).build() if moment is not None else builder.build()
 
 

@@ -41,14 +41,16 @@ def crl_directory() -> Path:
     return Path(cache) / "mie" / "crl"
 
 
-def _read(path: str) -> bytes:
+def read_input(path: str) -> bytes:
+    """:return: the bytes of ``path``; unreadable files are ``malformed`` naming the file."""
     try:
         return Path(path).read_bytes()
     except OSError as e:
         raise VerificationError(ErrorCode.MALFORMED, f"{path}: cannot read ({e.strerror})") from e
 
 
-def _parse_at(value: str | None) -> dt.datetime | None:
+def parse_at(value: str | None) -> dt.datetime | None:
+    """:return: the ``--at`` time (ISO 8601 with a time zone), or ``None``."""
     if value is None:
         return None
     try:
@@ -82,7 +84,7 @@ def verify_cert(
     as_json: bool,
 ) -> int:
     """Verify a certificate against the trust store (chain, revocation, usage, level)."""
-    at = _parse_at(at_text)
+    at = parse_at(at_text)
     report: dict[str, Any] = {
         "valid": False,
         "error": None,
@@ -115,15 +117,15 @@ def _verify(
     usage: Usage,
     revocation: str,
 ) -> VerificationResult:
-    leaf_cert = load_certificates(_read(leaf), leaf)[0]
-    pool = [c for f in intermediates for c in load_certificates(_read(f), f)]
+    leaf_cert = load_certificates(read_input(leaf), leaf)[0]
+    pool = [c for f in intermediates for c in load_certificates(read_input(f), f)]
     extra = [
         Anchor.from_certificate(c, "explicit")
         for f in trust
-        for c in load_certificates(_read(f), f)
+        for c in load_certificates(read_input(f), f)
     ]
     store = TrustStore.default().with_anchors(extra)
-    crl_set = CrlSet.of(CrlIndex.from_bytes(_read(f), f) for f in crls)
+    crl_set = CrlSet.of(CrlIndex.from_bytes(read_input(f), f) for f in crls)
     _add_cached_crls(crl_set, [leaf_cert, *pool])
     builder = (
         VerifierBuilder()
@@ -240,7 +242,7 @@ def _describe(cert: Any, source: str, kind: str, test: bool) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def trust_import(file: str, allow_test: bool, as_json: bool) -> int:
     """Import CA certificates from PEM, DER or a PKCS#7 (.p7b) bundle."""
-    certs = load_certificates(_read(file), file)
+    certs = load_certificates(read_input(file), file)
     store = OperatorStore(operator_directory())
     imported = []
     for cert in certs:
@@ -307,7 +309,7 @@ def crl_show(source: str, as_json: bool) -> int:
             raise UsageError(f"no cached CRL for {source} (run: mie crl fetch {source})")
         _show(index, str(cache.path_for(source)), as_json)
     else:
-        _show(CrlIndex.from_bytes(_read(source), source), source, as_json)
+        _show(CrlIndex.from_bytes(read_input(source), source), source, as_json)
     return 0
 
 
