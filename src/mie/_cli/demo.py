@@ -5,14 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from mie._cli.output import emit_json
 from mie._cli.state import CliState
-from mie.auth import AuthResult, CpxAuthenticator
+from mie.auth import AuthResult, CpxAuthenticator, chain_checker
 from mie.cards.demo import DemoSession
 from mie.emulation.cpx import CPS3, build_ias_ecc_card
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
 from mie.emulation.testpki import TestPki, parse_identity
+from mie.trust import (
+    Anchor,
+    CrlIndex,
+    CrlSet,
+    TrustStore,
+    Usage,
+    Verifier,
+    VerifierBuilder,
+)
 
 DEMO_CPX_PIN = "1234"
 
@@ -29,10 +39,26 @@ def _generic(state: CliState) -> dict[str, Any]:
     }
 
 
+def _verifier(pki: TestPki) -> Verifier:
+    """Trust exactly this TEST PKI (explicitly, as an operator would) with its fresh CRLs."""
+    anchors = [Anchor.from_certificate(i.certificate, "explicit", True) for i in pki.roots.values()]
+    crls = CrlSet.of(
+        CrlIndex.from_bytes(pki.crl(gamme, authority=authority).public_bytes(Encoding.DER), "demo")
+        for gamme in pki.intermediates
+        for authority in (False, True)
+    )
+    store = TrustStore(anchors, [i.certificate for i in pki.intermediates.values()])
+    return VerifierBuilder().store(store).usage(Usage.AUTH).crls(crls).build()
+
+
 def _cps3(state: CliState) -> AuthResult:
-    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), TestPki(), pin=DEMO_CPX_PIN)
+    pki = TestPki()
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), pki, pin=DEMO_CPX_PIN)
+    # A replayed session carries certificates of the recording's PKI, which no longer exists:
+    # only the card protocol and the signature are checked then.
+    check = chain_checker(_verifier(pki)) if state.replay is None else None
     with state.open_emulated(card) as connection:
-        authenticator = CpxAuthenticator(connection)
+        authenticator = CpxAuthenticator(connection, check_chain=check)
         return authenticator.authenticate(state.draw_random("challenge", 32), DEMO_CPX_PIN)
 
 
@@ -69,13 +95,9 @@ def _print_generic(generic: dict[str, Any]) -> None:
 def _print_cps3(cps3: AuthResult) -> None:
     click.echo("CPS3 card (emulated IAS-ECC, TEST PKI, in process):")
     click.echo(f"  card {cps3.authenticator.serial}: challenge signed and verified")
-    subject = x509_subject(cps3)
-    click.echo(f"  certificate subject: {subject}")
+    if cps3.identity is not None:
+        who = cps3.identity
+        click.echo(f"  authenticated: {who.given_name} {who.family_name}, {who.id_type} {who.id}")
     click.echo(f"  level: {cps3.level or 'not established (chain not checked)'}")
-
-
-def x509_subject(result: AuthResult) -> str:
-    """:return: the RFC 4514 subject of the authentication certificate."""
-    from cryptography import x509
-
-    return x509.load_der_x509_certificate(result.evidence.chain[0]).subject.rfc4514_string()
+    for reason in cps3.reasons:
+        click.echo(f"    - {reason}")

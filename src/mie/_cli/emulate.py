@@ -12,6 +12,7 @@ import click
 from mie._cli.output import warn
 from mie.emulation.crlserver import CRL_PORT, CrlServer
 from mie.emulation.registry import KINDS, CardOptions, build_card, default_pki_dir
+from mie.emulation.testpki import CHAIN_FILE
 from mie.emulation.trace import TraceWriter
 from mie.emulation.vpcd import VPCD_PORT, VpcdHost
 
@@ -68,6 +69,9 @@ def emulate(
     """
     options = CardOptions(pin=pin, serial=serial, identity=identity, pki_dir=pki_dir)
     card = build_card(kind, options)
+    if kind != "iso7816":
+        chain = (options.pki_dir or default_pki_dir()) / CHAIN_FILE
+        warn(f"TEST PKI: to let mie auth trust it, once: mie trust import {chain} --test")
     crl_server = _serve_crls(options, crl_port) if kind != "iso7816" and crl_port else None
     observer = TraceWriter(trace, kind, card.atr) if trace else None
     host = VpcdHost(card, port=port, observer=observer)

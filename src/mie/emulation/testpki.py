@@ -39,7 +39,9 @@ POLICY_TEST_ST_PP_AUTH = "1.2.250.1.213.1.7.3.1.1.2.1"
 POLICY_TEST_ST_PP_SIGN = "1.2.250.1.213.1.7.3.1.1.1.1"
 CATEGORY_TEST_CPX = 0x80
 # Bumped whenever saved CA certificates change shape, so old directories are regenerated.
-PKI_LAYOUT = "2"
+PKI_LAYOUT = "3"
+# All TEST CA certificates in one PEM file, for `mie trust import FILE --test`.
+CHAIN_FILE = "test-chain.pem"
 CARD_ISSUER = "8025000001"
 # Inferred: NOS TRE-G02 has no public PSI code; mie uses 04 for its emulated PSI card.
 PRODUCT_TYPES = {"CPS": 0, "CPF": 1, "CPE": 2, "CPA": 3, "PSI": 4}
@@ -421,6 +423,8 @@ class TestPki:
         """Write the CA certificates and keys (keys ``0600``) so other processes reuse them."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
+        bundle = [i.certificate_pem() for i in [*self.roots.values(), *self.intermediates.values()]]
+        (path / CHAIN_FILE).write_bytes(b"".join(bundle))
         for kind, issued_map in (("root", self.roots), ("ca", self.intermediates)):
             for gamme, issued in issued_map.items():
                 stem = f"{kind}-{gamme.value.lower()}"
