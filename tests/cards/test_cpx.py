@@ -210,27 +210,23 @@ def test_certificate_that_does_not_parse_is_a_bad_response(options: CardOptions)
 
 
 def test_certificate_of_another_key_fails_the_signature_check(options: CardOptions) -> None:
-    stranger = build_card("cps3", dataclasses.replace(options, serial="2800000099"))
-    assert isinstance(stranger, IasEccCard) and stranger.credentials is not None
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    from mie.emulation.cpx import FID_APP, FID_CERT_AUT
+    from mie.emulation.iso7816 import DF, EF
+
+    stranger = build_card("cps3", dataclasses.replace(options, serial="2800000099"))
+    assert isinstance(stranger, IasEccCard) and stranger.credentials is not None
     foreign = stranger.credentials.authentication.certificate.public_bytes(Encoding.DER)
     card = build_card("cps3", options)
-    assert isinstance(card, IasEccCard) and card.credentials is not None
-    own = card.credentials.authentication.certificate.public_bytes(Encoding.DER)
-    assert len(foreign) == len(own)
-    offset = {"value": 0}
-
-    def rewrite(command: bytes, data: bytes, sw: int) -> tuple[bytes, int] | None:
-        if command[:2] != b"\x00\xb0" or data not in own:
-            return None
-        start = own.index(data)
-        offset["value"] = start
-        return foreign[start : start + len(data)], sw
-
-    connection = CorruptingConnection(EmulatedConnection(card), rewrite)
+    assert isinstance(card, IasEccCard)
+    app = card.mf.child(FID_APP)
+    assert isinstance(app, DF)
+    certificate_file = app.child(FID_CERT_AUT)
+    assert isinstance(certificate_file, EF)
+    certificate_file.data = foreign
     with pytest.raises(SignatureInvalidError, match="does not verify"):
-        CpxAuthenticator(connection).authenticate(os.urandom(32), "4826")
+        CpxAuthenticator(EmulatedConnection(card)).authenticate(os.urandom(32), "4826")
 
 
 def test_pin_block_is_wiped_after_use(options: CardOptions) -> None:
