@@ -81,6 +81,13 @@ def test_6cxx_resends_with_le_from_sw2(scripted: ScriptFactory) -> None:
     assert (data, sw) == (b"MIE0000001", OK)
 
 
+def test_6cxx_to_a_command_with_data_is_never_resent(scripted: ScriptFactory) -> None:
+    # A VERIFY repeated behind the caller's back would spend a second PIN try.
+    connection = scripted([(h("00 20 00 01 08 31 32 33 34 FF FF FF FF"), b"", 0x6C00)])
+    apdu = CommandApdu(0, 0x20, 0, 1, h("31 32 33 34 FF FF FF FF"))
+    assert SmartCardProtocol(connection).transmit(apdu) == (b"", 0x6C00)
+
+
 def test_6cxx_answering_a_get_response_resends_the_get_response(scripted: ScriptFactory) -> None:
     fcp = bytes(range(0x18))
     connection = scripted(

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 
-from mie.cards.cpx import CHIPDOC_AID, CPS4_KEY_AUT, CpxSession, digest_info
+from mie.cards.cpx import CHIPDOC_AID, CPS4_KEY_AUT, INS_MSE, INS_PSO, CpxSession, digest_info
 from mie.core.connection import SmartCardConnection
+from mie.core.errors import UnsupportedCardError
 from mie.core.pin import format_pin
 
 logger = logging.getLogger(__name__)
 
 CLA_CHANNEL_1 = 0x01
-INS_MSE = 0x22
-INS_PSO = 0x2A
 MIN_PADDING = 8
 
 
@@ -60,7 +59,10 @@ class Cps4Session(CpxSession):
         if self.key_bytes is None:
             raise ValueError("The key size must be known (from the certificate) before signing")
         self._select_applet()
-        block = pkcs1_type1_block(digest_info(challenge), self.key_bytes)
+        try:
+            block = pkcs1_type1_block(digest_info(challenge), self.key_bytes)
+        except ValueError as e:
+            raise UnsupportedCardError(f"CPS4 authentication key too small: {e}") from e
         logger.debug("Signing the challenge with the authentication key (raw decipher)")
         environment = bytes([0x83, 0x01, CPS4_KEY_AUT])
         self.protocol.send_apdu(CLA_CHANNEL_1, INS_MSE, 0x41, 0xB8, environment)

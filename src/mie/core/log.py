@@ -21,7 +21,8 @@ TRAFFIC_WARNING = (
     "but card data (names, identifiers, certificates) is visible. Do not use it in production."
 )
 
-PIN_CARRYING_INS = frozenset({0x20, 0x21, 0x24, 0x2C})
+# VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, DISABLE and ENABLE VERIFICATION REQUIREMENT.
+PIN_CARRYING_INS = frozenset({0x20, 0x21, 0x24, 0x26, 0x28, 0x2C})
 MASK_CHAR = "*"
 
 

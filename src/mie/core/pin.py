@@ -12,7 +12,13 @@ def check_pin(pin: str | bytes | bytearray) -> None:
     :param pin: the PIN as typed.
     :raises ValueError: the PIN has the wrong length or a character that is not a digit.
     """
-    raw = pin.encode("utf-8") if isinstance(pin, str) else bytes(pin)
+    if isinstance(pin, str):
+        # Checked on the text first: encoding a non-ASCII PIN could name its characters.
+        if not MIN_PIN_LENGTH <= len(pin) <= MAX_PIN_LENGTH:
+            raise ValueError(f"PIN must have 4 to 8 digits, got {len(pin)} characters")
+        if not (pin.isascii() and pin.isdigit()):
+            raise ValueError("PIN must contain decimal digits only")
+    raw = pin.encode("ascii") if isinstance(pin, str) else bytes(pin)
     if not MIN_PIN_LENGTH <= len(raw) <= MAX_PIN_LENGTH:
         raise ValueError(f"PIN must have 4 to 8 digits, got {len(raw)} characters")
     if not all(0x30 <= b <= 0x39 for b in raw):

@@ -71,11 +71,15 @@ class ChainedProcessor(ApduProcessor):
 
 
 class WrongLengthProcessor(ChainedProcessor):
-    """Re-sends a command once with ``Le = SW2`` when the card answers ``6Cxx``."""
+    """Re-sends a command once with ``Le = SW2`` when the card answers ``6Cxx``.
+
+    Only commands without a data field are sent again (``6Cxx`` is a case-2 answer): a command
+    carrying data, a PIN above all, is never repeated behind the caller's back.
+    """
 
     def send_apdu(self, apdu: CommandApdu) -> tuple[bytes, int]:
         data, sw = self.delegate.send_apdu(apdu)
-        if sw >> 8 == 0x6C:
+        if sw >> 8 == 0x6C and not apdu.data:
             data, sw = self.delegate.send_apdu(apdu.with_le((sw & 0xFF) or 256))
         return data, sw
 
