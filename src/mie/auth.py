@@ -23,13 +23,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from mie.cards.cps4 import Cps4Session
 from mie.cards.cpx import (
     Cps3ContactlessSession,
     CpxFamily,
     CpxSession,
     detect_family,
 )
-from mie.core.connection import SmartCardConnection
+from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
 from mie.core.pin import check_pin
 from mie.policy import LevelPolicy, decide_level
@@ -174,14 +175,19 @@ class CertificateCache:
     cache entry is never trusted for another card.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = 64) -> None:
         self._entries: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
+        self.max_entries = max_entries
 
     def add(self, serial: str, der: bytes) -> None:
-        """Remember the certificate ``der`` of card ``serial``."""
+        """Remember the certificate ``der`` of card ``serial`` (least recently added go first)."""
         with self._lock:
-            self._entries[(serial, hashlib.sha256(der).hexdigest())] = der
+            key = (serial, hashlib.sha256(der).hexdigest())
+            self._entries.pop(key, None)
+            self._entries[key] = der
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
 
     def match(self, challenge: bytes, signature: bytes) -> tuple[str, x509.Certificate] | None:
         """Find the cached certificate whose key made ``signature`` over ``challenge``.
@@ -206,7 +212,8 @@ class CertificateCache:
         return found[-1] if found else None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)
 
 
 def load_certificate(der: bytes) -> x509.Certificate:
@@ -265,16 +272,27 @@ class Authenticator(abc.ABC):
         """Verify the PIN once, sign ``challenge``, check everything; raise on any failure."""
 
 
+def _cps4_signature(
+    session: Cps4Session, der: bytes, challenge: bytes
+) -> tuple[x509.Certificate, bytes]:
+    certificate = load_certificate(der)
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise UnsupportedCardError("The CPS4 authentication key is not RSA")
+    session.key_bytes = (key.key_size + 7) // 8
+    return certificate, session.sign_challenge(challenge)
+
+
 def open_authenticator(
     reader: str | None = None,
     *,
-    check_chain: ChainChecker | None = None,
+    check_chain: ChainChecker | None,
     cache: CertificateCache | None = None,
 ) -> Authenticator:
     """Connect to the card in a PC/SC reader and return the authenticator for it.
 
     :param reader: reader name or a unique part of it; ``None`` takes the first reader with a card.
-    :param check_chain: chain, revocation and level checks for the certificate.
+    :param check_chain: chain, revocation and level checks (``None``: explicitly unchecked).
     :param cache: certificate cache shared across logins.
     :raises UnsupportedCardError: the card is not a supported authenticator (connection closed).
     """
@@ -292,14 +310,17 @@ class CpxAuthenticator(Authenticator):
     """Authenticates with an ANS CPx card (CPS3, CPE/CPA; CPS4 and PSI through their session).
 
     :param connection: the card connection.
-    :param check_chain: checks chain, revocation and level; ``None`` leaves them unchecked.
+    :param check_chain: checks chain, revocation and level (see :func:`chain_checker`); passing
+        ``None`` is an explicit opt-out: results then say the chain was not checked and carry
+        no level.
     :param cache: certificates already read (share one cache across logins).
     """
 
     def __init__(
         self,
         connection: SmartCardConnection,
-        check_chain: ChainChecker | None = None,
+        *,
+        check_chain: ChainChecker | None,
         cache: CertificateCache | None = None,
     ) -> None:
         self.connection = connection
@@ -311,8 +332,6 @@ class CpxAuthenticator(Authenticator):
         if self.family is CpxFamily.CPS3_CL:
             return Cps3ContactlessSession(self.connection)
         if self.family is CpxFamily.CPS4:
-            from mie.cards.cps4 import Cps4Session
-
             return Cps4Session(self.connection)
         return CpxSession(self.connection)
 
@@ -339,57 +358,64 @@ class CpxAuthenticator(Authenticator):
         if len(challenge) < MIN_CHALLENGE:
             raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
         check_pin(pin)
-        if self.family is CpxFamily.CPS3_CL:
-            raise UnsupportedCardError("A contactless CPS3 identifies but does not authenticate")
-        with self.connection.transaction():
+        if self.family is CpxFamily.CPS3_CL or self.connection.transport is Transport.CONTACTLESS:
+            raise UnsupportedCardError(
+                "A contactless CPx card identifies but does not authenticate"
+            )
+        # The card is reset when the transaction ends: the PIN verified here must not stay
+        # verified for other users of a shared reader.
+        with self.connection.transaction(reset=True):
             session = self._session()
-            known = self._certificate_first(session)
-            session.verify_cardholder_pin(pin, allow_last_try)
-            signature = session.sign_challenge(challenge)
-            serial, certificate = self._signer(session, known, challenge, signature)
+            if isinstance(session, Cps4Session):
+                serial, certificate, signature = self._sign_cps4(
+                    session, challenge, pin, allow_last_try
+                )
+            else:
+                session.verify_cardholder_pin(pin, allow_last_try)
+                signature = session.sign_challenge(challenge)
+                serial, certificate = self._signer(session, challenge, signature)
         return self._result(serial, certificate, challenge, signature)
 
-    def _certificate_first(self, session: CpxSession) -> tuple[str, bytes] | None:
-        """CPS4 needs the key size before signing: read the serial and find the certificate."""
-        from mie.cards.cps4 import Cps4Session
-
-        if not isinstance(session, Cps4Session):
-            return None
-        serial = session.serial()
-        der = self.cache.by_serial(serial) or session.authentication_certificate()
-        key = load_certificate(der).public_key()
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise UnsupportedCardError("The CPS4 authentication key is not RSA")
-        session.key_bytes = (key.key_size + 7) // 8
-        return serial, der
-
     def _signer(
-        self,
-        session: CpxSession,
-        known: tuple[str, bytes] | None,
-        challenge: bytes,
-        signature: bytes,
+        self, session: CpxSession, challenge: bytes, signature: bytes
     ) -> tuple[str, x509.Certificate]:
         """Find the certificate that verifies ``signature``: cached first, then from the card."""
-        if known is None:
-            found = self.cache.match(challenge, signature)
-            if found is not None:
-                return found
-            serial = session.serial()
-        else:
-            serial, der = known
-            try:
-                certificate = load_certificate(der)
-                verify_signature(certificate, challenge, signature)
-                self.cache.add(serial, der)
-                return serial, certificate
-            except SignatureInvalidError:
-                logger.info("Cached certificate does not match the card; reading it again")
+        found = self.cache.match(challenge, signature)
+        if found is not None:
+            return found
+        serial = session.serial()
         der = session.authentication_certificate()
         certificate = load_certificate(der)
         verify_signature(certificate, challenge, signature)
         self.cache.add(serial, der)
         return serial, certificate
+
+    def _sign_cps4(
+        self,
+        session: Cps4Session,
+        challenge: bytes,
+        pin: str | bytes | bytearray,
+        allow_last_try: bool,
+    ) -> tuple[str, x509.Certificate, bytes]:
+        """CPS4 needs the key size before signing: the certificate comes first (cached by the
+        card's serial, or read), and is read again, with a new signature, if the cached one
+        turns out not to match the card."""
+        serial = session.serial()
+        cached = self.cache.by_serial(serial)
+        der = cached or session.authentication_certificate()
+        session.verify_cardholder_pin(pin, allow_last_try)
+        certificate, signature = _cps4_signature(session, der, challenge)
+        try:
+            verify_signature(certificate, challenge, signature)
+        except SignatureInvalidError:
+            if cached is None:
+                raise
+            logger.info("Cached certificate does not match the card; reading it again")
+            der = session.authentication_certificate()
+            certificate, signature = _cps4_signature(session, der, challenge)
+            verify_signature(certificate, challenge, signature)
+        self.cache.add(serial, der)
+        return serial, certificate, signature
 
     def _result(
         self, serial: str, certificate: x509.Certificate, challenge: bytes, signature: bytes

@@ -16,6 +16,7 @@ from enum import Enum, unique
 
 from cryptography import x509
 
+from mie.trust.crl import RevocationStatus
 from mie.trust.errors import ErrorCode, VerificationError
 from mie.trust.store import Domain, Gamme, classify
 from mie.trust.verify import Usage, VerificationResult
@@ -73,6 +74,10 @@ def decide_level(
     if info.test or result.anchor.test:
         reasons.append("TEST hierarchy")
     _check_policy_oids(result.leaf, info.gamme, policy, reasons)
+    if result.revocation is RevocationStatus.UNKNOWN:
+        # Accepted under soft revocation, but a level is only granted on a known status.
+        reasons.append("revocation status unknown: no level granted")
+        return LevelDecision(None, tuple(reasons))
     if usage is not Usage.AUTH:
         reasons.append("not verified as an authentication certificate")
         return LevelDecision(AssuranceLevel.LOW, tuple(reasons))

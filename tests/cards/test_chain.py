@@ -121,3 +121,4 @@ def test_missing_crl_fails_closed_unless_soft(options: CardOptions) -> None:
         else:
             result = authenticator.authenticate(os.urandom(32), "4826")
             assert result.evidence.revocation == expected
+            assert result.level is None, "a level was granted on an unknown revocation status"

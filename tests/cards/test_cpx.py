@@ -46,7 +46,9 @@ def test_each_card_kind_signs_a_challenge_that_verifies_with_its_certificate(
     kind: str, options: CardOptions
 ) -> None:
     challenge = os.urandom(32)
-    result = CpxAuthenticator(_connect(kind, options)).authenticate(challenge, "4826")
+    result = CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(
+        challenge, "4826"
+    )
     evidence = result.evidence
     assert evidence.challenge == challenge
     _verify_independently(evidence.chain[0], challenge, evidence.signature)
@@ -55,7 +57,7 @@ def test_each_card_kind_signs_a_challenge_that_verifies_with_its_certificate(
 
 def test_contactless_cps3_identifies_but_never_presents_a_pin(options: CardOptions) -> None:
     connection = _connect("cps3-cl", options)
-    authenticator = CpxAuthenticator(connection)
+    authenticator = CpxAuthenticator(connection, check_chain=None)
     identification = authenticator.identify()
     assert identification.card.kind == "cps3-cl"
     assert identification.certificate.subject.rfc4514_string()
@@ -67,7 +69,7 @@ def test_contactless_cps3_identifies_but_never_presents_a_pin(options: CardOptio
 
 def test_warm_authentication_is_select_pin_status_verify_mse_sign(options: CardOptions) -> None:
     connection = _connect("cps3", options)
-    authenticator = CpxAuthenticator(connection)
+    authenticator = CpxAuthenticator(connection, check_chain=None)
     authenticator.authenticate(os.urandom(32), "4826")
     before = len(connection.exchanges)
     authenticator.authenticate(os.urandom(32), "4826")
@@ -77,10 +79,10 @@ def test_warm_authentication_is_select_pin_status_verify_mse_sign(options: CardO
 
 def test_cache_is_never_trusted_for_another_card(options: CardOptions) -> None:
     cache = CertificateCache()
-    first = CpxAuthenticator(_connect("cps3", options), cache=cache)
+    first = CpxAuthenticator(_connect("cps3", options), cache=cache, check_chain=None)
     first_result = first.authenticate(os.urandom(32), "4826")
     other = dataclasses.replace(options, serial="2800000077")
-    second = CpxAuthenticator(_connect("cps3", other), cache=cache)
+    second = CpxAuthenticator(_connect("cps3", other), cache=cache, check_chain=None)
     challenge = os.urandom(32)
     result = second.authenticate(challenge, "4826")
     assert result.authenticator.serial == "2800000077"
@@ -92,7 +94,7 @@ def test_wrong_pins_count_down_then_the_last_try_is_refused_without_sending(
     options: CardOptions,
 ) -> None:
     connection = _connect("cps3", options)
-    authenticator = CpxAuthenticator(connection)
+    authenticator = CpxAuthenticator(connection, check_chain=None)
     with pytest.raises(InvalidPinError) as first:
         authenticator.authenticate(os.urandom(32), "0000")
     assert first.value.tries_left == 2
@@ -109,7 +111,7 @@ def test_wrong_pins_count_down_then_the_last_try_is_refused_without_sending(
 
 
 def test_forced_last_try_blocks_the_card_and_then_nothing_is_sent(options: CardOptions) -> None:
-    authenticator = CpxAuthenticator(_connect("cps3", options))
+    authenticator = CpxAuthenticator(_connect("cps3", options), check_chain=None)
     for _ in range(2):
         with pytest.raises(InvalidPinError):
             authenticator.authenticate(os.urandom(32), "0000")
@@ -123,7 +125,7 @@ def test_forced_last_try_blocks_the_card_and_then_nothing_is_sent(options: CardO
 def test_malformed_pin_is_refused_before_anything_is_sent(pin: str, options: CardOptions) -> None:
     connection = _connect("cps3", options)
     with pytest.raises(ValueError) as raised:
-        CpxAuthenticator(connection).authenticate(os.urandom(32), pin)
+        CpxAuthenticator(connection, check_chain=None).authenticate(os.urandom(32), pin)
     assert connection.exchanges == []
     if pin:
         assert pin not in str(raised.value)
@@ -131,7 +133,7 @@ def test_malformed_pin_is_refused_before_anything_is_sent(pin: str, options: Car
 
 def test_short_challenge_is_refused(options: CardOptions) -> None:
     with pytest.raises(ValueError, match="at least 16"):
-        CpxAuthenticator(_connect("cps3", options)).authenticate(b"short", "4826")
+        CpxAuthenticator(_connect("cps3", options), check_chain=None).authenticate(b"short", "4826")
 
 
 def test_unknown_atr_is_named_in_the_error() -> None:
@@ -143,9 +145,9 @@ def test_pin_never_reaches_the_traffic_log(
     options: CardOptions, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(TRAFFIC)
-    CpxAuthenticator(EmulatedConnection(build_card("cps3", options))).authenticate(
-        os.urandom(32), "4826"
-    )
+    CpxAuthenticator(
+        EmulatedConnection(build_card("cps3", options)), check_chain=None
+    ).authenticate(os.urandom(32), "4826")
     messages = [r.getMessage().lower() for r in caplog.records]
     assert "send: 0020000108****************" in messages
     # Signatures and certificates are random hex that may hold "4826" by chance: the PIN block
@@ -176,7 +178,7 @@ def test_truncated_fcp_is_a_bad_response(options: CardOptions) -> None:
         "cps3", options, lambda c, d: d.startswith(b"\x62"), lambda d, sw: (d[:-3], sw)
     )
     with pytest.raises(BadResponseError, match="FCP"):
-        CpxAuthenticator(connection).identify()
+        CpxAuthenticator(connection, check_chain=None).identify()
 
 
 def test_ef_sn_with_bad_tlv_is_a_bad_response(options: CardOptions) -> None:
@@ -187,7 +189,7 @@ def test_ef_sn_with_bad_tlv_is_a_bad_response(options: CardOptions) -> None:
         lambda d, sw: (d[:1] + b"\x81" + d[2:], sw),
     )
     with pytest.raises(BadResponseError, match=r"EF\.SN"):
-        CpxAuthenticator(connection).identify()
+        CpxAuthenticator(connection, check_chain=None).identify()
 
 
 def test_signature_of_wrong_length_is_refused(options: CardOptions) -> None:
@@ -195,7 +197,7 @@ def test_signature_of_wrong_length_is_refused(options: CardOptions) -> None:
         "cps3", options, lambda c, d: c[1] == 0xC0 and len(d) == 256, lambda d, sw: (d[:-1], sw)
     )
     with pytest.raises(SignatureInvalidError, match="255 bytes"):
-        CpxAuthenticator(connection).authenticate(os.urandom(32), "4826")
+        CpxAuthenticator(connection, check_chain=None).authenticate(os.urandom(32), "4826")
 
 
 def test_certificate_that_does_not_parse_is_a_bad_response(options: CardOptions) -> None:
@@ -206,7 +208,7 @@ def test_certificate_that_does_not_parse_is_a_bad_response(options: CardOptions)
         lambda d, sw: (b"\x31" + d[1:], sw),
     )
     with pytest.raises(BadResponseError, match="does not parse"):
-        CpxAuthenticator(connection).identify()
+        CpxAuthenticator(connection, check_chain=None).identify()
 
 
 def test_certificate_of_another_key_fails_the_signature_check(options: CardOptions) -> None:
@@ -226,7 +228,9 @@ def test_certificate_of_another_key_fails_the_signature_check(options: CardOptio
     assert isinstance(certificate_file, EF)
     certificate_file.data = foreign
     with pytest.raises(SignatureInvalidError, match="does not verify"):
-        CpxAuthenticator(EmulatedConnection(card)).authenticate(os.urandom(32), "4826")
+        CpxAuthenticator(EmulatedConnection(card), check_chain=None).authenticate(
+            os.urandom(32), "4826"
+        )
 
 
 def test_pin_block_is_wiped_after_use(options: CardOptions) -> None:
@@ -243,8 +247,8 @@ def test_logging_at_debug_names_operations_not_values(
     options: CardOptions, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="mie")
-    CpxAuthenticator(EmulatedConnection(build_card("cps3", options))).authenticate(
-        os.urandom(32), "4826"
-    )
+    CpxAuthenticator(
+        EmulatedConnection(build_card("cps3", options)), check_chain=None
+    ).authenticate(os.urandom(32), "4826")
     assert "Verifying PIN" in caplog.text
     assert "4826" not in caplog.text

@@ -13,6 +13,7 @@ from mie._cli.state import CliState, UsageError
 from mie._cli.trust import crl_directory, parse_at, read_input
 from mie.auth import AuthResult, CpxAuthenticator, chain_checker
 from mie.core.errors import (
+    ApduError,
     BadResponseError,
     CardRemovedError,
     InvalidPinError,
@@ -174,6 +175,13 @@ def auth(
     except MieError as e:
         error = error_object(e)
         if error is None:
+            # Outside the contract's codes: a card status nobody expects, or the reader side
+            # (pcscd, busy reader). The JSON still says why; the exit code stays the CLI's.
+            code = "card_error" if isinstance(e, ApduError) else "reader_error"
+            if as_json:
+                emit_json(failure_json({"code": code, "message": str(e)}, card_json))
+            if isinstance(e, ApduError):
+                raise AuthFailedError({"code": code, "message": str(e)}) from e
             raise
         if as_json:
             emit_json(failure_json(error, card_json))

@@ -38,8 +38,12 @@ class SmartCardConnection(abc.ABC):
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         """Send one encoded command APDU and return the response data and status word."""
 
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the card for a multi-APDU operation; backends without sharing do nothing."""
+    def transaction(self, reset: bool = False) -> contextlib.AbstractContextManager[None]:
+        """Hold the card for a multi-APDU operation; backends without sharing do nothing.
+
+        :param reset: reset the card when the transaction ends, so a PIN verified inside it
+            is not left verified for other users of a shared reader.
+        """
         return contextlib.nullcontext()
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends release nothing

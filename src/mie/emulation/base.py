@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from mie.core.apdu import split_response
 from mie.core.connection import SmartCardConnection, Transport
@@ -64,6 +66,15 @@ class EmulatedConnection(SmartCardConnection):
         data, sw = split_response(self.card.process(apdu))
         log_response(logger, data, sw)
         return data, sw
+
+    @contextlib.contextmanager
+    def transaction(self, reset: bool = False) -> Iterator[None]:
+        """Nothing to lock in process; ``reset`` resets the card at the end, as over PC/SC."""
+        try:
+            yield
+        finally:
+            if reset:
+                self.card.reset()
 
     def close(self) -> None:
         self.card.power_off()

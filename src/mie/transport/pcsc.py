@@ -233,6 +233,7 @@ class PcscConnection(SmartCardConnection):
 
     def _connect(self, exclusive: bool) -> tuple[int, int]:
         mode = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
+        self._mode = mode
         protocols = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
         hresult, hcard, protocol = scard.SCardConnect(self._hcontext, self.reader, mode, protocols)
         _check(hresult, f"Connecting to the card in {self.reader!r}")
@@ -267,21 +268,35 @@ class PcscConnection(SmartCardConnection):
         return data, sw
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, reset: bool = False) -> Iterator[None]:
         """Hold a PC/SC transaction: no other process can send APDUs to the card meanwhile.
 
         Wrap every multi-APDU operation (PIN + MSE + signature) in one transaction.
+
+        :param reset: reset the card when it ends (drops any verified PIN state).
         """
         if self._in_transaction:
             yield
             return
         _check(scard.SCardBeginTransaction(self._hcard), "Beginning transaction")
         self._in_transaction = True
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
         try:
             yield
         finally:
             self._in_transaction = False
-            scard.SCardEndTransaction(self._hcard, scard.SCARD_LEAVE_CARD)
+            scard.SCardEndTransaction(self._hcard, disposition)
+            if reset:
+                self._reconnect_after_reset()
+
+    def _reconnect_after_reset(self) -> None:
+        # Our own handle sees the reset as SCARD_W_RESET_CARD until it reconnects.
+        protocols = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
+        hresult, protocol = scard.SCardReconnect(
+            self._hcard, self._mode, protocols, scard.SCARD_LEAVE_CARD
+        )
+        if hresult & _U32 == scard.SCARD_S_SUCCESS:
+            self._protocol = protocol
 
     def close(self) -> None:
         if self._hcontext is None:
