@@ -87,4 +87,4 @@ def info(state: CliState, reader: str | None, as_json: bool) -> int:
                 value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
             shown = ", ".join(value) if isinstance(value, list) else value
             click.echo(f"{key}: {shown if shown is not None else '-'}")
-    return 0 if described["kind"] != "unknown" else 1
+    return 0

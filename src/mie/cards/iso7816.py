@@ -56,16 +56,26 @@ class PinStatus:
         return self.tries_left == 0
 
 
+def retries_from_sw(sw: int) -> int | None:
+    """:return: the PIN tries a VERIFY status word reports (``63Cx``: x, ``6983``: 0), or None."""
+    if sw & 0xFFF0 == 0x63C0:
+        return sw & 0x0F
+    if sw == SW.AUTH_METHOD_BLOCKED:
+        return 0
+    return None
+
+
 def raise_pin_error(e: ApduError) -> None:
     """Translate a VERIFY status word into the PIN errors; re-raise anything else unchanged.
 
     :raises InvalidPinError: ``63Cx``.
     :raises PinBlockedError: ``6983``.
     """
-    if e.sw & 0xFFF0 == 0x63C0:
-        raise InvalidPinError(e.data, e.sw, e.sw & 0x0F) from e
-    if e.sw == SW.AUTH_METHOD_BLOCKED:
+    tries = retries_from_sw(e.sw)
+    if tries == 0:
         raise PinBlockedError(e.data, e.sw) from e
+    if tries is not None:
+        raise InvalidPinError(e.data, e.sw, tries) from e
     if e.sw == SW.SECURITY_STATUS_NOT_SATISFIED:
         raise SecurityStatusError(e.data, e.sw, "Security status not satisfied") from e
     raise e
@@ -176,11 +186,10 @@ class Iso7816Session:
         _, sw = self.protocol.transmit(CommandApdu(cla, INS_VERIFY, 0x00, pin_ref))
         if sw == SW.OK:
             return PinStatus(True, None)
-        if sw & 0xFFF0 == 0x63C0:
-            return PinStatus(False, sw & 0x0F)
-        if sw == SW.AUTH_METHOD_BLOCKED:
-            return PinStatus(False, 0)
-        raise ApduError(b"", sw)
+        tries = retries_from_sw(sw)
+        if tries is None:
+            raise ApduError(b"", sw)
+        return PinStatus(False, tries)
 
     def verify_pin(
         self,

@@ -381,6 +381,11 @@ class Verifier:
         parsed = [_maybe_parse(d) for d in path]
         if parsed[0] is not None:
             self._check_leaf(parsed[0])
+        elif self.profile is not Profile.RFC5280:
+            # The IGC-Santé profile never accepts a leaf whose usage mie could not check.
+            raise VerificationError(
+                ErrorCode.MALFORMED, "leaf certificate cannot be parsed for its usage checks"
+            )
         return VerificationResult(
             tuple(c if c is not None else d for c, d in zip(parsed, path, strict=True)),
             self.store.anchor_for(anchor_cert),
