@@ -31,7 +31,9 @@ from mie.transport.pcsc import PcscConnection, list_readers, wait_for_card
 READER = "Virtual PCD 00 00"
 PIN = "1234"
 AUT_ID = "e828bd080f8025000001ff001002"
-OPENSC_PKCS11 = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+OPENSC_PKCS11 = next(
+    (str(p) for p in sorted(Path("/usr/lib").glob("*/opensc-pkcs11.so"))), "opensc-pkcs11.so"
+)
 
 
 class Counter(ExchangeObserver):

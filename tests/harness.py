@@ -151,3 +151,10 @@ def emulator_process(*args: str, reader: str = READER0) -> Iterator[subprocess.P
             process.stderr.close()
         with contextlib.suppress(Exception):
             wait_for_removal(reader, timeout=10)
+
+
+def opensc_pkcs11_module() -> Path | None:
+    """OpenSC's PKCS#11 module, wherever this architecture's multiarch directory puts it."""
+    candidates = sorted(Path("/usr/lib").glob("*/opensc-pkcs11.so"))
+    candidates += [Path("/usr/lib/opensc-pkcs11.so")]
+    return next((c for c in candidates if c.exists()), None)

@@ -28,11 +28,11 @@ from tests.harness import (
     emulator_process,
     mie_command,
     missing,
+    opensc_pkcs11_module,
     settle_after_failure,
 )
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.usefixtures("operator_trust")]
-OPENSC_PKCS11 = Path("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so")
 AUT_ID = "e828bd080f8025000001ff001002"
 
 
@@ -155,7 +155,8 @@ def test_pin_never_appears_in_logs_traces_or_vectors(pcscd: Pcscd, tmp_path: Pat
 
 
 def test_opensc_lists_and_signs_with_the_emulated_cps3(pcscd: Pcscd, tmp_path: Path) -> None:
-    if shutil.which("pkcs15-tool") is None or not OPENSC_PKCS11.exists():
+    module = opensc_pkcs11_module()
+    if shutil.which("pkcs15-tool") is None or module is None:
         missing("OpenSC (pkcs15-tool, opensc-pkcs11.so) is not installed (Debian package opensc)")
     digest_info = bytes.fromhex("3031300d060960864801650304020105000420")
     message = b"challenge from the IAM"
@@ -171,7 +172,7 @@ def test_opensc_lists_and_signs_with_the_emulated_cps3(pcscd: Pcscd, tmp_path: P
             [
                 "pkcs11-tool",
                 "--module",
-                str(OPENSC_PKCS11),
+                str(module),
                 "--slot-index",
                 "0",
                 "--login",
