@@ -9,6 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline (a loaded 2-core CI machine is slow, not wrong); under CI the examples
+# are derandomized so a landing never depends on luck, while local runs keep exploring.
+settings.register_profile("mie", deadline=None, derandomize=os.environ.get("CI") == "true")
+settings.load_profile("mie")
 
 from mie.emulation.testpki import TestPki
 from mie.trust.store import OperatorStore
