@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from mie.emulation.testpki import TestPki
+from mie.trust.store import OperatorStore
+from tests.harness import VPCD_DRIVER, Pcscd, missing, pcscd_running
+
 # No per-example deadline (a loaded 2-core CI machine is slow, not wrong); under CI the examples
 # are derandomized so a landing never depends on luck, while local runs keep exploring.
 settings.register_profile("mie", deadline=None, derandomize=os.environ.get("CI") == "true")
 settings.load_profile("mie")
-
-from mie.emulation.testpki import TestPki
-from mie.trust.store import OperatorStore
-from tests.harness import VPCD_DRIVER, Pcscd, missing, pcscd_running
 
 
 @pytest.fixture(scope="session")
