@@ -176,7 +176,8 @@ class CertificateCache:
     """
 
     def __init__(self, max_entries: int = 64) -> None:
-        self._entries: dict[tuple[str, str], bytes] = {}
+        # Certificates are kept parsed: match() runs on every warm login.
+        self._entries: dict[tuple[str, str], tuple[bytes, x509.Certificate]] = {}
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
@@ -185,7 +186,7 @@ class CertificateCache:
         with self._lock:
             key = (serial, hashlib.sha256(der).hexdigest())
             self._entries.pop(key, None)
-            self._entries[key] = der
+            self._entries[key] = (der, x509.load_der_x509_certificate(der))
             while len(self._entries) > self.max_entries:
                 del self._entries[next(iter(self._entries))]
 
@@ -196,8 +197,7 @@ class CertificateCache:
         """
         with self._lock:
             entries = list(self._entries.items())
-        for (serial, _), der in entries:
-            certificate = x509.load_der_x509_certificate(der)
+        for (serial, _), (_, certificate) in entries:
             try:
                 verify_signature(certificate, challenge, signature)
             except SignatureInvalidError:
@@ -208,7 +208,7 @@ class CertificateCache:
     def by_serial(self, serial: str) -> bytes | None:
         """:return: the certificate last cached for card ``serial``, if any."""
         with self._lock:
-            found = [der for (s, _), der in self._entries.items() if s == serial]
+            found = [der for (s, _), (der, _) in self._entries.items() if s == serial]
         return found[-1] if found else None
 
     def __len__(self) -> int:

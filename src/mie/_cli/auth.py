@@ -10,7 +10,7 @@ import click
 
 from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
-from mie._cli.trust import crl_directory, parse_at, read_input
+from mie._cli.trust import crl_directory, load_trust_inputs, parse_at
 from mie.auth import AuthResult, CpxAuthenticator, chain_checker
 from mie.core.errors import (
     ApduError,
@@ -26,16 +26,12 @@ from mie.core.errors import (
 )
 from mie.core.pin import check_pin
 from mie.trust import (
-    Anchor,
     CrlCache,
-    CrlIndex,
-    CrlSet,
     RevocationMode,
     TrustStore,
     Usage,
     Verifier,
     VerifierBuilder,
-    load_certificates,
 )
 
 CHALLENGE_SIZE = 32
@@ -110,13 +106,7 @@ def build_verifier(
     """The authentication-certificate verifier: default store (bundled and operator anchors)
     plus ``--trust`` / ``--intermediate`` files, ``--crl`` files, and the CRL cache, which
     downloads a missing or stale CRL from the certificate's distribution point."""
-    anchors = [
-        Anchor.from_certificate(c, "explicit")
-        for f in trust
-        for c in load_certificates(read_input(f), f)
-    ]
-    pool = [c for f in intermediates for c in load_certificates(read_input(f), f)]
-    crl_set = CrlSet.of(CrlIndex.from_bytes(read_input(f), f) for f in crls)
+    anchors, pool, crl_set = load_trust_inputs(trust, intermediates, crls)
     builder = (
         VerifierBuilder()
         .store(TrustStore.default().with_anchors(anchors, pool))

@@ -108,6 +108,20 @@ def verify_cert(
     return code
 
 
+def load_trust_inputs(
+    trust: tuple[str, ...], intermediates: tuple[str, ...], crls: tuple[str, ...]
+) -> tuple[list[Anchor], list[Any], CrlSet]:
+    """Read ``--trust`` anchors, ``--intermediate`` CAs and ``--crl`` files (each strictly)."""
+    anchors = [
+        Anchor.from_certificate(c, "explicit")
+        for f in trust
+        for c in load_certificates(read_input(f), f)
+    ]
+    pool = [c for f in intermediates for c in load_certificates(read_input(f), f)]
+    crl_set = CrlSet.of(CrlIndex.from_bytes(read_input(f), f) for f in crls)
+    return anchors, pool, crl_set
+
+
 def _verify(
     leaf: str,
     intermediates: tuple[str, ...],
@@ -118,14 +132,8 @@ def _verify(
     revocation: str,
 ) -> VerificationResult:
     leaf_cert = load_certificates(read_input(leaf), leaf)[0]
-    pool = [c for f in intermediates for c in load_certificates(read_input(f), f)]
-    extra = [
-        Anchor.from_certificate(c, "explicit")
-        for f in trust
-        for c in load_certificates(read_input(f), f)
-    ]
+    extra, pool, crl_set = load_trust_inputs(trust, intermediates, crls)
     store = TrustStore.default().with_anchors(extra)
-    crl_set = CrlSet.of(CrlIndex.from_bytes(read_input(f), f) for f in crls)
     _add_cached_crls(crl_set, [leaf_cert, *pool])
     builder = (
         VerifierBuilder()

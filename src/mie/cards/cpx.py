@@ -27,6 +27,7 @@ PKCS15_CL_AID = bytes.fromhex("E828BD080F8025000001FF0020")
 CHIPDOC_AID = bytes.fromhex("8025000001FF0100")
 CARD_ISSUER = bytes.fromhex("8025000001")
 SFI_EF_SN = 0x1C
+FID_ODF = 0x5031
 EF_SN_SIZE = 12
 TAG_EF_SN = 0x5A
 PIN_REF = 0x01
@@ -154,7 +155,7 @@ class CpxSession(Iso7816Session):
 
         :return: the certificate objects the card declares.
         """
-        odf = parse_odf(self.read_file(self._fid(self._odf_fid())))
+        odf = parse_odf(self.read_file(FID_ODF))
         cdf_path = odf.get(ODF_CERTIFICATES)
         if cdf_path is None:
             raise BadResponseError("ODF lists no certificate directory")
@@ -169,9 +170,6 @@ class CpxSession(Iso7816Session):
         if len(entries) != 1:
             raise BadResponseError(f"Expected one authentication certificate, found {len(entries)}")
         return self.read_file(self._fid(entries[0].path))
-
-    def _odf_fid(self) -> bytes:
-        return b"\x50\x31"
 
     @staticmethod
     def _fid(path: bytes) -> int:
