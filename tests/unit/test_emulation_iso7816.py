@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mie.core.apdu import CommandApdu
 from mie.core.tlv import Tlv, tlv_dict
+from mie.emulation.base import EmulatedCard
 from mie.emulation.iso7816 import ACL_PIN, DF, EF, MF_FID, Iso7816Card, demo_card
+from mie.emulation.registry import KINDS, CardOptions, build_card
 from tests.unit.fakes import h
 
 AID = h("F0 4D 49 45 44 45 4D 4F")
@@ -286,3 +290,99 @@ def test_demo_card_atr_offers_t0_only() -> None:
 def test_select_with_p2_0c_answers_9000_without_data(card: Iso7816Card) -> None:
     apdu = CommandApdu(0x00, 0xA4, 0x04, 0x0C, AID)
     assert card.process(apdu.encode()) == h("90 00")
+
+
+# Issue 7 item 8: a local PC/SC client must not be able to kill an emulator.
+
+
+def test_a_chain_past_the_command_buffer_gets_6700_and_the_card_keeps_serving(
+    card: Iso7816Card,
+) -> None:
+    # The reproducer: 258 chained 255-byte commands (65,790 bytes) made the emulator raise.
+    block = "10 D6 00 00 FF " + "AA " * 255
+    answers = [sw(card, block) for _ in range(258)]
+    refused = answers.index(0x6700)
+    assert set(answers[:refused]) == {0x9000}
+    assert refused * 255 <= card.max_command < (refused + 1) * 255
+    # The refused chain is dropped; the commands after it began a new chain, which a command
+    # of another instruction ends (6883), after which the card serves normally.
+    assert sw(card, "00 A4 04 0C 08 F0 4D 49 45 44 45 4D 4F") == 0x6883
+    assert sw(card, "00 A4 04 0C 08 F0 4D 49 45 44 45 4D 4F") == 0x9000
+
+
+def test_a_chain_up_to_the_buffer_is_accepted(card: Iso7816Card) -> None:
+    # UPDATE BINARY is not supported: the complete command reaches the dispatcher (6D00),
+    # which shows the chain itself was accepted.
+    chunks = card.max_command // 255
+    for _ in range(chunks):
+        assert sw(card, "10 D6 00 00 FF " + "AA " * 255) == 0x9000
+    assert sw(card, "00 D6 00 00 01 AA") == 0x6D00
+
+
+def test_a_handler_that_raises_answers_6f00_and_the_card_keeps_serving(
+    card: Iso7816Card, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(apdu: CommandApdu) -> tuple[bytes, int]:
+        raise IndexError("a bug in a handler")
+
+    card.handlers[0xCA] = broken
+    assert card.process(h("00 CA 01 00 00")) == h("6F 00")
+    assert "answering 6F00" in caplog.text
+    assert sw(card, "00 A4 04 0C 08 F0 4D 49 45 44 45 4D 4F") == 0x9000
+
+
+def _emulated(kind: str) -> EmulatedCard:
+    return build_card(kind, CardOptions(pin="1234"))
+
+
+@pytest.fixture(scope="module")
+def every_kind() -> dict[str, EmulatedCard]:
+    return {kind: _emulated(kind) for kind in sorted(KINDS)}
+
+
+_SELECTS = [
+    "00 A4 04 00 08 F0 4D 49 45 44 45 4D 4F",
+    "00 A4 04 0C 0D E8 28 BD 08 0F 80 25 00 00 01 FF 00 10",
+    "00 A4 04 0C 08 80 25 00 00 01 FF 01 00",
+]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(sorted(KINDS)),
+    prefix=st.sampled_from(["", *_SELECTS]),
+    commands=st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.builds(
+                lambda cla, ins, p1, p2, data, le: (
+                    bytes([cla, ins, p1, p2]) + (bytes([len(data)]) + data if data else b"") + le
+                ),
+                st.sampled_from([0x00, 0x10, 0x0C, 0x80, 0x1C, 0xFF]),
+                st.integers(0, 255),
+                st.integers(0, 255),
+                st.integers(0, 255),
+                st.binary(max_size=255),
+                st.sampled_from([b"", b"\x00", b"\x10", b"\xff"]),
+            ),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_no_command_makes_an_emulated_card_raise(
+    every_kind: dict[str, EmulatedCard],
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    prefix: str,
+    commands: list[bytes],
+) -> None:
+    card = every_kind[kind]
+    card.reset()
+    caplog.clear()
+    for raw in [h(prefix), *commands] if prefix else commands:
+        response = card.process(raw)
+        assert len(response) >= 2
+        assert response[-2] in range(0x61, 0x70) or response[-2:] in (b"\x90\x00",), response
+    # The 6F00 fallback is for the unforeseen: no handler may need it for these commands.
+    assert "answering 6F00" not in caplog.text

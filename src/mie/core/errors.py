@@ -101,7 +101,15 @@ class NoCardError(TransportError):
 
 
 class CardRemovedError(TransportError):
-    """The card left the reader, was reset by someone else, or its emulator stopped, during use."""
+    """The card left the reader, or its emulator stopped, during use."""
+
+
+class CardResetError(TransportError):
+    """The card was reset while a transaction held it: the state of the session is lost.
+
+    A card left in the reader, not a removal; a reset by another process before a transaction
+    begins is recovered by the PC/SC backend and never raised.
+    """
 
 
 class ReaderBusyError(TransportError):

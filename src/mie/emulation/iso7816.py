@@ -8,6 +8,7 @@ applications (CPx, DESFire) subclass it and add handlers to :attr:`Iso7816Card.h
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +19,12 @@ from mie.core.sw import SW
 from mie.core.tlv import Tlv, encode_tlvs
 from mie.emulation.base import EmulatedCard
 
+logger = logging.getLogger(__name__)
+
 MF_FID = 0x3F00
+# The emulated cards' command buffer: well above what a client of these cards sends in one
+# command (an RSA-2048 block), and a bound on what any local PC/SC client can make them hold.
+MAX_COMMAND = 4096
 ACL_ALWAYS = 0x00
 ACL_PIN = 0x11
 ACL_NEVER = 0xFF
@@ -105,6 +111,8 @@ class Iso7816Card(EmulatedCard):
     :param t0: use T=0 framing.
     :param extended_length: accept extended-length APDUs.
     :param max_response: the most data one response carries before ``61xx``.
+    :param max_command: the card's command buffer: the most data a command, chained or not, may
+        carry (a longer chain is refused with ``6700`` and dropped).
     """
 
     def __init__(
@@ -118,6 +126,7 @@ class Iso7816Card(EmulatedCard):
         t0: bool = True,
         extended_length: bool = False,
         max_response: int = 256,
+        max_command: int = MAX_COMMAND,
     ) -> None:
         self._atr = atr
         self.mf = mf
@@ -128,6 +137,7 @@ class Iso7816Card(EmulatedCard):
         self.t0 = t0
         self.extended_length = extended_length
         self.max_response = max_response
+        self.max_command = max_command
         self.handlers: dict[int, Handler] = {
             0xA4: self.select,
             0xB0: self.read_binary,
@@ -151,8 +161,18 @@ class Iso7816Card(EmulatedCard):
         self.power_on()
 
     def process(self, apdu: bytes) -> bytes:
-        data, sw = self._process(apdu)
-        return data + sw.to_bytes(2, "big")
+        """Answer one command APDU; never raises: a fault in a handler answers ``6F00``.
+
+        Any local PC/SC client can send an emulator anything; an exception out of here would
+        end the host serving it for every client.
+        """
+        try:
+            data, sw = self._process(apdu)
+        except Exception:
+            logger.exception("Emulated card failed on a command; answering 6F00")
+            self._chain, self._pending = None, b""
+            return SW.NO_PRECISE_DIAGNOSIS.to_bytes(2, "big")
+        return data + (sw & 0xFFFF).to_bytes(2, "big")
 
     def _process(self, raw: bytes) -> Response:
         try:
@@ -180,6 +200,8 @@ class Iso7816Card(EmulatedCard):
         ):
             return int(SW.LAST_COMMAND_EXPECTED)
         data = (previous.data if previous else b"") + apdu.data
+        if len(data) > self.max_command:
+            return int(SW.WRONG_LENGTH)
         cla = apdu.cla & ~0x10
         if apdu.cla & 0x10:
             self._chain = CommandApdu(cla, apdu.ins, apdu.p1, apdu.p2, data)

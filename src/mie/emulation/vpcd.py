@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 from mie.core.log import log_command, log_response
 from mie.emulation.base import EmulatedCard
@@ -55,6 +56,11 @@ class VpcdHost:
     :param host: where vpcd listens; loopback by default.
     :param observer: told of every exchange (traces).
     :param reconnect: when vpcd goes away (pcscd stopped), keep trying to reconnect.
+    :param silence_timeout: if vpcd sends nothing within this many seconds of a connection, stop
+        with :attr:`error` set: vpcd serves one card per port and leaves a second one waiting
+        unanswered (``None``: wait for ever).
+    :param stall_after: test fault: answer this many APDUs, then stop answering while keeping
+        the connection open, as a card that goes silent (``None``: never).
     """
 
     def __init__(
@@ -64,11 +70,18 @@ class VpcdHost:
         host: str = "127.0.0.1",
         observer: ExchangeObserver | None = None,
         reconnect: bool = True,
+        silence_timeout: float | None = None,
+        stall_after: int | None = None,
     ) -> None:
         self.card = card
         self.address = (host, port)
         self.observer = observer or ExchangeObserver()
         self.reconnect = reconnect
+        self.silence_timeout = silence_timeout
+        self.stall_after = stall_after
+        self.answered = 0
+        self.stalled = threading.Event()
+        self.error: str | None = None
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +112,7 @@ class VpcdHost:
             while not self._stop.is_set():
                 if self._connect():
                     self._serve_connection()
-                if not self.reconnect:
+                if not self.reconnect or self.error is not None:
                     return
                 self._stop.wait(_POLL)
         finally:
@@ -114,17 +127,29 @@ class VpcdHost:
         sock.settimeout(_POLL)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock, self._buffer = sock, b""
-        self.connected.set()
-        logger.info("Card presented on vpcd %s:%d", *self.address)
+        logger.debug("Connected to vpcd %s:%d", *self.address)
         return True
 
     def _serve_connection(self) -> None:
         assert self._sock is not None  # noqa: S101 - set by _connect
+        deadline = None if self.silence_timeout is None else time.monotonic() + self.silence_timeout
         try:
             while not self._stop.is_set():
                 message = self._receive()
                 if message is not None:
+                    if not self.connected.is_set():
+                        # vpcd talks (asks for the ATR) once it has accepted this card.
+                        self.connected.set()
+                        logger.info("Card presented on vpcd %s:%d", *self.address)
                     self._handle(message)
+                elif deadline is not None and not self.connected.is_set():
+                    if time.monotonic() > deadline:
+                        self.error = (
+                            f"vpcd on {self.address[0]}:{self.address[1]} accepted the connection"
+                            f" but sent nothing for {self.silence_timeout:g} s: another card is"
+                            " probably on that port"
+                        )
+                        return
         except (_ClosedError, OSError) as e:
             logger.info("vpcd connection lost: %s", e)
         finally:
@@ -168,8 +193,20 @@ class VpcdHost:
         if len(message) == 1:
             self._control(message[0])
             return
+        if self.stall_after is not None and self.answered >= self.stall_after:
+            if not self.stalled.is_set():
+                logger.warning("Stall fault: not answering APDUs any more")
+                self.stalled.set()
+            return
+        self.answered += 1
         log_command(logger, message)
-        response = self.card.process(message)
+        try:
+            response = self.card.process(message)
+        except Exception:
+            # Whatever a client sends, the card keeps serving: a host thread that died would take
+            # the card out of the reader for every other client.
+            logger.exception("Emulated card failed on a command; answering 6F00")
+            response = b"\x6f\x00"
         log_response(logger, response[:-2], int.from_bytes(response[-2:], "big"))
         self.observer.exchange(message, response)
         self._send(response)

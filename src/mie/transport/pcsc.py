@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import (
     CardRemovedError,
+    CardResetError,
     NoCardError,
     NoReaderError,
     PcscUnavailableError,
@@ -43,7 +45,6 @@ _NO_READER = {
 _NO_CARD = {scard.SCARD_E_NO_SMARTCARD & _U32, scard.SCARD_W_UNPOWERED_CARD & _U32}
 _REMOVED = {
     scard.SCARD_W_REMOVED_CARD & _U32,
-    scard.SCARD_W_RESET_CARD & _U32,
     scard.SCARD_W_UNRESPONSIVE_CARD & _U32,
     scard.SCARD_E_INVALID_HANDLE & _U32,
     scard.SCARD_F_COMM_ERROR & _U32,
@@ -70,6 +71,8 @@ def _check(hresult: int, what: str) -> None:
         raise NoCardError(message)
     if code in _REMOVED:
         raise CardRemovedError(message)
+    if code == scard.SCARD_W_RESET_CARD & _U32:
+        raise CardResetError(message)
     if code == _TIMEOUT:
         raise TransportTimeoutError(message)
     if code == _SHARING:
@@ -207,42 +210,169 @@ def wait_for_removal(reader: str, timeout: float = DEFAULT_TIMEOUT) -> None:
     _wait(reader, False, timeout)
 
 
+# Deadlines of the calls a connection makes to pcscd. A card (or an emulator) that stops answering
+# blocks SCardTransmit for ever: pcsc-lite's client waits on pcscd without a timeout, and vpcd's
+# driver waits on its socket without one.
+EXCHANGE_TIMEOUT = 10.0
+TRANSACTION_TIMEOUT = 10.0
+
+_RESET = scard.SCARD_W_RESET_CARD & _U32
+_PROTOCOLS = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
+_RETRY = 0.05
+
+
+class _Call:
+    """One PC/SC call in a worker thread, so the caller can stop waiting for it."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._function = function
+        self._args = args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="mie-pcsc-call", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = self._function(*self._args)
+        except BaseException as e:  # handed to the caller's thread
+            self.error = e
+
+    def wait(self, timeout: float) -> bool:
+        """Start the call and wait for it; ``False`` if it is still running after ``timeout``."""
+        self.thread.start()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            return False
+        if self.error is not None:
+            raise self.error
+        return True
+
+
+def _reap(call: _Call, hcontext: int, hcard: int | None, disposition: int, interrupt: bool) -> None:
+    """Release the handles of a connection abandoned while ``call`` was blocked.
+
+    pcsc-lite holds a context's lock for the whole of a call: any other call on that context
+    waits behind it (and SCardDisconnect / SCardReleaseContext hold the library-wide lock while
+    waiting, which would block every PC/SC call of the process). So the handles are released only
+    once the blocked call has returned (the card answered, or left). SCardCancel takes neither
+    lock; pcsc-lite only cancels SCardGetStatusChange with it, other stacks may do more. A
+    transaction wait (``interrupt``) retries inside the library and drops the context's lock
+    between tries: disconnecting then ends it at its next try.
+    """
+    with contextlib.suppress(Exception):
+        scard.SCardCancel(hcontext)
+    if interrupt and hcard is not None:
+        with contextlib.suppress(Exception):
+            scard.SCardDisconnect(hcard, disposition)
+        hcard = None
+    call.thread.join()
+    with contextlib.suppress(Exception):
+        if hcard is not None:
+            scard.SCardDisconnect(hcard, disposition)
+        scard.SCardReleaseContext(hcontext)
+    logger.debug("Released a PC/SC connection abandoned after a timeout")
+
+
 class PcscConnection(SmartCardConnection):
     """A connection to the card in one PC/SC reader.
+
+    Every call to the card has a deadline. When one passes, the call is abandoned: the
+    connection raises :class:`~mie.errors.TransportTimeoutError` and is unusable from then on
+    (open a new one); its PC/SC handles are released in the background once the blocked call
+    returns, and the card is reset then if ``reset_on_close``.
 
     :param reader: reader name or a unique part of it; ``None`` takes the first reader with a card.
     :param exclusive: connect in exclusive mode (no other process may use the card).
     :param reset_on_close: reset the card on close, so no verified PIN state outlives the session.
+    :param timeout: seconds one exchange (an APDU and its answer) may take; default
+        :data:`EXCHANGE_TIMEOUT` (10 s).
+    :param transaction_timeout: seconds to wait for another process's transaction to end, when
+        connecting and when beginning a transaction; default :data:`TRANSACTION_TIMEOUT` (10 s).
+    :raises TransportTimeoutError: connecting did not finish within ``transaction_timeout``.
     """
 
     def __init__(
-        self, reader: str | None = None, exclusive: bool = False, reset_on_close: bool = True
+        self,
+        reader: str | None = None,
+        exclusive: bool = False,
+        reset_on_close: bool = True,
+        *,
+        timeout: float = EXCHANGE_TIMEOUT,
+        transaction_timeout: float = TRANSACTION_TIMEOUT,
     ) -> None:
         self._reset_on_close = reset_on_close
-        hresult, self._hcontext = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+        self._timeout = timeout
+        self._transaction_timeout = transaction_timeout
+        self._abandoned = False
+        self._in_transaction = False
+        self._dirty = False
+        self._hcard: int | None = None
+        self._mode = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
+        self._protocol = 0
+        self.reader = reader or ""
+        hresult, hcontext = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
         _check(hresult, "Establishing PC/SC context")
+        self._hcontext: int | None = hcontext
         try:
-            self.reader = _resolve_reader(self._hcontext, reader)
-            self._hcard, self._protocol = self._connect(exclusive)
+            self.reader = _resolve_reader(hcontext, reader)
+            self._connect()
             self._atr = self._read_atr()
         except BaseException:
-            scard.SCardReleaseContext(self._hcontext)
+            self.close()
             raise
-        self._in_transaction = False
         logger.debug("Connected to %r (protocol %d)", self.reader, self._protocol)
 
-    def _connect(self, exclusive: bool) -> tuple[int, int]:
-        mode = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
-        self._mode = mode
-        protocols = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
-        hresult, hcard, protocol = scard.SCardConnect(self._hcontext, self.reader, mode, protocols)
+    @property
+    def _disposition(self) -> int:
+        return scard.SCARD_RESET_CARD if self._reset_on_close else scard.SCARD_LEAVE_CARD
+
+    def _call(self, what: str, timeout: float, function: Callable[..., Any], *args: Any) -> Any:
+        """Run one PC/SC call with a deadline; abandon the connection if it passes."""
+        if self._abandoned or self._hcontext is None:
+            raise TransportTimeoutError(
+                f"{what}: the connection to {self.reader!r} was abandoned after a timeout"
+            )
+        call = _Call(function, args)
+        if call.wait(timeout):
+            return call.result
+        self._abandon(call, interrupt=function is scard.SCardBeginTransaction)
+        raise TransportTimeoutError(f"{what}: no answer from {self.reader!r} within {timeout:g} s")
+
+    def _abandon(self, call: _Call, interrupt: bool) -> None:
+        assert self._hcontext is not None  # noqa: S101 - checked by _call
+        self._abandoned = True
+        reaper = threading.Thread(
+            target=_reap,
+            args=(call, self._hcontext, self._hcard, self._disposition, interrupt),
+            name="mie-pcsc-reaper",
+            daemon=True,
+        )
+        reaper.start()
+        self._hcontext = None
+        logger.warning("Abandoned the PC/SC connection to %r after a timeout", self.reader)
+
+    def _connect(self) -> None:
+        # pcscd holds a connect back while another process's transaction is open.
+        hresult, hcard, protocol = self._call(
+            f"Connecting to the card in {self.reader!r}",
+            self._transaction_timeout,
+            scard.SCardConnect,
+            self._hcontext,
+            self.reader,
+            self._mode,
+            _PROTOCOLS,
+        )
         _check(hresult, f"Connecting to the card in {self.reader!r}")
-        return hcard, protocol
+        self._hcard, self._protocol = hcard, protocol
 
     def _read_atr(self) -> bytes:
-        hresult, _, _, _, atr = scard.SCardStatus(self._hcard)
-        _check(hresult, "Reading card status")
-        return bytes(atr)
+        # From the reader's state, not SCardStatus: that one fails with a sharing violation while
+        # another process holds a transaction, which is no reason to fail a connection.
+        assert self._hcontext is not None  # noqa: S101 - connected
+        status = _statuses(self._hcontext, [self.reader])[0]
+        if status.atr is None:
+            raise NoCardError(f"The card left {self.reader!r} while connecting")
+        return status.atr
 
     @property
     def transport(self) -> Transport:
@@ -257,9 +387,121 @@ class PcscConnection(SmartCardConnection):
         """The card's ATR."""
         return self._atr
 
+    @contextlib.contextmanager
+    def transaction(self, reset: bool = False) -> Iterator[None]:
+        """Hold a PC/SC transaction: no other process can send APDUs to the card meanwhile.
+
+        Wrap every multi-APDU operation (PIN + MSE + signature) in one transaction. A reset of
+        the card by another process before the transaction began (the end of its session) is
+        recovered here by reconnecting once; the operation starts on a freshly reset card.
+
+        :param reset: reset the card when it ends (drops any verified PIN state).
+        :raises TransportTimeoutError: another process held the card longer than the
+            transaction timeout (connection abandoned).
+        """
+        if self._in_transaction:
+            yield
+            return
+        self._begin()
+        self._in_transaction = True
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        try:
+            yield
+        finally:
+            self._in_transaction = False
+            if not self._abandoned:
+                self._end(disposition)
+
+    def _begin(self) -> None:
+        what = "Beginning transaction"
+        hresult = self._call(
+            what, self._transaction_timeout, scard.SCardBeginTransaction, self._hcard
+        )
+        if hresult & _U32 == _RESET:
+            # Our handle is flagged by a reset (another process's, or ours ending the previous
+            # transaction): no lock is taken until it reconnects.
+            self._reconnect()
+            hresult = self._call(
+                what, self._transaction_timeout, scard.SCardBeginTransaction, self._hcard
+            )
+            if hresult & _U32 == _RESET:
+                raise CardResetError(f"{what}: the card was reset again while reconnecting")
+            _check(hresult, what)
+            return
+        _check(hresult, what)
+        # A reset that raced our connect can leave this handle unflagged but the card's protocol
+        # not negotiated (transmits would fail with a protocol mismatch): check, and reconnect
+        # (we hold the transaction now, so nobody else can reset the card).
+        status = self._call("Reading card status", self._timeout, scard.SCardStatus, self._hcard)
+        code = status[0] & _U32
+        if code == _RESET or (code == scard.SCARD_S_SUCCESS and status[3] != self._protocol):
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Reconnect without touching the card; waits (bounded) for another's transaction."""
+        what = "Reconnecting after a reset"
+        deadline = time.monotonic() + self._transaction_timeout
+        while True:
+            hresult, protocol = self._call(
+                what,
+                self._timeout,
+                scard.SCardReconnect,
+                self._hcard,
+                self._mode,
+                _PROTOCOLS,
+                scard.SCARD_LEAVE_CARD,
+            )
+            code = hresult & _U32
+            if code != _SHARING:
+                break
+            if time.monotonic() >= deadline:
+                raise TransportTimeoutError(
+                    f"{what}: {self.reader!r} stayed in another process's transaction for"
+                    f" {self._transaction_timeout:g} s"
+                )
+            time.sleep(_RETRY)
+        if code == _RESET:
+            raise CardResetError(f"{what}: the card was reset again")
+        _check(hresult, what)
+        self._protocol = protocol
+        logger.debug("%s: protocol %d", what, protocol)
+
+    def _end(self, disposition: int) -> None:
+        # Never raises: the operation inside the transaction is complete; a card that cannot be
+        # reset now is reset (or left) by close().
+        try:
+            hresult = self._call(
+                "Ending transaction",
+                self._timeout,
+                scard.SCardEndTransaction,
+                self._hcard,
+                disposition,
+            )
+        except TransportError as e:
+            logger.warning("%s", e)
+            return
+        if hresult & _U32 != scard.SCARD_S_SUCCESS:
+            logger.warning("Ending transaction: %s", scard.SCardGetErrorMessage(hresult))
+        elif disposition == scard.SCARD_RESET_CARD:
+            self._dirty = False
+
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        """Exchange one APDU.
+
+        :raises TransportTimeoutError: no answer within the exchange timeout (the connection is
+            abandoned).
+        :raises CardResetError: the card was reset during the transaction.
+        """
         log_command(logger, apdu)
-        hresult, response = scard.SCardTransmit(self._hcard, self._protocol, list(apdu))
+        self._dirty = True
+        hresult, response = self._call(
+            "Transmitting APDU",
+            self._timeout,
+            scard.SCardTransmit,
+            self._hcard,
+            self._protocol,
+            list(apdu),
+        )
         _check(hresult, "Transmitting APDU")
         if len(response) < 2:
             raise CardRemovedError(f"Card answered {len(response)} bytes, no status word")
@@ -267,44 +509,28 @@ class PcscConnection(SmartCardConnection):
         log_response(logger, data, sw)
         return data, sw
 
-    @contextlib.contextmanager
-    def transaction(self, reset: bool = False) -> Iterator[None]:
-        """Hold a PC/SC transaction: no other process can send APDUs to the card meanwhile.
-
-        Wrap every multi-APDU operation (PIN + MSE + signature) in one transaction.
-
-        :param reset: reset the card when it ends (drops any verified PIN state).
-        """
-        if self._in_transaction:
-            yield
-            return
-        _check(scard.SCardBeginTransaction(self._hcard), "Beginning transaction")
-        self._in_transaction = True
-        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
-        try:
-            yield
-        finally:
-            self._in_transaction = False
-            scard.SCardEndTransaction(self._hcard, disposition)
-            if reset:
-                self._reconnect_after_reset()
-
-    def _reconnect_after_reset(self) -> None:
-        # Our own handle sees the reset as SCARD_W_RESET_CARD until it reconnects.
-        protocols = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
-        hresult, protocol = scard.SCardReconnect(
-            self._hcard, self._mode, protocols, scard.SCARD_LEAVE_CARD
-        )
-        if hresult & _U32 == scard.SCARD_S_SUCCESS:
-            self._protocol = protocol
-
     def close(self) -> None:
+        """Disconnect, resetting the card if ``reset_on_close`` and APDUs were sent since the
+        last transaction that ended with a reset."""
         if self._hcontext is None:
             return
-        disposition = scard.SCARD_RESET_CARD if self._reset_on_close else scard.SCARD_LEAVE_CARD
-        scard.SCardDisconnect(self._hcard, disposition)
-        scard.SCardReleaseContext(self._hcontext)
-        self._hcontext = None
+        reset = self._reset_on_close and self._dirty
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        if self._hcard is not None:
+            try:
+                # A reset waits in pcscd for another process's transaction to end.
+                self._call(
+                    "Disconnecting",
+                    self._transaction_timeout,
+                    scard.SCardDisconnect,
+                    self._hcard,
+                    disposition,
+                )
+            except TransportTimeoutError as e:
+                logger.warning("%s", e)
+                return
+        hcontext, self._hcontext = self._hcontext, None
+        scard.SCardReleaseContext(hcontext)
         logger.debug("Disconnected from %r", self.reader)
 
 
