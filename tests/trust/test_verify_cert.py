@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from cryptography.x509.oid import NameOID
 
 from mie.emulation.testpki import CardIdentity, Gamme, default_rpps
 from mie.emulation.testpki import TestPki as Pki
+from mie.trust import CrlCache
+from mie.trust.store import OperatorStore
 from tests.trust.conftest import NOW, Files, cli, make_cert, person
 
 
@@ -264,3 +267,106 @@ def test_text_output(capsys: pytest.CaptureFixture[str], files: Files, cps: Any)
     out = capsys.readouterr().out
     assert code == 0
     assert "valid: yes" in out and "level: substantial" in out
+
+
+# Issue 7, items 17, 18 and 24.
+
+ANS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ans"
+
+
+def _operator_store(pki: Pki, directory: Path) -> None:
+    store = OperatorStore(directory)
+    store.add_all(
+        [
+            *(i.certificate for i in pki.roots.values()),
+            *(i.certificate for i in pki.intermediates.values()),
+        ],
+        allow_test=True,
+    )
+
+
+def test_real_test_card_is_untrusted_not_forged_under_the_emulator_pki(
+    capsys: pytest.CaptureFixture[str], pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The emulator's TEST CAs carry the names of the real ANS TEST CAs, with other keys.
+    real = ANS / "test-cps3-signature-infirmier.pem"
+    if not real.exists():
+        pytest.skip(f"ANS data missing at {real}")
+    monkeypatch.setenv("MIE_TRUST_DIR", str(tmp_path / "trust"))
+    _operator_store(pki, tmp_path / "trust")
+    at = "2021-06-01T00:00:00+00:00"  # inside the real certificate's validity
+    code, out, _ = cli(capsys, "verify-cert", str(real), "--json", "--usage", "sign", "--at", at)
+    _expect(code, out, "untrusted")
+    assert "known only with another key" in out["error"]["message"]
+
+
+def test_forged_signature_with_the_issuer_key_id_is_bad_signature(
+    capsys: pytest.CaptureFixture[str], pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.trust.conftest import spare_key
+
+    monkeypatch.setenv("MIE_TRUST_DIR", str(tmp_path / "trust"))
+    _operator_store(pki, tmp_path / "trust")
+    # make_cert writes the real issuer's key identifier; the signature is another key's.
+    forged = make_cert(pki.intermediates[Gamme.FORT], person(), signing_key=spare_key())
+    path = tmp_path / "forged.pem"
+    path.write_bytes(forged.certificate.public_bytes(serialization.Encoding.PEM))
+    code, out, _ = cli(capsys, "verify-cert", str(path), "--json", "--revocation", "soft")
+    _expect(code, out, "bad_signature")
+
+
+def _cache_crls(pki: Pki, directory: Path) -> None:
+    cache = CrlCache(directory)
+    for url, crl in (
+        (pki.crl_url(Gamme.FORT), pki.crl(Gamme.FORT)),
+        (pki.arl_url(Gamme.FORT), pki.crl(Gamme.FORT, authority=True)),
+    ):
+        path = cache.path_for(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+
+
+def test_cached_crls_cover_cas_from_the_trust_store(
+    capsys: pytest.CaptureFixture[str],
+    pki: Pki,
+    cps: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As after `mie auth`: both CRLs cached, the CAs in the operator store, only the leaf given.
+    monkeypatch.setenv("MIE_TRUST_DIR", str(tmp_path / "trust"))
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
+    _operator_store(pki, tmp_path / "trust")
+    _cache_crls(pki, tmp_path / "crl")
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(cps.authentication.certificate.public_bytes(serialization.Encoding.PEM))
+    code, out, _ = cli(capsys, "verify-cert", str(leaf), "--json")
+    assert code == 0, out
+    assert out["revocation"] == "good"
+    assert len([r for r in out["reasons"] if r.startswith(("chain[0]", "chain[1]"))]) == 2
+
+
+def test_leaf_file_with_its_chain_uses_the_others_as_intermediates(
+    capsys: pytest.CaptureFixture[str],
+    files: Files,
+    cps: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MIE_TRUST_DIR", str(tmp_path / "empty"))
+    leaf = cps.authentication.certificate
+    ca = files.pki.intermediates[Gamme.FORT].certificate
+    both = files.write(
+        "fullchain.pem", b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, ca))
+    )
+    args = ("--json", "--trust", files.root_cert(), *crls(files))
+    code, out, _ = cli(capsys, "verify-cert", both, *args)
+    assert code == 0, out
+    assert out["identity"]["id_nat"] == "8" + default_rpps()
+    assert len(out["chain"]) == 3
+    # The first certificate is the one verified: the same file in the other order is refused.
+    swapped = files.write(
+        "swapped.pem", b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (ca, leaf))
+    )
+    code, out, _ = cli(capsys, "verify-cert", swapped, *args)
+    assert code == 1 and out["valid"] is False

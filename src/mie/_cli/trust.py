@@ -64,7 +64,12 @@ def parse_at(value: str | None) -> dt.datetime | None:
 
 @click.command("verify-cert")
 @click.argument("leaf")
-@click.option("--intermediate", multiple=True, help="Untrusted CA certificate file (repeat).")
+@click.option(
+    "--intermediate",
+    multiple=True,
+    help="Untrusted CA certificate file (repeat). Certificates after the first in LEAF are "
+    "used the same way.",
+)
 @click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
 @click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
 @click.option("--at", "at_text", help="Verify at this ISO 8601 time (with time zone).")
@@ -83,7 +88,13 @@ def verify_cert(
     revocation: str,
     as_json: bool,
 ) -> int:
-    """Verify a certificate against the trust store (chain, revocation, usage, level)."""
+    """Verify a certificate against the trust store (chain, revocation, usage, level).
+
+    LEAF is a PEM, DER or PKCS#7 file; its first certificate is the one verified, and any
+    others in it (a server's leaf-and-chain PEM) are untrusted intermediates, as with
+    --intermediate. CRLs come from --crl files and the CRL cache filled by `mie crl fetch` or
+    `mie auth` (never the network).
+    """
     at = parse_at(at_text)
     report: dict[str, Any] = {
         "valid": False,
@@ -97,7 +108,7 @@ def verify_cert(
     }
     try:
         result = _verify(leaf, intermediate, trust, crl, at, Usage(usage), revocation)
-        _fill(report, result, Usage(usage))
+        _fill(report, result, Usage(usage), leaf)
         code = 0
     except VerificationError as e:
         report["error"] = {"code": e.code.value, "message": e.message}
@@ -131,10 +142,14 @@ def _verify(
     usage: Usage,
     revocation: str,
 ) -> VerificationResult:
-    leaf_cert = load_certificates(read_input(leaf), leaf)[0]
+    # A server keeps its certificate and the chain in one PEM: the first is the leaf, the
+    # others may complete the path like --intermediate files.
+    leaf_cert, *bundled = load_certificates(read_input(leaf), leaf)
     extra, pool, crl_set = load_trust_inputs(trust, intermediates, crls)
+    pool = [*bundled, *pool]
     store = TrustStore.default().with_anchors(extra)
-    _add_cached_crls(crl_set, [leaf_cert, *pool])
+    # Any certificate of the path may come from the store; each may have a cached CRL.
+    _add_cached_crls(crl_set, [leaf_cert, *pool, *store.intermediates])
     builder = (
         VerifierBuilder()
         .store(store)
@@ -151,19 +166,22 @@ def _add_cached_crls(crl_set: CrlSet, certs: list[Any]) -> None:
     # CRLs fetched earlier with `mie crl fetch` are used offline; a damaged cache file is
     # reported and skipped (the certificate's status then stays unknown, never good).
     cache = CrlCache(crl_directory())
-    for cert in certs:
-        for url in crl_urls(cert):
-            try:
-                cached = cache.load(url)
-            except VerificationError as e:
-                warn(f"mie: warning: {e.message}")
-                continue
-            if cached is not None:
-                crl_set.add(cached)
+    urls = dict.fromkeys(url for cert in certs for url in crl_urls(cert))
+    for url in urls:
+        try:
+            cached = cache.load(url)
+        except VerificationError as e:
+            warn(f"mie: warning: {e.message}")
+            continue
+        if cached is not None:
+            crl_set.add(cached)
 
 
-def _fill(report: dict[str, Any], result: VerificationResult, usage: Usage) -> None:
-    identity = identity_from_certificate(result.leaf)
+def _fill(report: dict[str, Any], result: VerificationResult, usage: Usage, leaf: str) -> None:
+    try:
+        identity = identity_from_certificate(result.leaf)
+    except VerificationError as e:
+        raise VerificationError(e.code, f"{leaf}: {e.message}") from e
     if result.anchor.test and not identity.test_card:
         identity = type(identity)(**{**identity.__dict__, "test_card": True})
     decision = decide_level(result, usage)
@@ -246,21 +264,29 @@ def _describe(cert: Any, source: str, kind: str, test: bool) -> dict[str, Any]:
 
 @trust_group.command("import")
 @click.argument("file")
-@click.option("--test", "allow_test", is_flag=True, help="Accept TEST hierarchy CAs.")
+@click.option(
+    "--test",
+    "allow_test",
+    is_flag=True,
+    help="Accept TEST hierarchy CAs (anchors imported with it are marked TEST).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def trust_import(file: str, allow_test: bool, as_json: bool) -> int:
-    """Import CA certificates from PEM, DER or a PKCS#7 (.p7b) bundle."""
-    certs = load_certificates(read_input(file), file)
+    """Import CA certificates from PEM, DER or a PKCS#7 (.p7b) bundle.
+
+    All or nothing: every certificate of FILE is checked first, and when one is refused
+    (not a CA, or a TEST CA without --test) nothing is stored and the exit code is 2.
+    """
+    certs = list({fingerprint(c): c for c in load_certificates(read_input(file), file)}.values())
     store = OperatorStore(operator_directory())
-    imported = []
-    for cert in certs:
-        try:
-            kind = store.add(cert, allow_test=allow_test)
-        except ValueError as e:
-            raise UsageError(f"{file}: {e}") from e
-        imported.append(
-            _describe(cert, "operator", kind, allow_test and classify(cert.subject).test)
-        )
+    try:
+        kinds = store.add_all(certs, allow_test=allow_test)
+    except ValueError as e:
+        raise UsageError(f"{file}: {e}") from e
+    imported = [
+        _describe(cert, "operator", kind, allow_test and kind == "anchor")
+        for cert, kind in zip(certs, kinds, strict=True)
+    ]
     if as_json:
         emit_json({"directory": str(store.directory), "imported": imported})
     else:

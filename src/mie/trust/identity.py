@@ -15,6 +15,8 @@ from typing import Any
 
 from asn1crypto import core as acore  # type: ignore[import-untyped]
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from mie.core.luhn import luhn_valid
@@ -32,6 +34,28 @@ TEST_CATEGORIES = frozenset({0x80, 0x82, 0x83})
 # TRE-G02 TypeProduit; 4 (PSI) is inferred, see mie.emulation.testpki.PRODUCT_TYPES.
 CARD_TYPES = {0: "CPS", 1: "CPF", 2: "CPE", 3: "CPA", 4: "PSI"}
 LA_POSTE_SIREN = "356000000"
+
+# What cryptography raises for certificate parts it parses lazily (names, extensions, keys).
+_FOREIGN = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+# X.520 DirectoryString: the only types a CN, GN or SN may have.
+_DIRECTORY_STRING = frozenset(
+    {
+        _ASN1Type.PrintableString,
+        _ASN1Type.UTF8String,
+        _ASN1Type.BMPString,
+        _ASN1Type.UniversalString,
+        _ASN1Type.T61String,
+    }
+)
+# NOS codes are small tables (TRE-G01, G02, G15); anything larger is a broken certificate.
+_NOS_MAX = 999
+_SHOWN = 40
 
 _ADELI = re.compile(r"[0-9A-Z]{9}")
 _DIGITS = re.compile(r"[0-9]+")
@@ -72,9 +96,11 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     :param cert: the leaf certificate.
     :return: the identity.
     :raises VerificationError: ``malformed`` when the subject has no single CN or the identifier
-        breaks its own format (bad prefix, RPPS/SIREN/SIRET failing Luhn).
+        breaks its own format (bad prefix, RPPS/SIREN/SIRET failing Luhn), a name attribute is
+        not a DirectoryString, or the subject, issuer or extensions do not parse.
     """
-    person = _person_attributes(cert.subject)
+    subject, issuer = subject_of(cert), issuer_of(cert)
+    person = _person_attributes(subject)
     cn = person.get(NameOID.COMMON_NAME)
     if cn is None:
         raise malformed("certificate subject has no single commonName (idNat)")
@@ -92,7 +118,7 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
         profession_code=str(profession) if isinstance(profession, int) else None,
         card_type=CARD_TYPES.get(product) if isinstance(product, int) else None,
         test_card=(isinstance(category, int) and category in TEST_CATEGORIES)
-        or is_test_name(cert.issuer),
+        or is_test_name(issuer),
         card_serial=serial if isinstance(serial := nos.get(OID_NOS_CARD_SERIAL), str) else None,
     )
 
@@ -116,8 +142,79 @@ def _person_attributes(subject: x509.Name) -> dict[x509.ObjectIdentifier, str]:
         if len(values) > 1:
             raise malformed(f"certificate subject has {len(values)} {oid._name} attributes")
         if values:
-            found[oid] = str(values[0].value)
+            found[oid] = _directory_string(values[0])
     return found
+
+
+def _directory_string(attribute: x509.NameAttribute) -> str:
+    kind = getattr(attribute, "_type", None)
+    if kind not in _DIRECTORY_STRING or not isinstance(attribute.value, str):
+        encoding = kind.name if isinstance(kind, _ASN1Type) else type(attribute.value).__name__
+        raise malformed(
+            f"certificate subject {attribute.oid._name} is encoded as {encoding}, "
+            "not a DirectoryString"
+        )
+    return attribute.value
+
+
+def shown(value: str) -> str:
+    """:return: ``value`` quoted for a one-line message, cut when long."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def subject_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
+    """:return: the subject of ``cert``.
+
+    :raises VerificationError: ``malformed`` when cryptography cannot parse it.
+    """
+    try:
+        return cert.subject
+    except _FOREIGN as e:
+        raise malformed(f"{what}: subject does not parse ({_one_line(e)})") from e
+
+
+def issuer_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
+    """:return: the issuer name of ``cert``.
+
+    :raises VerificationError: ``malformed`` when cryptography cannot parse it.
+    """
+    try:
+        return cert.issuer
+    except _FOREIGN as e:
+        raise malformed(f"{what}: issuer name does not parse ({_one_line(e)})") from e
+
+
+def extensions_of(cert: x509.Certificate, what: str = "certificate") -> x509.Extensions:
+    """:return: the extensions of ``cert``.
+
+    :raises VerificationError: ``malformed`` for a duplicate, unparsable or unsupported
+        extension.
+    """
+    try:
+        return cert.extensions
+    except _FOREIGN as e:
+        raise malformed(f"{what}: extensions do not parse ({_one_line(e)})") from e
+
+
+def check_readable(cert: x509.Certificate, what: str = "certificate") -> None:
+    """Parse every lazily parsed part of ``cert`` once (names, extensions, public key), so
+    later accessors cannot raise.
+
+    :raises VerificationError: ``malformed`` naming the part that does not parse.
+    """
+    subject_of(cert, what)
+    issuer_of(cert, what)
+    extensions_of(cert, what)
+    try:
+        cert.public_key()
+    except _FOREIGN as e:
+        raise malformed(f"{what}: public key cannot be loaded ({_one_line(e)})") from e
 
 
 def parse_id_nat(id_nat: str) -> tuple[str, str]:
@@ -134,23 +231,23 @@ def parse_id_nat(id_nat: str) -> tuple[str, str]:
         return "RPPS", _checked(rest, 11, "RPPS")
     if prefix == "0":
         if not _ADELI.fullmatch(rest):
-            raise malformed(f"ADELI identifier {rest!r} is not 9 characters")
+            raise malformed(f"ADELI identifier {shown(rest)} is not 9 characters")
         return "ADELI", rest
     number, sep, internal = rest.partition("/")
     if not sep or not _INTERNAL.fullmatch(internal):
-        raise malformed(f"idNat {id_nat!r} has an unknown prefix or no /internal id")
+        raise malformed(f"idNat {shown(id_nat)} has an unknown prefix or no /internal id")
     kinds = {"1": ("ADELI", 9), "3": ("FINESS", 9), "4": ("SIREN", 9), "5": ("SIRET", 14)}
     kinds["6"] = ("RPPS", 14)
     if prefix not in kinds:
-        raise malformed(f"idNat {id_nat!r} has an unknown prefix {prefix!r}")
+        raise malformed(f"idNat {shown(id_nat)} has an unknown prefix {shown(prefix)}")
     id_type, length = kinds[prefix]
     if prefix == "1":
         if not _ADELI.fullmatch(number):
-            raise malformed(f"ADELI cabinet identifier {number!r} is not 9 characters")
+            raise malformed(f"ADELI cabinet identifier {shown(number)} is not 9 characters")
     elif prefix == "3" and not _DIGITS.fullmatch(number):
         # Corsican FINESS numbers carry letters; their check rule is not public.
         if not _ADELI.fullmatch(number):
-            raise malformed(f"FINESS {number!r} is not 9 characters")
+            raise malformed(f"FINESS {shown(number)} is not 9 characters")
     else:
         _checked(number, length, id_type)
     return id_type, f"{number}/{internal}"
@@ -158,13 +255,13 @@ def parse_id_nat(id_nat: str) -> tuple[str, str]:
 
 def _checked(number: str, length: int, kind: str) -> str:
     if len(number) != length or not _DIGITS.fullmatch(number):
-        raise malformed(f"{kind} {number!r} is not {length} digits")
+        raise malformed(f"{kind} {shown(number)} is not {length} digits")
     if kind == "SIRET" and number.startswith(LA_POSTE_SIREN):
         if sum(int(d) for d in number) % 5:
-            raise malformed(f"SIRET {number!r} fails the La Poste check")
+            raise malformed(f"SIRET {shown(number)} fails the La Poste check")
         return number
     if not luhn_valid(number):
-        raise malformed(f"{kind} {number!r} fails its Luhn check digit")
+        raise malformed(f"{kind} {shown(number)} fails its Luhn check digit")
     return number
 
 
@@ -179,7 +276,7 @@ def _is_uuid(value: str) -> bool:
 
 def _nos_values(cert: x509.Certificate) -> dict[x509.ObjectIdentifier, int | str]:
     values: dict[x509.ObjectIdentifier, int | str] = {}
-    for extension in cert.extensions:
+    for extension in extensions_of(cert):
         if extension.oid not in NOS_OIDS:
             continue
         raw = extension.value
@@ -198,6 +295,9 @@ def _decode_nos(oid: x509.ObjectIdentifier, der: bytes) -> int | str:
             return int(octets[0])
         if oid == OID_NOS_CARD_SERIAL:
             return str(acore.PrintableString.load(der, strict=True).native)
-        return int(acore.Integer.load(der, strict=True).native)
-    except (ValueError, TypeError) as e:
-        raise malformed(f"NOS extension {oid.dotted_string} does not parse ({e})") from e
+        value = int(acore.Integer.load(der, strict=True).native)
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as e:
+        raise malformed(f"NOS extension {oid.dotted_string} does not parse ({_one_line(e)})") from e
+    if not 0 <= value <= _NOS_MAX:
+        raise malformed(f"NOS extension {oid.dotted_string} holds an out-of-range value")
+    return value

@@ -9,6 +9,7 @@ explicit request; a chain ending at a TEST anchor always yields ``test_card: tru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import Store
 
-from mie.trust.errors import ErrorCode, VerificationError
-from mie.trust.identity import is_test_name
+from mie.trust.errors import ErrorCode, VerificationError, malformed
+from mie.trust.identity import check_readable, extensions_of, is_test_name
 from mie.trust.parse import load_certificates
 
 ENV_TRUST_DIR = "MIE_TRUST_DIR"
@@ -144,6 +145,11 @@ class TrustStore:
     def __init__(
         self, anchors: Iterable[Anchor], intermediates: Iterable[x509.Certificate] = ()
     ) -> None:
+        anchors, intermediates = list(anchors), list(intermediates)
+        for anchor in anchors:
+            check_readable(anchor.certificate, "trust anchor")
+        for cert in intermediates:
+            check_readable(cert, "stored intermediate")
         self._anchors = {a.fingerprint: a for a in anchors}
         self._by_certificate = {a.certificate: a for a in self._anchors.values()}
         self._by_subject: dict[bytes, list[Anchor]] = {}
@@ -243,9 +249,12 @@ def is_self_issued(cert: x509.Certificate) -> bool:
 
 
 def is_ca(cert: x509.Certificate) -> bool:
-    """:return: whether basicConstraints says CA:TRUE."""
+    """:return: whether basicConstraints says CA:TRUE.
+
+    :raises VerificationError: ``malformed`` when the extensions do not parse.
+    """
     try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        return extensions_of(cert).get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         return False
 
@@ -264,21 +273,39 @@ class OperatorStore:
         return sorted(folder.glob("*.pem")) if folder.is_dir() else []
 
     def anchors(self) -> list[Anchor]:
-        """:return: the imported anchors (TEST ones flagged by a ``.test`` marker or name)."""
+        """:return: the imported anchors (TEST ones flagged by a ``.test`` marker or name).
+
+        :raises VerificationError: ``malformed`` naming a stored file that cannot be read or
+            does not hold exactly one certificate.
+        """
         result = []
         for path in self._files("anchors"):
-            (cert,) = load_certificates(path.read_bytes(), str(path))
             marked = path.with_suffix(".test").exists()
-            result.append(Anchor.from_certificate(cert, "operator", marked))
+            result.append(Anchor.from_certificate(_one_stored(path), "operator", marked))
         return result
 
     def intermediates(self) -> list[x509.Certificate]:
-        """:return: the imported intermediate CA certificates."""
-        return [
-            c
-            for p in self._files("intermediates")
-            for c in load_certificates(p.read_bytes(), str(p))
-        ]
+        """:return: the imported intermediate CA certificates.
+
+        :raises VerificationError: ``malformed`` as for :meth:`anchors`.
+        """
+        return [_one_stored(p) for p in self._files("intermediates")]
+
+    def check(self, cert: x509.Certificate, *, allow_test: bool = False) -> str:
+        """Say where :meth:`add` would store ``cert``, without storing it.
+
+        :param cert: a CA certificate.
+        :param allow_test: accept a TEST hierarchy CA.
+        :return: ``anchor`` (self-issued) or ``intermediate``.
+        :raises ValueError: not a CA, or a TEST CA without ``allow_test``.
+        :raises VerificationError: ``malformed`` when the certificate cannot be read.
+        """
+        check_readable(cert, "CA certificate")
+        if not is_ca(cert):
+            raise ValueError(f"{dn(cert.subject)} is not a CA certificate")
+        if classify(cert.subject).test and not allow_test:
+            raise ValueError(f"{dn(cert.subject)} is a TEST CA; pass --test to import it")
+        return "anchor" if is_self_issued(cert) else "intermediate"
 
     def add(self, cert: x509.Certificate, *, allow_test: bool = False) -> str:
         """Store a CA certificate: self-issued ones as anchors, others as intermediates.
@@ -286,21 +313,54 @@ class OperatorStore:
         :param cert: a CA certificate.
         :param allow_test: accept a TEST hierarchy CA.
         :return: ``anchor`` or ``intermediate``.
-        :raises ValueError: not a CA, or a TEST CA without ``allow_test``.
+        :raises ValueError: see :meth:`check`.
         """
-        if not is_ca(cert):
-            raise ValueError(f"{dn(cert.subject)} is not a CA certificate")
-        info = classify(cert.subject)
-        if info.test and not allow_test:
-            raise ValueError(f"{dn(cert.subject)} is a TEST CA; pass --test to import it")
-        kind = "anchors" if is_self_issued(cert) else "intermediates"
-        folder = self.directory / kind
-        folder.mkdir(parents=True, exist_ok=True)
+        (kind,) = self.add_all([cert], allow_test=allow_test)
+        return kind
+
+    def add_all(self, certs: Sequence[x509.Certificate], *, allow_test: bool = False) -> list[str]:
+        """Store several CA certificates, all or none.
+
+        Every certificate is checked before anything is written; when a write fails, the files
+        this call created are removed again (files already present are left as they were).
+
+        :param certs: CA certificates (a bundle, in file order).
+        :param allow_test: accept TEST hierarchy CAs.
+        :return: ``anchor`` or ``intermediate`` for each certificate.
+        :raises ValueError: a certificate is refused (named with its position); nothing is
+            stored.
+        """
+        kinds = []
+        for position, cert in enumerate(certs, 1):
+            try:
+                kinds.append(self.check(cert, allow_test=allow_test))
+            except ValueError as e:
+                where = f"certificate {position} of {len(certs)}: " if len(certs) > 1 else ""
+                raise ValueError(f"{where}{e}; nothing imported") from e
+        created: list[Path] = []
+        try:
+            for cert, kind in zip(certs, kinds, strict=True):
+                for path, data in self._entries(cert, kind, allow_test):
+                    if path.exists():
+                        continue  # same fingerprint, same bytes
+                    created.append(path)
+                    _atomic_write(path, data)
+        except BaseException:
+            for path in reversed(created):
+                with contextlib.suppress(OSError):  # never written, or its folder is gone
+                    path.unlink()
+            raise
+        return kinds
+
+    def _entries(
+        self, cert: x509.Certificate, kind: str, allow_test: bool
+    ) -> list[tuple[Path, bytes]]:
+        folder = self.directory / f"{kind}s"
         stem = fingerprint(cert).replace(":", "").lower()
-        _atomic_write(folder / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))
-        if allow_test and kind == "anchors":
-            _atomic_write(folder / f"{stem}.test", b"TEST anchor imported with --test\n")
-        return kind[:-1]
+        entries = [(folder / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))]
+        if allow_test and kind == "anchor":
+            entries.append((folder / f"{stem}.test", b"TEST anchor imported with --test\n"))
+        return entries
 
     def remove(self, fingerprint_prefix: str) -> list[str]:
         """Remove the stored certificates whose fingerprint starts with ``fingerprint_prefix``.
@@ -323,6 +383,17 @@ class OperatorStore:
                 f"no stored certificate has a fingerprint starting {fingerprint_prefix}"
             )
         return removed
+
+
+def _one_stored(path: Path) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise malformed(f"{path}: cannot read ({e.strerror})") from e
+    certs = load_certificates(data, str(path))
+    if len(certs) != 1:
+        raise malformed(f"{path}: holds {len(certs)} certificates, the store keeps one per file")
+    return certs[0]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
