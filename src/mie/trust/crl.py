@@ -23,7 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
-from mie.trust.parse import load_crl
+from mie.trust.errors import describe
+from mie.trust.parse import force_crl, guarded, load_crl
 from mie.trust.store import dn
 
 _KNOWN_CRL_EXTENSIONS = frozenset(
@@ -72,24 +73,31 @@ class CrlIndex:
 
     :param crl: the CRL (its signature is checked against an issuer by :meth:`signed_by`).
     :param source: where it came from, for messages.
+    :raises VerificationError: ``malformed`` when a part of ``crl`` does not decode.
     """
 
     def __init__(self, crl: x509.CertificateRevocationList, source: str) -> None:
         self.crl = crl
         self.source = source
-        self.issuer = crl.issuer
-        self.issuer_der = crl.issuer.public_bytes()
-        self.this_update = crl.last_update_utc
-        self.next_update = crl.next_update_utc
         self.number: int | None = None
         self.delta_base: int | None = None
         self.idp: x509.IssuingDistributionPoint | None = None
         self.aki: bytes | None = None
         self.unusable: str | None = None
+        guarded(source, "CRL", self._read)
+        self._signature_checked: dict[x509.Certificate, bool] = {}
+
+    def _read(self) -> None:
+        crl = force_crl(self.crl)
+        self.issuer = crl.issuer
+        self.issuer_der = crl.issuer.public_bytes()
+        self.this_update = crl.last_update_utc
+        self.next_update = crl.next_update_utc
         for extension in crl.extensions:
             self._note_extension(extension)
-        self._positions = {entry.serial_number: i for i, entry in enumerate(crl)}
-        self._signature_checked: dict[x509.Certificate, bool] = {}
+        # A set of serials (no entry positions): cryptography materialises every entry on the
+        # first indexed access, which would double the memory of a large CRL.
+        self._serials = frozenset(entry.serial_number for entry in crl)
 
     def _note_extension(self, extension: x509.Extension[x509.ExtensionType]) -> None:
         value = extension.value
@@ -105,15 +113,16 @@ class CrlIndex:
             self.unusable = f"unknown critical CRL extension {extension.oid.dotted_string}"
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str) -> CrlIndex:
+    def from_bytes(cls, data: bytes, source: str, *, max_bytes: int | None = None) -> CrlIndex:
         """Parse a PEM or DER CRL strictly and index it.
 
-        :raises VerificationError: ``malformed``.
+        :param max_bytes: size limit (default :func:`mie.trust.parse.max_crl_bytes`).
+        :raises VerificationError: ``malformed`` (and nothing else, whatever the bytes).
         """
-        return cls(load_crl(data, source), source)
+        return cls(load_crl(data, source, max_bytes=max_bytes), source)
 
     def __len__(self) -> int:
-        return len(self._positions)
+        return len(self._serials)
 
     @property
     def is_delta(self) -> bool:
@@ -121,15 +130,25 @@ class CrlIndex:
         return self.delta_base is not None
 
     def lookup(self, serial: int) -> x509.RevokedCertificate | None:
-        """:return: the entry for ``serial``, or ``None`` (one dict probe)."""
-        position = self._positions.get(serial)
-        return None if position is None else self.crl[position]
+        """The entry for ``serial``: one set probe, and a scan of the CRL only when listed.
+
+        :return: the entry, or ``None``.
+        :raises VerificationError: ``malformed`` if the entry cannot be read.
+        """
+        if serial not in self._serials:
+            return None
+        find = self.crl.get_revoked_certificate_by_serial_number
+        return guarded(self.source, "CRL entry", lambda: find(serial))
 
     def signed_by(self, issuer: x509.Certificate) -> bool:
-        """:return: whether ``issuer``'s key verifies the CRL signature (cached per key)."""
+        """:return: whether ``issuer``'s key verifies the CRL signature (cached per key); an
+        algorithm or key that cannot be used counts as not verifying."""
         known = self._signature_checked.get(issuer)
         if known is None:
-            known = self.crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+            try:
+                known = self.crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+            except Exception:  # UnsupportedAlgorithm, a key type for which this makes no sense...
+                known = False
             self._signature_checked[issuer] = known
         return known
 
@@ -188,6 +207,19 @@ def crl_status(
     :return: good, revoked or unknown (with the reason).
     :raises UnsupportedRevocation: the CRLs need RFC 5280 features the index does not handle.
     """
+    try:
+        return _crl_status(cert, issuer, at, crls)
+    except UnsupportedRevocation:
+        raise
+    # A CRL that cannot be read says nothing: unknown for this certificate, never an exception
+    # out of the verifier (nor "good").
+    except Exception as e:
+        return Status(RevocationStatus.UNKNOWN, f"revocation data unreadable ({describe(e)})")
+
+
+def _crl_status(
+    cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime, crls: CrlSet
+) -> Status:
     if not _plain_distribution_points(cert):
         raise UnsupportedRevocation("distribution point with cRLIssuer, reasons or RDN")
     candidates = crls.for_certificate(cert)
@@ -243,8 +275,16 @@ def _pick_delta(
 
 
 def _entry_status(entry: x509.RevokedCertificate, index: CrlIndex) -> Status:
+    try:
+        extensions = list(entry.extensions)
+        when = entry.revocation_date_utc.isoformat()
+    except Exception as e:
+        # A listed serial whose entry cannot be read: revoked or not, nobody can tell.
+        return Status(
+            RevocationStatus.UNKNOWN, f"{index.source}: CRL entry does not parse ({describe(e)})"
+        )
     reason: x509.ReasonFlags | None = None
-    for extension in entry.extensions:
+    for extension in extensions:
         if extension.oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:
             raise UnsupportedRevocation("CRL entry with certificateIssuer (indirect CRL)")
         if extension.critical and extension.oid not in _KNOWN_ENTRY_EXTENSIONS:
@@ -259,7 +299,6 @@ def _entry_status(entry: x509.RevokedCertificate, index: CrlIndex) -> Status:
         if index.is_delta:
             return Status(RevocationStatus.GOOD, f"removed from CRL by {index.source}")
         return Status(RevocationStatus.GOOD, f"not listed in {index.source}")
-    when = entry.revocation_date_utc.isoformat()
     why = reason.value if reason else "unspecified"
     return Status(RevocationStatus.REVOKED, f"revoked {when} ({why}) per {index.source}")
 

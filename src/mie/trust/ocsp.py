@@ -1,4 +1,4 @@
-"""OCSP (RFC 6960) status for one certificate, over HTTP POST with a timeout.
+"""OCSP (RFC 6960) status for one certificate, over HTTP POST with a deadline.
 
 The response must be signed by the issuer itself or by a responder certificate the issuer
 issued with the OCSPSigning extended key usage; it must answer for this certificate (CertID by
@@ -9,16 +9,17 @@ allowance for clock skew). Anything else is an ``unknown`` status, never ``good`
 from __future__ import annotations
 
 import datetime as dt
-import urllib.parse
-import urllib.request
+import time
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from mie.trust.cache import fetch_url
 from mie.trust.crl import RevocationStatus, Status
+from mie.trust.errors import VerificationError, describe
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -46,40 +47,60 @@ def ocsp_status(
     *,
     url: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    deadline: float | None = None,
 ) -> Status:
     """Ask the certificate's OCSP responder for its status.
+
+    Whatever the responder sends (garbage, an unknown signature algorithm, a responder key that
+    cannot be loaded), the answer is a :class:`Status`: ``unknown`` unless the response verifies.
 
     :param cert: the certificate.
     :param issuer: its issuer.
     :param at: the check time (aware).
     :param url: the responder (default: the first AIA OCSP URL).
-    :param timeout: network timeout, seconds.
+    :param timeout: longest wait for one network operation, seconds.
+    :param deadline: :func:`time.monotonic` time by which the whole exchange must be over
+        (the revocation deadline of a login; default: no more than ``timeout`` per operation).
     :return: good, revoked, or unknown with the reason.
     """
     urls = [url] if url else ocsp_urls(cert)
     if not urls:
         return Status(RevocationStatus.UNKNOWN, "no OCSP URL")
+    try:
+        return _ask(cert, issuer, at, urls[0], timeout, deadline)
+    except VerificationError as e:
+        return Status(RevocationStatus.UNKNOWN, f"OCSP {urls[0]}: {e.message}")
+    # A response is outside bytes: whatever the parsers raise on it means "no answer".
+    except Exception as e:
+        return Status(RevocationStatus.UNKNOWN, f"OCSP {urls[0]}: unusable answer ({describe(e)})")
+
+
+def _ask(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    at: dt.datetime,
+    url: str,
+    timeout: float,
+    deadline: float | None,
+) -> Status:
     # CertID hashes are SHA-1 in practice (RFC 6960, RFC 5019); they identify, not protect.
     request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()  # noqa: S303
-    try:
-        body = _post(urls[0], request.public_bytes(serialization.Encoding.DER), timeout)
-        response = ocsp.load_der_ocsp_response(body)
-    except (OSError, ValueError) as e:
-        return Status(RevocationStatus.UNKNOWN, f"OCSP {urls[0]}: {e}")
-    return _judge(response, request, cert, issuer, at, urls[0])
+    body = _post(url, request.public_bytes(serialization.Encoding.DER), timeout, deadline)
+    response = ocsp.load_der_ocsp_response(body)
+    return _judge(response, request, cert, issuer, at, url)
 
 
-def _post(url: str, data: bytes, timeout: float) -> bytes:
-    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise ValueError(f"unsupported OCSP URL {url}")
-    request = urllib.request.Request(  # noqa: S310
-        url, data=data, headers={"Content-Type": "application/ocsp-request"}
+def _post(url: str, data: bytes, timeout: float, deadline: float | None = None) -> bytes:
+    if deadline is None:
+        deadline = time.monotonic() + 2 * timeout  # connect, then the answer
+    return fetch_url(
+        url,
+        timeout=timeout,
+        limit=MAX_RESPONSE_BYTES,
+        deadline=deadline,
+        data=data,
+        content_type="application/ocsp-request",
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        body = bytes(response.read(MAX_RESPONSE_BYTES + 1))
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise ValueError("OCSP response too large")
-    return body
 
 
 def _judge(
@@ -135,6 +156,8 @@ def _signature_problem(
             return "responder certificate lacks OCSPSigning or is not valid now"
     try:
         _verify(signer, response.signature, response.tbs_response_bytes, response)
+    except UnsupportedAlgorithm:
+        return "unsupported response signature algorithm"
     except (InvalidSignature, TypeError, ValueError):
         return "bad response signature"
     return None
