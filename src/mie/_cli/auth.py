@@ -102,10 +102,12 @@ def build_verifier(
     crls: tuple[str, ...],
     revocation: str,
     at: str | None,
+    cache: CrlCache,
 ) -> Verifier:
     """The authentication-certificate verifier: default store (bundled and operator anchors)
     plus ``--trust`` / ``--intermediate`` files, ``--crl`` files, and the CRL cache, which
-    downloads a missing or stale CRL from the certificate's distribution point."""
+    downloads a missing or stale CRL from the certificate's distribution point (except in a
+    replay: see :meth:`CliState.crl_cache`)."""
     anchors, pool, crl_set = load_trust_inputs(trust, intermediates, crls)
     builder = (
         VerifierBuilder()
@@ -113,7 +115,7 @@ def build_verifier(
         .usage(Usage.AUTH)
         .revocation(RevocationMode(revocation))
         .crls(crl_set)
-        .crl_cache(CrlCache(crl_directory()))
+        .crl_cache(cache)
     )
     moment = parse_at(at)
     return builder.time(moment).build() if moment is not None else builder.build()
@@ -152,7 +154,8 @@ def auth(
 ) -> int:
     """Authenticate the card holder: PIN, challenge signature, certificate chain, revocation,
     identity and level."""
-    verifier = build_verifier(trust, intermediate, crl, revocation, at_text)
+    cache = state.crl_cache(crl_directory())
+    verifier = build_verifier(trust, intermediate, crl, revocation, at_text, cache)
     pin = _read_pin(pin_stdin)
     nonce = _challenge(state, challenge)
     card_json: dict[str, Any] | None = None
@@ -166,7 +169,8 @@ def auth(
         error = error_object(e)
         if error is None:
             # Outside the contract's codes: a card status nobody expects, or the reader side
-            # (pcscd, busy reader). The JSON still says why; the exit code stays the CLI's.
+            # (pcscd, busy reader, a card that stops answering or is reset). The JSON still
+            # says why; the exit code stays the CLI's (1, or 2 for no pcscd / unknown reader).
             code = "card_error" if isinstance(e, ApduError) else "reader_error"
             if as_json:
                 emit_json(failure_json({"code": code, "message": str(e)}, card_json))

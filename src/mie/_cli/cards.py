@@ -7,20 +7,32 @@ from typing import Any
 import click
 
 from mie._cli.output import emit_json, emit_table
-from mie._cli.state import CliState
+from mie._cli.state import CliState, require_pcsc
 from mie.auth import CpxAuthenticator
 from mie.cards.demo import DEMO_ATR, DemoSession
 from mie.core.atr import Atr
 from mie.core.connection import SmartCardConnection
-from mie.core.errors import ApduFormatError
+from mie.core.errors import ApduFormatError, NoCardError, TransportTimeoutError
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def readers(as_json: bool) -> int:
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(0, 600),
+    help="First wait up to SECONDS for a card in some reader (exit 1 if none comes).",
+)
+def readers(as_json: bool, wait_seconds: float | None) -> int:
     """List PC/SC readers, card presence and ATR."""
-    from mie.transport.pcsc import list_readers
+    require_pcsc()
+    from mie.transport.pcsc import list_readers, wait_for_any_card
 
+    if wait_seconds is not None:
+        try:
+            wait_for_any_card(wait_seconds)
+        except TransportTimeoutError as e:
+            raise NoCardError(str(e)) from e
     found = list_readers()
     if as_json:
         emit_json(

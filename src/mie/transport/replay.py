@@ -7,6 +7,10 @@ arguments that produced the session, so ``mie replay`` can run them again.
 
 PIN-carrying command data is never written: it appears as ``*`` characters (see
 :func:`mie.core.log.redact_command`), and replay matches a command by its redacted form.
+
+Vector files come from other people (they are made to be shared), so reading one is strict and
+bounded: at most :data:`MAX_VECTOR_BYTES`, JSON without numbers or duplicate keys, every field
+checked; anything else is a :class:`~mie.core.errors.VectorFormatError` naming the file.
 """
 
 from __future__ import annotations
@@ -23,9 +27,17 @@ from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import ReplayMismatchError, VectorFormatError
 from mie.core.log import MASK_CHAR, redact_command
 
-_COMMAND_RE = re.compile(r"^(?:[0-9a-f]{2}|\*\*)+$")
-_HEX_RE = re.compile(r"^(?:[0-9a-f]{2})*$")
+MAX_VECTOR_BYTES = 8 * 1024 * 1024
+"""Largest vector file read (a recorded CPx session is a few KB)."""
+
+_COMMAND_RE = re.compile(r"(?:[0-9a-f]{2}|\*\*)+")
+_HEX_RE = re.compile(r"(?:[0-9a-f]{2})*")
 _KEYS = {"description", "source", "kind", "atr", "exchanges", "random", "command"}
+# ISO 7816-3 ATRs are 2 to 33 bytes; an extended command APDU is at most 4 + 3 + 65535 + 3 bytes
+# and a response at most 65536 data bytes and the status word.
+_ATR_BYTES = (2, 33)
+_MAX_COMMAND_BYTES = 65545
+_MAX_RESPONSE_BYTES = 65538
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,7 @@ class Vector:
             description=_text(obj, "description"),
             source=_text(obj, "source"),
             kind=_text(obj, "kind"),
-            atr=_optional_hex(obj, "atr"),
+            atr=_atr(obj),
             exchanges=_exchanges(obj.get("exchanges")),
             random=_random(obj.get("random", {})),
             command=_command(obj.get("command")),
@@ -125,14 +137,20 @@ def _text(obj: dict[str, Any], key: str) -> str:
 
 
 def _hex(value: object, what: str) -> bytes:
-    if not isinstance(value, str) or not _HEX_RE.match(value):
+    if not isinstance(value, str) or not _HEX_RE.fullmatch(value):
         raise VectorFormatError(f"{what} must be lowercase hex")
     return bytes.fromhex(value)
 
 
-def _optional_hex(obj: dict[str, Any], key: str) -> bytes | None:
-    value = obj.get(key)
-    return None if value is None else _hex(value, f"Vector field {key!r}")
+def _atr(obj: dict[str, Any]) -> bytes | None:
+    value = obj.get("atr")
+    if value is None:
+        return None
+    atr = _hex(value, "Vector field 'atr'")
+    low, high = _ATR_BYTES
+    if not low <= len(atr) <= high:
+        raise VectorFormatError(f"Vector field 'atr' must be {low} to {high} bytes")
+    return atr
 
 
 def _exchanges(value: object) -> list[Exchange]:
@@ -143,18 +161,24 @@ def _exchanges(value: object) -> list[Exchange]:
         if not isinstance(item, dict) or set(item) != {"c", "r"}:
             raise VectorFormatError(f"Exchange {i} must be an object with exactly 'c' and 'r'")
         command = item["c"]
-        if not isinstance(command, str) or len(command) < 8 or not _COMMAND_RE.match(command):
+        if (
+            not isinstance(command, str)
+            or not 8 <= len(command) <= 2 * _MAX_COMMAND_BYTES
+            or not _COMMAND_RE.fullmatch(command)
+        ):
             raise VectorFormatError(f"Exchange {i}: 'c' must be a command in lowercase hex")
         response = _hex(item["r"], f"Exchange {i}: 'r'")
         if len(response) < 2:
             raise VectorFormatError(f"Exchange {i}: 'r' has no status word")
+        if len(response) > _MAX_RESPONSE_BYTES:
+            raise VectorFormatError(f"Exchange {i}: 'r' is longer than a response APDU")
         result.append(Exchange(command, response))
     return result
 
 
 def _random(value: object) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and _HEX_RE.match(v) for k, v in value.items()
+        isinstance(k, str) and isinstance(v, str) and _HEX_RE.fullmatch(v) for k, v in value.items()
     ):
         raise VectorFormatError("Vector field 'random' must map names to lowercase hex")
     return dict(value)
@@ -168,25 +192,72 @@ def _command(value: object) -> list[str] | None:
     return list(value)
 
 
-def load_vector(path: str | os.PathLike[str]) -> Vector:
-    """Load and check a vector file: the one way tests and the CLI read vectors.
+def parse_vector(data: bytes, name: str = "<bytes>") -> Vector:
+    """Parse the bytes of a vector file, strictly.
 
-    :param path: the JSON file.
+    :param data: the file's content (UTF-8 JSON).
+    :param name: what to call the file in messages.
     :return: the vector.
-    :raises VectorFormatError: the file cannot be read or does not follow the format.
+    :raises VectorFormatError: for any content that is not a vector (the only exception raised).
     """
+    where = f"Vector {name!r}"
+    if len(data) > MAX_VECTOR_BYTES:
+        raise VectorFormatError(f"{where} is larger than {MAX_VECTOR_BYTES} bytes")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise VectorFormatError(f"Cannot read vector {os.fspath(path)!r}: {e}") from e
-    try:
-        obj = json.loads(text)
+        obj = json.loads(
+            data.decode("utf-8"),
+            parse_int=_Number,
+            parse_float=_Number,
+            parse_constant=_Number,
+            object_pairs_hook=_unique_keys,
+        )
+        # Encoding back refuses lone surrogates, which JSON escapes (\udXXX) can carry.
+        json.dumps(obj, ensure_ascii=False, default=lambda _: None).encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as e:
+        raise VectorFormatError(f"Cannot read vector {name!r}: not UTF-8 text ({e.reason})") from e
+    except RecursionError as e:
+        raise VectorFormatError(f"{where} is nested too deeply") from e
     except json.JSONDecodeError as e:
-        raise VectorFormatError(f"Vector {os.fspath(path)!r} is not JSON: {e}") from e
+        raise VectorFormatError(f"{where} is not JSON: {e}") from e
+    except VectorFormatError as e:
+        raise VectorFormatError(f"{where}: {e}") from e
     try:
         return Vector.from_json(obj)
     except VectorFormatError as e:
-        raise VectorFormatError(f"Vector {os.fspath(path)!r}: {e}") from e
+        raise VectorFormatError(f"{where}: {e}") from e
+
+
+class _Number:
+    """A JSON number, kept as text: the format has none, so the field check refuses it, and a
+    100,000-digit integer is never converted."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise VectorFormatError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def load_vector(path: str | os.PathLike[str]) -> Vector:
+    """Load and check a vector file: the one way tests and the CLI read vectors.
+
+    :param path: the JSON file (read up to :data:`MAX_VECTOR_BYTES`, never further).
+    :return: the vector.
+    :raises VectorFormatError: the file cannot be read or does not follow the format.
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_VECTOR_BYTES + 1)
+    except OSError as e:
+        raise VectorFormatError(f"Cannot read vector {name!r}: {e.strerror or e}") from e
+    return parse_vector(data, name)
 
 
 class RecordingConnection(SmartCardConnection):
@@ -269,9 +340,11 @@ class ReplayConnection(SmartCardConnection):
 
 __all__ = [
     "MASK_CHAR",
+    "MAX_VECTOR_BYTES",
     "Exchange",
     "RecordingConnection",
     "ReplayConnection",
     "Vector",
     "load_vector",
+    "parse_vector",
 ]

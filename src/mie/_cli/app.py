@@ -1,0 +1,174 @@
+"""The ``mie`` command group, logging and the exit-code contract.
+
+Exit codes: 0 success, 1 verification/authentication failed on well-formed input, 2 bad usage
+or unreadable input (one line on stderr, never a traceback), 130 interrupted (Ctrl-C).
+:mod:`mie._cli.__main__` is the entry point; it imports this module only once it can catch an
+interrupt.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from mie import __version__
+from mie._cli.auth import AuthFailedError, auth
+from mie._cli.cards import info, readers
+from mie._cli.demo import demo
+from mie._cli.emulate import emulate
+from mie._cli.state import CliState, UsageError
+from mie._cli.trust import crl_group, trust_group, verify_cert
+from mie._cli.vectors import record, replay
+from mie.core.errors import (
+    ApduError,
+    BadResponseError,
+    LastTryRefusedError,
+    MieError,
+    NoReaderError,
+    PcscUnavailableError,
+    ReplayMismatchError,
+    SignatureInvalidError,
+    TransportError,
+    UnsupportedCardError,
+)
+from mie.core.log import TRAFFIC, TRAFFIC_WARNING
+from mie.trust.errors import VerificationError
+
+logger = logging.getLogger("mie")
+
+INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT, as shells report it)."""
+
+_LEVELS = {
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "traffic": TRAFFIC,
+}
+# A check failed on well-formed input, or the card or reader failed during the session (a card
+# removed, reset or silent, a reader held by another process): exit 1.
+_FAILED = (
+    AuthFailedError,
+    ApduError,
+    BadResponseError,
+    LastTryRefusedError,
+    ReplayMismatchError,
+    SignatureInvalidError,
+    TransportError,
+    UnsupportedCardError,
+)
+# What the command line named cannot be used at all: exit 2 (README: unknown reader, no pcscd).
+_UNUSABLE = (UsageError, NoReaderError, PcscUnavailableError)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mie")
+@click.option(
+    "--log-level",
+    type=click.Choice(list(_LEVELS)),
+    default="warning",
+    show_default=True,
+    help="Logging on stderr; 'traffic' shows APDUs (PINs masked).",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str) -> None:
+    """Authenticate health professionals with ANS cards, DESFire badges and FIDO2 keys."""
+    if ctx.obj is None:
+        ctx.obj = CliState()
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(_LEVELS[log_level])
+    if log_level == "traffic":
+        click.echo(TRAFFIC_WARNING, err=True)
+
+
+for _command in (
+    readers,
+    info,
+    auth,
+    emulate,
+    record,
+    replay,
+    demo,
+    verify_cert,
+    trust_group,
+    crl_group,
+):
+    cli.add_command(_command)
+
+
+def exit_code_for(error: MieError) -> int:
+    """Map an error to the exit-code contract: 1 for a failed check, 2 for everything else."""
+    if isinstance(error, _UNUSABLE):
+        return 2
+    if isinstance(error, VerificationError):
+        return 2 if error.is_malformed else 1
+    return 1 if isinstance(error, _FAILED) else 2
+
+
+def one_line(message: str) -> str:
+    """:return: ``message`` on one line (the contract: one line on stderr per error)."""
+    return " ".join(message.split())
+
+
+def fail(message: str, code: int) -> int:
+    """Print ``mie: error: MESSAGE`` on stderr. :return: ``code``."""
+    click.echo(f"mie: error: {one_line(message)}", err=True)
+    return code
+
+
+def _usage(error: click.UsageError) -> int:
+    ctx = error.ctx
+    where = ""
+    if ctx is not None and ctx.parent is not None:
+        where = ctx.command_path.partition(" ")[2] + ": "
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        path = ctx.command_path if ctx is not None else "mie"
+        return fail(f"{where}missing command (see '{path} --help')", 2)
+    return fail(where + error.format_message(), 2)
+
+
+def interrupted(error: BaseException | None) -> bool:
+    """:return: whether ``error`` comes from Ctrl-C (click wraps it in ``Abort``)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def run(argv: list[str] | None = None, state: CliState | None = None) -> int:
+    """Run the CLI and return its exit code (no ``sys.exit``).
+
+    :param argv: the arguments (default: ``sys.argv[1:]``).
+    :param state: how card connections are opened (default: a fresh :class:`CliState`).
+    :return: the exit code.
+    """
+    try:
+        result = cli.main(args=argv, prog_name="mie", standalone_mode=False, obj=state)
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except click.exceptions.Abort as e:
+        return INTERRUPTED if interrupted(e) else fail("aborted (end of input)", 2)
+    except click.UsageError as e:
+        return _usage(e)
+    except click.ClickException as e:
+        return fail(e.format_message(), 2)
+    except MieError as e:
+        return fail(str(e), exit_code_for(e))
+    except ImportError as e:
+        # A missing extra (pyscard for PC/SC): the message says what to install.
+        return fail(str(e), 2)
+    except (ValueError, OSError) as e:
+        return fail(str(e), 2)
+    except Exception as e:
+        logger.debug("Internal error", exc_info=True)
+        return fail(f"internal error ({type(e).__name__}): {e}", 2)
+    return result if isinstance(result, int) else 0
