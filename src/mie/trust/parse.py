@@ -44,7 +44,6 @@ MAX_DER_CHILDREN = 10_000
 """Most values in one DER container of a certificate or PKCS#7 bundle."""
 
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
-_PEM_START = re.compile(rb"\s*-----BEGIN ")
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
 _PKCS7_LABELS = {b"PKCS7", b"CMS"}
 _CRL_LABELS = {b"X509 CRL"}
@@ -68,8 +67,9 @@ def max_crl_bytes() -> int:
 
 
 def is_pem(data: bytes) -> bool:
-    """:return: whether ``data`` looks like PEM text rather than DER."""
-    return _PEM_START.match(data) is not None
+    """:return: whether ``data`` looks like PEM text (possibly after explanatory text, as
+    ``openssl x509 -text`` writes it) rather than DER (which starts with a SEQUENCE)."""
+    return data[:1] != b"\x30" and b"-----BEGIN " in data
 
 
 def check_size(data: bytes, limit: int, source: str, what: str) -> None:
