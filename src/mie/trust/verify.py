@@ -32,7 +32,7 @@ from mie.trust import fallback
 from mie.trust.cache import CrlCache
 from mie.trust.crl import CrlSet, RevocationStatus, Status, UnsupportedRevocation, crl_status
 from mie.trust.errors import ErrorCode, VerificationError, malformed
-from mie.trust.identity import check_readable, extensions_of
+from mie.trust.identity import check_readable, extensions_of, one_line
 from mie.trust.ocsp import ocsp_status, ocsp_urls
 from mie.trust.parse import check_certificate_der
 from mie.trust.store import Anchor, TrustStore, dn, fingerprint
@@ -266,7 +266,7 @@ class Verifier:
         try:
             chain = self._build_path(leaf_cert, parsed, at)
         except (UnsupportedAlgorithm, ValueError, TypeError) as e:
-            raise malformed(f"path building failed on an unreadable certificate ({e})") from e
+            raise malformed(f"a certificate of the path cannot be used ({one_line(e)})") from e
         except CryptographyVerificationError as e:
             if self.fallback:
                 return self._rfc5280(*everything(), at, str(e))
@@ -325,8 +325,10 @@ class Verifier:
     ) -> tuple[RevocationStatus, tuple[str, ...]]:
         details = []
         unknown = False
+        # One deadline for all the downloads of this check (CrlCache.budget).
+        cache = self.crl_cache.for_one_check() if self.crl_cache is not None else None
         for position, (cert, issuer) in enumerate(itertools.pairwise(chain)):
-            status = self._status(cert, issuer, at)
+            status = self._status(cert, issuer, at, cache)
             details.append(f"chain[{position}]: {status.detail}")
             if status.status is RevocationStatus.REVOKED:
                 raise VerificationError(ErrorCode.REVOKED, f"{dn(cert.subject)}: {status.detail}")
@@ -344,23 +346,28 @@ class Verifier:
             )
         logger.warning("Revocation status unknown (soft mode): %s", "; ".join(details))
 
-    def _status(self, cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime) -> Status:
+    def _status(
+        self,
+        cert: x509.Certificate,
+        issuer: x509.Certificate,
+        at: dt.datetime,
+        cache: CrlCache | None,
+    ) -> Status:
         if self.ocsp and ocsp_urls(cert):
-            answer = ocsp_status(cert, issuer, at)
+            answer = ocsp_status(cert, issuer, at, deadline=cache.deadline if cache else None)
             if answer.status is not RevocationStatus.UNKNOWN:
                 return answer
             logger.info("OCSP gave no answer (%s); trying CRLs", answer.detail)
         crls = self.crls
-        if self.crl_cache is not None:
-            crls = self._with_fetched(cert, at)
+        if cache is not None:
+            crls = self._with_fetched(cert, at, cache)
         return crl_status(cert, issuer, at, crls)
 
-    def _with_fetched(self, cert: x509.Certificate, at: dt.datetime) -> CrlSet:
-        assert self.crl_cache is not None  # noqa: S101 (checked by the caller)
+    def _with_fetched(self, cert: x509.Certificate, at: dt.datetime, cache: CrlCache) -> CrlSet:
         merged = CrlSet.of(self.crls)
         for url in crl_urls(cert):
             try:
-                merged.add(self.crl_cache.get(url, at))
+                merged.add(cache.get(url, at))
             except VerificationError as e:
                 logger.warning("No CRL from %s: %s", url, e.message)
         return merged
@@ -448,7 +455,7 @@ def _parse_der(der: bytes, what: str) -> x509.Certificate:
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             return x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion) as e:
-        raise malformed(f"{what}: does not parse ({e})") from e
+        raise malformed(f"{what}: does not parse ({one_line(e)})") from e
 
 
 def _as_der(cert: x509.Certificate | bytes) -> bytes:
