@@ -16,12 +16,15 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum, unique
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509 import DuplicateExtension
 
 from mie.cards.cps4 import Cps4Session
 from mie.cards.cpx import (
@@ -29,12 +32,15 @@ from mie.cards.cpx import (
     CpxFamily,
     CpxSession,
     detect_family,
+    parse_nos_card_serial,
 )
 from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
 from mie.core.pin import check_pin
 from mie.policy import LevelPolicy, decide_level
+from mie.trust.errors import VerificationError
 from mie.trust.identity import Identity, identity_from_certificate
+from mie.trust.parse import parse_certificate_der
 from mie.trust.verify import Usage, Verifier
 
 logger = logging.getLogger(__name__)
@@ -168,71 +174,184 @@ class Identification:
         return {"authenticator": self.card.to_json(), "identity": self.identity.to_json()}
 
 
-class CertificateCache:
-    """Authentication certificates already read, keyed by card serial and certificate hash.
+@unique
+class SerialBinding(Enum):
+    """Which card serial an authenticator reports, and what EF.SN is checked against.
 
-    An entry is used only when the card's fresh signature verifies with its public key, so a
-    cache entry is never trusted for another card.
+    The authentication certificate of a CPx card carries the NOS extension 1.2.250.1.71.1.2.3,
+    ``8025000001/<serial>``; that it is the serial EF.SN holds is inferred from its value
+    (``ans-pki.md`` §4.1), hence the choice.
+    """
+
+    #: The serial is the certificate's (the extension); EF.SN must hold the same one, or the card
+    #: answer is refused (:class:`~mie.errors.BadResponseError`). A certificate without the
+    #: extension gives no serial to an authentication.
+    CERTIFICATE = "certificate"
+    #: The extension is not read as a card serial: nothing binds EF.SN to the certificate, so an
+    #: authentication reports no serial (identification still shows EF.SN, unverified).
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class _CacheEntry:
+    der: bytes
+    certificate: x509.Certificate
+    key: rsa.RSAPublicKey
+    # EF.SN as read in the session that proved this certificate: a hint to find the entry
+    # before signing (CPS4), never a value reported.
+    serial: str | None
+    chain_verified: bool
+
+
+class CertificateCache:
+    """Authentication certificates of cards that proved they hold the certificate's key.
+
+    Only an authentication adds entries: after the card's fresh signature verified with the
+    certificate and, unless the caller opted out of chain checks, after its chain verified.
+    :meth:`CpxAuthenticator.identify` never does. An entry is used only when a new signature
+    verifies with its key, so it never vouches for another card, and the serial and identity of
+    a result come from the certificate, never from how the entry was found.
     """
 
     def __init__(self, max_entries: int = 64) -> None:
-        # Certificates are kept parsed: match() runs on every warm login.
-        self._entries: dict[tuple[str, str], tuple[bytes, x509.Certificate]] = {}
+        # Certificates are kept parsed, with their key: match() runs on every warm login.
+        self._entries: dict[bytes, _CacheEntry] = {}
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
-    def add(self, serial: str, der: bytes) -> None:
-        """Remember the certificate ``der`` of card ``serial`` (least recently added go first)."""
+    def add(
+        self,
+        der: bytes,
+        certificate: x509.Certificate,
+        *,
+        serial: str | None,
+        chain_verified: bool,
+    ) -> None:
+        """Remember a certificate that verified a card's signature (least recently added go first).
+
+        :param der: the certificate exactly as the card returned it.
+        :param certificate: ``der`` parsed.
+        :param serial: EF.SN as read in the same session (a lookup hint), if read.
+        :param chain_verified: whether the certificate's chain verified.
+        :raises ValueError: the certificate does not hold an RSA key.
+        """
+        key = certificate.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError("Only certificates with an RSA key are cached")
+        digest = hashlib.sha256(der).digest()
         with self._lock:
-            key = (serial, hashlib.sha256(der).hexdigest())
-            self._entries.pop(key, None)
-            self._entries[key] = (der, x509.load_der_x509_certificate(der))
+            previous = self._entries.pop(digest, None)
+            verified = chain_verified or (previous is not None and previous.chain_verified)
+            self._entries[digest] = _CacheEntry(der, certificate, key, serial, verified)
             while len(self._entries) > self.max_entries:
                 del self._entries[next(iter(self._entries))]
 
-    def match(self, challenge: bytes, signature: bytes) -> tuple[str, x509.Certificate] | None:
+    def discard(self, der: bytes) -> None:
+        """Forget the certificate ``der`` (it failed a check after it was found here)."""
+        with self._lock:
+            self._entries.pop(hashlib.sha256(der).digest(), None)
+
+    def match(
+        self, challenge: bytes, signature: bytes, *, chain_verified: bool = True
+    ) -> tuple[bytes, x509.Certificate] | None:
         """Find the cached certificate whose key made ``signature`` over ``challenge``.
 
-        :return: ``(serial, certificate)`` or ``None``.
+        An entry that fails in any way is a miss: one entry never breaks another card's login.
+
+        :param chain_verified: consider only certificates whose chain verified.
+        :return: ``(der, certificate)`` or ``None``.
         """
-        with self._lock:
-            entries = list(self._entries.items())
-        for (serial, _), (_, certificate) in entries:
-            try:
-                verify_signature(certificate, challenge, signature)
-            except SignatureInvalidError:
-                continue
-            return serial, certificate
+        for entry in self._candidates(chain_verified):
+            if _entry_verifies(entry, challenge, signature):
+                return entry.der, entry.certificate
         return None
 
-    def by_serial(self, serial: str) -> bytes | None:
-        """:return: the certificate last cached for card ``serial``, if any."""
+    def by_serial(
+        self, serial: str, *, chain_verified: bool = True
+    ) -> tuple[bytes, x509.Certificate] | None:
+        """The certificate last cached for a card that showed EF.SN ``serial`` (a hint only: the
+        card must still prove it holds the key).
+
+        :param chain_verified: consider only certificates whose chain verified.
+        :return: ``(der, certificate)`` or ``None``.
+        """
+        found = [e for e in self._candidates(chain_verified) if e.serial == serial]
+        return (found[-1].der, found[-1].certificate) if found else None
+
+    def _candidates(self, chain_verified: bool) -> list[_CacheEntry]:
         with self._lock:
-            found = [der for (s, _), (der, _) in self._entries.items() if s == serial]
-        return found[-1] if found else None
+            entries = list(self._entries.values())
+        return [e for e in entries if e.chain_verified or not chain_verified]
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
 
-def load_certificate(der: bytes) -> x509.Certificate:
-    """Parse a certificate read from a card.
+def _entry_verifies(entry: _CacheEntry, challenge: bytes, signature: bytes) -> bool:
+    if len(signature) != (entry.key.key_size + 7) // 8:
+        return False
+    try:
+        entry.key.verify(signature, challenge, padding.PKCS1v15(), hashes.SHA256())
+    except Exception:
+        # Any failure (not only a wrong signature) is a miss: the card's certificate is read.
+        logger.debug("Cached certificate does not verify the signature")
+        return False
+    return True
 
-    :raises BadResponseError: it does not parse.
+
+def load_certificate(der: bytes) -> x509.Certificate:
+    """Parse a certificate read from a card, strictly, and check its public key loads.
+
+    :raises BadResponseError: it does not parse (in either parser) or its key cannot be loaded.
     """
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as e:
-        raise BadResponseError(f"The card's certificate does not parse: {e}") from e
+        certificate = parse_certificate_der(der, "the card's authentication certificate")
+    except VerificationError as e:
+        raise BadResponseError(e.message) from e
+    _public_key(certificate)
+    return certificate
+
+
+# What cryptography raises from the parts of a certificate it parses lazily (names, extensions,
+# keys), for bytes that passed the strict parse all the same.
+_CERTIFICATE_PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, DuplicateExtension)
+
+
+def _public_key(certificate: x509.Certificate) -> CertificatePublicKeyTypes:
+    try:
+        return certificate.public_key()
+    except _CERTIFICATE_PARSE_ERRORS as e:
+        raise BadResponseError(
+            f"The card's certificate holds a key that cannot be loaded: {_detail(e)}"
+        ) from e
+
+
+def card_identity(certificate: x509.Certificate) -> Identity:
+    """Read the holder's identity from a card certificate.
+
+    :raises BadResponseError: the certificate holds no well-formed identity (a bad card answer).
+    """
+    try:
+        return identity_from_certificate(certificate)
+    except (VerificationError, *_CERTIFICATE_PARSE_ERRORS) as e:
+        message = e.message if isinstance(e, VerificationError) else _detail(e)
+        raise BadResponseError(f"The card's certificate holds no valid identity: {message}") from e
+
+
+def _detail(error: Exception) -> str:
+    # Parsers can quote whole structures over several lines; the contract is one line.
+    lines = str(error).strip().splitlines()
+    return " ".join(lines[0].split())[:300] if lines else type(error).__name__
 
 
 def verify_signature(certificate: x509.Certificate, challenge: bytes, signature: bytes) -> None:
     """Check a PKCS#1 v1.5 SHA-256 signature of ``challenge`` with the certificate's RSA key.
 
     :raises SignatureInvalidError: wrong length, wrong key or wrong signature.
+    :raises BadResponseError: the certificate's key cannot be loaded.
     """
-    key = certificate.public_key()
+    key = _public_key(certificate)
     if not isinstance(key, rsa.RSAPublicKey):
         raise SignatureInvalidError("The authentication certificate does not hold an RSA key")
     expected = (key.key_size + 7) // 8
@@ -269,18 +388,31 @@ class Authenticator(abc.ABC):
     def authenticate(
         self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
     ) -> AuthResult:
-        """Verify the PIN once, sign ``challenge``, check everything; raise on any failure."""
+        """Verify the PIN once, sign ``challenge``, check everything; raise on any failure.
+
+        A ``bytearray`` PIN is zeroed in place before this returns or raises; a ``str`` or
+        ``bytes`` PIN is immutable and cannot be wiped (pass a ``bytearray`` to control it).
+        """
 
 
-def _cps4_signature(
-    session: Cps4Session, der: bytes, challenge: bytes
-) -> tuple[x509.Certificate, bytes]:
-    certificate = load_certificate(der)
-    key = certificate.public_key()
+@dataclass(frozen=True)
+class _Signed:
+    """What the card session produced: the certificate that verified the signature, and how."""
+
+    der: bytes
+    certificate: x509.Certificate
+    signature: bytes
+    # EF.SN as read in this session; None on the warm path, which reads no EF.SN.
+    ef_sn: str | None
+    from_cache: bool
+
+
+def _cps4_signature(session: Cps4Session, certificate: x509.Certificate, challenge: bytes) -> bytes:
+    key = _public_key(certificate)
     if not isinstance(key, rsa.RSAPublicKey):
         raise UnsupportedCardError("The CPS4 authentication key is not RSA")
     session.key_bytes = (key.key_size + 7) // 8
-    return certificate, session.sign_challenge(challenge)
+    return session.sign_challenge(challenge)
 
 
 def open_authenticator(
@@ -288,19 +420,23 @@ def open_authenticator(
     *,
     check_chain: ChainChecker | None,
     cache: CertificateCache | None = None,
+    serial_binding: SerialBinding = SerialBinding.CERTIFICATE,
 ) -> Authenticator:
     """Connect to the card in a PC/SC reader and return the authenticator for it.
 
     :param reader: reader name or a unique part of it; ``None`` takes the first reader with a card.
     :param check_chain: chain, revocation and level checks (``None``: explicitly unchecked).
     :param cache: certificate cache shared across logins.
+    :param serial_binding: where the reported card serial comes from (see :class:`SerialBinding`).
     :raises UnsupportedCardError: the card is not a supported authenticator (connection closed).
     """
     from mie.transport.pcsc import PcscConnection
 
     connection = PcscConnection(reader)
     try:
-        return CpxAuthenticator(connection, check_chain=check_chain, cache=cache)
+        return CpxAuthenticator(
+            connection, check_chain=check_chain, cache=cache, serial_binding=serial_binding
+        )
     except BaseException:
         connection.close()
         raise
@@ -314,6 +450,7 @@ class CpxAuthenticator(Authenticator):
         ``None`` is an explicit opt-out: results then say the chain was not checked and carry
         no level.
     :param cache: certificates already read (share one cache across logins).
+    :param serial_binding: where the reported card serial comes from (see :class:`SerialBinding`).
     """
 
     def __init__(
@@ -322,11 +459,13 @@ class CpxAuthenticator(Authenticator):
         *,
         check_chain: ChainChecker | None,
         cache: CertificateCache | None = None,
+        serial_binding: SerialBinding = SerialBinding.CERTIFICATE,
     ) -> None:
         self.connection = connection
         self.family = detect_family(connection.atr)
         self.check_chain = check_chain
         self.cache = cache if cache is not None else CertificateCache()
+        self.serial_binding = serial_binding
 
     def _session(self) -> CpxSession:
         if self.family is CpxFamily.CPS3_CL:
@@ -336,16 +475,34 @@ class CpxAuthenticator(Authenticator):
         return CpxSession(self.connection)
 
     def identify(self) -> Identification:
+        """Read EF.SN and the authentication certificate, without PIN; nothing is verified and
+        nothing is cached.
+
+        :return: the card and the identity its certificate states.
+        :raises BadResponseError: an answer breaks its format, the certificate holds no valid
+            identity, or EF.SN is not the serial the certificate names.
+        """
         with self.connection.transaction():
             session = self._session()
-            serial = session.serial()
+            ef_sn = session.serial()
             der = session.authentication_certificate()
         certificate = load_certificate(der)
-        identity = identity_from_certificate(certificate)
-        self.cache.add(serial, der)
-        return Identification(self._card(serial, identity), certificate, identity)
+        identity = card_identity(certificate)
+        serial = self._serial(identity, ef_sn)
+        return Identification(self._card(serial or ef_sn, identity), certificate, identity)
 
-    def _card(self, serial: str, identity: Identity) -> CardInfo:
+    def _serial(self, identity: Identity, ef_sn: str | None) -> str | None:
+        """The serial bound to the certificate, checked against EF.SN when it was read."""
+        if self.serial_binding is SerialBinding.NONE or identity.card_serial is None:
+            return None
+        bound = parse_nos_card_serial(identity.card_serial)
+        if ef_sn is not None and ef_sn != bound:
+            raise BadResponseError(
+                f"EF.SN names card {ef_sn}, its authentication certificate names card {bound}"
+            )
+        return bound
+
+    def _card(self, serial: str | None, identity: Identity) -> CardInfo:
         # CPE, CPA and PSI cards share the CPS3/CPS4 hardware; the certificate tells them apart.
         kind = self.family.value
         if identity.card_type in ("CPE", "CPA", "PSI"):
@@ -354,6 +511,28 @@ class CpxAuthenticator(Authenticator):
 
     def authenticate(
         self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
+    ) -> AuthResult:
+        """Verify the PIN once, have the card sign ``challenge``, check the signature, the
+        certificate (unless ``check_chain`` is ``None``) and the card serial.
+
+        :param challenge: the bytes to sign, 16 or more.
+        :param pin: the cardholder PIN, 4 to 8 digits. A ``bytearray`` is zeroed in place on
+            every path, success or failure; a ``str`` or ``bytes`` cannot be wiped by anyone,
+            so callers that must control the PIN's lifetime pass a ``bytearray``.
+        :param allow_last_try: present the PIN even when one try is left.
+        :return: the result; every failure raises.
+        :raises ValueError: a short challenge or a malformed PIN; nothing was sent.
+        :raises BadResponseError: a card answer breaks its format, or EF.SN is not the serial
+            the certificate names.
+        """
+        try:
+            return self._authenticate(challenge, pin, allow_last_try)
+        finally:
+            if isinstance(pin, bytearray):
+                pin[:] = bytes(len(pin))
+
+    def _authenticate(
+        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool
     ) -> AuthResult:
         if len(challenge) < MIN_CHALLENGE:
             raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
@@ -367,28 +546,28 @@ class CpxAuthenticator(Authenticator):
         with self.connection.transaction(reset=True):
             session = self._session()
             if isinstance(session, Cps4Session):
-                serial, certificate, signature = self._sign_cps4(
-                    session, challenge, pin, allow_last_try
-                )
+                signed = self._sign_cps4(session, challenge, pin, allow_last_try)
             else:
                 session.verify_cardholder_pin(pin, allow_last_try)
                 signature = session.sign_challenge(challenge)
-                serial, certificate = self._signer(session, challenge, signature)
-        return self._result(serial, certificate, challenge, signature)
+                signed = self._signer(session, challenge, signature)
+        return self._result(signed, challenge)
 
-    def _signer(
-        self, session: CpxSession, challenge: bytes, signature: bytes
-    ) -> tuple[str, x509.Certificate]:
+    @property
+    def _chain_verified_only(self) -> bool:
+        # Certificates cached by an unchecked authenticator never serve a checked one.
+        return self.check_chain is not None
+
+    def _signer(self, session: CpxSession, challenge: bytes, signature: bytes) -> _Signed:
         """Find the certificate that verifies ``signature``: cached first, then from the card."""
-        found = self.cache.match(challenge, signature)
+        found = self.cache.match(challenge, signature, chain_verified=self._chain_verified_only)
         if found is not None:
-            return found
-        serial = session.serial()
+            return _Signed(found[0], found[1], signature, None, True)
+        ef_sn = session.serial()
         der = session.authentication_certificate()
         certificate = load_certificate(der)
         verify_signature(certificate, challenge, signature)
-        self.cache.add(serial, der)
-        return serial, certificate
+        return _Signed(der, certificate, signature, ef_sn, False)
 
     def _sign_cps4(
         self,
@@ -396,15 +575,19 @@ class CpxAuthenticator(Authenticator):
         challenge: bytes,
         pin: str | bytes | bytearray,
         allow_last_try: bool,
-    ) -> tuple[str, x509.Certificate, bytes]:
-        """CPS4 needs the key size before signing: the certificate comes first (cached by the
-        card's serial, or read), and is read again, with a new signature, if the cached one
+    ) -> _Signed:
+        """CPS4 needs the key size before signing: the certificate comes first (cached for the
+        card's EF.SN, or read), and is read again, with a new signature, if the cached one
         turns out not to match the card."""
-        serial = session.serial()
-        cached = self.cache.by_serial(serial)
-        der = cached or session.authentication_certificate()
+        ef_sn = session.serial()
+        cached = self.cache.by_serial(ef_sn, chain_verified=self._chain_verified_only)
+        if cached is not None:
+            der, certificate = cached
+        else:
+            der = session.authentication_certificate()
+            certificate = load_certificate(der)
         session.verify_cardholder_pin(pin, allow_last_try)
-        certificate, signature = _cps4_signature(session, der, challenge)
+        signature = _cps4_signature(session, certificate, challenge)
         try:
             verify_signature(certificate, challenge, signature)
         except SignatureInvalidError:
@@ -412,23 +595,34 @@ class CpxAuthenticator(Authenticator):
                 raise
             logger.info("Cached certificate does not match the card; reading it again")
             der = session.authentication_certificate()
-            certificate, signature = _cps4_signature(session, der, challenge)
+            certificate = load_certificate(der)
+            signature = _cps4_signature(session, certificate, challenge)
             verify_signature(certificate, challenge, signature)
-        self.cache.add(serial, der)
-        return serial, certificate, signature
+            cached = None
+        return _Signed(der, certificate, signature, ef_sn, cached is not None)
 
-    def _result(
-        self, serial: str, certificate: x509.Certificate, challenge: bytes, signature: bytes
-    ) -> AuthResult:
-        identity = identity_from_certificate(certificate)
-        card = self._card(serial, identity)
-        leaf = certificate.public_bytes(serialization.Encoding.DER)
+    def _result(self, signed: _Signed, challenge: bytes) -> AuthResult:
+        identity = card_identity(signed.certificate)
+        card = self._card(self._serial(identity, signed.ef_sn), identity)
+        leaf = signed.certificate.public_bytes(serialization.Encoding.DER)
         if self.check_chain is None:
-            evidence = Evidence(challenge, signature, [leaf], "unknown")
+            self._remember(signed, chain_verified=False)
+            evidence = Evidence(challenge, signed.signature, [leaf], "unknown")
             reasons = ["signature verified", "certificate chain and revocation not checked"]
             return AuthResult(card, identity, None, reasons, evidence)
-        report = self.check_chain(certificate, [])
+        try:
+            report = self.check_chain(signed.certificate, [])
+        except BaseException:
+            if signed.from_cache:
+                self.cache.discard(signed.der)
+            raise
+        self._remember(signed, chain_verified=True)
         chain = [c.public_bytes(serialization.Encoding.DER) for c in report.chain] or [leaf]
-        evidence = Evidence(challenge, signature, chain, report.revocation)
+        evidence = Evidence(challenge, signed.signature, chain, report.revocation)
         reasons = ["signature verified", *report.reasons]
         return AuthResult(card, report.identity, report.level, reasons, evidence)
+
+    def _remember(self, signed: _Signed, *, chain_verified: bool) -> None:
+        self.cache.add(
+            signed.der, signed.certificate, serial=signed.ef_sn, chain_verified=chain_verified
+        )

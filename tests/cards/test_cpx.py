@@ -252,3 +252,40 @@ def test_logging_at_debug_names_operations_not_values(
     ).authenticate(os.urandom(32), "4826")
     assert "Verifying PIN" in caplog.text
     assert "4826" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["cps3", "cps4"])
+def test_callers_pin_bytearray_is_wiped_after_success(kind: str, options: CardOptions) -> None:
+    pin = bytearray(b"4826")
+    CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(os.urandom(32), pin)
+    assert pin == bytearray(4)
+
+
+@pytest.mark.parametrize("kind", ["cps3", "cps4"])
+def test_callers_pin_bytearray_is_wiped_after_an_invalid_pin(
+    kind: str, options: CardOptions
+) -> None:
+    pin = bytearray(b"0000")
+    with pytest.raises(InvalidPinError):
+        CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(
+            os.urandom(32), pin
+        )
+    assert pin == bytearray(4)
+
+
+@pytest.mark.parametrize(
+    ("challenge", "pin", "raised"),
+    [
+        (b"short", bytearray(b"4826"), ValueError),
+        (bytes(32), bytearray(b"12a4"), ValueError),
+        (bytes(32), bytearray(b"4826"), UnsupportedCardError),
+    ],
+    ids=["short-challenge", "malformed-pin", "contactless"],
+)
+def test_callers_pin_bytearray_is_wiped_when_nothing_was_sent(
+    challenge: bytes, pin: bytearray, raised: type[Exception], options: CardOptions
+) -> None:
+    kind = "cps3-cl" if raised is UnsupportedCardError else "cps3"
+    with pytest.raises(raised):
+        CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(challenge, pin)
+    assert pin == bytearray(len(pin))

@@ -9,7 +9,7 @@ MAX_PIN_LENGTH = 8
 def check_pin(pin: str | bytes | bytearray) -> None:
     """Check a PIN is 4 to 8 ASCII decimal digits, without echoing it in the error.
 
-    :param pin: the PIN as typed.
+    :param pin: the PIN as typed (a ``bytearray`` is read in place, never copied).
     :raises ValueError: the PIN has the wrong length or a character that is not a digit.
     """
     if isinstance(pin, str):
@@ -18,10 +18,11 @@ def check_pin(pin: str | bytes | bytearray) -> None:
             raise ValueError(f"PIN must have 4 to 8 digits, got {len(pin)} characters")
         if not (pin.isascii() and pin.isdigit()):
             raise ValueError("PIN must contain decimal digits only")
-    raw = pin.encode("ascii") if isinstance(pin, str) else bytes(pin)
-    if not MIN_PIN_LENGTH <= len(raw) <= MAX_PIN_LENGTH:
-        raise ValueError(f"PIN must have 4 to 8 digits, got {len(raw)} characters")
-    if not all(0x30 <= b <= 0x39 for b in raw):
+        return
+    # Checked in place: a copy of a caller's bytearray would outlive the caller's wipe.
+    if not MIN_PIN_LENGTH <= len(pin) <= MAX_PIN_LENGTH:
+        raise ValueError(f"PIN must have 4 to 8 digits, got {len(pin)} characters")
+    if not all(0x30 <= b <= 0x39 for b in pin):
         raise ValueError("PIN must contain decimal digits only")
 
 

@@ -1,0 +1,168 @@
+"""The certificate cache holds only certificates a card proved (issue 7, item 1).
+
+Reproducers: one certificate read with one name byte changed (key untouched), and a planted
+certificate whose key cannot be loaded, must not affect later logins in the same process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mie.auth import CertificateCache, CpxAuthenticator, chain_checker
+from mie.emulation import EmulatedConnection
+from mie.emulation.cpx import IasEccCard
+from mie.emulation.registry import CardOptions, build_card
+from mie.errors import BadResponseError
+from mie.trust import ErrorCode, VerificationError
+from tests.cards.faults import CorruptingConnection, alter_file_byte, plant_certificate
+from tests.cards.pki import pki_verifier
+
+RSA_ENCRYPTION = bytes.fromhex("06092A864886F70D010101")
+
+
+def _card(kind: str, options: CardOptions) -> IasEccCard:
+    card = build_card(kind, options)
+    assert isinstance(card, IasEccCard) and card.credentials is not None
+    return card
+
+
+def _certificate(card: IasEccCard) -> bytes:
+    assert card.credentials is not None
+    return card.credentials.authentication.certificate.public_bytes(Encoding.DER)
+
+
+def _renamed_once(card: IasEccCard) -> CorruptingConnection:
+    """The card, with one byte of the holder's family name changed in the first certificate
+    read (the key and everything else untouched)."""
+    der = _certificate(card)
+    index = der.index(b"DUPONT")
+    return CorruptingConnection(EmulatedConnection(card), alter_file_byte(der, index, ord("E")))
+
+
+@pytest.mark.parametrize("kind", ["cps3", "cps4"])
+def test_identify_of_an_altered_certificate_does_not_fail_later_checked_logins(
+    kind: str, options: CardOptions
+) -> None:
+    card = _card(kind, options)
+    cache = CertificateCache()
+    seen = CpxAuthenticator(_renamed_once(card), check_chain=None, cache=cache).identify()
+    assert seen.identity.family_name == "EUPONT", "the fault did not hit the certificate"
+    checked = chain_checker(pki_verifier(options.pki()))
+    for _ in range(2):
+        result = CpxAuthenticator(
+            EmulatedConnection(card), check_chain=checked, cache=cache
+        ).authenticate(os.urandom(32), "4826")
+        assert result.identity is not None and result.identity.family_name == "DUPONT"
+        assert result.level == "substantial"
+
+
+@pytest.mark.parametrize("kind", ["cps3", "cps4"])
+def test_a_login_that_read_an_altered_certificate_does_not_fail_the_next_ones(
+    kind: str, options: CardOptions
+) -> None:
+    card = _card(kind, options)
+    cache = CertificateCache()
+    checked = chain_checker(pki_verifier(options.pki()))
+    with pytest.raises(VerificationError) as raised:
+        CpxAuthenticator(_renamed_once(card), check_chain=checked, cache=cache).authenticate(
+            os.urandom(32), "4826"
+        )
+    assert raised.value.code is ErrorCode.BAD_SIGNATURE
+    result = CpxAuthenticator(
+        EmulatedConnection(card), check_chain=checked, cache=cache
+    ).authenticate(os.urandom(32), "4826")
+    assert result.identity is not None and result.identity.family_name == "DUPONT"
+
+
+@pytest.mark.parametrize("kind", ["cps3", "cps4"])
+def test_identify_of_an_altered_certificate_does_not_rename_later_unchecked_logins(
+    kind: str, options: CardOptions
+) -> None:
+    card = _card(kind, options)
+    cache = CertificateCache()
+    CpxAuthenticator(_renamed_once(card), check_chain=None, cache=cache).identify()
+    result = CpxAuthenticator(EmulatedConnection(card), check_chain=None, cache=cache).authenticate(
+        os.urandom(32), "4826"
+    )
+    assert result.identity is not None and result.identity.family_name == "DUPONT"
+    assert result.evidence.chain[0] == _certificate(card)
+
+
+def test_identify_caches_nothing(options: CardOptions) -> None:
+    cache = CertificateCache()
+    card = _card("cps3", options)
+    CpxAuthenticator(EmulatedConnection(card), check_chain=None, cache=cache).identify()
+    assert len(cache) == 0
+
+
+def test_unchecked_logins_never_serve_checked_ones(options: CardOptions) -> None:
+    # The certificate an unchecked login cached is the card's own; a checked login reads and
+    # checks it all the same, and only then is it cached as chain-verified.
+    card = _card("cps3", options)
+    cache = CertificateCache()
+    CpxAuthenticator(EmulatedConnection(card), check_chain=None, cache=cache).authenticate(
+        os.urandom(32), "4826"
+    )
+    assert cache.match(b"x" * 32, b"", chain_verified=True) is None
+    checked = chain_checker(pki_verifier(options.pki()))
+    connection = CorruptingConnection(EmulatedConnection(card), lambda c, d, sw: None)
+    CpxAuthenticator(connection, check_chain=checked, cache=cache).authenticate(
+        os.urandom(32), "4826"
+    )
+    assert any(c[1] == 0xB0 and c[2] < 0x80 for c in connection.commands), "certificate not read"
+
+
+def _unloadable_key(der: bytes) -> bytes:
+    # rsaEncryption becomes 1.2.840.113549.1.1.99: the certificate parses, its key never loads.
+    assert der.count(RSA_ENCRYPTION) == 1
+    return der.replace(RSA_ENCRYPTION, RSA_ENCRYPTION[:-1] + b"\x63")
+
+
+@pytest.mark.parametrize("checked", [False, True])
+def test_a_planted_certificate_with_an_unloadable_key_does_not_break_other_cards(
+    checked: bool, options: CardOptions
+) -> None:
+    cache = CertificateCache()
+    planted = _card("cps3", dataclasses.replace(options, serial="2800000066"))
+    plant_certificate(planted, _unloadable_key(_certificate(planted)))
+    with contextlib.suppress(BadResponseError):
+        CpxAuthenticator(EmulatedConnection(planted), check_chain=None, cache=cache).identify()
+    check = chain_checker(pki_verifier(options.pki())) if checked else None
+    for kind in ("cps3", "cpe", "cps4"):
+        other = CpxAuthenticator(
+            EmulatedConnection(_card(kind, options)), check_chain=check, cache=cache
+        )
+        for _ in range(2):
+            assert other.authenticate(os.urandom(32), "4826").evidence.signature
+
+
+def test_a_certificate_with_an_unloadable_key_is_a_bad_response(options: CardOptions) -> None:
+    card = _card("cps3", options)
+    plant_certificate(card, _unloadable_key(_certificate(card)))
+    authenticator = CpxAuthenticator(EmulatedConnection(card), check_chain=None)
+    with pytest.raises(BadResponseError):
+        authenticator.identify()
+    with pytest.raises(BadResponseError):
+        authenticator.authenticate(os.urandom(32), "4826")
+
+
+def test_a_checked_login_whose_cached_certificate_fails_forgets_it(options: CardOptions) -> None:
+    card = _card("cps3", options)
+    cache = CertificateCache()
+    pki = options.pki()
+    CpxAuthenticator(
+        EmulatedConnection(card), check_chain=chain_checker(pki_verifier(pki)), cache=cache
+    ).authenticate(os.urandom(32), "4826")
+    assert len(cache) == 1
+    serial = card.credentials.authentication.certificate.serial_number  # type: ignore[union-attr]
+    revoked = chain_checker(pki_verifier(pki, [serial]))
+    with pytest.raises(VerificationError):
+        CpxAuthenticator(EmulatedConnection(card), check_chain=revoked, cache=cache).authenticate(
+            os.urandom(32), "4826"
+        )
+    assert len(cache) == 0
