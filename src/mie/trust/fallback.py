@@ -19,7 +19,7 @@ from typing import Any
 from asn1crypto import crl as acrl  # type: ignore[import-untyped]
 from asn1crypto import x509 as ax509
 
-from mie.trust.errors import ErrorCode, VerificationError
+from mie.trust.errors import ErrorCode, VerificationError, describe, malformed
 
 
 def available() -> bool:
@@ -56,9 +56,6 @@ def validate(
     from pyhanko_certvalidator import CertificateValidator, ValidationContext
     from pyhanko_certvalidator.policy_decl import DisallowWeakAlgorithmsPolicy
 
-    leaf_cert = _certificate(leaf)
-    pool = [_certificate(d) for d in intermediates]
-    relevant = _relevant_crls(leaf_cert, pool, [_crl(c) for c in crls])
     policy = (
         DisallowWeakAlgorithmsPolicy(
             weak_hash_algos=frozenset({"md2", "md5"}),
@@ -68,17 +65,23 @@ def validate(
         if legacy_algorithms
         else DisallowWeakAlgorithmsPolicy()
     )
-    context = ValidationContext(
-        trust_roots=[_certificate(d) for d in anchors],
-        other_certs=pool,
-        crls=relevant,
-        moment=at,
-        revocation_mode="require" if hard else "soft-fail",
-        allow_fetching=False,
-        algorithm_usage_policy=policy,
-        signature_validator=_inheriting_validator([leaf_cert, *pool]),
-    )
-    validator = CertificateValidator(leaf_cert, validation_context=context)
+    try:
+        leaf_cert = _certificate(leaf)
+        pool = [_certificate(d) for d in intermediates]
+        context = ValidationContext(
+            trust_roots=[_certificate(d) for d in anchors],
+            other_certs=pool,
+            crls=_relevant_crls(leaf_cert, pool, [_crl(c) for c in crls]),
+            moment=at,
+            revocation_mode="require" if hard else "soft-fail",
+            allow_fetching=False,
+            algorithm_usage_policy=policy,
+            signature_validator=_inheriting_validator([leaf_cert, *pool]),
+        )
+        validator = CertificateValidator(leaf_cert, validation_context=context)
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as e:
+        # asn1crypto decodes lazily: a broken input may only fail here, never as a verdict.
+        raise malformed(f"the RFC 5280 engine cannot read its inputs ({describe(e)})") from e
     try:
         path = asyncio.run(validator.async_validate_path())
     except Exception as e:  # pyhanko raises a family of types; map them all.
@@ -181,7 +184,7 @@ _MESSAGE_CODES = (
 def _mapped(error: Exception) -> VerificationError:
     from pyhanko_certvalidator import errors
 
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    message = describe(error)
     by_type = (
         (errors.RevokedError, ErrorCode.REVOKED),
         (errors.InsufficientRevinfoError, ErrorCode.REVOCATION_UNKNOWN),

@@ -20,7 +20,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from mie.core.luhn import luhn_valid
-from mie.trust.errors import malformed
+from mie.trust.errors import describe, malformed
 
 OID_NOS_PRODUCT_CATEGORY = x509.ObjectIdentifier("1.2.250.1.71.1.2.5")
 OID_NOS_PRODUCT_TYPE = x509.ObjectIdentifier("1.2.250.1.71.1.2.2")
@@ -163,11 +163,6 @@ def shown(value: str) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def subject_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
     """:return: the subject of ``cert``.
 
@@ -176,7 +171,7 @@ def subject_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
     try:
         return cert.subject
     except _FOREIGN as e:
-        raise malformed(f"{what}: subject does not parse ({_one_line(e)})") from e
+        raise malformed(f"{what}: subject does not parse ({describe(e)})") from e
 
 
 def issuer_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
@@ -187,7 +182,7 @@ def issuer_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
     try:
         return cert.issuer
     except _FOREIGN as e:
-        raise malformed(f"{what}: issuer name does not parse ({_one_line(e)})") from e
+        raise malformed(f"{what}: issuer name does not parse ({describe(e)})") from e
 
 
 def extensions_of(cert: x509.Certificate, what: str = "certificate") -> x509.Extensions:
@@ -199,7 +194,7 @@ def extensions_of(cert: x509.Certificate, what: str = "certificate") -> x509.Ext
     try:
         return cert.extensions
     except _FOREIGN as e:
-        raise malformed(f"{what}: extensions do not parse ({_one_line(e)})") from e
+        raise malformed(f"{what}: extensions do not parse ({describe(e)})") from e
 
 
 def check_readable(cert: x509.Certificate, what: str = "certificate") -> None:
@@ -214,7 +209,7 @@ def check_readable(cert: x509.Certificate, what: str = "certificate") -> None:
     try:
         cert.public_key()
     except _FOREIGN as e:
-        raise malformed(f"{what}: public key cannot be loaded ({_one_line(e)})") from e
+        raise malformed(f"{what}: public key cannot be loaded ({describe(e)})") from e
 
 
 def parse_id_nat(id_nat: str) -> tuple[str, str]:
@@ -297,7 +292,7 @@ def _decode_nos(oid: x509.ObjectIdentifier, der: bytes) -> int | str:
             return str(acore.PrintableString.load(der, strict=True).native)
         value = int(acore.Integer.load(der, strict=True).native)
     except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as e:
-        raise malformed(f"NOS extension {oid.dotted_string} does not parse ({_one_line(e)})") from e
+        raise malformed(f"NOS extension {oid.dotted_string} does not parse ({describe(e)})") from e
     if not 0 <= value <= _NOS_MAX:
         raise malformed(f"NOS extension {oid.dotted_string} holds an out-of-range value")
     return value

@@ -130,7 +130,11 @@ class Anchor:
 
     @classmethod
     def from_certificate(cls, cert: x509.Certificate, source: str, test: bool = False) -> Anchor:
-        """Make an anchor whose gamme/domain/test flag come from the IGC-Santé name."""
+        """Make an anchor whose gamme/domain/test flag come from the IGC-Santé name.
+
+        :raises VerificationError: ``malformed`` when the certificate cannot be read.
+        """
+        check_readable(cert, "trust anchor")
         info = classify(cert.subject)
         return cls(cert, info.gamme, info.domain, test or info.test, source)
 

@@ -31,8 +31,8 @@ from cryptography.x509.verification import VerificationError as CryptographyVeri
 from mie.trust import fallback
 from mie.trust.cache import CrlCache
 from mie.trust.crl import CrlSet, RevocationStatus, Status, UnsupportedRevocation, crl_status
-from mie.trust.errors import ErrorCode, VerificationError, malformed
-from mie.trust.identity import check_readable, extensions_of, one_line
+from mie.trust.errors import ErrorCode, VerificationError, describe, malformed
+from mie.trust.identity import check_readable, extensions_of
 from mie.trust.ocsp import ocsp_status, ocsp_urls
 from mie.trust.parse import check_certificate_der
 from mie.trust.store import Anchor, TrustStore, dn, fingerprint
@@ -266,7 +266,7 @@ class Verifier:
         try:
             chain = self._build_path(leaf_cert, parsed, at)
         except (UnsupportedAlgorithm, ValueError, TypeError) as e:
-            raise malformed(f"a certificate of the path cannot be used ({one_line(e)})") from e
+            raise malformed(f"a certificate of the path cannot be used ({describe(e)})") from e
         except CryptographyVerificationError as e:
             if self.fallback:
                 return self._rfc5280(*everything(), at, str(e))
@@ -455,7 +455,7 @@ def _parse_der(der: bytes, what: str) -> x509.Certificate:
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             return x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion) as e:
-        raise malformed(f"{what}: does not parse ({one_line(e)})") from e
+        raise malformed(f"{what}: does not parse ({describe(e)})") from e
 
 
 def _as_der(cert: x509.Certificate | bytes) -> bytes:
