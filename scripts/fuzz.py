@@ -100,7 +100,10 @@ def worker(args: argparse.Namespace) -> int:
     """Fuzz one target in this process; libFuzzer ends the process when the budget is spent."""
     import atheris
 
-    with atheris.instrument_imports(include=["mie", "tests.fuzz"]):
+    # Which modules to leave out is known only from the target list, which imports mie: read
+    # it in a child interpreter, so that this one imports mie under instrumentation.
+    exclude = _uninstrumented(args.worker)
+    with atheris.instrument_imports(include=["mie"], exclude=exclude):
         targets = _import_targets()
         from tests.fuzz.context import Context
         from tests.fuzz.harness import check
@@ -123,6 +126,18 @@ def worker(args: argparse.Namespace) -> int:
     atheris.Setup([sys.argv[0], *flags], lambda data: state.judge(check, run, data))
     atheris.Fuzz()
     return 0
+
+
+def _uninstrumented(name: str) -> list[str]:
+    code = (
+        "import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/src'];"
+        "from tests.fuzz.targets import TARGETS;"
+        "print(json.dumps(list(TARGETS[sys.argv[2]].uninstrumented)))"
+    )
+    output = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code, str(REPO), name], capture_output=True, check=True
+    )
+    return list(json.loads(output.stdout))
 
 
 # --- runner: seeds, processes, table --------------------------------------------------------------
@@ -165,7 +180,7 @@ def make_seeds(work: Path, names: list[str]) -> dict[str, int]:
 
 
 _DONE = re.compile(rb"Done (\d+) runs in (\d+) second")
-_UNITS = re.compile(rb"stat::number_executed_units:\s*(\d+)")
+_UNITS = re.compile(rb"stat::number_of_executed_units:\s*(\d+)")
 
 
 def run_target(name: str, args: argparse.Namespace) -> Result:

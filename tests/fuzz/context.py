@@ -112,14 +112,16 @@ class Context:
     """Shared state of the fuzz targets of one process.
 
     :param work: a directory kept between runs (TEST PKI, card credentials).
+    :param pki_dir: where the TEST PKI is (default: in ``work``).
     """
 
     work: Path
+    pki_dir: Path | None = None
 
     @functools.cached_property
     def pki(self) -> TestPki:
         """:return: the TEST PKI of the work directory (created on first use)."""
-        return TestPki.load(self.work / "testpki")
+        return TestPki.load(self.pki_dir or self.work / "testpki")
 
     def credentials(self, kind: str) -> CardCredentials:
         """:return: the credentials of the emulated card ``kind``, the same in every process."""

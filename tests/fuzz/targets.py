@@ -8,13 +8,14 @@ does the expensive setup once and returns the per-input function. The oracle is 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from cryptography.x509 import ocsp
 from mie.cards import pkcs15 as client_pkcs15
 from mie.cards.cpx import PKCS15_AID, PKCS15_CL_AID, detect_family, parse_ef_sn
 from mie.cards.demo import DEMO_AID
-from mie.cards.iso7816 import file_size_from_fcp
+from mie.cards.iso7816 import MAX_FILE_SIZE, file_size_from_fcp
 from mie.core.apdu import CommandApdu, split_response
 from mie.core.atr import Atr
 from mie.core.errors import MieError
@@ -58,6 +59,7 @@ class Target:
     :param seeds: the seed inputs.
     :param prepare: expensive setup, once per process; returns the per-input function.
     :param max_len: the longest input the coverage-guided run generates.
+    :param uninstrumented: modules left out of coverage (helpers the target runs, not tests).
     """
 
     name: str
@@ -65,6 +67,7 @@ class Target:
     seeds: Callable[[Context], Iterable[bytes]]
     prepare: Callable[[Context], Run]
     max_len: int = 4096
+    uninstrumented: tuple[str, ...] = ()
 
 
 def _swallow(step: Callable[[], object]) -> None:
@@ -248,11 +251,15 @@ def _session_target(kind: str, also: tuple[str, ...]) -> Target:
 
         return run
 
-    families = {"cps3": "CPS3/CPE", "cps4": "CPS4/PSI", "cps3-cl": "contactless CPS3"}
-    what = families.get(kind, "demo card")
+    covers = {
+        "cps3": "a whole CPS3/CPE login (identify, PIN, signature, chain check) on fuzz answers",
+        "cps4": "a whole CPS4/PSI login (identify, PIN, signature, chain check) on fuzz answers",
+        "cps3-cl": "a contactless CPS3 identification on fuzz answers",
+        "demo": "the demo card session (serial, files, PIN status, VERIFY) on fuzz answers",
+    }
     return Target(
         f"session-{kind}",
-        f"a whole {what} session (identify, then PIN, signature, chain check) on fuzz answers",
+        covers[kind],
         seeds,
         prepare,
         max_len=16384,
@@ -407,21 +414,27 @@ class _Served:
     body = b""
 
 
-def _patch_fetch(served: type[_Served]) -> None:
-    if not hasattr(crl_cache_module, "fetch_url"):
-        raise RuntimeError("mie.trust.cache.fetch_url is gone: update the CRL fuzz targets")
+@contextlib.contextmanager
+def _patched(module: Any, name: str, replacement: Callable[..., bytes]) -> Iterator[None]:
+    """Replace ``module.name`` (a network call) for the duration of one input."""
+    if not hasattr(module, name):
+        raise RuntimeError(f"{module.__name__}.{name} is gone: update the fuzz targets")
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
-    def fetch(url: str, *args: Any, **kwargs: Any) -> bytes:
-        return served.body
 
-    crl_cache_module.fetch_url = fetch
+def _served(*args: Any, **kwargs: Any) -> bytes:
+    return _Served.body
 
 
 def _crl_fetch_prepare(context: Context) -> Run:
     leaf, _ = _leaf_and_issuer(context)
     directory = Path(tempfile.mkdtemp(prefix="mie-fuzz-crl-", dir=_fast_tmp()))
     cache = CrlCache(directory)
-    _patch_fetch(_Served)
     verifier = context.verifier(crl_cache=cache)
     allowed = {ErrorCode.REVOKED, ErrorCode.REVOCATION_UNKNOWN}
 
@@ -430,7 +443,8 @@ def _crl_fetch_prepare(context: Context) -> Run:
             leftover.unlink()
         _Served.body = data
         try:
-            verifier.verify(leaf)
+            with _patched(crl_cache_module, "fetch_url", _served):
+                verifier.verify(leaf)
         except VerificationError as e:
             if e.code not in allowed:
                 raise OracleViolation(
@@ -444,7 +458,6 @@ def _crl_fetch_prepare(context: Context) -> Run:
 def _crl_cache_prepare(context: Context) -> Run:
     directory = Path(tempfile.mkdtemp(prefix="mie-fuzz-crlcache-", dir=_fast_tmp()))
     cache = CrlCache(directory)
-    _patch_fetch(_Served)
     good = context.crl_list[0].public_bytes(serialization.Encoding.DER)
     url = "http://127.0.0.1:8088/crl/fuzz.crl"
 
@@ -461,7 +474,9 @@ def _crl_cache_prepare(context: Context) -> Run:
                 raise OracleViolation(f"a damaged cache file gave {e.code.value}") from e
             if path.exists() and path.read_bytes() == data:
                 raise OracleViolation("a damaged cache file was not moved aside") from e
-        if cache.get(url, dt.datetime.now(dt.UTC)) is None:
+        with _patched(crl_cache_module, "fetch_url", _served):
+            refreshed = cache.get(url, dt.datetime.now(dt.UTC))
+        if refreshed is None:
             raise OracleViolation("the CRL cache returned nothing")
 
     return run
@@ -511,15 +526,55 @@ def _ocsp_seeds(context: Context) -> list[bytes]:
 
 def _ocsp_prepare(context: Context) -> Run:
     leaf, issuer = _leaf_and_issuer(context)
-    if not hasattr(ocsp_module, "_post"):
-        raise RuntimeError("mie.trust.ocsp._post is gone: update the OCSP fuzz target")
 
     def run(data: bytes) -> None:
         def post(*args: Any, **kwargs: Any) -> bytes:
             return data
 
-        ocsp_module._post = post
-        ocsp_module.ocsp_status(leaf, issuer, dt.datetime.now(dt.UTC), url="http://127.0.0.1:9/")
+        with _patched(ocsp_module, "_post", post):
+            ocsp_module.ocsp_status(
+                leaf, issuer, dt.datetime.now(dt.UTC), url="http://127.0.0.1:9/"
+            )
+
+    return run
+
+
+# --- size and nesting: a unit repeated into a large input ----------------------------------------
+
+MAX_REPEATED = 128 * 1024
+
+
+def _repeated_seeds(context: Context) -> list[bytes]:
+    units = [
+        b"-----BEGIN CERTIFICATE-----\n",
+        b"-----BEGIN X509 CRL-----\r\n",
+        b"-----BEGIN PKCS7-----\nMIIB\n",
+        b"[",
+        b'{"exchanges":[',
+        b"\x30\x80",
+        b"\x30\x84\x00\x00\x00\x00",
+        b"\x7f\x49\x81\x80",
+        b"\x00",
+    ]
+    return [count + unit for unit in units for count in (b"\x00\x10", b"\x10\x00", b"\xff\xff")]
+
+
+def _repeated_prepare(context: Context) -> Run:
+    directory = Path(tempfile.mkdtemp(prefix="mie-fuzz-repeated-", dir=_fast_tmp()))
+    path = directory / "vector.json"
+
+    def run(data: bytes) -> None:
+        if len(data) < 3:
+            return
+        unit = data[2:]
+        count = min(int.from_bytes(data[:2], "big") + 1, MAX_REPEATED // len(unit))
+        big = unit * count
+        _swallow(lambda: load_certificates(big, "fuzz"))
+        _swallow(lambda: CrlIndex.from_bytes(big, "fuzz"))
+        # Card files are at most 32 KB (mie.cards.iso7816.MAX_FILE_SIZE).
+        _swallow(lambda: parse_tlvs(big[: MAX_FILE_SIZE + 1]))
+        path.write_bytes(big)
+        replay.load_vector(path)
 
     return run
 
@@ -620,6 +675,7 @@ TARGETS: dict[str, Target] = {
             _card_certificate_seeds,
             _card_certificate_prepare,
             max_len=8192,
+            uninstrumented=("mie.emulation",),
         ),
         Target(
             "vector",
@@ -661,6 +717,13 @@ TARGETS: dict[str, Target] = {
             "OCSP answers (mie.trust.ocsp.ocsp_status on a fuzz response)",
             _ocsp_seeds,
             _ocsp_prepare,
+        ),
+        Target(
+            "repeated",
+            "a unit repeated to 128 KB into the certificate, CRL, vector (and 32 KB TLV) parsers",
+            _repeated_seeds,
+            _repeated_prepare,
+            max_len=256,
         ),
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
