@@ -38,7 +38,7 @@ from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
 from mie.core.pin import check_pin
 from mie.policy import LevelPolicy, decide_level
-from mie.trust.errors import VerificationError
+from mie.trust.errors import VerificationError, describe
 from mie.trust.identity import Identity, identity_from_certificate
 from mie.trust.parse import parse_certificate_der
 from mie.trust.verify import Usage, Verifier
@@ -323,7 +323,7 @@ def _public_key(certificate: x509.Certificate) -> CertificatePublicKeyTypes:
         return certificate.public_key()
     except _CERTIFICATE_PARSE_ERRORS as e:
         raise BadResponseError(
-            f"The card's certificate holds a key that cannot be loaded: {_detail(e)}"
+            f"The card's certificate holds a key that cannot be loaded: {describe(e)}"
         ) from e
 
 
@@ -335,14 +335,8 @@ def card_identity(certificate: x509.Certificate) -> Identity:
     try:
         return identity_from_certificate(certificate)
     except (VerificationError, *_CERTIFICATE_PARSE_ERRORS) as e:
-        message = e.message if isinstance(e, VerificationError) else _detail(e)
+        message = e.message if isinstance(e, VerificationError) else describe(e)
         raise BadResponseError(f"The card's certificate holds no valid identity: {message}") from e
-
-
-def _detail(error: Exception) -> str:
-    # Parsers can quote whole structures over several lines; the contract is one line.
-    lines = str(error).strip().splitlines()
-    return " ".join(lines[0].split())[:300] if lines else type(error).__name__
 
 
 def verify_signature(certificate: x509.Certificate, challenge: bytes, signature: bytes) -> None:
