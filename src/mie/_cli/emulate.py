@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from pathlib import Path
@@ -10,13 +11,25 @@ from types import FrameType
 import click
 
 from mie._cli.output import warn
+from mie._cli.state import UsageError
+from mie.core.pin import check_pin
 from mie.emulation.crlserver import CRL_PORT, CrlServer
 from mie.emulation.registry import KINDS, CardOptions, build_card, default_pki_dir
-from mie.emulation.testpki import CHAIN_FILE
+from mie.emulation.testpki import CHAIN_FILE, parse_identity
 from mie.emulation.trace import TraceWriter
 from mie.emulation.vpcd import VPCD_PORT, VpcdHost
+from mie.trust.errors import VerificationError
+from mie.trust.identity import parse_id_nat
 
 _NOTICE_AFTER = 2.0
+# vpcd asks a newly accepted card for its ATR within a second; a second card on a port already
+# served is accepted by the kernel's backlog and then never spoken to.
+_SILENCE_TIMEOUT = 5.0
+_CPX_SERIAL = re.compile(r"[0-9]{10}")
+_DEMO_SERIAL = re.compile(r"[\x21-\x7e]{1,32}")
+# The identity kinds each card type carries, as ANS issues them.
+_IDENTITY_KINDS = {"CPS": ("rpps", "adeli"), "CPE": ("finess", "siret"), "PSI": ("psi",)}
+_CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "psi": "PSI"}
 
 
 @click.command()
@@ -48,8 +61,14 @@ _NOTICE_AFTER = 2.0
 )
 @click.option(
     "--trace",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     help="Write every exchange to this vector file (PINs masked).",
+)
+@click.option(
+    "--stall-after",
+    type=click.IntRange(0),
+    hidden=True,
+    help="Test fault: answer this many APDUs, then stop answering (the card goes silent).",
 )
 def emulate(
     kind: str,
@@ -60,6 +79,7 @@ def emulate(
     pki_dir: Path | None,
     crl_port: int,
     trace: str | None,
+    stall_after: int | None,
 ) -> int:
     """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running).
 
@@ -67,23 +87,73 @@ def emulate(
     are the TEST anchors and intermediates to trust explicitly (mie trust import --test), and
     its CRLs are served on 127.0.0.1 at the distribution points the certificates name.
     """
+    _check_options(kind, pin, serial, identity)
     options = CardOptions(pin=pin, serial=serial, identity=identity, pki_dir=pki_dir)
+    # Everything is written (TEST PKI, CRLs, trace) before the card is presented, so whoever
+    # waits for the card (mie readers --wait) finds the files.
     card = build_card(kind, options)
+    observer = _trace_writer(trace, kind, card.atr) if trace else None
     if kind != "iso7816":
         chain = (options.pki_dir or default_pki_dir()) / CHAIN_FILE
         warn(f"TEST PKI: to let mie auth trust it, once: mie trust import {chain} --test")
     crl_server = _serve_crls(options, crl_port) if kind != "iso7816" and crl_port else None
-    observer = TraceWriter(trace, kind, card.atr) if trace else None
-    host = VpcdHost(card, port=port, observer=observer)
+    host = VpcdHost(
+        card,
+        port=port,
+        observer=observer,
+        silence_timeout=_SILENCE_TIMEOUT,
+        stall_after=stall_after,
+    )
     _stop_on_signals(host)
     warn(f"Emulating {kind} on vpcd 127.0.0.1:{port}; Ctrl-C to stop.")
-    threading.Timer(_NOTICE_AFTER, _notice_if_waiting, (host, port)).start()
+    notice = threading.Timer(_NOTICE_AFTER, _notice_if_waiting, (host, port))
+    notice.daemon = True
+    notice.start()
     try:
         host.serve_forever()
     finally:
+        notice.cancel()
         if crl_server is not None:
             crl_server.stop()
+    if host.error is not None:
+        raise UsageError(f"--port {port}: {host.error}")
     return 0
+
+
+def _check_options(kind: str, pin: str, serial: str | None, identity: str | None) -> None:
+    """Refuse, naming the option, what would fail later or give a card mie cannot read."""
+    try:
+        check_pin(pin)
+    except ValueError as e:
+        raise UsageError(f"--pin: {e}") from e
+    if serial is not None:
+        if kind == "iso7816" and not _DEMO_SERIAL.fullmatch(serial):
+            raise UsageError(f"--serial {serial!r}: 1 to 32 printable ASCII characters expected")
+        if kind != "iso7816" and not _CPX_SERIAL.fullmatch(serial):
+            raise UsageError(f"--serial {serial!r}: a {kind} card serial is 10 digits")
+    if identity is None:
+        return
+    card_type = _CARD_TYPES.get(kind)
+    if card_type is None:
+        raise UsageError(f"--identity: the {kind} card carries no identity")
+    allowed = _IDENTITY_KINDS[card_type]
+    if identity.partition("=")[0].strip().lower() not in allowed:
+        raise UsageError(f"--identity {identity!r}: a {kind} card holds {' or '.join(allowed)}=…")
+    try:
+        parsed = parse_identity(identity, card_type)
+        # The check mie info and mie auth apply to the certificate the card will carry.
+        parse_id_nat(parsed.id_nat)
+    except VerificationError as e:
+        raise UsageError(f"--identity {identity!r}: {e}") from e
+    except ValueError as e:
+        raise UsageError(f"--identity {identity!r}: {e}") from e
+
+
+def _trace_writer(path: str, kind: str, atr: bytes) -> TraceWriter:
+    try:
+        return TraceWriter(path, kind, atr)
+    except OSError as e:
+        raise UsageError(f"--trace {path}: cannot write it ({e.strerror or e})") from e
 
 
 def _serve_crls(options: CardOptions, port: int) -> CrlServer | None:

@@ -15,11 +15,13 @@ class TraceWriter(ExchangeObserver):
     """Collects exchanges and rewrites the trace file at each session boundary.
 
     The file is replaced atomically, so it is always a complete vector, even if the emulator
-    is killed between sessions.
+    is killed between sessions. It is written (empty) at once, so a path that cannot be
+    written fails before the emulator serves anything.
 
     :param path: the trace file.
     :param kind: the emulated card kind.
     :param atr: the card's ATR.
+    :raises OSError: the file cannot be written.
     """
 
     def __init__(self, path: str | os.PathLike[str], kind: str, atr: bytes) -> None:
@@ -31,7 +33,8 @@ class TraceWriter(ExchangeObserver):
             atr=atr,
         )
         self._lock = threading.Lock()
-        self._dirty = True
+        self.vector.save(self.path)
+        self._dirty = False
 
     def exchange(self, command: bytes, response: bytes) -> None:
         with self._lock:

@@ -202,6 +202,40 @@ def wait_for_card(reader: str, timeout: float = DEFAULT_TIMEOUT) -> bytes:
     return atr or b""
 
 
+def wait_for_any_card(timeout: float = DEFAULT_TIMEOUT) -> ReaderStatus:
+    """Wait until some reader holds a card.
+
+    :param timeout: seconds to wait.
+    :return: the first reader (in PC/SC order) with a card, and its ATR.
+    :raises TransportTimeoutError: no card in any reader within ``timeout``.
+    :raises PcscUnavailableError: pcscd is not running.
+    """
+    deadline = _Deadline(timeout)
+    with _context() as hcontext:
+        while True:
+            names = _list(hcontext)
+            if not names:
+                # No reader yet: the wait on the pseudo-reader that announces new readers.
+                names = ["\\?PnP?\\Notification"]
+            states = [(n, scard.SCARD_STATE_UNAWARE) for n in names]
+            hresult, states = scard.SCardGetStatusChange(hcontext, 0, states)
+            while True:
+                _check(hresult, "Reading reader status")
+                for name, event, atr in states:
+                    if _usable(event) and not name.startswith("\\?PnP?"):
+                        return ReaderStatus(str(name), True, bytes(atr))
+                if deadline.remaining_ms() == 0:
+                    raise TransportTimeoutError(f"No card in any reader within {timeout:g} s")
+                states = [(n, e & ~scard.SCARD_STATE_CHANGED) for n, e, _ in states]
+                hresult, states = scard.SCardGetStatusChange(
+                    hcontext, min(deadline.remaining_ms(), 500), states
+                )
+                if hresult & _U32 == _TIMEOUT:
+                    hresult = scard.SCARD_S_SUCCESS
+                    # Readers may have come or gone: list them again.
+                    break
+
+
 def wait_for_removal(reader: str, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Wait until ``reader`` holds no card.
 
@@ -257,13 +291,15 @@ def _reap(call: _Call, hcontext: int, hcard: int | None, disposition: int, inter
     once the blocked call has returned (the card answered, or left). SCardCancel takes neither
     lock; pcsc-lite only cancels SCardGetStatusChange with it, other stacks may do more. A
     transaction wait (``interrupt``) retries inside the library and drops the context's lock
-    between tries: disconnecting then ends it at its next try.
+    between tries: disconnecting then ends it at its next try. That disconnect leaves the card
+    as it is: a reset would wait in pcscd for the very transaction we gave up waiting for, while
+    holding the lock the waiting call needs for its next try (and so the library-wide one).
     """
     with contextlib.suppress(Exception):
         scard.SCardCancel(hcontext)
     if interrupt and hcard is not None:
         with contextlib.suppress(Exception):
-            scard.SCardDisconnect(hcard, disposition)
+            scard.SCardDisconnect(hcard, scard.SCARD_LEAVE_CARD)
         hcard = None
     call.thread.join()
     with contextlib.suppress(Exception):
@@ -349,12 +385,12 @@ class PcscConnection(SmartCardConnection):
         )
         reaper.start()
         self._hcontext = None
-        logger.warning("Abandoned the PC/SC connection to %r after a timeout", self.reader)
+        logger.info("Abandoned the PC/SC connection to %r after a timeout", self.reader)
 
     def _connect(self) -> None:
         # pcscd holds a connect back while another process's transaction is open.
         hresult, hcard, protocol = self._call(
-            f"Connecting to the card in {self.reader!r}",
+            "Connecting to the card",
             self._transaction_timeout,
             scard.SCardConnect,
             self._hcontext,
@@ -478,10 +514,10 @@ class PcscConnection(SmartCardConnection):
                 disposition,
             )
         except TransportError as e:
-            logger.warning("%s", e)
+            logger.info("%s", e)
             return
         if hresult & _U32 != scard.SCARD_S_SUCCESS:
-            logger.warning("Ending transaction: %s", scard.SCardGetErrorMessage(hresult))
+            logger.info("Ending transaction: %s", scard.SCardGetErrorMessage(hresult))
         elif disposition == scard.SCARD_RESET_CARD:
             self._dirty = False
 
@@ -527,7 +563,7 @@ class PcscConnection(SmartCardConnection):
                     disposition,
                 )
             except TransportTimeoutError as e:
-                logger.warning("%s", e)
+                logger.info("%s", e)
                 return
         hcontext, self._hcontext = self._hcontext, None
         scard.SCardReleaseContext(hcontext)
