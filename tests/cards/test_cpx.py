@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mie.auth import CertificateCache, CpxAuthenticator
-from mie.cards.cpx import detect_family
+from mie.cards.cpx import CpxFamily, detect_family
 from mie.core.log import TRAFFIC
 from mie.emulation import EmulatedConnection
 from mie.emulation.cpx import IasEccCard
@@ -289,3 +289,22 @@ def test_callers_pin_bytearray_is_wiped_when_nothing_was_sent(
     with pytest.raises(raised):
         CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(challenge, pin)
     assert pin == bytearray(len(pin))
+
+
+@pytest.mark.parametrize(
+    ("atr", "family"),
+    [
+        # The CPS4 T=0 ATR of cps-cards.md §1, and a 17-byte ATR the fuzzer found: the
+        # pattern's mask had 16 bytes, and zip(strict=True) raised ValueError.
+        ("3BDC18FF0000122500648000040100 9000", CpxFamily.CPS4),
+        ("3BDC18FF0000122500648000040100 9010", None),
+        ("3BAC00402A0012250064800003100090 00", CpxFamily.CPS3),
+    ],
+)
+def test_every_atr_is_a_family_or_unsupported(atr: str, family: CpxFamily | None) -> None:
+    value = bytes.fromhex(atr.replace(" ", ""))
+    if family is None:
+        with pytest.raises(UnsupportedCardError):
+            detect_family(value)
+    else:
+        assert detect_family(value) is family

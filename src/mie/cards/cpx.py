@@ -60,6 +60,10 @@ class _AtrPattern:
     mask: bytes
     family: CpxFamily
 
+    def __post_init__(self) -> None:
+        if len(self.mask) != len(self.value):
+            raise ValueError(f"ATR pattern {self.value.hex()}: mask of another length")
+
     def matches(self, atr: bytes) -> bool:
         return len(atr) == len(self.value) and all(
             (a & m) == (v & m) for a, v, m in zip(atr, self.value, self.mask, strict=True)
@@ -70,8 +74,18 @@ def _hex(text: str) -> bytes:
     return bytes.fromhex(text.replace(" ", ""))
 
 
-# OpenSC's mask for the CPS3 contact ATR; the Cryptolib's masks for contactless CPS3.
+# The Cryptolib's exact CPS4 ATRs come first: OpenSC's CPS3 mask also matches the CPS4 T=0 ATR.
+# Then OpenSC's mask for the CPS3 contact ATR, and the Cryptolib's masks for contactless CPS3.
 _PATTERNS = [
+    _AtrPattern(
+        _hex("3B 9B 18 80 01 00 12 25 00 64 80 04 01 00 00 90 44"), b"\xff" * 17, CpxFamily.CPS4
+    ),
+    _AtrPattern(
+        _hex("3B 9B 18 80 01 00 12 25 00 64 80 00 04 01 00 90 44"), b"\xff" * 17, CpxFamily.CPS4
+    ),
+    _AtrPattern(
+        _hex("3B DC 18 FF 00 00 12 25 00 64 80 00 04 01 00 90 00"), b"\xff" * 17, CpxFamily.CPS4
+    ),
     _AtrPattern(
         _hex("3B AC 00 40 2A 00 12 25 00 64 80 00 03 10 00 90 00"),
         _hex("FF 00 00 00 00 FF FF FF FF FF FF 00 00 00 FF FF FF"),
@@ -81,15 +95,6 @@ _PATTERNS = [
         _hex("3B 8F 80 01 00 31 B8 64 04 B0 EC C1 73 94 01 80 82 90 00 0E"),
         _hex("FF FF FF FF FF FF FF FF 00 00 FF C0 FF FF FF FF FF FF FF FF"),
         CpxFamily.CPS3_CL,
-    ),
-    _AtrPattern(
-        _hex("3B 9B 18 80 01 00 12 25 00 64 80 04 01 00 00 90 44"), b"\xff" * 17, CpxFamily.CPS4
-    ),
-    _AtrPattern(
-        _hex("3B 9B 18 80 01 00 12 25 00 64 80 00 04 01 00 90 44"), b"\xff" * 17, CpxFamily.CPS4
-    ),
-    _AtrPattern(
-        _hex("3B DC 18 FF 00 00 12 25 00 64 80 00 04 01 00 90 00"), b"\xff" * 16, CpxFamily.CPS4
     ),
 ]
 
