@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
@@ -35,6 +36,7 @@ from mie.trust import (
 )
 
 CHALLENGE_SIZE = 32
+REVOCATION_TIMEOUT_S = 10.0
 
 _CODES: list[tuple[type[MieError], str]] = [
     (InvalidPinError, "invalid_pin"),
@@ -137,6 +139,13 @@ def build_verifier(
     help="soft: accept an unknown revocation status (reported).",
 )
 @click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=REVOCATION_TIMEOUT_S,
+    show_default=True,
+    help="Seconds the revocation step may take in all (every CRL/OCSP download of this login).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the AuthResult as JSON.")
 @click.pass_obj
 def auth(
@@ -150,11 +159,12 @@ def auth(
     crl: tuple[str, ...],
     revocation: str,
     at_text: str | None,
+    timeout: float,
     as_json: bool,
 ) -> int:
     """Authenticate the card holder: PIN, challenge signature, certificate chain, revocation,
     identity and level."""
-    cache = state.crl_cache(crl_directory())
+    cache = replace(state.crl_cache(crl_directory()), budget=timeout)
     verifier = build_verifier(trust, intermediate, crl, revocation, at_text, cache)
     pin = _read_pin(pin_stdin)
     nonce = _challenge(state, challenge)
