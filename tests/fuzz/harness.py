@@ -228,3 +228,28 @@ def _truncate(buffer: bytearray, rng: random.Random, _: list[bytes]) -> None:
 
 
 _MUTATORS = (_flip, _flip, _set_byte, _random_byte, _delete, _insert, _duplicate, _truncate)
+
+
+def minimize(run: Callable[[bytes], None], data: bytes, key: str, budget_s: float = 10.0) -> bytes:
+    """Shrink ``data`` while it still gives the finding ``key`` (greedy chunk deletion).
+
+    :param run: the target's per-input function.
+    :param data: an input that gives the finding.
+    :param key: the finding's :attr:`Finding.key`.
+    :param budget_s: time allowed.
+    :return: the smallest input found.
+    """
+    deadline = time.monotonic() + budget_s
+    size = max(1, len(data) // 2)
+    while size >= 1 and time.monotonic() < deadline:
+        position, shrunk = 0, False
+        while position < len(data) and time.monotonic() < deadline:
+            candidate = data[:position] + data[position + size :]
+            finding = check(run, candidate)
+            if finding is not None and finding.key == key:
+                data, shrunk = candidate, True
+            else:
+                position += size
+        if not shrunk:
+            size //= 2
+    return data
