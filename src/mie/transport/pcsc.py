@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -256,33 +257,71 @@ _RETRY = 0.05
 
 
 class _Call:
-    """One PC/SC call in a worker thread, so the caller can stop waiting for it."""
+    """One PC/SC call handed to a connection's worker thread, so the caller can stop waiting."""
 
     def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._function = function
         self._args = args
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="mie-pcsc-call", daemon=True)
+        self.finished = False
+        self._outcome: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Run the call (in the worker thread) and hand its outcome over."""
         try:
-            self.result = self._function(*self._args)
+            outcome: tuple[Any, BaseException | None] = (self._function(*self._args), None)
         except BaseException as e:  # handed to the caller's thread
-            self.error = e
+            outcome = (None, e)
+        self.finished = True
+        self._outcome.put(outcome)
 
-    def wait(self, timeout: float) -> bool:
-        """Start the call and wait for it; ``False`` if it is still running after ``timeout``."""
-        self.thread.start()
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            return False
-        if self.error is not None:
-            raise self.error
-        return True
+    def result(self, timeout: float | None) -> tuple[bool, Any]:
+        """Wait for the outcome: ``(False, None)`` if the call still runs after ``timeout``.
+
+        :raises BaseException: what the call raised.
+        """
+        try:
+            value, error = self._outcome.get(timeout=timeout)
+        except queue.Empty:
+            return False, None
+        if error is not None:
+            raise error
+        return True, value
 
 
-def _reap(call: _Call, hcontext: int, hcard: int | None, disposition: int, interrupt: bool) -> None:
+class _Worker:
+    """The thread that makes a connection's PC/SC calls, one at a time.
+
+    One long-lived thread per connection: a thread per call costs 0.1 ms, the hand-over about
+    0.02 ms, next to 0.4 ms for an APDU through pcscd.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="mie-pcsc", daemon=True).start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            call.run()
+
+    def submit(self, function: Callable[..., Any], args: tuple[Any, ...]) -> _Call:
+        """Queue one call; :return: its handle."""
+        call = _Call(function, args)
+        self._calls.put(call)
+        return call
+
+    def stop(self) -> None:
+        """End the thread once the calls queued before are done."""
+        self._calls.put(None)
+
+
+def _reap(
+    call: _Call,
+    worker: _Worker,
+    hcontext: int,
+    hcard: int | None,
+    disposition: int,
+    interrupt: bool,
+) -> None:
     """Release the handles of a connection abandoned while ``call`` was blocked.
 
     pcsc-lite holds a context's lock for the whole of a call: any other call on that context
@@ -301,7 +340,9 @@ def _reap(call: _Call, hcontext: int, hcard: int | None, disposition: int, inter
         with contextlib.suppress(Exception):
             scard.SCardDisconnect(hcard, scard.SCARD_LEAVE_CARD)
         hcard = None
-    call.thread.join()
+    with contextlib.suppress(BaseException):
+        call.result(None)
+    worker.stop()
     with contextlib.suppress(Exception):
         if hcard is not None:
             scard.SCardDisconnect(hcard, disposition)
@@ -349,6 +390,7 @@ class PcscConnection(SmartCardConnection):
         hresult, hcontext = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
         _check(hresult, "Establishing PC/SC context")
         self._hcontext: int | None = hcontext
+        self._worker = _Worker()
         try:
             self.reader = _resolve_reader(hcontext, reader)
             self._connect()
@@ -368,10 +410,18 @@ class PcscConnection(SmartCardConnection):
             raise TransportTimeoutError(
                 f"{what}: the connection to {self.reader!r} was abandoned after a timeout"
             )
-        call = _Call(function, args)
-        if call.wait(timeout):
-            return call.result
-        self._abandon(call, interrupt=function is scard.SCardBeginTransaction)
+        call = self._worker.submit(function, args)
+        interrupt = function is scard.SCardBeginTransaction
+        try:
+            done, value = call.result(timeout)
+        except BaseException:
+            # Ctrl-C while the call runs: nothing may wait on this context afterwards.
+            if not call.finished:
+                self._abandon(call, interrupt)
+            raise
+        if done:
+            return value
+        self._abandon(call, interrupt)
         raise TransportTimeoutError(f"{what}: no answer from {self.reader!r} within {timeout:g} s")
 
     def _abandon(self, call: _Call, interrupt: bool) -> None:
@@ -379,7 +429,7 @@ class PcscConnection(SmartCardConnection):
         self._abandoned = True
         reaper = threading.Thread(
             target=_reap,
-            args=(call, self._hcontext, self._hcard, self._disposition, interrupt),
+            args=(call, self._worker, self._hcontext, self._hcard, self._disposition, interrupt),
             name="mie-pcsc-reaper",
             daemon=True,
         )
@@ -566,6 +616,7 @@ class PcscConnection(SmartCardConnection):
                 logger.info("%s", e)
                 return
         hcontext, self._hcontext = self._hcontext, None
+        self._worker.stop()
         scard.SCardReleaseContext(hcontext)
         logger.debug("Disconnected from %r", self.reader)
 
