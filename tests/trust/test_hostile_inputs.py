@@ -145,7 +145,16 @@ def _point_off_curve(files: Files) -> bytes:
     return resigned(files, der, change)
 
 
+def _long_country(files: Files) -> bytes:
+    # cryptography parses a six-letter country name with a UserWarning on every access.
+    def change(tbs: Any) -> None:
+        tbs["subject"] = ax509.Name.build({"country_name": "FRANCE", "common_name": "X"})
+
+    return resigned(files, _leaf_der(files), change)
+
+
 HOSTILE: dict[str, Callable[[Files], bytes]] = {
+    "long-country.der": _long_country,
     "nested-subject.der": lambda files: _nested_subject(files, 1000),
     "duplicate-extension.der": _duplicate_extension,
     "version-7.der": _bad_version,

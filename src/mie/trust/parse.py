@@ -89,6 +89,10 @@ def guarded(source: str, what: str, parse: Callable[[], T]) -> T:
     """
     try:
         with warnings.catch_warnings():
+            # cryptography warns about some bad encodings (a country name that is not two
+            # letters) and parses them anyway: strict parsing refuses them. Its deprecation
+            # warnings (non-positive serials, which the caller judges) are not refusals.
+            warnings.simplefilter("error", UserWarning)
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             return parse()
     except VerificationError:
