@@ -50,7 +50,8 @@ class ReadOnlyCrlCache(CrlCache):
         """
         path = self.path_for(url)
         try:
-            data = path.read_bytes()
+            with path.open("rb") as handle:
+                data = handle.read(self.limit + 1)  # past the limit, the parser refuses it
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -58,7 +59,7 @@ class ReadOnlyCrlCache(CrlCache):
                 ErrorCode.REVOCATION_UNKNOWN, f"cached CRL for {url}: cannot read ({e.strerror})"
             ) from e
         try:
-            return CrlIndex.from_bytes(data, f"{url} (cache {path.name})")
+            return CrlIndex.from_bytes(data, f"{url} (cache {path.name})", max_bytes=self.limit)
         except VerificationError as e:
             raise VerificationError(
                 ErrorCode.REVOCATION_UNKNOWN, f"cached CRL for {url} is damaged: {e.message}"

@@ -21,7 +21,7 @@ from mie.transport.replay import ReplayConnection, load_vector
 # store or the CRL cache; a new option is replayable only once it is added here
 # (tests/unit/test_cli.py checks that every option is in this table or refused on purpose).
 REPLAYABLE: dict[str, frozenset[str]] = {
-    "info": frozenset({"--reader", "-r", "--json", "--wait"}),
+    "info": frozenset({"--reader", "-r", "--json"}),
     "auth": frozenset(
         {
             "--reader",
