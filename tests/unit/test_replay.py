@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -7,17 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mie.cards.demo import DemoSession
 from mie.core.connection import Transport
 from mie.core.errors import ReplayMismatchError, VectorFormatError
 from mie.emulation import EmulatedConnection, demo_card
 from mie.transport.replay import (
+    MAX_VECTOR_BYTES,
     Exchange,
     RecordingConnection,
     ReplayConnection,
     Vector,
     load_vector,
+    parse_vector,
 )
 from tests.unit.fakes import h
 
@@ -248,3 +253,84 @@ def test_save_that_fails_leaves_the_old_content_and_no_temporary_file(
         VECTOR.save(target)
     assert target.read_text(encoding="utf-8") == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json"]
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[" * 2000, "is nested too deeply"),
+        ('{"a": ' * 5000 + "null" + "}" * 5000, "is nested too deeply"),
+        ('{"description": ' + "9" * 5000 + "}", "'description' must be a non-empty string"),
+        ('{"description": "d", "description": "e"}', "duplicate key 'description'"),
+        ('{"description": NaN}', "'description' must be a non-empty string"),
+        ('{"description": "\\ud800"}', "not UTF-8 text"),
+        ("\ufeff{}", "is not JSON"),
+        ('{"description": "d"} {}', "is not JSON"),
+        ('{"description": "d\u0000"}', "is not JSON"),
+    ],
+)
+def test_parse_vector_refuses_hostile_json_naming_the_file(text: str, named: str) -> None:
+    with pytest.raises(VectorFormatError, match=re.escape(named)) as raised:
+        parse_vector(text.encode("utf-8", "surrogatepass"), "hostile.json")
+    assert "hostile.json" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"atr": "3b00\n"}, "'atr' must be lowercase hex"),
+        ({"atr": "3b"}, "'atr' must be 2 to 33 bytes"),
+        ({"atr": "3b" * 34}, "'atr' must be 2 to 33 bytes"),
+        ({"exchanges": [{"c": "00a4000c\n", "r": "9000"}]}, "Exchange 0: 'c'"),
+        ({"exchanges": [{"c": "00a4000c", "r": "9000\n"}]}, "Exchange 0: 'r' must be lowercase"),
+        ({"exchanges": [{"c": "00" * 65546, "r": "9000"}]}, "Exchange 0: 'c'"),
+        ({"exchanges": [{"c": "00a4000c", "r": "00" * 65539}]}, "longer than a response APDU"),
+        ({"random": {"challenge": "00\n"}}, "'random'"),
+    ],
+)
+def test_load_vector_refuses_hex_with_a_newline_and_oversized_fields(
+    tmp_path: Path, change: dict[str, Any], named: str
+) -> None:
+    path = write(tmp_path / "bad.json", {**valid_json(), **change})
+    with pytest.raises(VectorFormatError, match=re.escape(named)):
+        load_vector(path)
+
+
+def test_load_vector_reads_no_more_than_its_bound(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    with path.open("wb") as f:
+        f.write(b'{"description": "')
+        f.write(b"x" * MAX_VECTOR_BYTES)
+        f.write(b'"}')
+    with pytest.raises(VectorFormatError, match=f"larger than {MAX_VECTOR_BYTES} bytes"):
+        load_vector(path)
+
+
+def test_load_vector_accepts_the_largest_apdus(tmp_path: Path) -> None:
+    obj = {**valid_json(), "exchanges": [{"c": "00" * 65545, "r": "00" * 65538}]}
+    vector = load_vector(write(tmp_path / "big.json", obj))
+    assert len(vector.exchanges[0].response) == 65538
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=300))
+def test_parse_vector_raises_only_vector_format_error_for_any_bytes(data: bytes) -> None:
+    with contextlib.suppress(VectorFormatError):
+        parse_vector(data, "fuzz.json")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(key=st.sampled_from(sorted(valid_json())), value=_JSON)
+def test_parse_vector_raises_only_vector_format_error_for_any_field_value(
+    key: str, value: object
+) -> None:
+    data = json.dumps({**valid_json(), key: value}).encode()
+    with contextlib.suppress(VectorFormatError):
+        parse_vector(data, "fuzz.json")
