@@ -132,3 +132,18 @@ def test_a_store_file_with_two_certificates_is_malformed(store_dir: Path, pki: P
         TrustStore.default(store_dir)
     assert caught.value.code is ErrorCode.MALFORMED
     assert "planted.pem" in caught.value.message and "2 certificates" in caught.value.message
+
+
+def test_test_option_does_not_mark_a_production_root_as_test(
+    capsys: pytest.CaptureFixture[str], store_dir: Path, tmp_path: Path, pki: Pki
+) -> None:
+    production = _ans("acr-el.pem")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(_pem(production, pki.roots[Gamme.FORT].certificate))
+    code, out, _ = _import(capsys, str(bundle), "--test", "--json")
+    assert code == 0
+    flags = {r["sha256"]: r["test"] for r in json.loads(out)["imported"]}
+    assert flags == {
+        fingerprint(production): False,
+        fingerprint(pki.roots[Gamme.FORT].certificate): True,
+    }

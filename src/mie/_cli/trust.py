@@ -26,7 +26,15 @@ from mie.trust import (
     identity_from_certificate,
     load_certificates,
 )
-from mie.trust.store import Anchor, OperatorStore, classify, dn, fingerprint, operator_directory
+from mie.trust.store import (
+    Anchor,
+    OperatorStore,
+    classify,
+    dn,
+    fingerprint,
+    imported_as_test,
+    operator_directory,
+)
 from mie.trust.verify import crl_urls
 
 ENV_CRL_DIR = "MIE_CRL_DIR"
@@ -284,7 +292,7 @@ def trust_import(file: str, allow_test: bool, as_json: bool) -> int:
     except ValueError as e:
         raise UsageError(f"{file}: {e}") from e
     imported = [
-        _describe(cert, "operator", kind, allow_test and kind == "anchor")
+        _describe(cert, "operator", kind, imported_as_test(cert, kind, allow_test))
         for cert, kind in zip(certs, kinds, strict=True)
     ]
     if as_json:

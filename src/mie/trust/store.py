@@ -68,6 +68,18 @@ class CaClass:
     test: bool
 
 
+def imported_as_test(cert: x509.Certificate, kind: str, allow_test: bool) -> bool:
+    """Whether an import with ``allow_test`` marks ``cert`` as a TEST anchor.
+
+    ``--test`` allows TEST CAs in a bundle; it never turns a production IGC-Santé root into a
+    TEST one (a chain to it would then say ``test_card: true``).
+
+    :param kind: ``anchor`` or ``intermediate``, as :meth:`OperatorStore.check` says.
+    """
+    info = classify(cert.subject)
+    return allow_test and kind == "anchor" and (info.gamme is None or info.test)
+
+
 def classify(name: x509.Name) -> CaClass:
     """Classify a CA by its IGC-Santé name (``ans-pki.md`` §1.1).
 
@@ -362,7 +374,7 @@ class OperatorStore:
         folder = self.directory / f"{kind}s"
         stem = fingerprint(cert).replace(":", "").lower()
         entries = [(folder / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))]
-        if allow_test and kind == "anchor":
+        if imported_as_test(cert, kind, allow_test):
             entries.append((folder / f"{stem}.test", b"TEST anchor imported with --test\n"))
         return entries
 
