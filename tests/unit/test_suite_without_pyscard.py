@@ -32,7 +32,7 @@ def _collect_without_pyscard(tmp_path: Path, ci: bool) -> subprocess.CompletedPr
     if ci:
         env["CI"] = "true"
     # Collection only: nothing runs, no pcscd is started.
-    command = [sys.executable, "-m", "pytest", "tests/integration", "--collect-only", "-q", "-rs"]
+    command = [sys.executable, "-m", "pytest", "tests/integration", "--collect-only", "-q", "-ra"]
     return subprocess.run(
         [*command, "-p", "no:cacheprovider"],
         cwd=ROOT,
