@@ -724,6 +724,8 @@ TARGETS: dict[str, Target] = {
             _repeated_seeds,
             _repeated_prepare,
             max_len=256,
+            # A probe of time against size: coverage tracing of 128 KB inputs would be the cost.
+            uninstrumented=("mie",),
         ),
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
