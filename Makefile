@@ -29,6 +29,7 @@ unit:
 FUZZ_INPUTS ?= 20000
 FUZZ_JOBS ?= 2
 fuzz:
+	bash scripts/setup.sh test
 	$(BIN)/python scripts/fuzz.py --inputs $(FUZZ_INPUTS) --jobs $(FUZZ_JOBS)
 
 clean:

@@ -52,6 +52,8 @@ class Finding:
 
 
 def _where(error: BaseException) -> str:
+    if isinstance(error, OracleViolation) and error.__cause__ is not None:
+        error = error.__cause__
     frames = traceback.extract_tb(error.__traceback__)
     inside = [f for f in frames if f.filename.startswith(SRC)]
     frame = (inside or frames)[-1] if frames else None

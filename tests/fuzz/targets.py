@@ -598,7 +598,10 @@ def _emulator_target(kind: str) -> Target:
         card = context.card(kind)
 
         def answer(command: bytes) -> bytes:
-            response = card.process(command)
+            try:
+                response = card.process(command)
+            except Exception as e:
+                raise OracleViolation(f"the card raised {type(e).__name__}: {e}") from e
             if len(response) < 2 or response[-2] >> 4 not in (0x6, 0x9) or response[-2] == 0x60:
                 raise OracleViolation(f"answer {response[-2:].hex()} is not an ISO status word")
             return response
