@@ -369,8 +369,15 @@ def runner(args: argparse.Namespace) -> int:
     start = time.monotonic()
     counts = make_seeds(args.work, names)
     print(f"seeds: {sum(counts.values())} in {time.monotonic() - start:.1f} s ({args.work})")
+    # Longest first (by the previous run's rates), so the last target does not run alone.
+    history_file = args.work / "rates.json"
+    history = json.loads(history_file.read_text()) if history_file.exists() else {}
+    order = sorted(names, key=lambda n: history.get(n, 1000.0))
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda n: run_target(n, args), names))
+        done = dict(zip(order, pool.map(lambda n: run_target(n, args), order), strict=True))
+    results = [done[n] for n in names]
+    history.update({r.target: r.rate for r in results if r.inputs})
+    history_file.write_text(json.dumps(history, indent=1))
     print_table(results, args.inputs, time.monotonic() - start)
     bad = any(r.findings or r.hangs or r.error for r in results)
     short = any(r.inputs < args.inputs for r in results)

@@ -8,12 +8,14 @@ does the expensive setup once and returns the per-input function. The oracle is 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -317,7 +319,7 @@ def _vector_seeds(context: Context) -> list[bytes]:
 
 
 def _vector_prepare(context: Context) -> Run:
-    directory = Path(tempfile.mkdtemp(prefix="mie-fuzz-vector-", dir=_fast_tmp()))
+    directory = _scratch("vector")
     path = directory / "vector.json"
 
     def run(data: bytes) -> None:
@@ -336,8 +338,30 @@ def _command_bytes(command: str) -> bytes:
     return bytes.fromhex(command.replace("*", "0"))
 
 
-def _fast_tmp() -> str | None:
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _scratch(name: str) -> Path:
+    """A directory for the files one target writes per input, in memory when the system has
+    /dev/shm (the CRL cache calls fsync). Directories of processes that are gone are removed:
+    a fuzz process ends inside libFuzzer, which skips Python's exit handlers."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    for stale in base.glob("mie-fuzz-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = base / f"mie-fuzz-{os.getpid()}-{name}"
+    directory.mkdir(exist_ok=True)
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- certificates, card certificate path, CRLs, OCSP -------------------------------------------
@@ -433,7 +457,7 @@ def _served(*args: Any, **kwargs: Any) -> bytes:
 
 def _crl_fetch_prepare(context: Context) -> Run:
     leaf, _ = _leaf_and_issuer(context)
-    directory = Path(tempfile.mkdtemp(prefix="mie-fuzz-crl-", dir=_fast_tmp()))
+    directory = _scratch("crl")
     cache = CrlCache(directory)
     verifier = context.verifier(crl_cache=cache)
     allowed = {ErrorCode.REVOKED, ErrorCode.REVOCATION_UNKNOWN}
@@ -456,7 +480,7 @@ def _crl_fetch_prepare(context: Context) -> Run:
 
 
 def _crl_cache_prepare(context: Context) -> Run:
-    directory = Path(tempfile.mkdtemp(prefix="mie-fuzz-crlcache-", dir=_fast_tmp()))
+    directory = _scratch("crlcache")
     cache = CrlCache(directory)
     good = context.crl_list[0].public_bytes(serialization.Encoding.DER)
     url = "http://127.0.0.1:8088/crl/fuzz.crl"
@@ -560,7 +584,7 @@ def _repeated_seeds(context: Context) -> list[bytes]:
 
 
 def _repeated_prepare(context: Context) -> Run:
-    directory = Path(tempfile.mkdtemp(prefix="mie-fuzz-repeated-", dir=_fast_tmp()))
+    directory = _scratch("repeated")
     path = directory / "vector.json"
 
     def run(data: bytes) -> None:
