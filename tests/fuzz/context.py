@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mie.auth import ChainChecker, CpxAuthenticator, chain_checker
+from mie.auth import AuthResult, ChainChecker, CpxAuthenticator, chain_checker, verify_signature
 from mie.cards.demo import DemoSession
 from mie.core.connection import SmartCardConnection, Transport
+from mie.core.errors import SignatureInvalidError
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.cpx import (
     CPE,
@@ -49,6 +50,7 @@ from mie.trust import (
     Verifier,
     VerifierBuilder,
 )
+from tests.fuzz.harness import OracleViolation
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 CHALLENGE = bytes(range(32))
@@ -272,12 +274,35 @@ def run_session(
         identification = authenticator.identify()
         if kind == "cps3-cl":
             return identification
-        return authenticator.authenticate(CHALLENGE, PIN)
+        result = authenticator.authenticate(CHALLENGE, PIN)
+        check_login(result)
+        return result
 
     def demo() -> object:
         return DemoSession(connection).run(PIN)
 
     return demo if kind == "demo" else cpx
+
+
+def check_login(result: AuthResult) -> None:
+    """What a successful login must show, whatever the card answered: the evidence verifies on
+    its own (the signature over the challenge with the leaf's key) and the serial reported is
+    the one the certificate names (issue 7 item 7).
+
+    :raises OracleViolation: a success that does not hold.
+    """
+    evidence = result.evidence
+    if evidence.challenge != CHALLENGE or not evidence.chain:
+        raise OracleViolation("a login succeeded without evidence of this challenge")
+    leaf = x509.load_der_x509_certificate(evidence.chain[0])
+    try:
+        verify_signature(leaf, evidence.challenge, evidence.signature)
+    except SignatureInvalidError as e:
+        raise OracleViolation("a login succeeded with a signature that does not verify") from e
+    named = getattr(result.identity, "card_serial", None)
+    serial = result.authenticator.serial
+    if serial is not None and named is not None and not named.endswith("/" + serial):
+        raise OracleViolation(f"a login reports serial {serial}, the certificate names {named}")
 
 
 @functools.cache
@@ -286,10 +311,3 @@ def _recorded(context: Context, kind: str) -> list[tuple[bytes, bytes]]:
     recorder = RawRecorder(EmulatedConnection(card, context.transport(kind)))
     run_session(recorder, kind, context.checker if kind != "demo" else None)()
     return recorder.exchanges
-
-
-def sha256_digest_info() -> bytes:
-    """:return: the DigestInfo the cards sign for :data:`CHALLENGE`."""
-    digest = hashes.Hash(hashes.SHA256())
-    digest.update(CHALLENGE)
-    return bytes.fromhex("3031300d060960864801650304020105000420") + digest.finalize()
