@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -356,7 +357,8 @@ class PcscConnection(SmartCardConnection):
     Every call to the card has a deadline. When one passes, the call is abandoned: the
     connection raises :class:`~mie.errors.TransportTimeoutError` and is unusable from then on
     (open a new one); its PC/SC handles are released in the background once the blocked call
-    returns, and the card is reset then if ``reset_on_close``.
+    returns (the card is reset then if ``reset_on_close``, unless what timed out was a wait for
+    another process's transaction: this connection held none).
 
     :param reader: reader name or a unique part of it; ``None`` takes the first reader with a card.
     :param exclusive: connect in exclusive mode (no other process may use the card).
@@ -391,6 +393,8 @@ class PcscConnection(SmartCardConnection):
         _check(hresult, "Establishing PC/SC context")
         self._hcontext: int | None = hcontext
         self._worker = _Worker()
+        # A connection dropped without close() must not leave its thread waiting for ever.
+        weakref.finalize(self, self._worker.stop)
         try:
             self.reader = _resolve_reader(hcontext, reader)
             self._connect()
