@@ -9,19 +9,83 @@ status word, a round trip that does not hold) by raising :class:`OracleViolation
 
 from __future__ import annotations
 
+import atexit
+import os
 import random
+import shutil
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mie.core.apdu import split_response
 from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import CardRemovedError, MieError
 
+if TYPE_CHECKING:
+    from tests.fuzz.context import Context
+
 HANG_SECONDS = 1.0
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+Run = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One fuzz target.
+
+    :param name: the name used by ``make fuzz`` and in reports.
+    :param covers: what it covers (one line, for ``docs/reliability.md``).
+    :param seeds: the seed inputs.
+    :param prepare: expensive setup, once per process; returns the per-input function.
+    :param max_len: the longest input the coverage-guided run generates.
+    :param uninstrumented: modules left out of coverage (helpers the target runs, not tests).
+    """
+
+    name: str
+    covers: str
+    seeds: Callable[[Context], Iterable[bytes]]
+    prepare: Callable[[Context], Run]
+    max_len: int = 4096
+    uninstrumented: tuple[str, ...] = ()
+
+
+def swallow(step: Callable[[], object]) -> None:
+    """Run one step of a target; mie's own exceptions are expected answers to bad input."""
+    try:
+        step()
+    except MieError:
+        pass
+
+
+def scratch(name: str) -> Path:
+    """A directory for the files one target writes per input, in memory when the system has
+    /dev/shm (the CRL cache calls fsync). Directories of processes that are gone are removed:
+    a fuzz process ends inside libFuzzer, which skips Python's exit handlers."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    for stale in base.glob("mie-fuzz-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = base / f"mie-fuzz-{os.getpid()}-{name}"
+    directory.mkdir(exist_ok=True)
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class OracleViolation(Exception):  # noqa: N818 (a finding, not an error of mie)

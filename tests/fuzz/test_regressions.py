@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests.fuzz.context import SERIALS, Context
-from tests.fuzz.harness import check, records
-from tests.fuzz.targets import TARGETS, Run
+from tests.fuzz.harness import Run, check, records
+from tests.fuzz.targets import TARGETS
 
 
 @dataclass(frozen=True)
