@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mie.transport.pcsc import wait_for_removal
 from tests.harness import READER0, Pcscd, emulator_process, mie_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,8 +105,11 @@ def test_readme_walkthrough_pasted_as_one_script_works(pcscd: Pcscd, tmp_path: P
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+        with contextlib.suppress(Exception):
+            wait_for_removal(READER0, timeout=10)
     assert process.returncode == 0, err
-    result = json.loads(out[out.index("{") :])
+    # The auth JSON is the last thing printed: the readers table and the import come first.
+    result = json.loads(out[out.index("\n{") :])
     assert result["valid"] is True, result
     assert result["identity"]["id_type"] == "RPPS"
     assert result["level"] == "substantial"

@@ -176,9 +176,12 @@ def test_a_reset_by_another_process_before_our_transaction_is_recovered(pcscd: P
             # The resetting side goes on too (its own handle saw the reset as well).
             with second.transaction():
                 assert DemoSession(second).serial() == "SHARED"
-            # Outside a transaction, nothing can tell what the reset undid: a typed reset.
-            with second.transaction(reset=True):
-                DemoSession(second).serial()
+            # Outside a transaction, a reset before a connection's first exchange is recovered
+            # too; after an exchange, nothing can tell what the reset undid: a typed reset.
+            with PcscConnection(READER) as fresh:
+                with second.transaction(reset=True):
+                    DemoSession(second).serial()
+                assert DemoSession(fresh).serial() == "SHARED"
             with pytest.raises(CardResetError):
                 DemoSession(first).serial()
 
@@ -222,3 +225,32 @@ def test_a_flood_of_chained_commands_does_not_take_the_emulator_down(pcscd: Pcsc
         assert 0x6700 in answers
         assert connection.send_and_receive(bytes.fromhex("00D6000001AA"))[1] != 0x9000
         assert DemoSession(connection).serial() == "STILL-HERE"
+
+
+def test_mie_info_and_mie_auth_processes_side_by_side_never_fail(pcscd: Pcscd) -> None:
+    """The issue's own form of items 9 and 19: `mie info` and `mie auth` runs in two loops."""
+    count = 8
+    failures: list[str] = []
+
+    def loop(*args: str, pin: str | None = None) -> None:
+        for i in range(count):
+            out = subprocess.run(
+                mie_command(*args, "--reader", READER, "--json"),
+                input=pin,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if out.returncode != 0:
+                failures.append(f"{args[0]} #{i}: exit {out.returncode}: {out.stderr.strip()}")
+
+    with _emulator("cps3", "--port", PORT):
+        threads = [
+            threading.Thread(target=loop, args=("info",)),
+            threading.Thread(target=loop, args=("auth", "--pin-stdin"), kwargs={"pin": "1234\n"}),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+    assert failures == []

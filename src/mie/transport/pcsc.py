@@ -253,6 +253,7 @@ EXCHANGE_TIMEOUT = 10.0
 TRANSACTION_TIMEOUT = 10.0
 
 _RESET = scard.SCARD_W_RESET_CARD & _U32
+_PROTO_MISMATCH = scard.SCARD_E_PROTO_MISMATCH & _U32
 _PROTOCOLS = scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
 _RETRY = 0.05
 
@@ -385,6 +386,7 @@ class PcscConnection(SmartCardConnection):
         self._abandoned = False
         self._in_transaction = False
         self._dirty = False
+        self._exchanged = False
         self._hcard: int | None = None
         self._mode = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
         self._protocol = 0
@@ -554,6 +556,7 @@ class PcscConnection(SmartCardConnection):
             raise CardResetError(f"{what}: the card was reset again")
         _check(hresult, what)
         self._protocol = protocol
+        self._exchanged = False
         logger.debug("%s: protocol %d", what, protocol)
 
     def _end(self, disposition: int) -> None:
@@ -580,10 +583,25 @@ class PcscConnection(SmartCardConnection):
 
         :raises TransportTimeoutError: no answer within the exchange timeout (the connection is
             abandoned).
-        :raises CardResetError: the card was reset during the transaction.
+        :raises CardResetError: the card was reset since an earlier exchange of this connection.
         """
         log_command(logger, apdu)
         self._dirty = True
+        hresult, response = self._transmit(apdu)
+        if hresult & _U32 in (_RESET, _PROTO_MISMATCH) and not self._exchanged:
+            # Reset before this connection's first exchange (outside a transaction; inside one,
+            # _begin has checked): nothing of ours was lost, so reconnect and send it again.
+            self._reconnect()
+            hresult, response = self._transmit(apdu)
+        _check(hresult, "Transmitting APDU")
+        self._exchanged = True
+        if len(response) < 2:
+            raise CardRemovedError(f"Card answered {len(response)} bytes, no status word")
+        data, sw = bytes(response[:-2]), (response[-2] << 8) | response[-1]
+        log_response(logger, data, sw)
+        return data, sw
+
+    def _transmit(self, apdu: bytes) -> tuple[int, list[int]]:
         hresult, response = self._call(
             "Transmitting APDU",
             self._timeout,
@@ -592,12 +610,7 @@ class PcscConnection(SmartCardConnection):
             self._protocol,
             list(apdu),
         )
-        _check(hresult, "Transmitting APDU")
-        if len(response) < 2:
-            raise CardRemovedError(f"Card answered {len(response)} bytes, no status word")
-        data, sw = bytes(response[:-2]), (response[-2] << 8) | response[-1]
-        log_response(logger, data, sw)
-        return data, sw
+        return hresult, response
 
     def close(self) -> None:
         """Disconnect, resetting the card if ``reset_on_close`` and APDUs were sent since the
