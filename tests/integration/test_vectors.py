@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from mie.cards.demo import DemoSession
 from mie.transport.replay import ReplayConnection, load_vector
@@ -82,3 +89,49 @@ def test_vectors_readme_lists_every_vector() -> None:
     readme = (VECTORS / "README.md").read_text()
     for path in VECTORS.glob("*.json"):
         assert f"`{path.name}`" in readme
+
+
+def _self_signed_ca(name: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(Encoding.PEM)
+
+
+def test_a_shared_vector_cannot_import_a_trust_anchor_or_fetch(tmp_path: Path) -> None:
+    # The reproducer of issue 7 item 15, as a user would run it: `mie replay evil.json`.
+    trust, crls = tmp_path / "trust", tmp_path / "crl"
+    ca = tmp_path / "evil-ca.pem"
+    ca.write_bytes(_self_signed_ca("Evil CA"))
+    commands = [
+        ["trust", "import", str(ca)],
+        ["crl", "fetch", "http://127.0.0.1:9/evil.crl"],
+        ["emulate", "cps3", "--port", "9"],
+    ]
+    for number, command in enumerate(commands):
+        vector = json.loads((VECTORS / "iso7816-demo.json").read_text())
+        vector["command"] = command
+        path = tmp_path / f"evil-{number}.json"
+        path.write_text(json.dumps(vector))
+        replayed = subprocess.run(
+            mie_command("replay", str(path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "MIE_TRUST_DIR": str(trust), "MIE_CRL_DIR": str(crls)},
+        )
+        assert replayed.returncode == 2, replayed.stderr
+        assert replayed.stderr.startswith(f"mie: error: {path}: its recorded command")
+        assert replayed.stderr.count("\n") == 1
+    assert not trust.exists() and not crls.exists()
