@@ -682,3 +682,17 @@ def test_auth_json_reports_a_failing_card_or_reader_and_exits_1(
     assert result["authenticator"]["kind"] == "cps3"
     lines = error_lines(captured.err)
     assert len(lines) == 1 and lines[0].startswith("mie: error: ") and str(error) in lines[0]
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host/x.crl", "http://[::1", "http:///x.crl"])
+def test_crl_fetch_of_something_that_is_not_an_http_url_is_bad_usage(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+) -> None:
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
+    assert run(["crl", "fetch", url]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert lines == [f"mie: error: {url!r} is not an http:// or https:// URL"]
+    assert not (tmp_path / "crl").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -332,11 +333,23 @@ def crl_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def crl_fetch(url: str, timeout: float, as_json: bool) -> int:
     """Download a CRL from an HTTP(S) distribution point into the cache."""
+    _check_http_url(url)
     cache = CrlCache(crl_directory(), timeout=timeout)
     cache.clean_temporary()
     index = cache.refresh(url)
     _show(index, str(cache.path_for(url)), as_json)
     return 0
+
+
+def _check_http_url(url: str) -> None:
+    # A URL argument that is not HTTP(S) is bad usage (exit 2), not a failed download.
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(f"{url!r} is not an http:// or https:// URL")
 
 
 @crl_group.command("show")
