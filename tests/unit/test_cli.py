@@ -696,3 +696,13 @@ def test_crl_fetch_of_something_that_is_not_an_http_url_is_bad_usage(
     lines = error_lines(capsys.readouterr().err)
     assert lines == [f"mie: error: {url!r} is not an http:// or https:// URL"]
     assert not (tmp_path / "crl").exists()
+
+
+def test_record_of_a_mistyped_command_is_one_usage_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "v.json"
+    assert run(["record", "--out", str(out), "--", "demo", "--only", "nope"]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("mie: error: demo: Invalid value for '--only'")
+    assert not out.exists()

@@ -15,6 +15,7 @@ import click
 
 from mie._cli.output import warn
 from mie._cli.state import CliState, UsageError
+from mie.core.errors import MieError
 from mie.transport.replay import ReplayConnection, load_vector
 
 # Every option of the card-session commands, as typed. None of them writes a file, the trust
@@ -101,10 +102,14 @@ def record(out: str, description: str | None, args: tuple[str, ...]) -> int:
     if not Path(out).resolve().parent.is_dir():
         raise UsageError(f"Cannot write {out!r}: its directory does not exist")
     state = CliState(record=True)
+    description = description or f"mie {' '.join(args)}"
     try:
         code = _run(list(args), state)
-    finally:
-        _save(state, out, description or f"mie {' '.join(args)}", list(args))
+    except MieError:
+        # The session failed (a wrong PIN, a card refusing): what it sent is still worth keeping.
+        _save(state, out, description, list(args))
+        raise
+    _save(state, out, description, list(args))
     return code
 
 
