@@ -56,16 +56,18 @@ def check_replayable(command: list[str], origin: str | None) -> None:
     where = f"{origin}: its recorded command" if origin else "the command"
     allowed = REPLAYABLE.get(command[0]) if command else None
     if allowed is None:
+        shown = shlex.join(command)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise UsageError(
-            f"{where} {shlex.join(command)!r} is not a card session: mie replay runs only "
-            f"{', '.join(REPLAYABLE)}"
+            f"{where} {shown!r} is not a card session: mie replay runs only {', '.join(REPLAYABLE)}"
         )
     for arg in command[1:]:
         if not arg.startswith("-"):
             continue
         option = arg.split("=", 1)[0] if arg.startswith("--") else arg
         if option not in allowed:
-            raise UsageError(f"{where} has option {option!r}, which mie replay does not run")
+            shown = option if len(option) <= 40 else option[:37] + "..."
+            raise UsageError(f"{where} has option {shown!r}, which mie replay does not run")
         if origin and option in LOCAL_FILE_OPTIONS:
             raise UsageError(
                 f"{where} names local files ({option}); type the command yourself: "
