@@ -343,3 +343,14 @@ def test_memory_is_a_bounded_multiple_of_the_input(
     assert measured["outcome"] == expected
     # Before the limits, a 20 MB SEQUENCE of zeros took 1.6 GB on the CRL path (80 times).
     assert measured["grown"] < MEMORY_MULTIPLE * measured["size"] + MEMORY_CONSTANT, measured
+
+
+def test_command_line_files_are_read_no_further_than_the_limits(
+    capsys: pytest.CaptureFixture[str], files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIE_CRL_MAX_BYTES", "100")
+    huge = files.write("huge.crl", b"\0" * (MAX_CERTIFICATE_FILE_BYTES + 1))
+    leaf = files.cert("leaf.pem", x509.load_der_x509_certificate(_leaf_der(files)))
+    code, out, err = cli(capsys, "verify-cert", leaf, "--json", "--crl", huge)
+    assert code == 2
+    assert out["error"]["message"].endswith(f"larger than {MAX_CERTIFICATE_FILE_BYTES} bytes")

@@ -27,6 +27,7 @@ from mie.trust import (
     identity_from_certificate,
     load_certificates,
 )
+from mie.trust.parse import MAX_CERTIFICATE_FILE_BYTES, max_crl_bytes
 from mie.trust.store import (
     Anchor,
     OperatorStore,
@@ -51,11 +52,21 @@ def crl_directory() -> Path:
 
 
 def read_input(path: str) -> bytes:
-    """:return: the bytes of ``path``; unreadable files are ``malformed`` naming the file."""
+    """Read a certificate or CRL file given on the command line, never more than the larger of
+    the two size limits (the parser then applies the one of its kind).
+
+    :return: the bytes of ``path``.
+    :raises VerificationError: ``malformed`` naming the file: unreadable, or over the limit.
+    """
+    limit = max(max_crl_bytes(), MAX_CERTIFICATE_FILE_BYTES)
     try:
-        return Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            data = handle.read(limit + 1)
     except OSError as e:
         raise VerificationError(ErrorCode.MALFORMED, f"{path}: cannot read ({e.strerror})") from e
+    if len(data) > limit:
+        raise VerificationError(ErrorCode.MALFORMED, f"{path}: larger than {limit} bytes")
+    return data
 
 
 def parse_at(value: str | None) -> dt.datetime | None:
