@@ -351,6 +351,6 @@ def test_command_line_files_are_read_no_further_than_the_limits(
     monkeypatch.setenv("MIE_CRL_MAX_BYTES", "100")
     huge = files.write("huge.crl", b"\0" * (MAX_CERTIFICATE_FILE_BYTES + 1))
     leaf = files.cert("leaf.pem", x509.load_der_x509_certificate(_leaf_der(files)))
-    code, out, err = cli(capsys, "verify-cert", leaf, "--json", "--crl", huge)
+    code, out, _ = cli(capsys, "verify-cert", leaf, "--json", "--crl", huge)
     assert code == 2
     assert out["error"]["message"].endswith(f"larger than {MAX_CERTIFICATE_FILE_BYTES} bytes")
