@@ -85,7 +85,7 @@ def test_minimal_vector_defaults() -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"comment": "x"}, "Unknown vector fields: comment"),
+        ({"comment": "x"}, "Unknown vector fields: 'comment'"),
         ({"description": None}, "'description'"),
         ({"description": ""}, "'description'"),
         ({"source": 3}, "'source'"),
@@ -334,3 +334,14 @@ def test_parse_vector_raises_only_vector_format_error_for_any_field_value(
     data = json.dumps({**valid_json(), key: value}).encode()
     with contextlib.suppress(VectorFormatError):
         parse_vector(data, "fuzz.json")
+
+
+def test_names_from_the_file_are_quoted_and_cut_short_in_messages() -> None:
+    hostile = "\x1b[2J" + "k" * 1000
+    with pytest.raises(VectorFormatError) as raised:
+        parse_vector(json.dumps({**valid_json(), hostile: 1}).encode(), "v.json")
+    assert "\x1b" not in str(raised.value) and len(str(raised.value)) < 200
+    with pytest.raises(VectorFormatError, match="duplicate key") as raised:
+        key = json.dumps(hostile)
+        parse_vector(f"{{{key}: 1, {key}: 2}}".encode(), "v.json")
+    assert "\x1b" not in str(raised.value) and len(str(raised.value)) < 200

@@ -117,7 +117,8 @@ class Vector:
             raise VectorFormatError("Vector must be a JSON object")
         unknown = set(obj) - _KEYS
         if unknown:
-            raise VectorFormatError(f"Unknown vector fields: {', '.join(sorted(unknown))}")
+            names = ", ".join(_shown(k) for k in sorted(unknown)[:5])
+            raise VectorFormatError(f"Unknown vector fields: {names}")
         return cls(
             description=_text(obj, "description"),
             source=_text(obj, "source"),
@@ -127,6 +128,11 @@ class Vector:
             random=_random(obj.get("random", {})),
             command=_command(obj.get("command")),
         )
+
+
+def _shown(name: str) -> str:
+    # Names come from the file: quoted (control characters escaped) and cut short.
+    return repr(name) if len(name) <= 40 else repr(name[:37]) + "..."
 
 
 def _text(obj: dict[str, Any], key: str) -> str:
@@ -239,7 +245,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise VectorFormatError(f"duplicate key {key!r}")
+            raise VectorFormatError(f"duplicate key {_shown(key)}")
         obj[key] = value
     return obj
 
