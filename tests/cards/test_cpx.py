@@ -144,7 +144,7 @@ def test_unknown_atr_is_named_in_the_error() -> None:
 def test_pin_never_reaches_the_traffic_log(
     options: CardOptions, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(TRAFFIC)
+    caplog.set_level(TRAFFIC, logger="mie")
     CpxAuthenticator(
         EmulatedConnection(build_card("cps3", options)), check_chain=None
     ).authenticate(os.urandom(32), "4826")
