@@ -35,7 +35,12 @@ from mie.cards.cpx import (
     parse_nos_card_serial,
 )
 from mie.core.connection import SmartCardConnection, Transport
-from mie.core.errors import BadResponseError, SignatureInvalidError, UnsupportedCardError
+from mie.core.errors import (
+    ApduError,
+    BadResponseError,
+    SignatureInvalidError,
+    UnsupportedCardError,
+)
 from mie.core.pin import check_pin
 from mie.policy import LevelPolicy, decide_level
 from mie.trust.errors import VerificationError, describe
@@ -409,6 +414,20 @@ def _cps4_signature(session: Cps4Session, certificate: x509.Certificate, challen
     return session.sign_challenge(challenge)
 
 
+def _cps4_signed(
+    session: Cps4Session,
+    der: bytes,
+    certificate: x509.Certificate,
+    challenge: bytes,
+    ef_sn: str,
+    *,
+    from_cache: bool,
+) -> _Signed:
+    signature = _cps4_signature(session, certificate, challenge)
+    verify_signature(certificate, challenge, signature)
+    return _Signed(der, certificate, signature, ef_sn, from_cache)
+
+
 def open_authenticator(
     reader: str | None = None,
     *,
@@ -575,25 +594,22 @@ class CpxAuthenticator(Authenticator):
         turns out not to match the card."""
         ef_sn = session.serial()
         cached = self.cache.by_serial(ef_sn, chain_verified=self._chain_verified_only)
-        if cached is not None:
-            der, certificate = cached
-        else:
+        if cached is None:
+            # Read (and parse) before the PIN is presented: a bad answer costs no PIN try.
             der = session.authentication_certificate()
             certificate = load_certificate(der)
+            session.verify_cardholder_pin(pin, allow_last_try)
+            return _cps4_signed(session, der, certificate, challenge, ef_sn, from_cache=False)
         session.verify_cardholder_pin(pin, allow_last_try)
-        signature = _cps4_signature(session, certificate, challenge)
         try:
-            verify_signature(certificate, challenge, signature)
-        except SignatureInvalidError:
-            if cached is None:
-                raise
+            return _cps4_signed(session, *cached, challenge, ef_sn, from_cache=True)
+        # EF.SN is only a hint: the entry may be another card's, with a key of another size (the
+        # card then refuses the block) or another key. This card's own certificate decides; a
+        # transport failure is no mismatch and propagates.
+        except (SignatureInvalidError, ApduError, UnsupportedCardError):
             logger.info("Cached certificate does not match the card; reading it again")
-            der = session.authentication_certificate()
-            certificate = load_certificate(der)
-            signature = _cps4_signature(session, certificate, challenge)
-            verify_signature(certificate, challenge, signature)
-            cached = None
-        return _Signed(der, certificate, signature, ef_sn, cached is not None)
+        der = session.authentication_certificate()
+        return _cps4_signed(session, der, load_certificate(der), challenge, ef_sn, from_cache=False)
 
     def _result(self, signed: _Signed, challenge: bytes) -> AuthResult:
         identity = card_identity(signed.certificate)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from mie.auth import CertificateCache, CpxAuthenticator, chain_checker
 from mie.emulation import EmulatedConnection
@@ -166,3 +171,40 @@ def test_a_checked_login_whose_cached_certificate_fails_forgets_it(options: Card
             os.urandom(32), "4826"
         )
     assert len(cache) == 0
+
+
+def _self_signed(bits: int) -> tuple[bytes, x509.Certificate]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another card")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(Encoding.DER), certificate
+
+
+@pytest.mark.parametrize("checked", [False, True])
+def test_a_cps4_serial_hint_to_a_key_of_another_size_does_not_break_that_card(
+    checked: bool, options: CardOptions
+) -> None:
+    # Another card that showed this card's EF.SN proved a certificate with a 1024-bit key: the
+    # card refuses a block of that size (6700), which must send the login to the card's own
+    # certificate, not fail every later login of the card.
+    card = _card("cps4", options)
+    cache = CertificateCache()
+    der, certificate = _self_signed(1024)
+    serial = CpxAuthenticator(EmulatedConnection(card), check_chain=None).identify().card.serial
+    cache.add(der, certificate, serial=serial, chain_verified=checked)
+    check = chain_checker(pki_verifier(options.pki())) if checked else None
+    for _ in range(2):
+        result = CpxAuthenticator(
+            EmulatedConnection(card), check_chain=check, cache=cache
+        ).authenticate(os.urandom(32), "4826")
+        assert result.evidence.chain[0] == _certificate(card)
