@@ -103,14 +103,14 @@ class Evidence:
 class ChainReport:
     """The outcome of the chain, revocation and policy checks of a certificate.
 
-    :param identity: the holder's identity (a JSON-able object with ``to_json``), if checked.
+    :param identity: the holder's identity, if checked.
     :param level: the eIDAS level the RIE grants (``low``, ``substantial``, ``high``) or ``None``.
     :param revocation: ``good``, ``revoked`` or ``unknown``.
     :param reasons: why the level is what it is.
     :param chain: the validated chain, leaf first.
     """
 
-    identity: Any
+    identity: Identity | None
     level: str | None
     revocation: str
     reasons: list[str] = field(default_factory=list)
@@ -148,7 +148,7 @@ class AuthResult:
     """A successful authentication (failures raise)."""
 
     authenticator: CardInfo
-    identity: Any
+    identity: Identity | None
     level: str | None
     reasons: list[str]
     evidence: Evidence
@@ -531,7 +531,9 @@ class CpxAuthenticator(Authenticator):
         :param challenge: the bytes to sign, 16 or more.
         :param pin: the cardholder PIN, 4 to 8 digits. A ``bytearray`` is zeroed in place on
             every path, success or failure; a ``str`` or ``bytes`` cannot be wiped by anyone,
-            so callers that must control the PIN's lifetime pass a ``bytearray``.
+            so callers that must control the PIN's lifetime pass a ``bytearray``. The VERIFY
+            command sent to the card is an immutable ``bytes`` copy (the connection and PC/SC
+            take nothing else): it is not wiped, only dropped when the call returns.
         :param allow_last_try: present the PIN even when one try is left.
         :return: the result; every failure raises.
         :raises ValueError: a short challenge or a malformed PIN; nothing was sent.
