@@ -120,6 +120,11 @@ def _rate(fn: Callable[[], object], seconds: float) -> float:
 
 
 def _rss_mb() -> float:
+    """Peak resident size of this process image, MB. VmHWM, not ``ru_maxrss``: on Linux the
+    latter survives exec, so a child would inherit the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -234,7 +239,9 @@ def main() -> None:
     )
     verifier.verify(leaf, [ca])  # warm: CRL signatures checked and cached here
 
-    some_serial = next(iter(big.crl)).serial_number
+    # The last entry: a listed serial costs a scan of the CRL (the index is a set of serials).
+    *_, last = iter(big.crl)
+    some_serial = last.serial_number
     lookups = {}
     for name, index in (("1k", small), ("1M", big)):
         rate = _rate(functools.partial(index.lookup, leaf.serial_number), args.seconds / 3)
@@ -285,7 +292,7 @@ def main() -> None:
         ),
         ("CRL lookup, 1k entries (miss)", f"{lookups['1k']:.3f} us", ""),
         ("CRL lookup, 1M entries (miss)", f"{lookups['1M']:.3f} us", ""),
-        ("CRL lookup, 1M entries (hit)", f"{hit_us:.3f} us", "entry decoded on hit"),
+        ("CRL lookup, 1M entries (hit, last entry)", f"{hit_us:.3f} us", "scan, entry decoded"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'rate / value':>16}  per item / note")
@@ -301,6 +308,7 @@ def main() -> None:
                 "crl_1m_load_s": round(load["load_s"], 3),
                 "crl_1m_rss_mb": round(load["rss_mb"], 1),
                 "crl_lookup_us": round(lookups["1M"], 3),
+                "crl_hit_1m_us": round(hit_us, 1),
             }
         )
     )
