@@ -706,3 +706,20 @@ def test_record_of_a_mistyped_command_is_one_usage_error_line(
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("mie: error: demo: Invalid value for '--only'")
     assert not out.exists()
+
+
+def test_emulate_waiting_notice_names_a_port_taken_by_another_emulator(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 7 item 22 (new-user trial): a second `mie emulate` on a port another emulator holds
+    # is accepted by the kernel but never served; the notice blamed pcscd only.
+    from mie._cli import emulate
+
+    class _Host:
+        connected = threading.Event()
+
+    emulate._notice_if_waiting(_Host(), 35963)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "another emulator" in err or "other emulator" in err
+    assert "35963" in err

@@ -175,4 +175,8 @@ def _stop_on_signals(host: VpcdHost) -> None:
 
 def _notice_if_waiting(host: VpcdHost, port: int) -> None:
     if not host.connected.is_set():
-        warn(f"Still waiting for vpcd on 127.0.0.1:{port}: is pcscd running with vsmartcard-vpcd?")
+        # vpcd serves one emulator per port: a second one is accepted by the kernel, never served.
+        warn(
+            f"Still waiting for vpcd on 127.0.0.1:{port}: is pcscd running with vsmartcard-vpcd,"
+            " and is no other emulator using this port (--port 35964 is slot 1)?"
+        )
