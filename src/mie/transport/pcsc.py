@@ -358,8 +358,8 @@ class PcscConnection(SmartCardConnection):
     Every call to the card has a deadline. When one passes, the call is abandoned: the
     connection raises :class:`~mie.errors.TransportTimeoutError` and is unusable from then on
     (open a new one); its PC/SC handles are released in the background once the blocked call
-    returns (the card is reset then if ``reset_on_close``, unless what timed out was a wait for
-    another process's transaction: this connection held none).
+    returns (the card is reset then if ``reset_on_close`` or inside ``transaction(reset=True)``,
+    unless what timed out was a wait for another process's transaction: this connection held none).
 
     :param reader: reader name or a unique part of it; ``None`` takes the first reader with a card.
     :param exclusive: connect in exclusive mode (no other process may use the card).
@@ -386,6 +386,9 @@ class PcscConnection(SmartCardConnection):
         self._abandoned = False
         self._in_transaction = False
         self._dirty = False
+        # A transaction(reset=True) began and its closing reset has not happened yet: whatever
+        # ends this connection resets the card then, even with reset_on_close=False.
+        self._reset_owed = False
         self._exchanged = False
         self._hcard: int | None = None
         self._mode = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
@@ -408,7 +411,8 @@ class PcscConnection(SmartCardConnection):
 
     @property
     def _disposition(self) -> int:
-        return scard.SCARD_RESET_CARD if self._reset_on_close else scard.SCARD_LEAVE_CARD
+        reset = self._reset_on_close or self._reset_owed
+        return scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
 
     def _call(self, what: str, timeout: float, function: Callable[..., Any], *args: Any) -> Any:
         """Run one PC/SC call with a deadline; abandon the connection if it passes."""
@@ -496,6 +500,7 @@ class PcscConnection(SmartCardConnection):
             return
         self._begin()
         self._in_transaction = True
+        self._reset_owed = self._reset_owed or reset
         disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
         try:
             yield
@@ -577,6 +582,7 @@ class PcscConnection(SmartCardConnection):
             logger.info("Ending transaction: %s", scard.SCardGetErrorMessage(hresult))
         elif disposition == scard.SCARD_RESET_CARD:
             self._dirty = False
+            self._reset_owed = False
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         """Exchange one APDU.
@@ -617,7 +623,7 @@ class PcscConnection(SmartCardConnection):
         last transaction that ended with a reset."""
         if self._hcontext is None:
             return
-        reset = self._reset_on_close and self._dirty
+        reset = (self._reset_on_close and self._dirty) or self._reset_owed
         disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
         if self._hcard is not None:
             try:
