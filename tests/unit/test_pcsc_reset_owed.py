@@ -81,3 +81,21 @@ def test_a_normal_session_without_reset_on_close_leaves_the_card(
             connection.send_and_receive(bytes.fromhex("0020000008"))
         connection.send_and_receive(bytes.fromhex("00A4000C00"))
     assert fake.disconnected == [scard.SCARD_LEAVE_CARD]
+
+
+def test_a_resetting_transaction_nested_in_a_plain_one_resets_when_the_outer_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FakePcsc(monkeypatch)
+    ended: list[int] = []
+
+    def end(h: int, disposition: int) -> int:
+        ended.append(disposition)
+        return int(scard.SCARD_S_SUCCESS)
+
+    monkeypatch.setattr(scard, "SCardEndTransaction", end)
+    with PcscConnection(READER) as connection:
+        with connection.transaction(), connection.transaction(reset=True):
+            connection.send_and_receive(bytes.fromhex("0020000008"))
+        assert ended == [scard.SCARD_RESET_CARD]
+    assert fake.disconnected == [scard.SCARD_LEAVE_CARD]  # nothing sent since that reset

@@ -496,18 +496,20 @@ class PcscConnection(SmartCardConnection):
             transaction timeout (connection abandoned).
         """
         if self._in_transaction:
+            # Nested: the outer transaction ends with the reset asked for here.
+            self._reset_owed = self._reset_owed or reset
             yield
             return
         self._begin()
         self._in_transaction = True
         self._reset_owed = self._reset_owed or reset
-        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
         try:
             yield
         finally:
             self._in_transaction = False
             if not self._abandoned:
-                self._end(disposition)
+                reset_now = self._reset_owed
+                self._end(scard.SCARD_RESET_CARD if reset_now else scard.SCARD_LEAVE_CARD)
 
     def _begin(self) -> None:
         what = "Beginning transaction"
