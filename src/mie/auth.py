@@ -20,11 +20,10 @@ from enum import Enum, unique
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509 import DuplicateExtension
 
 from mie.cards.cps4 import Cps4Session
 from mie.cards.cpx import (
@@ -44,7 +43,7 @@ from mie.core.errors import (
 from mie.core.pin import check_pin
 from mie.policy import LevelPolicy, decide_level
 from mie.trust.errors import VerificationError, describe
-from mie.trust.identity import Identity, identity_from_certificate
+from mie.trust.identity import LAZY_PARSE_ERRORS, Identity, identity_from_certificate
 from mie.trust.parse import parse_certificate_der
 from mie.trust.verify import Usage, Verifier
 
@@ -318,15 +317,10 @@ def load_certificate(der: bytes) -> x509.Certificate:
     return certificate
 
 
-# What cryptography raises from the parts of a certificate it parses lazily (names, extensions,
-# keys), for bytes that passed the strict parse all the same.
-_CERTIFICATE_PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, DuplicateExtension)
-
-
 def _public_key(certificate: x509.Certificate) -> CertificatePublicKeyTypes:
     try:
         return certificate.public_key()
-    except _CERTIFICATE_PARSE_ERRORS as e:
+    except LAZY_PARSE_ERRORS as e:
         raise BadResponseError(
             f"The card's certificate holds a key that cannot be loaded: {describe(e)}"
         ) from e
@@ -339,7 +333,7 @@ def card_identity(certificate: x509.Certificate) -> Identity:
     """
     try:
         return identity_from_certificate(certificate)
-    except (VerificationError, *_CERTIFICATE_PARSE_ERRORS) as e:
+    except (VerificationError, *LAZY_PARSE_ERRORS) as e:
         message = e.message if isinstance(e, VerificationError) else describe(e)
         raise BadResponseError(f"The card's certificate holds no valid identity: {message}") from e
 

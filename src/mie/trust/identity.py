@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from mie.core.luhn import luhn_valid
 from mie.trust.errors import describe, malformed
+from mie.trust.parse import force_lazy_parts, guarded
 
 OID_NOS_PRODUCT_CATEGORY = x509.ObjectIdentifier("1.2.250.1.71.1.2.5")
 OID_NOS_PRODUCT_TYPE = x509.ObjectIdentifier("1.2.250.1.71.1.2.2")
@@ -35,8 +36,8 @@ TEST_CATEGORIES = frozenset({0x80, 0x82, 0x83})
 CARD_TYPES = {0: "CPS", 1: "CPF", 2: "CPE", 3: "CPA", 4: "PSI"}
 LA_POSTE_SIREN = "356000000"
 
-# What cryptography raises for certificate parts it parses lazily (names, extensions, keys).
-_FOREIGN = (
+#: What cryptography raises for certificate parts it parses lazily (names, extensions, keys).
+LAZY_PARSE_ERRORS = (
     ValueError,
     TypeError,
     UnsupportedAlgorithm,
@@ -170,7 +171,7 @@ def subject_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
     """
     try:
         return cert.subject
-    except _FOREIGN as e:
+    except LAZY_PARSE_ERRORS as e:
         raise malformed(f"{what}: subject does not parse ({describe(e)})") from e
 
 
@@ -181,7 +182,7 @@ def issuer_of(cert: x509.Certificate, what: str = "certificate") -> x509.Name:
     """
     try:
         return cert.issuer
-    except _FOREIGN as e:
+    except LAZY_PARSE_ERRORS as e:
         raise malformed(f"{what}: issuer name does not parse ({describe(e)})") from e
 
 
@@ -193,23 +194,18 @@ def extensions_of(cert: x509.Certificate, what: str = "certificate") -> x509.Ext
     """
     try:
         return cert.extensions
-    except _FOREIGN as e:
+    except LAZY_PARSE_ERRORS as e:
         raise malformed(f"{what}: extensions do not parse ({describe(e)})") from e
 
 
 def check_readable(cert: x509.Certificate, what: str = "certificate") -> None:
-    """Parse every lazily parsed part of ``cert`` once (names, extensions, public key), so
-    later accessors cannot raise.
+    """Parse every lazily parsed part of ``cert`` once (names, extensions, public key, validity),
+    so later accessors cannot raise: the same forcing as :func:`mie.trust.parse.load_certificates`
+    applies to what it parses, for certificate objects that come from elsewhere.
 
-    :raises VerificationError: ``malformed`` naming the part that does not parse.
+    :raises VerificationError: ``malformed`` naming ``what``.
     """
-    subject_of(cert, what)
-    issuer_of(cert, what)
-    extensions_of(cert, what)
-    try:
-        cert.public_key()
-    except _FOREIGN as e:
-        raise malformed(f"{what}: public key cannot be loaded ({describe(e)})") from e
+    guarded(what, "certificate", lambda: force_lazy_parts(cert))
 
 
 def parse_id_nat(id_nat: str) -> tuple[str, str]:

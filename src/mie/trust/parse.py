@@ -234,12 +234,17 @@ def parse_certificate_der(
     serial = strict["tbs_certificate"]["serial_number"].native
     if serial <= 0 and not allow_nonpositive_serial:
         raise malformed(f"{source}: certificate serial number is not positive ({serial})")
-    return guarded(source, "certificate", lambda: _force(x509.load_der_x509_certificate(der)))
+    load = x509.load_der_x509_certificate
+    return guarded(source, "certificate", lambda: force_lazy_parts(load(der)))
 
 
-def _force(cert: x509.Certificate) -> x509.Certificate:
-    # cryptography decodes these on first access: touch them now so a bad encoding is
-    # ``malformed`` here instead of a foreign exception during a later check.
+def force_lazy_parts(cert: x509.Certificate) -> x509.Certificate:
+    """Decode what cryptography decodes on first access (extensions, names, public key, validity),
+    so that a bad encoding raises here, under :func:`guarded`, instead of a foreign exception during
+    a later check.
+
+    :return: ``cert``.
+    """
     for extension in cert.extensions:
         extension.value  # noqa: B018
     for name in (cert.subject, cert.issuer):
