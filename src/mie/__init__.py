@@ -1,9 +1,11 @@
 """mie: authenticate French health professionals with every ANS electronic identification means.
 
 The package is layered (see ``docs/architecture.md``): :mod:`mie.core` holds the APDU and TLV
-codecs, the :class:`~mie.core.SmartCardConnection` interface and the APDU processor stack;
-hardware backends live in :mod:`mie.transport` and are optional extras; emulated cards live in
-:mod:`mie.emulation`.
+codecs, the connection interfaces and the APDU processor stack; hardware backends live in
+:mod:`mie.transport` and are optional extras; emulated cards live in :mod:`mie.emulation`.
+
+The public names below load on first use, each from its own module, so ``import mie`` loads no
+card, trust or ASN.1 code (``tests/unit/test_import_weight.py`` keeps it so).
 """
 
 from __future__ import annotations
@@ -17,30 +19,63 @@ if TYPE_CHECKING:
     from mie.auth import (
         Authenticator,
         AuthResult,
-        CertificateCache,
         CpxAuthenticator,
         Evidence,
+        Identification,
         open_authenticator,
     )
+    from mie.certcache import CertificateCache
+    from mie.policy import AssuranceLevel
+    from mie.request import AuthRequest, StaticPin, UserVerification
+    from mie.trust.identity import Identity
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it (the TYPE_CHECKING imports above list the same).
+_EXPORTS = {
+    "AssuranceLevel": "mie.policy",
+    "AuthRequest": "mie.request",
+    "AuthResult": "mie.auth",
+    "Authenticator": "mie.auth",
+    "CertificateCache": "mie.certcache",
+    "CpxAuthenticator": "mie.auth",
+    "Evidence": "mie.auth",
+    "Identification": "mie.auth",
+    "Identity": "mie.trust.identity",
+    "StaticPin": "mie.request",
+    "UserVerification": "mie.request",
+    "open_authenticator": "mie.auth",
+}
 
 
 def __getattr__(name: str) -> Any:
     # The public names load on first use: ``import mie`` stays cheap, so the ``mie`` command
     # can catch a Ctrl-C during its imports (see mie._cli.__main__).
-    if name in __all__:
-        import mie.auth
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mie' has no attribute {name!r}")
+    import importlib
 
-        return getattr(mie.auth, name)
-    raise AttributeError(f"module 'mie' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 __all__ = [
+    "AssuranceLevel",
+    "AuthRequest",
     "AuthResult",
     "Authenticator",
     "CertificateCache",
     "CpxAuthenticator",
     "Evidence",
+    "Identification",
+    "Identity",
+    "StaticPin",
+    "UserVerification",
     "open_authenticator",
 ]

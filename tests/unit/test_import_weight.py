@@ -3,8 +3,11 @@ ASN.1 code, and every public name of ``mie`` still resolves, lazily, from the ro
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +31,12 @@ EXPORTED_BEFORE = frozenset(
 
 
 def imported_modules(statement: str) -> list[str]:
-    """:return: every module ``python -X importtime -c STATEMENT`` reports, in import order."""
+    """:return: every module ``python -X importtime -c STATEMENT`` reports, in import order,
+    then any other module in ``sys.modules`` at the end (``importlib.import_module``, which the
+    lazy root uses, is not traced by ``-X importtime``)."""
+    script = f"{statement}\nimport sys\nprint('\\n'.join(sys.modules))"
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", statement],
+        [sys.executable, "-X", "importtime", "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
@@ -42,7 +48,7 @@ def imported_modules(statement: str) -> list[str]:
         if line.startswith("import time:") and line.count("|") == 2:
             modules.append(line.rsplit("|", 1)[1].strip())
     assert modules, f"no -X importtime lines in: {out.stderr[:500]}"
-    return modules
+    return modules + [m for m in out.stdout.splitlines() if m not in modules]
 
 
 def heavy_in(modules: list[str]) -> list[str]:
@@ -55,6 +61,9 @@ def test_the_importtime_reader_sees_a_heavy_import() -> None:
     modules = imported_modules("import mie.trust.parse")
     assert "mie.trust.parse" in modules
     assert "asn1crypto" in heavy_in(modules)
+    # And so does the sys.modules part, for what importlib loads.
+    lazily = imported_modules("import importlib; importlib.import_module('mie.trust.parse')")
+    assert "asn1crypto" in heavy_in(lazily)
 
 
 @pytest.mark.parametrize("module", ["mie.core", "mie"])
@@ -73,10 +82,41 @@ def test_importing_the_error_types_loads_no_trust_card_or_asn1_module() -> None:
     assert heavy_in(modules) == []
 
 
+def test_a_public_name_loads_only_what_it_needs() -> None:
+    modules = imported_modules("import mie; mie.AuthRequest")
+    assert "mie.request" in modules
+    assert heavy_in(modules) == []
+
+
 def test_every_public_name_resolves_from_the_root() -> None:
     assert set(mie.__all__) >= EXPORTED_BEFORE
-    for name in mie.__all__:
-        assert getattr(mie, name) is not None, name
+    assert set(mie.__all__) == set(mie._EXPORTS)
+    assert set(dir(mie)) >= set(mie.__all__)
+    for name, module in mie._EXPORTS.items():
+        value = getattr(mie, name)
+        assert value is getattr(importlib.import_module(module), name), name
+        assert vars(mie)[name] is value, f"{name} is looked up again on every access"
+
+
+def _type_checking_imports(path: Path) -> dict[str, str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+        if node.test.id == "TYPE_CHECKING"
+    )
+    return {
+        alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module != "typing"
+        for alias in node.names
+    }
+
+
+def test_the_type_checkers_see_the_same_names_from_the_same_modules() -> None:
+    assert mie.__file__ is not None
+    assert _type_checking_imports(Path(mie.__file__)) == mie._EXPORTS
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
