@@ -274,6 +274,42 @@ def test_malformed_or_unsupported_commands(card: Iso7816Card) -> None:
     assert sw(card, "00 CA 01 00 00") == 0x6D00
 
 
+def test_a_proprietary_cla_with_bit_10_is_no_chain_and_gets_6e00(card: Iso7816Card) -> None:
+    # 90 60 (DESFire GetVersion) was taken for a chain link (90 has bit 10) and answered 9000.
+    assert sw(card, "90 60 00 00 00") == 0x6E00
+    assert sw(card, "B0 20 00 01 04 34 38 32 36") == 0x6E00
+    assert card.tries_left == 3
+
+
+def test_a_proprietary_cla_command_reaches_the_cla_check_with_its_class(
+    card: Iso7816Card,
+) -> None:
+    seen: list[CommandApdu] = []
+
+    def record(apdu: CommandApdu) -> tuple[bytes, int]:
+        seen.append(apdu)
+        return b"", 0x9000
+
+    card.handlers[0x60] = record
+    assert sw(card, "90 60 00 00 00") == 0x6E00
+    assert sw(card, "10 60 00 00 01 AA") == 0x9000
+    assert sw(card, "00 60 00 00 01 BB") == 0x9000
+    assert [a.cla for a in seen] == [0x00]
+    assert seen[0].data == h("AA BB")
+
+
+@pytest.mark.parametrize("cla", ["20", "3F", "30"])
+def test_a_reserved_cla_is_not_supported(card: Iso7816Card, cla: str) -> None:
+    assert sw(card, f"{cla} 20 00 01 04 34 38 32 36") == 0x6E00
+    assert not card.pin_verified
+
+
+def test_a_proprietary_command_inside_a_chain_ends_it(card: Iso7816Card) -> None:
+    assert sw(card, "10 20 00 01 04 34 38 32 36") == 0x9000
+    assert sw(card, "90 20 00 01 04 FF FF FF FF") == 0x6883
+    assert sw(card, "00 20 00 01 04 FF FF FF FF") == 0x63C2
+
+
 def test_a_t0_answer_longer_than_256_bytes_is_chained_with_61xx() -> None:
     card = demo_card()
     card.handlers[0xCA] = lambda apdu: (PUBLIC[:300], 0x9000)

@@ -14,6 +14,7 @@ from mie.core.processors import (
     ApduProcessor,
     SecureMessagingProcessor,
     SmartCardProtocol,
+    is_interindustry,
 )
 from tests.unit.fakes import ScriptFactory, h
 
@@ -308,3 +309,107 @@ def test_secure_messaging_sees_the_whole_command_before_chaining(
     assert protocol.transmit(command) == (b"RESP", OK)
     assert layers[0].protected == [command]
     assert layers[0].unprotected == [(b"RESP" + MAC, OK)]
+
+
+class Untouched(SecureMessagingProcessor):
+    """A secure-messaging layer that changes nothing: shows what the layers below send."""
+
+    def protect(self, apdu: CommandApdu) -> CommandApdu:
+        return apdu
+
+    def unprotect(self, data: bytes, sw: int) -> tuple[bytes, int]:
+        return data, sw
+
+
+def test_configure_keeps_t0_so_a_select_gets_no_le(scripted: ScriptFactory) -> None:
+    # Configuring secure messaging used to rebuild the stack with t0=False: a T=0 SELECT then
+    # went out with a trailing Le byte.
+    connection = scripted([(h("00 A4 04 00 0D") + AID, h("6F 00"), OK)])
+    protocol = SmartCardProtocol(connection, t0=True)
+    protocol.configure(secure_messaging=Untouched)
+    assert protocol.select(AID) == h("6F 00")
+    assert protocol.settings.t0
+
+
+def test_configure_keeps_extended_length(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("00 DA 01 02 00 02 58") + DATA_600, b"", OK),
+            (h("10 DA 01 02 00 01 2C") + DATA_600[:300], b"", OK),
+            (h("00 DA 01 02 00 01 2C") + DATA_600[300:], b"", OK),
+        ]
+    )
+    protocol = SmartCardProtocol(connection, extended_length=True)
+    protocol.configure(secure_messaging=Untouched)
+    assert protocol.transmit(CommandApdu(0, 0xDA, 1, 2, DATA_600)) == (b"", OK)
+    protocol.configure(max_command_data=300, secure_messaging=None)
+    assert protocol.transmit(CommandApdu(0, 0xDA, 1, 2, DATA_600)) == (b"", OK)
+    assert protocol.settings.extended_length
+    assert protocol.settings.max_command_data == 300
+
+
+def test_configure_changes_only_what_it_is_given(scripted: ScriptFactory) -> None:
+    protocol = SmartCardProtocol(scripted([]), extended_length=True, t0=True)
+    protocol.configure(max_command_data=16)
+    assert (protocol.settings.t0, protocol.settings.extended_length) == (True, True)
+    protocol.configure(t0=False)
+    assert (protocol.settings.t0, protocol.settings.max_command_data) == (False, 16)
+    protocol.configure(max_command_data=None)
+    assert protocol.settings.command_data_limit == 65535
+
+
+def test_configure_refuses_a_bad_chunk_size_and_keeps_the_stack(scripted: ScriptFactory) -> None:
+    protocol = SmartCardProtocol(scripted([]), t0=True)
+    with pytest.raises(ValueError, match="max_command_data"):
+        protocol.configure(max_command_data=0)
+    assert protocol.settings.t0
+    assert protocol.settings.max_command_data is None
+
+
+@pytest.mark.parametrize(
+    ("cla", "interindustry"),
+    [
+        (0x00, True),
+        (0x03, True),
+        (0x0C, True),
+        (0x1F, True),
+        (0x20, False),
+        (0x3F, False),
+        (0x40, True),
+        (0x7F, True),
+        (0x80, False),
+        (0x90, False),
+        (0xFF, False),
+    ],
+)
+def test_interindustry_cla_values(cla: int, interindustry: bool) -> None:
+    assert is_interindustry(cla) is interindustry
+
+
+@pytest.mark.parametrize("cla", [0x90, 0x80, 0xA0, 0x20])
+def test_a_chain_that_needs_a_non_interindustry_cla_raises_and_sends_nothing(
+    scripted: ScriptFactory, cla: int
+) -> None:
+    # ORing 10 into 90 made DESFire's native CLA into 90|10 = 90 with another meaning.
+    connection = scripted([])
+    with pytest.raises(ApduFormatError, match="chaining"):
+        SmartCardProtocol(connection).transmit(CommandApdu(cla, 0x3D, 0, 0, bytes(300)))
+    assert connection.sent == []
+
+
+def test_a_proprietary_cla_command_that_fits_is_sent_as_is(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("90 3D 00 00 FF") + bytes(255) + h("00"), b"", 0x9100)])
+    protocol = SmartCardProtocol(connection)
+    assert protocol.transmit(CommandApdu(0x90, 0x3D, 0, 0, bytes(255), 256)) == (b"", 0x9100)
+
+
+def test_further_interindustry_cla_chains_with_bit_10(scripted: ScriptFactory) -> None:
+    data = bytes(300)
+    connection = scripted(
+        [
+            (h("55 DB 3F FF FF") + data[:255], b"", OK),
+            (h("45 DB 3F FF 2D") + data[255:], b"", OK),
+        ]
+    )
+    apdu = CommandApdu(0x45, 0xDB, 0x3F, 0xFF, data)
+    assert SmartCardProtocol(connection).transmit(apdu) == (b"", OK)

@@ -2,7 +2,8 @@
 
 From top to bottom: secure messaging (optional), command chaining, response chaining (``61xx``),
 wrong-length re-send (``6Cxx``), and the formatter that encodes bytes onto the connection.
-:class:`SmartCardProtocol` builds the stack in :meth:`SmartCardProtocol.configure`.
+:class:`SmartCardProtocol` builds the stack from its :class:`StackSettings` in
+:meth:`SmartCardProtocol.configure`, which changes only the settings it is given.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, Literal, TypeVar
 
 from mie.core.apdu import SHORT_MAX_DATA, CommandApdu
 from mie.core.connection import SmartCardConnection
@@ -29,6 +33,34 @@ CLA_CHAINING = 0x10
 MAX_RESPONSE_CHAIN = 256
 
 _APP_NOT_AVAILABLE = {SW.FILE_NOT_FOUND, SW.INCORRECT_P1P2, SW.INS_NOT_SUPPORTED, SW.WRONG_P1P2}
+
+
+class _Keep(Enum):
+    KEEP = "KEEP"
+
+
+KEEP: Final = _Keep.KEEP
+"""Default of :meth:`SmartCardProtocol.configure`'s arguments: leave that setting as it is."""
+
+Keep = Literal[_Keep.KEEP]
+T = TypeVar("T")
+
+
+def _pick(value: T | Keep, current: T) -> T:
+    """:return: ``current`` for :data:`KEEP`, else ``value``."""
+    return current if isinstance(value, _Keep) else value
+
+
+def is_interindustry(cla: int) -> bool:
+    """Whether ``cla`` is an interindustry class byte (ISO/IEC 7816-4 §5.4.1).
+
+    Only those carry the command-chaining bit ``10``; in a proprietary class (bit 8 set, such as
+    DESFire's ``90``) the same bit means something else, and ``20``..``3F`` are reserved.
+
+    :param cla: the class byte.
+    :return: ``True`` for ``00``..``1F`` and ``40``..``7F``.
+    """
+    return not cla & 0x80 and cla & 0xE0 != 0x20
 
 
 class ApduProcessor(abc.ABC):
@@ -126,6 +158,11 @@ class CommandChainingProcessor(ChainedProcessor):
     def send_apdu(self, apdu: CommandApdu) -> tuple[bytes, int]:
         if len(apdu.data) <= self.max_data:
             return self.delegate.send_apdu(apdu)
+        if not is_interindustry(apdu.cla):
+            raise ApduFormatError(
+                f"Command data of {len(apdu.data)} bytes needs chaining, which CLA "
+                f"{apdu.cla:02x} has no bit for (not an interindustry class)"
+            )
         offset = 0
         while len(apdu.data) - offset > self.max_data:
             chunk = apdu.data[offset : offset + self.max_data]
@@ -157,6 +194,35 @@ class SecureMessagingProcessor(ChainedProcessor):
         return self.unprotect(data, sw)
 
 
+@dataclass(frozen=True)
+class StackSettings:
+    """What the processor stack is built from.
+
+    :param t0: the link runs T=0: case-4 commands go without Le.
+    :param extended_length: the card accepts extended-length APDUs.
+    :param max_command_data: longest data field before command chaining; ``None`` means 255, or
+        65535 with extended length.
+    """
+
+    t0: bool = False
+    extended_length: bool = False
+    max_command_data: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_command_data is not None and not 1 <= self.max_command_data <= 65535:
+            raise ValueError(f"max_command_data must be 1..65535, got {self.max_command_data}")
+
+    @property
+    def command_data_limit(self) -> int:
+        """:return: the longest data field one command carries before chaining."""
+        if self.max_command_data is not None:
+            return self.max_command_data
+        return 65535 if self.extended_length else SHORT_MAX_DATA
+
+
+SecureMessagingFactory = Callable[[ApduProcessor], SecureMessagingProcessor]
+
+
 class SmartCardProtocol:
     """Sends commands to a card through a configurable processor stack.
 
@@ -170,32 +236,51 @@ class SmartCardProtocol:
     ) -> None:
         self.connection = connection
         self.processor: ApduProcessor
-        self.configure(extended_length=extended_length, t0=t0)
+        self._settings = StackSettings(t0=t0, extended_length=extended_length)
+        self._secure_messaging: SecureMessagingFactory | None = None
+        self._build()
+
+    @property
+    def settings(self) -> StackSettings:
+        """:return: the settings the current stack was built from."""
+        return self._settings
 
     def configure(
         self,
         *,
-        extended_length: bool = False,
-        t0: bool = False,
-        max_command_data: int | None = None,
-        secure_messaging: Callable[[ApduProcessor], SecureMessagingProcessor] | None = None,
+        extended_length: bool | Keep = KEEP,
+        t0: bool | Keep = KEEP,
+        max_command_data: int | Keep | None = KEEP,
+        secure_messaging: SecureMessagingFactory | Keep | None = KEEP,
     ) -> None:
-        """(Re)build the processor stack.
+        """Change some settings and rebuild the processor stack; the others stay as they are.
 
         :param extended_length: whether the card accepts extended-length APDUs.
         :param t0: whether the link runs T=0.
-        :param max_command_data: longest data field before command chaining; defaults to 255, or
-            65535 with extended length.
-        :param secure_messaging: builds the secure-messaging layer put on top, if any.
+        :param max_command_data: longest data field before command chaining; ``None`` means 255,
+            or 65535 with extended length.
+        :param secure_messaging: builds the secure-messaging layer put on top; ``None`` removes it.
+        :raises ValueError: a setting out of range (the stack is left unchanged).
         """
-        if max_command_data is None:
-            max_command_data = 65535 if extended_length else SHORT_MAX_DATA
-        processor: ApduProcessor = ApduFormatter(self.connection, extended_length, t0)
+        old = self._settings
+        self._settings = StackSettings(
+            t0=_pick(t0, old.t0),
+            extended_length=_pick(extended_length, old.extended_length),
+            max_command_data=_pick(max_command_data, old.max_command_data),
+        )
+        self._secure_messaging = _pick(secure_messaging, self._secure_messaging)
+        self._build()
+
+    def _build(self) -> None:
+        settings = self._settings
+        processor: ApduProcessor = ApduFormatter(
+            self.connection, settings.extended_length, settings.t0
+        )
         processor = WrongLengthProcessor(processor)
         processor = ResponseChainingProcessor(processor)
-        processor = CommandChainingProcessor(processor, max_command_data)
-        if secure_messaging is not None:
-            processor = secure_messaging(processor)
+        processor = CommandChainingProcessor(processor, settings.command_data_limit)
+        if self._secure_messaging is not None:
+            processor = self._secure_messaging(processor)
         self.processor = processor
 
     def transmit(self, apdu: CommandApdu) -> tuple[bytes, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from mie.core.apdu import CommandApdu
 from mie.core.errors import ApduFormatError
 from mie.core.pin import format_pin
+from mie.core.processors import CLA_CHAINING, is_interindustry
 from mie.core.sw import SW
 from mie.core.tlv import Tlv, encode_tlvs
 from mie.emulation.base import EmulatedCard
@@ -191,7 +192,10 @@ class Iso7816Card(EmulatedCard):
         return self._dispatch(chained)
 
     def _chain_step(self, apdu: CommandApdu) -> CommandApdu | int | None:
-        """Accumulate command chaining; return the full command, ``None`` to wait, or an SW."""
+        """Accumulate command chaining; return the full command, ``None`` to wait, or an SW.
+
+        Only an interindustry CLA chains; any other command is returned as it came.
+        """
         previous, self._chain = self._chain, None
         if previous is not None and (previous.ins, previous.p1, previous.p2) != (
             apdu.ins,
@@ -199,17 +203,20 @@ class Iso7816Card(EmulatedCard):
             apdu.p2,
         ):
             return int(SW.LAST_COMMAND_EXPECTED)
+        if not is_interindustry(apdu.cla):
+            # Bit 10 of a proprietary class is no chaining bit (DESFire's 90 is one such CLA).
+            return int(SW.LAST_COMMAND_EXPECTED) if previous is not None else apdu
         data = (previous.data if previous else b"") + apdu.data
         if len(data) > self.max_command:
             return int(SW.WRONG_LENGTH)
-        cla = apdu.cla & ~0x10
-        if apdu.cla & 0x10:
+        cla = apdu.cla & ~CLA_CHAINING
+        if apdu.cla & CLA_CHAINING:
             self._chain = CommandApdu(cla, apdu.ins, apdu.p1, apdu.p2, data)
             return None
         return CommandApdu(cla, apdu.ins, apdu.p1, apdu.p2, data, apdu.le)
 
     def _dispatch(self, apdu: CommandApdu) -> Response:
-        if apdu.cla & 0x80:
+        if not is_interindustry(apdu.cla):
             return b"", SW.CLA_NOT_SUPPORTED
         handler = self.handlers.get(apdu.ins)
         if handler is None:
