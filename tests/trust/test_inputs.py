@@ -23,8 +23,8 @@ from tests.trust.conftest import Files, cli
 
 ANS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ans"
 ELEMENTAIRE_SHA256 = (
-    "2D:9E:22:CA:19:F7:77:C6:B7:45:25:7C:72:3E:CB:8D:"
-    "F3:C3:5F:A6:F1:F6:EC:36:B8:36:00:C9:73:46:96:7F"
+    "2d:9e:22:ca:19:f7:77:c6:b7:45:25:7c:72:3e:cb:8d:"
+    "f3:c3:5f:a6:f1:f6:ec:36:b8:36:00:c9:73:46:96:7f"
 )
 
 

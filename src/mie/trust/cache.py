@@ -172,7 +172,7 @@ class _Stamp:
 class CrlCache:
     """CRLs downloaded from distribution points, kept in ``directory``.
 
-    :param directory: cache directory (created when needed).
+    :param directory: cache directory (created when needed), a path or a ``str``.
     :param timeout: longest wait for one network operation, seconds.
     :param max_bytes: CRL size limit, on the network and on disk (default
         :func:`mie.trust.parse.max_crl_bytes`: ``$MIE_CRL_MAX_BYTES`` or 64 MiB).
@@ -188,6 +188,20 @@ class CrlCache:
     max_bytes: int | None = None
     budget: float | None = None
     deadline: float | None = None
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_bytes: int | None = None,
+        budget: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.budget = budget
+        self.deadline = deadline
 
     def for_one_check(self) -> CrlCache:
         """:return: this cache with its deadline set ``budget`` seconds from now (itself when it

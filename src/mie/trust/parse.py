@@ -217,7 +217,7 @@ def _tlv_header(der: bytes, position: int, source: str) -> tuple[bool, int, int]
     return bool(first & 0x20), position, position + length
 
 
-def parse_certificate_der(
+def load_certificate_der(
     der: bytes, source: str, *, allow_nonpositive_serial: bool = False
 ) -> x509.Certificate:
     """Parse one DER certificate strictly, forcing every part later checks read.
@@ -236,6 +236,58 @@ def parse_certificate_der(
         raise malformed(f"{source}: certificate serial number is not positive ({serial})")
     load = x509.load_der_x509_certificate
     return guarded(source, "certificate", lambda: force_lazy_parts(load(der)))
+
+
+parse_certificate_der = load_certificate_der
+"""The former name of :func:`load_certificate_der`."""
+
+
+def try_load_certificate_der(der: bytes) -> x509.Certificate | None:
+    """Load a DER certificate with cryptography alone, for display or lookup, never for a check.
+
+    Meant for certificates something else has already judged (a path the RFC 5280 engine
+    validated): they may hold what cryptography cannot read, which gives ``None``.
+
+    :return: the certificate with its lazily parsed parts forced, or ``None``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(der)
+        guarded("certificate", "certificate", lambda: force_lazy_parts(cert))
+    except (ValueError, x509.InvalidVersion, VerificationError):
+        return None
+    return cert
+
+
+def der_to_pem(der: bytes) -> str:
+    """:return: ``der`` as one PEM ``CERTIFICATE`` block (64-character lines, final newline),
+    as ``openssl x509`` and cryptography write it. The bytes are not parsed."""
+    body = base64.b64encode(der).decode("ascii")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN CERTIFICATE-----", *lines, "-----END CERTIFICATE-----", ""])
+
+
+def pem_to_der(text: str, source: str) -> bytes:
+    """The DER inside exactly one PEM ``CERTIFICATE`` block, with nothing but white space around.
+
+    The DER is not parsed (:func:`load_certificate_der` does that).
+
+    :param text: the PEM text (at most twice :data:`MAX_CERTIFICATE_BYTES` characters).
+    :param source: what to name in error messages.
+    :raises VerificationError: ``malformed``.
+    """
+    if len(text) > 2 * MAX_CERTIFICATE_BYTES:
+        raise malformed(f"{source}: PEM text is larger than {2 * MAX_CERTIFICATE_BYTES} characters")
+    if not text.isascii():
+        raise malformed(f"{source}: PEM text is not ASCII")
+    data = text.strip().encode("ascii")
+    if not data.startswith(b"-----BEGIN ") or not data.endswith(b"-----"):
+        raise malformed(f"{source}: not one PEM block")
+    blocks = list(_pem_blocks(data, source))
+    if len(blocks) != 1 or blocks[0][0] != b"CERTIFICATE":
+        raise malformed(f"{source}: not one PEM CERTIFICATE block")
+    return blocks[0][1]
 
 
 def force_lazy_parts(cert: x509.Certificate) -> x509.Certificate:
@@ -287,7 +339,7 @@ def load_certificates(
 
     :param data: the file content (at most :data:`MAX_CERTIFICATE_FILE_BYTES`).
     :param source: the file name, for messages.
-    :param allow_nonpositive_serial: see :func:`parse_certificate_der`.
+    :param allow_nonpositive_serial: see :func:`load_certificate_der`.
     :return: the certificates, in file order (at least one).
     :raises VerificationError: ``malformed`` (unreadable, too large, or no certificate at all).
     """
@@ -296,7 +348,7 @@ def load_certificates(
     if not ders:
         raise malformed(f"{source}: contains no certificate")
     return [
-        parse_certificate_der(d, source, allow_nonpositive_serial=allow_nonpositive_serial)
+        load_certificate_der(d, source, allow_nonpositive_serial=allow_nonpositive_serial)
         for d in ders
     ]
 

@@ -109,8 +109,9 @@ def dn(name: x509.Name) -> str:
 
 
 def fingerprint(cert: x509.Certificate) -> str:
-    """:return: the SHA-256 fingerprint as colon-separated upper-case hex."""
-    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+    """:return: the SHA-256 fingerprint as colon-separated lower-case hex (hex is lower case in
+    all of mie's output)."""
+    return cert.fingerprint(hashes.SHA256()).hex(":")
 
 
 @dataclass(frozen=True)
@@ -222,9 +223,12 @@ class TrustStore:
         return cls(_bundled_anchors())
 
     @classmethod
-    def default(cls, operator_dir: Path | None = None) -> TrustStore:
-        """Bundled anchors plus the operator store (see :func:`operator_directory`)."""
-        operator = OperatorStore(operator_dir or operator_directory())
+    def default(cls, operator_dir: str | os.PathLike[str] | None = None) -> TrustStore:
+        """Bundled anchors plus the operator store.
+
+        :param operator_dir: the operator store (default :func:`operator_directory`).
+        """
+        operator = OperatorStore(operator_directory() if operator_dir is None else operator_dir)
         return cls([*_bundled_anchors(), *operator.anchors()], operator.intermediates())
 
     @classmethod
@@ -278,11 +282,11 @@ def is_ca(cert: x509.Certificate) -> bool:
 class OperatorStore:
     """The operator's anchor directory: ``anchors/<sha256>.pem`` and ``intermediates/…``.
 
-    :param directory: the directory (created on first import).
+    :param directory: the directory (created on first import), a path or a ``str``.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
 
     def _files(self, kind: str) -> list[Path]:
         folder = self.directory / kind
@@ -372,7 +376,7 @@ class OperatorStore:
         self, cert: x509.Certificate, kind: str, allow_test: bool
     ) -> list[tuple[Path, bytes]]:
         folder = self.directory / f"{kind}s"
-        stem = fingerprint(cert).replace(":", "").lower()
+        stem = fingerprint(cert).replace(":", "")
         entries = [(folder / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))]
         if imported_as_test(cert, kind, allow_test):
             entries.append((folder / f"{stem}.test", b"TEST anchor imported with --test\n"))

@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import itertools
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, unique
@@ -23,7 +22,6 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtensionOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder
 from cryptography.x509.verification import VerificationError as CryptographyVerificationError
@@ -32,9 +30,9 @@ from mie.trust import fallback
 from mie.trust.cache import CrlCache
 from mie.trust.crl import CrlSet, RevocationStatus, Status, UnsupportedRevocation, crl_status
 from mie.trust.errors import ErrorCode, VerificationError, describe, malformed
-from mie.trust.identity import check_readable, extensions_of
+from mie.trust.identity import extensions_of
 from mie.trust.ocsp import ocsp_status, ocsp_urls
-from mie.trust.parse import check_certificate_der
+from mie.trust.parse import check_certificate_der, load_certificate_der, try_load_certificate_der
 from mie.trust.store import Anchor, TrustStore, dn, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -127,7 +125,7 @@ class VerificationResult:
     def certificate(self, position: int) -> x509.Certificate | None:
         """:return: the certificate at ``position`` (0 = leaf), or ``None`` if unreadable."""
         item = self.path[position]
-        return item if isinstance(item, x509.Certificate) else _maybe_parse(item)
+        return item if isinstance(item, x509.Certificate) else try_load_certificate_der(item)
 
 
 T = TypeVar("T")
@@ -284,13 +282,14 @@ class Verifier:
         )
 
     def _certificate(self, cert: x509.Certificate | bytes, what: str) -> x509.Certificate | bytes:
+        # Objects get the strict parse of their DER too: a certificate read from a card, or
+        # loaded by a caller with cryptography alone, has had no asn1crypto pass.
+        der = cert if isinstance(cert, bytes) else _der(cert)
         try:
-            parsed = _parse_der(cert, what) if isinstance(cert, bytes) else cert
-            check_readable(parsed, what)
+            parsed = _parse_der(der, what)
         except VerificationError:
             if self.profile is Profile.IGC_SANTE or not self.fallback:
                 raise
-            der = cert if isinstance(cert, bytes) else _der(cert)
             check_certificate_der(der, what)
             return der
         if self.profile is Profile.IGC_SANTE and _serial(parsed) <= 0:
@@ -387,8 +386,10 @@ class Verifier:
             hard=self.hard,
             legacy_algorithms=self.profile is Profile.RFC5280,
         )
-        anchor_cert = x509.load_der_x509_certificate(path[-1])
-        parsed = [_maybe_parse(d) for d in path]
+        parsed = [try_load_certificate_der(d) for d in path]
+        anchor_cert = parsed[-1]
+        if anchor_cert is None:
+            raise malformed("the RFC 5280 engine ended the path at an unreadable anchor")
         if parsed[0] is not None:
             self._check_leaf(parsed[0])
         elif self.profile is not Profile.RFC5280:
@@ -449,13 +450,8 @@ def crl_urls(cert: x509.Certificate) -> list[str]:
 @functools.lru_cache(maxsize=2048)
 def _parse_der(der: bytes, what: str) -> x509.Certificate:
     # Parsed certificates are immutable; CA certificates offered on every call are parsed once.
-    check_certificate_der(der, what)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            return x509.load_der_x509_certificate(der)
-    except (ValueError, x509.InvalidVersion) as e:
-        raise malformed(f"{what}: does not parse ({describe(e)})") from e
+    # The serial number is judged by the caller's profile.
+    return load_certificate_der(der, what, allow_nonpositive_serial=True)
 
 
 def _as_der(cert: x509.Certificate | bytes) -> bytes:
@@ -469,17 +465,6 @@ def _der(cert: x509.Certificate) -> bytes:
 def _serial(cert: x509.Certificate) -> int:
     # cryptography warns about non-positive serials when parsing, not on this access.
     return cert.serial_number
-
-
-def _maybe_parse(der: bytes) -> x509.Certificate | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            cert = x509.load_der_x509_certificate(der)
-        check_readable(cert)
-    except (ValueError, x509.InvalidVersion, VerificationError):
-        return None
-    return cert
 
 
 def diagnose(
@@ -580,7 +565,7 @@ def _issuer_of(
 
 
 def _key_id(value: bytes | None) -> str:
-    return value.hex(":").upper() if value else "none"
+    return value.hex(":") if value else "none"
 
 
 def _issuer_problem(issuer: x509.Certificate, below: int) -> VerificationError | None:
