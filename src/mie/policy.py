@@ -1,4 +1,9 @@
-"""RIE / eIDAS assurance level from verified evidence.
+"""RIE / eIDAS assurance level from what was proven.
+
+A :class:`Proof` says which MIE was used (:class:`MieKind`), which factors it proved
+(:class:`Factor`) and which certificate chain verified; :func:`decide` grants the level of the
+first :class:`LevelRule` of :attr:`LevelPolicy.rules` it matches. DESFire badges and FIDO2 keys
+will be more rows of the same table.
 
 Rules (``../shared/reference/ans-pki.md`` §1.2, §6): a card *authentication* certificate issued
 by ``AC IGC-SANTE FORT PERSONNES`` (CPS: smart card + PIN) gives ``substantial``; STANDARD
@@ -18,7 +23,7 @@ from cryptography import x509
 
 from mie.trust.crl import RevocationStatus
 from mie.trust.errors import ErrorCode, VerificationError
-from mie.trust.store import Domain, Gamme, classify
+from mie.trust.store import CaClass, Domain, Gamme, classify
 from mie.trust.verify import Usage, VerificationResult
 
 
@@ -31,15 +36,125 @@ class AssuranceLevel(Enum):
     HIGH = "high"
 
 
+@unique
+class MieKind(Enum):
+    """The kind of means of electronic identification (MIE) that produced a proof."""
+
+    CPX_CARD = "cpx-card"
+    DESFIRE_BADGE = "desfire-badge"
+    FIDO2_KEY = "fido2-key"
+    #: A certificate checked on its own (``mie verify-cert``): nothing says how its key is held.
+    CERTIFICATE = "certificate"
+
+
+@unique
+class Factor(Enum):
+    """Authentication factors a proof establishes."""
+
+    POSSESSION = "possession"
+    KNOWLEDGE = "knowledge"
+    INHERENCE = "inherence"
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a verification established, the input of the level decision.
+
+    :param mie: the kind of MIE.
+    :param factors: the factors proven (a CPx login: the card, possession, and its PIN,
+        knowledge).
+    :param chain: the verified certificate path, or ``None`` when no chain was checked.
+    :param usage: what the certificate was verified for.
+    :param attestation: a verified attestation (FIDO2, later), or ``None``.
+    """
+
+    mie: MieKind
+    factors: frozenset[Factor]
+    chain: VerificationResult | None
+    usage: Usage = Usage.AUTH
+    attestation: object | None = None
+
+
+@dataclass(frozen=True)
+class LevelRule:
+    """One row of the level table: a proof matching it gets ``level``.
+
+    :param mie: the MIE kind it applies to (``None``: any).
+    :param factors: factors the proof must include (a subset of :attr:`Proof.factors`).
+    :param gamme: the IGC-Santé gamme of the leaf's issuer.
+    :param domain: the issuer's domain (``None``: any).
+    :param level: the level granted.
+    :param reason: the reason given when the row decides.
+    """
+
+    mie: MieKind | None
+    factors: frozenset[Factor]
+    gamme: Gamme
+    domain: Domain | None
+    level: AssuranceLevel
+    reason: str
+
+    def matches(self, proof: Proof, issuer: CaClass) -> bool:
+        """:return: whether ``proof``, whose leaf ``issuer`` issued, falls under this row."""
+        return (
+            self.mie in (None, proof.mie)
+            and self.factors <= proof.factors
+            and self.gamme is issuer.gamme
+            and self.domain in (None, issuer.domain)
+        )
+
+
+_CARD_AND_PIN = frozenset({Factor.POSSESSION, Factor.KNOWLEDGE})
+_FORT_PERSONNES = "FORT PERSONNES card certificate: smart card and PIN, two factors"
+_NONE: frozenset[Factor] = frozenset()
+
+DEFAULT_RULES: tuple[LevelRule, ...] = (
+    # That the RIE grants substantial to card + PIN for FORT PERSONNES is inferred from the
+    # IGC-Santé gammes (ans-pki.md §1.2, §6), not read in a published table.
+    LevelRule(
+        MieKind.CPX_CARD,
+        _CARD_AND_PIN,
+        Gamme.FORT,
+        Domain.PERSONNES,
+        AssuranceLevel.SUBSTANTIAL,
+        _FORT_PERSONNES,
+    ),
+    # A FORT PERSONNES certificate is only issued on a CPS card, whose key needs the PIN.
+    LevelRule(
+        MieKind.CERTIFICATE,
+        _NONE,
+        Gamme.FORT,
+        Domain.PERSONNES,
+        AssuranceLevel.SUBSTANTIAL,
+        _FORT_PERSONNES,
+    ),
+    LevelRule(None, _NONE, Gamme.FORT, None, AssuranceLevel.LOW, "FORT gamme grants low at most"),
+    LevelRule(
+        None, _NONE, Gamme.STANDARD, None, AssuranceLevel.LOW, "STANDARD gamme grants low at most"
+    ),
+    LevelRule(
+        None,
+        _NONE,
+        Gamme.ELEMENTAIRE,
+        None,
+        AssuranceLevel.LOW,
+        "ELEMENTAIRE gamme grants low at most",
+    ),
+)
+"""The level table: the first row a proof matches decides."""
+
+
 @dataclass(frozen=True)
 class LevelPolicy:
     """Configuration of the level decision.
 
     :param auth_policy_oids: per gamme, the certificate policy OIDs an authentication
         certificate must carry; a gamme absent from the mapping has no OID requirement.
+    :param rules: the level table (default :data:`DEFAULT_RULES`).
     """
 
     auth_policy_oids: Mapping[Gamme, frozenset[str]] = field(default_factory=dict)
+    rules: tuple[LevelRule, ...] = DEFAULT_RULES
 
 
 @dataclass(frozen=True)
@@ -54,23 +169,24 @@ class LevelDecision:
     reasons: tuple[str, ...]
 
 
-def decide_level(
-    result: VerificationResult, usage: Usage, policy: LevelPolicy | None = None
-) -> LevelDecision:
-    """Decide the level a verified certificate grants.
+def decide(proof: Proof, policy: LevelPolicy | None = None) -> LevelDecision:
+    """Decide the level a proof grants.
 
-    :param result: a successful verification.
-    :param usage: the usage the certificate was verified for.
-    :param policy: configuration (default: no policy OID requirement).
-    :return: the decision.
+    :param proof: what a verification established.
+    :param policy: configuration (default: no policy OID requirement, :data:`DEFAULT_RULES`).
+    :return: the decision (level ``None`` when no chain was verified, the issuer is not an
+        IGC-Santé CA, the revocation status is unknown or no row matches).
     :raises VerificationError: ``policy`` when a configured policy OID is missing.
     """
     policy = policy or LevelPolicy()
+    result = proof.chain
+    if result is None:
+        return LevelDecision(None, ("certificate chain not verified: no level granted",))
     issuer = result.certificate(1) if len(result.path) > 1 else None
     info = classify(issuer.subject) if issuer is not None else None
-    if info is None or info.gamme is None:
+    if issuer is None or info is None or info.gamme is None:
         return LevelDecision(None, ("issuer is not an IGC-Santé CA",))
-    reasons = [f"issued by an IGC-Santé {info.gamme.value} CA ({issuer.subject.rfc4514_string()})"]  # type: ignore[union-attr]
+    reasons = [f"issued by an IGC-Santé {info.gamme.value} CA ({issuer.subject.rfc4514_string()})"]
     if info.test or result.anchor.test:
         reasons.append("TEST hierarchy")
     _check_policy_oids(result.leaf, info.gamme, policy, reasons)
@@ -78,15 +194,30 @@ def decide_level(
         # Accepted under soft revocation, but a level is only granted on a known status.
         reasons.append("revocation status unknown: no level granted")
         return LevelDecision(None, tuple(reasons))
-    if usage is not Usage.AUTH:
+    if proof.usage is not Usage.AUTH:
         reasons.append("not verified as an authentication certificate")
         return LevelDecision(AssuranceLevel.LOW, tuple(reasons))
     reasons.append("authentication certificate (digitalSignature)")
-    if info.gamme is Gamme.FORT and info.domain is Domain.PERSONNES:
-        reasons.append("FORT PERSONNES card certificate: smart card and PIN, two factors")
-        return LevelDecision(AssuranceLevel.SUBSTANTIAL, tuple(reasons))
-    reasons.append(f"{info.gamme.value} gamme grants low at most")
-    return LevelDecision(AssuranceLevel.LOW, tuple(reasons))
+    rule = next((r for r in policy.rules if r.matches(proof, info)), None)
+    if rule is None:
+        reasons.append("no level rule matches")
+        return LevelDecision(None, tuple(reasons))
+    reasons.append(rule.reason)
+    return LevelDecision(rule.level, tuple(reasons))
+
+
+def decide_level(
+    result: VerificationResult, usage: Usage, policy: LevelPolicy | None = None
+) -> LevelDecision:
+    """Decide the level a verified certificate grants on its own (:attr:`MieKind.CERTIFICATE`).
+
+    :param result: a successful verification.
+    :param usage: the usage the certificate was verified for.
+    :param policy: configuration (default: no policy OID requirement).
+    :return: the decision.
+    :raises VerificationError: ``policy`` when a configured policy OID is missing.
+    """
+    return decide(Proof(MieKind.CERTIFICATE, _NONE, result, usage), policy)
 
 
 def _check_policy_oids(

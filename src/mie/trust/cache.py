@@ -324,3 +324,53 @@ def _quarantine(path: Path, damaged: _Stamp) -> None:
             aside.unlink(missing_ok=True)
         except FileNotFoundError:
             pass  # a concurrent clean_temporary() took it
+
+
+class ReadOnlyCrlCache(CrlCache):
+    """A CRL cache that only reads: it never downloads, and never writes, moves or removes a
+    file (``mie verify-cert`` and ``mie replay`` use it, so a check offline, or a shared vector,
+    cannot change the machine).
+
+    A CRL not in the cache, or damaged, is ``revocation_unknown``; a stale one is returned
+    as it is, for the verifier to judge.
+    """
+
+    def load(self, url: str) -> CrlIndex | None:
+        """The cached CRL for ``url``, or ``None`` when absent (a damaged file stays put).
+
+        :raises VerificationError: ``revocation_unknown`` when the file cannot be read or parsed.
+        """
+        path = self.path_for(url)
+        try:
+            data, _ = self._read(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise _unknown(f"cached CRL for {url}: cannot read ({e.strerror})") from e
+        try:
+            return CrlIndex.from_bytes(data, f"{url} (cache {path.name})", max_bytes=self.limit)
+        except VerificationError as e:
+            raise _unknown(f"cached CRL for {url} is damaged: {e.message}") from e
+
+    def refresh(self, url: str) -> CrlIndex:
+        """Never downloads.
+
+        :raises VerificationError: always, ``revocation_unknown``.
+        """
+        raise _unknown(f"not downloading {url}: this check uses the CRL cache only")
+
+    def get(self, url: str, at: dt.datetime | None = None) -> CrlIndex:
+        """The cached CRL for ``url``, whatever its nextUpdate.
+
+        :raises VerificationError: ``revocation_unknown`` when it is not cached or damaged.
+        """
+        cached = self.load(url)
+        if cached is None:
+            raise _unknown(
+                f"no cached CRL for {url} (this check never downloads; run: mie crl fetch {url})"
+            )
+        return cached
+
+    def clean_temporary(self) -> int:
+        """Removes nothing. :return: 0."""
+        return 0

@@ -1,0 +1,177 @@
+"""The level table: what was proven (MIE, factors, chain) decides the level; decide_level keeps
+the answers it gave before the table."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mie.emulation.testpki import Issued
+from mie.policy import (
+    DEFAULT_RULES,
+    AssuranceLevel,
+    Factor,
+    LevelPolicy,
+    LevelRule,
+    MieKind,
+    Proof,
+    decide,
+    decide_level,
+)
+from mie.trust import ErrorCode, RevocationStatus, VerificationError
+from mie.trust.store import Anchor, Gamme
+from mie.trust.verify import Usage, VerificationResult
+from tests.trust.conftest import make_cert, person, spare_key
+
+LOW, SUBSTANTIAL = AssuranceLevel.LOW, AssuranceLevel.SUBSTANTIAL
+FORT_LOW = "FORT gamme grants low at most"
+CARD_AND_PIN = frozenset({Factor.POSSESSION, Factor.KNOWLEDGE})
+NONE: frozenset[Factor] = frozenset()
+
+
+def _name(cn: str, *, test: bool = False) -> x509.Name:
+    units = ["0002 187512751", "IGC-SANTE TEST" if test else "IGC-SANTE"]
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ASIP-SANTE"),
+            *(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, u) for u in units),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+@functools.cache
+def _result(
+    issuer_cn: str,
+    *,
+    test: bool = False,
+    revocation: RevocationStatus = RevocationStatus.GOOD,
+    policies: tuple[str, ...] = (),
+) -> VerificationResult:
+    key = spare_key()
+    root_name = _name("AC RACINE IGC-SANTE FORT", test=test)
+    signer = Issued(None, key)  # type: ignore[arg-type]  # self-signed: no issuer certificate
+    root_cert = make_cert(
+        signer, root_name, ca=True, issuer_name=root_name, key=key, signing_key=key
+    ).certificate
+    root = Issued(root_cert, key)
+    issuer = make_cert(root, _name(issuer_cn, test=test), ca=True)
+    extra: list[tuple[x509.ExtensionType, bool]] = []
+    if policies:
+        info = [x509.PolicyInformation(x509.ObjectIdentifier(p), None) for p in policies]
+        extra.append((x509.CertificatePolicies(info), False))
+    leaf = make_cert(issuer, person(), extra=extra)
+    anchor = Anchor.from_certificate(root.certificate, "explicit", test)
+    path = (leaf.certificate, issuer.certificate, root.certificate)
+    return VerificationResult(path, anchor, revocation, ("chain[0]: good",), "cryptography")
+
+
+FORT_PP = "AC IGC-SANTE FORT PERSONNES"
+ISSUED_BY_FORT_PP = f"issued by an IGC-Santé FORT CA ({_name(FORT_PP).rfc4514_string()})"
+TWO_FACTORS = "FORT PERSONNES card certificate: smart card and PIN, two factors"
+AUTH = "authentication certificate (digitalSignature)"
+
+
+@pytest.mark.parametrize(
+    ("issuer_cn", "usage", "level", "last"),
+    [
+        (FORT_PP, Usage.AUTH, SUBSTANTIAL, TWO_FACTORS),
+        (FORT_PP, Usage.SIGN, LOW, "not verified as an authentication certificate"),
+        ("AC IGC-SANTE FORT ORGANISATIONS", Usage.AUTH, LOW, FORT_LOW),
+        ("AC IGC-SANTE STANDARD PERSONNES", Usage.AUTH, LOW, "STANDARD gamme grants low at most"),
+        (
+            "AC IGC-SANTE ELEMENTAIRE ORGANISATIONS",
+            Usage.AUTH,
+            LOW,
+            "ELEMENTAIRE gamme grants low at most",
+        ),
+        ("AC RACINE IGC-SANTE STANDARD", Usage.AUTH, LOW, "STANDARD gamme grants low at most"),
+        ("Some Other CA", Usage.AUTH, None, "issuer is not an IGC-Santé CA"),
+    ],
+)
+def test_decide_level_keeps_its_answers(
+    issuer_cn: str, usage: Usage, level: AssuranceLevel | None, last: str
+) -> None:
+    decision = decide_level(_result(issuer_cn), usage)
+    assert decision.level is level
+    assert decision.reasons[-1] == last
+
+
+def test_decide_level_reasons_in_full() -> None:
+    decision = decide_level(_result(FORT_PP), Usage.AUTH)
+    assert decision.reasons == (ISSUED_BY_FORT_PP, AUTH, TWO_FACTORS)
+
+
+def test_test_hierarchy_is_named_and_still_decides() -> None:
+    decision = decide_level(_result(f"TEST {FORT_PP}", test=True), Usage.AUTH)
+    assert decision.level is AssuranceLevel.SUBSTANTIAL
+    assert decision.reasons[1] == "TEST hierarchy"
+
+
+def test_unknown_revocation_grants_no_level() -> None:
+    result = _result(FORT_PP, revocation=RevocationStatus.UNKNOWN)
+    for proof in (
+        Proof(MieKind.CPX_CARD, CARD_AND_PIN, result),
+        Proof(MieKind.CERTIFICATE, NONE, result),
+    ):
+        decision = decide(proof)
+        assert decision.level is None
+        assert decision.reasons[-1] == "revocation status unknown: no level granted"
+
+
+@pytest.mark.parametrize(
+    ("mie", "factors", "level", "last"),
+    [
+        (MieKind.CPX_CARD, CARD_AND_PIN, SUBSTANTIAL, TWO_FACTORS),
+        (MieKind.CPX_CARD, CARD_AND_PIN | {Factor.INHERENCE}, SUBSTANTIAL, TWO_FACTORS),
+        # A card without its PIN proves possession only.
+        (MieKind.CPX_CARD, frozenset({Factor.POSSESSION}), LOW, FORT_LOW),
+        (MieKind.CERTIFICATE, NONE, SUBSTANTIAL, TWO_FACTORS),
+        # No row grants a badge or a key anything for a card certificate's chain.
+        (MieKind.DESFIRE_BADGE, CARD_AND_PIN, LOW, FORT_LOW),
+        (MieKind.FIDO2_KEY, CARD_AND_PIN, LOW, FORT_LOW),
+    ],
+)
+def test_rows_match_on_mie_and_factors(
+    mie: MieKind, factors: frozenset[Factor], level: AssuranceLevel, last: str
+) -> None:
+    decision = decide(Proof(mie, factors, _result(FORT_PP)))
+    assert decision.level is level
+    assert decision.reasons == (ISSUED_BY_FORT_PP, AUTH, last)
+
+
+def test_no_chain_grants_no_level() -> None:
+    decision = decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, None))
+    assert decision.level is None and decision.reasons
+
+
+def test_the_first_matching_row_decides() -> None:
+    high = LevelRule(
+        MieKind.CPX_CARD, CARD_AND_PIN, Gamme.FORT, None, AssuranceLevel.HIGH, "operator rule"
+    )
+    policy = LevelPolicy(rules=(high, *DEFAULT_RULES))
+    decision = decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, _result(FORT_PP)), policy)
+    assert (decision.level, decision.reasons[-1]) == (AssuranceLevel.HIGH, "operator rule")
+    certificate = decide(Proof(MieKind.CERTIFICATE, NONE, _result(FORT_PP)), policy)
+    assert certificate.level is AssuranceLevel.SUBSTANTIAL
+
+
+def test_a_table_without_a_matching_row_grants_no_level() -> None:
+    policy = LevelPolicy(rules=DEFAULT_RULES[:1])
+    decision = decide(Proof(MieKind.CERTIFICATE, NONE, _result(FORT_PP)), policy)
+    assert (decision.level, decision.reasons[-1]) == (None, "no level rule matches")
+
+
+def test_policy_oids_are_required_when_configured() -> None:
+    policy = LevelPolicy(auth_policy_oids={Gamme.FORT: frozenset({"1.2.250.1.71.4.2.1"})})
+    with pytest.raises(VerificationError) as caught:
+        decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, _result(FORT_PP)), policy)
+    assert caught.value.code is ErrorCode.POLICY
+    carrying = _result(FORT_PP, policies=("1.2.250.1.71.4.2.1",))
+    decision = decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, carrying), policy)
+    assert decision.level is AssuranceLevel.SUBSTANTIAL
+    assert "certificate policy 1.2.250.1.71.4.2.1" in decision.reasons
