@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from mie.core.apdu import CommandApdu
@@ -10,11 +12,17 @@ from mie.core.errors import (
     BadResponseError,
 )
 from mie.core.processors import (
+    ISO7816_LAYERS,
     MAX_RESPONSE_CHAIN,
     ApduProcessor,
+    ChainedProcessor,
     SecureMessagingProcessor,
     SmartCardProtocol,
+    StackSettings,
+    command_chaining,
     is_interindustry,
+    response_chaining,
+    wrong_length,
 )
 from tests.unit.fakes import ScriptFactory, h
 
@@ -304,7 +312,8 @@ def test_secure_messaging_sees_the_whole_command_before_chaining(
         layers.append(AppendMac(delegate))
         return layers[0]
 
-    protocol.configure(secure_messaging=build)
+    with pytest.deprecated_call():
+        protocol.configure(secure_messaging=build)
     command = CommandApdu(0, 0xDA, 1, 2, data, 256)
     assert protocol.transmit(command) == (b"RESP", OK)
     assert layers[0].protected == [command]
@@ -326,7 +335,8 @@ def test_configure_keeps_t0_so_a_select_gets_no_le(scripted: ScriptFactory) -> N
     # went out with a trailing Le byte.
     connection = scripted([(h("00 A4 04 00 0D") + AID, h("6F 00"), OK)])
     protocol = SmartCardProtocol(connection, t0=True)
-    protocol.configure(secure_messaging=Untouched)
+    with pytest.deprecated_call():
+        protocol.configure(secure_messaging=Untouched)
     assert protocol.select(AID) == h("6F 00")
     assert protocol.settings.t0
 
@@ -340,7 +350,8 @@ def test_configure_keeps_extended_length(scripted: ScriptFactory) -> None:
         ]
     )
     protocol = SmartCardProtocol(connection, extended_length=True)
-    protocol.configure(secure_messaging=Untouched)
+    with pytest.deprecated_call():
+        protocol.configure(secure_messaging=Untouched)
     assert protocol.transmit(CommandApdu(0, 0xDA, 1, 2, DATA_600)) == (b"", OK)
     protocol.configure(max_command_data=300, secure_messaging=None)
     assert protocol.transmit(CommandApdu(0, 0xDA, 1, 2, DATA_600)) == (b"", OK)
@@ -413,3 +424,121 @@ def test_further_interindustry_cla_chains_with_bit_10(scripted: ScriptFactory) -
     )
     apdu = CommandApdu(0x45, 0xDB, 0x3F, 0xFF, data)
     assert SmartCardProtocol(connection).transmit(apdu) == (b"", OK)
+
+
+# The stack is a recipe: DESFire will configure layers=(native_wrapping, af_chaining) and
+# success={9000, 9100}. A trivial AF layer stands in for both here.
+
+MAX_AF_FRAMES = 8
+
+
+class AfChaining(ChainedProcessor):
+    """Collects DESFire-style additional frames: ``91AF`` is answered with ``90 AF 00 00 00``."""
+
+    def send_apdu(self, apdu: CommandApdu) -> tuple[bytes, int]:
+        data, sw = self.delegate.send_apdu(apdu)
+        chunks = [data]
+        for _ in range(MAX_AF_FRAMES):
+            if sw != 0x91AF:
+                break
+            data, sw = self.delegate.send_apdu(CommandApdu(0x90, 0xAF, 0, 0, le=256))
+            chunks.append(data)
+        return b"".join(chunks), sw
+
+
+def af_chaining(delegate: ApduProcessor, settings: StackSettings) -> ApduProcessor:
+    return AfChaining(delegate)
+
+
+DESFIRE_SUCCESS = frozenset({0x9000, 0x9100})
+
+
+def test_the_default_recipe_is_the_iso_one(scripted: ScriptFactory) -> None:
+    protocol = SmartCardProtocol(scripted([]))
+    assert protocol.layers == ISO7816_LAYERS == (wrong_length, response_chaining, command_chaining)
+    assert protocol.settings.success == frozenset({OK})
+
+
+def test_a_session_swaps_the_recipe_and_the_success_status_words(scripted: ScriptFactory) -> None:
+    connection = scripted(
+        [
+            (h("00 A4 04 00 07 D2 76 00 00 85 01 00"), b"", OK),
+            (h("90 60 00 00 00"), h("04 01 01"), 0x91AF),
+            (h("90 AF 00 00 00"), h("04 01 02"), 0x91AF),
+            (h("90 AF 00 00 00"), h("01 02 03"), 0x9100),
+            (h("90 6A 00 00 00"), b"", 0x91AE),
+        ]
+    )
+    protocol = SmartCardProtocol(connection, t0=True)
+    protocol.select(h("D2 76 00 00 85 01 00"))
+    protocol.configure(layers=(af_chaining,), success=DESFIRE_SUCCESS)
+    assert protocol.send_apdu(0x90, 0x60, 0, 0, le=256) == h("04 01 01 04 01 02 01 02 03")
+    with pytest.raises(ApduError) as raised:
+        protocol.send_apdu(0x90, 0x6A, 0, 0, le=256)
+    assert raised.value.sw == 0x91AE
+    assert protocol.settings.t0
+    assert protocol.layers == (af_chaining,)
+
+
+def test_the_recipe_and_success_set_can_be_given_at_construction(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("90 60 00 00 00"), h("04"), 0x9100)])
+    protocol = SmartCardProtocol(connection, layers=(af_chaining,), success=DESFIRE_SUCCESS)
+    assert protocol.send_apdu(0x90, 0x60, 0, 0, le=256) == h("04")
+
+
+def test_without_the_iso_layers_nothing_chains_or_fetches_61xx(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("00 B0 00 00 00"), h("01"), 0x6101)])
+    protocol = SmartCardProtocol(connection, layers=())
+    assert protocol.transmit(CommandApdu(0, 0xB0, 0, 0, le=256)) == (h("01"), 0x6101)
+    with pytest.raises(ApduFormatError, match="extended length"):
+        protocol.transmit(CommandApdu(0, 0xDA, 0, 0, bytes(300)))
+
+
+def test_9100_is_an_error_unless_the_session_says_otherwise(scripted: ScriptFactory) -> None:
+    connection = scripted([(h("90 60 00 00 00"), h("04"), 0x9100)])
+    with pytest.raises(ApduError) as raised:
+        SmartCardProtocol(connection).send_apdu(0x90, 0x60, 0, 0, le=256)
+    assert raised.value.sw == 0x9100
+
+
+def test_layers_receive_the_settings(scripted: ScriptFactory) -> None:
+    seen: list[StackSettings] = []
+
+    def spy(delegate: ApduProcessor, settings: StackSettings) -> ApduProcessor:
+        seen.append(settings)
+        return delegate
+
+    protocol = SmartCardProtocol(scripted([]), t0=True, layers=(spy,))
+    protocol.configure(max_command_data=10)
+    assert seen == [StackSettings(t0=True), StackSettings(t0=True, max_command_data=10)]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"success": frozenset()},
+        {"success": frozenset({0x1234})},
+        {"success": {0x9000}},
+        {"max_command_data": 65536},
+    ],
+)
+def test_bad_settings_are_refused(settings: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        StackSettings(**settings)  # type: ignore[arg-type]
+
+
+def test_configure_refuses_bad_layers_and_keeps_the_stack(scripted: ScriptFactory) -> None:
+    protocol = SmartCardProtocol(scripted([]))
+    with pytest.raises(ValueError, match="layers"):
+        protocol.configure(layers=[af_chaining])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="success"):
+        protocol.configure(success=frozenset(), layers=(af_chaining,))
+    assert protocol.layers == ISO7816_LAYERS
+    assert protocol.settings.success == frozenset({OK})
+
+
+def test_configure_without_secure_messaging_does_not_warn(scripted: ScriptFactory) -> None:
+    protocol = SmartCardProtocol(scripted([]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        protocol.configure(t0=True, secure_messaging=None)

@@ -1,21 +1,25 @@
 """The APDU processor stack: each concern is one processor wrapping the next.
 
-From top to bottom: secure messaging (optional), command chaining, response chaining (``61xx``),
-wrong-length re-send (``6Cxx``), and the formatter that encodes bytes onto the connection.
-:class:`SmartCardProtocol` builds the stack from its :class:`StackSettings` in
-:meth:`SmartCardProtocol.configure`, which changes only the settings it is given.
+The stack is a recipe: the :class:`ApduFormatter` that encodes bytes onto the connection, then
+layers bottom to top. :data:`ISO7816_LAYERS` is wrong-length re-send (``6Cxx``), response
+chaining (``61xx``) and command chaining; DESFire puts native wrapping and ``AF`` chaining in their
+place. :class:`SmartCardProtocol` builds the stack from its :class:`StackSettings` and recipe in
+:meth:`SmartCardProtocol.configure`, which changes only what it is given, and carries the
+secure-channel lifecycle (:mod:`mie.core.channel`) on top.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal, TypeVar
 
 from mie.core.apdu import SHORT_MAX_DATA, CommandApdu
+from mie.core.channel import CommMode, ExchangeContext, SecureChannel, SecureMessagingError
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import (
     ApduError,
@@ -49,6 +53,12 @@ T = TypeVar("T")
 def _pick(value: T | Keep, current: T) -> T:
     """:return: ``current`` for :data:`KEEP`, else ``value``."""
     return current if isinstance(value, _Keep) else value
+
+
+def _check_layers(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    if not isinstance(layers, tuple) or not all(callable(layer) for layer in layers):
+        raise ValueError("layers must be a tuple of layer builders")
+    return layers
 
 
 def is_interindustry(cla: int) -> bool:
@@ -202,15 +212,22 @@ class StackSettings:
     :param extended_length: the card accepts extended-length APDUs.
     :param max_command_data: longest data field before command chaining; ``None`` means 255, or
         65535 with extended length.
+    :param success: the status words that mean success (``9000``; DESFire adds ``9100``). Any other
+        makes :meth:`SmartCardProtocol.send_apdu` raise and drops a secure channel.
     """
 
     t0: bool = False
     extended_length: bool = False
     max_command_data: int | None = None
+    success: frozenset[int] = frozenset({SW.OK})
 
     def __post_init__(self) -> None:
         if self.max_command_data is not None and not 1 <= self.max_command_data <= 65535:
             raise ValueError(f"max_command_data must be 1..65535, got {self.max_command_data}")
+        if not isinstance(self.success, frozenset) or not self.success:
+            raise ValueError("success must be a non-empty frozenset of status words")
+        if any(not isinstance(sw, int) or not 0x6000 <= sw <= 0x9FFF for sw in self.success):
+            raise ValueError("success holds a value that is no status word (6000..9FFF)")
 
     @property
     def command_data_limit(self) -> int:
@@ -220,24 +237,63 @@ class StackSettings:
         return 65535 if self.extended_length else SHORT_MAX_DATA
 
 
+Layer = Callable[[ApduProcessor, StackSettings], ApduProcessor]
+"""Builds one layer of the stack on top of ``delegate`` from the settings."""
+
+
+def wrong_length(delegate: ApduProcessor, settings: StackSettings) -> ApduProcessor:
+    """:return: the ``6Cxx`` re-send layer (:class:`WrongLengthProcessor`)."""
+    return WrongLengthProcessor(delegate)
+
+
+def response_chaining(delegate: ApduProcessor, settings: StackSettings) -> ApduProcessor:
+    """:return: the ``61xx`` GET RESPONSE layer (:class:`ResponseChainingProcessor`)."""
+    return ResponseChainingProcessor(delegate)
+
+
+def command_chaining(delegate: ApduProcessor, settings: StackSettings) -> ApduProcessor:
+    """:return: the ISO command-chaining layer, cut at ``settings.command_data_limit``."""
+    return CommandChainingProcessor(delegate, settings.command_data_limit)
+
+
+ISO7816_LAYERS: Final[tuple[Layer, ...]] = (wrong_length, response_chaining, command_chaining)
+"""The ISO/IEC 7816-4 recipe, bottom to top above the :class:`ApduFormatter`."""
+
 SecureMessagingFactory = Callable[[ApduProcessor], SecureMessagingProcessor]
 
 
+def _is_select(apdu: CommandApdu) -> bool:
+    return apdu.ins == INS_SELECT and is_interindustry(apdu.cla)
+
+
 class SmartCardProtocol:
-    """Sends commands to a card through a configurable processor stack.
+    """Sends commands to a card through a processor stack built from a recipe.
+
+    The stack is the :class:`ApduFormatter` with ``layers`` on top of it, bottom to top. A
+    :class:`~mie.core.channel.SecureChannel`, once installed, sits above all of them.
 
     :param connection: the card connection.
     :param extended_length: whether the card accepts extended-length APDUs.
     :param t0: whether the link runs T=0 (case-4 commands go without Le).
+    :param layers: the recipe; :data:`ISO7816_LAYERS` by default.
+    :param success: the status words that mean success.
     """
 
     def __init__(
-        self, connection: SmartCardConnection, extended_length: bool = False, t0: bool = False
+        self,
+        connection: SmartCardConnection,
+        extended_length: bool = False,
+        t0: bool = False,
+        *,
+        layers: tuple[Layer, ...] = ISO7816_LAYERS,
+        success: frozenset[int] = frozenset({SW.OK}),
     ) -> None:
         self.connection = connection
         self.processor: ApduProcessor
-        self._settings = StackSettings(t0=t0, extended_length=extended_length)
+        self._settings = StackSettings(t0=t0, extended_length=extended_length, success=success)
+        self._layers = _check_layers(layers)
         self._secure_messaging: SecureMessagingFactory | None = None
+        self._channel: SecureChannel | None = None
         self._build()
 
     @property
@@ -245,29 +301,56 @@ class SmartCardProtocol:
         """:return: the settings the current stack was built from."""
         return self._settings
 
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """:return: the recipe of the current stack, bottom to top above the formatter."""
+        return self._layers
+
+    @property
+    def channel(self) -> SecureChannel | None:
+        """:return: the installed secure channel, or ``None``."""
+        return self._channel
+
     def configure(
         self,
         *,
         extended_length: bool | Keep = KEEP,
         t0: bool | Keep = KEEP,
         max_command_data: int | Keep | None = KEEP,
+        success: frozenset[int] | Keep = KEEP,
+        layers: tuple[Layer, ...] | Keep = KEEP,
         secure_messaging: SecureMessagingFactory | Keep | None = KEEP,
     ) -> None:
         """Change some settings and rebuild the processor stack; the others stay as they are.
+
+        An installed secure channel stays installed: nothing is sent.
 
         :param extended_length: whether the card accepts extended-length APDUs.
         :param t0: whether the link runs T=0.
         :param max_command_data: longest data field before command chaining; ``None`` means 255,
             or 65535 with extended length.
-        :param secure_messaging: builds the secure-messaging layer put on top; ``None`` removes it.
+        :param success: the status words that mean success.
+        :param layers: the recipe, bottom to top (DESFire: native wrapping, then ``AF`` chaining).
+        :param secure_messaging: deprecated (use :meth:`install_channel`): builds a layer put on
+            top of the recipe; ``None`` removes it.
         :raises ValueError: a setting out of range (the stack is left unchanged).
         """
         old = self._settings
-        self._settings = StackSettings(
+        settings = StackSettings(
             t0=_pick(t0, old.t0),
             extended_length=_pick(extended_length, old.extended_length),
             max_command_data=_pick(max_command_data, old.max_command_data),
+            success=_pick(success, old.success),
         )
+        recipe = _check_layers(_pick(layers, self._layers))
+        if secure_messaging is not KEEP and secure_messaging is not None:
+            warnings.warn(
+                "configure(secure_messaging=...) is deprecated; install a SecureChannel with "
+                "SmartCardProtocol.install_channel",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self._settings, self._layers = settings, recipe
         self._secure_messaging = _pick(secure_messaging, self._secure_messaging)
         self._build()
 
@@ -276,31 +359,100 @@ class SmartCardProtocol:
         processor: ApduProcessor = ApduFormatter(
             self.connection, settings.extended_length, settings.t0
         )
-        processor = WrongLengthProcessor(processor)
-        processor = ResponseChainingProcessor(processor)
-        processor = CommandChainingProcessor(processor, settings.command_data_limit)
+        for layer in self._layers:
+            processor = layer(processor, settings)
         if self._secure_messaging is not None:
             processor = self._secure_messaging(processor)
         self.processor = processor
 
-    def transmit(self, apdu: CommandApdu) -> tuple[bytes, int]:
+    def install_channel(self, channel: SecureChannel) -> None:
+        """Put ``channel`` on top of the stack, after its handshake ran on the plain stack.
+
+        From now on every command goes through it, until SELECT, a status word outside
+        ``settings.success``, a failure inside an exchange, or :meth:`drop_channel`. A channel
+        installed before is dropped first.
+
+        :param channel: the established channel.
+        """
+        if self._channel is not None and self._channel is not channel:
+            self.drop_channel()
+        self._channel = channel
+        logger.debug("Secure channel installed")
+
+    def drop_channel(self) -> None:
+        """Drop the installed secure channel, if any, and let it wipe its state."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            logger.debug("Secure channel dropped")
+            channel.dropped()
+
+    def transmit(
+        self,
+        apdu: CommandApdu,
+        *,
+        header_length: int = 0,
+        mode: CommMode = CommMode.PLAIN,
+        response_mode: CommMode | None = None,
+    ) -> tuple[bytes, int]:
         """Send a command and return ``(data, sw)`` whatever the status word.
 
-        :param apdu: the command.
+        :param apdu: the command, unprotected.
+        :param header_length: how many leading data bytes are the command's own header (a
+            secure channel authenticates them but does not encrypt them).
+        :param mode: how the installed channel protects the command.
+        :param response_mode: how it protects the response; ``None`` means as ``mode``.
         :return: the response data and status word.
+        :raises SecureMessagingError: a protected mode without a channel (nothing is sent), or a
+            response that does not verify (the channel is dropped).
         """
-        return self.processor.send_apdu(apdu)
+        context = ExchangeContext.of(apdu, header_length, mode, response_mode)
+        if self._channel is not None and _is_select(apdu):
+            self.drop_channel()
+        channel = self._channel
+        if channel is None:
+            if not context.plain:
+                raise SecureMessagingError(
+                    f"No secure channel is installed for a {context.command_mode.value}/"
+                    f"{context.response_mode.value} command; nothing was sent"
+                )
+            return self.processor.send_apdu(apdu)
+        try:
+            data, sw = self.processor.send_apdu(channel.wrap(apdu, context))
+            if sw not in self._settings.success:
+                self.drop_channel()
+                return data, sw
+            return channel.unwrap(data, sw, context)
+        except BaseException:
+            # Whatever failed, the two ends may disagree on the channel state now.
+            self.drop_channel()
+            raise
 
     def send_apdu(
-        self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None
+        self,
+        cla: int,
+        ins: int,
+        p1: int,
+        p2: int,
+        data: bytes = b"",
+        le: int | None = None,
+        *,
+        header_length: int = 0,
+        mode: CommMode = CommMode.PLAIN,
+        response_mode: CommMode | None = None,
     ) -> bytes:
-        """Send a command and return its data; any status word but ``9000`` raises.
+        """Send a command and return its data; a status word outside ``settings.success`` raises.
+
+        The keyword arguments are those of :meth:`transmit`.
 
         :return: the response data.
         :raises ApduError: the card answered another status word.
+        :raises SecureMessagingError: as :meth:`transmit`.
         """
-        response, sw = self.transmit(CommandApdu(cla, ins, p1, p2, data, le))
-        if sw != SW.OK:
+        apdu = CommandApdu(cla, ins, p1, p2, data, le)
+        response, sw = self.transmit(
+            apdu, header_length=header_length, mode=mode, response_mode=response_mode
+        )
+        if sw not in self._settings.success:
             raise ApduError(response, sw)
         return response
 

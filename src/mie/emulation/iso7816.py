@@ -2,11 +2,15 @@
 
 It speaks T=0 or T=1 framing as its ATR says: under T=0, data of case-4 commands is handed out
 through ``61xx`` + GET RESPONSE and a wrong Le gets ``6Cxx``, as real T=0 cards (CPS3) do. Card
-applications (CPx, DESFire) subclass it and add handlers to :attr:`Iso7816Card.handlers`.
+applications (CPx, DESFire) subclass it and add handlers to :attr:`Iso7816Card.handlers` (by INS,
+interindustry CLAs) or :attr:`Iso7816Card.proprietary_handlers` (CLA bit 8 set). Command chaining
+is understood on interindustry CLAs only. A handshake handler may open a :class:`CardChannel`,
+the card side of a secure channel.
 """
 
 from __future__ import annotations
 
+import abc
 import hmac
 import logging
 from collections.abc import Callable
@@ -30,8 +34,36 @@ ACL_ALWAYS = 0x00
 ACL_PIN = 0x11
 ACL_NEVER = 0xFF
 
+INS_SELECT = 0xA4
+INS_GET_RESPONSE = 0xC0
+
 Response = tuple[bytes, int]
 Handler = Callable[[CommandApdu], Response]
+
+
+def _secure_messaging_indicated(cla: int) -> bool:
+    """Whether an interindustry ``cla`` announces secure messaging (ISO/IEC 7816-4 §5.4.1)."""
+    if not is_interindustry(cla):
+        return False
+    return bool(cla & 0x0C) if cla < 0x40 else bool(cla & 0x20)
+
+
+class CardChannel(abc.ABC):
+    """The card side of a secure channel, opened by a handshake handler that sets
+    :attr:`Iso7816Card.secure_channel`.
+
+    It sees every command after chaining, GET RESPONSE excepted, and the answer of each before
+    ``61xx`` framing. SELECT, a reset, a command whose protection fails and an answer other than
+    ``9000`` close it.
+    """
+
+    @abc.abstractmethod
+    def unwrap(self, apdu: CommandApdu) -> CommandApdu | int:
+        """:return: the command as its handler must see it, or the status word refusing it."""
+
+    @abc.abstractmethod
+    def wrap(self, apdu: CommandApdu, data: bytes) -> bytes:
+        """:return: the response data of ``apdu`` (as received) answered ``9000``, protected."""
 
 
 @dataclass
@@ -140,11 +172,13 @@ class Iso7816Card(EmulatedCard):
         self.max_response = max_response
         self.max_command = max_command
         self.handlers: dict[int, Handler] = {
-            0xA4: self.select,
+            INS_SELECT: self.select,
             0xB0: self.read_binary,
-            0xC0: self.get_response,
+            INS_GET_RESPONSE: self.get_response,
             0x20: self.verify,
         }
+        # By INS, for a proprietary CLA (bit 8 set); with none, such a CLA gets 6E00.
+        self.proprietary_handlers: dict[int, Handler] = {}
         self.power_on()
 
     @property
@@ -157,6 +191,7 @@ class Iso7816Card(EmulatedCard):
         self.pin_verified = False
         self._pending = b""
         self._chain: CommandApdu | None = None
+        self.secure_channel: CardChannel | None = None
 
     def power_off(self) -> None:
         self.power_on()
@@ -171,7 +206,7 @@ class Iso7816Card(EmulatedCard):
             data, sw = self._process(apdu)
         except Exception:
             logger.exception("Emulated card failed on a command; answering 6F00")
-            self._chain, self._pending = None, b""
+            self._chain, self._pending, self.secure_channel = None, b"", None
             return SW.NO_PRECISE_DIAGNOSIS.to_bytes(2, "big")
         return data + (sw & 0xFFFF).to_bytes(2, "big")
 
@@ -182,7 +217,7 @@ class Iso7816Card(EmulatedCard):
             return b"", SW.WRONG_LENGTH
         if len(raw) > 5 and raw[4] == 0 and not self.extended_length:
             return b"", SW.WRONG_LENGTH
-        if apdu.ins != 0xC0:
+        if apdu.ins != INS_GET_RESPONSE:
             self._pending = b""
         chained = self._chain_step(apdu)
         if chained is None:
@@ -216,15 +251,53 @@ class Iso7816Card(EmulatedCard):
         return CommandApdu(cla, apdu.ins, apdu.p1, apdu.p2, data, apdu.le)
 
     def _dispatch(self, apdu: CommandApdu) -> Response:
-        if not is_interindustry(apdu.cla):
+        if apdu.ins == INS_GET_RESPONSE and is_interindustry(apdu.cla):
+            # GET RESPONSE belongs to the link, below any secure channel.
+            return self._handle(apdu)
+        data, sw = self._through_channel(apdu)
+        return self._deliver(apdu, data, sw)
+
+    def _handle(self, apdu: CommandApdu) -> Response:
+        """Run the handler for ``apdu``, by INS among :attr:`handlers` or, for a proprietary CLA,
+        among :attr:`proprietary_handlers`."""
+        if is_interindustry(apdu.cla):
+            handlers = self.handlers
+        elif apdu.cla & 0x80 and self.proprietary_handlers:
+            handlers = self.proprietary_handlers
+        else:
             return b"", SW.CLA_NOT_SUPPORTED
-        handler = self.handlers.get(apdu.ins)
+        handler = handlers.get(apdu.ins)
         if handler is None:
             return b"", SW.INS_NOT_SUPPORTED
-        data, sw = handler(apdu)
-        if apdu.ins == 0xC0:
+        return handler(apdu)
+
+    def _through_channel(self, apdu: CommandApdu) -> Response:
+        """Pass ``apdu`` through the card side of the secure channel, if one is open.
+
+        SELECT, a command whose protection fails, and an answer other than ``9000`` close it.
+        Without a channel, a CLA that announces secure messaging gets ``6882``: its data carries
+        protection nothing here would check.
+        """
+        channel = self.secure_channel
+        if channel is None:
+            if _secure_messaging_indicated(apdu.cla):
+                return b"", SW.SECURE_MESSAGING_NOT_SUPPORTED
+            return self._handle(apdu)
+        if apdu.ins == INS_SELECT and is_interindustry(apdu.cla):
+            self.secure_channel = None
+            return self._handle(apdu)
+        inner = channel.unwrap(apdu)
+        if isinstance(inner, int):
+            self.secure_channel = None
+            return b"", inner
+        data, sw = self._handle(inner)
+        if self.secure_channel is not channel:
+            # The handler closed or replaced the channel (a new handshake): answer outside it.
             return data, sw
-        return self._deliver(apdu, data, sw)
+        if sw != SW.OK:
+            self.secure_channel = None
+            return data, sw
+        return channel.wrap(apdu, data), sw
 
     def _deliver(self, apdu: CommandApdu, data: bytes, sw: int) -> Response:
         """Frame response data as the link protocol requires (``61xx`` / ``6Cxx``)."""
