@@ -1,4 +1,8 @@
-"""All exceptions raised by :mod:`mie`, in one place for callers."""
+"""All exceptions raised by :mod:`mie`, in one place for callers, and the contract's
+:class:`ErrorCode` (each exception's ``code``).
+
+Importing this module loads neither :mod:`mie.trust` nor asn1crypto.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,22 @@ from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
     CardResetError,
+    ErrorCode,
+    EvidenceFormatError,
     InvalidPinError,
+    JsonFormatError,
     LastTryRefusedError,
     MieError,
     NoCardError,
+    NonceMismatchError,
     NoReaderError,
+    OriginMismatchError,
     PcscUnavailableError,
     PinBlockedError,
+    PinFormatError,
     ReaderBusyError,
     ReplayMismatchError,
+    SecureMessagingError,
     SecurityStatusError,
     SignatureInvalidError,
     TlvError,
@@ -25,6 +36,7 @@ from mie.core.errors import (
     TransportTimeoutError,
     UnsupportedCardError,
     VectorFormatError,
+    VerificationError,
 )
 
 __all__ = [
@@ -34,15 +46,22 @@ __all__ = [
     "BadResponseError",
     "CardRemovedError",
     "CardResetError",
+    "ErrorCode",
+    "EvidenceFormatError",
     "InvalidPinError",
+    "JsonFormatError",
     "LastTryRefusedError",
     "MieError",
     "NoCardError",
     "NoReaderError",
+    "NonceMismatchError",
+    "OriginMismatchError",
     "PcscUnavailableError",
     "PinBlockedError",
+    "PinFormatError",
     "ReaderBusyError",
     "ReplayMismatchError",
+    "SecureMessagingError",
     "SecurityStatusError",
     "SignatureInvalidError",
     "TlvError",
@@ -50,9 +69,5 @@ __all__ = [
     "TransportTimeoutError",
     "UnsupportedCardError",
     "VectorFormatError",
+    "VerificationError",
 ]
-
-# Certificate-chain checks (mie.trust): one type, the contract code in ``code``.
-from mie.trust.errors import VerificationError
-
-__all__ += ["VerificationError"]

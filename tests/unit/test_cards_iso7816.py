@@ -165,7 +165,8 @@ def test_verify_pin_on_a_blocked_pin_raises_and_sends_no_pin(
     del link.sent[:]
     with pytest.raises(PinBlockedError) as raised:
         session.verify_pin(format_pin(PIN), allow_last_try=True)
-    assert raised.value.sw == 0x6983
+    cause = raised.value.__cause__
+    assert isinstance(cause, ApduError) and cause.sw == 0x6983
     assert link.sent == [STATUS_QUERY]
 
 
@@ -175,7 +176,9 @@ def test_a_wrong_pin_raises_invalid_pin_error_with_the_tries_left(
     session = DemoSession(link)
     with pytest.raises(InvalidPinError) as raised:
         session.verify_pin(format_pin("9999"))
-    assert (raised.value.tries_left, raised.value.sw) == (2, 0x63C2)
+    cause = raised.value.__cause__
+    assert isinstance(cause, ApduError)
+    assert (raised.value.tries_left, cause.sw) == (2, 0x63C2)
     assert "2 tries left" in str(raised.value)
     assert card.tries_left == 2
 

@@ -73,10 +73,6 @@ def test_a_light_import_loads_no_trust_card_or_asn1_module(module: str) -> None:
     assert heavy_in(modules) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mie.errors re-exports mie.trust.errors until A1 moves VerificationError to mie.core",
-)
 def test_importing_the_error_types_loads_no_trust_card_or_asn1_module() -> None:
     modules = imported_modules("import mie.errors")
     assert heavy_in(modules) == []

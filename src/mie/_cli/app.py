@@ -24,11 +24,18 @@ from mie._cli.vectors import record, replay
 from mie.core.errors import (
     ApduError,
     BadResponseError,
+    EvidenceFormatError,
+    InvalidPinError,
     LastTryRefusedError,
     MieError,
+    NonceMismatchError,
     NoReaderError,
+    OriginMismatchError,
     PcscUnavailableError,
+    PinBlockedError,
+    PinFormatError,
     ReplayMismatchError,
+    SecureMessagingError,
     SignatureInvalidError,
     TransportError,
     UnsupportedCardError,
@@ -54,14 +61,21 @@ _FAILED = (
     AuthFailedError,
     ApduError,
     BadResponseError,
+    EvidenceFormatError,
+    InvalidPinError,
     LastTryRefusedError,
+    NonceMismatchError,
+    OriginMismatchError,
+    PinBlockedError,
     ReplayMismatchError,
+    SecureMessagingError,
     SignatureInvalidError,
     TransportError,
     UnsupportedCardError,
 )
-# What the command line named cannot be used at all: exit 2 (README: unknown reader, no pcscd).
-_UNUSABLE = (UsageError, NoReaderError, PcscUnavailableError)
+# What the command line named cannot be used at all: exit 2 (README: unknown reader, no pcscd;
+# a PIN the card's format rule refuses).
+_UNUSABLE = (UsageError, NoReaderError, PcscUnavailableError, PinFormatError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

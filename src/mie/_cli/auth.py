@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from enum import Enum
 from typing import Any
 
 import click
@@ -17,6 +16,7 @@ from mie.core.errors import (
     ApduError,
     BadResponseError,
     CardRemovedError,
+    ErrorCode,
     InvalidPinError,
     LastTryRefusedError,
     MieError,
@@ -24,6 +24,7 @@ from mie.core.errors import (
     PinBlockedError,
     SignatureInvalidError,
     UnsupportedCardError,
+    VerificationError,
 )
 from mie.core.pin import check_pin
 from mie.trust import (
@@ -38,16 +39,20 @@ from mie.trust import (
 CHALLENGE_SIZE = 32
 REVOCATION_TIMEOUT_S = 10.0
 
-_CODES: list[tuple[type[MieError], str]] = [
-    (InvalidPinError, "invalid_pin"),
-    (LastTryRefusedError, "last_try_refused"),
-    (PinBlockedError, "pin_blocked"),
-    (NoCardError, "no_card"),
-    (CardRemovedError, "card_removed"),
-    (UnsupportedCardError, "unsupported_card"),
-    (SignatureInvalidError, "signature_invalid"),
-    (BadResponseError, "malformed"),
-]
+# The failures that end ``mie auth`` with exit 1 and their error object; any other error keeps
+# the CLI's exit code (1, or 2 for no pcscd, an unknown reader or unreadable input).
+_AUTH_FAILED = (
+    ApduError,
+    BadResponseError,
+    CardRemovedError,
+    InvalidPinError,
+    LastTryRefusedError,
+    NoCardError,
+    PinBlockedError,
+    SignatureInvalidError,
+    UnsupportedCardError,
+    VerificationError,
+)
 
 
 class AuthFailedError(MieError):
@@ -58,16 +63,11 @@ class AuthFailedError(MieError):
         super().__init__(f"{error['code']}: {error['message']}")
 
 
-def error_object(error: MieError) -> dict[str, Any] | None:
-    """:return: the ``error`` object of the contract for ``error``, or ``None`` if unmapped."""
-    code = getattr(error, "code", None)
-    if isinstance(code, Enum):
-        code = code.value
-    if not isinstance(code, str):
-        code = next((c for kind, c in _CODES if isinstance(error, kind)), None)
-    if code is None:
-        return None
-    obj: dict[str, Any] = {"code": code, "message": str(error)}
+def error_object(error: MieError) -> dict[str, Any]:
+    """:return: the ``error`` object of the contract for ``error`` (its ``code``; an error
+    outside the contract is the reader's: ``reader_error``)."""
+    code = error.code if error.code is not None else ErrorCode.READER_ERROR
+    obj: dict[str, Any] = {"code": code.value, "message": str(error)}
     if isinstance(error, InvalidPinError):
         obj["tries_left"] = error.tries_left
     return obj
@@ -177,18 +177,10 @@ def auth(
             result = authenticator.authenticate(nonce, pin, allow_last_try)
     except MieError as e:
         error = error_object(e)
-        if error is None:
-            # Outside the contract's codes: a card status nobody expects, or the reader side
-            # (pcscd, busy reader, a card that stops answering or is reset). The JSON still
-            # says why; the exit code stays the CLI's (1, or 2 for no pcscd / unknown reader).
-            code = "card_error" if isinstance(e, ApduError) else "reader_error"
-            if as_json:
-                emit_json(failure_json({"code": code, "message": str(e)}, card_json))
-            if isinstance(e, ApduError):
-                raise AuthFailedError({"code": code, "message": str(e)}) from e
-            raise
         if as_json:
             emit_json(failure_json(error, card_json))
+        if not isinstance(e, _AUTH_FAILED):
+            raise
         raise AuthFailedError(error) from e
     _print(result, as_json)
     return 0

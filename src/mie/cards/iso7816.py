@@ -66,16 +66,17 @@ def retries_from_sw(sw: int) -> int | None:
 
 
 def raise_pin_error(e: ApduError) -> None:
-    """Translate a VERIFY status word into the PIN errors; re-raise anything else unchanged.
+    """Translate a VERIFY status word into the PIN errors (``e`` as their cause); re-raise
+    anything else unchanged.
 
     :raises InvalidPinError: ``63Cx``.
     :raises PinBlockedError: ``6983``.
     """
     tries = retries_from_sw(e.sw)
     if tries == 0:
-        raise PinBlockedError(e.data, e.sw) from e
+        raise PinBlockedError() from e
     if tries is not None:
-        raise InvalidPinError(e.data, e.sw, tries) from e
+        raise InvalidPinError(tries) from e
     if e.sw == SW.SECURITY_STATUS_NOT_SATISFIED:
         raise SecurityStatusError(e.data, e.sw, "Security status not satisfied") from e
     raise e
@@ -215,11 +216,9 @@ class Iso7816Session:
             # authentication must prove knowledge of the PIN. Verification left the counter full.
             status = self.pin_status(pin_ref, cla)
             if status.blocked:
-                raise PinBlockedError(b"", SW.AUTH_METHOD_BLOCKED)
+                raise PinBlockedError() from ApduError(b"", SW.AUTH_METHOD_BLOCKED)
             if status.tries_left == 1 and not allow_last_try:
-                raise LastTryRefusedError(
-                    "One PIN try left: not presenting the PIN unless the last try is allowed"
-                )
+                raise LastTryRefusedError()
             logger.debug("Verifying PIN")
             try:
                 self.protocol.send_apdu(cla, INS_VERIFY, 0x00, pin_ref, bytes(pin_block))

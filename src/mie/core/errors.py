@@ -1,29 +1,81 @@
-"""Exceptions raised by :mod:`mie`.
+"""Exceptions raised by :mod:`mie`, and the error codes of the CLI/JSON contract.
 
 Every security-relevant check raises one of these; nothing returns ``False``. Errors that come
 from a card keep the raw status word, and the layer that understands a status word translates
 it into a semantic subclass while keeping the original as ``__cause__``.
+
+Each class names its contract code in :attr:`MieError.code`, so the library, not the CLI,
+decides what ``error.code`` a failure carries.
 """
 
 from __future__ import annotations
 
+import re
+from enum import StrEnum, unique
+
 from mie.core.sw import describe_sw
 
 
+@unique
+class ErrorCode(StrEnum):
+    """The error codes of the CLI/JSON contract (``error.code``); a value is the contract string."""
+
+    # Certificate, chain and revocation checks.
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    REVOKED = "revoked"
+    UNTRUSTED = "untrusted"
+    BAD_SIGNATURE = "bad_signature"
+    NAME_CHAINING = "name_chaining"
+    NOT_CA = "not_ca"
+    PATH_LENGTH = "path_length"
+    KEY_USAGE = "key_usage"
+    POLICY = "policy"
+    UNKNOWN_CRITICAL_EXTENSION = "unknown_critical_extension"
+    REVOCATION_UNKNOWN = "revocation_unknown"
+    MALFORMED = "malformed"
+    # Authentication.
+    INVALID_PIN = "invalid_pin"
+    LAST_TRY_REFUSED = "last_try_refused"
+    PIN_BLOCKED = "pin_blocked"
+    NO_CARD = "no_card"
+    CARD_REMOVED = "card_removed"
+    UNSUPPORTED_CARD = "unsupported_card"
+    SIGNATURE_INVALID = "signature_invalid"
+    CARD_ERROR = "card_error"
+    READER_ERROR = "reader_error"
+    NONCE_MISMATCH = "nonce_mismatch"
+    ORIGIN_MISMATCH = "origin_mismatch"
+    # The command line could not be carried out as given.
+    USAGE = "usage"
+
+
 class MieError(Exception):
-    """Base class of every error raised by :mod:`mie`."""
+    """Base class of every error raised by :mod:`mie`.
+
+    ``code`` is the contract code of the failure, or ``None`` for an error outside the
+    contract. Most classes fix it; :class:`VerificationError` sets it per instance.
+    """
+
+    code: ErrorCode | None = None
 
 
 class TlvError(MieError):
     """BER-TLV bytes that break the encoding rules (bad length, trailing bytes, non-minimal)."""
 
+    code = ErrorCode.MALFORMED
+
 
 class ApduFormatError(MieError):
     """Command or response APDU bytes that cannot be decoded, or fields that cannot be encoded."""
 
+    code = ErrorCode.MALFORMED
+
 
 class BadResponseError(MieError):
     """A card answered with bytes that do not match what the command defines."""
+
+    code = ErrorCode.MALFORMED
 
 
 class ApduError(MieError):
@@ -32,6 +84,8 @@ class ApduError(MieError):
     :param data: the response data that came with the status word.
     :param sw: the status word, as one int (``0x6A82``).
     """
+
+    code = ErrorCode.CARD_ERROR
 
     def __init__(self, data: bytes, sw: int, message: str | None = None) -> None:
         self.data = data
@@ -47,26 +101,55 @@ class SecurityStatusError(ApduError):
     """The card refused the command because a security condition is not met (``6982``)."""
 
 
-class InvalidPinError(ApduError):
-    """The card rejected the PIN.
+class SecureMessagingError(MieError):
+    """A secure channel failed: a response MAC that does not verify, or a cryptogram that does
+    not decode. The channel is dropped."""
 
-    :param tries_left: PIN tries the card says remain.
+    code = ErrorCode.CARD_ERROR
+
+
+class PinFormatError(MieError, ValueError):
+    """A PIN that the authenticator's format rule refuses; nothing was sent.
+
+    The message never contains the PIN. Also a :class:`ValueError`, which is what PIN format
+    checks raised before this class existed.
     """
 
-    def __init__(self, data: bytes, sw: int, tries_left: int) -> None:
+    code = ErrorCode.MALFORMED
+
+
+class InvalidPinError(MieError):
+    """The authenticator rejected the PIN; the status word (or CTAP error) is the ``__cause__``.
+
+    :param tries_left: PIN tries the authenticator says remain.
+    """
+
+    code = ErrorCode.INVALID_PIN
+
+    def __init__(self, tries_left: int) -> None:
         self.tries_left = tries_left
-        super().__init__(data, sw, f"Invalid PIN, {tries_left} tries left")
+        super().__init__(f"Invalid PIN, {tries_left} tries left")
 
 
-class PinBlockedError(ApduError):
-    """The PIN is blocked: no try remains (``6983``)."""
+class PinBlockedError(MieError):
+    """The PIN is blocked: no try remains; the status word (``6983``) is the ``__cause__``."""
 
-    def __init__(self, data: bytes, sw: int) -> None:
-        super().__init__(data, sw, "PIN blocked")
+    code = ErrorCode.PIN_BLOCKED
+
+    def __init__(self, message: str = "PIN blocked") -> None:
+        super().__init__(message)
 
 
 class LastTryRefusedError(MieError):
     """One PIN try is left and the caller did not allow spending it; nothing was sent."""
+
+    code = ErrorCode.LAST_TRY_REFUSED
+
+    def __init__(
+        self,
+        message: str = "One PIN try left: not presenting the PIN unless the last try is allowed",
+    ) -> None:
+        super().__init__(message)
 
 
 class UnsupportedCardError(MieError):
@@ -74,6 +157,8 @@ class UnsupportedCardError(MieError):
 
     :param atr: the card's ATR, when known.
     """
+
+    code = ErrorCode.UNSUPPORTED_CARD
 
     def __init__(self, message: str, atr: bytes | None = None) -> None:
         self.atr = atr
@@ -83,9 +168,39 @@ class UnsupportedCardError(MieError):
 class SignatureInvalidError(MieError):
     """A signature does not verify with the certificate's public key, or has the wrong length."""
 
+    code = ErrorCode.SIGNATURE_INVALID
+
+
+class NonceMismatchError(MieError):
+    """Evidence was made for another nonce than the one the verifier expects."""
+
+    code = ErrorCode.NONCE_MISMATCH
+
+
+class OriginMismatchError(MieError):
+    """Evidence was made for another origin (relying party) than the verifier's."""
+
+    code = ErrorCode.ORIGIN_MISMATCH
+
+
+class EvidenceFormatError(MieError):
+    """Evidence that is valid JSON but not of the evidence format (unknown ``type``, a missing or
+    extra field, bad hex)."""
+
+    code = ErrorCode.MALFORMED
+
+
+class JsonFormatError(MieError):
+    """Bytes that are not the strict JSON :mod:`mie` reads (not UTF-8, too large, duplicate keys,
+    too deeply nested)."""
+
+    code = ErrorCode.MALFORMED
+
 
 class TransportError(MieError):
     """The link to the card failed (reader, daemon or card state)."""
+
+    code = ErrorCode.READER_ERROR
 
 
 class PcscUnavailableError(TransportError):
@@ -99,9 +214,13 @@ class NoReaderError(TransportError):
 class NoCardError(TransportError):
     """The reader holds no card."""
 
+    code = ErrorCode.NO_CARD
+
 
 class CardRemovedError(TransportError):
     """The card left the reader, or its emulator stopped, during use."""
+
+    code = ErrorCode.CARD_REMOVED
 
 
 class CardResetError(TransportError):
@@ -123,6 +242,42 @@ class TransportTimeoutError(TransportError):
 class VectorFormatError(MieError):
     """A recorded vector file does not follow the vector format."""
 
+    code = ErrorCode.MALFORMED
+
 
 class ReplayMismatchError(MieError):
     """A replayed session sent a command the recording does not have at that point."""
+
+    code = ErrorCode.READER_ERROR
+
+
+class VerificationError(MieError):
+    """A certificate, chain, CRL or OCSP answer failed a check.
+
+    ``code`` is one of the contract codes; ``malformed`` means the input itself could not be
+    read (exit 2 from the CLI), every other code is a failed check on well-formed input (exit 1).
+
+    :param code: the reason.
+    :param message: one line naming the problem (and the file, for unreadable input); line
+        breaks are folded into spaces, since the CLI contract is one line on stderr.
+    """
+
+    code: ErrorCode
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        self.code = code
+        self.message = one_line(message)
+        super().__init__(self.message)
+
+    @property
+    def is_malformed(self) -> bool:
+        """:return: whether the input could not be read at all."""
+        return self.code is ErrorCode.MALFORMED
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def one_line(text: str) -> str:
+    """:return: ``text`` with every run of white space (line breaks included) made one space."""
+    return _SPACES.sub(" ", text).strip()
