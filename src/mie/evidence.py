@@ -1,0 +1,265 @@
+"""Evidence: what an authenticator produced, for a verifier to check on its own.
+
+:class:`Evidence` is a tagged union: each kind has a ``type`` (``x509-signature`` now; the
+DESFire and WebAuthn kinds come with their issues), registered with :meth:`Evidence.register`,
+and a strict :meth:`~Evidence.to_json` / :meth:`Evidence.from_json` round trip. Every piece of
+evidence carries the ``nonce`` and ``origin`` of the request it answers, so
+:func:`mie.verify_evidence` can refuse one made for another relying party.
+
+Valid JSON of the wrong shape (an unknown ``type``, a missing or extra field, bad hex, a value
+of the wrong type or size) raises :class:`~mie.errors.EvidenceFormatError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from mie.core.errors import EvidenceFormatError, VerificationError
+from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES, check_origin
+from mie.trust.parse import MAX_CERTIFICATE_BYTES, der_to_pem, pem_to_der
+
+CHALLENGE_BYTES = 64
+"""Size of a bound challenge, ``SHA-256(origin) ‖ SHA-256(nonce)``."""
+MAX_SIGNATURE_BYTES = 1024
+"""Largest signature accepted (an RSA-8192 signature)."""
+MAX_CHAIN = 8
+"""Most certificates an evidence chain may hold (the verifier's default maximum depth)."""
+_SHOWN = 40
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+E = TypeVar("E", bound="Evidence")
+
+
+def shown(value: object) -> str:
+    """:return: ``value`` quoted for a one-line message, cut when long."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def check_fields(
+    obj: object, what: str, required: Sequence[str], optional: Sequence[str] = ()
+) -> Mapping[str, Any]:
+    """Check a JSON value is an object with exactly ``required`` keys, plus any of ``optional``.
+
+    :param obj: the parsed JSON value.
+    :param what: what the object is, for messages (``evidence``, ``authenticator``...).
+    :return: ``obj``.
+    :raises EvidenceFormatError: not an object, a key missing, or a key not allowed.
+    """
+    if not isinstance(obj, dict):
+        raise EvidenceFormatError(f"{what} is not a JSON object")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise EvidenceFormatError(f"{what} has no {shown(missing[0])} field")
+    allowed = {*required, *optional}
+    extra = sorted(str(k) for k in obj if k not in allowed)
+    if extra:
+        raise EvidenceFormatError(f"{what} has an unexpected field {shown(extra[0])}")
+    return obj
+
+
+def hex_field(obj: Mapping[str, Any], key: str, what: str, *, sizes: range) -> bytes:
+    """:return: the bytes of the lower-case hex string ``obj[key]``, whose size is in ``sizes``.
+
+    :raises EvidenceFormatError: not a string, not lower-case hex, or of another size.
+    """
+    value = obj[key]
+    if not isinstance(value, str) or not _HEX.fullmatch(value):
+        raise EvidenceFormatError(f"{what}.{key} is not lower-case hex")
+    data = bytes.fromhex(value)
+    if len(data) not in sizes:
+        raise EvidenceFormatError(f"{what}.{key} has {len(data)} bytes, {_sizes(sizes)}")
+    return data
+
+
+def _sizes(sizes: range) -> str:
+    if len(sizes) == 1:
+        return f"not {sizes.start}"
+    return f"not {sizes.start} to {sizes.stop - 1}"
+
+
+def str_field(obj: Mapping[str, Any], key: str, what: str, *, optional: bool = False) -> Any:
+    """:return: ``obj[key]``, a string (or ``None`` when ``optional``).
+
+    :raises EvidenceFormatError: another type.
+    """
+    value = obj[key]
+    if isinstance(value, str) or (optional and value is None):
+        return value
+    wanted = "a string or null" if optional else "a string"
+    raise EvidenceFormatError(f"{what}.{key} is not {wanted}")
+
+
+def _checked(what: str, build: Callable[[], E]) -> E:
+    # Constructors check their arguments with ValueError/TypeError (asn1crypto style): read from
+    # JSON, the same failures are a format error of the file.
+    try:
+        return build()
+    except (ValueError, TypeError) as e:
+        raise EvidenceFormatError(f"{what}: {e}") from e
+
+
+class Evidence(abc.ABC):
+    """What an authenticator produced for one request; see the module docstring.
+
+    :ivar type: the tag of the kind, in the JSON ``type`` field.
+    :ivar nonce: the nonce of the request it answers.
+    :ivar origin: the origin of the request it answers.
+    """
+
+    type: ClassVar[str]
+    # ``type`` is the tag inside this class body: the builtin is spelt builtins.type.
+    _TYPES: ClassVar[dict[str, builtins.type[Evidence]]] = {}
+    nonce: bytes
+    origin: str
+
+    @staticmethod
+    def register(kind: builtins.type[E]) -> builtins.type[E]:
+        """Class decorator: make ``kind`` readable by :meth:`from_json` under ``kind.type``.
+
+        :raises ValueError: another class already has that type.
+        """
+        known = Evidence._TYPES.get(kind.type)
+        if known is not None and known is not kind:
+            raise ValueError(f"evidence type {kind.type!r} is already {known.__name__}")
+        Evidence._TYPES[kind.type] = kind
+        return kind
+
+    @abc.abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """:return: the ``evidence`` object of the JSON contract (``type`` first)."""
+
+    @classmethod
+    def from_json(cls, obj: object) -> Evidence:
+        """Read evidence from its parsed JSON, dispatching on ``type``.
+
+        :param obj: the parsed JSON value.
+        :return: the evidence, of the class its ``type`` names (a subclass of ``cls``).
+        :raises EvidenceFormatError: not an object, an unknown ``type``, or a bad field.
+        """
+        if not isinstance(obj, dict):
+            raise EvidenceFormatError("evidence is not a JSON object")
+        kind = obj.get("type")
+        if not isinstance(kind, str):
+            raise EvidenceFormatError("evidence has no string 'type' field")
+        target = Evidence._TYPES.get(kind)
+        if target is None:
+            raise EvidenceFormatError(f"unknown evidence type {shown(kind)}")
+        if not issubclass(target, cls):
+            raise EvidenceFormatError(f"evidence type {shown(kind)} is not {cls.__name__}")
+        return target._parse(obj)
+
+    @classmethod
+    @abc.abstractmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> Evidence:
+        """Read the fields of this kind (``type`` already matched)."""
+
+
+_REVOCATION_VALUES = (None, "good", "revoked", "unknown")
+_NONCE_SIZES = range(MIN_NONCE_BYTES, MAX_NONCE_BYTES + 1)
+_CHALLENGE_SIZES = range(CHALLENGE_BYTES, CHALLENGE_BYTES + 1)
+_SIGNATURE_SIZES = range(1, MAX_SIGNATURE_BYTES + 1)
+
+
+@Evidence.register
+@dataclass(frozen=True)
+class X509SignatureEvidence(Evidence):
+    """A signature made with a certificate's key over the bound challenge (CPx cards).
+
+    :param nonce: the request's nonce.
+    :param origin: the request's origin.
+    :param challenge: the signed bytes, ``SHA-256(origin) ‖ SHA-256(nonce)`` when honest
+        (:func:`mie.verify_evidence` checks it): the card signs their PKCS#1 v1.5 SHA-256
+        DigestInfo.
+    :param signature: the signature.
+    :param chain: DER certificates, leaf first (a card gives its leaf; a verified result the
+        whole path).
+    :raises ValueError: a field of the wrong size, or an origin that is not one.
+    :raises TypeError: a field of the wrong type.
+    """
+
+    type: ClassVar[str] = "x509-signature"
+    nonce: bytes
+    origin: str
+    challenge: bytes
+    signature: bytes
+    chain: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("nonce", "challenge", "signature"):
+            if not isinstance(getattr(self, name), bytes):
+                raise TypeError(f"{name} must be bytes")
+        if not MIN_NONCE_BYTES <= len(self.nonce) <= MAX_NONCE_BYTES:
+            raise ValueError(
+                f"nonce has {len(self.nonce)} bytes, not {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES}"
+            )
+        check_origin(self.origin)
+        if len(self.challenge) != CHALLENGE_BYTES:
+            raise ValueError(f"challenge has {len(self.challenge)} bytes, not {CHALLENGE_BYTES}")
+        if not 0 < len(self.signature) <= MAX_SIGNATURE_BYTES:
+            raise ValueError(f"signature has {len(self.signature)} bytes")
+        _check_chain(self.chain)
+
+    def to_json(self) -> dict[str, Any]:
+        """:return: ``{"type", "challenge", "nonce", "origin", "signature", "chain": [PEM],
+        "revocation": null}`` (an :class:`~mie.AuthResult` fills ``revocation``)."""
+        return {
+            "type": self.type,
+            "challenge": self.challenge.hex(),
+            "nonce": self.nonce.hex(),
+            "origin": self.origin,
+            "signature": self.signature.hex(),
+            "chain": [der_to_pem(der) for der in self.chain],
+            "revocation": None,
+        }
+
+    @classmethod
+    def _parse(cls, obj: Mapping[str, Any]) -> X509SignatureEvidence:
+        what = "evidence"
+        required = ("type", "challenge", "nonce", "origin", "signature", "chain")
+        check_fields(obj, what, required, ("revocation",))
+        # The revocation status a producer reported is not evidence: the verifier finds its own.
+        if obj.get("revocation") not in _REVOCATION_VALUES:
+            raise EvidenceFormatError(f"{what}.revocation is not good, revoked, unknown or null")
+        nonce = hex_field(obj, "nonce", what, sizes=_NONCE_SIZES)
+        challenge = hex_field(obj, "challenge", what, sizes=_CHALLENGE_SIZES)
+        signature = hex_field(obj, "signature", what, sizes=_SIGNATURE_SIZES)
+        origin = str_field(obj, "origin", what)
+        chain = _chain_from_json(obj["chain"])
+        return _checked(what, lambda: cls(nonce, origin, challenge, signature, chain))
+
+
+def _check_chain(chain: object) -> None:
+    if not isinstance(chain, tuple) or not all(isinstance(c, bytes) for c in chain):
+        raise TypeError("chain must be a tuple of DER bytes")
+    if not 1 <= len(chain) <= MAX_CHAIN:
+        raise ValueError(f"chain has {len(chain)} certificates, not 1 to {MAX_CHAIN}")
+    if any(not 0 < len(c) <= MAX_CERTIFICATE_BYTES for c in chain):
+        raise ValueError(f"a chain certificate is empty or over {MAX_CERTIFICATE_BYTES} bytes")
+
+
+def _chain_from_json(value: object) -> tuple[bytes, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise EvidenceFormatError("evidence.chain is not a list of PEM strings")
+    if not 1 <= len(value) <= MAX_CHAIN:
+        raise EvidenceFormatError(
+            f"evidence.chain has {len(value)} certificates, not 1 to {MAX_CHAIN}"
+        )
+    try:
+        return tuple(pem_to_der(p, f"evidence.chain[{i}]") for i, p in enumerate(value))
+    except VerificationError as e:
+        raise EvidenceFormatError(e.message) from e
+
+
+__all__ = [
+    "CHALLENGE_BYTES",
+    "MAX_CHAIN",
+    "MAX_SIGNATURE_BYTES",
+    "Evidence",
+    "X509SignatureEvidence",
+]
