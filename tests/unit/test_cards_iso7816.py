@@ -193,6 +193,46 @@ def test_the_wrong_pin_that_blocks_raises_pin_blocked_error(
     assert card.tries_left == 0
 
 
+def test_check_pin_tries_sends_only_the_status_query_and_says_the_tries(
+    card: Iso7816Card, link: CountingConnection
+) -> None:
+    session = DemoSession(link)
+    del link.sent[:]
+    assert session.check_pin_tries() == 3
+    card.tries_left = 1
+    assert session.check_pin_tries(allow_last_try=True) == 1
+    with pytest.raises(LastTryRefusedError):
+        session.check_pin_tries()
+    card.tries_left = 0
+    with pytest.raises(PinBlockedError):
+        session.check_pin_tries(allow_last_try=True)
+    assert link.sent == [STATUS_QUERY] * 4
+    assert card.tries_left == 0
+
+
+def test_check_pin_tries_on_a_verified_pin_says_none(
+    card: Iso7816Card, link: CountingConnection
+) -> None:
+    session = DemoSession(link)
+    session.verify_pin(format_pin(PIN))
+    assert session.check_pin_tries() is None
+
+
+def test_present_pin_sends_only_the_verify_and_wipes_the_block(
+    card: Iso7816Card, link: CountingConnection
+) -> None:
+    session = DemoSession(link)
+    del link.sent[:]
+    block = format_pin(PIN)
+    session.present_pin(block)
+    assert link.sent == [h("00 20 00 01 08 34 38 32 36 FF FF FF FF")]
+    assert block == bytearray(8) and card.pin_verified
+    wrong = format_pin("9999")
+    with pytest.raises(InvalidPinError):
+        session.present_pin(wrong)
+    assert wrong == bytearray(8)
+
+
 @pytest.mark.parametrize("pin", [PIN, "9999"])
 def test_the_pin_block_is_zeroed_after_verify_pin(link: CountingConnection, pin: str) -> None:
     session = DemoSession(link)

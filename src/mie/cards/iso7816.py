@@ -192,6 +192,52 @@ class Iso7816Session:
             raise ApduError(b"", sw)
         return PinStatus(False, tries)
 
+    def check_pin_tries(
+        self, pin_ref: int = 0x01, allow_last_try: bool = False, cla: int = 0x00
+    ) -> int | None:
+        """Read the retry counter before a PIN is presented, and refuse what must not be tried.
+
+        A PIN verified earlier in this card session is presented again all the same (each
+        authentication must prove knowledge of the PIN), so a verified status is no refusal.
+
+        :param pin_ref: the PIN reference (VERIFY P2).
+        :param allow_last_try: accept presenting the PIN when only one try is left.
+        :param cla: class byte (logical channel).
+        :return: the tries left (``None``: the PIN is verified, the card does not say).
+        :raises PinBlockedError: the PIN is blocked.
+        :raises LastTryRefusedError: one try left and ``allow_last_try`` is false.
+        """
+        status = self.pin_status(pin_ref, cla)
+        if status.blocked:
+            raise PinBlockedError() from ApduError(b"", SW.AUTH_METHOD_BLOCKED)
+        if status.tries_left == 1 and not allow_last_try:
+            raise LastTryRefusedError()
+        return status.tries_left
+
+    def present_pin(
+        self, pin_block: bytes | bytearray, pin_ref: int = 0x01, cla: int = 0x00
+    ) -> None:
+        """Present a PIN once (VERIFY with data); the caller checked the counter first.
+
+        The caller's ``pin_block`` is wiped (zeroed in place) when it is a ``bytearray``.
+
+        :param pin_block: the PIN exactly as the card expects it (formatted and padded).
+        :param pin_ref: the PIN reference (VERIFY P2).
+        :param cla: class byte (logical channel).
+        :raises InvalidPinError: the card rejected the PIN.
+        :raises PinBlockedError: the card rejected the PIN and no try remains.
+        """
+        try:
+            logger.debug("Verifying PIN")
+            try:
+                self.protocol.send_apdu(cla, INS_VERIFY, 0x00, pin_ref, bytes(pin_block))
+            except ApduError as e:
+                raise_pin_error(e)
+            logger.info("PIN verified")
+        finally:
+            if isinstance(pin_block, bytearray):
+                pin_block[:] = bytes(len(pin_block))
+
     def verify_pin(
         self,
         pin_block: bytes | bytearray,
@@ -199,7 +245,8 @@ class Iso7816Session:
         allow_last_try: bool = False,
         cla: int = 0x00,
     ) -> None:
-        """Present a PIN once, after checking the retry counter.
+        """Present a PIN once, after checking the retry counter (:meth:`check_pin_tries`, then
+        :meth:`present_pin`).
 
         The caller's ``pin_block`` is wiped (zeroed in place) when it is a ``bytearray``.
 
@@ -212,22 +259,12 @@ class Iso7816Session:
         :raises InvalidPinError: the card rejected the PIN.
         """
         try:
-            # A PIN verified earlier in this card session is presented again all the same: each
-            # authentication must prove knowledge of the PIN. Verification left the counter full.
-            status = self.pin_status(pin_ref, cla)
-            if status.blocked:
-                raise PinBlockedError() from ApduError(b"", SW.AUTH_METHOD_BLOCKED)
-            if status.tries_left == 1 and not allow_last_try:
-                raise LastTryRefusedError()
-            logger.debug("Verifying PIN")
-            try:
-                self.protocol.send_apdu(cla, INS_VERIFY, 0x00, pin_ref, bytes(pin_block))
-            except ApduError as e:
-                raise_pin_error(e)
-            logger.info("PIN verified")
-        finally:
+            self.check_pin_tries(pin_ref, allow_last_try, cla)
+        except BaseException:
             if isinstance(pin_block, bytearray):
                 pin_block[:] = bytes(len(pin_block))
+            raise
+        self.present_pin(pin_block, pin_ref, cla)
 
 
 def _t0_only(atr: bytes | None) -> bool:
