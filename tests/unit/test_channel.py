@@ -8,9 +8,9 @@ import hmac
 import pytest
 
 from mie.core.apdu import CommandApdu
-from mie.core.channel import CommMode, ExchangeContext, SecureChannel, SecureMessagingError
+from mie.core.channel import CommMode, ExchangeContext, SecureChannel
 from mie.core.connection import Transport
-from mie.core.errors import ApduError, CardRemovedError
+from mie.core.errors import ApduError, CardRemovedError, SecureMessagingError
 from mie.core.processors import SmartCardProtocol
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.iso7816 import DEMO_AID, Iso7816Card, demo_card

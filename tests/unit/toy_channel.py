@@ -22,7 +22,8 @@ import os
 from collections.abc import Callable
 
 from mie.core.apdu import CommandApdu
-from mie.core.channel import CommMode, ExchangeContext, SecureChannel, SecureMessagingError
+from mie.core.channel import CommMode, ExchangeContext, SecureChannel
+from mie.core.errors import SecureMessagingError
 from mie.core.processors import SmartCardProtocol
 from mie.emulation.iso7816 import CardChannel, Iso7816Card
 

@@ -15,11 +15,6 @@ from dataclasses import dataclass
 from enum import Enum, unique
 
 from mie.core.apdu import CommandApdu
-from mie.core.errors import MieError
-
-
-class SecureMessagingError(MieError):
-    """Placeholder until ``mie.core.errors`` has it (WP-A commit A1)."""
 
 
 @unique
@@ -91,8 +86,8 @@ class ExchangeContext:
 class SecureChannel(abc.ABC):
     """One secure-messaging session, installed on a :class:`~mie.core.processors.SmartCardProtocol`.
 
-    Implementations raise :class:`SecureMessagingError` when a response does not verify; the
-    protocol then drops the channel. Never log or keep key material outside this object.
+    Implementations raise :class:`~mie.core.errors.SecureMessagingError` when a response does not
+    verify; the protocol then drops the channel. Never log or keep key material outside it.
     """
 
     @abc.abstractmethod

@@ -19,13 +19,14 @@ from enum import Enum
 from typing import Final, Literal, TypeVar
 
 from mie.core.apdu import SHORT_MAX_DATA, CommandApdu
-from mie.core.channel import CommMode, ExchangeContext, SecureChannel, SecureMessagingError
+from mie.core.channel import CommMode, ExchangeContext, SecureChannel
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import (
     ApduError,
     ApduFormatError,
     ApplicationNotAvailableError,
     BadResponseError,
+    SecureMessagingError,
 )
 from mie.core.sw import SW
 
