@@ -1,0 +1,282 @@
+"""verify_evidence: what an IAM checks, and every way evidence can be refused (issue 8, "Bad input
+and faults")."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mie.core.errors import (
+    ErrorCode,
+    EvidenceFormatError,
+    MieError,
+    NonceMismatchError,
+    OriginMismatchError,
+    SignatureInvalidError,
+)
+from mie.emulation.testpki import CardCredentials, CardIdentity, Gamme, default_rpps
+from mie.emulation.testpki import TestPki as Pki
+from mie.evidence import Evidence, X509SignatureEvidence
+from mie.policy import AssuranceLevel
+from mie.request import AuthRequest, bound_challenge
+from mie.result import AuthenticatorInfo, AuthResult
+from mie.trust import RevocationStatus, VerificationError, identity_from_certificate
+from mie.trust.login import login_verifier
+from mie.verification import UNCHECKED_REASONS, Expected, login, verify_evidence
+from tests.cards.pki import pki_verifier
+from tests.trust.evidence_kit import NONCE, ORIGIN, der, signed_evidence
+
+EXPECTED = Expected(NONCE, ORIGIN)
+
+
+@pytest.fixture(scope="module")
+def other_card(pki: Pki) -> CardCredentials:
+    return pki.issue_card(CardIdentity("RPPS", default_rpps(), "CPS"), "2800000002")
+
+
+def test_evidence_verifies_like_an_iam(pki: Pki, cps: CardCredentials) -> None:
+    evidence = signed_evidence(cps.authentication)
+    info = AuthenticatorInfo("cps3", "2800000001", None)
+    result = verify_evidence(evidence, EXPECTED, verifier=pki_verifier(pki), authenticator=info)
+    assert result.valid and result.error is None and result.authenticator is info
+    assert result.level is AssuranceLevel.SUBSTANTIAL
+    assert result.revocation is RevocationStatus.GOOD
+    assert result.identity is not None and result.identity.test_card is True
+    assert result.identity == identity_from_certificate(cps.authentication.certificate)
+    assert result.reasons[0] == "signature verified" and result.reasons[-1] == "revocation good"
+    # The result carries the verified path, leaf first, and still the signed bytes.
+    assert isinstance(result.evidence, X509SignatureEvidence)
+    path = [c.public_bytes(serialization.Encoding.DER) for c in cps.chain]
+    assert result.evidence.chain == (der(cps.authentication), *path)
+    data = result.to_json()["evidence"]
+    challenge = bytes.fromhex(data["challenge"])
+    assert challenge == hashlib.sha256(ORIGIN.encode()).digest() + hashlib.sha256(NONCE).digest()
+    key = cps.authentication.certificate.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(bytes.fromhex(data["signature"]), challenge, padding.PKCS1v15(), hashes.SHA256())
+    assert data["revocation"] == "good"
+
+
+def test_an_auth_request_is_an_expectation(pki: Pki, cps: CardCredentials) -> None:
+    request = AuthRequest(NONCE, ORIGIN)
+    result = verify_evidence(
+        signed_evidence(cps.authentication), request, verifier=pki_verifier(pki)
+    )
+    assert result.level is AssuranceLevel.SUBSTANTIAL
+
+
+def test_without_a_verifier_the_chain_is_not_checked(cps: CardCredentials) -> None:
+    result = verify_evidence(signed_evidence(cps.authentication), EXPECTED, verifier=None)
+    assert result.valid and result.level is None
+    assert result.reasons == UNCHECKED_REASONS
+    assert result.revocation is RevocationStatus.UNKNOWN
+    assert result.to_json()["evidence"]["revocation"] == "unknown"
+    assert result.identity is not None
+
+
+def _json_case(change: Callable[[dict[str, Any]], None]) -> Callable[..., Evidence]:
+    def make(cps: CardCredentials, other: CardCredentials) -> Evidence:
+        data = signed_evidence(cps.authentication).to_json()
+        change(data)
+        return Evidence.from_json(json.loads(json.dumps(data)))
+
+    return make
+
+
+def _unknown_type(d: dict[str, Any]) -> None:
+    d["type"] = "webauthn-assertion"
+
+
+def _missing_key(d: dict[str, Any]) -> None:
+    del d["signature"]
+
+
+def _extra_key(d: dict[str, Any]) -> None:
+    d["level"] = "high"
+
+
+def _evidence_null(d: dict[str, Any]) -> None:
+    d.clear()
+
+
+CASES: dict[str, tuple[Callable[..., Evidence], type[MieError], ErrorCode]] = {
+    "unknown type": (_json_case(_unknown_type), EvidenceFormatError, ErrorCode.MALFORMED),
+    "missing key": (_json_case(_missing_key), EvidenceFormatError, ErrorCode.MALFORMED),
+    "extra key": (_json_case(_extra_key), EvidenceFormatError, ErrorCode.MALFORMED),
+    "empty object": (_json_case(_evidence_null), EvidenceFormatError, ErrorCode.MALFORMED),
+    "other nonce": (
+        lambda cps, other: signed_evidence(cps.authentication, nonce=b"\x01" * 32),
+        NonceMismatchError,
+        ErrorCode.NONCE_MISMATCH,
+    ),
+    "other origin": (
+        lambda cps, other: signed_evidence(cps.authentication, origin="https://rogue.example"),
+        OriginMismatchError,
+        ErrorCode.ORIGIN_MISMATCH,
+    ),
+    "another card's leaf": (
+        lambda cps, other: signed_evidence(cps.authentication, leaf=other.authentication),
+        SignatureInvalidError,
+        ErrorCode.SIGNATURE_INVALID,
+    ),
+    # A card that signed whatever it was handed: the relying party's nonce, not bound to it.
+    "challenge not bound": (
+        lambda cps, other: signed_evidence(
+            cps.authentication, challenge=hashlib.sha512(NONCE).digest()
+        ),
+        SignatureInvalidError,
+        ErrorCode.SIGNATURE_INVALID,
+    ),
+    "challenge bound to another origin": (
+        lambda cps, other: signed_evidence(
+            cps.authentication, challenge=bound_challenge("https://rogue.example", NONCE)
+        ),
+        SignatureInvalidError,
+        ErrorCode.SIGNATURE_INVALID,
+    ),
+    "signature of other bytes": (
+        lambda cps, other: dataclasses.replace(
+            signed_evidence(cps.authentication),
+            signature=signed_evidence(cps.authentication, nonce=b"\x02" * 32).signature,
+        ),
+        SignatureInvalidError,
+        ErrorCode.SIGNATURE_INVALID,
+    ),
+    "truncated signature": (
+        lambda cps, other: dataclasses.replace(
+            signed_evidence(cps.authentication),
+            signature=signed_evidence(cps.authentication).signature[:-1],
+        ),
+        SignatureInvalidError,
+        ErrorCode.SIGNATURE_INVALID,
+    ),
+    "leaf that does not parse": (
+        lambda cps, other: dataclasses.replace(
+            signed_evidence(cps.authentication), chain=(der(cps.authentication)[:-1],)
+        ),
+        VerificationError,
+        ErrorCode.MALFORMED,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_refused_evidence(
+    pki: Pki, cps: CardCredentials, other_card: CardCredentials, case: str
+) -> None:
+    make, error, code = CASES[case]
+    with pytest.raises(error) as caught:
+        evidence = make(cps, other_card)
+        verify_evidence(evidence, EXPECTED, verifier=pki_verifier(pki))
+    assert caught.value.code is code
+    assert "\n" not in str(caught.value)
+
+
+def test_origin_is_checked_before_the_nonce(pki: Pki, cps: CardCredentials) -> None:
+    evidence = signed_evidence(cps.authentication, nonce=b"\x01" * 32, origin="https://a.example")
+    with pytest.raises(OriginMismatchError):
+        verify_evidence(evidence, EXPECTED, verifier=pki_verifier(pki))
+
+
+def test_verifier_without_the_test_anchors_is_untrusted(
+    pki: Pki, cps: CardCredentials, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIE_TRUST_DIR", str(tmp_path / "trust"))
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(pki.intermediates[Gamme.FORT].certificate_pem())
+    verifier = login_verifier(intermediates=[ca], download=False)
+    with pytest.raises(VerificationError) as caught:
+        verify_evidence(signed_evidence(cps.authentication), EXPECTED, verifier=verifier)
+    assert caught.value.code is ErrorCode.UNTRUSTED
+
+
+def test_a_revoked_card_is_refused(pki: Pki, cps: CardCredentials) -> None:
+    verifier = pki_verifier(pki, revoked=[cps.authentication.certificate.serial_number])
+    with pytest.raises(VerificationError) as caught:
+        verify_evidence(signed_evidence(cps.authentication), EXPECTED, verifier=verifier)
+    assert caught.value.code is ErrorCode.REVOKED
+
+
+def test_evidence_read_back_from_a_result_verifies_again(pki: Pki, cps: CardCredentials) -> None:
+    first = verify_evidence(
+        signed_evidence(cps.authentication), EXPECTED, verifier=pki_verifier(pki)
+    )
+    saved = AuthResult.from_json(json.loads(json.dumps(first.to_json())))
+    assert saved.evidence is not None
+    again = verify_evidence(saved.evidence, EXPECTED, verifier=pki_verifier(pki))
+    assert (again.identity, again.level, again.reasons) == (
+        first.identity,
+        first.level,
+        first.reasons,
+    )
+    assert again.to_json()["evidence"] == first.to_json()["evidence"]
+
+
+def test_evidence_of_a_kind_without_a_verifier(cps: CardCredentials) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Future(Evidence):
+        type = "future-kind"
+        nonce: bytes = NONCE
+        origin: str = ORIGIN
+
+        def to_json(self) -> dict[str, Any]:
+            return {"type": self.type}
+
+        @classmethod
+        def _parse(cls, obj: Any) -> Future:
+            return cls()
+
+    with pytest.raises(EvidenceFormatError, match="future-kind"):
+        verify_evidence(Future(), EXPECTED, verifier=None)
+
+
+class _Signer:
+    """The device side reduced to its contract: signs the bound challenge with a TEST card key
+    and records what the verifier told it."""
+
+    def __init__(self, card: CardCredentials, *, origin: str | None = None) -> None:
+        self.card = card
+        self.origin = origin
+        self.heard: list[tuple[str, object]] = []
+
+    @property
+    def info(self) -> AuthenticatorInfo:
+        return AuthenticatorInfo("cps3", "2800000001", None)
+
+    def authenticate(self, request: AuthRequest, *, user: object = None) -> Evidence:
+        origin = self.origin or request.origin
+        return signed_evidence(self.card.authentication, nonce=request.nonce, origin=origin)
+
+    def accepted(self, evidence: Evidence, *, chain_verified: bool) -> None:
+        self.heard.append(("accepted", chain_verified))
+
+    def rejected(self, evidence: Evidence) -> None:
+        self.heard.append(("rejected", evidence))
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_login_tells_the_authenticator_it_was_accepted(
+    pki: Pki, cps: CardCredentials, checked: bool
+) -> None:
+    signer = _Signer(cps)
+    request = AuthRequest.new(ORIGIN)
+    result = login(signer, request, user=None, verifier=pki_verifier(pki) if checked else None)
+    assert result.authenticator == signer.info
+    assert result.evidence is not None and result.evidence.nonce == request.nonce
+    assert signer.heard == [("accepted", checked)]
+
+
+def test_login_tells_the_authenticator_it_was_rejected(pki: Pki, cps: CardCredentials) -> None:
+    signer = _Signer(cps, origin="https://rogue.example")
+    with pytest.raises(OriginMismatchError):
+        login(signer, AuthRequest.new(ORIGIN), user=None, verifier=pki_verifier(pki))
+    assert [what for what, _ in signer.heard] == ["rejected"]
