@@ -16,18 +16,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from mie.auth import (
-        Authenticator,
-        AuthResult,
-        CpxAuthenticator,
-        Evidence,
-        Identification,
-        open_authenticator,
-    )
+    from mie.auth import Authenticator, CpxAuthenticator, open_authenticator
     from mie.certcache import CertificateCache
+    from mie.errors import ErrorCode
+    from mie.evidence import Evidence
     from mie.policy import AssuranceLevel
     from mie.request import AuthRequest, StaticPin, UserVerification
+    from mie.result import AuthenticatorInfo, AuthResult, Identification
     from mie.trust.identity import Identity
+    from mie.verification import login, verify_evidence
 
 __version__ = "0.1.0"
 
@@ -35,16 +32,20 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AssuranceLevel": "mie.policy",
     "AuthRequest": "mie.request",
-    "AuthResult": "mie.auth",
+    "AuthResult": "mie.result",
     "Authenticator": "mie.auth",
+    "AuthenticatorInfo": "mie.result",
     "CertificateCache": "mie.certcache",
     "CpxAuthenticator": "mie.auth",
-    "Evidence": "mie.auth",
-    "Identification": "mie.auth",
+    "ErrorCode": "mie.errors",
+    "Evidence": "mie.evidence",
+    "Identification": "mie.result",
     "Identity": "mie.trust.identity",
     "StaticPin": "mie.request",
     "UserVerification": "mie.request",
+    "login": "mie.verification",
     "open_authenticator": "mie.auth",
+    "verify_evidence": "mie.verification",
 }
 
 
@@ -70,12 +71,16 @@ __all__ = [
     "AuthRequest",
     "AuthResult",
     "Authenticator",
+    "AuthenticatorInfo",
     "CertificateCache",
     "CpxAuthenticator",
+    "ErrorCode",
     "Evidence",
     "Identification",
     "Identity",
     "StaticPin",
     "UserVerification",
+    "login",
     "open_authenticator",
+    "verify_evidence",
 ]
