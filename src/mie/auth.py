@@ -1,10 +1,14 @@
-"""Authenticators: prove a professional holds their card and say who they are.
+"""Authenticators: the device side of an authentication.
 
-An :class:`Authenticator` wraps one connection. :meth:`~Authenticator.identify` reads who the card
-belongs to without a PIN; :meth:`~Authenticator.authenticate` verifies the PIN once, has the card
-sign the caller's challenge, checks the signature against the certificate on the host, and
-returns an :class:`AuthResult`. Every failure raises (see :mod:`mie.errors`); the CLI turns the
-exception into the ``error`` object of the JSON contract.
+An :class:`Authenticator` wraps one connection. :meth:`~Authenticator.identify` reads who the
+authenticator belongs to without a PIN; :meth:`~Authenticator.authenticate` answers an
+:class:`~mie.request.AuthRequest`: it asks the :class:`~mie.request.UserVerification` for the PIN
+when one is needed (at most once), has the card sign the request's bound challenge
+``SHA-256(origin) ‖ SHA-256(nonce)``, checks the signature against the certificate on the host
+and returns the :class:`~mie.evidence.Evidence`. The verifier side
+(:func:`mie.verification.verify_evidence`, or :func:`mie.verification.login` for both) checks
+the evidence, the chain and the level, then calls :meth:`~Authenticator.accepted` or
+:meth:`~Authenticator.rejected`. Every failure raises (see :mod:`mie.errors`).
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, unique
-from typing import Any
+from typing import Any, overload
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -40,7 +46,13 @@ from mie.core.errors import (
     UnsupportedCardError,
 )
 from mie.core.pin import check_pin
+from mie.evidence import Evidence as Evidence
+from mie.evidence import X509SignatureEvidence
 from mie.policy import LevelPolicy, decide_level
+from mie.request import AuthRequest, StaticPin, UserVerification
+from mie.result import AuthenticatorInfo
+from mie.result import CardInfo as CardInfo
+from mie.result import Identification as Identification
 from mie.trust.errors import VerificationError, describe
 from mie.trust.identity import LAZY_PARSE_ERRORS, Identity, identity_from_certificate
 from mie.trust.parse import parse_certificate_der
@@ -49,28 +61,18 @@ from mie.trust.verify import Usage, Verifier
 logger = logging.getLogger(__name__)
 
 MIN_CHALLENGE = 16
+# Evidence handed out and not yet accepted or rejected; a caller that never calls either
+# leaves at most this many behind.
+MAX_PENDING = 16
+
+
+# --- Deprecated: the result types of authenticate(challenge, pin), removed in commit F. ---
 
 
 @dataclass(frozen=True)
-class CardInfo:
-    """What was presented: kind, serial and ATR."""
-
-    kind: str
-    serial: str | None
-    atr: bytes | None
-
-    def to_json(self) -> dict[str, Any]:
-        """:return: the ``authenticator`` object of the JSON contract."""
-        return {
-            "kind": self.kind,
-            "serial": self.serial,
-            "atr": self.atr.hex() if self.atr else None,
-        }
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What a verifier needs to check an authentication again on its own.
+class LegacyEvidence:
+    """Deprecated (use :class:`mie.evidence.X509SignatureEvidence`): what the deprecated
+    ``authenticate(challenge, pin)`` signed.
 
     :param challenge: the challenge the card signed (as SHA-256 DigestInfo, PKCS#1 v1.5).
     :param signature: the card's signature.
@@ -99,7 +101,7 @@ class Evidence:
 
 @dataclass(frozen=True)
 class ChainReport:
-    """The outcome of the chain, revocation and policy checks of a certificate.
+    """Deprecated: the outcome of the chain, revocation and policy checks of a certificate.
 
     :param identity: the holder's identity, if checked.
     :param level: the eIDAS level the RIE grants (``low``, ``substantial``, ``high``) or ``None``.
@@ -119,10 +121,8 @@ ChainChecker = Callable[[x509.Certificate, Sequence[x509.Certificate]], ChainRep
 
 
 def chain_checker(verifier: Verifier, policy: LevelPolicy | None = None) -> ChainChecker:
-    """Build the chain check of an authenticator from a :class:`~mie.trust.Verifier`.
-
-    The verifier must be built for authentication usage; the level comes from
-    :func:`mie.policy.decide_level`.
+    """Deprecated (use :func:`mie.verification.login`): the chain check of the deprecated
+    ``authenticate(challenge, pin)``, from a :class:`~mie.trust.Verifier`.
 
     :raises VerificationError: (from the returned checker) with the contract code.
     """
@@ -143,13 +143,14 @@ def chain_checker(verifier: Verifier, policy: LevelPolicy | None = None) -> Chai
 
 @dataclass(frozen=True)
 class AuthResult:
-    """A successful authentication (failures raise)."""
+    """Deprecated (use :class:`mie.result.AuthResult`): what ``authenticate(challenge, pin)``
+    returns."""
 
-    authenticator: CardInfo
+    authenticator: AuthenticatorInfo
     identity: Identity | None
     level: str | None
     reasons: list[str]
-    evidence: Evidence
+    evidence: LegacyEvidence
 
     def to_json(self) -> dict[str, Any]:
         """:return: the ``AuthResult`` object of the JSON contract, ``valid`` true."""
@@ -164,17 +165,7 @@ class AuthResult:
         }
 
 
-@dataclass(frozen=True)
-class Identification:
-    """Who the card belongs to, read without PIN (the certificate is not verified here)."""
-
-    card: CardInfo
-    certificate: x509.Certificate
-    identity: Identity
-
-    def to_json(self) -> dict[str, Any]:
-        """:return: ``{"authenticator": …, "identity": …}`` as in the JSON contract."""
-        return {"authenticator": self.card.to_json(), "identity": self.identity.to_json()}
+# --- The device side. ---
 
 
 @unique
@@ -264,19 +255,33 @@ class Authenticator(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    @abc.abstractmethod
+    def info(self) -> AuthenticatorInfo:
+        """What was presented; the serial is filled once it was read (and bound, for a CPx card)."""
+
     @abc.abstractmethod
     def identify(self) -> Identification:
         """Read who the authenticator belongs to, without PIN."""
 
     @abc.abstractmethod
     def authenticate(
-        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
-    ) -> AuthResult:
-        """Verify the PIN once, sign ``challenge``, check everything; raise on any failure.
+        self, request: AuthRequest, *, user: UserVerification | None = None
+    ) -> Evidence:
+        """Prove possession (and the PIN, when the request asks for user verification) for
+        ``request``; raise on any failure.
 
-        A ``bytearray`` PIN is zeroed in place before this returns or raises; a ``str`` or
-        ``bytes`` PIN is immutable and cannot be wiped (pass a ``bytearray`` to control it).
+        :param request: the relying party's nonce, origin and requirements.
+        :param user: asked for the PIN only when one is needed, at most once; when it raises,
+            nothing more is sent and the exception propagates.
+        :return: the evidence, for :func:`mie.verification.verify_evidence`.
         """
+
+    def accepted(self, evidence: Evidence, *, chain_verified: bool) -> None:  # noqa: B027
+        """The verifier accepted ``evidence`` (``chain_verified``: its chain was checked)."""
+
+    def rejected(self, evidence: Evidence) -> None:  # noqa: B027
+        """The verifier refused ``evidence``."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +290,7 @@ class _Signed:
 
     der: bytes
     certificate: x509.Certificate
+    challenge: bytes
     signature: bytes
     # EF.SN as read in this session; None on the warm path, which reads no EF.SN.
     ef_sn: str | None
@@ -310,7 +316,7 @@ def _cps4_signed(
 ) -> _Signed:
     signature = _cps4_signature(session, certificate, challenge)
     verify_signature(certificate, challenge, signature)
-    return _Signed(der, certificate, signature, ef_sn, from_cache)
+    return _Signed(der, certificate, challenge, signature, ef_sn, from_cache)
 
 
 def open_authenticator(
@@ -320,50 +326,66 @@ def open_authenticator(
     cache: CertificateCache | None = None,
     serial_binding: SerialBinding = SerialBinding.CERTIFICATE,
 ) -> Authenticator:
-    """Connect to the card in a PC/SC reader and return the authenticator for it.
+    """Deprecated: use :func:`mie.registry.open_authenticator` and :func:`mie.verification.login`.
 
-    :param reader: reader name or a unique part of it; ``None`` takes the first reader with a card.
-    :param check_chain: chain, revocation and level checks (``None``: explicitly unchecked).
-    :param cache: certificate cache shared across logins.
-    :param serial_binding: where the reported card serial comes from (see :class:`SerialBinding`).
     :raises UnsupportedCardError: the card is not a supported authenticator (connection closed).
     """
-    from mie.transport.pcsc import PcscConnection
+    from mie.registry import AuthenticatorOptions
+    from mie.registry import open_authenticator as open_registered
 
-    connection = PcscConnection(reader)
-    try:
-        return CpxAuthenticator(
-            connection, check_chain=check_chain, cache=cache, serial_binding=serial_binding
-        )
-    except BaseException:
-        connection.close()
-        raise
+    options = AuthenticatorOptions(cache, serial_binding, check_chain is not None)
+    return open_registered(reader, options=options, check_chain=check_chain)
+
+
+_UNSET: Any = object()
 
 
 class CpxAuthenticator(Authenticator):
     """Authenticates with an ANS CPx card (CPS3, CPE/CPA; CPS4 and PSI through their session).
 
     :param connection: the card connection.
-    :param check_chain: checks chain, revocation and level (see :func:`chain_checker`); passing
-        ``None`` is an explicit opt-out: results then say the chain was not checked and carry
-        no level.
     :param cache: certificates already read (share one cache across logins).
     :param serial_binding: where the reported card serial comes from (see :class:`SerialBinding`).
+    :param chain_checked: whether this authenticator's evidence is chain-checked by the verifier
+        (:func:`mie.verification.login` with a verifier); only then are certificates taken from
+        the cache limited to those whose chain verified. ``False`` pairs with ``verifier=None``.
+    :param check_chain: deprecated, for the deprecated ``authenticate(challenge, pin)``.
+    :raises UnsupportedCardError: the ATR is not a CPx card's.
     """
 
     def __init__(
         self,
         connection: SmartCardConnection,
         *,
-        check_chain: ChainChecker | None,
         cache: CertificateCache | None = None,
         serial_binding: SerialBinding = SerialBinding.CERTIFICATE,
+        chain_checked: bool = True,
+        check_chain: ChainChecker | None = _UNSET,
     ) -> None:
         self.connection = connection
         self.family = detect_family(connection.atr)
-        self.check_chain = check_chain
         self.cache = cache if cache is not None else CertificateCache()
         self.serial_binding = serial_binding
+        self.chain_checked = chain_checked
+        self.check_chain: ChainChecker | None = None
+        if check_chain is not _UNSET:
+            warnings.warn(
+                "CpxAuthenticator(check_chain=...) is deprecated: use mie.verification.login",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self.check_chain = check_chain
+            self.chain_checked = check_chain is not None
+        self._info = AuthenticatorInfo(
+            self.family.value, None, connection.atr, connection.transport
+        )
+        self._pending: OrderedDict[bytes, _Signed] = OrderedDict()
+
+    @property
+    def info(self) -> AuthenticatorInfo:
+        """What was presented: the family (or ``cpe``/``cpa``/``psi`` once the certificate was
+        read), the serial the certificate binds once read, the ATR and the transport."""
+        return self._info
 
     def _session(self) -> CpxSession:
         if self.family is CpxFamily.CPS3_CL:
@@ -387,7 +409,8 @@ class CpxAuthenticator(Authenticator):
         certificate = load_certificate(der)
         identity = card_identity(certificate)
         serial = self._serial(identity, ef_sn)
-        return Identification(self._card(serial or ef_sn, identity), certificate, identity)
+        self._info = self._card(serial or ef_sn, identity)
+        return Identification(self._info, identity, certificate)
 
     def _serial(self, identity: Identity, ef_sn: str | None) -> str | None:
         """The serial bound to the certificate, checked against EF.SN when it was read."""
@@ -400,94 +423,168 @@ class CpxAuthenticator(Authenticator):
             )
         return bound
 
-    def _card(self, serial: str | None, identity: Identity) -> CardInfo:
+    def _card(self, serial: str | None, identity: Identity) -> AuthenticatorInfo:
         # CPE, CPA and PSI cards share the CPS3/CPS4 hardware; the certificate tells them apart.
         kind = self.family.value
         if identity.card_type in ("CPE", "CPA", "PSI"):
             kind = identity.card_type.lower()
-        return CardInfo(kind, serial, self.connection.atr)
+        return AuthenticatorInfo(kind, serial, self.connection.atr, self.connection.transport)
+
+    @overload
+    def authenticate(
+        self, request: AuthRequest, *, user: UserVerification | None = None
+    ) -> X509SignatureEvidence: ...
+
+    @overload
+    def authenticate(
+        self, request: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
+    ) -> AuthResult: ...
 
     def authenticate(
-        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
-    ) -> AuthResult:
-        """Verify the PIN once, have the card sign ``challenge``, check the signature, the
-        certificate (unless ``check_chain`` is ``None``) and the card serial.
+        self,
+        request: AuthRequest | bytes,
+        pin: str | bytes | bytearray | None = None,
+        allow_last_try: bool = False,
+        *,
+        user: UserVerification | None = None,
+    ) -> X509SignatureEvidence | AuthResult:
+        """Verify the PIN once, have the card sign the request's bound challenge, and check the
+        signature on the host against the certificate (cached, or read from the card).
 
-        :param challenge: the bytes to sign, 16 or more.
-        :param pin: the cardholder PIN, 4 to 8 digits. A ``bytearray`` is zeroed in place on
-            every path, success or failure; a ``str`` or ``bytes`` cannot be wiped by anyone,
-            so callers that must control the PIN's lifetime pass a ``bytearray``. The VERIFY
-            command sent to the card is an immutable ``bytes`` copy (the connection and PC/SC
-            take nothing else): it is not wiped, only dropped when the call returns.
-        :param allow_last_try: present the PIN even when one try is left.
-        :return: the result; every failure raises.
-        :raises ValueError: a short challenge or a malformed PIN; nothing was sent.
+        The card is reset when the authentication ends, so the PIN verified here does not stay
+        verified for other users of a shared reader. A ``bytearray`` PIN from ``user`` is zeroed
+        in place on every path; a ``str`` or ``bytes`` cannot be wiped by anyone. The VERIFY
+        command sent to the card is an immutable ``bytes`` copy (the connection and PC/SC take
+        nothing else): it is only dropped when the call returns.
+
+        The deprecated form ``authenticate(challenge: bytes, pin, allow_last_try=False)`` signs
+        the raw challenge and returns a deprecated :class:`AuthResult`; it is removed soon.
+
+        :param request: the relying party's nonce, origin and requirements.
+        :param user: asked for the PIN once, after the card said how many tries remain.
+        :return: the evidence; the serial is in :attr:`info` once read.
+        :raises UnsupportedCardError: a contactless card (it does not sign); nothing was sent.
+        :raises ValueError: the request does not ask for user verification (a CPx card signs
+            only after its PIN), or no ``user`` was given; nothing was sent.
+        :raises PinFormatError: the PIN is not 4 to 8 digits; only the PIN status was read.
+        :raises LastTryRefusedError: one try left and the request does not allow spending it.
+        :raises PinBlockedError: no try left.
+        :raises InvalidPinError: the card refused the PIN.
         :raises BadResponseError: a card answer breaks its format, or EF.SN is not the serial
             the certificate names.
+        :raises SignatureInvalidError: the signature does not verify with the certificate.
         """
+        if isinstance(request, AuthRequest):
+            if pin is not None or allow_last_try:
+                raise TypeError("authenticate(request) takes the PIN from user=, not pin=")
+            return self._answer(request, user)
+        warnings.warn(
+            "authenticate(challenge, pin) signs a raw challenge and is deprecated: "
+            "use authenticate(AuthRequest, user=...) and mie.verification.login",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if pin is None:
+            raise TypeError("authenticate(challenge, pin): the PIN is missing")
         try:
-            return self._authenticate(challenge, pin, allow_last_try)
+            return self._legacy(request, pin, allow_last_try)
         finally:
             if isinstance(pin, bytearray):
                 pin[:] = bytes(len(pin))
 
-    def _authenticate(
-        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool
-    ) -> AuthResult:
-        if len(challenge) < MIN_CHALLENGE:
-            raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
-        check_pin(pin)
+    def _answer(self, request: AuthRequest, user: UserVerification | None) -> X509SignatureEvidence:
+        self._refuse_contactless()
+        if not request.user_verification:
+            raise ValueError("A CPx card signs only after its PIN: user verification is required")
+        if user is None:
+            raise ValueError("A CPx card needs the PIN: pass user=")
+        signed = self._prove(request.challenge, user, request.allow_last_try)
+        identity = card_identity(signed.certificate)
+        self._info = self._card(self._serial(identity, signed.ef_sn), identity)
+        leaf = signed.certificate.public_bytes(serialization.Encoding.DER)
+        evidence = X509SignatureEvidence(
+            nonce=request.nonce,
+            origin=request.origin,
+            challenge=signed.challenge,
+            signature=signed.signature,
+            chain=(leaf,),
+        )
+        self._pending[signed.signature] = signed
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popitem(last=False)
+        return evidence
+
+    def accepted(self, evidence: Evidence, *, chain_verified: bool) -> None:
+        """Cache the certificate that verified ``evidence`` (marked chain-verified or not), so
+        the next login of the card needs no certificate read."""
+        signed = self._take(evidence)
+        if signed is not None:
+            self.cache.add(
+                signed.der, signed.certificate, serial=signed.ef_sn, chain_verified=chain_verified
+            )
+
+    def rejected(self, evidence: Evidence) -> None:
+        """Forget the cached certificate that served ``evidence``: it failed a check."""
+        signed = self._take(evidence)
+        if signed is not None and signed.from_cache:
+            self.cache.discard(signed.der)
+
+    def _take(self, evidence: Evidence) -> _Signed | None:
+        if not isinstance(evidence, X509SignatureEvidence):
+            return None
+        signed = self._pending.get(evidence.signature)
+        if signed is None or signed.challenge != evidence.challenge:
+            return None
+        del self._pending[evidence.signature]
+        return signed
+
+    def _refuse_contactless(self) -> None:
         if self.family is CpxFamily.CPS3_CL or self.connection.transport is Transport.CONTACTLESS:
             raise UnsupportedCardError(
-                "A contactless CPx card identifies but does not authenticate"
+                "A contactless CPx card identifies but does not authenticate", self.connection.atr
             )
+
+    def _prove(self, challenge: bytes, user: UserVerification, allow_last_try: bool) -> _Signed:
         # The card is reset when the transaction ends: the PIN verified here must not stay
         # verified for other users of a shared reader.
         with self.connection.transaction(reset=True):
             session = self._session()
             if isinstance(session, Cps4Session):
-                signed = self._sign_cps4(session, challenge, pin, allow_last_try)
-            else:
-                session.verify_cardholder_pin(pin, allow_last_try)
-                signature = session.sign_challenge(challenge)
-                signed = self._signer(session, challenge, signature)
-        return self._result(signed, challenge)
-
-    @property
-    def _chain_verified_only(self) -> bool:
-        # Certificates cached by an unchecked authenticator never serve a checked one.
-        return self.check_chain is not None
+                return self._sign_cps4(session, challenge, user, allow_last_try)
+            session.verify_cardholder(user, allow_last_try)
+            signature = session.sign_challenge(challenge)
+            return self._signer(session, challenge, signature)
 
     def _signer(self, session: CpxSession, challenge: bytes, signature: bytes) -> _Signed:
         """Find the certificate that verifies ``signature``: cached first, then from the card."""
-        found = self.cache.match(challenge, signature, chain_verified=self._chain_verified_only)
+        found = self.cache.match(challenge, signature, chain_verified=self.chain_checked)
         if found is not None:
-            return _Signed(found[0], found[1], signature, None, True)
+            return _Signed(found[0], found[1], challenge, signature, None, True)
         ef_sn = session.serial()
         der = session.authentication_certificate()
         certificate = load_certificate(der)
         verify_signature(certificate, challenge, signature)
-        return _Signed(der, certificate, signature, ef_sn, False)
+        return _Signed(der, certificate, challenge, signature, ef_sn, False)
 
     def _sign_cps4(
         self,
         session: Cps4Session,
         challenge: bytes,
-        pin: str | bytes | bytearray,
+        user: UserVerification,
         allow_last_try: bool,
     ) -> _Signed:
         """CPS4 needs the key size before signing: the certificate comes first (cached for the
         card's EF.SN, or read), and is read again, with a new signature, if the cached one
         turns out not to match the card."""
         ef_sn = session.serial()
-        cached = self.cache.by_serial(ef_sn, chain_verified=self._chain_verified_only)
+        cached = self.cache.by_serial(ef_sn, chain_verified=self.chain_checked)
         if cached is None:
             # Read (and parse) before the PIN is presented: a bad answer costs no PIN try.
             der = session.authentication_certificate()
             certificate = load_certificate(der)
-            session.verify_cardholder_pin(pin, allow_last_try)
+            session.verify_cardholder(user, allow_last_try)
             return _cps4_signed(session, der, certificate, challenge, ef_sn, from_cache=False)
-        session.verify_cardholder_pin(pin, allow_last_try)
+        session.verify_cardholder(user, allow_last_try)
         try:
             return _cps4_signed(session, *cached, challenge, ef_sn, from_cache=True)
         # EF.SN is only a hint: the entry may be another card's, with a key of another size (the
@@ -498,13 +595,23 @@ class CpxAuthenticator(Authenticator):
         der = session.authentication_certificate()
         return _cps4_signed(session, der, load_certificate(der), challenge, ef_sn, from_cache=False)
 
-    def _result(self, signed: _Signed, challenge: bytes) -> AuthResult:
+    # --- Deprecated: authenticate(challenge, pin), removed in commit F. ---
+
+    def _legacy(
+        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool
+    ) -> AuthResult:
+        if len(challenge) < MIN_CHALLENGE:
+            raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
+        check_pin(pin)
+        self._refuse_contactless()
+        signed = self._prove(challenge, StaticPin(pin), allow_last_try)
         identity = card_identity(signed.certificate)
-        card = self._card(self._serial(identity, signed.ef_sn), identity)
+        self._info = self._card(self._serial(identity, signed.ef_sn), identity)
+        card = self._info
         leaf = signed.certificate.public_bytes(serialization.Encoding.DER)
         if self.check_chain is None:
             self._remember(signed, chain_verified=False)
-            evidence = Evidence(challenge, signed.signature, [leaf], "unknown")
+            evidence = LegacyEvidence(challenge, signed.signature, [leaf], "unknown")
             reasons = ["signature verified", "certificate chain and revocation not checked"]
             return AuthResult(card, identity, None, reasons, evidence)
         try:
@@ -515,7 +622,7 @@ class CpxAuthenticator(Authenticator):
             raise
         self._remember(signed, chain_verified=True)
         chain = [c.public_bytes(serialization.Encoding.DER) for c in report.chain] or [leaf]
-        evidence = Evidence(challenge, signed.signature, chain, report.revocation)
+        evidence = LegacyEvidence(challenge, signed.signature, chain, report.revocation)
         reasons = ["signature verified", *report.reasons]
         return AuthResult(card, report.identity, report.level, reasons, evidence)
 

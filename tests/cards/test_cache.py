@@ -56,6 +56,7 @@ def test_identify_of_an_altered_certificate_does_not_fail_later_checked_logins(
     card = _card(kind, options)
     cache = CertificateCache()
     seen = CpxAuthenticator(_renamed_once(card), check_chain=None, cache=cache).identify()
+    assert seen.identity is not None
     assert seen.identity.family_name == "EUPONT", "the fault did not hit the certificate"
     checked = chain_checker(pki_verifier(options.pki()))
     for _ in range(2):

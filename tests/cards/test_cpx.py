@@ -60,6 +60,7 @@ def test_contactless_cps3_identifies_but_never_presents_a_pin(options: CardOptio
     authenticator = CpxAuthenticator(connection, check_chain=None)
     identification = authenticator.identify()
     assert identification.card.kind == "cps3-cl"
+    assert identification.certificate is not None
     assert identification.certificate.subject.rfc4514_string()
     sent = len(connection.exchanges)
     with pytest.raises(UnsupportedCardError):

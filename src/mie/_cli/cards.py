@@ -77,7 +77,7 @@ def _describe(connection: SmartCardConnection, state: CliState) -> dict[str, Any
     identification = CpxAuthenticator(connection, check_chain=None).identify()
     info["kind"] = state.kind = identification.card.kind
     info["serial"] = identification.card.serial
-    info["identity"] = identification.identity.to_json()
+    info["identity"] = identification.identity.to_json() if identification.identity else None
     return info
 
 

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import logging
 
-from mie.cards.cpx import CHIPDOC_AID, CPS4_KEY_AUT, INS_MSE, INS_PSO, CpxSession, digest_info
+from mie.cards.cpx import (
+    CHIPDOC_AID,
+    CPS4_KEY_AUT,
+    INS_MSE,
+    INS_PSO,
+    PIN_REF,
+    CpxSession,
+    cardholder_pin_block,
+    digest_info,
+)
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import UnsupportedCardError
-from mie.core.pin import format_pin
+from mie.request import UserVerification
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +58,12 @@ class Cps4Session(CpxSession):
             self.protocol.select(CHIPDOC_AID, p2=0x0C, cla=CLA_CHANNEL_1)
             self._applet_selected = True
 
-    def verify_cardholder_pin(self, pin: str | bytes | bytearray, allow_last_try: bool) -> None:
-        """Present the PIN on channel 1 after checking the counter (see the CPS3 session)."""
+    def verify_cardholder(self, user: UserVerification, allow_last_try: bool) -> None:
+        """Ask for and present the PIN on channel 1 after checking the counter (see the CPS3
+        session)."""
         self._select_applet()
-        self.verify_pin(format_pin(pin), 0x01, allow_last_try, cla=CLA_CHANNEL_1)
+        tries = self.check_pin_tries(PIN_REF, allow_last_try, cla=CLA_CHANNEL_1)
+        self.present_pin(cardholder_pin_block(user, tries), PIN_REF, cla=CLA_CHANNEL_1)
 
     def sign_challenge(self, challenge: bytes) -> bytes:
         """Sign the DigestInfo of SHA-256(``challenge``); :attr:`key_bytes` must be set first."""

@@ -19,6 +19,7 @@ from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import BadResponseError, TlvError, UnsupportedCardError
 from mie.core.pin import format_pin
 from mie.core.tlv import Tlv
+from mie.request import UserVerification
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,23 @@ def digest_info(challenge: bytes) -> bytes:
     return SHA256_DIGEST_INFO + hashlib.sha256(challenge).digest()
 
 
+def cardholder_pin_block(user: UserVerification, tries_left: int | None) -> bytearray:
+    """Ask ``user`` for the PIN and format it as a CPx card takes it.
+
+    :param user: asked once.
+    :param tries_left: what the card said, passed on to the user.
+    :return: the PIN block, a ``bytearray`` to wipe after use (a ``bytearray`` PIN from the user
+        is wiped here).
+    :raises PinFormatError: the PIN is not 4 to 8 digits (the message does not echo it).
+    """
+    pin = user.request_pin(tries_left)
+    try:
+        return format_pin(pin)
+    finally:
+        if isinstance(pin, bytearray):
+            pin[:] = bytes(len(pin))
+
+
 def parse_ef_sn(data: bytes) -> str:
     """Parse EF.SN: ``5A`` with the ANS issuer ``80 25 00 00 01`` then the BCD serial.
 
@@ -203,12 +221,17 @@ class CpxSession(Iso7816Session):
             raise BadResponseError(f"Unsupported PKCS#15 path {path.hex()} (expected a FID)")
         return int.from_bytes(path, "big")
 
-    def verify_cardholder_pin(self, pin: str | bytes | bytearray, allow_last_try: bool) -> None:
-        """Present the cardholder PIN once (ASCII, ``FF``-padded to 8 bytes), counter checked first.
+    def verify_cardholder(self, user: UserVerification, allow_last_try: bool) -> None:
+        """Read the retry counter, ask ``user`` for the PIN (once, told the tries left), then
+        present it once (ASCII, ``FF``-padded to 8 bytes).
 
-        :raises ValueError: the PIN is not 4 to 8 digits; nothing was sent.
+        :raises PinBlockedError: no try left; the user was not asked.
+        :raises LastTryRefusedError: one try left and ``allow_last_try`` is false; not asked.
+        :raises PinFormatError: the PIN is not 4 to 8 digits; it was not sent.
+        :raises InvalidPinError: the card refused the PIN.
         """
-        self.verify_pin(format_pin(pin), PIN_REF, allow_last_try)
+        tries = self.check_pin_tries(PIN_REF, allow_last_try)
+        self.present_pin(cardholder_pin_block(user, tries), PIN_REF)
 
     def sign_challenge(self, challenge: bytes) -> bytes:
         """Have the authentication key sign the DigestInfo of SHA-256(``challenge``).
@@ -235,7 +258,7 @@ class Cps3ContactlessSession(CpxSession):
     def __init__(self, connection: SmartCardConnection) -> None:
         super().__init__(connection, PKCS15_CL_AID)
 
-    def verify_cardholder_pin(self, pin: str | bytes | bytearray, allow_last_try: bool) -> None:
+    def verify_cardholder(self, user: UserVerification, allow_last_try: bool) -> None:
         raise UnsupportedCardError("A contactless CPS3 does not take a PIN")
 
     def sign_challenge(self, challenge: bytes) -> bytes:

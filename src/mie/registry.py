@@ -1,0 +1,155 @@
+"""Which authenticator a connection holds: probes tried in order, and the PC/SC entry point.
+
+A probe looks at a connection (the ATR today; a SELECT, a DESFire GetVersion or a CTAP
+``authenticatorGetInfo`` later) and returns the authenticator for it, or ``None`` when the
+connection holds something else. :func:`open_authenticator` is what an application (and the
+``mie`` command) calls; no caller dispatches on ATRs itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mie.auth import Authenticator, ChainChecker, CpxAuthenticator, SerialBinding
+from mie.cards.cpx import detect_family
+from mie.cards.demo import DEMO_ATR, DemoAuthenticator
+from mie.certcache import CertificateCache
+from mie.core.connection import SmartCardConnection
+from mie.core.errors import UnsupportedCardError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuthenticatorOptions:
+    """How the authenticators a probe builds are set up.
+
+    :param cache: certificates shared across logins (``None``: each authenticator has its own).
+    :param serial_binding: where a CPx card's reported serial comes from.
+    :param chain_checked: whether results are chain-checked (``login`` with a verifier), so that
+        only certificates whose chain verified are taken from the cache.
+    """
+
+    cache: CertificateCache | None = None
+    serial_binding: SerialBinding = SerialBinding.CERTIFICATE
+    chain_checked: bool = True
+
+
+Probe = Callable[[SmartCardConnection, AuthenticatorOptions], Authenticator | None]
+
+_PROBES: dict[str, Probe] = {}
+_LOCK = threading.Lock()
+
+
+def register_probe(name: str, probe: Probe) -> None:
+    """Add a probe after the ones registered so far (a name already registered is replaced in
+    place, keeping its turn).
+
+    :param name: what the probe recognises, e.g. ``"cpx"``.
+    :param probe: returns the authenticator, or ``None`` for a connection it does not know. It
+        must send nothing that changes the card's state.
+    """
+    with _LOCK:
+        _PROBES[name] = probe
+
+
+def probes() -> tuple[str, ...]:
+    """:return: the names of the registered probes, in the order they are tried."""
+    with _LOCK:
+        return tuple(_PROBES)
+
+
+def authenticator_for(
+    connection: SmartCardConnection, options: AuthenticatorOptions | None = None
+) -> Authenticator:
+    """The authenticator for the card on ``connection``, from the first probe that knows it.
+
+    :param connection: an open connection; the authenticator uses it and closes it when closed.
+    :param options: how the authenticator is set up.
+    :return: the authenticator.
+    :raises UnsupportedCardError: no probe knows the card (the message names the ATR).
+    """
+    chosen = options if options is not None else AuthenticatorOptions()
+    with _LOCK:
+        candidates = list(_PROBES.items())
+    for name, probe in candidates:
+        authenticator = probe(connection, chosen)
+        if authenticator is not None:
+            logger.debug("Card recognised by probe %s", name)
+            return authenticator
+    atr = connection.atr
+    shown = atr.hex() if atr else "none"
+    raise UnsupportedCardError(f"Unsupported card: ATR {shown} is not a known authenticator", atr)
+
+
+_UNSET = object()
+
+
+def open_authenticator(
+    reader: str | None = None,
+    *,
+    connection: SmartCardConnection | None = None,
+    options: AuthenticatorOptions | None = None,
+    check_chain: ChainChecker | object | None = _UNSET,
+) -> Authenticator:
+    """Connect to the card in a PC/SC reader (or take ``connection``) and return its authenticator.
+
+    :param reader: reader name or a unique part of it; ``None`` takes the first reader with a
+        card. Ignored when ``connection`` is given.
+    :param connection: a connection opened by the caller; it is not closed on failure (only a
+        connection this function opened is).
+    :param options: how the authenticator is set up.
+    :param check_chain: deprecated; the chain is checked by :func:`mie.verification.login`.
+    :raises UnsupportedCardError: the card is not a supported authenticator.
+    :raises TransportError: no reader, no card, or PC/SC fails.
+    """
+    owned = connection is None
+    if connection is None:
+        from mie.transport.pcsc import PcscConnection
+
+        connection = PcscConnection(reader)
+    try:
+        authenticator = authenticator_for(connection, options)
+        if check_chain is not _UNSET:
+            warnings.warn(
+                "open_authenticator(check_chain=...) is deprecated: use mie.verification.login",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if isinstance(authenticator, CpxAuthenticator):
+                authenticator.check_chain = check_chain  # type: ignore[assignment]
+                authenticator.chain_checked = check_chain is not None
+        return authenticator
+    except BaseException:
+        if owned:
+            connection.close()
+        raise
+
+
+def _demo_probe(
+    connection: SmartCardConnection, options: AuthenticatorOptions
+) -> Authenticator | None:
+    return DemoAuthenticator(connection) if connection.atr == DEMO_ATR else None
+
+
+def _cpx_probe(
+    connection: SmartCardConnection, options: AuthenticatorOptions
+) -> Authenticator | None:
+    try:
+        detect_family(connection.atr)
+    except UnsupportedCardError:
+        return None
+    return CpxAuthenticator(
+        connection,
+        cache=options.cache,
+        serial_binding=options.serial_binding,
+        chain_checked=options.chain_checked,
+    )
+
+
+register_probe("demo", _demo_probe)
+register_probe("cpx", _cpx_probe)
