@@ -34,12 +34,14 @@ from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
     CardResetError,
+    NoCardError,
     ReaderBusyError,
     TransportError,
     TransportTimeoutError,
 )
 from mie.emulation.base import EmulatedCard, EmulatedConnection
 from mie.emulation.cpx import CPS3, build_ias_ecc_card
+from mie.emulation.iso7816 import demo_card
 from mie.emulation.testpki import TestPki, parse_identity
 from mie.transport.replay import RecordingConnection, Vector, load_vector
 from mie.trust import CrlCache
@@ -79,6 +81,7 @@ def test_demo_json_exits_0_with_parseable_json(capsys: pytest.CaptureFixture[str
         "public_file_bytes": 700,
         "pin_tries_before_verify": 3,
         "holder_after_verify": "Dr Demo",
+        "auth": None,
     }
     assert results[1]["card"] == "cps3"
     assert results[1]["auth"]["valid"] is True
@@ -723,3 +726,139 @@ def test_emulate_waiting_notice_names_a_port_taken_by_another_emulator(
     assert err.count("\n") == 1
     assert "another emulator" in err or "other emulator" in err
     assert "35963" in err
+
+
+# --- One JSON shape per object, and the contract's error object for every --json failure ---------
+
+INFO_KEYS = {
+    "kind",
+    "serial",
+    "atr",
+    "transport",
+    "protocols",
+    "authenticator",
+    "identity",
+    "error",
+}
+
+
+@pytest.mark.parametrize("kind", ["iso7816", "cps3"])
+def test_info_json_has_every_key_whatever_the_card(
+    local_pki: TestPki, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    if kind == "iso7816":
+        card: EmulatedCard = demo_card()
+    else:
+        card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    assert run(["info", "--json"], _State(EmulatedConnection(card))) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert set(described) == INFO_KEYS
+    assert described["error"] is None
+    # The authenticator object is the one `mie auth` nests; its fields repeat the flat ones.
+    authenticator = described["authenticator"]
+    assert {"kind", "serial", "atr"} <= set(authenticator)
+    assert all(authenticator[key] == described[key] for key in authenticator)
+    if kind == "iso7816":
+        assert described["identity"] is None
+        assert described["serial"] == "MIE0000001"
+    else:
+        assert described["identity"]["id_type"] == "RPPS"
+        assert described["serial"] == "2800000001"
+
+
+def test_demo_json_entries_share_one_key_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["demo", "--json"]) == 0
+    generic, cps3 = json.loads(capsys.readouterr().out)["results"]
+    assert list(generic) == list(cps3)
+    assert generic["auth"] is None
+    assert cps3["public_file_bytes"] is None and cps3["holder_after_verify"] is None
+    assert cps3["serial"] == cps3["auth"]["authenticator"]["serial"] is not None
+
+
+def test_trust_remove_json_names_the_directory_and_the_removed_fingerprints(
+    machine: Path, local_pki: TestPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = next(iter(local_pki.roots.values())).certificate
+    wanted = root.fingerprint(hashes.SHA256()).hex(":")
+    assert run(["trust", "remove", "--json", wanted[:23].upper()]) == 0
+    removed = json.loads(capsys.readouterr().out)
+    assert removed == {"directory": str(machine / "trust"), "removed": [wanted]}
+    assert run(["trust", "remove", "--json", wanted]) == 2
+
+
+def _no_card(self: CliState, reader: str | None) -> SmartCardConnection:
+    raise NoCardError("No card in Virtual PCD 00 00")
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "exit_code"),
+    [
+        (["info", "--json"], "no_card", 1),
+        (["info", "--json", "--no-such-option"], "usage", 2),
+        (["auth", "--json", "--revocation", "x"], "usage", 2),
+        (["auth", "--revocation", "x", "--json"], "usage", 2),
+        (["demo", "--json", "--only", "nope"], "usage", 2),
+        (["verify-cert", "--json", "--at", "yesterday", "leaf.pem"], "usage", 2),
+        (["trust", "remove", "--json", "00"], "usage", 2),
+        (["crl", "show", "--json", "{tmp}/absent.crl"], "malformed", 2),
+        (["record", "--out", "{tmp}/v.json", "--", "info", "--json"], "no_card", 1),
+    ],
+)
+def test_every_json_failure_prints_the_contract_error_object(
+    machine: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    code: str,
+    exit_code: int,
+) -> None:
+    monkeypatch.setattr(CliState, "open_reader", _no_card)
+    assert run([arg.format(tmp=machine) for arg in argv]) == exit_code
+    captured = capsys.readouterr()
+    # mie record first says it recorded nothing; the error is the last line.
+    lines = error_lines(captured.err)
+    assert len(lines) == (2 if argv[0] == "record" else 1)
+    assert lines[-1].startswith("mie: error: ")
+    assert json.loads(captured.out) == {"error": {"code": code, "message": lines[-1][12:]}}
+
+
+def test_a_replayed_json_command_prints_the_error_object_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The vector's own command asks for JSON; the card it recorded is no CPx card.
+    vector = write_vector(tmp_path / "v.json", ["info", "--json"])
+    assert run(["replay", str(vector)]) == 1
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert error["code"] == "unsupported_card"
+    assert error_lines(captured.err) == [f"mie: error: {error['message']}"]
+
+
+@pytest.mark.parametrize("failure", ["revoked", "untrusted"])
+def test_auth_json_of_a_card_whose_chain_fails_still_names_the_card(
+    machine: Path,
+    local_pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    failure: str,
+) -> None:
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    assert card.credentials is not None
+    leaf = card.credentials.authentication.certificate
+    crl_files = []
+    for gamme in local_pki.intermediates:
+        for authority in (False, True):
+            revoked = [leaf.serial_number] if failure == "revoked" and not authority else []
+            crl = local_pki.crl(gamme, revoked, authority=authority)
+            crl_file = machine / f"{gamme.value}-{authority}.crl"
+            crl_file.write_bytes(crl.public_bytes(Encoding.DER))
+            crl_files += ["--crl", str(crl_file)]
+    if failure == "untrusted":
+        monkeypatch.setenv("MIE_TRUST_DIR", str(machine / "empty-trust"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1234\n"))
+    argv = ["auth", "--pin-stdin", "--json", *crl_files]
+    assert run(argv, _State(EmulatedConnection(card))) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["error"]["code"] == failure
+    assert result["authenticator"]["kind"] == "cps3"
+    assert result["authenticator"]["serial"] == "2800000001"

@@ -18,12 +18,14 @@ from mie._cli.auth import AuthFailedError, auth
 from mie._cli.cards import info, readers
 from mie._cli.demo import demo
 from mie._cli.emulate import emulate
+from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
 from mie._cli.trust import crl_group, trust_group, verify_cert
 from mie._cli.vectors import record, replay
 from mie.core.errors import (
     ApduError,
     BadResponseError,
+    ErrorCode,
     EvidenceFormatError,
     InvalidPinError,
     LastTryRefusedError,
@@ -136,15 +138,15 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def _usage(error: click.UsageError) -> int:
+def _usage_message(error: click.UsageError) -> str:
     ctx = error.ctx
     where = ""
     if ctx is not None and ctx.parent is not None:
         where = ctx.command_path.partition(" ")[2] + ": "
     if isinstance(error, click.exceptions.NoArgsIsHelpError):
         path = ctx.command_path if ctx is not None else "mie"
-        return fail(f"{where}missing command (see '{path} --help')", 2)
-    return fail(where + error.format_message(), 2)
+        return f"{where}missing command (see '{path} --help')"
+    return where + error.format_message()
 
 
 def interrupted(error: BaseException | None) -> bool:
@@ -158,31 +160,53 @@ def interrupted(error: BaseException | None) -> bool:
     return False
 
 
+def _failure(error: Exception) -> tuple[str, int, ErrorCode]:
+    """:return: the message, exit code and contract code of a failed command."""
+    if isinstance(error, click.UsageError):
+        return _usage_message(error), 2, ErrorCode.USAGE
+    if isinstance(error, click.exceptions.Abort):
+        return "aborted (end of input)", 2, ErrorCode.USAGE
+    if isinstance(error, click.ClickException):
+        return error.format_message(), 2, ErrorCode.USAGE
+    if isinstance(error, MieError):
+        code = exit_code_for(error)
+        fallback = ErrorCode.USAGE if code == 2 else ErrorCode.READER_ERROR
+        return str(error), code, error.code or fallback
+    # A missing extra (ImportError: the message says what to install), a bad value or file.
+    if isinstance(error, ImportError | ValueError | OSError):
+        return str(error), 2, ErrorCode.USAGE
+    logger.debug("Internal error", exc_info=True)
+    return f"internal error ({type(error).__name__}): {error}", 2, ErrorCode.USAGE
+
+
+def _json_requested(state: CliState, argv: list[str]) -> bool:
+    # A command refused while its options are parsed never saw its own --json: the arguments
+    # say it (including those of a command run by mie record / mie replay).
+    return state.output.requested or "--json" in argv
+
+
 def run(argv: list[str] | None = None, state: CliState | None = None) -> int:
     """Run the CLI and return its exit code (no ``sys.exit``).
+
+    A command given ``--json`` that fails before printing any JSON prints the contract's error
+    object, ``{"error": {"code": …, "message": …}}``, on stdout; the message is also the one
+    line on stderr.
 
     :param argv: the arguments (default: ``sys.argv[1:]``).
     :param state: how card connections are opened (default: a fresh :class:`CliState`).
     :return: the exit code.
     """
+    state = state if state is not None else CliState()
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = cli.main(args=argv, prog_name="mie", standalone_mode=False, obj=state)
+        result = cli.main(args=args, prog_name="mie", standalone_mode=False, obj=state)
     except KeyboardInterrupt:
         return INTERRUPTED
-    except click.exceptions.Abort as e:
-        return INTERRUPTED if interrupted(e) else fail("aborted (end of input)", 2)
-    except click.UsageError as e:
-        return _usage(e)
-    except click.ClickException as e:
-        return fail(e.format_message(), 2)
-    except MieError as e:
-        return fail(str(e), exit_code_for(e))
-    except ImportError as e:
-        # A missing extra (pyscard for PC/SC): the message says what to install.
-        return fail(str(e), 2)
-    except (ValueError, OSError) as e:
-        return fail(str(e), 2)
     except Exception as e:
-        logger.debug("Internal error", exc_info=True)
-        return fail(f"internal error ({type(e).__name__}): {e}", 2)
+        if isinstance(e, click.exceptions.Abort) and interrupted(e):
+            return INTERRUPTED
+        message, code, contract_code = _failure(e)
+        if _json_requested(state, args) and not state.output.emitted:
+            emit_json({"error": {"code": contract_code.value, "message": one_line(message)}})
+        return fail(message, code)
     return result if isinstance(result, int) else 0

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import click
+from cryptography import x509
 
-from mie._cli.output import emit_json
+from mie._cli.output import emit_json, json_option
 from mie._cli.state import CliState, UsageError
 from mie._cli.trust import crl_directory, load_trust_inputs, parse_at
-from mie.auth import AuthResult, CpxAuthenticator, chain_checker
+from mie.auth import (
+    AuthResult,
+    ChainChecker,
+    ChainReport,
+    CpxAuthenticator,
+    card_identity,
+    chain_checker,
+)
+from mie.cards.cpx import parse_nos_card_serial
 from mie.core.errors import (
     ApduError,
     BadResponseError,
@@ -60,6 +70,7 @@ class AuthFailedError(MieError):
 
     def __init__(self, error: dict[str, Any]) -> None:
         self.error = error
+        self.code = ErrorCode(error["code"])
         super().__init__(f"{error['code']}: {error['message']}")
 
 
@@ -146,7 +157,7 @@ def build_verifier(
     show_default=True,
     help="Seconds the revocation step may take in all (every CRL/OCSP download of this login).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the AuthResult as JSON.")
+@json_option("Print the AuthResult as JSON.")
 @click.pass_obj
 def auth(
     state: CliState,
@@ -172,7 +183,8 @@ def auth(
     try:
         with state.open_reader(reader) as connection:
             card_json = {"kind": None, "serial": None, "atr": (connection.atr or b"").hex()}
-            authenticator = CpxAuthenticator(connection, check_chain=chain_checker(verifier))
+            check = _noting_serial(chain_checker(verifier), card_json)
+            authenticator = CpxAuthenticator(connection, check_chain=check)
             state.kind = card_json["kind"] = authenticator.family.value
             result = authenticator.authenticate(nonce, pin, allow_last_try)
     except MieError as e:
@@ -184,6 +196,20 @@ def auth(
         raise AuthFailedError(error) from e
     _print(result, as_json)
     return 0
+
+
+def _noting_serial(check: ChainChecker, card_json: dict[str, Any]) -> ChainChecker:
+    """``check``, noting first in ``card_json`` the card serial the certificate names, so that
+    a failed chain still reports which card it was. The authenticator calls the check only once
+    the signature verified and EF.SN matched that serial."""
+
+    def noted(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]) -> ChainReport:
+        card_serial = card_identity(leaf).card_serial
+        if card_serial is not None:
+            card_json["serial"] = parse_nos_card_serial(card_serial)
+        return check(leaf, intermediates)
+
+    return noted
 
 
 def _challenge(state: CliState, given: str | None) -> bytes:

@@ -6,17 +6,19 @@ from typing import Any
 
 import click
 
-from mie._cli.output import emit_json, emit_table
+from mie._cli.output import emit_json, emit_table, json_option
 from mie._cli.state import CliState, require_pcsc
 from mie.auth import CpxAuthenticator
 from mie.cards.demo import DEMO_ATR, DemoSession
 from mie.core.atr import Atr
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import ApduFormatError, NoCardError, TransportTimeoutError
+from mie.result import AuthenticatorInfo
+from mie.trust.identity import Identity
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @click.option(
     "--wait",
     "wait_seconds",
@@ -58,34 +60,58 @@ def readers(as_json: bool, wait_seconds: float | None) -> int:
     return 0
 
 
+def _protocols(atr: bytes) -> list[str]:
+    try:
+        return [f"T={p}" for p in Atr.parse(atr).protocols]
+    except ApduFormatError:
+        return []
+
+
 def _describe(connection: SmartCardConnection, state: CliState) -> dict[str, Any]:
+    """The flat fields of ``mie info`` (kind, serial, ATR, transport, protocols), then the
+    ``authenticator`` and ``identity`` objects that ``mie auth`` nests (``null`` when absent)."""
     atr = connection.atr or b""
-    info: dict[str, Any] = {
-        "kind": "unknown",
-        "serial": None,
+    identity: Identity | None = None
+    serial: str | None
+    if atr == DEMO_ATR:
+        kind, serial = "iso7816", DemoSession(connection).serial()
+    else:
+        identification = CpxAuthenticator(connection, check_chain=None).identify()
+        kind, serial = identification.card.kind, identification.card.serial
+        identity = identification.identity
+    state.kind = kind
+    card = AuthenticatorInfo(kind, serial, connection.atr, connection.transport)
+    return {
+        "kind": kind,
+        "serial": serial,
         "atr": atr.hex(),
         "transport": connection.transport.value,
+        "protocols": _protocols(atr),
+        "authenticator": card.to_json(),
+        "identity": identity.to_json() if identity is not None else None,
+        "error": None,
     }
-    try:
-        info["protocols"] = [f"T={p}" for p in Atr.parse(atr).protocols]
-    except ApduFormatError:
-        info["protocols"] = []
-    if atr == DEMO_ATR:
-        info["kind"] = state.kind = "iso7816"
-        info["serial"] = DemoSession(connection).serial()
-        return info
-    identification = CpxAuthenticator(connection, check_chain=None).identify()
-    info["kind"] = state.kind = identification.card.kind
-    info["serial"] = identification.card.serial
-    info["identity"] = identification.identity.to_json() if identification.identity else None
-    return info
+
+
+# The text shows the flat fields once; the nested authenticator object repeats them.
+_NOT_IN_TEXT = frozenset({"authenticator", "error"})
+
+
+def _print_text(described: dict[str, Any]) -> None:
+    for key, value in described.items():
+        if key in _NOT_IN_TEXT:
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+        shown = ", ".join(value) if isinstance(value, list) else value
+        click.echo(f"{key}: {shown if shown is not None else '-'}")
 
 
 @click.command()
 @click.option(
     "--reader", "-r", help="Reader name or a unique part of it (default: first with a card)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @click.pass_obj
 def info(state: CliState, reader: str | None, as_json: bool) -> int:
     """Identify the card in a reader (kind, serial), without PIN."""
@@ -94,9 +120,5 @@ def info(state: CliState, reader: str | None, as_json: bool) -> int:
     if as_json:
         emit_json(described)
     else:
-        for key, value in described.items():
-            if isinstance(value, dict):
-                value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)
-            shown = ", ".join(value) if isinstance(value, list) else value
-            click.echo(f"{key}: {shown if shown is not None else '-'}")
+        _print_text(described)
     return 0

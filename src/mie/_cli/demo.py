@@ -7,7 +7,7 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mie._cli.output import emit_json
+from mie._cli.output import emit_json, json_option
 from mie._cli.state import CliState
 from mie.auth import AuthResult, CpxAuthenticator, chain_checker
 from mie.cards.demo import DemoSession
@@ -25,18 +25,35 @@ from mie.trust import (
 )
 
 DEMO_CPX_PIN = "1234"
+ENTRY_KEYS = (
+    "card",
+    "serial",
+    "public_file_bytes",
+    "pin_tries_before_verify",
+    "holder_after_verify",
+    "auth",
+)
+"""The keys of every ``demo --json`` entry, in order."""
 
 
 def _generic(state: CliState) -> dict[str, Any]:
     with state.open_emulated(demo_card()) as connection:
         report = DemoSession(connection).run(DEMO_PIN)
-    return {
-        "card": "iso7816",
-        "serial": report.serial,
-        "public_file_bytes": report.public_size,
-        "pin_tries_before_verify": report.pin_status.tries_left,
-        "holder_after_verify": report.holder,
-    }
+    return _entry(
+        "iso7816",
+        report.serial,
+        public_file_bytes=report.public_size,
+        pin_tries_before_verify=report.pin_status.tries_left,
+        holder_after_verify=report.holder,
+    )
+
+
+def _entry(card: str, serial: str | None, **values: Any) -> dict[str, Any]:
+    """One ``results`` entry of ``demo --json``: every entry has every key, ``null`` when the
+    card has no such value."""
+    entry: dict[str, Any] = dict.fromkeys(ENTRY_KEYS)
+    entry.update(card=card, serial=serial, **values)
+    return entry
 
 
 def _verifier(pki: TestPki) -> Verifier:
@@ -63,7 +80,7 @@ def _cps3(state: CliState) -> AuthResult:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 @click.option("--only", type=click.Choice(["iso7816", "cps3"]), help="Run one card only.")
 @click.pass_obj
 def demo(state: CliState, as_json: bool, only: str | None) -> int:
@@ -74,7 +91,7 @@ def demo(state: CliState, as_json: bool, only: str | None) -> int:
     if as_json:
         results = [generic] if generic else []
         if cps3 is not None:
-            results.append({"card": "cps3", "auth": cps3.to_json()})
+            results.append(_entry("cps3", cps3.authenticator.serial, auth=cps3.to_json()))
         emit_json({"results": results})
         return 0
     if generic is not None:

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mie._cli.output import JsonOutput
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import MieError
 from mie.emulation.base import EmulatedCard, EmulatedConnection
@@ -21,6 +22,8 @@ from mie.trust import CrlCache, CrlIndex, ErrorCode, VerificationError
 
 class UsageError(MieError):
     """The command line cannot be carried out as given (exit 2)."""
+
+    code = ErrorCode.USAGE
 
 
 def require_pcsc() -> None:
@@ -98,6 +101,8 @@ class CliState:
 
     :param record: wrap every opened connection in a recorder.
     :param replay: serve this connection instead of opening one.
+    :param output: whether JSON was asked for and printed (a recorded or replayed command
+        shares the one of the ``mie record`` / ``mie replay`` invocation).
     """
 
     record: bool = False
@@ -107,6 +112,7 @@ class CliState:
     source: str = "real card"
     random: dict[str, str] = field(default_factory=dict)
     replay_used: bool = False
+    output: JsonOutput = field(default_factory=JsonOutput)
 
     def draw_random(self, name: str, size: int) -> bytes:
         """Draw ``size`` random bytes, or serve the value a replayed session recorded.

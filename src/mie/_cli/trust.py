@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mie._cli.output import emit_json, emit_table, warn
+from mie._cli.output import emit_json, emit_table, json_option, warn
 from mie._cli.state import UsageError
 from mie.policy import decide_level
 from mie.trust import (
@@ -97,7 +97,7 @@ def parse_at(value: str | None) -> dt.datetime | None:
 @click.option(
     "--revocation", type=click.Choice(["hard", "soft"]), default="hard", show_default=True
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def verify_cert(
     leaf: str,
     intermediate: tuple[str, ...],
@@ -239,7 +239,7 @@ def trust_group() -> None:
 
 
 @trust_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def trust_list(as_json: bool) -> int:
     """List trust anchors and stored intermediates."""
     store = TrustStore.default()
@@ -290,7 +290,7 @@ def _describe(cert: Any, source: str, kind: str, test: bool) -> dict[str, Any]:
     is_flag=True,
     help="Accept TEST hierarchy CAs (anchors imported with it are marked TEST).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def trust_import(file: str, allow_test: bool, as_json: bool) -> int:
     """Import CA certificates from PEM, DER or a PKCS#7 (.p7b) bundle.
 
@@ -322,12 +322,19 @@ def trust_import(file: str, allow_test: bool, as_json: bool) -> int:
 
 @trust_group.command("remove")
 @click.argument("fingerprint_prefix")
-def trust_remove(fingerprint_prefix: str) -> int:
+@json_option()
+def trust_remove(fingerprint_prefix: str, as_json: bool) -> int:
     """Remove an imported certificate by (a prefix of) its SHA-256 fingerprint."""
+    store = OperatorStore(operator_directory())
     try:
-        removed = OperatorStore(operator_directory()).remove(fingerprint_prefix)
+        removed = store.remove(fingerprint_prefix)
     except ValueError as e:
         raise UsageError(str(e)) from e
+    if as_json:
+        # As `trust list` shows them (decision D5: lowercase, colon-separated).
+        fingerprints = [bytes.fromhex(stem).hex(":") for stem in removed]
+        emit_json({"directory": str(store.directory), "removed": fingerprints})
+        return 0
     for stem in removed:
         click.echo(f"removed {stem}")
     return 0
@@ -341,7 +348,7 @@ def crl_group() -> None:
 @crl_group.command("fetch")
 @click.argument("url")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def crl_fetch(url: str, timeout: float, as_json: bool) -> int:
     """Download a CRL from an HTTP(S) distribution point into the cache."""
     _check_http_url(url)
@@ -365,7 +372,7 @@ def _check_http_url(url: str) -> None:
 
 @crl_group.command("show")
 @click.argument("source")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def crl_show(source: str, as_json: bool) -> int:
     """Show a CRL file, or the cached CRL of a URL."""
     if source.lower().startswith(("http://", "https://")):

@@ -92,7 +92,8 @@ def _run(args: list[str], state: CliState) -> int:
 )
 @click.option("--description", "-d", help="What the session does (default: the command).")
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
-def record(out: str, description: str | None, args: tuple[str, ...]) -> int:
+@click.pass_obj
+def record(outer: CliState, out: str, description: str | None, args: tuple[str, ...]) -> int:
     """Run `mie ARGS...` and record its card session to a vector file (PINs masked).
 
     Example: mie record --out v.json -- info --reader "Virtual PCD 00 00"
@@ -103,7 +104,7 @@ def record(out: str, description: str | None, args: tuple[str, ...]) -> int:
         )
     if not Path(out).resolve().parent.is_dir():
         raise UsageError(f"Cannot write {out!r}: its directory does not exist")
-    state = CliState(record=True)
+    state = CliState(record=True, output=outer.output)
     description = description or f"mie {' '.join(args)}"
     try:
         code = _run(list(args), state)
@@ -134,7 +135,8 @@ def _save(state: CliState, out: str, description: str, args: list[str]) -> None:
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("vector_file", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def replay(vector_file: str, args: tuple[str, ...]) -> int:
+@click.pass_obj
+def replay(outer: CliState, vector_file: str, args: tuple[str, ...]) -> int:
     """Replay VECTOR_FILE: run its recorded command (or `mie ARGS...`) against the recording.
 
     Only info, auth and demo run; nothing is downloaded or written (CRLs come from the cache).
@@ -147,7 +149,7 @@ def replay(vector_file: str, args: tuple[str, ...]) -> int:
         raise UsageError(f"{vector_file}: no recorded command; give one after --")
     check_replayable(command, None if args else vector_file)
     connection = ReplayConnection(vector)
-    code = _run(command, CliState(replay=connection))
+    code = _run(command, CliState(replay=connection, output=outer.output))
     connection.assert_complete()
     warn(f"Replayed {connection.position} exchanges from {vector_file}: all matched")
     return code
