@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import SmartCardConnection, SmartCardConnectionWrapper
 from mie.emulation.cpx import FID_APP, FID_CERT_AUT, IasEccCard
 from mie.emulation.iso7816 import DF, EF
 
@@ -16,27 +16,54 @@ Rewrite = Callable[[bytes, bytes, int], tuple[bytes, int] | None]
 INS_READ_BINARY = 0xB0
 
 
-class CorruptingConnection(SmartCardConnection):
+class CorruptingConnection(SmartCardConnectionWrapper):
     """Passes commands through and lets ``rewrite(command, data, sw)`` replace an answer."""
 
     def __init__(self, inner: SmartCardConnection, rewrite: Rewrite) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.rewrite = rewrite
         self.commands: list[bytes] = []
-
-    @property
-    def transport(self) -> Transport:
-        return self.inner.transport
-
-    @property
-    def atr(self) -> bytes | None:
-        return self.inner.atr
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         self.commands.append(apdu)
         data, sw = self.inner.send_and_receive(apdu)
         replaced = self.rewrite(apdu, data, sw)
         return replaced if replaced is not None else (data, sw)
+
+
+class FailingConnection(SmartCardConnectionWrapper):
+    """Passes the first ``at`` exchanges through, then raises ``error`` at exchange ``at``
+    (counted from 0) and at every later one, without sending it: a card removed, or a reader
+    that fails, at a chosen point.
+
+    :param inner: the connection.
+    :param at: the index of the first exchange that fails.
+    :param error: what that exchange raises.
+    :param before: called once, just before the first failure (e.g. ``card.power_off``, so
+        the card loses its volatile state as a removed card does).
+    """
+
+    def __init__(
+        self,
+        inner: SmartCardConnection,
+        *,
+        at: int,
+        error: Exception,
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.at, self.error, self.before = at, error, before
+        self.commands: list[bytes] = []
+        self.failed = False
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        if len(self.commands) >= self.at:
+            if not self.failed and self.before is not None:
+                self.before()
+            self.failed = True
+            raise self.error
+        self.commands.append(apdu)
+        return self.inner.send_and_receive(apdu)
 
 
 class Once:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import SmartCardConnection, SmartCardConnectionWrapper, Transport
 
 Script = list[tuple[bytes, bytes, int]]
 
@@ -56,24 +56,16 @@ class ScriptedConnection(SmartCardConnection):
         return len(self.script) - self.position
 
 
-class CountingConnection(SmartCardConnection):
+class CountingConnection(SmartCardConnectionWrapper):
     """Passes APDUs through to another connection and keeps a copy of each."""
 
     def __init__(self, connection: SmartCardConnection) -> None:
-        self.connection = connection
+        super().__init__(connection)
         self.sent: list[bytes] = []
-
-    @property
-    def transport(self) -> Transport:
-        return self.connection.transport
-
-    @property
-    def atr(self) -> bytes | None:
-        return self.connection.atr
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         self.sent.append(bytes(apdu))
-        return self.connection.send_and_receive(apdu)
+        return self.inner.send_and_receive(apdu)
 
 
 ScriptFactory = Callable[..., ScriptedConnection]

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mie.core.atr import Atr
+from mie.core.connection import Transport, transport_from_atr
 from mie.core.errors import ApduFormatError
 from tests.unit.fakes import h
 
+ROOT = Path(__file__).resolve().parents[2]
 # Real ATRs, from ../shared/reference/cps-cards.md §1 (Cryptolib and OpenSC tables).
 CPS3_CONTACT = h("3B AC 00 40 2A 00 12 25 00 64 80 00 03 10 00 90 00")
 CPS3_CONTACTLESS = h("3B 8F 80 01 00 31 B8 64 04 B0 EC C1 73 94 01 80 82 90 00 0E")
@@ -89,3 +93,44 @@ def test_arbitrary_bytes_parse_or_raise_apdu_format_error(raw: bytes) -> None:
     assert atr.raw == raw
     assert len(atr.historical) == raw[1] & 0x0F
     assert raw.endswith(atr.historical) or raw[:-1].endswith(atr.historical)
+
+
+# PC/SC part 3 §3.1.3.2.3 pseudo-ATRs: an ISO 14443-4 card (a DESFire EV1, historical byte 80)
+# and a storage card (MIFARE Classic 1K: RID A0 00 00 03 06, standard 03, card name 00 01).
+DESFIRE = h("3B 81 80 01 80 80")
+MIFARE_1K = h("3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 00 01 00 00 00 00 6A")
+
+
+@pytest.mark.parametrize(
+    ("raw", "contactless"),
+    [
+        pytest.param(CPS3_CONTACTLESS, True, id="cps3-contactless"),
+        pytest.param(DESFIRE, True, id="iso14443-4"),
+        pytest.param(MIFARE_1K, True, id="storage-card"),
+        pytest.param(h("3B 80 80 01 01"), True, id="no-historical-bytes"),
+        pytest.param(CPS3_CONTACT, False, id="cps3"),
+        pytest.param(CPS4, False, id="cps4"),
+        pytest.param(CPS4_T0, False, id="cps4-t0"),
+        pytest.param(SYSMO_USIM, False, id="t0-and-t15"),
+        pytest.param(h("3B 09 80") + b"MIE-GEN1", False, id="demo"),
+        pytest.param(h("3B 00"), False, id="minimal"),
+    ],
+)
+def test_contactless_is_the_pcsc_pseudo_atr(raw: bytes, contactless: bool) -> None:
+    assert Atr.parse(raw).contactless is contactless
+    expected = Transport.CONTACTLESS if contactless else Transport.CONTACT
+    assert transport_from_atr(raw) is expected
+
+
+def test_the_contactless_cps3_vector_atr_is_contactless() -> None:
+    vector = json.loads((ROOT / "vectors" / "cps3-cl-info-pcsc.json").read_text())
+    assert transport_from_atr(bytes.fromhex(vector["atr"])) is Transport.CONTACTLESS
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, b"", h("3B 81 80 01 80"), h("3B 81 80 01 80 81"), h("3F 81 80 01 80 80")],
+    ids=["none", "empty", "truncated", "bad-tck", "inverse-convention"],
+)
+def test_an_unknown_or_unreadable_atr_means_contact(raw: bytes | None) -> None:
+    assert transport_from_atr(raw) is Transport.CONTACT

@@ -99,3 +99,41 @@ def test_a_resetting_transaction_nested_in_a_plain_one_resets_when_the_outer_end
             connection.send_and_receive(bytes.fromhex("0020000008"))
         assert ended == [scard.SCARD_RESET_CARD]
     assert fake.disconnected == [scard.SCARD_LEAVE_CARD]  # nothing sent since that reset
+
+
+def test_an_exchange_after_our_own_reset_reconnects_instead_of_raising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pcscd flags every handle after a reset, ours included: the first transmit after the
+    # transaction we ended with a reset answers SCARD_W_RESET_CARD (the status query that checks
+    # no PIN is left verified). Nothing of this connection's state is lost: reconnect, resend.
+    fake = _FakePcsc(monkeypatch)
+    flagged: list[bool] = []
+    reconnects: list[int] = []
+    sent: list[list[int]] = []
+
+    def end(h: int, disposition: int) -> int:
+        flagged.append(disposition == scard.SCARD_RESET_CARD)
+        return int(scard.SCARD_S_SUCCESS)
+
+    def transmit(h: int, protocol: int, apdu: list[int]) -> tuple[int, list[int]]:
+        if flagged and flagged[-1]:
+            flagged[-1] = False
+            return int(scard.SCARD_W_RESET_CARD), []
+        sent.append(apdu)
+        return int(scard.SCARD_S_SUCCESS), [0x63, 0xC3]
+
+    def reconnect(h: int, mode: int, protocols: int, init: int) -> tuple[int, int]:
+        reconnects.append(init)
+        return int(scard.SCARD_S_SUCCESS), int(scard.SCARD_PROTOCOL_T0)
+
+    monkeypatch.setattr(scard, "SCardEndTransaction", end)
+    monkeypatch.setattr(scard, "SCardTransmit", transmit)
+    monkeypatch.setattr(scard, "SCardReconnect", reconnect)
+    with PcscConnection(READER) as connection:
+        with connection.transaction(reset=True):
+            connection.send_and_receive(bytes.fromhex("0020000108"))
+        assert connection.send_and_receive(bytes.fromhex("00200001")) == (b"", 0x63C3)
+    assert reconnects == [scard.SCARD_LEAVE_CARD]
+    assert sent[-1] == [0x00, 0x20, 0x00, 0x01]
+    assert fake.disconnected

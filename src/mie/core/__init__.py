@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from mie.core.apdu import CommandApdu, split_response
 from mie.core.atr import Atr
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import (
+    Connection,
+    SmartCardConnection,
+    SmartCardConnectionWrapper,
+    Transport,
+    transport_from_atr,
+)
 from mie.core.errors import (
     ApduError,
     ApduFormatError,
@@ -40,6 +46,7 @@ from mie.core.errors import (
     VectorFormatError,
     VerificationError,
 )
+from mie.core.pin import PinRule
 from mie.core.processors import (
     ApduFormatter,
     ApduProcessor,
@@ -50,6 +57,7 @@ from mie.core.processors import (
     SmartCardProtocol,
     WrongLengthProcessor,
 )
+from mie.core.random import RandomSource, RecordingRandom, ReplayRandom, SystemRandom
 from mie.core.sw import SW, describe_sw
 from mie.core.tlv import Tlv, encode_tlvs, parse_tlvs, tlv_dict
 
@@ -67,6 +75,7 @@ __all__ = [
     "ChainedProcessor",
     "CommandApdu",
     "CommandChainingProcessor",
+    "Connection",
     "ErrorCode",
     "EvidenceFormatError",
     "InvalidPinError",
@@ -80,15 +89,21 @@ __all__ = [
     "PcscUnavailableError",
     "PinBlockedError",
     "PinFormatError",
+    "PinRule",
+    "RandomSource",
     "ReaderBusyError",
+    "RecordingRandom",
     "ReplayMismatchError",
+    "ReplayRandom",
     "ResponseChainingProcessor",
     "SecureMessagingError",
     "SecureMessagingProcessor",
     "SecurityStatusError",
     "SignatureInvalidError",
     "SmartCardConnection",
+    "SmartCardConnectionWrapper",
     "SmartCardProtocol",
+    "SystemRandom",
     "Tlv",
     "TlvError",
     "Transport",
@@ -103,4 +118,5 @@ __all__ = [
     "parse_tlvs",
     "split_response",
     "tlv_dict",
+    "transport_from_atr",
 ]

@@ -28,6 +28,14 @@ class Atr:
         """:return: whether T=0 is the only protocol the card offers."""
         return self.protocols == (0,)
 
+    @property
+    def contactless(self) -> bool:
+        """:return: whether this is the pseudo-ATR a PC/SC reader builds for a contactless card
+        (PC/SC part 3 §3.1.3.2.3): ``3B 8n 80 01``, then the n historical bytes and TCK. It
+        covers ISO 14443-4 cards (``3B 81 80 01 80 80``: historical bytes from the ATS or ATQB)
+        and storage cards (``… 80 4F 0C A0 00 00 03 06 …``)."""
+        return self.raw[0] == 0x3B and self.raw[1] & 0xF0 == 0x80 and self.raw[2:4] == b"\x80\x01"
+
     @classmethod
     def parse(cls, raw: bytes) -> Atr:
         """Parse an ATR.

@@ -1,43 +1,105 @@
-"""PIN formatting, checked before anything is sent to a card."""
+"""The PIN format mechanism: a rule checked before anything is sent to an authenticator.
+
+The values belong to each authenticator (CPx cards: 4 to 8 digits; FIDO2 keys will take 4 to
+63 characters), not to :mod:`mie.core`. :func:`check_pin` and :func:`format_pin` keep the CPx
+values for the callers not yet moved; they are deprecated (removed once every caller uses its
+authenticator's rule).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mie.core.errors import PinFormatError
 
 MIN_PIN_LENGTH = 4
 MAX_PIN_LENGTH = 8
 
 
+@dataclass(frozen=True)
+class PinRule:
+    """What a PIN must look like for one kind of authenticator.
+
+    :param min_length: fewest characters.
+    :param max_length: most characters.
+    :param digits_only: only ASCII decimal digits.
+    """
+
+    min_length: int
+    max_length: int
+    digits_only: bool
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(f"PIN lengths {self.min_length} to {self.max_length} are not a range")
+
+    def check(self, pin: str | bytes | bytearray) -> None:
+        """Check ``pin``, without echoing it (or any of its characters) in the error.
+
+        :param pin: the PIN as typed (a ``bytearray`` is read in place, never copied).
+        :raises PinFormatError: wrong length, or a character the rule does not allow.
+        """
+        # A str is checked as text: encoding a non-ASCII PIN could name its characters.
+        if not self.min_length <= len(pin) <= self.max_length:
+            raise PinFormatError(
+                f"PIN must have {self.min_length} to {self.max_length} {self._unit}, "
+                f"got {len(pin)} characters"
+            )
+        if not self.digits_only:
+            return
+        digits = (
+            pin.isascii() and pin.isdigit()
+            if isinstance(pin, str)
+            else all(0x30 <= b <= 0x39 for b in pin)
+        )
+        if not digits:
+            raise PinFormatError("PIN must contain decimal digits only")
+
+    def pad(self, pin: str | bytes | bytearray, length: int = 8, pad: int = 0xFF) -> bytearray:
+        """Check ``pin`` and encode it as a PIN block: ASCII (UTF-8 for a non-digit rule), padded.
+
+        :param pin: the PIN.
+        :param length: the PIN block length the authenticator expects.
+        :param pad: the padding byte.
+        :return: a ``bytearray`` the caller can wipe after use.
+        :raises PinFormatError: the rule refuses the PIN, or it does not fit in ``length`` bytes.
+        """
+        self.check(pin)
+        block = bytearray(pin.encode("utf-8") if isinstance(pin, str) else pin)
+        if len(block) > length:
+            block[:] = bytes(len(block))
+            raise PinFormatError(f"PIN has more bytes than the {length}-byte PIN block holds")
+        block.extend([pad] * (length - len(block)))
+        return block
+
+    @property
+    def _unit(self) -> str:
+        return "digits" if self.digits_only else "characters"
+
+
+_CPX = PinRule(MIN_PIN_LENGTH, MAX_PIN_LENGTH, digits_only=True)
+
+
 def check_pin(pin: str | bytes | bytearray) -> None:
-    """Check a PIN is 4 to 8 ASCII decimal digits, without echoing it in the error.
+    """Check a PIN is 4 to 8 ASCII decimal digits (the CPx rule), without echoing it.
+
+    Deprecated: use the authenticator's rule (``mie.cards.cpx.CPX_PIN.check``).
 
     :param pin: the PIN as typed (a ``bytearray`` is read in place, never copied).
-    :raises ValueError: the PIN has the wrong length or a character that is not a digit.
+    :raises PinFormatError: (a :class:`ValueError`) wrong length or a character not a digit.
     """
-    if isinstance(pin, str):
-        # Checked on the text first: encoding a non-ASCII PIN could name its characters.
-        if not MIN_PIN_LENGTH <= len(pin) <= MAX_PIN_LENGTH:
-            raise ValueError(f"PIN must have 4 to 8 digits, got {len(pin)} characters")
-        if not (pin.isascii() and pin.isdigit()):
-            raise ValueError("PIN must contain decimal digits only")
-        return
-    # Checked in place: a copy of a caller's bytearray would outlive the caller's wipe.
-    if not MIN_PIN_LENGTH <= len(pin) <= MAX_PIN_LENGTH:
-        raise ValueError(f"PIN must have 4 to 8 digits, got {len(pin)} characters")
-    if not all(0x30 <= b <= 0x39 for b in pin):
-        raise ValueError("PIN must contain decimal digits only")
+    _CPX.check(pin)
 
 
 def format_pin(pin: str | bytes | bytearray, length: int = 8, pad: int = 0xFF) -> bytearray:
-    """Format a PIN as ASCII digits padded to ``length`` bytes.
+    """Format a PIN as ASCII digits padded to ``length`` bytes (the CPx rule).
+
+    Deprecated: use the authenticator's rule (``mie.cards.cpx.CPX_PIN.pad``).
 
     :param pin: 4 to 8 decimal digits.
     :param length: the PIN block length the card expects.
     :param pad: the padding byte.
     :return: a ``bytearray`` the caller can wipe after use.
-    :raises ValueError: the PIN is not 4 to 8 decimal digits.
+    :raises PinFormatError: (a :class:`ValueError`) the PIN is not 4 to 8 decimal digits.
     """
-    check_pin(pin)
-    block = bytearray(pin.encode("ascii") if isinstance(pin, str) else pin)
-    if len(block) > length:
-        raise ValueError(f"PIN has more digits than the {length}-byte PIN block holds")
-    block.extend([pad] * (length - len(block)))
-    return block
+    return _CPX.pad(pin, length, pad)

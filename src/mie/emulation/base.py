@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 
 from mie.core.apdu import split_response
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import SmartCardConnection, Transport, transport_from_atr
 from mie.core.log import log_command, log_response
 
 logger = logging.getLogger(__name__)
@@ -44,17 +44,20 @@ class EmulatedConnection(SmartCardConnection):
     """A connection straight to an emulated card in the same process (no reader, no daemon).
 
     :param card: the card.
-    :param transport: how the card is presented.
+    :param transport: how the card is presented; ``None``: read from the card's ATR, as a
+        PC/SC connection does.
     """
 
-    def __init__(self, card: EmulatedCard, transport: Transport = Transport.CONTACT) -> None:
+    def __init__(self, card: EmulatedCard, transport: Transport | None = None) -> None:
         self.card = card
         self._transport = transport
+        self._depth = 0
+        self._reset_owed = False
         card.power_on()
 
     @property
     def transport(self) -> Transport:
-        return self._transport
+        return self._transport if self._transport is not None else transport_from_atr(self.atr)
 
     @property
     def atr(self) -> bytes:
@@ -69,11 +72,16 @@ class EmulatedConnection(SmartCardConnection):
 
     @contextlib.contextmanager
     def transaction(self, reset: bool = False) -> Iterator[None]:
-        """Nothing to lock in process; ``reset`` resets the card at the end, as over PC/SC."""
+        """Nothing to lock in process; ``reset`` resets the card when the outermost transaction
+        ends, as over PC/SC (a nested ``reset=True`` is owed to the outer one)."""
+        self._reset_owed = self._reset_owed or reset
+        self._depth += 1
         try:
             yield
         finally:
-            if reset:
+            self._depth -= 1
+            if self._depth == 0 and self._reset_owed:
+                self._reset_owed = False
                 self.card.reset()
 
     def close(self) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mie.core.paths import user_dir
 from mie.emulation.base import EmulatedCard
 from mie.emulation.cpx import CPE, CPS3, CPS3_CL, CpxProfile, build_chipdoc_card, build_ias_ecc_card
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
@@ -15,11 +15,7 @@ from mie.emulation.testpki import TestPki, parse_identity
 
 def default_pki_dir() -> Path:
     """Where emulators keep the TEST PKI they share (``$MIE_TEST_PKI`` or the user cache)."""
-    explicit = os.environ.get("MIE_TEST_PKI")
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "mie" / "testpki"
+    return user_dir("cache", "testpki", env="MIE_TEST_PKI")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mie.core.files import atomic_write
 from mie.core.luhn import luhn_check_digit
 
 OID_NOS_PRODUCT_CATEGORY = x509.ObjectIdentifier("1.2.250.1.71.1.2.5")
@@ -453,9 +454,7 @@ class TestPki:
             for prefix, authority in (("crl", False), ("arl", True)):
                 crl = self.crl(gamme, revoked, authority=authority)
                 target = path / f"{prefix}-{gamme.value.lower()}.der"
-                temporary = target.with_suffix(f".tmp{os.getpid()}")
-                temporary.write_bytes(crl.public_bytes(serialization.Encoding.DER))
-                os.replace(temporary, target)
+                atomic_write(target, crl.public_bytes(serialization.Encoding.DER), mode=0o644)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], **kwargs: object) -> TestPki:

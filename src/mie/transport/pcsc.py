@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import SmartCardConnection
 from mie.core.errors import (
     CardRemovedError,
     CardResetError,
@@ -471,14 +471,6 @@ class PcscConnection(SmartCardConnection):
         return status.atr
 
     @property
-    def transport(self) -> Transport:
-        # PC/SC part 3 pseudo-ATRs of contactless cards carry category 80 and RID A0 00 00 03 06.
-        atr = self._atr
-        if len(atr) > 8 and atr[4:6] == b"\x80\x4f" and b"\xa0\x00\x00\x03\x06" in atr:
-            return Transport.CONTACTLESS
-        return Transport.CONTACT
-
-    @property
     def atr(self) -> bytes:
         """The card's ATR."""
         return self._atr
@@ -585,6 +577,9 @@ class PcscConnection(SmartCardConnection):
         elif disposition == scard.SCARD_RESET_CARD:
             self._dirty = False
             self._reset_owed = False
+            # Our own reset flags our handle too: the next exchange reconnects (nothing of this
+            # connection's state is lost) instead of raising CardResetError.
+            self._exchanged = False
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         """Exchange one APDU.

@@ -18,14 +18,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from mie.core.connection import SmartCardConnection, Transport
-from mie.core.errors import ReplayMismatchError, VectorFormatError
+from mie.core import strictjson
+from mie.core.connection import (
+    SmartCardConnection,
+    SmartCardConnectionWrapper,
+    Transport,
+    transport_from_atr,
+)
+from mie.core.errors import JsonFormatError, ReplayMismatchError, VectorFormatError
+from mie.core.files import atomic_write
 from mie.core.log import MASK_CHAR, redact_command
+from mie.core.random import RecordingRandom, ReplayRandom
 
 MAX_VECTOR_BYTES = 8 * 1024 * 1024
 """Largest vector file read (a recorded CPx session is a few KB)."""
@@ -88,22 +94,21 @@ class Vector:
         return obj
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the vector atomically (a reader never sees a half-written file).
+        """Write the vector atomically and durably (a reader never sees a half-written file).
 
         :param path: the destination file.
         """
-        target = Path(path)
         text = json.dumps(self.to_json(), indent=1) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            # mkstemp creates 0600; a vector is an ordinary file (PINs are never in it).
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # A vector is an ordinary file (PINs are never in it): readable by others. A missing
+        # directory is the caller's mistake (a mistyped --out or --trace), not created.
+        atomic_write(path, text.encode("utf-8"), mode=0o644, parents=False)
+
+    def random_source(self) -> ReplayRandom:
+        """:return: a random source that serves the recorded :attr:`random` values again.
+
+        :raises VectorFormatError: (from its ``draw``) a value the session draws was not recorded.
+        """
+        return ReplayRandom({name: bytes.fromhex(value) for name, value in self.random.items()})
 
     @classmethod
     def from_json(cls, obj: object) -> Vector:
@@ -132,7 +137,7 @@ class Vector:
 
 def _shown(name: str) -> str:
     # Names come from the file: quoted (control characters escaped) and cut short.
-    return repr(name) if len(name) <= 40 else repr(name[:37]) + "..."
+    return strictjson.shown(name)
 
 
 def _text(obj: dict[str, Any], key: str) -> str:
@@ -207,47 +212,14 @@ def parse_vector(data: bytes, name: str = "<bytes>") -> Vector:
     :raises VectorFormatError: for any content that is not a vector (the only exception raised).
     """
     where = f"Vector {name!r}"
-    if len(data) > MAX_VECTOR_BYTES:
-        raise VectorFormatError(f"{where} is larger than {MAX_VECTOR_BYTES} bytes")
     try:
-        obj = json.loads(
-            data.decode("utf-8"),
-            parse_int=_Number,
-            parse_float=_Number,
-            parse_constant=_Number,
-            object_pairs_hook=_unique_keys,
-        )
-        # Encoding back refuses lone surrogates, which JSON escapes (\udXXX) can carry.
-        json.dumps(obj, ensure_ascii=False, default=lambda _: None).encode("utf-8")
-    except (UnicodeDecodeError, UnicodeEncodeError) as e:
-        raise VectorFormatError(f"Cannot read vector {name!r}: not UTF-8 text ({e.reason})") from e
-    except RecursionError as e:
-        raise VectorFormatError(f"{where} is nested too deeply") from e
-    except json.JSONDecodeError as e:
-        raise VectorFormatError(f"{where} is not JSON: {e}") from e
-    except VectorFormatError as e:
-        raise VectorFormatError(f"{where}: {e}") from e
+        obj = strictjson.loads(data, f"vector {name!r}", max_bytes=MAX_VECTOR_BYTES)
+    except JsonFormatError as e:
+        raise VectorFormatError(str(e)) from e
     try:
         return Vector.from_json(obj)
     except VectorFormatError as e:
         raise VectorFormatError(f"{where}: {e}") from e
-
-
-class _Number:
-    """A JSON number, kept as text: the format has none, so the field check refuses it, and a
-    100,000-digit integer is never converted."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise VectorFormatError(f"duplicate key {_shown(key)}")
-        obj[key] = value
-    return obj
 
 
 def load_vector(path: str | os.PathLike[str]) -> Vector:
@@ -266,52 +238,46 @@ def load_vector(path: str | os.PathLike[str]) -> Vector:
     return parse_vector(data, name)
 
 
-class RecordingConnection(SmartCardConnection):
-    """Wraps a connection and records every exchange, PIN data masked.
+class RecordingConnection(SmartCardConnectionWrapper):
+    """Wraps a connection and records every exchange, PIN data masked; transactions, ATR and
+    transport are the inner connection's.
 
-    :param connection: the connection to record.
+    :param inner: the connection to record.
+    :param rng: the random source the session draws from, if its values are to be recorded
+        with the exchanges (they become the vector's ``random``).
     """
 
-    def __init__(self, connection: SmartCardConnection) -> None:
-        self.connection = connection
+    def __init__(self, inner: SmartCardConnection, *, rng: RecordingRandom | None = None) -> None:
+        super().__init__(inner)
+        self.rng = rng
         self.exchanges: list[Exchange] = []
 
-    @property
-    def transport(self) -> Transport:
-        return self.connection.transport
-
-    @property
-    def atr(self) -> bytes | None:
-        return self.connection.atr
-
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
-        data, sw = self.connection.send_and_receive(apdu)
+        data, sw = self.inner.send_and_receive(apdu)
         self.exchanges.append(Exchange(redact_command(apdu), data + sw.to_bytes(2, "big")))
         return data, sw
 
-    def close(self) -> None:
-        self.connection.close()
-
     def vector(self, description: str, source: str, kind: str) -> Vector:
-        """:return: the session recorded so far as a vector."""
-        return Vector(description, source, kind, self.atr, list(self.exchanges))
+        """:return: the session recorded so far as a vector (with the random values drawn)."""
+        random = {} if self.rng is None else {k: v.hex() for k, v in self.rng.values.items()}
+        return Vector(description, source, kind, self.atr, list(self.exchanges), random)
 
 
 class ReplayConnection(SmartCardConnection):
     """Serves a recorded session; the first command that differs from the recording raises.
 
     :param vector: the recorded session.
-    :param transport: how the recorded card was reached.
+    :param transport: how the recorded card was reached; ``None``: read from the recorded ATR.
     """
 
-    def __init__(self, vector: Vector, transport: Transport = Transport.CONTACT) -> None:
+    def __init__(self, vector: Vector, transport: Transport | None = None) -> None:
         self.vector = vector
         self._transport = transport
         self.position = 0
 
     @property
     def transport(self) -> Transport:
-        return self._transport
+        return self._transport if self._transport is not None else transport_from_atr(self.atr)
 
     @property
     def atr(self) -> bytes | None:

@@ -1,0 +1,48 @@
+"""The PIN format mechanism of mie.core (the values are each authenticator's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mie.core.errors import PinFormatError
+from mie.core.pin import PinRule, check_pin, format_pin
+
+DIGITS = PinRule(4, 8, digits_only=True)
+TEXT = PinRule(4, 63, digits_only=False)
+
+
+def test_a_digit_rule_refuses_letters_and_lengths_without_echoing() -> None:
+    DIGITS.check("4826")
+    DIGITS.check(bytearray(b"48261937"))
+    for pin, problem in [("482", "4 to 8 digits, got 3"), ("48a6", "decimal digits only")]:
+        with pytest.raises(PinFormatError, match=problem) as raised:
+            DIGITS.check(pin)
+        assert pin not in str(raised.value)
+
+
+def test_a_text_rule_takes_any_characters_in_its_range() -> None:
+    TEXT.check("correct horse")
+    TEXT.check("é" * 4)
+    with pytest.raises(PinFormatError, match="4 to 63 characters, got 64"):
+        TEXT.check("x" * 64)
+    assert TEXT.pad("abcd", length=6, pad=0x00) == bytearray(b"abcd\x00\x00")
+
+
+def test_pad_refuses_a_pin_longer_than_the_block() -> None:
+    with pytest.raises(PinFormatError, match="6-byte PIN block"):
+        DIGITS.pad("4826193", length=6)
+
+
+def test_a_rule_must_be_a_range() -> None:
+    with pytest.raises(ValueError, match="not a range"):
+        PinRule(8, 4, digits_only=True)
+    with pytest.raises(ValueError, match="not a range"):
+        PinRule(0, 4, digits_only=True)
+
+
+def test_the_deprecated_helpers_keep_the_cpx_rule_and_raise_pin_format_errors() -> None:
+    assert format_pin("4826") == bytearray(b"4826\xff\xff\xff\xff")
+    with pytest.raises(PinFormatError):
+        check_pin("123")
+    with pytest.raises(ValueError, match="decimal digits only"):
+        format_pin("12a4")
