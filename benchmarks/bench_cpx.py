@@ -26,7 +26,9 @@ from mie.auth import CertificateCache, CpxAuthenticator
 from mie.emulation.registry import CardOptions, build_card
 from mie.emulation.vpcd import ExchangeObserver, VpcdHost
 from mie.errors import PcscUnavailableError
+from mie.request import AuthRequest, StaticPin
 from mie.transport.pcsc import PcscConnection, list_readers, wait_for_card
+from mie.verification import login
 
 READER = "Virtual PCD 00 00"
 PIN = "1234"
@@ -86,9 +88,8 @@ def measure(run: Callable[[], None], counter: Counter, runs: int) -> tuple[int, 
 
 def mie_auth(cache: CertificateCache | None) -> None:
     with PcscConnection(READER) as connection:
-        CpxAuthenticator(connection, cache=cache, check_chain=None).authenticate(
-            os.urandom(32), PIN
-        )
+        authenticator = CpxAuthenticator(connection, cache=cache, chain_checked=False)
+        login(authenticator, AuthRequest.new(), user=StaticPin(PIN), verifier=None)
 
 
 def opensc_sign(workdir: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 
 import pytest
 from cryptography import x509
@@ -18,13 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from mie.auth import CertificateCache, CpxAuthenticator, chain_checker
+from mie.auth import CertificateCache, CpxAuthenticator
 from mie.emulation import EmulatedConnection
 from mie.emulation.cpx import IasEccCard
 from mie.emulation.registry import CardOptions, build_card
 from mie.errors import BadResponseError
+from mie.policy import AssuranceLevel
 from mie.trust import ErrorCode, VerificationError
 from tests.cards.faults import CorruptingConnection, alter_file_byte, plant_certificate
+from tests.cards.logins import evidence_of, log_in
 from tests.cards.pki import pki_verifier
 
 RSA_ENCRYPTION = bytes.fromhex("06092A864886F70D010101")
@@ -55,16 +56,14 @@ def test_identify_of_an_altered_certificate_does_not_fail_later_checked_logins(
 ) -> None:
     card = _card(kind, options)
     cache = CertificateCache()
-    seen = CpxAuthenticator(_renamed_once(card), check_chain=None, cache=cache).identify()
+    seen = CpxAuthenticator(_renamed_once(card), cache=cache, chain_checked=False).identify()
     assert seen.identity is not None
     assert seen.identity.family_name == "EUPONT", "the fault did not hit the certificate"
-    checked = chain_checker(pki_verifier(options.pki()))
+    verifier = pki_verifier(options.pki())
     for _ in range(2):
-        result = CpxAuthenticator(
-            EmulatedConnection(card), check_chain=checked, cache=cache
-        ).authenticate(os.urandom(32), "4826")
+        result = log_in(CpxAuthenticator(EmulatedConnection(card), cache=cache), verifier=verifier)
         assert result.identity is not None and result.identity.family_name == "DUPONT"
-        assert result.level == "substantial"
+        assert result.level is AssuranceLevel.SUBSTANTIAL
 
 
 @pytest.mark.parametrize("kind", ["cps3", "cps4"])
@@ -73,15 +72,11 @@ def test_a_login_that_read_an_altered_certificate_does_not_fail_the_next_ones(
 ) -> None:
     card = _card(kind, options)
     cache = CertificateCache()
-    checked = chain_checker(pki_verifier(options.pki()))
+    verifier = pki_verifier(options.pki())
     with pytest.raises(VerificationError) as raised:
-        CpxAuthenticator(_renamed_once(card), check_chain=checked, cache=cache).authenticate(
-            os.urandom(32), "4826"
-        )
+        log_in(CpxAuthenticator(_renamed_once(card), cache=cache), verifier=verifier)
     assert raised.value.code is ErrorCode.BAD_SIGNATURE
-    result = CpxAuthenticator(
-        EmulatedConnection(card), check_chain=checked, cache=cache
-    ).authenticate(os.urandom(32), "4826")
+    result = log_in(CpxAuthenticator(EmulatedConnection(card), cache=cache), verifier=verifier)
     assert result.identity is not None and result.identity.family_name == "DUPONT"
 
 
@@ -91,18 +86,16 @@ def test_identify_of_an_altered_certificate_does_not_rename_later_unchecked_logi
 ) -> None:
     card = _card(kind, options)
     cache = CertificateCache()
-    CpxAuthenticator(_renamed_once(card), check_chain=None, cache=cache).identify()
-    result = CpxAuthenticator(EmulatedConnection(card), check_chain=None, cache=cache).authenticate(
-        os.urandom(32), "4826"
-    )
+    CpxAuthenticator(_renamed_once(card), cache=cache, chain_checked=False).identify()
+    result = log_in(CpxAuthenticator(EmulatedConnection(card), cache=cache, chain_checked=False))
     assert result.identity is not None and result.identity.family_name == "DUPONT"
-    assert result.evidence.chain[0] == _certificate(card)
+    assert evidence_of(result).chain[0] == _certificate(card)
 
 
 def test_identify_caches_nothing(options: CardOptions) -> None:
     cache = CertificateCache()
     card = _card("cps3", options)
-    CpxAuthenticator(EmulatedConnection(card), check_chain=None, cache=cache).identify()
+    CpxAuthenticator(EmulatedConnection(card), cache=cache, chain_checked=False).identify()
     assert len(cache) == 0
 
 
@@ -111,15 +104,12 @@ def test_unchecked_logins_never_serve_checked_ones(options: CardOptions) -> None
     # checks it all the same, and only then is it cached as chain-verified.
     card = _card("cps3", options)
     cache = CertificateCache()
-    CpxAuthenticator(EmulatedConnection(card), check_chain=None, cache=cache).authenticate(
-        os.urandom(32), "4826"
-    )
+    log_in(CpxAuthenticator(EmulatedConnection(card), cache=cache, chain_checked=False))
+    assert len(cache) == 1
     assert cache.match(b"x" * 32, b"", chain_verified=True) is None
-    checked = chain_checker(pki_verifier(options.pki()))
+    verifier = pki_verifier(options.pki())
     connection = CorruptingConnection(EmulatedConnection(card), lambda c, d, sw: None)
-    CpxAuthenticator(connection, check_chain=checked, cache=cache).authenticate(
-        os.urandom(32), "4826"
-    )
+    log_in(CpxAuthenticator(connection, cache=cache), verifier=verifier)
     assert any(c[1] == 0xB0 and c[2] < 0x80 for c in connection.commands), "certificate not read"
 
 
@@ -137,40 +127,36 @@ def test_a_planted_certificate_with_an_unloadable_key_does_not_break_other_cards
     planted = _card("cps3", dataclasses.replace(options, serial="2800000066"))
     plant_certificate(planted, _unloadable_key(_certificate(planted)))
     with contextlib.suppress(BadResponseError):
-        CpxAuthenticator(EmulatedConnection(planted), check_chain=None, cache=cache).identify()
-    check = chain_checker(pki_verifier(options.pki())) if checked else None
+        CpxAuthenticator(EmulatedConnection(planted), cache=cache).identify()
+    verifier = pki_verifier(options.pki()) if checked else None
     for kind in ("cps3", "cpe", "cps4"):
         other = CpxAuthenticator(
-            EmulatedConnection(_card(kind, options)), check_chain=check, cache=cache
+            EmulatedConnection(_card(kind, options)), cache=cache, chain_checked=checked
         )
         for _ in range(2):
-            assert other.authenticate(os.urandom(32), "4826").evidence.signature
+            assert evidence_of(log_in(other, verifier=verifier)).signature
 
 
 def test_a_certificate_with_an_unloadable_key_is_a_bad_response(options: CardOptions) -> None:
     card = _card("cps3", options)
     plant_certificate(card, _unloadable_key(_certificate(card)))
-    authenticator = CpxAuthenticator(EmulatedConnection(card), check_chain=None)
+    authenticator = CpxAuthenticator(EmulatedConnection(card), chain_checked=False)
     with pytest.raises(BadResponseError):
         authenticator.identify()
     with pytest.raises(BadResponseError):
-        authenticator.authenticate(os.urandom(32), "4826")
+        log_in(authenticator)
 
 
 def test_a_checked_login_whose_cached_certificate_fails_forgets_it(options: CardOptions) -> None:
     card = _card("cps3", options)
     cache = CertificateCache()
     pki = options.pki()
-    CpxAuthenticator(
-        EmulatedConnection(card), check_chain=chain_checker(pki_verifier(pki)), cache=cache
-    ).authenticate(os.urandom(32), "4826")
+    log_in(CpxAuthenticator(EmulatedConnection(card), cache=cache), verifier=pki_verifier(pki))
     assert len(cache) == 1
     serial = card.credentials.authentication.certificate.serial_number  # type: ignore[union-attr]
-    revoked = chain_checker(pki_verifier(pki, [serial]))
+    revoked = pki_verifier(pki, [serial])
     with pytest.raises(VerificationError):
-        CpxAuthenticator(EmulatedConnection(card), check_chain=revoked, cache=cache).authenticate(
-            os.urandom(32), "4826"
-        )
+        log_in(CpxAuthenticator(EmulatedConnection(card), cache=cache), verifier=revoked)
     assert len(cache) == 0
 
 
@@ -201,11 +187,12 @@ def test_a_cps4_serial_hint_to_a_key_of_another_size_does_not_break_that_card(
     card = _card("cps4", options)
     cache = CertificateCache()
     der, certificate = _self_signed(1024)
-    serial = CpxAuthenticator(EmulatedConnection(card), check_chain=None).identify().card.serial
+    serial = CpxAuthenticator(EmulatedConnection(card)).identify().authenticator.serial
     cache.add(der, certificate, serial=serial, chain_verified=checked)
-    check = chain_checker(pki_verifier(options.pki())) if checked else None
+    verifier = pki_verifier(options.pki()) if checked else None
     for _ in range(2):
-        result = CpxAuthenticator(
-            EmulatedConnection(card), check_chain=check, cache=cache
-        ).authenticate(os.urandom(32), "4826")
-        assert result.evidence.chain[0] == _certificate(card)
+        result = log_in(
+            CpxAuthenticator(EmulatedConnection(card), cache=cache, chain_checked=checked),
+            verifier=verifier,
+        )
+        assert evidence_of(result).chain[0] == _certificate(card)

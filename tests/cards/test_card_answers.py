@@ -8,7 +8,6 @@ answers must raise nothing but :class:`~mie.errors.MieError` subclasses.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import pytest
@@ -17,13 +16,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mie.auth import ChainChecker, CpxAuthenticator, chain_checker
+from mie.auth import CpxAuthenticator
 from mie.emulation import EmulatedConnection
 from mie.emulation.base import EmulatedCard
 from mie.emulation.cpx import IasEccCard
 from mie.emulation.registry import CardOptions, build_card
 from mie.errors import BadResponseError, MieError
+from mie.trust import Verifier
 from tests.cards.faults import CorruptingConnection, Mutation, mutating, plant_certificate
+from tests.cards.logins import log_in
 from tests.cards.pki import pki_verifier
 
 KINDS = ["cps3", "cps3-cl", "cpe", "cps4", "psi"]
@@ -76,14 +77,16 @@ def test_malformed_card_certificate_is_a_bad_response(
     card = build_card(kind, options)
     assert isinstance(card, IasEccCard)
     plant_certificate(card, MALFORMED[mangle](_certificate(card)))
-    checked = chain_checker(pki_verifier(options.pki()))
-    for check in (None, checked):
-        authenticator = CpxAuthenticator(EmulatedConnection(card), check_chain=check)
+    checked = pki_verifier(options.pki())
+    for verifier in (None, checked):
+        authenticator = CpxAuthenticator(
+            EmulatedConnection(card), chain_checked=verifier is not None
+        )
         with pytest.raises(BadResponseError) as raised:
             authenticator.identify()
         assert "\n" not in str(raised.value)
         with pytest.raises(BadResponseError):
-            authenticator.authenticate(os.urandom(32), "4826")
+            log_in(authenticator, verifier=verifier)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +97,8 @@ def cards() -> dict[str, EmulatedCard]:
 
 
 @pytest.fixture(scope="module")
-def checked() -> ChainChecker:
-    return chain_checker(pki_verifier(CardOptions().pki()))
+def checked() -> Verifier:
+    return pki_verifier(CardOptions().pki())
 
 
 _MUTATIONS = st.builds(
@@ -116,7 +119,7 @@ _MUTATIONS = st.builds(
 )
 def test_a_session_on_mutated_answers_raises_only_mie_errors(
     cards: dict[str, EmulatedCard],
-    checked: ChainChecker,
+    checked: Verifier,
     kind: str,
     identify: bool,
     with_chain: bool,
@@ -126,10 +129,10 @@ def test_a_session_on_mutated_answers_raises_only_mie_errors(
     card.reset()
     connection = CorruptingConnection(EmulatedConnection(card), mutating(mutations))
     try:
-        authenticator = CpxAuthenticator(connection, check_chain=checked if with_chain else None)
+        authenticator = CpxAuthenticator(connection, chain_checked=with_chain)
         if identify or kind == "cps3-cl":
             authenticator.identify()
         else:
-            authenticator.authenticate(os.urandom(32), "4826")
+            log_in(authenticator, verifier=checked if with_chain else None)
     except MieError as e:
         assert "\n" not in str(e)

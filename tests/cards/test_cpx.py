@@ -1,10 +1,10 @@
-"""CPx sessions and CpxAuthenticator against the emulated cards, in process."""
+"""CPx sessions and CpxAuthenticator against the emulated cards, in process, through
+:func:`mie.verification.login` without a verifier (chains: test_chain.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import pytest
 from cryptography import x509
@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mie.auth import CertificateCache, CpxAuthenticator
 from mie.cards.cpx import CpxFamily, detect_family
+from mie.core.connection import SmartCardConnection
 from mie.core.log import TRAFFIC
 from mie.emulation import EmulatedConnection
 from mie.emulation.cpx import IasEccCard
@@ -25,14 +26,22 @@ from mie.errors import (
     SignatureInvalidError,
     UnsupportedCardError,
 )
+from mie.request import AuthRequest, StaticPin
 from mie.transport.replay import RecordingConnection
 from tests.cards.faults import CorruptingConnection
+from tests.cards.logins import evidence_of, log_in
 
 SIGNING_KINDS = ["cps3", "cpe", "cps4", "psi"]
 
 
 def _connect(kind: str, options: CardOptions) -> RecordingConnection:
     return RecordingConnection(EmulatedConnection(build_card(kind, options)))
+
+
+def _unchecked(
+    connection: SmartCardConnection, cache: CertificateCache | None = None
+) -> CpxAuthenticator:
+    return CpxAuthenticator(connection, cache=cache, chain_checked=False)
 
 
 def _verify_independently(der: bytes, challenge: bytes, signature: bytes) -> None:
@@ -45,96 +54,98 @@ def _verify_independently(der: bytes, challenge: bytes, signature: bytes) -> Non
 def test_each_card_kind_signs_a_challenge_that_verifies_with_its_certificate(
     kind: str, options: CardOptions
 ) -> None:
-    challenge = os.urandom(32)
-    result = CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(
-        challenge, "4826"
-    )
-    evidence = result.evidence
-    assert evidence.challenge == challenge
-    _verify_independently(evidence.chain[0], challenge, evidence.signature)
+    request = AuthRequest.new()
+    result = log_in(_unchecked(_connect(kind, options)), request=request)
+    evidence = evidence_of(result)
+    assert evidence.challenge == request.challenge
+    _verify_independently(evidence.chain[0], request.challenge, evidence.signature)
+    assert result.authenticator is not None
     assert result.authenticator.serial is not None and result.authenticator.serial.isdigit()
 
 
 def test_contactless_cps3_identifies_but_never_presents_a_pin(options: CardOptions) -> None:
     connection = _connect("cps3-cl", options)
-    authenticator = CpxAuthenticator(connection, check_chain=None)
+    authenticator = _unchecked(connection)
     identification = authenticator.identify()
-    assert identification.card.kind == "cps3-cl"
+    assert identification.authenticator.kind == "cps3-cl"
     assert identification.certificate is not None
     assert identification.certificate.subject.rfc4514_string()
     sent = len(connection.exchanges)
     with pytest.raises(UnsupportedCardError):
-        authenticator.authenticate(os.urandom(32), "4826")
+        log_in(authenticator)
     assert len(connection.exchanges) == sent
 
 
 def test_warm_authentication_is_select_pin_status_verify_mse_sign(options: CardOptions) -> None:
     connection = _connect("cps3", options)
-    authenticator = CpxAuthenticator(connection, check_chain=None)
-    authenticator.authenticate(os.urandom(32), "4826")
+    authenticator = _unchecked(connection)
+    log_in(authenticator)
     before = len(connection.exchanges)
-    authenticator.authenticate(os.urandom(32), "4826")
+    log_in(authenticator)
     instructions = [bytes.fromhex(e.command[:4])[1] for e in connection.exchanges[before:]]
     assert instructions == [0xA4, 0x20, 0x20, 0x22, 0x88, 0xC0]
 
 
 def test_cache_is_never_trusted_for_another_card(options: CardOptions) -> None:
     cache = CertificateCache()
-    first = CpxAuthenticator(_connect("cps3", options), cache=cache, check_chain=None)
-    first_result = first.authenticate(os.urandom(32), "4826")
+    first = _unchecked(_connect("cps3", options), cache)
+    first_result = log_in(first)
     other = dataclasses.replace(options, serial="2800000077")
-    second = CpxAuthenticator(_connect("cps3", other), cache=cache, check_chain=None)
-    challenge = os.urandom(32)
-    result = second.authenticate(challenge, "4826")
-    assert result.authenticator.serial == "2800000077"
-    assert result.evidence.chain[0] != first_result.evidence.chain[0]
-    _verify_independently(result.evidence.chain[0], challenge, result.evidence.signature)
+    second = _unchecked(_connect("cps3", other), cache)
+    request = AuthRequest.new()
+    result = log_in(second, request=request)
+    assert result.authenticator is not None and result.authenticator.serial == "2800000077"
+    evidence = evidence_of(result)
+    assert evidence.chain[0] != evidence_of(first_result).chain[0]
+    _verify_independently(evidence.chain[0], request.challenge, evidence.signature)
 
 
 def test_wrong_pins_count_down_then_the_last_try_is_refused_without_sending(
     options: CardOptions,
 ) -> None:
     connection = _connect("cps3", options)
-    authenticator = CpxAuthenticator(connection, check_chain=None)
+    authenticator = _unchecked(connection)
     with pytest.raises(InvalidPinError) as first:
-        authenticator.authenticate(os.urandom(32), "0000")
+        log_in(authenticator, "0000")
     assert first.value.tries_left == 2
     with pytest.raises(InvalidPinError) as second:
-        authenticator.authenticate(os.urandom(32), "0000")
+        log_in(authenticator, "0000")
     assert second.value.tries_left == 1
     sent = len(connection.exchanges)
     with pytest.raises(LastTryRefusedError):
-        authenticator.authenticate(os.urandom(32), "0000")
+        log_in(authenticator, "0000")
     verifies = [e for e in connection.exchanges[sent:] if e.command[2:4] == "20"]
     assert verifies and all(len(e.command) == 8 for e in verifies), "a PIN was presented"
-    result = authenticator.authenticate(os.urandom(32), "4826", allow_last_try=True)
-    assert result.evidence.signature
+    result = log_in(authenticator, allow_last_try=True)
+    assert evidence_of(result).signature
 
 
 def test_forced_last_try_blocks_the_card_and_then_nothing_is_sent(options: CardOptions) -> None:
-    authenticator = CpxAuthenticator(_connect("cps3", options), check_chain=None)
+    authenticator = _unchecked(_connect("cps3", options))
     for _ in range(2):
         with pytest.raises(InvalidPinError):
-            authenticator.authenticate(os.urandom(32), "0000")
+            log_in(authenticator, "0000")
     with pytest.raises(PinBlockedError):
-        authenticator.authenticate(os.urandom(32), "0000", allow_last_try=True)
+        log_in(authenticator, "0000", allow_last_try=True)
     with pytest.raises(PinBlockedError):
-        authenticator.authenticate(os.urandom(32), "4826", allow_last_try=True)
+        log_in(authenticator, allow_last_try=True)
 
 
 @pytest.mark.parametrize("pin", ["123", "123456789", "12a4", "", "١٢٣٤"])
-def test_malformed_pin_is_refused_before_anything_is_sent(pin: str, options: CardOptions) -> None:
+def test_malformed_pin_is_refused_before_it_is_sent(pin: str, options: CardOptions) -> None:
+    # The PIN is asked once the card said the tries left: only SELECT and the status query.
     connection = _connect("cps3", options)
     with pytest.raises(ValueError) as raised:
-        CpxAuthenticator(connection, check_chain=None).authenticate(os.urandom(32), pin)
-    assert connection.exchanges == []
+        log_in(_unchecked(connection), pin)
+    assert [e.command[:8] for e in connection.exchanges] == ["00a4040c", "00200001"]
+    assert len(connection.exchanges[-1].command) == 8
     if pin:
         assert pin not in str(raised.value)
 
 
 def test_short_challenge_is_refused(options: CardOptions) -> None:
-    with pytest.raises(ValueError, match="at least 16"):
-        CpxAuthenticator(_connect("cps3", options), check_chain=None).authenticate(b"short", "4826")
+    with pytest.raises(ValueError, match="Nonce of 5 bytes, expected 16"):
+        log_in(_unchecked(_connect("cps3", options)), request=AuthRequest(b"short"))
 
 
 def test_unknown_atr_is_named_in_the_error() -> None:
@@ -146,9 +157,7 @@ def test_pin_never_reaches_the_traffic_log(
     options: CardOptions, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(TRAFFIC, logger="mie")
-    CpxAuthenticator(
-        EmulatedConnection(build_card("cps3", options)), check_chain=None
-    ).authenticate(os.urandom(32), "4826")
+    log_in(_unchecked(EmulatedConnection(build_card("cps3", options))))
     messages = [r.getMessage().lower() for r in caplog.records]
     assert "send: 0020000108****************" in messages
     # Signatures and certificates are random hex that may hold "4826" by chance: the PIN block
@@ -179,7 +188,7 @@ def test_truncated_fcp_is_a_bad_response(options: CardOptions) -> None:
         "cps3", options, lambda c, d: d.startswith(b"\x62"), lambda d, sw: (d[:-3], sw)
     )
     with pytest.raises(BadResponseError, match="FCP"):
-        CpxAuthenticator(connection, check_chain=None).identify()
+        _unchecked(connection).identify()
 
 
 def test_ef_sn_with_bad_tlv_is_a_bad_response(options: CardOptions) -> None:
@@ -190,7 +199,7 @@ def test_ef_sn_with_bad_tlv_is_a_bad_response(options: CardOptions) -> None:
         lambda d, sw: (d[:1] + b"\x81" + d[2:], sw),
     )
     with pytest.raises(BadResponseError, match=r"EF\.SN"):
-        CpxAuthenticator(connection, check_chain=None).identify()
+        _unchecked(connection).identify()
 
 
 def test_signature_of_wrong_length_is_refused(options: CardOptions) -> None:
@@ -198,7 +207,7 @@ def test_signature_of_wrong_length_is_refused(options: CardOptions) -> None:
         "cps3", options, lambda c, d: c[1] == 0xC0 and len(d) == 256, lambda d, sw: (d[:-1], sw)
     )
     with pytest.raises(SignatureInvalidError, match="255 bytes"):
-        CpxAuthenticator(connection, check_chain=None).authenticate(os.urandom(32), "4826")
+        log_in(_unchecked(connection))
 
 
 def test_certificate_that_does_not_parse_is_a_bad_response(options: CardOptions) -> None:
@@ -209,7 +218,7 @@ def test_certificate_that_does_not_parse_is_a_bad_response(options: CardOptions)
         lambda d, sw: (b"\x31" + d[1:], sw),
     )
     with pytest.raises(BadResponseError, match="does not parse"):
-        CpxAuthenticator(connection, check_chain=None).identify()
+        _unchecked(connection).identify()
 
 
 def test_certificate_of_another_key_fails_the_signature_check(options: CardOptions) -> None:
@@ -229,9 +238,7 @@ def test_certificate_of_another_key_fails_the_signature_check(options: CardOptio
     assert isinstance(certificate_file, EF)
     certificate_file.data = foreign
     with pytest.raises(SignatureInvalidError, match="does not verify"):
-        CpxAuthenticator(EmulatedConnection(card), check_chain=None).authenticate(
-            os.urandom(32), "4826"
-        )
+        log_in(_unchecked(EmulatedConnection(card)))
 
 
 def test_pin_block_is_wiped_after_use(options: CardOptions) -> None:
@@ -248,9 +255,7 @@ def test_logging_at_debug_names_operations_not_values(
     options: CardOptions, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="mie")
-    CpxAuthenticator(
-        EmulatedConnection(build_card("cps3", options)), check_chain=None
-    ).authenticate(os.urandom(32), "4826")
+    log_in(_unchecked(EmulatedConnection(build_card("cps3", options))))
     assert "Verifying PIN" in caplog.text
     assert "4826" not in caplog.text
 
@@ -258,7 +263,7 @@ def test_logging_at_debug_names_operations_not_values(
 @pytest.mark.parametrize("kind", ["cps3", "cps4"])
 def test_callers_pin_bytearray_is_wiped_after_success(kind: str, options: CardOptions) -> None:
     pin = bytearray(b"4826")
-    CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(os.urandom(32), pin)
+    log_in(_unchecked(_connect(kind, options)), pin)
     assert pin == bytearray(4)
 
 
@@ -268,14 +273,12 @@ def test_callers_pin_bytearray_is_wiped_after_an_invalid_pin(
 ) -> None:
     pin = bytearray(b"0000")
     with pytest.raises(InvalidPinError):
-        CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(
-            os.urandom(32), pin
-        )
+        log_in(_unchecked(_connect(kind, options)), pin)
     assert pin == bytearray(4)
 
 
 @pytest.mark.parametrize(
-    ("challenge", "pin", "raised"),
+    ("nonce", "pin", "raised"),
     [
         (b"short", bytearray(b"4826"), ValueError),
         (bytes(32), bytearray(b"12a4"), ValueError),
@@ -284,12 +287,16 @@ def test_callers_pin_bytearray_is_wiped_after_an_invalid_pin(
     ids=["short-challenge", "malformed-pin", "contactless"],
 )
 def test_callers_pin_bytearray_is_wiped_when_nothing_was_sent(
-    challenge: bytes, pin: bytearray, raised: type[Exception], options: CardOptions
+    nonce: bytes, pin: bytearray, raised: type[Exception], options: CardOptions
 ) -> None:
+    # A PIN handed over (the malformed one, asked after the status query) is wiped; a PIN never
+    # asked for stays the caller's, untouched.
     kind = "cps3-cl" if raised is UnsupportedCardError else "cps3"
+    user, given = StaticPin(pin), bytes(pin)
     with pytest.raises(raised):
-        CpxAuthenticator(_connect(kind, options), check_chain=None).authenticate(challenge, pin)
-    assert pin == bytearray(len(pin))
+        _unchecked(_connect(kind, options)).authenticate(AuthRequest(nonce), user=user)
+    assert pin == (bytearray(len(pin)) if user.asked else bytearray(given))
+    assert len(user.asked) == (1 if kind == "cps3" and len(nonce) >= 16 else 0)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mie.auth import AuthResult, ChainChecker, CpxAuthenticator, chain_checker, verify_signature
+from mie.auth import CpxAuthenticator, verify_signature
 from mie.cards.demo import DemoSession
 from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import SignatureInvalidError
@@ -40,6 +40,9 @@ from mie.emulation.cpx import (
 )
 from mie.emulation.iso7816 import EF, Iso7816Card, demo_card
 from mie.emulation.testpki import CardCredentials, Gamme, Issued, TestPki, parse_identity
+from mie.evidence import X509SignatureEvidence
+from mie.request import AuthRequest, StaticPin
+from mie.result import AuthResult
 from mie.trust import (
     Anchor,
     CrlIndex,
@@ -50,10 +53,12 @@ from mie.trust import (
     Verifier,
     VerifierBuilder,
 )
+from mie.verification import login
 from tests.fuzz.harness import OracleViolation
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-CHALLENGE = bytes(range(32))
+# One fixed request: the emulator then signs the same bytes for every input (MemoKey).
+REQUEST = AuthRequest(bytes(range(32)))
 PIN = "1234"
 SERIALS = {"cps3": "2800000011", "cps3-cl": "2800000012", "cpe": "2800000013"}
 SERIALS |= {"cps4": "2900000011", "psi": "2900000012"}
@@ -197,9 +202,9 @@ class Context:
         return builder.build()
 
     @functools.cached_property
-    def checker(self) -> ChainChecker:
-        """:return: the chain check the CPx session targets run."""
-        return chain_checker(self.verifier())
+    def checker(self) -> Verifier:
+        """:return: the verifier of the logins the CPx session targets run."""
+        return self.verifier()
 
     def record_session(self, kind: str) -> list[tuple[bytes, bytes]]:
         """Run identify then authenticate (or the demo) on the emulated card, recording it.
@@ -265,16 +270,17 @@ def _install(card: IasEccCard, credentials: CardCredentials, references: tuple[i
 
 
 def run_session(
-    connection: SmartCardConnection, kind: str, checker: ChainChecker | None
+    connection: SmartCardConnection, kind: str, verifier: Verifier | None
 ) -> Callable[[], object]:
-    """:return: a function running what a login does on ``kind``: identify, then authenticate."""
+    """:return: a function running what a login does on ``kind``: identify, then
+    :func:`mie.verification.login` (with ``verifier``, or unchecked)."""
 
     def cpx() -> object:
-        authenticator = CpxAuthenticator(connection, check_chain=checker)
+        authenticator = CpxAuthenticator(connection, chain_checked=verifier is not None)
         identification = authenticator.identify()
         if kind == "cps3-cl":
             return identification
-        result = authenticator.authenticate(CHALLENGE, PIN)
+        result = login(authenticator, REQUEST, user=StaticPin(PIN), verifier=verifier)
         check_login(result)
         return result
 
@@ -285,22 +291,27 @@ def run_session(
 
 
 def check_login(result: AuthResult) -> None:
-    """What a successful login must show, whatever the card answered: the evidence verifies on
-    its own (the signature over the challenge with the leaf's key) and the serial reported is
-    the one the certificate names (issue 7 item 7).
+    """What a successful login must show, whatever the card answered: the evidence is bound to
+    the request and verifies on its own (the signature over the challenge with the leaf's key),
+    and the serial reported is the one the certificate names (issue 7 item 7).
 
     :raises OracleViolation: a success that does not hold.
     """
     evidence = result.evidence
-    if evidence.challenge != CHALLENGE or not evidence.chain:
-        raise OracleViolation("a login succeeded without evidence of this challenge")
+    if (
+        not isinstance(evidence, X509SignatureEvidence)
+        or (evidence.nonce, evidence.origin) != (REQUEST.nonce, REQUEST.origin)
+        or evidence.challenge != REQUEST.challenge
+        or not evidence.chain
+    ):
+        raise OracleViolation("a login succeeded without evidence of this request")
     leaf = x509.load_der_x509_certificate(evidence.chain[0])
     try:
         verify_signature(leaf, evidence.challenge, evidence.signature)
     except SignatureInvalidError as e:
         raise OracleViolation("a login succeeded with a signature that does not verify") from e
     named = getattr(result.identity, "card_serial", None)
-    serial = result.authenticator.serial
+    serial = result.authenticator.serial if result.authenticator is not None else None
     if serial is not None and named is not None and not named.endswith("/" + serial):
         raise OracleViolation(f"a login reports serial {serial}, the certificate names {named}")
 

@@ -209,11 +209,11 @@ def _session_target(kind: str, also: tuple[str, ...]) -> Target:
     def prepare(context: Context) -> Run:
         atr = context.atr(kind)
         transport = context.transport(kind)
-        checker = context.checker if kind != "demo" else None
+        verifier = context.checker if kind != "demo" else None
 
         def run(data: bytes) -> None:
             connection = FuzzConnection(data, atr, transport)
-            run_session(connection, kind, checker)()
+            run_session(connection, kind, verifier)()
 
         return run
 

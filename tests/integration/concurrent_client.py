@@ -9,12 +9,13 @@ MODE is ``info`` (identify, no PIN) or ``auth`` (PIN 1234, signature, card reset
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 
 from mie.auth import CpxAuthenticator
 from mie.errors import MieError
+from mie.request import AuthRequest, StaticPin
 from mie.transport.pcsc import PcscConnection
+from mie.verification import login
 
 
 def run(mode: str, count: int, reader: str) -> list[str]:
@@ -23,9 +24,9 @@ def run(mode: str, count: int, reader: str) -> list[str]:
     for i in range(count):
         try:
             with PcscConnection(reader) as connection:
-                card = CpxAuthenticator(connection, check_chain=None)
+                card = CpxAuthenticator(connection, chain_checked=False)
                 if mode == "auth":
-                    card.authenticate(secrets.token_bytes(32), "1234")
+                    login(card, AuthRequest.new(), user=StaticPin("1234"), verifier=None)
                 else:
                     card.identify()
         except MieError as e:
