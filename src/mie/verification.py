@@ -114,7 +114,9 @@ def verify_evidence(
             revocation=RevocationStatus.UNKNOWN,
         )
     result = verifier.verify(evidence.chain[0], evidence.chain[1:])
-    report = certificate_report(result, Proof(MieKind.CPX_CARD, CARD_AND_PIN, result), policy)
+    # The level follows what the verifier checked: a key usage it did not check grants low.
+    proof = Proof(MieKind.CPX_CARD, CARD_AND_PIN, result, verifier.usage)
+    report = certificate_report(result, proof, policy)
     return AuthResult(
         valid=True,
         authenticator=authenticator,

@@ -30,6 +30,7 @@ from mie.request import AuthRequest, bound_challenge
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.trust import RevocationStatus, VerificationError, identity_from_certificate
 from mie.trust.login import login_verifier
+from mie.trust.verify import Usage
 from mie.verification import UNCHECKED_REASONS, Expected, login, verify_evidence
 from tests.cards.pki import pki_verifier
 from tests.trust.evidence_kit import NONCE, ORIGIN, der, signed_evidence
@@ -280,3 +281,10 @@ def test_login_tells_the_authenticator_it_was_rejected(pki: Pki, cps: CardCreden
     with pytest.raises(OriginMismatchError):
         login(signer, AuthRequest.new(ORIGIN), user=None, verifier=pki_verifier(pki))
     assert [what for what, _ in signer.heard] == ["rejected"]
+
+
+def test_a_verifier_that_checks_no_key_usage_grants_low(pki: Pki, cps: CardCredentials) -> None:
+    verifier = dataclasses.replace(pki_verifier(pki), usage=Usage.ANY)
+    result = verify_evidence(signed_evidence(cps.authentication), EXPECTED, verifier=verifier)
+    assert result.level is AssuranceLevel.LOW
+    assert "not verified as an authentication certificate" in result.reasons
