@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mie.core.apdu import CommandApdu
 from mie.core.errors import ApduFormatError
-from mie.core.pin import format_pin
+from mie.core.pin import PinRule
 from mie.core.processors import CLA_CHAINING, is_interindustry
 from mie.core.sw import SW
 from mie.core.tlv import Tlv, encode_tlvs
@@ -470,6 +470,8 @@ class Iso7816Card(EmulatedCard):
 DEMO_ATR = bytes.fromhex("3B0980") + b"MIE-GEN1"
 DEMO_AID = bytes.fromhex("F04D49454445") + b"MO"
 DEMO_PIN = "1234"
+# The demo application's own PIN rule (the emulator does not borrow the client's).
+DEMO_PIN_RULE = PinRule(min_length=4, max_length=8, digits_only=True)
 
 
 def demo_card(
@@ -495,4 +497,4 @@ def demo_card(
     )
     directory = Tlv(0x61, Tlv(0x4F, DEMO_AID).encode() + Tlv(0x50, b"MIE DEMO").encode())
     mf = DF(MF_FID, [EF(0x2F00, directory.encode(), sfi=0x1E), app])
-    return Iso7816Card(DEMO_ATR, mf, pin=bytes(format_pin(pin)))
+    return Iso7816Card(DEMO_ATR, mf, pin=bytes(DEMO_PIN_RULE.pad(pin)))
