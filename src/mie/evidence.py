@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import abc
 import builtins
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from mie.core.errors import EvidenceFormatError, VerificationError
+from mie.core import strictjson
+from mie.core.errors import EvidenceFormatError, JsonFormatError, VerificationError
 from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES, check_origin
 from mie.trust.parse import MAX_CERTIFICATE_BYTES, der_to_pem, pem_to_der
 
+if TYPE_CHECKING:
+    from mie.result import AuthenticatorInfo
+
+MAX_EVIDENCE_BYTES = 1 << 20
+"""Largest evidence (or saved result) file :func:`load_evidence_file` reads."""
 CHALLENGE_BYTES = 64
 """Size of a bound challenge, ``SHA-256(origin) ‖ SHA-256(nonce)``."""
 MAX_SIGNATURE_BYTES = 1024
@@ -256,10 +264,44 @@ def _chain_from_json(value: object) -> tuple[bytes, ...]:
         raise EvidenceFormatError(e.message) from e
 
 
+def load_evidence_file(path: str | os.PathLike[str]) -> tuple[Evidence, AuthenticatorInfo | None]:
+    """Read evidence saved by an authenticator: a bare evidence object, or a whole
+    ``mie auth --json`` result (its ``evidence`` and ``authenticator``).
+
+    :param path: the file (at most :data:`MAX_EVIDENCE_BYTES`).
+    :return: the evidence, and the authenticator a saved result names (``None`` for bare
+        evidence). Neither is verified yet: see :func:`mie.verify_evidence`.
+    :raises JsonFormatError: the file cannot be read, or is not strict JSON (too large, not
+        UTF-8, a duplicate key...).
+    :raises EvidenceFormatError: JSON of another shape: an unknown ``type``, a missing or extra
+        field, bad hex, or a saved result without evidence (a failed authentication).
+    """
+    from mie.result import AuthResult
+
+    # The path is the caller's, not the file's content: it is shown whole.
+    name = f"evidence file {os.fspath(path)!r}"
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_EVIDENCE_BYTES + 1)
+    except OSError as e:
+        raise JsonFormatError(f"Cannot read {name} ({e.strerror})") from e
+    obj = strictjson.loads(data, name, max_bytes=MAX_EVIDENCE_BYTES)
+    if isinstance(obj, dict) and "type" in obj:
+        return Evidence.from_json(obj), None
+    if isinstance(obj, dict) and "evidence" in obj:
+        result = AuthResult.from_json(obj)
+        if result.evidence is None:
+            raise EvidenceFormatError(f"The result in {name} holds no evidence (it failed)")
+        return result.evidence, result.authenticator
+    raise EvidenceFormatError(f"{name[:1].upper()}{name[1:]} holds neither evidence nor a result")
+
+
 __all__ = [
     "CHALLENGE_BYTES",
     "MAX_CHAIN",
+    "MAX_EVIDENCE_BYTES",
     "MAX_SIGNATURE_BYTES",
     "Evidence",
     "X509SignatureEvidence",
+    "load_evidence_file",
 ]

@@ -10,6 +10,7 @@ result (:meth:`AuthResult.failure`). Each object has a strict ``from_json``: a s
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,11 +20,14 @@ from cryptography import x509
 
 from mie.core.connection import Transport
 from mie.core.errors import ErrorCode, EvidenceFormatError, MieError
+from mie.core.strictjson import Number
 from mie.evidence import Evidence, check_fields, hex_field, shown, str_field
 from mie.policy import AssuranceLevel
 from mie.trust.crl import RevocationStatus
 from mie.trust.identity import CARD_TYPES, Identity
 
+_MAX_SMALL = 255
+_SMALL = re.compile(r"0|[1-9][0-9]{0,2}")
 _ATR_SIZES = range(1, 34)  # ISO 7816-3: at most 33 bytes
 _ID_TYPES = frozenset({"RPPS", "ADELI", "FINESS", "SIRET", "SIREN", "PSI", "LOCAL"})
 _IDENTITY_STRINGS = ("id_nat", "id_type", "id")
@@ -126,11 +130,21 @@ class ErrorInfo:
         what = "error"
         pin = isinstance(obj, dict) and obj.get("code") == ErrorCode.INVALID_PIN.value
         fields = check_fields(obj, what, ("code", "message", *(["tries_left"] if pin else [])))
-        tries = fields.get("tries_left")
-        if tries is not None and (type(tries) is not int or not 0 <= tries <= 255):
-            raise EvidenceFormatError("error.tries_left is not a small integer or null")
+        tries = _small_int(fields.get("tries_left"), "error.tries_left")
         code = _enum_value(ErrorCode, fields["code"], "error.code")
         return cls(code, str_field(fields, "message", what), tries)
+
+
+def _small_int(value: object, what: str) -> int | None:
+    # Strict JSON (mie.core.strictjson) keeps numbers as text; json.loads gives an int.
+    text = value.text if isinstance(value, Number) else value
+    if text is None:
+        return None
+    if type(text) is int and 0 <= text <= _MAX_SMALL:
+        return text
+    if isinstance(text, str) and _SMALL.fullmatch(text):
+        return int(text)
+    raise EvidenceFormatError(f"{what} is not a small integer or null")
 
 
 @dataclass(frozen=True)

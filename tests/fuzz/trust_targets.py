@@ -6,21 +6,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509 import ocsp
 
 from mie.cards.iso7816 import MAX_FILE_SIZE
+from mie.core.connection import Transport
+from mie.core.errors import InvalidPinError
 from mie.core.tlv import parse_tlvs
+from mie.evidence import Evidence, X509SignatureEvidence, load_evidence_file
+from mie.request import bound_challenge
+from mie.result import AuthenticatorInfo, AuthResult
 from mie.transport import replay
 from mie.trust import CrlCache, CrlIndex, CrlSet, ErrorCode, VerificationError, load_certificates
 from mie.trust import cache as crl_cache_module
 from mie.trust import ocsp as ocsp_module
 from mie.trust.parse import load_crl
+from mie.verification import Expected, verify_evidence
 from tests.fuzz.context import DATA, Context
 from tests.fuzz.harness import OracleViolation, Run, Target, scratch, swallow
 
@@ -221,6 +229,49 @@ def _ocsp_prepare(context: Context) -> Run:
     return run
 
 
+# --- evidence files: what an IAM reads from a workstation ---------------------------------------
+
+EVIDENCE_NONCE = bytes(range(32))
+EVIDENCE_ORIGIN = "https://iam.example"
+
+
+def _evidence(context: Context) -> X509SignatureEvidence:
+    credentials = context.credentials("cps3")
+    signed = bound_challenge(EVIDENCE_ORIGIN, EVIDENCE_NONCE)
+    signature = credentials.authentication.key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+    chain = (_der(credentials.authentication.certificate), *map(_der, credentials.chain))
+    return X509SignatureEvidence(EVIDENCE_NONCE, EVIDENCE_ORIGIN, signed, signature, chain[:1])
+
+
+def _evidence_seeds(context: Context) -> list[bytes]:
+    evidence = _evidence(context)
+    info = AuthenticatorInfo("cps3", "2800000011", context.atr("cps3"), Transport.CONTACT)
+    valid = AuthResult(True, authenticator=info, reasons=("signature verified",), evidence=evidence)
+    failed = AuthResult.failure(InvalidPinError(2), info)
+    objects = [evidence.to_json(), valid.to_json(), failed.to_json()]
+    seeds = [json.dumps(o).encode() for o in objects]
+    seeds.append(json.dumps(objects[0], indent=2).encode())
+    return seeds
+
+
+def _evidence_prepare(context: Context) -> Run:
+    directory = scratch("evidence")
+    path = directory / "evidence.json"
+    verifier = context.verifier()
+    expected = Expected(EVIDENCE_NONCE, EVIDENCE_ORIGIN)
+
+    def run(data: bytes) -> None:
+        path.write_bytes(data)
+        evidence, _ = load_evidence_file(path)
+        if Evidence.from_json(json.loads(json.dumps(evidence.to_json()))) != evidence:
+            raise OracleViolation("evidence read from a file does not round-trip through JSON")
+        result = verify_evidence(evidence, expected, verifier=verifier)
+        if not result.valid or result.identity is None:
+            raise OracleViolation("verify_evidence returned without raising, but not valid")
+
+    return run
+
+
 # --- size and nesting: a unit repeated into a large input ----------------------------------------
 
 MAX_REPEATED = 128 * 1024
@@ -295,6 +346,13 @@ TRUST_TARGETS = [
         "OCSP answers (mie.trust.ocsp.ocsp_status on a fuzz response)",
         _ocsp_seeds,
         _ocsp_prepare,
+    ),
+    Target(
+        "evidence",
+        "evidence and saved results (load_evidence_file, then verify_evidence)",
+        _evidence_seeds,
+        _evidence_prepare,
+        max_len=16384,
     ),
     Target(
         "repeated",

@@ -1,6 +1,7 @@
 """A CRL cache on disk that survives restarts, and downloads over HTTP(S) with deadlines.
 
-Files are written atomically (temporary file in the same directory, ``fsync``, ``os.replace``),
+Files are written atomically (:func:`mie.core.files.atomic_write`, re-exported here: temporary
+file in the same directory, ``fsync``, ``os.replace``, ``fsync`` of the directory),
 so a reader sees either the old CRL or the new one, never half of one. A file damaged anyway
 (disk fault, a writer killed by an unsafe tool) fails strict parsing when it is read: it is moved
 aside as ``*.corrupt`` and refetched, never read as "not revoked"; one whose signature fails is
@@ -18,7 +19,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mie.core.files import TEMPORARY_PREFIX, atomic_write
 from mie.trust.crl import CrlIndex
 from mie.trust.errors import ErrorCode, VerificationError, describe
 from mie.trust.parse import max_crl_bytes
@@ -37,32 +38,12 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_DOWNLOAD_S = 300.0
 """Longest whole download when the caller gives no deadline."""
 _CHUNK = 64 * 1024
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = TEMPORARY_PREFIX
 _QUARANTINE_LOCK = threading.Lock()
 
 
 def _unknown(message: str) -> VerificationError:
     return VerificationError(ErrorCode.REVOCATION_UNKNOWN, message)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def fetch_url(
@@ -374,3 +355,13 @@ class ReadOnlyCrlCache(CrlCache):
     def clean_temporary(self) -> int:
         """Removes nothing. :return: 0."""
         return 0
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "MAX_DOWNLOAD_S",
+    "CrlCache",
+    "ReadOnlyCrlCache",
+    "atomic_write",
+    "fetch_url",
+]

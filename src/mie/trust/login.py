@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from mie.core.paths import user_dir
 from mie.policy import AssuranceLevel, LevelPolicy, Proof, decide
 from mie.trust.cache import CrlCache, ReadOnlyCrlCache
 from mie.trust.crl import CrlIndex, CrlSet, RevocationStatus
@@ -41,11 +42,7 @@ PathLike = str | os.PathLike[str]
 def crl_directory() -> Path:
     """:return: the CRL cache directory: ``$MIE_CRL_DIR``, else ``$XDG_CACHE_HOME/mie/crl``,
     else ``~/.cache/mie/crl``."""
-    explicit = os.environ.get(ENV_CRL_DIR)
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "mie" / "crl"
+    return user_dir("cache", "crl", env=ENV_CRL_DIR)
 
 
 def read_input(path: PathLike) -> bytes:

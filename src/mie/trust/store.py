@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import Store
 
+from mie.core.files import atomic_write
+from mie.core.paths import user_dir
 from mie.trust.errors import ErrorCode, VerificationError, malformed
 from mie.trust.identity import check_readable, extensions_of, is_test_name
 from mie.trust.parse import load_certificates
@@ -255,12 +257,9 @@ def _bundled_anchors() -> list[Anchor]:
 
 
 def operator_directory() -> Path:
-    """:return: where ``mie trust import`` keeps anchors (``$MIE_TRUST_DIR`` first)."""
-    explicit = os.environ.get(ENV_TRUST_DIR)
-    if explicit:
-        return Path(explicit)
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "mie" / "trust"
+    """:return: where ``mie trust import`` keeps anchors: ``$MIE_TRUST_DIR``, else
+    ``$XDG_CONFIG_HOME/mie/trust``, else ``~/.config/mie/trust``."""
+    return user_dir("config", "trust", env=ENV_TRUST_DIR)
 
 
 def is_self_issued(cert: x509.Certificate) -> bool:
@@ -364,7 +363,7 @@ class OperatorStore:
                     if path.exists():
                         continue  # same fingerprint, same bytes
                     created.append(path)
-                    _atomic_write(path, data)
+                    atomic_write(path, data)
         except BaseException:
             for path in reversed(created):
                 with contextlib.suppress(OSError):  # never written, or its folder is gone
@@ -414,9 +413,3 @@ def _one_stored(path: Path) -> x509.Certificate:
     if len(certs) != 1:
         raise malformed(f"{path}: holds {len(certs)} certificates, the store keeps one per file")
     return certs[0]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    from mie.trust.cache import atomic_write
-
-    atomic_write(path, data)
