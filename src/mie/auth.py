@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from mie.cards.cps4 import Cps4Session
 from mie.cards.cpx import (
+    CPX_PIN,
     Cps3ContactlessSession,
     CpxFamily,
     CpxSession,
@@ -38,14 +39,13 @@ from mie.cards.cpx import (
     parse_nos_card_serial,
 )
 from mie.certcache import CertificateCache as CertificateCache
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import Connection, SmartCardConnection, Transport
 from mie.core.errors import (
     ApduError,
     BadResponseError,
     SignatureInvalidError,
     UnsupportedCardError,
 )
-from mie.core.pin import check_pin
 from mie.evidence import Evidence as Evidence
 from mie.evidence import X509SignatureEvidence
 from mie.policy import LevelPolicy, decide_level
@@ -243,7 +243,7 @@ def verify_signature(certificate: x509.Certificate, challenge: bytes, signature:
 class Authenticator(abc.ABC):
     """One presented authenticator (card, badge or key); closing it closes its connection."""
 
-    connection: SmartCardConnection
+    connection: Connection
 
     def close(self) -> None:
         """Release the connection (a PC/SC card is reset, so no verified PIN state remains)."""
@@ -352,6 +352,8 @@ class CpxAuthenticator(Authenticator):
     :param check_chain: deprecated, for the deprecated ``authenticate(challenge, pin)``.
     :raises UnsupportedCardError: the ATR is not a CPx card's.
     """
+
+    connection: SmartCardConnection
 
     def __init__(
         self,
@@ -539,7 +541,7 @@ class CpxAuthenticator(Authenticator):
         return signed
 
     def _refuse_contactless(self) -> None:
-        if self.family is CpxFamily.CPS3_CL or self.connection.transport is Transport.CONTACTLESS:
+        if self.connection.transport is Transport.CONTACTLESS:
             raise UnsupportedCardError(
                 "A contactless CPx card identifies but does not authenticate", self.connection.atr
             )
@@ -602,7 +604,7 @@ class CpxAuthenticator(Authenticator):
     ) -> AuthResult:
         if len(challenge) < MIN_CHALLENGE:
             raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
-        check_pin(pin)
+        CPX_PIN.check(pin)
         self._refuse_contactless()
         signed = self._prove(challenge, StaticPin(pin), allow_last_try)
         identity = card_identity(signed.certificate)

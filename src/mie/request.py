@@ -14,10 +14,11 @@ from __future__ import annotations
 import abc
 import hashlib
 import ipaddress
-import os
 import re
 from dataclasses import dataclass
-from typing import Protocol, Self
+from typing import Self
+
+from mie.core.random import RandomSource, SystemRandom
 
 MIN_NONCE_BYTES = 16
 DEFAULT_NONCE_BYTES = 32
@@ -32,14 +33,6 @@ _ORIGIN = re.compile(
     rf"(?P<host>{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])"
     rf"(?::(?P<port>[1-9][0-9]{{0,4}}))?"
 )
-
-
-class RandomSource(Protocol):
-    """Where nonces come from (:class:`mie.core.random.RandomSource` implements it)."""
-
-    def draw(self, name: str, size: int) -> bytes:
-        """:return: ``size`` random bytes, recorded under ``name`` by recording sources."""
-        ...
 
 
 def check_origin(origin: str) -> str:
@@ -144,7 +137,8 @@ class AuthRequest:
         """A request with a fresh nonce.
 
         :param origin: the relying party's origin.
-        :param rng: where the nonce comes from (drawn as ``"nonce"``); ``None``: ``os.urandom``.
+        :param rng: where the nonce comes from (drawn as ``"nonce"``, so a recording keeps it and
+            a replay serves it again); ``None``: the system's random source.
         :param size: nonce length in bytes.
         :param user_verification: see the class.
         :param allow_last_try: see the class.
@@ -152,7 +146,7 @@ class AuthRequest:
         """
         if not MIN_NONCE_BYTES <= size <= MAX_NONCE_BYTES:
             raise ValueError(f"Nonce size {size}, expected {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES}")
-        nonce = rng.draw("nonce", size) if rng is not None else os.urandom(size)
+        nonce = (rng if rng is not None else SystemRandom()).draw("nonce", size)
         if len(nonce) != size:
             raise ValueError(f"The random source gave {len(nonce)} bytes, {size} were asked")
         return cls(nonce, origin, user_verification, allow_last_try)

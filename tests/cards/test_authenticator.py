@@ -22,6 +22,7 @@ from mie.errors import (
     InvalidPinError,
     LastTryRefusedError,
     PinBlockedError,
+    PinFormatError,
     UnsupportedCardError,
 )
 from mie.evidence import X509SignatureEvidence
@@ -132,7 +133,7 @@ def test_a_malformed_pin_is_refused_after_the_status_query_and_never_sent(
     pin: str, options: CardOptions
 ) -> None:
     connection = _connect("cps3", options)
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(PinFormatError) as raised:
         CpxAuthenticator(connection, chain_checked=False).authenticate(
             AuthRequest.new(), user=StaticPin(pin)
         )
@@ -174,7 +175,7 @@ def test_a_contactless_card_is_refused_before_anything_is_sent(options: CardOpti
 
 @pytest.mark.parametrize("kind", ["cps3", "cps4"])
 def test_a_bytearray_pin_is_wiped(kind: str, options: CardOptions) -> None:
-    for value, raised in ((b"4826", None), (b"0000", InvalidPinError), (b"12a4", ValueError)):
+    for value, raised in ((b"4826", None), (b"0000", InvalidPinError), (b"12a4", PinFormatError)):
         pin = bytearray(value)
         authenticator = CpxAuthenticator(_connect(kind, options), chain_checked=False)
         if raised is None:

@@ -23,6 +23,7 @@ from mie.errors import (
     InvalidPinError,
     LastTryRefusedError,
     PinBlockedError,
+    PinFormatError,
     SignatureInvalidError,
     UnsupportedCardError,
 )
@@ -135,7 +136,7 @@ def test_forced_last_try_blocks_the_card_and_then_nothing_is_sent(options: CardO
 def test_malformed_pin_is_refused_before_it_is_sent(pin: str, options: CardOptions) -> None:
     # The PIN is asked once the card said the tries left: only SELECT and the status query.
     connection = _connect("cps3", options)
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(PinFormatError) as raised:
         log_in(_unchecked(connection), pin)
     assert [e.command[:8] for e in connection.exchanges] == ["00a4040c", "00200001"]
     assert len(connection.exchanges[-1].command) == 8
@@ -242,11 +243,10 @@ def test_certificate_of_another_key_fails_the_signature_check(options: CardOptio
 
 
 def test_pin_block_is_wiped_after_use(options: CardOptions) -> None:
-    from mie.cards.cpx import CpxSession
-    from mie.core.pin import format_pin
+    from mie.cards.cpx import CPX_PIN, CpxSession
 
     session = CpxSession(EmulatedConnection(build_card("cps3", options)))
-    block = format_pin("4826")
+    block = CPX_PIN.pad("4826")
     session.verify_pin(block)
     assert block == bytearray(8)
 
@@ -281,7 +281,7 @@ def test_callers_pin_bytearray_is_wiped_after_an_invalid_pin(
     ("nonce", "pin", "raised"),
     [
         (b"short", bytearray(b"4826"), ValueError),
-        (bytes(32), bytearray(b"12a4"), ValueError),
+        (bytes(32), bytearray(b"12a4"), PinFormatError),
         (bytes(32), bytearray(b"4826"), UnsupportedCardError),
     ],
     ids=["short-challenge", "malformed-pin", "contactless"],

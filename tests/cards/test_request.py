@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from mie.core.random import RandomSource, RecordingRandom, ReplayRandom
 from mie.request import (
     DEFAULT_NONCE_BYTES,
     DEFAULT_ORIGIN,
@@ -21,7 +22,7 @@ from mie.request import (
 NONCE = bytes(range(32))
 
 
-class _Drawn:
+class _Drawn(RandomSource):
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
@@ -62,6 +63,14 @@ def test_new_draws_a_32_byte_nonce_named_nonce() -> None:
     assert request.allow_last_try is True
 
 
+def test_a_recorded_nonce_replays() -> None:
+    recording = RecordingRandom()
+    recorded = AuthRequest.new("https://iam.example", rng=recording)
+    assert recording.values == {"nonce": recorded.nonce}
+    replayed = AuthRequest.new("https://iam.example", rng=ReplayRandom(recording.values))
+    assert replayed == recorded
+
+
 def test_new_without_a_source_is_random() -> None:
     first, second = AuthRequest.new(), AuthRequest.new()
     assert len(first.nonce) == 32
@@ -69,7 +78,7 @@ def test_new_without_a_source_is_random() -> None:
 
 
 def test_new_refuses_a_source_that_gives_the_wrong_length() -> None:
-    class Short:
+    class Short(RandomSource):
         def draw(self, name: str, size: int) -> bytes:
             return bytes(size - 1)
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mie.auth import CpxAuthenticator, verify_signature
 from mie.cards.demo import DemoSession
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import SmartCardConnection, SmartCardConnectionWrapper, Transport
 from mie.core.errors import SignatureInvalidError
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.cpx import (
@@ -89,29 +89,18 @@ class MemoKey:
         return self.key.public_key()
 
 
-class RawRecorder(SmartCardConnection):
+class RawRecorder(SmartCardConnectionWrapper):
     """Records raw commands and responses (unlike the vector recorder, PIN data in clear: these
     are seeds of a run, made with the TEST PIN, never written to the repository)."""
 
     def __init__(self, inner: SmartCardConnection) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.exchanges: list[tuple[bytes, bytes]] = []
-
-    @property
-    def transport(self) -> Transport:
-        return self.inner.transport
-
-    @property
-    def atr(self) -> bytes | None:
-        return self.inner.atr
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         data, sw = self.inner.send_and_receive(apdu)
         self.exchanges.append((bytes(apdu), data + sw.to_bytes(2, "big")))
         return data, sw
-
-    def transaction(self, reset: bool = False) -> Any:
-        return self.inner.transaction(reset)
 
 
 @dataclass(eq=False)

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from mie.cards.cpx import CPX_PIN
 from mie.cards.demo import DemoReport, DemoSession
 from mie.cards.iso7816 import Iso7816Session, PinStatus, file_size_from_fcp
 from mie.core.errors import (
@@ -14,7 +15,6 @@ from mie.core.errors import (
     LastTryRefusedError,
     PinBlockedError,
 )
-from mie.core.pin import format_pin
 from mie.emulation import EmulatedConnection, demo_card
 from mie.emulation.iso7816 import DF, EF, MF_FID, Iso7816Card
 from tests.unit.fakes import CountingConnection, ScriptFactory, h
@@ -109,7 +109,7 @@ def test_pin_status_reads_the_counter_without_spending_a_try(
     assert session.pin_status() == PinStatus(False, 3)
     assert session.pin_status() == PinStatus(False, 3)
     assert card.tries_left == 3
-    session.verify_pin(format_pin(PIN))
+    session.verify_pin(CPX_PIN.pad(PIN))
     assert session.pin_status() == PinStatus(True, None)
     card.tries_left = 0
     blocked = session.pin_status()
@@ -128,7 +128,7 @@ def test_verify_pin_sends_the_status_query_then_the_pin(
 ) -> None:
     session = DemoSession(link)
     del link.sent[:]
-    session.verify_pin(format_pin(PIN))
+    session.verify_pin(CPX_PIN.pad(PIN))
     assert link.sent == [STATUS_QUERY, h("00 20 00 01 08 34 38 32 36 FF FF FF FF")]
     assert card.pin_verified
 
@@ -139,7 +139,7 @@ def test_verify_pin_refuses_the_last_try_and_sends_no_pin(
     session = DemoSession(link)
     card.tries_left = 1
     del link.sent[:]
-    block = format_pin(PIN)
+    block = CPX_PIN.pad(PIN)
     with pytest.raises(LastTryRefusedError):
         session.verify_pin(block)
     assert link.sent == [STATUS_QUERY]
@@ -152,7 +152,7 @@ def test_verify_pin_spends_the_last_try_when_allowed(
 ) -> None:
     session = DemoSession(link)
     card.tries_left = 1
-    session.verify_pin(format_pin(PIN), allow_last_try=True)
+    session.verify_pin(CPX_PIN.pad(PIN), allow_last_try=True)
     assert card.pin_verified
     assert card.tries_left == 3
 
@@ -164,7 +164,7 @@ def test_verify_pin_on_a_blocked_pin_raises_and_sends_no_pin(
     card.tries_left = 0
     del link.sent[:]
     with pytest.raises(PinBlockedError) as raised:
-        session.verify_pin(format_pin(PIN), allow_last_try=True)
+        session.verify_pin(CPX_PIN.pad(PIN), allow_last_try=True)
     cause = raised.value.__cause__
     assert isinstance(cause, ApduError) and cause.sw == 0x6983
     assert link.sent == [STATUS_QUERY]
@@ -175,7 +175,7 @@ def test_a_wrong_pin_raises_invalid_pin_error_with_the_tries_left(
 ) -> None:
     session = DemoSession(link)
     with pytest.raises(InvalidPinError) as raised:
-        session.verify_pin(format_pin("9999"))
+        session.verify_pin(CPX_PIN.pad("9999"))
     cause = raised.value.__cause__
     assert isinstance(cause, ApduError)
     assert (raised.value.tries_left, cause.sw) == (2, 0x63C2)
@@ -189,7 +189,7 @@ def test_the_wrong_pin_that_blocks_raises_pin_blocked_error(
     session = DemoSession(link)
     card.tries_left = 1
     with pytest.raises(PinBlockedError):
-        session.verify_pin(format_pin("9999"), allow_last_try=True)
+        session.verify_pin(CPX_PIN.pad("9999"), allow_last_try=True)
     assert card.tries_left == 0
 
 
@@ -214,7 +214,7 @@ def test_check_pin_tries_on_a_verified_pin_says_none(
     card: Iso7816Card, link: CountingConnection
 ) -> None:
     session = DemoSession(link)
-    session.verify_pin(format_pin(PIN))
+    session.verify_pin(CPX_PIN.pad(PIN))
     assert session.check_pin_tries() is None
 
 
@@ -223,11 +223,11 @@ def test_present_pin_sends_only_the_verify_and_wipes_the_block(
 ) -> None:
     session = DemoSession(link)
     del link.sent[:]
-    block = format_pin(PIN)
+    block = CPX_PIN.pad(PIN)
     session.present_pin(block)
     assert link.sent == [h("00 20 00 01 08 34 38 32 36 FF FF FF FF")]
     assert block == bytearray(8) and card.pin_verified
-    wrong = format_pin("9999")
+    wrong = CPX_PIN.pad("9999")
     with pytest.raises(InvalidPinError):
         session.present_pin(wrong)
     assert wrong == bytearray(8)
@@ -236,7 +236,7 @@ def test_present_pin_sends_only_the_verify_and_wipes_the_block(
 @pytest.mark.parametrize("pin", [PIN, "9999"])
 def test_the_pin_block_is_zeroed_after_verify_pin(link: CountingConnection, pin: str) -> None:
     session = DemoSession(link)
-    block = format_pin(pin)
+    block = CPX_PIN.pad(pin)
     try:
         session.verify_pin(block)
     except InvalidPinError:

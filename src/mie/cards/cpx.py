@@ -17,7 +17,7 @@ from mie.cards.iso7816 import Iso7816Session
 from mie.cards.pkcs15 import ODF_CERTIFICATES, CertificateEntry, parse_cdf, parse_odf
 from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import BadResponseError, TlvError, UnsupportedCardError
-from mie.core.pin import format_pin
+from mie.core.pin import PinRule
 from mie.core.tlv import Tlv
 from mie.request import UserVerification
 
@@ -40,6 +40,10 @@ ALG_RSA_PKCS = 0x02
 CPX_READ_CHUNK = 0xE7
 AUT_OBJECT_SUFFIX = b"\x02"
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+#: The cardholder PIN of every CPx card: 4 to 8 decimal digits (``cps-cards.md`` §3), sent as
+#: ASCII padded with ``FF`` to 8 bytes.
+CPX_PIN = PinRule(4, 8, digits_only=True)
 
 INS_MSE = 0x22
 INS_INTERNAL_AUTHENTICATE = 0x88
@@ -133,7 +137,7 @@ def cardholder_pin_block(user: UserVerification, tries_left: int | None) -> byte
     """
     pin = user.request_pin(tries_left)
     try:
-        return format_pin(pin)
+        return CPX_PIN.pad(pin)
     finally:
         if isinstance(pin, bytearray):
             pin[:] = bytes(len(pin))

@@ -7,10 +7,10 @@ import logging
 from dataclasses import dataclass, replace
 
 from mie.auth import Authenticator
+from mie.cards.cpx import CPX_PIN
 from mie.cards.iso7816 import Iso7816Session, PinStatus
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import UnsupportedCardError
-from mie.core.pin import format_pin
 from mie.evidence import Evidence
 from mie.request import AuthRequest, UserVerification
 from mie.result import AuthenticatorInfo, Identification
@@ -61,7 +61,7 @@ class DemoSession(Iso7816Session):
         :param allow_last_try: present the PIN even with one try left.
         :return: what was read.
         """
-        block = format_pin(pin)
+        block = CPX_PIN.pad(pin)
         serial = self.serial()
         public = self.read_sfi(SFI_PUBLIC)
         status = self.pin_status()
@@ -76,6 +76,8 @@ class DemoAuthenticator(Authenticator):
 
     :param connection: the card connection.
     """
+
+    connection: SmartCardConnection
 
     def __init__(self, connection: SmartCardConnection) -> None:
         self.connection = connection

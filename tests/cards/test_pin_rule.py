@@ -1,17 +1,24 @@
+"""The CPx PIN rule (mie.cards.cpx.CPX_PIN): 4 to 8 ASCII digits, ASCII block padded with FF.
+
+The rule belongs to the authenticator, not to mie.core (moved from tests/unit/test_pin.py, which
+tested core.pin's check_pin/format_pin, now deprecated).
+"""
+
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from mie.core.pin import check_pin, format_pin
+from mie.cards.cpx import CPX_PIN
+from mie.errors import PinFormatError
 
 
 @pytest.mark.parametrize("pin", ["4826", "48261", "482619", "4826193", "48261937"])
 def test_check_pin_accepts_4_to_8_digits(pin: str) -> None:
-    check_pin(pin)
-    check_pin(pin.encode())
-    check_pin(bytearray(pin.encode()))
+    CPX_PIN.check(pin)
+    CPX_PIN.check(pin.encode())
+    CPX_PIN.check(bytearray(pin.encode()))
 
 
 @pytest.mark.parametrize(
@@ -30,9 +37,10 @@ def test_check_pin_accepts_4_to_8_digits(pin: str) -> None:
     ],
 )
 def test_bad_pins_raise_value_error_without_echoing_the_pin(pin: str | bytes, problem: str) -> None:
-    for function in (check_pin, format_pin):
-        with pytest.raises(ValueError, match=re.escape(problem)) as raised:
+    for function in (CPX_PIN.check, CPX_PIN.pad):
+        with pytest.raises(PinFormatError, match=re.escape(problem)) as raised:
             function(pin)
+        assert isinstance(raised.value, ValueError)
         message = str(raised.value)
         shown = pin if isinstance(pin, str) else pin.decode("latin-1")
         if shown.strip():
@@ -41,18 +49,24 @@ def test_bad_pins_raise_value_error_without_echoing_the_pin(pin: str | bytes, pr
 
 
 def test_format_pin_pads_ascii_digits_to_8_bytes_with_ff() -> None:
-    block = format_pin("4826")
+    block = CPX_PIN.pad("4826")
     assert block == bytearray(b"4826\xff\xff\xff\xff")
     assert isinstance(block, bytearray)
 
 
 def test_format_pin_with_another_length_and_padding() -> None:
-    assert format_pin(b"482619", length=12, pad=0x00) == bytearray(b"482619" + bytes(6))
-    assert format_pin("48261937") == bytearray(b"48261937")
+    assert CPX_PIN.pad(b"482619", length=12, pad=0x00) == bytearray(b"482619" + bytes(6))
+    assert CPX_PIN.pad("48261937") == bytearray(b"48261937")
 
 
 def test_format_pin_returns_a_copy_the_caller_can_wipe() -> None:
     source = bytearray(b"4826")
-    block = format_pin(source)
+    block = CPX_PIN.pad(source)
     block[:] = bytes(len(block))
     assert source == bytearray(b"4826")
+
+
+def test_the_cpx_rule_is_4_to_8_digits() -> None:
+    assert (CPX_PIN.min_length, CPX_PIN.max_length, CPX_PIN.digits_only) == (4, 8, True)
+    with pytest.raises(PinFormatError):
+        CPX_PIN.check("123")
