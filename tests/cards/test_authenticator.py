@@ -28,6 +28,7 @@ from mie.errors import (
 from mie.evidence import X509SignatureEvidence
 from mie.request import AuthRequest, StaticPin, UserVerification
 from mie.transport.replay import RecordingConnection
+from tests.cards.logins import log_in
 
 ORIGIN = "https://iam.chu-exemple.fr"
 SIGNING_KINDS = ["cps3", "cpe", "cps4", "psi"]
@@ -264,3 +265,17 @@ def test_the_legacy_form_warns(options: CardOptions) -> None:
     with pytest.warns(DeprecationWarning, match="raw challenge"):
         result = authenticator.authenticate(bytes(32), "4826")
     assert result.evidence.challenge == bytes(32)
+
+
+@pytest.mark.parametrize("kind", ["cps3", "cps4"])
+def test_a_login_through_a_recording_wrapper_leaves_no_pin_verified(
+    kind: str, options: CardOptions
+) -> None:
+    # Issue 8, done-when: the wrapper forwards transaction(reset=True), so the card is reset
+    # when the login ends even though the connection stays open.
+    recorder = _connect(kind, options)
+    log_in(CpxAuthenticator(recorder, chain_checked=False))
+    assert recorder.send_and_receive(bytes.fromhex("00A4040C0DE828BD080F8025000001FF0010"))[1] == (
+        0x9000
+    )
+    assert recorder.send_and_receive(bytes.fromhex("00200001"))[1] == 0x63C3
