@@ -8,12 +8,14 @@ Typical use::
     result = verifier.verify(leaf, intermediates)   # raises VerificationError
     identity = identity_from_certificate(result.leaf)
 
-Nothing here imports a hardware stack.
+The verifier of a login (default and operator stores, the CRL cache directory, downloads or
+read-only) and the report of a verified certificate are in :mod:`mie.trust.login`. Nothing here
+imports a hardware stack.
 """
 
 from __future__ import annotations
 
-from mie.trust.cache import CrlCache
+from mie.trust.cache import CrlCache, ReadOnlyCrlCache
 from mie.trust.crl import CrlIndex, CrlSet, RevocationStatus
 from mie.trust.errors import ErrorCode, VerificationError
 from mie.trust.identity import Identity, identity_from_certificate
@@ -39,6 +41,7 @@ __all__ = [
     "Gamme",
     "Identity",
     "Profile",
+    "ReadOnlyCrlCache",
     "RevocationMode",
     "RevocationStatus",
     "TrustStore",

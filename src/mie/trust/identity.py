@@ -3,7 +3,10 @@
 Sources: ``../shared/reference/ans-pki.md`` §3 (subject layout: the person is the multi-valued
 RDN {GN, CN=idNat, SN}), §4.1 (NOS private extensions) and §5 (idNat prefixes, check digits).
 Inferred, not public: a PSI card's CN is a bare UUID (how mie's emulator encodes it) and its NOS
-product type is 4; FINESS is Luhn-checked when it is all digits.
+product type is 4; FINESS is Luhn-checked when it is all digits. SIRETs of La Poste (SIREN
+356000000) have a digit sum that is a multiple of 5 instead of a Luhn digit (ans-pki.md §5.2),
+except the head office's, 35600000000048, which follows Luhn (the INSEE rule; not in the
+reference).
 """
 
 from __future__ import annotations
