@@ -16,15 +16,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from mie.auth import Authenticator, CpxAuthenticator, open_authenticator
+    from mie.auth import Authenticator, CpxAuthenticator
     from mie.certcache import CertificateCache
     from mie.errors import ErrorCode
     from mie.evidence import Evidence
     from mie.policy import AssuranceLevel
+    from mie.registry import open_authenticator
     from mie.request import AuthRequest, StaticPin, UserVerification
     from mie.result import AuthenticatorInfo, AuthResult, Identification
     from mie.trust.identity import Identity
-    from mie.verification import login, verify_evidence
+    from mie.verification import Expected, login, verify_evidence
 
 __version__ = "0.1.0"
 
@@ -39,12 +40,13 @@ _EXPORTS = {
     "CpxAuthenticator": "mie.auth",
     "ErrorCode": "mie.errors",
     "Evidence": "mie.evidence",
+    "Expected": "mie.verification",
     "Identification": "mie.result",
     "Identity": "mie.trust.identity",
     "StaticPin": "mie.request",
     "UserVerification": "mie.request",
     "login": "mie.verification",
-    "open_authenticator": "mie.auth",
+    "open_authenticator": "mie.registry",
     "verify_evidence": "mie.verification",
 }
 
@@ -76,6 +78,7 @@ __all__ = [
     "CpxAuthenticator",
     "ErrorCode",
     "Evidence",
+    "Expected",
     "Identification",
     "Identity",
     "StaticPin",
