@@ -5,7 +5,8 @@ emulated CPS3 through pcscd on vpcd slot 0 (the harness and the other rules are 
 A ``python`` block runs while ``mie emulate cps3 --pin 1234`` presents the card (and serves its
 CRLs), with an operator trust store (``MIE_TRUST_DIR``) holding the TEST roots and CAs. A ``sh``
 block starts its own emulator, so it runs as one bash script (``set -euo pipefail``; its
-background jobs are stopped when it ends), with an empty temporary ``MIE_TRUST_DIR``.
+background jobs are stopped when it ends), in a temporary directory (what it writes stays
+there), with an empty temporary ``MIE_TRUST_DIR``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from mie.trust.store import OperatorStore
 from tests.harness import READER0, Pcscd, emulator_process
 from tests.unit.test_docs import (
     DOC_PIN,
-    ROOT,
     TIMEOUT,
     Block,
     blocks_of,
@@ -69,10 +69,12 @@ def test_shell_block_against_pcscd(
 
     trust = tmp_path / "trust"
     trust.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
     env = doc_env(tmp_path / "home", test_pki_dir, MIE_TRUST_DIR=str(trust))
     process = subprocess.Popen(
         ["bash", "-c", SCRIPT_PROLOGUE + block.text],
-        cwd=ROOT,
+        cwd=work,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -5,7 +5,8 @@ A block's label says what it is, and an HTML comment on the line before the fenc
 runs (``<!-- doc-test: MODE -->``):
 
 - ``python``: run in a subprocess, in a temporary directory, with a temporary ``HOME`` and no
-  ``MIE_*`` or ``XDG_*`` variable (``getpass.getpass`` answers :data:`DOC_PIN`);
+  ``MIE_*`` or ``XDG_*`` variable (``getpass.getpass`` answers :data:`DOC_PIN`); a deprecated
+  call is an error;
 - ``sh``: each command run with bash from the checkout, with the same environment; a command
   left in the background is refused (it would outlive the test);
 - ``console``: each ``$ `` line run as above, and its stdout compared with the lines shown under it;
@@ -38,6 +39,9 @@ DOC_PIN = "1234"
 LANGUAGES = frozenset({"python", "sh", "console", "text"})
 MODES = {"pcsc": frozenset({"python", "sh"}), "dry-run": frozenset({"sh"})}
 TIMEOUT = 120.0
+# A documented example that calls a deprecated API fails (the warning is attributed to the caller,
+# the block, which runs as __main__).
+DEPRECATED_IS_AN_ERROR = "error::DeprecationWarning:__main__"
 
 _FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<mode>\S+)\s*-->\s*$")
@@ -272,8 +276,9 @@ def run_python(block: Block, work: Path, env: dict[str, str]) -> None:
     """Run a python block in ``work``; fail the test with its output if it raises."""
     source = work / "block.py"
     source.write_text(block.text, encoding="utf-8")
+    argv = [sys.executable, "-W", DEPRECATED_IS_AN_ERROR, "-c", RUNNER, str(source)]
     out = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(source), block.document, str(block.line), DOC_PIN],
+        [*argv, block.document, str(block.line), DOC_PIN],
         cwd=work,
         env=env,
         capture_output=True,
@@ -458,6 +463,18 @@ def test_a_failing_python_block_fails_with_the_document_line(
         run_python(block, tmp_path, doc_env(tmp_path / "home", test_pki_dir))
     assert 'File "README.md", line 42' in str(raised.value)
     assert "TypeError: example" in str(raised.value)
+
+
+def test_a_python_block_that_calls_a_deprecated_api_fails(
+    tmp_path: Path, test_pki_dir: Path
+) -> None:
+    source = "import warnings\nwarnings.warn('old', DeprecationWarning, stacklevel=1)\n"
+    with pytest.raises(AssertionError, match="DeprecationWarning: old"):
+        run_python(
+            Block("x.md", 1, "python", None, source),
+            tmp_path,
+            doc_env(tmp_path / "h", test_pki_dir),
+        )
 
 
 def test_a_python_block_sees_a_fresh_home_and_the_pin(tmp_path: Path, test_pki_dir: Path) -> None:
