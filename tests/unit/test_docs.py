@@ -46,6 +46,9 @@ DEPRECATED_IS_AN_ERROR = "error::DeprecationWarning:__main__"
 _FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<mode>\S+)\s*-->\s*$")
 _OPERATORS = frozenset({"|", "||", "&&", ";"})
+# ``.venv/bin/X`` in a document means the project's virtualenv: the one running the suite (a
+# checkout exported without its .venv still runs its documents).
+_VENV_BIN = re.compile(r"(?<![\w./-])\.venv/bin/")
 
 # The runner of a python block: the block's lines keep their line numbers in the document, so a
 # traceback points at the README or docs line that failed.
@@ -199,6 +202,11 @@ def in_background(command: str) -> bool:
     return bool(tokens) and tokens[-1] == "&"
 
 
+def in_this_venv(command: str) -> str:
+    """:return: ``command`` with each ``.venv/bin/`` path taken from the running virtualenv."""
+    return _VENV_BIN.sub(f"{BIN}/", command)
+
+
 def _tokens(command: str) -> list[str]:
     lexer = shlex.shlex(command.replace("\\\n", " "), posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
@@ -295,7 +303,7 @@ def run_command(block: Block, command: Command, env: dict[str, str]) -> None:
     where = f"{block.document}:{command.line}: {command.text}"
     assert not in_background(command.text), f"{where}: a background job outlives the test"
     out = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", command.text],
+        ["bash", "-euo", "pipefail", "-c", in_this_venv(command.text)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -320,7 +328,7 @@ def run_dry(block: Block, env: dict[str, str]) -> None:
     )
     assert syntax.returncode == 0, _outcome(block.id, syntax)
     for command in commands(block):
-        for argv in dry_run(command.text):
+        for argv in dry_run(in_this_venv(command.text)):
             if "/" not in argv[0]:
                 argv = [shutil.which(argv[0], path=env["PATH"]) or argv[0], *argv[1:]]
             out = subprocess.run(
@@ -432,6 +440,12 @@ def test_dry_forms() -> None:
     ]
     with pytest.raises(DocFormatError, match="no dry-run form for 'rm'"):
         dry_run("make demo && rm -rf build")
+
+
+def test_the_documented_virtualenv_is_the_running_one() -> None:
+    assert in_this_venv(".venv/bin/python -m pytest && x/.venv/bin/y") == (
+        f"{BIN}/python -m pytest && x/.venv/bin/y"
+    )
 
 
 def test_a_background_job_is_seen() -> None:
