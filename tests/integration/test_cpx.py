@@ -15,12 +15,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mie.auth import CpxAuthenticator
+from mie.cards.cpx import PKCS15_AID
+from mie.core.connection import SmartCardConnection
 from mie.emulation.base import EmulatedCard
 from mie.emulation.registry import CardOptions, build_card
 from mie.errors import CardRemovedError
+from mie.registry import AuthenticatorOptions, authenticator_for
+from mie.request import AuthRequest, StaticPin
 from mie.transport.pcsc import PcscConnection
 from mie.transport.replay import RecordingConnection
+from mie.verification import login
 from tests.harness import (
     READER0,
     Pcscd,
@@ -40,6 +44,21 @@ def _auth(pin: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         mie_command("auth", "--reader", READER0, "--pin-stdin", "--json", *extra),
         input=pin + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _login(connection: SmartCardConnection) -> None:
+    """A login with the PIN 1234, evidence checked without a chain (``verifier=None``)."""
+    authenticator = authenticator_for(connection, AuthenticatorOptions(chain_checked=False))
+    login(authenticator, AuthRequest.new(), user=StaticPin("1234"), verifier=None)
+
+
+def _verify_evidence(path: Path, nonce: bytes, origin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        mie_command("verify-evidence", str(path), "--nonce", nonce.hex(), "--origin", origin),
         capture_output=True,
         text=True,
         timeout=60,
@@ -99,6 +118,9 @@ def test_contactless_cps3_identifies_without_signing(pcscd: Pcscd) -> None:
     assert info.returncode == 0, info.stderr
     described = json.loads(info.stdout)
     assert described["kind"] == "cps3-cl"
+    # A PC/SC part 3 contactless pseudo-ATR: pcscd reports the card as contactless.
+    assert described["transport"] == "contactless"
+    assert described["authenticator"]["transport"] == "contactless"
     assert described["identity"]["id_type"] == "RPPS"
     assert auth.returncode == 1
     assert json.loads(auth.stdout)["error"]["code"] == "unsupported_card"
@@ -242,12 +264,56 @@ def test_card_pulled_between_verify_and_signature_then_next_session_starts_clean
 
         threading.Thread(target=pull).start()
         with pytest.raises(CardRemovedError):
-            CpxAuthenticator(connection, check_chain=None).authenticate(b"c" * 32, "1234")
+            _login(connection)
     settle_after_failure()
     card.on_mse = threading.Event()
     card.on_mse.set()
     with attached(card.card), PcscConnection(READER0) as connection:
         recorder = RecordingConnection(connection)
-        CpxAuthenticator(recorder, check_chain=None).authenticate(b"d" * 32, "1234")
+        _login(recorder)
     status = next(e for e in recorder.exchanges if e.command == "00200001")
     assert status.response[:1] == b"\x63", "the PIN was still verified from the pulled session"
+
+
+def test_auth_binds_the_nonce_to_the_origin_and_verify_evidence_checks_it(
+    pcscd: Pcscd, tmp_path: Path
+) -> None:
+    nonce, origin = bytes(range(7, 39)), "https://iam.example"
+    with emulator_process("cps3", "--pin", "1234"):
+        out = _auth("1234", "--nonce", nonce.hex(), "--origin", origin)
+        assert out.returncode == 0, out.stderr
+        saved = tmp_path / "auth.json"
+        saved.write_text(out.stdout)
+        # The IAM's side: the CRLs the login downloaded are in the cache (MIE_CRL_DIR).
+        verified = _verify_evidence(saved, nonce, origin)
+        other_nonce = _verify_evidence(saved, bytes(32), origin)
+        other_origin = _verify_evidence(saved, nonce, "https://rogue.example")
+    result = json.loads(out.stdout)
+    evidence = result["evidence"]
+    challenge = bytes.fromhex(evidence["challenge"])
+    assert challenge == hashlib.sha256(origin.encode()).digest() + hashlib.sha256(nonce).digest()
+    assert (evidence["nonce"], evidence["origin"]) == (nonce.hex(), origin)
+    key = x509.load_pem_x509_certificate(evidence["chain"][0].encode()).public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(bytes.fromhex(evidence["signature"]), challenge, padding.PKCS1v15(), hashes.SHA256())
+    assert verified.returncode == 0, verified.stderr
+    assert "level: substantial" in verified.stdout
+    identity = result["identity"]
+    assert f"({identity['id_type']} {identity['id']})" in verified.stdout
+    for refused, code in ((other_nonce, "nonce_mismatch"), (other_origin, "origin_mismatch")):
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.startswith(f"mie: error: {code}: ")
+
+
+def test_a_login_through_a_recorder_leaves_no_pin_verified(pcscd: Pcscd) -> None:
+    # A login agent keeps its connection open; the recording wrapper passes the login's
+    # transaction(reset=True) on, so the card is reset when the login ends.
+    with emulator_process("cps3", "--pin", "1234"), PcscConnection(READER0) as connection:
+        recorder = RecordingConnection(connection)
+        _login(recorder)
+        assert any(e.command.startswith("0020000108") for e in recorder.exchanges)
+        select = bytes.fromhex("00a4040c") + bytes([len(PKCS15_AID)]) + PKCS15_AID
+        _, sw = recorder.send_and_receive(select)
+        assert sw == 0x9000
+        _, sw = recorder.send_and_receive(bytes.fromhex("00200001"))
+    assert sw >> 4 == 0x63C, f"{sw:04X}: the PIN is still verified after the login"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import http.server
 import io
 import json
@@ -16,11 +17,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -28,8 +31,7 @@ from mie._cli.__main__ import run
 from mie._cli.app import cli
 from mie._cli.state import CliState
 from mie._cli.vectors import REPLAYABLE
-from mie.auth import CpxAuthenticator
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import SmartCardConnection
 from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
@@ -39,14 +41,20 @@ from mie.core.errors import (
     TransportError,
     TransportTimeoutError,
 )
+from mie.core.random import RecordingRandom
 from mie.emulation.base import EmulatedCard, EmulatedConnection
 from mie.emulation.cpx import CPS3, build_ias_ecc_card
 from mie.emulation.iso7816 import demo_card
 from mie.emulation.testpki import TestPki, parse_identity
+from mie.registry import AuthenticatorOptions, authenticator_for
+from mie.request import AuthRequest, StaticPin
 from mie.transport.replay import RecordingConnection, Vector, load_vector
 from mie.trust import CrlCache
 from mie.trust.cache import atomic_write
 from mie.trust.store import OperatorStore
+from tests.cards.faults import FailingConnection
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +63,8 @@ def isolated_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     monkeypatch.setenv("MIE_TEST_PKI", str(tmp_path / "testpki"))
     logger = logging.getLogger("mie")
     handlers, level = list(logger.handlers), logger.level
+    # A handler left by a CLI run elsewhere writes to a capture stream that is closed by now.
+    logger.handlers[:] = []
     yield
     logger.handlers[:] = handlers
     logger.setLevel(level)
@@ -255,12 +265,20 @@ def test_ctrl_c_during_the_imports_exits_130_without_a_traceback(entry: str) -> 
     assert out == ""
 
 
-def test_ctrl_c_at_the_pin_prompt_exits_130_without_a_traceback(tmp_path: Path) -> None:
-    # `mie auth` on a terminal prompts for the PIN (after all imports and the trust setup).
+def test_ctrl_c_at_the_pin_prompt_exits_130_without_a_traceback(
+    tmp_path: Path, local_pki: TestPki
+) -> None:
+    # `mie auth` on a terminal prompts for the PIN once the card said how many tries remain: a
+    # replayed CPS3 session answers up to there, with no reader and no daemon.
+    vector = record_cps3(tmp_path / "auth.json", local_pki, "auth", ["auth"])
     controller, terminal = pty.openpty()
-    env = {**os.environ, "MIE_TRUST_DIR": str(tmp_path / "trust")}
+    env = {
+        **os.environ,
+        "MIE_TRUST_DIR": str(tmp_path / "trust"),
+        "MIE_CRL_DIR": str(tmp_path / "crl"),
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "mie", "auth"],
+        [sys.executable, "-m", "mie", "replay", str(vector)],
         stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -272,12 +290,15 @@ def test_ctrl_c_at_the_pin_prompt_exits_130_without_a_traceback(tmp_path: Path) 
         assert process.stderr is not None
         seen = b""
         deadline = time.monotonic() + 30
-        while b"PIN" not in seen and time.monotonic() < deadline:
+        while b"tries left)" not in seen and time.monotonic() < deadline:
             streams = [process.stderr.fileno(), controller]
             ready, _, _ = select.select(streams, [], [], 0.5)
             for fd in ready:
-                seen += os.read(fd, 1024)
-        assert b"PIN" in seen
+                with contextlib.suppress(OSError):  # the pty's EIO once the process is gone
+                    seen += os.read(fd, 1024)
+            if process.poll() is not None:
+                break
+        assert b"PIN (3 tries left)" in seen, seen
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
@@ -368,18 +389,18 @@ AUTH = ["auth", "--pin-stdin", "--json"]
 def record_cps3(
     path: Path, pki: TestPki, what: str, command: list[str], spec: str | None = None
 ) -> Path:
-    """Record, in process, the card session `mie info` or `mie auth` has with an emulated CPS3."""
+    """Record, in process, the card session `mie info` or `mie auth` has with an emulated CPS3
+    (the nonce drawn for `auth` goes to the vector's `random`, as `mie record` keeps it)."""
     card = build_ias_ecc_card(CPS3, parse_identity(spec, "CPS"), pki, pin="1234")
-    recorder = RecordingConnection(EmulatedConnection(card))
-    challenge = bytes(range(32))
+    rng = RecordingRandom()
+    recorder = RecordingConnection(EmulatedConnection(card), rng=rng)
     with contextlib.suppress(BadResponseError):
-        authenticator = CpxAuthenticator(recorder, check_chain=None)
+        authenticator = authenticator_for(recorder, AuthenticatorOptions(chain_checked=False))
         if what == "info":
             authenticator.identify()
         else:
-            authenticator.authenticate(challenge, "1234")
+            authenticator.authenticate(AuthRequest.new(rng=rng), user=StaticPin("1234"))
     vector = recorder.vector(f"{what} on an emulated CPS3", "emulator", "cps3")
-    vector.random = {"challenge": challenge.hex()} if what == "auth" else {}
     return write_vector(path, command, vector)
 
 
@@ -426,6 +447,7 @@ def test_replay_refuses_a_vector_that_imports_a_trust_anchor(
         ["readers"],
         ["trust", "remove", "00"],
         ["replay", "other.json"],
+        ["verify-evidence", "auth.json", "--nonce", "00" * 16, "--origin", "https://iam.example"],
         ["record", "--out", "x.json", "--", "info"],
         ["--log-level", "debug", "trust", "list"],
         [],
@@ -621,31 +643,6 @@ def test_replay_of_hostile_json_names_the_file_in_one_line(
 # --- mie auth --json: the contract's error object for every card and reader failure -------------
 
 
-class _FailingCard(SmartCardConnection):
-    """An emulated CPS3 whose link fails with ``error`` at command ``at`` (the transport edge)."""
-
-    def __init__(self, card: EmulatedCard, error: Exception, at: int) -> None:
-        self.inner = EmulatedConnection(card)
-        self.error, self.at, self.sent = error, at, 0
-
-    @property
-    def transport(self) -> Transport:
-        return self.inner.transport
-
-    @property
-    def atr(self) -> bytes | None:
-        return self.inner.atr
-
-    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
-        self.sent += 1
-        if self.sent > self.at:
-            raise self.error
-        return self.inner.send_and_receive(apdu)
-
-    def close(self) -> None:
-        pass
-
-
 class _State(CliState):
     def __init__(self, connection: SmartCardConnection) -> None:
         super().__init__()
@@ -677,7 +674,8 @@ def test_auth_json_reports_a_failing_card_or_reader_and_exits_1(
 ) -> None:
     card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
     monkeypatch.setattr(sys, "stdin", io.StringIO("1234\n"))
-    assert run(["auth", "--pin-stdin", "--json"], _State(_FailingCard(card, error, at))) == 1
+    failing = FailingConnection(EmulatedConnection(card), at=at, error=error)
+    assert run(["auth", "--pin-stdin", "--json"], _State(failing)) == 1
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert result["valid"] is False
@@ -845,14 +843,8 @@ def test_auth_json_of_a_card_whose_chain_fails_still_names_the_card(
     card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
     assert card.credentials is not None
     leaf = card.credentials.authentication.certificate
-    crl_files = []
-    for gamme in local_pki.intermediates:
-        for authority in (False, True):
-            revoked = [leaf.serial_number] if failure == "revoked" and not authority else []
-            crl = local_pki.crl(gamme, revoked, authority=authority)
-            crl_file = machine / f"{gamme.value}-{authority}.crl"
-            crl_file.write_bytes(crl.public_bytes(Encoding.DER))
-            crl_files += ["--crl", str(crl_file)]
+    revoked = [leaf.serial_number] if failure == "revoked" else []
+    crl_files = crl_options(local_pki, machine, revoked)
     if failure == "untrusted":
         monkeypatch.setenv("MIE_TRUST_DIR", str(machine / "empty-trust"))
     monkeypatch.setattr(sys, "stdin", io.StringIO("1234\n"))
@@ -862,3 +854,338 @@ def test_auth_json_of_a_card_whose_chain_fails_still_names_the_card(
     assert result["error"]["code"] == failure
     assert result["authenticator"]["kind"] == "cps3"
     assert result["authenticator"]["serial"] == "2800000001"
+
+
+def crl_options(pki: TestPki, directory: Path, revoked: list[int] | None = None) -> list[str]:
+    """``--crl`` options for fresh CRLs of every CA of ``pki`` (``revoked`` listed by the
+    intermediates), written in ``directory``."""
+    options = []
+    for gamme in pki.intermediates:
+        for authority in (False, True):
+            crl = pki.crl(gamme, None if authority else revoked, authority=authority)
+            path = directory / f"{gamme.value}-{'arl' if authority else 'crl'}.der"
+            path.write_bytes(crl.public_bytes(Encoding.DER))
+            options += ["--crl", str(path)]
+    return options
+
+
+# --- Done when: auth binds the nonce to the origin; verify-evidence checks it as an IAM would ---
+
+ORIGIN = "https://iam.example"
+NONCE = bytes(range(100, 132))
+
+
+def test_auth_signs_the_nonce_bound_to_the_origin_and_verify_evidence_agrees(
+    machine: Path,
+    local_pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    crls = crl_options(local_pki, machine)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1234\n"))
+    argv = ["auth", "--pin-stdin", "--json", "--nonce", NONCE.hex(), "--origin", ORIGIN, *crls]
+    assert run(argv, _State(EmulatedConnection(card))) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["valid"] is True and result["level"] == "substantial"
+    evidence = result["evidence"]
+    assert evidence["type"] == "x509-signature"
+    assert (evidence["nonce"], evidence["origin"]) == (NONCE.hex(), ORIGIN)
+    challenge = bytes.fromhex(evidence["challenge"])
+    assert challenge == hashlib.sha256(ORIGIN.encode()).digest() + hashlib.sha256(NONCE).digest()
+    key = x509.load_pem_x509_certificate(evidence["chain"][0].encode()).public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(bytes.fromhex(evidence["signature"]), challenge, PKCS1v15(), hashes.SHA256())
+
+    saved = machine / "auth.json"
+    saved.write_text(json.dumps(result), encoding="utf-8")
+    verify = ["verify-evidence", str(saved), "--json", *crls]
+    assert run([*verify, "--nonce", NONCE.hex(), "--origin", ORIGIN]) == 0
+    verified = json.loads(capsys.readouterr().out)
+    assert verified["valid"] is True
+    assert verified["identity"] == result["identity"]
+    assert verified["level"] == result["level"]
+    assert verified["authenticator"] == result["authenticator"]
+    for other, code in [
+        (["--nonce", bytes(32).hex(), "--origin", ORIGIN], "nonce_mismatch"),
+        (["--nonce", NONCE.hex(), "--origin", "https://evil.example"], "origin_mismatch"),
+    ]:
+        assert run([*verify, *other]) == 1
+        captured = capsys.readouterr()
+        refused = json.loads(captured.out)
+        assert refused["valid"] is False and refused["error"]["code"] == code
+        assert refused["identity"] is None and refused["level"] is None
+        assert error_lines(captured.err)[-1].startswith(f"mie: error: {code}: ")
+
+
+def test_challenge_is_another_name_for_nonce(
+    machine: Path,
+    local_pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1234\n"))
+    argv = ["auth", "--pin-stdin", "--json", f"--challenge={NONCE.hex()}"]
+    assert run([*argv, *crl_options(local_pki, machine)], _State(EmulatedConnection(card))) == 0
+    evidence = json.loads(capsys.readouterr().out)["evidence"]
+    assert (evidence["nonce"], evidence["origin"]) == (NONCE.hex(), "https://localhost")
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--nonce", "zz"], "--nonce must be hex"),
+        (["--nonce", "00" * 15], "--nonce must have 16 to 1024 bytes, not 15"),
+        (["--origin", "https://iam.example/"], "--origin: "),
+        (["--origin", "http://iam.example"], "--origin: "),
+    ],
+)
+def test_auth_refuses_a_bad_nonce_or_origin_before_the_card_is_used(
+    machine: Path, capsys: pytest.CaptureFixture[str], argv: list[str], named: str
+) -> None:
+    state = _NoReader()
+    assert run(["auth", "--pin-stdin", "--json", *argv], state) == 2
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and named in lines[0]
+    assert json.loads(captured.out)["error"]["code"] == "usage"
+    assert state.opened == 0
+
+
+class _NoReader(CliState):
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+
+    def open_reader(self, reader: str | None) -> SmartCardConnection:
+        self.opened += 1
+        raise NoCardError("No card")
+
+
+@pytest.fixture(scope="module")
+def saved_auth(local_pki: TestPki, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One `mie auth --json` output for NONCE and ORIGIN, with a trust store and CRL files that
+    check it (the tests that mutate it share its RSA keys)."""
+    directory = tmp_path_factory.mktemp("saved-auth")
+    store = OperatorStore(directory / "trust")
+    for issued in [*local_pki.roots.values(), *local_pki.intermediates.values()]:
+        store.add(issued.certificate, allow_test=True)
+    crls = crl_options(local_pki, directory)
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    argv = ["auth", "--pin-stdin", "--json", "--nonce", NONCE.hex(), "--origin", ORIGIN, *crls]
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+        patch.setenv("MIE_TRUST_DIR", str(directory / "trust"))
+        patch.setenv("MIE_CRL_DIR", str(directory / "crl"))
+        patch.setattr(sys, "stdin", io.StringIO("1234\n"))
+        assert run(argv, _State(EmulatedConnection(card))) == 0
+    other = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, serial="2800000002")
+    assert other.credentials is not None
+    return {
+        "directory": directory,
+        "crls": crls,
+        "result": json.loads(out.getvalue()),
+        "other_leaf": other.credentials.authentication.certificate.public_bytes(Encoding.PEM),
+    }
+
+
+def _bare(result: dict[str, Any]) -> dict[str, Any]:
+    evidence: dict[str, Any] = result["evidence"]
+    return evidence
+
+
+def _retyped(result: dict[str, Any]) -> None:
+    result["evidence"]["type"] = "x509-something"
+
+
+def _unsigned(result: dict[str, Any]) -> None:
+    del result["evidence"]["signature"]
+
+
+def _extra(result: dict[str, Any]) -> None:
+    result["evidence"]["extra"] = 1
+
+
+def _bad_hex(result: dict[str, Any]) -> None:
+    result["evidence"]["nonce"] = result["evidence"]["nonce"].upper()
+
+
+def _failed(result: dict[str, Any]) -> None:
+    result["evidence"] = None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (_retyped, "malformed"),
+        (_unsigned, "malformed"),
+        (_extra, "malformed"),
+        (_bad_hex, "malformed"),
+        (_failed, "malformed"),
+        ("other key", "signature_invalid"),
+        ("untrusted", "untrusted"),
+        ("revoked", "revoked"),
+    ],
+)
+def test_verify_evidence_refuses_bad_evidence_with_the_code_and_exit_1(
+    saved_auth: dict[str, Any],
+    local_pki: TestPki,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mutate: Any,
+    code: str,
+) -> None:
+    result = json.loads(json.dumps(saved_auth["result"]))
+    crls = saved_auth["crls"]
+    monkeypatch.setenv("MIE_TRUST_DIR", str(saved_auth["directory"] / "trust"))
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
+    if mutate == "other key":
+        result["evidence"]["chain"][0] = saved_auth["other_leaf"].decode()
+    elif mutate == "untrusted":
+        monkeypatch.setenv("MIE_TRUST_DIR", str(tmp_path / "empty-trust"))
+    elif mutate == "revoked":
+        leaf = x509.load_pem_x509_certificate(result["evidence"]["chain"][0].encode())
+        crls = crl_options(local_pki, tmp_path, [leaf.serial_number])
+    else:
+        mutate(result)
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(result), encoding="utf-8")
+    argv = ["verify-evidence", str(path), "--nonce", NONCE.hex(), "--origin", ORIGIN, *crls]
+    assert run([*argv, "--json"]) == 1
+    captured = capsys.readouterr()
+    refused = json.loads(captured.out)
+    assert refused["valid"] is False and refused["error"]["code"] == code
+    # One error line (a warning about a CRL download may come first).
+    errors = [line for line in error_lines(captured.err) if line.startswith("mie: error:")]
+    assert len(errors) == 1
+    assert run(argv) == 1
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b'{"valid": true, "valid": true}',
+        b"\xff\xfe",
+        b"[" * 5000,
+    ],
+)
+def test_verify_evidence_of_a_file_that_is_not_json_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    path = tmp_path / "evidence.json"
+    path.write_bytes(content)
+    argv = ["verify-evidence", str(path), "--nonce", NONCE.hex(), "--origin", ORIGIN, "--json"]
+    assert run(argv) == 2
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and "evidence.json" in lines[0]
+    assert json.loads(captured.out)["error"]["code"] == "malformed"
+
+
+def test_verify_evidence_of_json_with_a_huge_number_is_malformed_evidence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "evidence.json"
+    path.write_bytes(b'{"type": "x509-signature", "nonce": ' + b"9" * 5000 + b"}")
+    argv = ["verify-evidence", str(path), "--nonce", NONCE.hex(), "--origin", ORIGIN, "--json"]
+    assert run(argv) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error"]["code"] == "malformed"
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and "internal error" not in lines[0]
+    assert "set_int_max_str_digits" not in lines[0]
+
+
+def test_verify_evidence_of_a_missing_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["verify-evidence", str(tmp_path / "absent.json"), "--nonce", NONCE.hex()]
+    assert run([*argv, "--origin", ORIGIN]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "absent.json" in lines[0]
+
+
+def test_verify_evidence_of_bare_evidence_verifies_it(
+    saved_auth: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MIE_TRUST_DIR", str(saved_auth["directory"] / "trust"))
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(_bare(saved_auth["result"])), encoding="utf-8")
+    argv = ["verify-evidence", str(path), "--nonce", NONCE.hex(), "--origin", ORIGIN]
+    assert run([*argv, *saved_auth["crls"]]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Verified: card\n")
+    assert "level: substantial" in out
+
+
+def test_a_vector_recorded_before_the_nonce_existed_replays_with_exit_2(
+    machine: Path, local_pki: TestPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vector_file = record_cps3(machine / "auth.json", local_pki, "auth", AUTH)
+    vector = load_vector(vector_file)
+    vector.random = {"challenge": vector.random["nonce"]}
+    vector.save(vector_file)
+    assert run(["replay", str(vector_file)]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert lines == ["mie: error: The vector has no recorded random value 'nonce'"]
+
+
+# --- The PIN is asked only when the card needs it ------------------------------------------------
+
+
+def test_auth_reads_no_pin_when_the_last_try_is_refused(
+    machine: Path,
+    local_pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    for tries_left in (2, 1):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("0000\n"))
+        assert run(AUTH, _State(EmulatedConnection(card))) == 1
+        assert json.loads(capsys.readouterr().out)["error"]["tries_left"] == tries_left
+    stdin = io.StringIO("1234\n")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert run(AUTH, _State(EmulatedConnection(card))) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "last_try_refused"
+    assert stdin.tell() == 0
+
+
+def test_auth_without_a_pin_source_stops_after_the_status_query(
+    machine: Path,
+    local_pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    failing = FailingConnection(EmulatedConnection(card), at=1000, error=AssertionError())
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal
+    assert run(["auth", "--json"], _State(failing)) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error"]["code"] == "usage"
+    assert error_lines(captured.err) == [
+        "mie: error: No PIN: pass --pin-stdin and write the PIN on standard input"
+    ]
+    # SELECT and the status query only: no VERIFY with data, no signature.
+    sent = [c[:4].hex() for c in failing.commands]
+    assert sent == ["00a4040c", "00200001"]
+
+
+def test_the_cli_dispatches_on_no_atr_itself() -> None:
+    # The registry (mie.registry.authenticator_for) knows the cards; the CLI asks it.
+    sources = sorted((ROOT / "src" / "mie" / "_cli").glob("*.py"))
+    assert sources
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        for name in ("DEMO_ATR", "detect_family", "CpxAuthenticator", "DemoSession("):
+            if name == "DemoSession(" and path.name == "demo.py":
+                continue  # mie demo runs the generic card's session itself
+            assert name not in text, f"{path.name} uses {name}"

@@ -22,6 +22,7 @@ from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
 from mie._cli.trust import crl_group, trust_group, verify_cert
 from mie._cli.vectors import record, replay
+from mie._cli.verify_evidence import verify_evidence_command
 from mie.core.errors import (
     ApduError,
     BadResponseError,
@@ -112,6 +113,7 @@ for _command in (
     replay,
     demo,
     verify_cert,
+    verify_evidence_command,
     trust_group,
     crl_group,
 ):

@@ -1,27 +1,22 @@
-"""``mie auth``: authenticate the professional holding the card in a reader."""
+"""``mie auth``: authenticate the professional holding the card in a reader.
+
+``mie auth`` is :func:`mie.verification.login` in one process: the card signs
+``SHA-256(origin) ‖ SHA-256(nonce)`` for the ``--nonce`` and ``--origin`` given (a fresh nonce
+and :data:`~mie.request.DEFAULT_ORIGIN` by default), and the evidence is verified at once. The
+PIN is asked only when the card needs it, after it said how many tries remain.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import click
-from cryptography import x509
 
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import CliState, UsageError
-from mie._cli.trust import crl_directory, load_trust_inputs, parse_at
-from mie.auth import (
-    AuthResult,
-    ChainChecker,
-    ChainReport,
-    CpxAuthenticator,
-    card_identity,
-    chain_checker,
-)
-from mie.cards.cpx import parse_nos_card_serial
+from mie._cli.trust import parse_at
+from mie.auth import Authenticator
 from mie.core.errors import (
     ApduError,
     BadResponseError,
@@ -32,22 +27,26 @@ from mie.core.errors import (
     MieError,
     NoCardError,
     PinBlockedError,
+    PinFormatError,
     SignatureInvalidError,
     UnsupportedCardError,
     VerificationError,
 )
-from mie.core.pin import check_pin
-from mie.trust import (
-    CrlCache,
-    RevocationMode,
-    TrustStore,
-    Usage,
-    Verifier,
-    VerifierBuilder,
+from mie.registry import authenticator_for
+from mie.request import (
+    DEFAULT_ORIGIN,
+    MAX_NONCE_BYTES,
+    MIN_NONCE_BYTES,
+    AuthRequest,
+    UserVerification,
+    check_origin,
 )
+from mie.result import AuthenticatorInfo, AuthResult, ErrorInfo
+from mie.trust import RevocationMode
+from mie.trust.login import REVOCATION_BUDGET_S, crl_directory, login_verifier
+from mie.verification import login
 
-CHALLENGE_SIZE = 32
-REVOCATION_TIMEOUT_S = 10.0
+REVOCATION_TIMEOUT_S = REVOCATION_BUDGET_S
 
 # The failures that end ``mie auth`` with exit 1 and their error object; any other error keeps
 # the CLI's exit code (1, or 2 for no pcscd, an unknown reader or unreadable input).
@@ -63,6 +62,9 @@ _AUTH_FAILED = (
     UnsupportedCardError,
     VerificationError,
 )
+# Bad usage found once the card answered (no PIN source, a PIN of the wrong format): exit 2,
+# and under --json the error object alone (mie._cli.app.run), as for any usage error.
+_NOT_A_RESULT = (UsageError, PinFormatError)
 
 
 class AuthFailedError(MieError):
@@ -74,71 +76,82 @@ class AuthFailedError(MieError):
         super().__init__(f"{error['code']}: {error['message']}")
 
 
-def error_object(error: MieError) -> dict[str, Any]:
-    """:return: the ``error`` object of the contract for ``error`` (its ``code``; an error
-    outside the contract is the reader's: ``reader_error``)."""
-    code = error.code if error.code is not None else ErrorCode.READER_ERROR
-    obj: dict[str, Any] = {"code": code.value, "message": str(error)}
-    if isinstance(error, InvalidPinError):
-        obj["tries_left"] = error.tries_left
-    return obj
+class CliPin(UserVerification):
+    """Asks for the PIN when the card needs it: the first line of stdin with ``--pin-stdin``,
+    else a prompt on the terminal that says how many tries remain.
+
+    :param from_stdin: read the PIN from standard input.
+    """
+
+    def __init__(self, from_stdin: bool) -> None:
+        self.from_stdin = from_stdin
+
+    def request_pin(self, tries_left: int | None) -> str:
+        """:return: the PIN typed or piped.
+
+        :raises UsageError: no ``--pin-stdin`` and standard input is not a terminal.
+        """
+        if self.from_stdin:
+            return sys.stdin.readline().rstrip("\r\n")
+        if not sys.stdin.isatty():
+            raise UsageError("No PIN: pass --pin-stdin and write the PIN on standard input")
+        label = "PIN" if tries_left is None else f"PIN ({tries_left} tries left)"
+        pin: str = click.prompt(label, hide_input=True, err=True)
+        return pin
 
 
-def failure_json(error: dict[str, Any], card: dict[str, Any] | None) -> dict[str, Any]:
-    """:return: an ``AuthResult`` object for a failed authentication."""
-    return {
-        "valid": False,
-        "error": error,
-        "authenticator": card,
-        "identity": None,
-        "level": None,
-        "reasons": [],
-        "evidence": None,
-    }
+def parse_nonce(value: str, option: str = "--nonce") -> bytes:
+    """:return: the nonce given as hex on the command line.
+
+    :raises UsageError: not hex, or not 16 to 1024 bytes.
+    """
+    try:
+        nonce = bytes.fromhex(value)
+    except ValueError as e:
+        raise UsageError(f"{option} must be hex") from e
+    if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+        raise UsageError(
+            f"{option} must have {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes, not {len(nonce)}"
+        )
+    return nonce
 
 
-def _read_pin(pin_stdin: bool) -> str:
-    if pin_stdin:
-        line = sys.stdin.readline()
-        pin = line.rstrip("\r\n")
-    elif sys.stdin.isatty():
-        pin = click.prompt("PIN", hide_input=True, err=True)
-    else:
-        raise UsageError("No PIN: pass --pin-stdin and write the PIN on standard input")
-    check_pin(pin)
-    return pin
+def parse_origin(value: str) -> str:
+    """:return: the ``--origin`` given, unchanged.
+
+    :raises UsageError: not ``https://host[:port]`` or ``http://localhost[:port]``.
+    """
+    try:
+        return check_origin(value)
+    except ValueError as e:
+        raise UsageError(f"--origin: {e}") from e
 
 
-def build_verifier(
-    trust: tuple[str, ...],
-    intermediates: tuple[str, ...],
-    crls: tuple[str, ...],
-    revocation: str,
-    at: str | None,
-    cache: CrlCache,
-) -> Verifier:
-    """The authentication-certificate verifier: default store (bundled and operator anchors)
-    plus ``--trust`` / ``--intermediate`` files, ``--crl`` files, and the CRL cache, which
-    downloads a missing or stale CRL from the certificate's distribution point (except in a
-    replay: see :meth:`CliState.crl_cache`)."""
-    anchors, pool, crl_set = load_trust_inputs(trust, intermediates, crls)
-    builder = (
-        VerifierBuilder()
-        .store(TrustStore.default().with_anchors(anchors, pool))
-        .usage(Usage.AUTH)
-        .revocation(RevocationMode(revocation))
-        .crls(crl_set)
-        .crl_cache(cache)
-    )
-    moment = parse_at(at)
-    return builder.time(moment).build() if moment is not None else builder.build()
+def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> AuthResult:
+    """:return: the failed ``AuthResult`` for ``error`` (an error outside the contract's codes
+    is the reader's: ``reader_error``)."""
+    if error.code is None:
+        return AuthResult(False, ErrorInfo(ErrorCode.READER_ERROR, str(error)), authenticator)
+    return AuthResult.failure(error, authenticator)
 
 
 @click.command()
 @click.option("--reader", "-r", help="Reader name or a unique part of it.")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
 @click.option("--allow-last-try", is_flag=True, help="Present the PIN even with one try left.")
-@click.option("--challenge", help="Challenge to sign, hex (default: 32 random bytes).")
+@click.option(
+    "--nonce",
+    "--challenge",
+    "nonce_hex",
+    help="The relying party's nonce, hex, 16 bytes or more (default: 32 random bytes); "
+    "--challenge is another name for it.",
+)
+@click.option(
+    "--origin",
+    default=DEFAULT_ORIGIN,
+    show_default=True,
+    help="The relying party the signature is bound to: https://host[:port].",
+)
 @click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
 @click.option("--intermediate", multiple=True, help="Extra intermediate CA file (repeat).")
 @click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
@@ -164,7 +177,8 @@ def auth(
     reader: str | None,
     pin_stdin: bool,
     allow_last_try: bool,
-    challenge: str | None,
+    nonce_hex: str | None,
+    origin: str,
     trust: tuple[str, ...],
     intermediate: tuple[str, ...],
     crl: tuple[str, ...],
@@ -173,67 +187,62 @@ def auth(
     timeout: float,
     as_json: bool,
 ) -> int:
-    """Authenticate the card holder: PIN, challenge signature, certificate chain, revocation,
-    identity and level."""
-    cache = replace(state.crl_cache(crl_directory()), budget=timeout)
-    verifier = build_verifier(trust, intermediate, crl, revocation, at_text, cache)
-    pin = _read_pin(pin_stdin)
-    nonce = _challenge(state, challenge)
-    card_json: dict[str, Any] | None = None
+    """Authenticate the card holder: PIN, signature of the nonce bound to the origin,
+    certificate chain, revocation, identity and level."""
+    verifier = login_verifier(
+        trust=trust,
+        intermediates=intermediate,
+        crls=crl,
+        revocation=RevocationMode(revocation),
+        at=parse_at(at_text),
+        # The CRL cache downloads a missing or stale CRL, except in a replay (read-only).
+        cache=state.crl_cache(crl_directory()),
+        timeout=timeout,
+    )
+    request = _request(state, nonce_hex, parse_origin(origin), allow_last_try)
+    presented: AuthenticatorInfo | None = None
+    authenticator: Authenticator | None = None
     try:
         with state.open_reader(reader) as connection:
-            card_json = {"kind": None, "serial": None, "atr": (connection.atr or b"").hex()}
-            check = _noting_serial(chain_checker(verifier), card_json)
-            authenticator = CpxAuthenticator(connection, check_chain=check)
-            state.kind = card_json["kind"] = authenticator.family.value
-            result = authenticator.authenticate(nonce, pin, allow_last_try)
+            presented = AuthenticatorInfo("unknown", None, connection.atr, connection.transport)
+            authenticator = authenticator_for(connection)
+            state.kind = authenticator.info.kind
+            result = login(authenticator, request, user=CliPin(pin_stdin), verifier=verifier)
+    except _NOT_A_RESULT:
+        raise
     except MieError as e:
-        error = error_object(e)
+        # The serial is in the authenticator's info once read, even when the chain failed.
+        failure = failure_result(e, authenticator.info if authenticator else presented)
         if as_json:
-            emit_json(failure_json(error, card_json))
+            emit_json(failure.to_json())
         if not isinstance(e, _AUTH_FAILED):
             raise
-        raise AuthFailedError(error) from e
-    _print(result, as_json)
+        assert failure.error is not None  # noqa: S101 - a failure result has its error
+        raise AuthFailedError(failure.error.to_json()) from e
+    print_result(result, as_json)
     return 0
 
 
-def _noting_serial(check: ChainChecker, card_json: dict[str, Any]) -> ChainChecker:
-    """``check``, noting first in ``card_json`` the card serial the certificate names, so that
-    a failed chain still reports which card it was. The authenticator calls the check only once
-    the signature verified and EF.SN matched that serial."""
-
-    def noted(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]) -> ChainReport:
-        card_serial = card_identity(leaf).card_serial
-        if card_serial is not None:
-            card_json["serial"] = parse_nos_card_serial(card_serial)
-        return check(leaf, intermediates)
-
-    return noted
+def _request(
+    state: CliState, nonce_hex: str | None, origin: str, allow_last_try: bool
+) -> AuthRequest:
+    if nonce_hex is None:
+        return AuthRequest.new(origin, rng=state.rng, allow_last_try=allow_last_try)
+    return AuthRequest(parse_nonce(nonce_hex), origin, allow_last_try=allow_last_try)
 
 
-def _challenge(state: CliState, given: str | None) -> bytes:
-    if given is None:
-        return state.draw_random("challenge", CHALLENGE_SIZE)
-    try:
-        value = bytes.fromhex(given)
-    except ValueError as e:
-        raise UsageError("--challenge must be hex") from e
-    if len(value) < 16:
-        raise UsageError("--challenge must have at least 16 bytes")
-    return value
-
-
-def _print(result: AuthResult, as_json: bool) -> None:
+def print_result(result: AuthResult, as_json: bool, verb: str = "Authenticated") -> None:
+    """Print a valid ``AuthResult``: the JSON object, or a few lines of text."""
     if as_json:
         emit_json(result.to_json())
         return
     card = result.authenticator
-    click.echo(f"Authenticated: {card.kind} card {card.serial}")
+    shown = f"{card.kind} card {card.serial or '(serial not read)'}" if card else "card"
+    click.echo(f"{verb}: {shown}")
     if result.identity is not None:
-        identity = result.identity.to_json()
-        names = " ".join(n for n in (identity["given_name"], identity["family_name"]) if n)
-        click.echo(f"  {names} ({identity['id_type']} {identity['id']})")
-    click.echo(f"  level: {result.level or 'not established'}")
+        identity = result.identity
+        names = " ".join(n for n in (identity.given_name, identity.family_name) if n)
+        click.echo(f"  {names} ({identity.id_type} {identity.id})")
+    click.echo(f"  level: {result.level.value if result.level else 'not established'}")
     for reason in result.reasons:
         click.echo(f"  - {reason}")

@@ -8,13 +8,10 @@ import click
 
 from mie._cli.output import emit_json, emit_table, json_option
 from mie._cli.state import CliState, require_pcsc
-from mie.auth import CpxAuthenticator
-from mie.cards.demo import DEMO_ATR, DemoSession
 from mie.core.atr import Atr
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import ApduFormatError, NoCardError, TransportTimeoutError
-from mie.result import AuthenticatorInfo
-from mie.trust.identity import Identity
+from mie.registry import authenticator_for
 
 
 @click.command()
@@ -69,26 +66,20 @@ def _protocols(atr: bytes) -> list[str]:
 
 def _describe(connection: SmartCardConnection, state: CliState) -> dict[str, Any]:
     """The flat fields of ``mie info`` (kind, serial, ATR, transport, protocols), then the
-    ``authenticator`` and ``identity`` objects that ``mie auth`` nests (``null`` when absent)."""
+    ``authenticator`` and ``identity`` objects of the ``Identification`` that ``mie auth`` nests
+    too (``null`` when absent), and ``error``."""
+    authenticator = authenticator_for(connection)
+    identification = authenticator.identify()
+    card = identification.authenticator
+    state.kind = card.kind
     atr = connection.atr or b""
-    identity: Identity | None = None
-    serial: str | None
-    if atr == DEMO_ATR:
-        kind, serial = "iso7816", DemoSession(connection).serial()
-    else:
-        identification = CpxAuthenticator(connection, check_chain=None).identify()
-        kind, serial = identification.card.kind, identification.card.serial
-        identity = identification.identity
-    state.kind = kind
-    card = AuthenticatorInfo(kind, serial, connection.atr, connection.transport)
     return {
-        "kind": kind,
-        "serial": serial,
+        "kind": card.kind,
+        "serial": card.serial,
         "atr": atr.hex(),
         "transport": connection.transport.value,
         "protocols": _protocols(atr),
-        "authenticator": card.to_json(),
-        "identity": identity.to_json() if identity is not None else None,
+        **identification.to_json(),
         "error": None,
     }
 

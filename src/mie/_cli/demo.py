@@ -9,11 +9,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import CliState
-from mie.auth import AuthResult, CpxAuthenticator, chain_checker
 from mie.cards.demo import DemoSession
 from mie.emulation.cpx import CPS3, build_ias_ecc_card
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
 from mie.emulation.testpki import TestPki, parse_identity
+from mie.registry import AuthenticatorOptions, authenticator_for
+from mie.request import AuthRequest, StaticPin
+from mie.result import AuthResult
 from mie.trust import (
     Anchor,
     CrlIndex,
@@ -23,6 +25,7 @@ from mie.trust import (
     Verifier,
     VerifierBuilder,
 )
+from mie.verification import login
 
 DEMO_CPX_PIN = "1234"
 ENTRY_KEYS = (
@@ -73,10 +76,12 @@ def _cps3(state: CliState) -> AuthResult:
     card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), pki, pin=DEMO_CPX_PIN)
     # A replayed session carries certificates of the recording's PKI, which no longer exists:
     # only the card protocol and the signature are checked then.
-    check = chain_checker(_verifier(pki)) if state.replay is None else None
+    verifier = _verifier(pki) if state.replay is None else None
+    options = AuthenticatorOptions(chain_checked=verifier is not None)
+    request = AuthRequest.new(rng=state.rng)
     with state.open_emulated(card) as connection:
-        authenticator = CpxAuthenticator(connection, check_chain=check)
-        return authenticator.authenticate(state.draw_random("challenge", 32), DEMO_CPX_PIN)
+        authenticator = authenticator_for(connection, options)
+        return login(authenticator, request, user=StaticPin(DEMO_CPX_PIN), verifier=verifier)
 
 
 @click.command()
@@ -91,7 +96,8 @@ def demo(state: CliState, as_json: bool, only: str | None) -> int:
     if as_json:
         results = [generic] if generic else []
         if cps3 is not None:
-            results.append(_entry("cps3", cps3.authenticator.serial, auth=cps3.to_json()))
+            serial = cps3.authenticator.serial if cps3.authenticator else None
+            results.append(_entry("cps3", serial, auth=cps3.to_json()))
         emit_json({"results": results})
         return 0
     if generic is not None:
@@ -111,10 +117,13 @@ def _print_generic(generic: dict[str, Any]) -> None:
 
 def _print_cps3(cps3: AuthResult) -> None:
     click.echo("CPS3 card (emulated IAS-ECC, TEST PKI, in process):")
-    click.echo(f"  card {cps3.authenticator.serial}: challenge signed and verified")
+    serial = cps3.authenticator.serial if cps3.authenticator else None
+    origin = cps3.evidence.origin if cps3.evidence else "?"
+    click.echo(f"  card {serial}: nonce signed, bound to {origin}, and verified")
     if cps3.identity is not None:
         who = cps3.identity
         click.echo(f"  authenticated: {who.given_name} {who.family_name}, {who.id_type} {who.id}")
-    click.echo(f"  level: {cps3.level or 'not established (chain not checked)'}")
+    level = cps3.level.value if cps3.level else "not established (chain not checked)"
+    click.echo(f"  level: {level}")
     for reason in cps3.reasons:
         click.echo(f"    - {reason}")

@@ -12,7 +12,7 @@ import click
 
 from mie._cli.output import warn
 from mie._cli.state import UsageError
-from mie.core.pin import check_pin
+from mie.cards.cpx import CPX_PIN
 from mie.emulation.crlserver import CRL_PORT, CrlServer
 from mie.emulation.registry import KINDS, CardOptions, build_card, default_pki_dir
 from mie.emulation.testpki import CHAIN_FILE, parse_identity
@@ -123,7 +123,7 @@ def emulate(
 def _check_options(kind: str, pin: str, serial: str | None, identity: str | None) -> None:
     """Refuse, naming the option, what would fail later or give a card mie cannot read."""
     try:
-        check_pin(pin)
+        CPX_PIN.check(pin)
     except ValueError as e:
         raise UsageError(f"--pin: {e}") from e
     if serial is not None:

@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import click
 
 from mie._cli.output import emit_json, emit_table, json_option, warn
 from mie._cli.state import UsageError
-from mie.policy import decide_level
+from mie.policy import MieKind, Proof
 from mie.trust import (
     CrlCache,
     CrlIndex,
     CrlSet,
-    ErrorCode,
     RevocationMode,
     TrustStore,
     Usage,
     VerificationError,
     VerificationResult,
     VerifierBuilder,
-    identity_from_certificate,
     load_certificates,
 )
-from mie.trust.parse import MAX_CERTIFICATE_FILE_BYTES, max_crl_bytes
+from mie.trust.login import certificate_report, crl_directory, load_trust_files, read_input
 from mie.trust.store import (
-    Anchor,
     OperatorStore,
     classify,
     dn,
@@ -38,35 +33,6 @@ from mie.trust.store import (
     operator_directory,
 )
 from mie.trust.verify import crl_urls
-
-ENV_CRL_DIR = "MIE_CRL_DIR"
-
-
-def crl_directory() -> Path:
-    """:return: the CRL cache directory (``$MIE_CRL_DIR`` first, then the user cache)."""
-    explicit = os.environ.get(ENV_CRL_DIR)
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "mie" / "crl"
-
-
-def read_input(path: str) -> bytes:
-    """Read a certificate or CRL file given on the command line, never more than the larger of
-    the two size limits (the parser then applies the one of its kind).
-
-    :return: the bytes of ``path``.
-    :raises VerificationError: ``malformed`` naming the file: unreadable, or over the limit.
-    """
-    limit = max(max_crl_bytes(), MAX_CERTIFICATE_FILE_BYTES)
-    try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as e:
-        raise VerificationError(ErrorCode.MALFORMED, f"{path}: cannot read ({e.strerror})") from e
-    if len(data) > limit:
-        raise VerificationError(ErrorCode.MALFORMED, f"{path}: larger than {limit} bytes")
-    return data
 
 
 def parse_at(value: str | None) -> dt.datetime | None:
@@ -139,20 +105,6 @@ def verify_cert(
     return code
 
 
-def load_trust_inputs(
-    trust: tuple[str, ...], intermediates: tuple[str, ...], crls: tuple[str, ...]
-) -> tuple[list[Anchor], list[Any], CrlSet]:
-    """Read ``--trust`` anchors, ``--intermediate`` CAs and ``--crl`` files (each strictly)."""
-    anchors = [
-        Anchor.from_certificate(c, "explicit")
-        for f in trust
-        for c in load_certificates(read_input(f), f)
-    ]
-    pool = [c for f in intermediates for c in load_certificates(read_input(f), f)]
-    crl_set = CrlSet.of(CrlIndex.from_bytes(read_input(f), f) for f in crls)
-    return anchors, pool, crl_set
-
-
 def _verify(
     leaf: str,
     intermediates: tuple[str, ...],
@@ -165,7 +117,7 @@ def _verify(
     # A server keeps its certificate and the chain in one PEM: the first is the leaf, the
     # others may complete the path like --intermediate files.
     leaf_cert, *bundled = load_certificates(read_input(leaf), leaf)
-    extra, pool, crl_set = load_trust_inputs(trust, intermediates, crls)
+    extra, pool, crl_set = load_trust_files(trust, intermediates, crls)
     pool = [*bundled, *pool]
     store = TrustStore.default().with_anchors(extra)
     # Any certificate of the path may come from the store; each may have a cached CRL.
@@ -199,20 +151,17 @@ def _add_cached_crls(crl_set: CrlSet, certs: list[Any]) -> None:
 
 def _fill(report: dict[str, Any], result: VerificationResult, usage: Usage, leaf: str) -> None:
     try:
-        identity = identity_from_certificate(result.leaf)
+        checked = certificate_report(result, Proof(MieKind.CERTIFICATE, frozenset(), result, usage))
     except VerificationError as e:
         raise VerificationError(e.code, f"{leaf}: {e.message}") from e
-    if result.anchor.test and not identity.test_card:
-        identity = type(identity)(**{**identity.__dict__, "test_card": True})
-    decision = decide_level(result, usage)
     report.update(
         valid=True,
-        identity=identity.to_json(),
-        chain=list(result.subjects),
-        trust_anchor=result.anchor.name,
-        level=decision.level.value if decision.level else None,
-        revocation=result.revocation.value,
-        reasons=[*decision.reasons, *result.revocation_details],
+        identity=checked.identity.to_json(),
+        chain=list(checked.subjects),
+        trust_anchor=checked.anchor.name,
+        level=checked.level.value if checked.level else None,
+        revocation=checked.revocation.value,
+        reasons=[*checked.reasons, *checked.revocation_details],
     )
 
 

@@ -29,7 +29,9 @@ REPLAYABLE: dict[str, frozenset[str]] = {
             "-r",
             "--pin-stdin",
             "--allow-last-try",
+            "--nonce",
             "--challenge",
+            "--origin",
             "--trust",
             "--intermediate",
             "--crl",
@@ -127,7 +129,6 @@ def _save(state: CliState, out: str, description: str, args: list[str]) -> None:
         )
     vector = state.recorders[0].vector(description, state.source, state.kind)
     vector.command = args
-    vector.random = dict(state.random)
     vector.save(out)
     warn(f"Recorded {len(vector.exchanges)} exchanges to {out}")
 

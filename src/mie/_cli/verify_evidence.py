@@ -1,0 +1,100 @@
+"""``mie verify-evidence``: check saved ``mie auth --json`` output the way an IAM would.
+
+The file is a saved ``AuthResult`` (its ``evidence`` and ``authenticator``) or a bare evidence
+object. The nonce and origin are the verifier's own, given on the command line: evidence made
+for another nonce or another relying party is refused (``nonce_mismatch``,
+``origin_mismatch``). The certificate chain is checked against the trust store, the
+``--trust`` / ``--intermediate`` files and the CRLs (``--crl`` files, then the CRL cache, which
+downloads a missing or stale CRL).
+
+Exit codes (decision D3 of issue 8): 0 verified; 1 a check failed, or the file is JSON but not
+evidence (``malformed``); 2 bad usage, or a file that is not JSON at all.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mie._cli.auth import (
+    REVOCATION_TIMEOUT_S,
+    AuthFailedError,
+    failure_result,
+    parse_nonce,
+    parse_origin,
+    print_result,
+)
+from mie._cli.output import emit_json, json_option
+from mie._cli.trust import parse_at
+from mie.core.errors import JsonFormatError, MieError
+from mie.evidence import load_evidence_file
+from mie.result import AuthenticatorInfo
+from mie.trust import RevocationMode
+from mie.trust.login import login_verifier
+from mie.verification import Expected, verify_evidence
+
+
+@click.command("verify-evidence")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--nonce", "nonce_hex", required=True, help="The nonce this verifier issued, hex.")
+@click.option(
+    "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
+)
+@click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
+@click.option("--intermediate", multiple=True, help="Extra intermediate CA file (repeat).")
+@click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
+@click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft"]),
+    default="hard",
+    show_default=True,
+    help="soft: accept an unknown revocation status (reported).",
+)
+@click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=REVOCATION_TIMEOUT_S,
+    show_default=True,
+    help="Seconds the revocation step may take in all (every CRL/OCSP download).",
+)
+@json_option("Print the AuthResult as JSON.")
+def verify_evidence_command(
+    file: str,
+    nonce_hex: str,
+    origin: str,
+    trust: tuple[str, ...],
+    intermediate: tuple[str, ...],
+    crl: tuple[str, ...],
+    revocation: str,
+    at_text: str | None,
+    timeout: float,
+    as_json: bool,
+) -> int:
+    """Verify FILE, saved `mie auth --json` output or an evidence object, for the nonce and
+    origin given: signature, binding to nonce and origin, certificate chain, revocation,
+    identity and level."""
+    expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
+    verifier = login_verifier(
+        trust=trust,
+        intermediates=intermediate,
+        crls=crl,
+        revocation=RevocationMode(revocation),
+        at=parse_at(at_text),
+        download=True,
+        timeout=timeout,
+    )
+    authenticator: AuthenticatorInfo | None = None
+    try:
+        evidence, authenticator = load_evidence_file(file)
+        result = verify_evidence(evidence, expected, verifier=verifier, authenticator=authenticator)
+    except JsonFormatError:
+        raise  # not JSON at all: unreadable input, exit 2
+    except MieError as e:
+        failure = failure_result(e, authenticator)
+        if as_json:
+            emit_json(failure.to_json())
+        # Evidence that fails a check, even a malformed chain in it, is exit 1 (as in mie auth).
+        assert failure.error is not None  # noqa: S101 - a failure result has its error
+        raise AuthFailedError(failure.error.to_json()) from e
+    print_result(result, as_json, verb="Verified")
+    return 0
