@@ -121,10 +121,6 @@ def test_the_emulators_pki_directory_resolves_through_user_dir(
 _XDG_READ = re.compile(r"[\"']XDG_[A-Z_]+[\"']")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="_cli/trust.py crl_directory (WP-D) goes once the CLI uses mie.trust.login",
-)
 def test_only_core_paths_reads_the_xdg_variables() -> None:
     readers = [
         str(path.relative_to(ROOT))
