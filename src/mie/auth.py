@@ -14,14 +14,10 @@ the evidence, the chain and the level, then calls :meth:`~Authenticator.accepted
 from __future__ import annotations
 
 import abc
-import dataclasses
 import logging
-import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, unique
-from typing import Any, overload
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -31,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from mie.cards.cps4 import Cps4Session
 from mie.cards.cpx import (
-    CPX_PIN,
     Cps3ContactlessSession,
     CpxFamily,
     CpxSession,
@@ -48,124 +43,19 @@ from mie.core.errors import (
 )
 from mie.evidence import Evidence as Evidence
 from mie.evidence import X509SignatureEvidence
-from mie.policy import LevelPolicy, decide_level
-from mie.request import AuthRequest, StaticPin, UserVerification
+from mie.request import AuthRequest, UserVerification
 from mie.result import AuthenticatorInfo
-from mie.result import CardInfo as CardInfo
+from mie.result import AuthResult as AuthResult
 from mie.result import Identification as Identification
 from mie.trust.errors import VerificationError, describe
 from mie.trust.identity import LAZY_PARSE_ERRORS, Identity, identity_from_certificate
 from mie.trust.parse import parse_certificate_der
-from mie.trust.verify import Usage, Verifier
 
 logger = logging.getLogger(__name__)
 
-MIN_CHALLENGE = 16
 # Evidence handed out and not yet accepted or rejected; a caller that never calls either
 # leaves at most this many behind.
 MAX_PENDING = 16
-
-
-# --- Deprecated: the result types of authenticate(challenge, pin), removed in commit F. ---
-
-
-@dataclass(frozen=True)
-class LegacyEvidence:
-    """Deprecated (use :class:`mie.evidence.X509SignatureEvidence`): what the deprecated
-    ``authenticate(challenge, pin)`` signed.
-
-    :param challenge: the challenge the card signed (as SHA-256 DigestInfo, PKCS#1 v1.5).
-    :param signature: the card's signature.
-    :param chain: the certificates, leaf first, DER.
-    :param revocation: ``good``, ``revoked`` or ``unknown``.
-    """
-
-    challenge: bytes
-    signature: bytes
-    chain: list[bytes]
-    revocation: str = "unknown"
-
-    def to_json(self) -> dict[str, Any]:
-        """:return: the ``evidence`` object of the JSON contract (chain as PEM)."""
-        pems = [
-            x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
-            for der in self.chain
-        ]
-        return {
-            "challenge": self.challenge.hex(),
-            "signature": self.signature.hex(),
-            "chain": pems,
-            "revocation": self.revocation,
-        }
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """Deprecated: the outcome of the chain, revocation and policy checks of a certificate.
-
-    :param identity: the holder's identity, if checked.
-    :param level: the eIDAS level the RIE grants (``low``, ``substantial``, ``high``) or ``None``.
-    :param revocation: ``good``, ``revoked`` or ``unknown``.
-    :param reasons: why the level is what it is.
-    :param chain: the validated chain, leaf first.
-    """
-
-    identity: Identity | None
-    level: str | None
-    revocation: str
-    reasons: list[str] = field(default_factory=list)
-    chain: list[x509.Certificate] = field(default_factory=list)
-
-
-ChainChecker = Callable[[x509.Certificate, Sequence[x509.Certificate]], ChainReport]
-
-
-def chain_checker(verifier: Verifier, policy: LevelPolicy | None = None) -> ChainChecker:
-    """Deprecated (use :func:`mie.verification.login`): the chain check of the deprecated
-    ``authenticate(challenge, pin)``, from a :class:`~mie.trust.Verifier`.
-
-    :raises VerificationError: (from the returned checker) with the contract code.
-    """
-
-    def check(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]) -> ChainReport:
-        result = verifier.verify(leaf, intermediates)
-        identity = identity_from_certificate(result.leaf)
-        if result.anchor.test and not identity.test_card:
-            identity = dataclasses.replace(identity, test_card=True)
-        decision = decide_level(result, Usage.AUTH, policy)
-        chain = [x509.load_der_x509_certificate(der) for der in result.chain]
-        level = decision.level.value if decision.level is not None else None
-        reasons = [*decision.reasons, f"revocation {result.revocation.value}"]
-        return ChainReport(identity, level, result.revocation.value, reasons, chain)
-
-    return check
-
-
-@dataclass(frozen=True)
-class AuthResult:
-    """Deprecated (use :class:`mie.result.AuthResult`): what ``authenticate(challenge, pin)``
-    returns."""
-
-    authenticator: AuthenticatorInfo
-    identity: Identity | None
-    level: str | None
-    reasons: list[str]
-    evidence: LegacyEvidence
-
-    def to_json(self) -> dict[str, Any]:
-        """:return: the ``AuthResult`` object of the JSON contract, ``valid`` true."""
-        return {
-            "valid": True,
-            "error": None,
-            "authenticator": self.authenticator.to_json(),
-            "identity": self.identity.to_json() if self.identity is not None else None,
-            "level": self.level,
-            "reasons": list(self.reasons),
-            "evidence": self.evidence.to_json(),
-        }
-
-
-# --- The device side. ---
 
 
 @unique
@@ -319,27 +209,6 @@ def _cps4_signed(
     return _Signed(der, certificate, challenge, signature, ef_sn, from_cache)
 
 
-def open_authenticator(
-    reader: str | None = None,
-    *,
-    check_chain: ChainChecker | None,
-    cache: CertificateCache | None = None,
-    serial_binding: SerialBinding = SerialBinding.CERTIFICATE,
-) -> Authenticator:
-    """Deprecated: use :func:`mie.registry.open_authenticator` and :func:`mie.verification.login`.
-
-    :raises UnsupportedCardError: the card is not a supported authenticator (connection closed).
-    """
-    from mie.registry import AuthenticatorOptions
-    from mie.registry import open_authenticator as open_registered
-
-    options = AuthenticatorOptions(cache, serial_binding, check_chain is not None)
-    return open_registered(reader, options=options, check_chain=check_chain)
-
-
-_UNSET: Any = object()
-
-
 class CpxAuthenticator(Authenticator):
     """Authenticates with an ANS CPx card (CPS3, CPE/CPA; CPS4 and PSI through their session).
 
@@ -349,7 +218,6 @@ class CpxAuthenticator(Authenticator):
     :param chain_checked: whether this authenticator's evidence is chain-checked by the verifier
         (:func:`mie.verification.login` with a verifier); only then are certificates taken from
         the cache limited to those whose chain verified. ``False`` pairs with ``verifier=None``.
-    :param check_chain: deprecated, for the deprecated ``authenticate(challenge, pin)``.
     :raises UnsupportedCardError: the ATR is not a CPx card's.
     """
 
@@ -362,22 +230,12 @@ class CpxAuthenticator(Authenticator):
         cache: CertificateCache | None = None,
         serial_binding: SerialBinding = SerialBinding.CERTIFICATE,
         chain_checked: bool = True,
-        check_chain: ChainChecker | None = _UNSET,
     ) -> None:
         self.connection = connection
         self.family = detect_family(connection.atr)
         self.cache = cache if cache is not None else CertificateCache()
         self.serial_binding = serial_binding
         self.chain_checked = chain_checked
-        self.check_chain: ChainChecker | None = None
-        if check_chain is not _UNSET:
-            warnings.warn(
-                "CpxAuthenticator(check_chain=...) is deprecated: use mie.verification.login",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            self.check_chain = check_chain
-            self.chain_checked = check_chain is not None
         self._info = AuthenticatorInfo(
             self.family.value, None, connection.atr, connection.transport
         )
@@ -432,24 +290,9 @@ class CpxAuthenticator(Authenticator):
             kind = identity.card_type.lower()
         return AuthenticatorInfo(kind, serial, self.connection.atr, self.connection.transport)
 
-    @overload
     def authenticate(
         self, request: AuthRequest, *, user: UserVerification | None = None
-    ) -> X509SignatureEvidence: ...
-
-    @overload
-    def authenticate(
-        self, request: bytes, pin: str | bytes | bytearray, allow_last_try: bool = False
-    ) -> AuthResult: ...
-
-    def authenticate(
-        self,
-        request: AuthRequest | bytes,
-        pin: str | bytes | bytearray | None = None,
-        allow_last_try: bool = False,
-        *,
-        user: UserVerification | None = None,
-    ) -> X509SignatureEvidence | AuthResult:
+    ) -> X509SignatureEvidence:
         """Verify the PIN once, have the card sign the request's bound challenge, and check the
         signature on the host against the certificate (cached, or read from the card).
 
@@ -459,12 +302,11 @@ class CpxAuthenticator(Authenticator):
         command sent to the card is an immutable ``bytes`` copy (the connection and PC/SC take
         nothing else): it is only dropped when the call returns.
 
-        The deprecated form ``authenticate(challenge: bytes, pin, allow_last_try=False)`` signs
-        the raw challenge and returns a deprecated :class:`AuthResult`; it is removed soon.
-
         :param request: the relying party's nonce, origin and requirements.
         :param user: asked for the PIN once, after the card said how many tries remain.
         :return: the evidence; the serial is in :attr:`info` once read.
+        :raises TypeError: ``request`` is not an :class:`~mie.request.AuthRequest` (a raw
+            challenge is never signed: it could be a relayed one); nothing was sent.
         :raises UnsupportedCardError: a contactless card (it does not sign); nothing was sent.
         :raises ValueError: the request does not ask for user verification (a CPx card signs
             only after its PIN), or no ``user`` was given; nothing was sent.
@@ -476,25 +318,11 @@ class CpxAuthenticator(Authenticator):
             the certificate names.
         :raises SignatureInvalidError: the signature does not verify with the certificate.
         """
-        if isinstance(request, AuthRequest):
-            if pin is not None or allow_last_try:
-                raise TypeError("authenticate(request) takes the PIN from user=, not pin=")
-            return self._answer(request, user)
-        warnings.warn(
-            "authenticate(challenge, pin) signs a raw challenge and is deprecated: "
-            "use authenticate(AuthRequest, user=...) and mie.verification.login",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        if pin is None:
-            raise TypeError("authenticate(challenge, pin): the PIN is missing")
-        try:
-            return self._legacy(request, pin, allow_last_try)
-        finally:
-            if isinstance(pin, bytearray):
-                pin[:] = bytes(len(pin))
-
-    def _answer(self, request: AuthRequest, user: UserVerification | None) -> X509SignatureEvidence:
+        if not isinstance(request, AuthRequest):
+            raise TypeError(
+                "authenticate() takes an AuthRequest: a CPx card signs only SHA-256(origin) || "
+                f"SHA-256(nonce), never a raw {type(request).__name__}"
+            )
         self._refuse_contactless()
         if not request.user_verification:
             raise ValueError("A CPx card signs only after its PIN: user verification is required")
@@ -596,39 +424,3 @@ class CpxAuthenticator(Authenticator):
             logger.info("Cached certificate does not match the card; reading it again")
         der = session.authentication_certificate()
         return _cps4_signed(session, der, load_certificate(der), challenge, ef_sn, from_cache=False)
-
-    # --- Deprecated: authenticate(challenge, pin), removed in commit F. ---
-
-    def _legacy(
-        self, challenge: bytes, pin: str | bytes | bytearray, allow_last_try: bool
-    ) -> AuthResult:
-        if len(challenge) < MIN_CHALLENGE:
-            raise ValueError(f"Challenge must have at least {MIN_CHALLENGE} bytes")
-        CPX_PIN.check(pin)
-        self._refuse_contactless()
-        signed = self._prove(challenge, StaticPin(pin), allow_last_try)
-        identity = card_identity(signed.certificate)
-        self._info = self._card(self._serial(identity, signed.ef_sn), identity)
-        card = self._info
-        leaf = signed.certificate.public_bytes(serialization.Encoding.DER)
-        if self.check_chain is None:
-            self._remember(signed, chain_verified=False)
-            evidence = LegacyEvidence(challenge, signed.signature, [leaf], "unknown")
-            reasons = ["signature verified", "certificate chain and revocation not checked"]
-            return AuthResult(card, identity, None, reasons, evidence)
-        try:
-            report = self.check_chain(signed.certificate, [])
-        except BaseException:
-            if signed.from_cache:
-                self.cache.discard(signed.der)
-            raise
-        self._remember(signed, chain_verified=True)
-        chain = [c.public_bytes(serialization.Encoding.DER) for c in report.chain] or [leaf]
-        evidence = LegacyEvidence(challenge, signed.signature, chain, report.revocation)
-        reasons = ["signature verified", *report.reasons]
-        return AuthResult(card, report.identity, report.level, reasons, evidence)
-
-    def _remember(self, signed: _Signed, *, chain_verified: bool) -> None:
-        self.cache.add(
-            signed.der, signed.certificate, serial=signed.ef_sn, chain_verified=chain_verified
-        )

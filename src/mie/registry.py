@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mie.auth import Authenticator, ChainChecker, CpxAuthenticator, SerialBinding
+from mie.auth import Authenticator, CpxAuthenticator, SerialBinding
 from mie.cards.cpx import detect_family
 from mie.cards.demo import DEMO_ATR, DemoAuthenticator
 from mie.certcache import CertificateCache
@@ -86,15 +85,11 @@ def authenticator_for(
     raise UnsupportedCardError(f"Unsupported card: ATR {shown} is not a known authenticator", atr)
 
 
-_UNSET = object()
-
-
 def open_authenticator(
     reader: str | None = None,
     *,
     connection: SmartCardConnection | None = None,
     options: AuthenticatorOptions | None = None,
-    check_chain: ChainChecker | object | None = _UNSET,
 ) -> Authenticator:
     """Connect to the card in a PC/SC reader (or take ``connection``) and return its authenticator.
 
@@ -102,8 +97,8 @@ def open_authenticator(
         card. Ignored when ``connection`` is given.
     :param connection: a connection opened by the caller; it is not closed on failure (only a
         connection this function opened is).
-    :param options: how the authenticator is set up.
-    :param check_chain: deprecated; the chain is checked by :func:`mie.verification.login`.
+    :param options: how the authenticator is set up; the chain is checked by the verifier
+        (:func:`mie.verification.login`).
     :raises UnsupportedCardError: the card is not a supported authenticator.
     :raises TransportError: no reader, no card, or PC/SC fails.
     """
@@ -113,17 +108,7 @@ def open_authenticator(
 
         connection = PcscConnection(reader)
     try:
-        authenticator = authenticator_for(connection, options)
-        if check_chain is not _UNSET:
-            warnings.warn(
-                "open_authenticator(check_chain=...) is deprecated: use mie.verification.login",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if isinstance(authenticator, CpxAuthenticator):
-                authenticator.check_chain = check_chain  # type: ignore[assignment]
-                authenticator.chain_checked = check_chain is not None
-        return authenticator
+        return authenticator_for(connection, options)
     except BaseException:
         if owned:
             connection.close()

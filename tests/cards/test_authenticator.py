@@ -260,11 +260,14 @@ def test_hooks_ignore_evidence_they_did_not_make(options: CardOptions) -> None:
     assert len(cache) == 1
 
 
-def test_the_legacy_form_warns(options: CardOptions) -> None:
-    authenticator = CpxAuthenticator(_connect("cps3", options), chain_checked=False)
-    with pytest.warns(DeprecationWarning, match="raw challenge"):
-        result = authenticator.authenticate(bytes(32), "4826")
-    assert result.evidence.challenge == bytes(32)
+def test_a_raw_challenge_is_never_signed(options: CardOptions) -> None:
+    # The deprecated authenticate(challenge, pin) of B2 is gone (commit F): a relayed challenge
+    # has nothing to bind it to the relying party.
+    connection = _connect("cps3", options)
+    authenticator = CpxAuthenticator(connection, chain_checked=False)
+    with pytest.raises(TypeError, match="AuthRequest"):
+        authenticator.authenticate(bytes(32), user=StaticPin("4826"))  # type: ignore[arg-type]
+    assert connection.exchanges == []
 
 
 @pytest.mark.parametrize("kind", ["cps3", "cps4"])

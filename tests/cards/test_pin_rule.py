@@ -1,7 +1,7 @@
 """The CPx PIN rule (mie.cards.cpx.CPX_PIN): 4 to 8 ASCII digits, ASCII block padded with FF.
 
 The rule belongs to the authenticator, not to mie.core (moved from tests/unit/test_pin.py, which
-tested core.pin's check_pin/format_pin, now deprecated).
+tested core.pin's check_pin/format_pin, removed since).
 """
 
 from __future__ import annotations

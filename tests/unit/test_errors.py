@@ -40,8 +40,8 @@ from mie.core.errors import (
     VectorFormatError,
     VerificationError,
 )
-from mie.core.pin import format_pin
 from mie.emulation import EmulatedConnection, demo_card
+from mie.emulation.iso7816 import DEMO_PIN_RULE
 
 # DESIGN.md: the chain codes, then the authentication codes (nonce_unknown comes with the
 # service), then the `usage` code of `--json` usage failures.
@@ -156,7 +156,7 @@ def test_a_wrong_pin_keeps_the_status_word_as_its_cause() -> None:
     card = demo_card(pin="4826", holder="Dr Test")
     session = DemoSession(EmulatedConnection(card))
     with pytest.raises(InvalidPinError) as raised:
-        session.verify_pin(format_pin("9999"))
+        session.verify_pin(DEMO_PIN_RULE.pad("9999"))
     cause = raised.value.__cause__
     assert isinstance(cause, ApduError) and cause.sw == 0x63C2
     assert raised.value.tries_left == 2
@@ -167,6 +167,6 @@ def test_a_blocked_pin_keeps_the_status_word_as_its_cause() -> None:
     session = DemoSession(EmulatedConnection(card))
     card.tries_left = 0
     with pytest.raises(PinBlockedError) as raised:
-        session.verify_pin(format_pin("4826"), allow_last_try=True)
+        session.verify_pin(DEMO_PIN_RULE.pad("4826"), allow_last_try=True)
     cause = raised.value.__cause__
     assert isinstance(cause, ApduError) and cause.sw == 0x6983

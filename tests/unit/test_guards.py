@@ -11,8 +11,6 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[2] / "src" / "mie"
 EXCLUDED = (SRC / "emulation",)
 
@@ -65,9 +63,5 @@ def test_the_home_of_certificate_loading_is_where_the_guard_looks() -> None:
     assert {"load_der_x509_certificate", "catch_warnings"} <= used
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth.py loads card certificates itself until WP-B/WP-C move the call sites (C2, B2)",
-)
 def test_certificates_are_loaded_only_by_the_strict_parse() -> None:
     assert uses_outside(CERTIFICATE_HOME, CERTIFICATE_LOADING) == []

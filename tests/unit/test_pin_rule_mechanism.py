@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mie.core import pin as core_pin
 from mie.core.errors import PinFormatError
-from mie.core.pin import PinRule, check_pin, format_pin
+from mie.core.pin import PinRule
 
 DIGITS = PinRule(4, 8, digits_only=True)
 TEXT = PinRule(4, 63, digits_only=False)
@@ -40,9 +41,8 @@ def test_a_rule_must_be_a_range() -> None:
         PinRule(0, 4, digits_only=True)
 
 
-def test_the_deprecated_helpers_keep_the_cpx_rule_and_raise_pin_format_errors() -> None:
-    assert format_pin("4826") == bytearray(b"4826\xff\xff\xff\xff")
-    with pytest.raises(PinFormatError):
-        check_pin("123")
-    with pytest.raises(ValueError, match="decimal digits only"):
-        format_pin("12a4")
+def test_the_deprecated_helpers_are_gone_and_core_holds_no_pin_values() -> None:
+    # Commit F: check_pin/format_pin (the CPx values in mie.core) are removed; the CPx rule is
+    # mie.cards.cpx.CPX_PIN (tests/cards/test_pin_rule.py).
+    for name in ("check_pin", "format_pin", "MIN_PIN_LENGTH", "MAX_PIN_LENGTH"):
+        assert not hasattr(core_pin, name), name

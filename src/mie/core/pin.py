@@ -1,9 +1,7 @@
 """The PIN format mechanism: a rule checked before anything is sent to an authenticator.
 
-The values belong to each authenticator (CPx cards: 4 to 8 digits; FIDO2 keys will take 4 to
-63 characters), not to :mod:`mie.core`. :func:`check_pin` and :func:`format_pin` keep the CPx
-values for the callers not yet moved; they are deprecated (removed once every caller uses its
-authenticator's rule).
+The values belong to each authenticator (CPx cards: 4 to 8 digits, ``mie.cards.cpx.CPX_PIN``;
+FIDO2 keys will take 4 to 63 characters), not to :mod:`mie.core`.
 """
 
 from __future__ import annotations
@@ -11,9 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mie.core.errors import PinFormatError
-
-MIN_PIN_LENGTH = 4
-MAX_PIN_LENGTH = 8
 
 
 @dataclass(frozen=True)
@@ -75,31 +70,3 @@ class PinRule:
     @property
     def _unit(self) -> str:
         return "digits" if self.digits_only else "characters"
-
-
-_CPX = PinRule(MIN_PIN_LENGTH, MAX_PIN_LENGTH, digits_only=True)
-
-
-def check_pin(pin: str | bytes | bytearray) -> None:
-    """Check a PIN is 4 to 8 ASCII decimal digits (the CPx rule), without echoing it.
-
-    Deprecated: use the authenticator's rule (``mie.cards.cpx.CPX_PIN.check``).
-
-    :param pin: the PIN as typed (a ``bytearray`` is read in place, never copied).
-    :raises PinFormatError: (a :class:`ValueError`) wrong length or a character not a digit.
-    """
-    _CPX.check(pin)
-
-
-def format_pin(pin: str | bytes | bytearray, length: int = 8, pad: int = 0xFF) -> bytearray:
-    """Format a PIN as ASCII digits padded to ``length`` bytes (the CPx rule).
-
-    Deprecated: use the authenticator's rule (``mie.cards.cpx.CPX_PIN.pad``).
-
-    :param pin: 4 to 8 decimal digits.
-    :param length: the PIN block length the card expects.
-    :param pad: the padding byte.
-    :return: a ``bytearray`` the caller can wipe after use.
-    :raises PinFormatError: (a :class:`ValueError`) the PIN is not 4 to 8 decimal digits.
-    """
-    return _CPX.pad(pin, length, pad)

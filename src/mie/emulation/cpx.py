@@ -20,13 +20,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mie.core.apdu import CommandApdu
 from mie.core.errors import TlvError
-from mie.core.pin import format_pin
+from mie.core.pin import PinRule
 from mie.core.sw import SW
 from mie.core.tlv import Tlv, encode_length, encode_tlvs, tlv_dict
 from mie.emulation import pkcs15
 from mie.emulation.iso7816 import ACL_ALWAYS, DF, EF, MF_FID, Iso7816Card, Response
 from mie.emulation.testpki import CardCredentials, CardIdentity, TestPki
 
+# The cards' own PIN rule (the emulator does not borrow the client's): 4 to 8 digits, FF-padded.
+CPX_PIN_RULE = PinRule(4, 8, digits_only=True)
 CPS3_ATR = bytes.fromhex("3BAC00402A00122500648000031000 9000".replace(" ", ""))
 CPS3_CL_ATR = bytes.fromhex("3B8F8001003 1B86404B0ECC17394018082 90000E".replace(" ", ""))
 CPS4_ATR = bytes.fromhex("3B9B188001001225006480040100009044")
@@ -184,7 +186,7 @@ class IasEccCard(Iso7816Card):
         super().__init__(
             atr,
             mf,
-            pin=bytes(format_pin(pin)),
+            pin=bytes(CPX_PIN_RULE.pad(pin)),
             pin_ref=PIN_REF,
             max_tries=MAX_TRIES,
             t0=t0,
