@@ -78,6 +78,16 @@ def test_importing_the_error_types_loads_no_trust_card_or_asn1_module() -> None:
     assert heavy_in(modules) == []
 
 
+# What an IAM that only verifies must not need: the device side and the hardware stack.
+DEVICE = ("mie.auth", "mie.registry", "mie.certcache", "mie.cards", "mie.transport", "smartcard")
+
+
+def test_the_verifier_side_loads_no_device_code() -> None:
+    modules = imported_modules("import mie.verification, mie.result, mie.evidence, mie.trust.login")
+    assert "mie.verification" in modules
+    assert [m for m in modules if any(m == d or m.startswith(d + ".") for d in DEVICE)] == []
+
+
 def test_a_public_name_loads_only_what_it_needs() -> None:
     modules = imported_modules("import mie; mie.AuthRequest")
     assert "mie.request" in modules
