@@ -2,8 +2,9 @@
 # Set up what `make demo` or `make test` needs, idempotently.
 #   demo: a virtualenv with mie (no hardware stack, no daemon).
 #   test: Debian packages for the real PC/SC stack (pcscd, vsmartcard-vpcd, OpenSC, pcsc-lite
-#         headers and swig for pyscard builds), installed with apt-get when run as root, and a
-#         virtualenv with mie[pcsc,dev] pinned by constraints.txt.
+#         headers and swig for pyscard builds), SoftHSM2 (PKCS#11 keys) and PostgreSQL (shared
+#         state), installed with apt-get when run as root, and a virtualenv with
+#         mie[pcsc,nfc,hsm,store,relay,dev] pinned by constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-test}
@@ -40,6 +41,8 @@ system_packages() {
   command -v opensc-tool >/dev/null || missing+=(opensc)
   [[ -e /usr/include/PCSC/winscard.h ]] || missing+=(libpcsclite-dev)
   command -v swig >/dev/null || missing+=(swig)
+  [[ -e /usr/lib/softhsm/libsofthsm2.so ]] || missing+=(softhsm2)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   if ((${#missing[@]})); then
     apt_install "${missing[@]}"
   fi
@@ -59,6 +62,6 @@ virtualenv() {
 need_python
 case $mode in
   demo) virtualenv "" ;;
-  test) system_packages; virtualenv "pcsc,dev" ;;
+  test) system_packages; virtualenv "pcsc,nfc,hsm,store,relay,dev" ;;
   *) say "usage: scripts/setup.sh demo|test"; exit 2 ;;
 esac
