@@ -286,3 +286,35 @@ def test_no_naive_datetimes(files: Files) -> None:
     index = CrlIndex(files.pki.crl(Gamme.FORT), "x")
     assert index.this_update.tzinfo is not None and index.next_update is not None
     assert index.next_update.tzinfo is not None
+
+
+@pytest.mark.parametrize("revoked", [True, False], ids=["revoked", "good"])
+def test_given_crl_answers_without_download(
+    files: Files, cps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revoked: bool
+) -> None:
+    # A --crl file that is current for the leaf's issuer decides, as a fresh cached CRL would:
+    # nothing is fetched (a builder saw a 404 warning logged for a revoked card with --crl).
+    fetched: list[str] = []
+
+    def fetch(url: str, **_: Any) -> bytes:
+        fetched.append(url)
+        raise VerificationError(ErrorCode.REVOCATION_UNKNOWN, f"HTTP 404 for {url}")
+
+    monkeypatch.setattr("mie.trust.cache.fetch_url", fetch)
+    serial = cps.authentication.certificate.serial_number
+    crls = _with_arl(files)
+    crls.add(CrlIndex.from_bytes(_der(files.pki.crl(Gamme.FORT, [serial] if revoked else [])), "c"))
+    cache = CrlCache(tmp_path / "cache", timeout=5)
+    leaf = cps.authentication.certificate
+    if revoked:
+        with pytest.raises(VerificationError) as info:
+            _verify(files, leaf, crls, crl_cache=cache)
+        assert info.value.code is ErrorCode.REVOKED
+    else:
+        assert _verify(files, leaf, crls, crl_cache=cache).revocation is RevocationStatus.GOOD
+    assert fetched == []
+    # Without the leaf's CRL, the cache still downloads it (and, unreachable, hard mode fails).
+    with pytest.raises(VerificationError) as info:
+        _verify(files, leaf, _with_arl(files), crl_cache=cache)
+    assert info.value.code is ErrorCode.REVOCATION_UNKNOWN
+    assert fetched == [files.pki.crl_url(Gamme.FORT)]

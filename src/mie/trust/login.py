@@ -103,7 +103,9 @@ def login_verifier(
 
     :param trust: extra trust anchor files.
     :param intermediates: extra intermediate CA files (kept in the store, for path building).
-    :param crls: CRL files, used before anything cached or downloaded.
+    :param crls: CRL files, used before anything cached or downloaded: a certificate they
+        answer for (a current CRL of its issuer revokes it or covers it) gets no download, as
+        with a cached CRL that is not stale; only the ones they leave unknown are fetched.
     :param usage: what the end-entity key is for (a login: ``AUTH``).
     :param revocation: hard (unknown status fails) or soft.
     :param at: verify at this aware time instead of now.

@@ -357,10 +357,16 @@ class Verifier:
             if answer.status is not RevocationStatus.UNKNOWN:
                 return answer
             logger.info("OCSP gave no answer (%s); trying CRLs", answer.detail)
-        crls = self.crls
-        if cache is not None:
-            crls = self._with_fetched(cert, at, cache)
-        return crl_status(cert, issuer, at, crls)
+        if cache is None:
+            return crl_status(cert, issuer, at, self.crls)
+        # The CRL files the caller gave answer first, as a cached copy that is not stale would:
+        # a current CRL of the issuer that revokes the certificate, or covers it without listing
+        # it, needs no download (and no warning when its distribution point is unreachable).
+        # Only what they leave unknown is fetched and merged with them.
+        given = crl_status(cert, issuer, at, self.crls)
+        if given.status is not RevocationStatus.UNKNOWN:
+            return given
+        return crl_status(cert, issuer, at, self._with_fetched(cert, at, cache))
 
     def _with_fetched(self, cert: x509.Certificate, at: dt.datetime, cache: CrlCache) -> CrlSet:
         merged = CrlSet.of(self.crls)
