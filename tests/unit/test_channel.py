@@ -18,6 +18,8 @@ from tests.unit.fakes import ScriptedConnection, ScriptFactory, h
 from tests.unit.toy_channel import (
     ToyCardChannel,
     ToyMacChannel,
+    ToyNativeChannel,
+    af_chaining,
     card_cryptogram,
     install_toy_handshake,
     open_toy_channel,
@@ -413,3 +415,184 @@ def test_the_emulated_card_refuses_a_bad_handshake() -> None:
     assert card.process(h("80 F0 01 00 10") + RND_A + h("18")) == h("6A 86")
     assert card.secure_channel is None
     assert card.process(h("80 F1 00 00 00")) == h("6D 00")
+
+
+# DESFire EV2's shape: ISO-wrapped native commands, AF frames both ways, success 9100, the
+# command MAC over Cmd || CmdCtr || TI || CmdHeader || CmdData before framing, the response MAC
+# over RC || CmdCtr+1 || TI || RespData after collecting (HMAC-SHA256 for AES-CMAC).
+
+TI = h("9D 00 C4 DF")
+NATIVE_SUCCESS = frozenset({0x9000, 0x9100})
+
+
+def native_mac(*parts: bytes) -> bytes:
+    """The EV2-shaped MAC, written out again here."""
+    return hmac.new(KS, b"".join(parts), hashlib.sha256).digest()[:8]
+
+
+def le2(counter: int) -> bytes:
+    return counter.to_bytes(2, "little")
+
+
+def native_on(
+    scripted: ScriptFactory, script: list[tuple[bytes, bytes, int]]
+) -> tuple[SmartCardProtocol, ToyNativeChannel, ScriptedConnection]:
+    connection = scripted(script)
+    protocol = SmartCardProtocol(connection, layers=(af_chaining(16),), success=NATIVE_SUCCESS)
+    channel = ToyNativeChannel(KS, TI)
+    protocol.install_channel(channel)
+    return protocol, channel, connection
+
+
+WRITE_HEADER = h("01 000000 1E0000")  # WriteData: FileNo, offset, length (3 bytes LE each)
+WRITE_DATA = bytes(range(0x30, 0x4E))  # 30 bytes
+
+
+def test_a_native_command_is_maced_whole_then_cut_into_af_frames(scripted: ScriptFactory) -> None:
+    protected = (
+        WRITE_HEADER + WRITE_DATA + native_mac(h("3D"), le2(0), TI, WRITE_HEADER, WRITE_DATA)
+    )
+    assert len(protected) == 45
+    protocol, channel, _ = native_on(
+        scripted,
+        [
+            (h("90 3D 00 00 10") + protected[:16] + h("00"), b"", 0x91AF),
+            (h("90 AF 00 00 10") + protected[16:32] + h("00"), b"", 0x91AF),
+            (
+                h("90 AF 00 00 0D") + protected[32:] + h("00"),
+                native_mac(h("00"), le2(1), TI),
+                0x9100,
+            ),
+        ],
+    )
+    command = CommandApdu(0x90, 0x3D, 0, 0, WRITE_HEADER + WRITE_DATA, 256)
+    assert protocol.transmit(command, header_length=7, mode=CommMode.MAC) == (b"", 0x9100)
+    (context,) = channel.contexts
+    assert (context.ins, context.command_header, context.data) == (0x3D, WRITE_HEADER, WRITE_DATA)
+    assert channel.counter == 1
+    assert protocol.channel is channel
+
+
+READ_HEADER = h("01 000000 200000")  # ReadData: 32 bytes of file 1
+FILE = bytes(range(0xA0, 0xC0))
+
+
+def test_a_chained_response_is_checked_whole_with_the_final_status(scripted: ScriptFactory) -> None:
+    answer = FILE + native_mac(h("00"), le2(1), TI, FILE)
+    read = h("90 BD 00 00 0F") + READ_HEADER + native_mac(h("BD"), le2(0), TI, READ_HEADER)
+    protocol, channel, _ = native_on(
+        scripted,
+        [
+            (read + h("00"), answer[:16], 0x91AF),
+            (h("90 AF 00 00 00"), answer[16:32], 0x91AF),
+            (h("90 AF 00 00 00"), answer[32:], 0x9100),
+        ],
+    )
+    data = protocol.send_apdu(
+        0x90, 0xBD, 0, 0, READ_HEADER, 256, header_length=7, mode=CommMode.MAC
+    )
+    assert data == FILE
+    assert channel.counter == 1
+
+
+def test_a_mac_over_the_last_frame_only_does_not_verify(scripted: ScriptFactory) -> None:
+    per_frame = FILE + native_mac(h("00"), le2(1), TI, FILE[16:])
+    read = h("90 BD 00 00 0F") + READ_HEADER + native_mac(h("BD"), le2(0), TI, READ_HEADER)
+    protocol, channel, _ = native_on(
+        scripted,
+        [(read + h("00"), per_frame[:16], 0x91AF), (h("90 AF 00 00 00"), per_frame[16:], 0x9100)],
+    )
+    with pytest.raises(SecureMessagingError, match="does not verify"):
+        protocol.transmit(
+            CommandApdu(0x90, 0xBD, 0, 0, READ_HEADER, 256), header_length=7, mode=CommMode.MAC
+        )
+    assert protocol.channel is None
+    assert channel.is_dropped
+
+
+def test_a_plain_native_command_moves_the_counter_of_the_next_mac(scripted: ScriptFactory) -> None:
+    key_version = native_mac(h("00"), le2(2), TI, h("10"))
+    protocol, channel, _ = native_on(
+        scripted,
+        [
+            (h("90 60 00 00 00"), h("04 01 01"), 0x91AF),
+            (h("90 AF 00 00 00"), h("04 01 02"), 0x9100),
+            (
+                h("90 64 00 00 09 00") + native_mac(h("64"), le2(1), TI, h("00")) + h("00"),
+                h("10") + key_version,
+                0x9100,
+            ),
+        ],
+    )
+    assert protocol.send_apdu(0x90, 0x60, 0, 0, le=256) == h("04 01 01 04 01 02")
+    assert channel.counter == 1
+    version = protocol.send_apdu(0x90, 0x64, 0, 0, h("00"), 256, header_length=1, mode=CommMode.MAC)
+    assert version == h("10")
+    assert channel.counter == 2
+
+
+def test_a_native_error_status_drops_the_channel(scripted: ScriptFactory) -> None:
+    read = h("90 BD 00 00 0F") + READ_HEADER + native_mac(h("BD"), le2(0), TI, READ_HEADER)
+    protocol, channel, connection = native_on(scripted, [(read + h("00"), b"", 0x91AE)])
+    with pytest.raises(ApduError) as raised:
+        protocol.send_apdu(0x90, 0xBD, 0, 0, READ_HEADER, 256, header_length=7, mode=CommMode.MAC)
+    assert raised.value.sw == 0x91AE
+    assert (protocol.channel, channel.is_dropped) == (None, True)
+    with pytest.raises(SecureMessagingError, match="nothing was sent"):
+        protocol.transmit(CommandApdu(0x90, 0xBD, 0, 0, READ_HEADER, 256), mode=CommMode.MAC)
+    assert len(connection.sent) == 1
+
+
+def test_select_application_drops_the_channel_before_it_is_sent(scripted: ScriptFactory) -> None:
+    protocol, channel, connection = native_on(
+        scripted, [(h("90 5A 00 00 03 01 00 00 00"), b"", 0x9100)]
+    )
+    assert protocol.send_apdu(0x90, 0x5A, 0, 0, h("01 00 00"), 256) == b""
+    assert (protocol.channel, channel.is_dropped, channel.contexts) == (None, True, [])
+    assert connection.remaining == 0
+
+
+class Refusing(Recording):
+    def drops_before(self, apdu: CommandApdu) -> bool:
+        raise ValueError("no opinion")
+
+
+def test_a_channel_whose_drop_rule_raises_is_dropped_and_nothing_is_sent(
+    scripted: ScriptFactory,
+) -> None:
+    connection = scripted([])
+    protocol = SmartCardProtocol(connection)
+    channel = Refusing()
+    protocol.install_channel(channel)
+    with pytest.raises(ValueError, match="no opinion"):
+        protocol.transmit(READ_SERIAL)
+    assert (protocol.channel, channel.drops, connection.sent) == (None, 1, [])
+
+
+@pytest.mark.parametrize("t0", [True, False], ids=["T=0", "T=1"])
+def test_the_emulated_card_keeps_its_channel_on_a_status_word_it_counts_as_success(
+    t0: bool,
+) -> None:
+    card = toy_card(t0)
+    card.handlers[0xDB] = lambda apdu: (b"done", 0x9100)
+    card.channel_success = frozenset({OK, 0x9100})
+    protocol = SmartCardProtocol(EmulatedConnection(card), t0=t0, success=NATIVE_SUCCESS)
+    channel = open_toy_channel(protocol, KEY, RND_A)
+    assert protocol.transmit(CommandApdu(0, 0xDB, 0, 0, le=256), mode=CommMode.MAC) == (
+        b"done",
+        0x9100,
+    )
+    assert (protocol.channel, card.secure_channel is not None) == (channel, True)
+    assert channel.counter == 1
+
+
+def test_by_default_the_emulated_card_closes_its_channel_on_9100() -> None:
+    card = toy_card(t0=False)
+    card.handlers[0xDB] = lambda apdu: (b"done", 0x9100)
+    protocol = SmartCardProtocol(EmulatedConnection(card))
+    open_toy_channel(protocol, KEY, RND_A)
+    assert protocol.transmit(CommandApdu(0, 0xDB, 0, 0, le=256), mode=CommMode.MAC) == (
+        b"done",
+        0x9100,
+    )
+    assert (protocol.channel, card.secure_channel) == (None, None)

@@ -12,6 +12,13 @@ byte-exact before DESFire EV2 lands on it. HMAC-SHA256 from :mod:`hmac`, nothing
   on every successful exchange, plain ones included.
 - Only ``PLAIN`` or ``MAC`` both ways: one CLA bit tells the card both directions. Le is not
   protected; a response longer than Le comes through ``61xx``.
+
+:class:`ToyNativeChannel` and :func:`af_chaining` have DESFire EV2's shape (reference
+``desfire.md`` §3, §6), HMAC-SHA256 standing in for AES-CMAC: commands ISO-wrapped
+(``90 CMD 00 00 Lc data 00``), ``AF`` frames both ways, success ``9100``; the command MAC over
+``Cmd ‖ CmdCtr ‖ TI ‖ CmdHeader ‖ CmdData`` is appended to the whole data before it is framed,
+the response MAC over ``RC ‖ CmdCtr+1 ‖ TI ‖ RespData`` ends the last frame; ``CmdCtr``
+(2 bytes, little-endian) moves on every exchange, plain ones included.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from collections.abc import Callable
 
 from mie.core.apdu import CommandApdu
 from mie.core.channel import CommMode, ExchangeContext, SecureChannel
-from mie.core.errors import SecureMessagingError
-from mie.core.processors import SmartCardProtocol
+from mie.core.errors import BadResponseError, SecureMessagingError
+from mie.core.processors import ApduProcessor, ChainedProcessor, SmartCardProtocol, StackSettings
 from mie.emulation.iso7816 import CardChannel, Iso7816Card
 
 CLA_HANDSHAKE = 0x80
@@ -158,12 +165,12 @@ class ToyCardChannel(CardChannel):
         le = 256 if apdu.le is None and not body else apdu.le
         return CommandApdu(cla, apdu.ins, apdu.p1, apdu.p2, body, le)
 
-    def wrap(self, apdu: CommandApdu, data: bytes) -> bytes:
+    def wrap(self, apdu: CommandApdu, data: bytes, sw: int) -> bytes:
         counter = self.counter
         self.counter += 1
         if apdu.cla & 0x80 or not apdu.cla & CLA_SM:
             return data
-        return data + hmac_sha256(self.ks, _ctr(counter), _ctr(SW_OK), data)[:MAC_SIZE]
+        return data + hmac_sha256(self.ks, _ctr(counter), _ctr(sw), data)[:MAC_SIZE]
 
 
 def install_toy_handshake(
@@ -187,3 +194,120 @@ def install_toy_handshake(
         return challenge + card_cryptogram(key, apdu.data, challenge), SW_OK
 
     card.proprietary_handlers[INS_HANDSHAKE] = handshake
+
+
+# DESFire EV2's shape (test code).
+
+CLA_NATIVE = 0x90
+INS_ADDITIONAL_FRAME = 0xAF
+SW_MORE = 0x91AF
+SW_NATIVE_OK = 0x9100
+# The commands after which the card has no session any more (SelectApplication, the
+# authentications): the channel is dropped before they are sent.
+ENDS_SESSION = frozenset({0x5A, 0xAA, 0x1A, 0x0A, 0x71})
+MAX_FRAMES = 16
+
+
+class ToyNativeChannel(SecureChannel):
+    """The host side of an EV2-shaped MAC channel.
+
+    :param ks: the session MAC key.
+    :param ti: the transaction identifier (4 bytes).
+    """
+
+    def __init__(self, ks: bytes, ti: bytes) -> None:
+        self._ks: bytearray | None = bytearray(ks)
+        self.ti = ti
+        self.counter = 0
+        self.contexts: list[ExchangeContext] = []
+
+    @property
+    def is_dropped(self) -> bool:
+        """:return: whether :meth:`dropped` wiped the key."""
+        return self._ks is None
+
+    def _mac(self, *parts: bytes) -> bytes:
+        if self._ks is None:
+            raise SecureMessagingError("The toy channel was dropped")
+        return hmac_sha256(self._ks, *parts)[:MAC_SIZE]
+
+    def drops_before(self, apdu: CommandApdu) -> bool:
+        return apdu.cla == CLA_NATIVE and apdu.ins in ENDS_SESSION
+
+    def wrap(self, apdu: CommandApdu, context: ExchangeContext) -> CommandApdu:
+        self.contexts.append(context)
+        if CommMode.FULL in (context.command_mode, context.response_mode):
+            raise ValueError("The toy channel has no encryption")
+        if context.command_mode is CommMode.PLAIN:
+            self._mac()  # a dropped channel sends nothing
+            return apdu
+        mac = self._mac(
+            bytes([context.ins]),
+            self.counter.to_bytes(2, "little"),
+            self.ti,
+            context.command_header,
+            context.data,
+        )
+        return CommandApdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, apdu.data + mac, apdu.le)
+
+    def unwrap(self, data: bytes, sw: int, context: ExchangeContext) -> tuple[bytes, int]:
+        self.counter += 1
+        if context.response_mode is CommMode.MAC:
+            if len(data) < MAC_SIZE:
+                raise SecureMessagingError("Toy response too short to carry its MAC")
+            body, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
+            expected = self._mac(
+                bytes([sw & 0xFF]), self.counter.to_bytes(2, "little"), self.ti, body
+            )
+            if not hmac.compare_digest(mac, expected):
+                raise SecureMessagingError("Toy response MAC does not verify")
+            data = body
+        return data, sw
+
+    def dropped(self) -> None:
+        if self._ks is not None:
+            self._ks[:] = bytes(len(self._ks))
+        self._ks = None
+
+
+class AfChaining(ChainedProcessor):
+    """DESFire ``AF`` frames both ways, for ISO-wrapped native commands (CLA ``90``).
+
+    A command's data is sent ``frame`` bytes at a time, the first frame with its command code,
+    the next ones as ``90 AF 00 00 Lc part 00``, each answered ``91AF``; a response answered
+    ``91AF`` is collected with ``90 AF 00 00 00``. An authentication's ``91AF`` asks for the host's
+    next message, not for more frames: those commands are passed through.
+
+    :param delegate: the layer below.
+    :param frame: the most data bytes one frame carries.
+    """
+
+    def __init__(self, delegate: ApduProcessor, frame: int) -> None:
+        super().__init__(delegate)
+        self.frame = frame
+
+    def _next(self, data: bytes) -> CommandApdu:
+        return CommandApdu(CLA_NATIVE, INS_ADDITIONAL_FRAME, 0, 0, data, 256)
+
+    def send_apdu(self, apdu: CommandApdu) -> tuple[bytes, int]:
+        if apdu.cla != CLA_NATIVE or apdu.ins in ENDS_SESSION - {0x5A}:
+            return self.delegate.send_apdu(apdu)
+        parts = [apdu.data[i : i + self.frame] for i in range(0, len(apdu.data), self.frame)]
+        first = CommandApdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, parts[0] if parts else b"", 256)
+        data, sw = self.delegate.send_apdu(first)
+        for part in parts[1:]:
+            if sw != SW_MORE or data:
+                return data, sw
+            data, sw = self.delegate.send_apdu(self._next(part))
+        chunks = [data]
+        for _ in range(MAX_FRAMES):
+            if sw != SW_MORE:
+                return b"".join(chunks), sw
+            data, sw = self.delegate.send_apdu(self._next(b""))
+            chunks.append(data)
+        raise BadResponseError(f"The card sent more than {MAX_FRAMES} AF frames")
+
+
+def af_chaining(frame: int) -> Callable[[ApduProcessor, StackSettings], ApduProcessor]:
+    """:return: the layer builder of :class:`AfChaining` with ``frame`` bytes a frame."""
+    return lambda delegate, settings: AfChaining(delegate, frame)

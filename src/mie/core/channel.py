@@ -4,8 +4,15 @@ A :class:`SecureChannel` holds one session's state (keys, counters, IV). The han
 creates it runs on the plain stack; :meth:`mie.core.processors.SmartCardProtocol.install_channel`
 then puts it on top, where it sees every command the session sends, plain ones included (their
 counter still moves), with an :class:`ExchangeContext` saying which bytes are header and which are
-data, and how the command and its response are protected. SELECT, a status word outside the
+data, and how the command and its response are protected. SELECT (and any command the channel
+says ends the session at the card, :meth:`SecureChannel.drops_before`), a status word outside the
 stack's success set, and any failure inside the exchange drop it (:meth:`SecureChannel.dropped`).
+
+The channel sits above every layer of the recipe: it protects a command whole, before command
+chaining (ISO ``10`` or DESFire ``AF`` frames) cuts it, and checks a response whole, after the
+layers below collected its frames (``61xx``, ``91AF``), with the final status word. Under DESFire's
+ISO wrapping (``90 CMD 00 00 Lc data 00``) :attr:`ExchangeContext.ins` is the native command
+code and :attr:`ExchangeContext.command_header` the command's own header (EV2's ``CmdHeader``).
 """
 
 from __future__ import annotations
@@ -78,6 +85,16 @@ class ExchangeContext:
         )
 
     @property
+    def ins(self) -> int:
+        """:return: the INS byte (under DESFire's ISO wrapping, the native command code)."""
+        return self.header[1]
+
+    @property
+    def command_header(self) -> bytes:
+        """:return: the command's own header: ``header`` without ``CLA INS P1 P2``."""
+        return self.header[4:]
+
+    @property
     def plain(self) -> bool:
         """:return: whether neither direction is protected."""
         return self.command_mode is CommMode.PLAIN and self.response_mode is CommMode.PLAIN
@@ -92,11 +109,29 @@ class SecureChannel(abc.ABC):
 
     @abc.abstractmethod
     def wrap(self, apdu: CommandApdu, context: ExchangeContext) -> CommandApdu:
-        """Return the command to send for ``apdu``, protected as ``context.command_mode`` says."""
+        """Return the command to send for ``apdu``, protected as ``context.command_mode`` says.
+
+        Called for every command while the channel is installed, plain ones included (a
+        counter moves), with the whole command, before any chaining.
+        """
 
     @abc.abstractmethod
     def unwrap(self, data: bytes, sw: int, context: ExchangeContext) -> tuple[bytes, int]:
-        """Check and strip the protection of a successful response; raise if it does not verify."""
+        """Check and strip the protection of a successful response; raise if it does not verify.
+
+        Called only for a status word in the stack's success set, with all the response's data
+        (every frame the layers below collected) and the final status word.
+        """
+
+    def drops_before(self, apdu: CommandApdu) -> bool:
+        """Whether sending ``apdu`` ends the session at the card, so the channel must be dropped
+        before it is sent (and ``apdu`` goes out plain). An interindustry SELECT always does;
+        DESFire adds SelectApplication (``5A``) and a new authentication.
+
+        :param apdu: the command about to be sent, unprotected.
+        :return: ``False`` by default.
+        """
+        return False
 
     def dropped(self) -> None:  # noqa: B027 - optional hook: a channel without secrets has none
         """The channel was dropped: wipe keys and counters; it is never used again."""

@@ -369,9 +369,10 @@ class SmartCardProtocol:
     def install_channel(self, channel: SecureChannel) -> None:
         """Put ``channel`` on top of the stack, after its handshake ran on the plain stack.
 
-        From now on every command goes through it, until SELECT, a status word outside
-        ``settings.success``, a failure inside an exchange, or :meth:`drop_channel`. A channel
-        installed before is dropped first.
+        From now on every command goes through it, until SELECT or a command the channel says
+        ends the session (:meth:`~mie.core.channel.SecureChannel.drops_before`), a status word
+        outside ``settings.success``, a failure inside an exchange, or :meth:`drop_channel`. A
+        channel installed before is dropped first.
 
         :param channel: the established channel.
         """
@@ -386,6 +387,15 @@ class SmartCardProtocol:
         if channel is not None:
             logger.debug("Secure channel dropped")
             channel.dropped()
+
+    def _ends_channel(self, channel: SecureChannel, apdu: CommandApdu) -> bool:
+        if _is_select(apdu):
+            return True
+        try:
+            return channel.drops_before(apdu)
+        except BaseException:
+            self.drop_channel()
+            raise
 
     def transmit(
         self,
@@ -407,7 +417,7 @@ class SmartCardProtocol:
             response that does not verify (the channel is dropped).
         """
         context = ExchangeContext.of(apdu, header_length, mode, response_mode)
-        if self._channel is not None and _is_select(apdu):
+        if self._channel is not None and self._ends_channel(self._channel, apdu):
             self.drop_channel()
         channel = self._channel
         if channel is None:

@@ -53,8 +53,8 @@ class CardChannel(abc.ABC):
     :attr:`Iso7816Card.secure_channel`.
 
     It sees every command after chaining, GET RESPONSE excepted, and the answer of each before
-    ``61xx`` framing. SELECT, a reset, a command whose protection fails and an answer other than
-    ``9000`` close it.
+    ``61xx`` framing. SELECT, a reset, a command whose protection fails and an answer outside
+    :attr:`Iso7816Card.channel_success` (``9000``; a DESFire card adds ``9100``) close it.
     """
 
     @abc.abstractmethod
@@ -62,8 +62,9 @@ class CardChannel(abc.ABC):
         """:return: the command as its handler must see it, or the status word refusing it."""
 
     @abc.abstractmethod
-    def wrap(self, apdu: CommandApdu, data: bytes) -> bytes:
-        """:return: the response data of ``apdu`` (as received) answered ``9000``, protected."""
+    def wrap(self, apdu: CommandApdu, data: bytes, sw: int) -> bytes:
+        """:return: the response data of ``apdu`` (as received) answered ``sw``, a status word
+        of :attr:`Iso7816Card.channel_success`, protected."""
 
 
 @dataclass
@@ -179,6 +180,8 @@ class Iso7816Card(EmulatedCard):
         }
         # By INS, for a proprietary CLA (bit 8 set); with none, such a CLA gets 6E00.
         self.proprietary_handlers: dict[int, Handler] = {}
+        # The answers that keep a secure channel open (and are protected by it).
+        self.channel_success: frozenset[int] = frozenset({SW.OK})
         self.power_on()
 
     @property
@@ -274,7 +277,8 @@ class Iso7816Card(EmulatedCard):
     def _through_channel(self, apdu: CommandApdu) -> Response:
         """Pass ``apdu`` through the card side of the secure channel, if one is open.
 
-        SELECT, a command whose protection fails, and an answer other than ``9000`` close it.
+        SELECT, a command whose protection fails, and an answer outside :attr:`channel_success`
+        close it.
         Without a channel, a CLA that announces secure messaging gets ``6882``: its data carries
         protection nothing here would check.
         """
@@ -294,10 +298,10 @@ class Iso7816Card(EmulatedCard):
         if self.secure_channel is not channel:
             # The handler closed or replaced the channel (a new handshake): answer outside it.
             return data, sw
-        if sw != SW.OK:
+        if sw not in self.channel_success:
             self.secure_channel = None
             return data, sw
-        return channel.wrap(apdu, data), sw
+        return channel.wrap(apdu, data, sw), sw
 
     def _deliver(self, apdu: CommandApdu, data: bytes, sw: int) -> Response:
         """Frame response data as the link protocol requires (``61xx`` / ``6Cxx``)."""
