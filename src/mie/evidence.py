@@ -35,8 +35,10 @@ CHALLENGE_BYTES = 64
 """Size of a bound challenge, ``SHA-256(origin) ‖ SHA-256(nonce)``."""
 MAX_SIGNATURE_BYTES = 1024
 """Largest signature accepted (an RSA-8192 signature)."""
-MAX_CHAIN = 8
-"""Most certificates an evidence chain may hold (the verifier's default maximum depth)."""
+MAX_CHAIN = 10
+"""Most certificates an evidence chain may hold: the longest path the verifier builds by
+default (the leaf, :data:`mie.trust.verify.DEFAULT_MAX_DEPTH` intermediates, the anchor), so a
+verified result reads back."""
 _SHOWN = 40
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
 
@@ -77,6 +79,9 @@ def hex_field(obj: Mapping[str, Any], key: str, what: str, *, sizes: range) -> b
     :raises EvidenceFormatError: not a string, not lower-case hex, or of another size.
     """
     value = obj[key]
+    if isinstance(value, str) and len(value) > 2 * (sizes.stop - 1):
+        # Refused before it is scanned or decoded: a caller's JSON may be of any size.
+        raise EvidenceFormatError(f"{what}.{key} has over {sizes.stop - 1} bytes of hex")
     if not isinstance(value, str) or not _HEX.fullmatch(value):
         raise EvidenceFormatError(f"{what}.{key} is not lower-case hex")
     data = bytes.fromhex(value)

@@ -21,12 +21,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mie.core.errors import (
+    ErrorCode,
     EvidenceFormatError,
     NonceMismatchError,
     OriginMismatchError,
     SignatureInvalidError,
+    VerificationError,
 )
-from mie.evidence import Evidence, X509SignatureEvidence
+from mie.evidence import MAX_CHAIN, Evidence, X509SignatureEvidence
 from mie.policy import Factor, LevelPolicy, MieKind, Proof
 from mie.request import (
     MAX_NONCE_BYTES,
@@ -114,6 +116,16 @@ def verify_evidence(
             revocation=RevocationStatus.UNKNOWN,
         )
     result = verifier.verify(evidence.chain[0], evidence.chain[1:])
+    if result.chain[0] != evidence.chain[0]:
+        # The signature was checked with evidence.chain[0]: the path must start there.
+        raise VerificationError(
+            ErrorCode.UNTRUSTED, "The verified path does not start at the certificate that signed"
+        )
+    if len(result.chain) > MAX_CHAIN:
+        raise VerificationError(
+            ErrorCode.PATH_LENGTH,
+            f"The verified path has {len(result.chain)} certificates, evidence holds {MAX_CHAIN}",
+        )
     # The level follows what the verifier checked: a key usage it did not check grants low.
     proof = Proof(MieKind.CPX_CARD, CARD_AND_PIN, result, verifier.usage)
     report = certificate_report(result, proof, policy)

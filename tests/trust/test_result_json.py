@@ -24,7 +24,7 @@ from mie.core.errors import (
     SignatureInvalidError,
 )
 from mie.emulation.testpki import CardCredentials
-from mie.evidence import Evidence, X509SignatureEvidence
+from mie.evidence import MAX_CHAIN, Evidence, X509SignatureEvidence
 from mie.policy import AssuranceLevel
 from mie.result import (
     AuthenticatorInfo,
@@ -262,7 +262,7 @@ EVIDENCE_DEFECTS: dict[str, Change] = {
         chain=[d["chain"][0].replace("CERTIFICATE", "X509 CRL")]
     ),
     "chain entry bad base64": lambda d: d.update(chain=[d["chain"][0].replace("M", "*", 1)]),
-    "chain too long": lambda d: d.update(chain=d["chain"] * 9),
+    "chain too long": lambda d: d.update(chain=d["chain"] * (MAX_CHAIN + 1)),
 }
 
 
@@ -313,3 +313,86 @@ def test_a_registered_type_cannot_be_taken_twice() -> None:
     with pytest.raises(ValueError, match="already"):
         Evidence.register(Other)
     assert copy.copy(Evidence._TYPES)["x509-signature"] is X509SignatureEvidence
+
+
+def _all_error_classes() -> set[type[MieError]]:
+    import importlib
+    import pkgutil
+
+    import mie
+
+    for module in pkgutil.walk_packages(mie.__path__, "mie."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    found: set[type[MieError]] = set()
+    todo = [MieError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found and sub.__module__.startswith("mie."):
+                found.add(sub)
+                todo.append(sub)
+    return found
+
+
+# The classes that take their code per instance, each with how to make one.
+_PER_INSTANCE: dict[str, Callable[[], MieError]] = {
+    "VerificationError": lambda: VerificationError(ErrorCode.EXPIRED, "Leaf expired"),
+    "AuthFailedError": lambda: _auth_failed(),
+}
+
+
+def _auth_failed() -> MieError:
+    from mie._cli.auth import AuthFailedError
+
+    return AuthFailedError({"code": "revoked", "message": "Revoked"})
+
+
+def test_every_error_class_of_the_package_has_a_contract_code() -> None:
+    # ErrorInfo.from_exception raises ValueError for an error without a code: there is none, in
+    # any module (a new class without a code fails here, not in a user's failure result).
+    classes = _all_error_classes()
+    assert len(classes) >= 28
+    for kind in sorted(classes, key=lambda k: k.__name__):
+        if kind.__name__ in _PER_INSTANCE:
+            error = _PER_INSTANCE[kind.__name__]()
+            assert type(error) is kind
+        else:
+            assert isinstance(kind.code, ErrorCode), f"{kind.__qualname__} has no code"
+            error = kind.__new__(kind)
+            Exception.__init__(error, "Some problem")
+        assert ErrorInfo.from_exception(error).code is error.code
+    assert {k.__name__ for k in classes} >= set(_PER_INSTANCE)
+
+
+def test_the_base_error_is_never_raised_without_a_code() -> None:
+    import ast
+    from pathlib import Path
+
+    import mie
+
+    for path in Path(mie.__path__[0]).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                name = node.exc.func
+                assert not (isinstance(name, ast.Name) and name.id == "MieError"), path
+
+
+@pytest.mark.parametrize("key", ["nonce", "challenge", "signature"])
+def test_huge_hex_is_refused_before_it_is_decoded(
+    cps: CardCredentials, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = signed_evidence(cps.authentication).to_json()
+    data[key] = "00" * 4_000_000
+    decoded: list[int] = []
+    real = bytes.fromhex
+
+    class Spy(bytes):
+        @classmethod
+        def fromhex(cls, text: str) -> bytes:  # type: ignore[override]
+            decoded.append(len(text))
+            return real(text)
+
+    monkeypatch.setattr("mie.evidence.bytes", Spy, raising=False)
+    with pytest.raises(EvidenceFormatError, match=f"evidence.{key} has over"):
+        Evidence.from_json(data)
+    assert all(size < 10_000 for size in decoded)

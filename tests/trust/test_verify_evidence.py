@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 
 from mie.core.errors import (
     ErrorCode,
@@ -28,7 +30,15 @@ from mie.evidence import Evidence, X509SignatureEvidence
 from mie.policy import AssuranceLevel
 from mie.request import AuthRequest, bound_challenge
 from mie.result import AuthenticatorInfo, AuthResult
-from mie.trust import RevocationStatus, VerificationError, identity_from_certificate
+from mie.trust import (
+    Anchor,
+    RevocationMode,
+    RevocationStatus,
+    TrustStore,
+    VerificationError,
+    VerifierBuilder,
+    identity_from_certificate,
+)
 from mie.trust.login import login_verifier
 from mie.trust.verify import Usage
 from mie.verification import UNCHECKED_REASONS, Expected, login, verify_evidence
@@ -288,3 +298,77 @@ def test_a_verifier_that_checks_no_key_usage_grants_low(pki: Pki, cps: CardCrede
     result = verify_evidence(signed_evidence(cps.authentication), EXPECTED, verifier=verifier)
     assert result.level is AssuranceLevel.LOW
     assert "not verified as an authentication certificate" in result.reasons
+
+
+def _deep_chain(intermediates: int) -> tuple[Any, Any, list[Any]]:
+    """A root, ``intermediates`` CAs below it in a line, and a leaf under the last."""
+    from mie.emulation.testpki import Issued
+    from tests.trust.conftest import make_cert, person
+
+    def fresh() -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    key = fresh()
+    unsigned = Issued(None, key)  # type: ignore[arg-type]
+    root = make_cert(unsigned, name("Deep root"), ca=True, issuer_name=name("Deep root"), key=key)
+    issuer, cas = root, []
+    for depth in range(intermediates):
+        issuer = make_cert(issuer, name(f"Deep CA {depth}"), ca=True, key=fresh())
+        cas.append(issuer)
+    return root, make_cert(issuer, person(), key=fresh()), cas
+
+
+@pytest.mark.parametrize(
+    ("intermediates", "depth", "code"),
+    [(8, 8, None), (8, 7, ErrorCode.UNTRUSTED), (9, 9, ErrorCode.PATH_LENGTH)],
+)
+def test_a_long_verified_path_is_a_result_or_a_typed_error(
+    intermediates: int, depth: int, code: ErrorCode | None
+) -> None:
+    # The verified path (leaf, intermediates, anchor) is longer than the chain the evidence
+    # carried: the result holds it and reads back, or verify_evidence raises a mie error (here
+    # the depth limit, or a path no result could carry), never the evidence constructor's
+    # ValueError (it did for 8 intermediates, the default depth).
+    root, leaf, cas = _deep_chain(intermediates)
+    evidence = signed_evidence(leaf)
+    evidence = dataclasses.replace(evidence, chain=(der(leaf), *map(der, cas[1:])))
+    anchor = Anchor.from_certificate(root.certificate, "explicit", True)
+    store = TrustStore([anchor], [cas[0].certificate])
+    verifier = (
+        VerifierBuilder()
+        .store(store)
+        .usage(Usage.AUTH)
+        .revocation(RevocationMode.SOFT)
+        .max_depth(depth)
+        .build()
+    )
+    if code is not None:
+        with pytest.raises(VerificationError) as raised:
+            verify_evidence(evidence, EXPECTED, verifier=verifier)
+        assert raised.value.code is code
+        return
+    result = verify_evidence(evidence, EXPECTED, verifier=verifier)
+    assert isinstance(result.evidence, X509SignatureEvidence)
+    assert len(result.evidence.chain) == intermediates + 2
+    back = Evidence.from_json(json.loads(json.dumps(result.evidence.to_json())))
+    assert back == result.evidence
+
+
+def test_a_verifier_that_checks_another_leaf_is_refused(
+    pki: Pki, cps: CardCredentials, other_card: CardCredentials
+) -> None:
+    # The signature is checked with the evidence's leaf: a path that starts elsewhere (a
+    # verifier subclass or wrapper that swaps it) gives no identity of that other certificate.
+    base = pki_verifier(pki)
+
+    class Swapping(type(base)):  # type: ignore[misc]
+        def verify(self, leaf: Any, intermediates: Any = ()) -> Any:
+            return super().verify(other_card.authentication.certificate, intermediates)
+
+    verifier = Swapping(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+    with pytest.raises(VerificationError) as raised:
+        verify_evidence(signed_evidence(cps.authentication), EXPECTED, verifier=verifier)
+    assert raised.value.code is ErrorCode.UNTRUSTED
