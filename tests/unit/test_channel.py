@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+from collections.abc import Iterator
 
 import pytest
 
@@ -596,3 +598,61 @@ def test_by_default_the_emulated_card_closes_its_channel_on_9100() -> None:
         0x9100,
     )
     assert (protocol.channel, card.secure_channel) == (None, None)
+
+
+class Unwrapping(Recording):
+    """Finds the card's real status word inside the protected response (ISO SM's DO 99)."""
+
+    def unwrap(self, data: bytes, sw: int, context: ExchangeContext) -> tuple[bytes, int]:
+        return b"", 0x6982
+
+
+def test_a_status_word_found_inside_the_protected_response_drops_the_channel(
+    scripted: ScriptFactory,
+) -> None:
+    protocol = SmartCardProtocol(scripted([(h("00 B0 81 00 0A"), h("99 02 69 82"), OK)]))
+    channel = Unwrapping()
+    protocol.install_channel(channel)
+    with pytest.raises(ApduError) as raised:
+        protocol.send_apdu(0, 0xB0, 0x81, 0, le=10)
+    assert raised.value.sw == 0x6982
+    assert (protocol.channel, channel.drops) == (None, 1)
+
+
+class Holding(ScriptedConnection):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.held: list[str] = []
+
+    @contextlib.contextmanager
+    def transaction(self, reset: bool = False) -> Iterator[None]:
+        self.held.append(f"begin reset={reset}")
+        yield
+        self.held.append("end")
+
+
+def test_a_channel_ends_with_the_outermost_transaction() -> None:
+    connection = Holding()
+    protocol = SmartCardProtocol(connection)
+    channel = Recording()
+    with protocol.transaction(reset=True):
+        protocol.install_channel(channel)
+        with protocol.transaction():
+            pass
+        assert (protocol.channel, channel.drops) == (channel, 0)
+    assert (protocol.channel, channel.drops) == (None, 1)
+    assert connection.held == ["begin reset=True", "begin reset=False", "end", "end"]
+    with pytest.raises(KeyError), protocol.transaction():
+        protocol.install_channel(channel)
+        raise KeyError("x")
+    assert (protocol.channel, channel.drops) == (None, 2)
+
+
+def test_a_round_trip_in_a_transaction_that_resets_the_emulated_card() -> None:
+    card = toy_card(t0=False)
+    protocol = SmartCardProtocol(EmulatedConnection(card))
+    with protocol.transaction(reset=True):
+        protocol.select(DEMO_AID, p2=0x0C)
+        channel = open_toy_channel(protocol, KEY, RND_A)
+        assert protocol.send_apdu(0, 0xB0, 0x81, 0, le=10, mode=CommMode.MAC) == SERIAL
+    assert (protocol.channel, card.secure_channel, channel.is_dropped) == (None, None, True)

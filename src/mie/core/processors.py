@@ -11,9 +11,10 @@ secure-channel lifecycle (:mod:`mie.core.channel`) on top.
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal, TypeVar
@@ -295,6 +296,7 @@ class SmartCardProtocol:
         self._layers = _check_layers(layers)
         self._secure_messaging: SecureMessagingFactory | None = None
         self._channel: SecureChannel | None = None
+        self._transactions = 0
         self._build()
 
     @property
@@ -381,6 +383,23 @@ class SmartCardProtocol:
         self._channel = channel
         logger.debug("Secure channel installed")
 
+    @contextlib.contextmanager
+    def transaction(self, reset: bool = False) -> Iterator[None]:
+        """Hold the card (:meth:`SmartCardConnection.transaction`); a secure channel still
+        installed when the outermost block ends is dropped: other clients may talk to the card
+        between transactions, and a reset ends the card's side of it.
+
+        :param reset: reset the card when the outermost transaction ends.
+        """
+        self._transactions += 1
+        try:
+            with self.connection.transaction(reset):
+                yield
+        finally:
+            self._transactions -= 1
+            if not self._transactions:
+                self.drop_channel()
+
     def drop_channel(self) -> None:
         """Drop the installed secure channel, if any, and let it wipe its state."""
         channel, self._channel = self._channel, None
@@ -415,6 +434,9 @@ class SmartCardProtocol:
         :return: the response data and status word.
         :raises SecureMessagingError: a protected mode without a channel (nothing is sent), or a
             response that does not verify (the channel is dropped).
+
+        With a channel installed, a status word outside ``settings.success``, the card's or the
+        one the channel found inside the protected response, drops the channel.
         """
         context = ExchangeContext.of(apdu, header_length, mode, response_mode)
         if self._channel is not None and self._ends_channel(self._channel, apdu):
@@ -429,10 +451,12 @@ class SmartCardProtocol:
             return self.processor.send_apdu(apdu)
         try:
             data, sw = self.processor.send_apdu(channel.wrap(apdu, context))
+            if sw in self._settings.success:
+                # ISO secure messaging carries the real status word inside (DO 99).
+                data, sw = channel.unwrap(data, sw, context)
             if sw not in self._settings.success:
                 self.drop_channel()
-                return data, sw
-            return channel.unwrap(data, sw, context)
+            return data, sw
         except BaseException:
             # Whatever failed, the two ends may disagree on the channel state now.
             self.drop_channel()
