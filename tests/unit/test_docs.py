@@ -280,20 +280,27 @@ def _outcome(what: str, out: subprocess.CompletedProcess[str]) -> str:
     return outcome(what, out.returncode, out.stdout, out.stderr)
 
 
-def run_python(block: Block, work: Path, env: dict[str, str]) -> None:
-    """Run a python block in ``work``; fail the test with its output if it raises."""
-    source = work / "block.py"
-    source.write_text(block.text, encoding="utf-8")
-    argv = [sys.executable, "-W", DEPRECATED_IS_AN_ERROR, "-c", RUNNER, str(source)]
-    out = subprocess.run(
-        [*argv, block.document, str(block.line), DOC_PIN],
-        cwd=work,
+def _run(
+    argv: list[str], cwd: Path, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        cwd=cwd,
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         check=False,
     )
+
+
+def run_python(block: Block, work: Path, env: dict[str, str]) -> None:
+    """Run a python block in ``work``; fail the test with its output if it raises."""
+    source = work / "block.py"
+    source.write_text(block.text, encoding="utf-8")
+    argv = [sys.executable, "-W", DEPRECATED_IS_AN_ERROR, "-c", RUNNER, str(source)]
+    out = _run([*argv, block.document, str(block.line), DOC_PIN], work, env)
     assert out.returncode == 0, _outcome(block.id, out)
 
 
@@ -302,15 +309,7 @@ def run_command(block: Block, command: Command, env: dict[str, str]) -> None:
     console block shows under it)."""
     where = f"{block.document}:{command.line}: {command.text}"
     assert not in_background(command.text), f"{where}: a background job outlives the test"
-    out = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", in_this_venv(command.text)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    out = _run(["bash", "-euo", "pipefail", "-c", in_this_venv(command.text)], ROOT, env)
     assert out.returncode == 0, _outcome(where, out)
     if command.output:
         assert [line.rstrip() for line in out.stdout.splitlines()] == list(command.output), where
@@ -318,28 +317,13 @@ def run_command(block: Block, command: Command, env: dict[str, str]) -> None:
 
 def run_dry(block: Block, env: dict[str, str]) -> None:
     """Check a dry-run block: its syntax, then the dry form of every command."""
-    syntax = subprocess.run(
-        ["bash", "-n"],
-        input=block.text,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    syntax = _run(["bash", "-n"], ROOT, env, stdin=block.text)
     assert syntax.returncode == 0, _outcome(block.id, syntax)
     for command in commands(block):
         for argv in dry_run(in_this_venv(command.text)):
             if "/" not in argv[0]:
                 argv = [shutil.which(argv[0], path=env["PATH"]) or argv[0], *argv[1:]]
-            out = subprocess.run(
-                argv,
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=TIMEOUT,
-                check=False,
-            )
+            out = _run(argv, ROOT, env)
             assert out.returncode == 0, _outcome(f"{block.document}:{command.line}: {argv}", out)
 
 
