@@ -1,0 +1,65 @@
+"""Exceptions of :mod:`mie.store` and of the badge second factor.
+
+A wrong PIN and a locked PIN are the same contract outcomes as on a card, so they subclass
+:class:`~mie.errors.InvalidPinError` and :class:`~mie.errors.PinBlockedError`. No message ever
+contains a PIN, a hash or a salt.
+"""
+
+from __future__ import annotations
+
+from mie.core.errors import ErrorCode, InvalidPinError, MieError, PinBlockedError
+
+
+class StoreInputError(MieError, ValueError):
+    """An argument a store refuses before any query: a badge name that is empty, too long or
+    outside the allowed characters, or an identity record that is empty or too large."""
+
+    code = ErrorCode.MALFORMED
+
+
+class StoreError(MieError):
+    """The shared state could not be read or written (database unreachable, query failed).
+
+    Nothing was decided: the caller must fail closed.
+    """
+
+
+class StoreTimeoutError(StoreError):
+    """The database did not answer, or a lock was not granted, before the deadline."""
+
+
+class StoreCorruptError(StoreError):
+    """A stored value is not what :mod:`mie` writes (e.g. a hash that is not Argon2id); a guess
+    reserved for it stays counted."""
+
+
+class NotEnrolledError(MieError):
+    """No second factor is enrolled for the badge."""
+
+
+class AlreadyEnrolledError(MieError):
+    """The badge already has a second factor and the caller did not ask to replace it."""
+
+
+class SecondFactorChangedError(MieError):
+    """The badge's second factor was re-enrolled or removed while a PIN was being checked: the
+    check proves nothing about the current PIN, and the guess stays counted."""
+
+
+class WrongSecondFactorError(InvalidPinError):
+    """The second-factor PIN does not match; the guess was counted.
+
+    :param tries_left: guesses left before the lockout (``0``: the next one is refused).
+    """
+
+    def __init__(self, tries_left: int) -> None:
+        super().__init__(tries_left)
+        self.args = (f"Wrong second-factor PIN, {tries_left} tries left",)
+
+
+class SecondFactorLockedError(PinBlockedError):
+    """The badge's second factor is locked: the failure counter reached the lockout; nothing
+    was checked. Only an operator's reset (or a new enrolment) unlocks it."""
+
+    def __init__(self) -> None:
+        super().__init__("Second-factor PIN locked after too many wrong guesses")

@@ -1,0 +1,219 @@
+"""The embedded default store: one SQLite file in WAL mode, safe across processes.
+
+Every operation opens its own connection and runs in ``BEGIN IMMEDIATE``, which takes the
+database's write lock before reading: two processes reserving a guess for one badge are
+serialised by SQLite, the second one reading the counter the first one wrote. ``synchronous =
+FULL`` makes a reserved guess durable before the PIN is checked, so a power loss cannot give it
+back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+
+from mie.store.base import (
+    Reservation,
+    SecretStatus,
+    Store,
+    check_badge,
+    check_hash,
+    check_limit,
+    new_generation,
+)
+from mie.store.errors import (
+    AlreadyEnrolledError,
+    NotEnrolledError,
+    SecondFactorChangedError,
+    SecondFactorLockedError,
+    StoreCorruptError,
+    StoreError,
+    StoreInputError,
+    StoreTimeoutError,
+)
+
+#: The statements that create the schema; each is idempotent, and a new table (the service's
+#: single-use challenges) is one more statement.
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS mie_second_factor ("
+    " badge TEXT PRIMARY KEY,"
+    " secret_hash TEXT NOT NULL,"
+    " reserved INTEGER NOT NULL CHECK (reserved >= 0),"
+    " cleared INTEGER NOT NULL CHECK (cleared >= 0 AND cleared <= reserved),"
+    " generation INTEGER NOT NULL"
+    ")",
+)
+MAX_BUSY_TIMEOUT = 600.0
+
+_SELECT = "SELECT secret_hash, reserved, cleared, generation FROM mie_second_factor WHERE badge = ?"
+
+
+class SqliteStore(Store):
+    """State in one SQLite file, shared by every process that opens the same path.
+
+    :param path: the database file (created, with its schema, when missing).
+    :param busy_timeout: the deadline, in seconds, for the write lock of one operation; past
+        it the operation raises :class:`~mie.store.errors.StoreTimeoutError`.
+    :raises StoreInputError: an in-memory or empty path (not shared), or a timeout out of range.
+    :raises StoreError: the file cannot be opened, or refuses WAL mode.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        self._path = os.fspath(path)
+        if self._path in ("", ":memory:"):
+            raise StoreInputError("SQLite store needs a file path, shared by every process")
+        if not 0 < busy_timeout <= MAX_BUSY_TIMEOUT:
+            raise StoreInputError(f"busy timeout must be above 0 and at most {MAX_BUSY_TIMEOUT} s")
+        self._busy_timeout = busy_timeout
+        self._create_schema()
+
+    @property
+    def path(self) -> str:
+        """:return: the database file."""
+        return self._path
+
+    def put_secret(self, badge: str, secret_hash: str, *, replace: bool = False) -> None:
+        check_badge(badge)
+        check_hash(secret_hash)
+        with self._transaction() as db:
+            found = db.execute(_SELECT, (badge,)).fetchone()
+            if found is None:
+                db.execute(
+                    "INSERT INTO mie_second_factor VALUES (?, ?, 0, 0, ?)",
+                    (badge, secret_hash, new_generation()),
+                )
+            elif not replace:
+                raise AlreadyEnrolledError(f"Badge {badge} already has a second factor")
+            else:
+                db.execute(
+                    "UPDATE mie_second_factor SET secret_hash = ?, cleared = reserved,"
+                    " generation = ? WHERE badge = ?",
+                    (secret_hash, new_generation(), badge),
+                )
+
+    def reserve_guess(self, badge: str, limit: int) -> Reservation:
+        check_badge(badge)
+        check_limit(limit)
+        with self._transaction() as db:
+            secret_hash, reserved, cleared, generation = _row(badge, db.execute(_SELECT, (badge,)))
+            if reserved - cleared >= limit:
+                raise SecondFactorLockedError()
+            db.execute(
+                "UPDATE mie_second_factor SET reserved = reserved + 1 WHERE badge = ?",
+                (badge,),
+            )
+        ticket = reserved + 1
+        return Reservation(badge, secret_hash, ticket, generation, ticket - cleared)
+
+    def forgive_guesses(self, reservation: Reservation) -> None:
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE mie_second_factor SET cleared = max(cleared, ?)"
+                " WHERE badge = ? AND generation = ? AND reserved >= ?",
+                (reservation.ticket, reservation.badge, reservation.generation, reservation.ticket),
+            ).rowcount
+        if changed != 1:
+            raise SecondFactorChangedError("Second factor was re-enrolled during the check")
+
+    def clear_failures(self, badge: str) -> None:
+        check_badge(badge)
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE mie_second_factor SET cleared = reserved WHERE badge = ?", (badge,)
+            ).rowcount
+            if changed != 1:
+                raise _not_enrolled(badge)
+
+    def delete_secret(self, badge: str) -> None:
+        check_badge(badge)
+        with self._transaction() as db:
+            changed = db.execute("DELETE FROM mie_second_factor WHERE badge = ?", (badge,)).rowcount
+            if changed != 1:
+                raise _not_enrolled(badge)
+
+    def secret_status(self, badge: str) -> SecretStatus:
+        check_badge(badge)
+        with self._transaction() as db:
+            _, reserved, cleared, generation = _row(badge, db.execute(_SELECT, (badge,)))
+        return SecretStatus(reserved - cleared, generation)
+
+    def close(self) -> None:
+        # Every operation closes its own connection: nothing stays open.
+        return None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            db.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise _translate(e) from e
+
+    def _create_schema(self) -> None:
+        try:
+            db = self._connect()
+            try:
+                (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise _translate(e) from e
+        if mode != "wal":
+            raise StoreError(f"SQLite file {self._path} refuses WAL mode (journal mode {mode})")
+        with self._transaction() as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+
+
+def _row(badge: str, cursor: sqlite3.Cursor) -> tuple[str, int, int, int]:
+    found = cursor.fetchone()
+    if found is None:
+        raise _not_enrolled(badge)
+    secret_hash, reserved, cleared, generation = found
+    if not (
+        isinstance(secret_hash, str)
+        and isinstance(reserved, int)
+        and isinstance(cleared, int)
+        and isinstance(generation, int)
+    ):
+        raise StoreCorruptError(f"Second-factor row of badge {badge} has the wrong types")
+    return secret_hash, reserved, cleared, generation
+
+
+def _not_enrolled(badge: str) -> NotEnrolledError:
+    return NotEnrolledError(f"No second factor enrolled for badge {badge}")
+
+
+def _translate(error: sqlite3.Error) -> StoreError:
+    if isinstance(error, sqlite3.OperationalError) and error.sqlite_errorname in (
+        "SQLITE_BUSY",
+        "SQLITE_LOCKED",
+    ):
+        return StoreTimeoutError("SQLite store stayed locked past the busy timeout")
+    return StoreError(f"SQLite store failed: {error}")
