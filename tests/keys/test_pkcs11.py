@@ -194,7 +194,7 @@ def test_a_missing_master_key_is_named(softhsm: SoftHsm, label: str) -> None:
 def test_two_keys_under_one_label_are_refused(softhsm: SoftHsm, label: str) -> None:
     create_aes(softhsm, label, secrets.token_bytes(16))
     create_aes(softhsm, label, secrets.token_bytes(16))
-    with open_provider(softhsm) as provider, pytest.raises(KeyNotFoundError, match="several"):
+    with open_provider(softhsm) as provider, pytest.raises(KeyNotFoundError, match="Several"):
         provider.diversify(label, VECTOR_INPUT)
 
 

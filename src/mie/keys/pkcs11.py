@@ -176,9 +176,13 @@ class Pkcs11KeyProvider(KeyProvider):
                 session.get_objects({Attribute.CLASS: object_class, Attribute.LABEL: label})
             )
         )
-        if len(found) != 1:
-            many = "several keys have" if found else "no key has"
-            raise KeyNotFoundError(f"No {what} labelled {shown(label)} in the token: {many} it")
+        if not found:
+            raise KeyNotFoundError(f"No {what} labelled {shown(label)} in the token")
+        if len(found) > 1:
+            raise KeyNotFoundError(
+                f"Several objects are labelled {shown(label)} in the token: a label must name "
+                f"one {what}"
+            )
         return found[0]
 
     def _open_session(self) -> Session:
