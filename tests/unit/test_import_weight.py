@@ -128,3 +128,13 @@ def test_the_type_checkers_see_the_same_names_from_the_same_modules() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = mie.no_such_name
+
+
+def test_the_core_exports_the_stack_recipe_and_the_channel_interface() -> None:
+    import mie.core
+
+    assert {"SecureChannel", "ExchangeContext", "CommMode", "StackSettings", "ISO7816_LAYERS"} <= (
+        set(mie.core.__all__)
+    )
+    for name in mie.core.__all__:
+        assert getattr(mie.core, name) is not None, name

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from mie.core.apdu import CommandApdu, split_response
 from mie.core.atr import Atr
+from mie.core.channel import CommMode, ExchangeContext, SecureChannel
 from mie.core.connection import (
     Connection,
     SmartCardConnection,
@@ -48,6 +49,8 @@ from mie.core.errors import (
 )
 from mie.core.pin import PinRule
 from mie.core.processors import (
+    ISO7816_LAYERS,
+    KEEP,
     ApduFormatter,
     ApduProcessor,
     ChainedProcessor,
@@ -55,13 +58,20 @@ from mie.core.processors import (
     ResponseChainingProcessor,
     SecureMessagingProcessor,
     SmartCardProtocol,
+    StackSettings,
     WrongLengthProcessor,
+    command_chaining,
+    is_interindustry,
+    response_chaining,
+    wrong_length,
 )
 from mie.core.random import RandomSource, RecordingRandom, ReplayRandom, SystemRandom
 from mie.core.sw import SW, describe_sw
 from mie.core.tlv import Tlv, encode_tlvs, parse_tlvs, tlv_dict
 
 __all__ = [
+    "ISO7816_LAYERS",
+    "KEEP",
     "SW",
     "ApduError",
     "ApduFormatError",
@@ -73,11 +83,13 @@ __all__ = [
     "CardRemovedError",
     "CardResetError",
     "ChainedProcessor",
+    "CommMode",
     "CommandApdu",
     "CommandChainingProcessor",
     "Connection",
     "ErrorCode",
     "EvidenceFormatError",
+    "ExchangeContext",
     "InvalidPinError",
     "JsonFormatError",
     "LastTryRefusedError",
@@ -96,6 +108,7 @@ __all__ = [
     "ReplayMismatchError",
     "ReplayRandom",
     "ResponseChainingProcessor",
+    "SecureChannel",
     "SecureMessagingError",
     "SecureMessagingProcessor",
     "SecurityStatusError",
@@ -103,6 +116,7 @@ __all__ = [
     "SmartCardConnection",
     "SmartCardConnectionWrapper",
     "SmartCardProtocol",
+    "StackSettings",
     "SystemRandom",
     "Tlv",
     "TlvError",
@@ -113,10 +127,14 @@ __all__ = [
     "VectorFormatError",
     "VerificationError",
     "WrongLengthProcessor",
+    "command_chaining",
     "describe_sw",
     "encode_tlvs",
+    "is_interindustry",
     "parse_tlvs",
+    "response_chaining",
     "split_response",
     "tlv_dict",
     "transport_from_atr",
+    "wrong_length",
 ]
