@@ -241,3 +241,16 @@ def test_a_weak_cost_needs_the_explicit_argument() -> None:
 def test_a_bad_lockout_is_refused_at_construction(store: Store, limit: int) -> None:
     with pytest.raises(StoreInputError):
         SecondFactor(store, max_failures=limit)
+
+
+def test_a_check_that_dies_before_its_answer_keeps_the_guess_counted(
+    factor: SecondFactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(encoded: str, secret: bytearray) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mie.store.secondfactor._matches", crash)
+    with pytest.raises(KeyboardInterrupt):
+        factor.verify("b1", RECORD, "4821")
+    monkeypatch.undo()
+    assert factor.tries_left("b1") == 2

@@ -21,6 +21,7 @@ import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from mie.store.errors import StoreInputError
 
@@ -167,7 +168,7 @@ class Store(ABC):
     def close(self) -> None:
         """Release the connection(s); the store is not used afterwards."""
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
