@@ -44,6 +44,8 @@ TIMEOUT = 120.0
 DEPRECATED_IS_AN_ERROR = "error::DeprecationWarning:__main__"
 
 _FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+# A fence indented 4 spaces or more (in a list item, say) is one too: refused, never skipped.
+_INDENTED_FENCE = re.compile(r"^\s{4,}(`{3,}|~{3,})")
 _MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(?P<mode>\S+)\s*-->\s*$")
 _OPERATORS = frozenset({"|", "||", "&&", ";"})
 # ``.venv/bin/X`` in a document means the project's virtualenv: the one running the suite (a
@@ -117,6 +119,11 @@ def parse_blocks(markdown: str, document: str) -> list[Block]:
             blocks.append(_block(document, index + 1, language, mode, lines[index + 1 : end]))
             mode = None
             index = end
+        elif _INDENTED_FENCE.match(line):
+            raise DocFormatError(
+                f"{document}:{index + 1}: indented fence: the harness runs only fences at the "
+                "margin (up to 3 spaces)"
+            )
         elif line.strip() and mode is not None:
             raise DocFormatError(f"{document}:{mode[0]}: doc-test marker not followed by a fence")
         index += 1
@@ -446,6 +453,7 @@ def test_a_background_job_is_seen() -> None:
         ("<!-- doc-test: later -->\n```sh\nx\n```\n", "mode 'later' does not apply"),
         ("<!-- doc-test: pcsc -->\nsome words\n```sh\nx\n```\n", "marker not followed by a fence"),
         ("```sh\nx\n", "fence never closed"),
+        ("- item:\n\n    ```python\n    raise TypeError\n    ```\n", "indented fence"),
     ],
 )
 def test_a_block_the_harness_cannot_classify_is_refused(markdown: str, message: str) -> None:
