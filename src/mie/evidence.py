@@ -62,14 +62,14 @@ def check_fields(
     :raises EvidenceFormatError: not an object, a key missing, or a key not allowed.
     """
     if not isinstance(obj, dict):
-        raise EvidenceFormatError(f"{what} is not a JSON object")
+        raise EvidenceFormatError(f"The {what} is not a JSON object")
     missing = [k for k in required if k not in obj]
     if missing:
-        raise EvidenceFormatError(f"{what} has no {shown(missing[0])} field")
+        raise EvidenceFormatError(f"The {what} has no {shown(missing[0])} field")
     allowed = {*required, *optional}
     extra = sorted(str(k) for k in obj if k not in allowed)
     if extra:
-        raise EvidenceFormatError(f"{what} has an unexpected field {shown(extra[0])}")
+        raise EvidenceFormatError(f"The {what} has an unexpected field {shown(extra[0])}")
     return obj
 
 
@@ -139,7 +139,7 @@ class Evidence(abc.ABC):
         """
         known = Evidence._TYPES.get(kind.type)
         if known is not None and known is not kind:
-            raise ValueError(f"evidence type {kind.type!r} is already {known.__name__}")
+            raise ValueError(f"Evidence type {kind.type!r} is already {known.__name__}")
         Evidence._TYPES[kind.type] = kind
         return kind
 
@@ -156,15 +156,15 @@ class Evidence(abc.ABC):
         :raises EvidenceFormatError: not an object, an unknown ``type``, or a bad field.
         """
         if not isinstance(obj, dict):
-            raise EvidenceFormatError("evidence is not a JSON object")
+            raise EvidenceFormatError("The evidence is not a JSON object")
         kind = obj.get("type")
         if not isinstance(kind, str):
-            raise EvidenceFormatError("evidence has no string 'type' field")
+            raise EvidenceFormatError("The evidence has no string 'type' field")
         target = Evidence._TYPES.get(kind)
         if target is None:
-            raise EvidenceFormatError(f"unknown evidence type {shown(kind)}")
+            raise EvidenceFormatError(f"Unknown evidence type {shown(kind)}")
         if not issubclass(target, cls):
-            raise EvidenceFormatError(f"evidence type {shown(kind)} is not {cls.__name__}")
+            raise EvidenceFormatError(f"Evidence type {shown(kind)} is not {cls.__name__}")
         return target._parse(obj)
 
     @classmethod
@@ -206,16 +206,20 @@ class X509SignatureEvidence(Evidence):
     def __post_init__(self) -> None:
         for name in ("nonce", "challenge", "signature"):
             if not isinstance(getattr(self, name), bytes):
-                raise TypeError(f"{name} must be bytes")
+                raise TypeError(f"The {name} must be bytes")
         if not MIN_NONCE_BYTES <= len(self.nonce) <= MAX_NONCE_BYTES:
             raise ValueError(
-                f"nonce has {len(self.nonce)} bytes, not {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES}"
+                f"The nonce has {len(self.nonce)} bytes, not {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES}"
             )
         check_origin(self.origin)
         if len(self.challenge) != CHALLENGE_BYTES:
-            raise ValueError(f"challenge has {len(self.challenge)} bytes, not {CHALLENGE_BYTES}")
+            raise ValueError(
+                f"The challenge has {len(self.challenge)} bytes, not {CHALLENGE_BYTES}"
+            )
         if not 0 < len(self.signature) <= MAX_SIGNATURE_BYTES:
-            raise ValueError(f"signature has {len(self.signature)} bytes")
+            raise ValueError(
+                f"The signature has {len(self.signature)} bytes, not 1 to {MAX_SIGNATURE_BYTES}"
+            )
         _check_chain(self.chain)
 
     def to_json(self) -> dict[str, Any]:
@@ -249,11 +253,11 @@ class X509SignatureEvidence(Evidence):
 
 def _check_chain(chain: object) -> None:
     if not isinstance(chain, tuple) or not all(isinstance(c, bytes) for c in chain):
-        raise TypeError("chain must be a tuple of DER bytes")
+        raise TypeError("The chain must be a tuple of DER bytes")
     if not 1 <= len(chain) <= MAX_CHAIN:
-        raise ValueError(f"chain has {len(chain)} certificates, not 1 to {MAX_CHAIN}")
+        raise ValueError(f"The chain has {len(chain)} certificates, not 1 to {MAX_CHAIN}")
     if any(not 0 < len(c) <= MAX_CERTIFICATE_BYTES for c in chain):
-        raise ValueError(f"a chain certificate is empty or over {MAX_CERTIFICATE_BYTES} bytes")
+        raise ValueError(f"A chain certificate is empty or over {MAX_CERTIFICATE_BYTES} bytes")
 
 
 def _chain_from_json(value: object) -> tuple[bytes, ...]:

@@ -11,6 +11,9 @@ by ``AC IGC-SANTE FORT PERSONNES`` (CPS: smart card + PIN) gives ``substantial``
 certificate alone (it needs a certified means, not known from the chain). IGC-Santé policy OIDs
 for authentication are not public, so they are configuration: when set, the leaf must carry one
 of them or the decision fails with ``policy``.
+
+These rows are inferred from the IGC-Santé gammes, not read in a published RIE table: an
+integrator whose RIE decides otherwise replaces them with :attr:`LevelPolicy.rules`.
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ DEFAULT_RULES: tuple[LevelRule, ...] = (
         AssuranceLevel.SUBSTANTIAL,
         _FORT_PERSONNES,
     ),
-    # A FORT PERSONNES certificate is only issued on a CPS card, whose key needs the PIN.
+    # A FORT PERSONNES certificate is only issued on a CPS card, whose key needs the PIN
+    # (inferred too: ``mie verify-cert`` sees the certificate, not the card).
     LevelRule(
         MieKind.CERTIFICATE,
         _NONE,
@@ -235,6 +239,6 @@ def _check_policy_oids(
     if not matched:
         raise VerificationError(
             ErrorCode.POLICY,
-            f"certificate policies {sorted(present)} include none of {sorted(wanted)}",
+            f"The certificate policies {sorted(present)} include none of {sorted(wanted)}",
         )
     reasons.append(f"certificate policy {sorted(matched)[0]}")

@@ -226,9 +226,9 @@ class AuthResult:
 
     def __post_init__(self) -> None:
         if self.valid is not (self.error is None):
-            raise ValueError("a result is valid exactly when it carries no error")
+            raise ValueError("A result is valid exactly when it carries no error")
         if self.evidence is None and self.revocation is not None:
-            raise ValueError("a revocation status needs evidence to belong to")
+            raise ValueError("A revocation status needs evidence to belong to")
         if not isinstance(self.reasons, tuple):
             object.__setattr__(self, "reasons", tuple(self.reasons))
 
@@ -281,7 +281,7 @@ class AuthResult:
                 revocation=revocation,
             )
         except ValueError as e:
-            raise EvidenceFormatError(f"result: {e}") from e
+            raise EvidenceFormatError(f"The result does not hold together: {e}") from e
 
 
 def _optional(value: object, parse: Any) -> Any:

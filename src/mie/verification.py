@@ -65,7 +65,7 @@ class Expected:
 
     def __post_init__(self) -> None:
         if not isinstance(self.nonce, bytes):
-            raise TypeError("nonce must be bytes")
+            raise TypeError(f"The nonce must be bytes, not {type(self.nonce).__name__}")
         if not MIN_NONCE_BYTES <= len(self.nonce) <= MAX_NONCE_BYTES:
             raise ValueError(
                 f"Nonce of {len(self.nonce)} bytes, not {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES}"

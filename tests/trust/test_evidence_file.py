@@ -64,7 +64,7 @@ def test_json_of_another_shape(tmp_path: Path, text: str) -> None:
 
 def test_unknown_type_is_named(tmp_path: Path, cps: CardCredentials) -> None:
     data = signed_evidence(cps.authentication).to_json() | {"type": "desfire-mutual"}
-    with pytest.raises(EvidenceFormatError, match="unknown evidence type 'desfire-mutual'"):
+    with pytest.raises(EvidenceFormatError, match="Unknown evidence type 'desfire-mutual'"):
         load_evidence_file(_write(tmp_path, json.dumps(data)))
 
 

@@ -328,7 +328,7 @@ def crl_show(source: str, as_json: bool) -> int:
         cache = CrlCache(crl_directory())
         index = cache.load(source)
         if index is None:
-            raise UsageError(f"no cached CRL for {source} (run: mie crl fetch {source})")
+            raise UsageError(f"No cached CRL for {source} (run: mie crl fetch {source})")
         _show(index, str(cache.path_for(source)), as_json)
     else:
         _show(CrlIndex.from_bytes(read_input(source), source), source, as_json)

@@ -59,7 +59,7 @@ def _pick(value: T | Keep, current: T) -> T:
 
 def _check_layers(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
     if not isinstance(layers, tuple) or not all(callable(layer) for layer in layers):
-        raise ValueError("layers must be a tuple of layer builders")
+        raise ValueError("The layers must be a tuple of layer builders")
     return layers
 
 
@@ -227,9 +227,9 @@ class StackSettings:
         if self.max_command_data is not None and not 1 <= self.max_command_data <= 65535:
             raise ValueError(f"max_command_data must be 1..65535, got {self.max_command_data}")
         if not isinstance(self.success, frozenset) or not self.success:
-            raise ValueError("success must be a non-empty frozenset of status words")
+            raise ValueError("The success status words must be a non-empty frozenset")
         if any(not isinstance(sw, int) or not 0x6000 <= sw <= 0x9FFF for sw in self.success):
-            raise ValueError("success holds a value that is no status word (6000..9FFF)")
+            raise ValueError("A success value is no status word (6000..9FFF)")
 
     @property
     def command_data_limit(self) -> int:

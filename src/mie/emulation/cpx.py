@@ -88,7 +88,7 @@ def sign_digest_info(key: rsa.RSAPrivateKey, digest_info: bytes) -> bytes:
         ):
             digest = digest_info[len(prefix) :]
             return key.sign(digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
-    raise ValueError("not a DigestInfo")
+    raise ValueError("Not a DigestInfo")
 
 
 def _ef_atr() -> bytes:

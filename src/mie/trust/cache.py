@@ -68,11 +68,11 @@ def fetch_url(
     """
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise _unknown(f"unsupported URL {url}")
+        raise _unknown(f"Unsupported URL {url}")
     end = time.monotonic() + MAX_DOWNLOAD_S if deadline is None else deadline
     left = end - time.monotonic()
     if left <= 0:
-        raise _unknown(f"cannot fetch {url}: no time left for revocation checks")
+        raise _unknown(f"Cannot fetch {url}: no time left for revocation checks")
     headers = {"User-Agent": "mie"}
     if content_type:
         headers["Content-Type"] = content_type
@@ -86,7 +86,7 @@ def fetch_url(
     worker.join(left)
     if worker.is_alive():
         download.abandon()
-        raise _unknown(f"cannot fetch {url}: no complete answer within {left:.1f} s")
+        raise _unknown(f"Cannot fetch {url}: no complete answer within {left:.1f} s")
     return download.result(url)
 
 
@@ -127,7 +127,7 @@ class _Download:
 
     def result(self, url: str) -> bytes:
         if self.body is None:
-            raise _unknown(f"cannot fetch {url}: {self.error}")
+            raise _unknown(f"Cannot fetch {url}: {self.error}")
         return self.body
 
 
@@ -213,12 +213,12 @@ class CrlCache:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise _unknown(f"cached CRL for {url} cannot be read ({e.strerror})") from e
+            raise _unknown(f"Cached CRL for {url} cannot be read ({e.strerror})") from e
         try:
             return CrlIndex.from_bytes(data, f"{url} (cache {path.name})", max_bytes=self.limit)
         except VerificationError as e:
             _quarantine(path, stamp)
-            raise _unknown(f"cached CRL for {url} is damaged: {e.message}") from e
+            raise _unknown(f"Cached CRL for {url} is damaged: {e.message}") from e
 
     def _read(self, path: Path) -> tuple[bytes, _Stamp]:
         with path.open("rb") as handle:
@@ -327,18 +327,18 @@ class ReadOnlyCrlCache(CrlCache):
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise _unknown(f"cached CRL for {url}: cannot read ({e.strerror})") from e
+            raise _unknown(f"Cached CRL for {url}: cannot read ({e.strerror})") from e
         try:
             return CrlIndex.from_bytes(data, f"{url} (cache {path.name})", max_bytes=self.limit)
         except VerificationError as e:
-            raise _unknown(f"cached CRL for {url} is damaged: {e.message}") from e
+            raise _unknown(f"Cached CRL for {url} is damaged: {e.message}") from e
 
     def refresh(self, url: str) -> CrlIndex:
         """Never downloads.
 
         :raises VerificationError: always, ``revocation_unknown``.
         """
-        raise _unknown(f"not downloading {url}: this check uses the CRL cache only")
+        raise _unknown(f"Not downloading {url}: this check uses the CRL cache only")
 
     def get(self, url: str, at: dt.datetime | None = None) -> CrlIndex:
         """The cached CRL for ``url``, whatever its nextUpdate.
@@ -348,7 +348,7 @@ class ReadOnlyCrlCache(CrlCache):
         cached = self.load(url)
         if cached is None:
             raise _unknown(
-                f"no cached CRL for {url} (this check never downloads; run: mie crl fetch {url})"
+                f"No cached CRL for {url} (this check never downloads; run: mie crl fetch {url})"
             )
         return cached
 

@@ -81,7 +81,7 @@ def validate(
         validator = CertificateValidator(leaf_cert, validation_context=context)
     except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as e:
         # asn1crypto decodes lazily: a broken input may only fail here, never as a verdict.
-        raise malformed(f"the RFC 5280 engine cannot read its inputs ({describe(e)})") from e
+        raise malformed(f"The RFC 5280 engine cannot read its inputs ({describe(e)})") from e
     try:
         path = asyncio.run(validator.async_validate_path())
     except Exception as e:  # pyhanko raises a family of types; map them all.

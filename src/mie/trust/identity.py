@@ -110,7 +110,7 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     person = _person_attributes(subject)
     cn = person.get(NameOID.COMMON_NAME)
     if cn is None:
-        raise malformed("certificate subject has no single commonName (idNat)")
+        raise malformed("The certificate subject has no single commonName (idNat)")
     id_type, ident = parse_id_nat(cn)
     nos = _nos_values(cert)
     category = nos.get(OID_NOS_PRODUCT_CATEGORY)
@@ -147,7 +147,7 @@ def _person_attributes(subject: x509.Name) -> dict[x509.ObjectIdentifier, str]:
     for oid in wanted:
         values = subject.get_attributes_for_oid(oid)
         if len(values) > 1:
-            raise malformed(f"certificate subject has {len(values)} {oid._name} attributes")
+            raise malformed(f"The certificate subject has {len(values)} {oid._name} attributes")
         if values:
             found[oid] = _directory_string(values[0])
     return found
@@ -158,7 +158,7 @@ def _directory_string(attribute: x509.NameAttribute) -> str:
     if kind not in _DIRECTORY_STRING or not isinstance(attribute.value, str):
         encoding = kind.name if isinstance(kind, _ASN1Type) else type(attribute.value).__name__
         raise malformed(
-            f"certificate subject {attribute.oid._name} is encoded as {encoding}, "
+            f"The certificate subject {attribute.oid._name} is encoded as {encoding}, "
             "not a DirectoryString"
         )
     return attribute.value
@@ -288,7 +288,7 @@ def _decode_nos(oid: x509.ObjectIdentifier, der: bytes) -> int | str:
         if oid == OID_NOS_PRODUCT_CATEGORY:
             octets = acore.OctetString.load(der, strict=True).native
             if len(octets) != 1:
-                raise ValueError("product category is not one byte")
+                raise ValueError("The product category is not one byte")
             return int(octets[0])
         if oid == OID_NOS_CARD_SERIAL:
             return str(acore.PrintableString.load(der, strict=True).native)

@@ -175,7 +175,7 @@ def _verify(
     elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
         key.verify(signature, data, ec.ECDSA(algorithm))
     else:
-        raise TypeError("unsupported OCSP signature key")
+        raise TypeError("Unsupported OCSP signature key")
 
 
 def _responder_is(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:

@@ -191,7 +191,7 @@ class TrustStore:
     def store(self) -> Store:
         """:return: the anchors as a :class:`cryptography.x509.verification.Store`."""
         if self._store is None:
-            raise VerificationError(ErrorCode.UNTRUSTED, "the trust store is empty")
+            raise VerificationError(ErrorCode.UNTRUSTED, "The trust store is empty")
         return self._store
 
     def anchor_for(self, cert: x509.Certificate) -> Anchor:
@@ -249,7 +249,7 @@ def _bundled_anchors() -> list[Anchor]:
         (cert,) = load_certificates((base / entry["file"]).read_bytes(), entry["file"])
         if fingerprint(cert) != entry["sha256"]:
             raise VerificationError(
-                ErrorCode.UNTRUSTED, f"bundled anchor {entry['file']} does not match its pin"
+                ErrorCode.UNTRUSTED, f"Bundled anchor {entry['file']} does not match its pin"
             )
         domain = Domain(entry["domain"]) if entry["domain"] else None
         anchors.append(Anchor(cert, Gamme(entry["gamme"]), domain, False, "bundled"))
@@ -389,7 +389,7 @@ class OperatorStore:
         """
         wanted = fingerprint_prefix.replace(":", "").lower()
         if len(wanted) < 8:
-            raise ValueError("give at least 8 hex digits of the fingerprint")
+            raise ValueError("Give at least 8 hex digits of the fingerprint")
         removed = []
         for kind in ("anchors", "intermediates"):
             for path in self._files(kind):
@@ -399,7 +399,7 @@ class OperatorStore:
                     removed.append(path.stem)
         if not removed:
             raise ValueError(
-                f"no stored certificate has a fingerprint starting {fingerprint_prefix}"
+                f"No stored certificate has a fingerprint starting {fingerprint_prefix}"
             )
         return removed
 

@@ -119,7 +119,7 @@ class VerificationResult:
         """:return: the end-entity certificate."""
         leaf = self.certificate(0)
         if leaf is None:
-            raise malformed("the end-entity certificate is not readable by cryptography")
+            raise malformed("The end-entity certificate is not readable by cryptography")
         return leaf
 
     def certificate(self, position: int) -> x509.Certificate | None:
@@ -165,7 +165,7 @@ class VerifierBuilder:
     def time(self, at: dt.datetime) -> VerifierBuilder:
         """Verify at ``at`` (aware) instead of now."""
         if at.tzinfo is None or at.utcoffset() is None:
-            raise ValueError("verification time must be timezone-aware")
+            raise ValueError("The verification time must be timezone-aware")
         return replace(self, _time=_set_once(self._time, at.astimezone(dt.UTC), "time"))
 
     def usage(self, usage: Usage) -> VerifierBuilder:
@@ -191,7 +191,7 @@ class VerifierBuilder:
     def rfc5280_fallback(self, enabled: bool = True) -> VerifierBuilder:
         """Let the RFC 5280 engine decide what cryptography's strict verifier refuses."""
         if enabled and not fallback.available():
-            raise ValueError("the RFC 5280 engine needs pyhanko-certvalidator (mie[rfc5280])")
+            raise ValueError("The RFC 5280 engine needs pyhanko-certvalidator (mie[rfc5280])")
         return replace(self, _fallback=_set_once(self._fallback, enabled, "rfc5280_fallback"))
 
     def profile(self, profile: Profile) -> VerifierBuilder:
@@ -205,7 +205,7 @@ class VerifierBuilder:
     def build(self) -> Verifier:
         """:return: the verifier."""
         if self._store is None:
-            raise ValueError("a trust store is required")
+            raise ValueError("A trust store is required")
         return Verifier(
             store=self._store,
             at=self._time,
@@ -264,7 +264,7 @@ class Verifier:
         try:
             chain = self._build_path(leaf_cert, parsed, at)
         except (UnsupportedAlgorithm, ValueError, TypeError) as e:
-            raise malformed(f"a certificate of the path cannot be used ({describe(e)})") from e
+            raise malformed(f"A certificate of the path cannot be used ({describe(e)})") from e
         except CryptographyVerificationError as e:
             if self.fallback:
                 return self._rfc5280(*everything(), at, str(e))
@@ -314,7 +314,7 @@ class Verifier:
             if extension.critical and extension.oid not in _KNOWN_EE_CRITICAL:
                 raise VerificationError(
                     ErrorCode.UNKNOWN_CRITICAL_EXTENSION,
-                    f"end-entity certificate has unknown critical extension "
+                    f"The end-entity certificate has unknown critical extension "
                     f"{extension.oid.dotted_string}",
                 )
         check_usage(leaf, self.usage)
@@ -395,13 +395,13 @@ class Verifier:
         parsed = [try_load_certificate_der(d) for d in path]
         anchor_cert = parsed[-1]
         if anchor_cert is None:
-            raise malformed("the RFC 5280 engine ended the path at an unreadable anchor")
+            raise malformed("The RFC 5280 engine ended the path at an unreadable anchor")
         if parsed[0] is not None:
             self._check_leaf(parsed[0])
         elif self.profile is not Profile.RFC5280:
             # The IGC-Santé profile never accepts a leaf whose usage mie could not check.
             raise VerificationError(
-                ErrorCode.MALFORMED, "leaf certificate cannot be parsed for its usage checks"
+                ErrorCode.MALFORMED, "The leaf certificate cannot be parsed for its usage checks"
             )
         return VerificationResult(
             tuple(c if c is not None else d for c, d in zip(parsed, path, strict=True)),
@@ -425,15 +425,15 @@ def check_usage(leaf: x509.Certificate, usage: Usage) -> None:
     try:
         key_usage = extensions_of(leaf).get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound as e:
-        raise VerificationError(ErrorCode.KEY_USAGE, "certificate has no keyUsage") from e
+        raise VerificationError(ErrorCode.KEY_USAGE, "The certificate has no keyUsage") from e
     if usage is Usage.AUTH and not key_usage.digital_signature:
         raise VerificationError(
             ErrorCode.KEY_USAGE,
-            "certificate keyUsage lacks digitalSignature: not an authentication certificate",
+            "The certificate keyUsage lacks digitalSignature: not an authentication certificate",
         )
     if usage is Usage.SIGN and not key_usage.content_commitment:
         raise VerificationError(
-            ErrorCode.KEY_USAGE, "certificate keyUsage lacks nonRepudiation: not for signature"
+            ErrorCode.KEY_USAGE, "The certificate keyUsage lacks nonRepudiation: not for signature"
         )
 
 
