@@ -1,5 +1,5 @@
-"""Shared state of a verifier (issue 9): the badge second factor today, single-use
-challenges next.
+"""Shared state of a verifier: the badge second factor (issue 9) and single-use challenge
+nonces.
 
 :class:`~mie.store.base.Store` is the interface; :class:`~mie.store.sqlite.SqliteStore` (one
 file, WAL, safe across processes) is the default and :class:`~mie.store.postgres.PostgresStore`
@@ -12,6 +12,7 @@ from __future__ import annotations
 from mie.store.base import Reservation, SecretStatus, Store
 from mie.store.errors import (
     AlreadyEnrolledError,
+    NonceUnknownError,
     NotEnrolledError,
     SecondFactorChangedError,
     SecondFactorLockedError,
@@ -24,6 +25,7 @@ from mie.store.errors import (
 
 __all__ = [
     "AlreadyEnrolledError",
+    "NonceUnknownError",
     "NotEnrolledError",
     "Reservation",
     "SecondFactorChangedError",

@@ -1,9 +1,9 @@
 """The interface of the shared state a verifier keeps, and the checks every backend shares.
 
-State that several verifier nodes must agree on lives behind :class:`Store`: today the badge
-second factor (an opaque hash per badge and its failure counter), later the single-use
-challenges of the service (another table on the same backends, created with the same
-idempotent schema step).
+State that several verifier nodes must agree on lives behind :class:`Store`: the badge second
+factor (an opaque hash per badge and its failure counter) and the single-use challenge nonces
+of the service (issued with an expiry, consumed exactly once), one table each on every
+backend, created by the same idempotent schema step.
 
 The failure counter is two monotonic numbers per badge: ``reserved`` counts every guess ever
 reserved, ``cleared`` is the highest reservation a success has forgiven, and the failures are
@@ -32,6 +32,11 @@ BADGE_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_HASH_LENGTH = 512
 #: The highest lockout a store accepts.
 MAX_LIMIT = 1000
+#: The shortest and longest challenge nonce a store keeps, in bytes.
+MIN_NONCE_LENGTH = 16
+MAX_NONCE_LENGTH = 64
+#: The longest lifetime of a nonce, in seconds.
+MAX_NONCE_LIFETIME = 3600.0
 
 
 def new_generation() -> int:
@@ -78,7 +83,7 @@ def check_badge(badge: str) -> str:
     :raises StoreInputError: not a string of 1 to 128 characters among ``A-Za-z0-9._:-``.
     """
     if not isinstance(badge, str) or BADGE_PATTERN.fullmatch(badge) is None:
-        raise StoreInputError("badge name must be 1 to 128 characters among A-Z a-z 0-9 . _ : -")
+        raise StoreInputError("Badge name must be 1 to 128 characters among A-Z a-z 0-9 . _ : -")
     return badge
 
 
@@ -92,7 +97,7 @@ def check_hash(secret_hash: str) -> str:
         or not 0 < len(secret_hash) <= MAX_HASH_LENGTH
         or not (secret_hash.isascii() and secret_hash.isprintable())
     ):
-        raise StoreInputError(f"stored hash must be 1 to {MAX_HASH_LENGTH} printable ASCII bytes")
+        raise StoreInputError(f"Stored hash must be 1 to {MAX_HASH_LENGTH} printable ASCII bytes")
     return secret_hash
 
 
@@ -102,8 +107,34 @@ def check_limit(limit: int) -> int:
     :raises StoreInputError: not an int from 1 to 1000.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise StoreInputError(f"lockout must be a number of guesses from 1 to {MAX_LIMIT}")
+        raise StoreInputError(f"Lockout must be a number of guesses from 1 to {MAX_LIMIT}")
     return limit
+
+
+def check_nonce(nonce: bytes) -> str:
+    """:return: ``nonce`` in lower-case hex, the form every backend stores.
+
+    :raises StoreInputError: not 16 to 64 bytes.
+    """
+    if not isinstance(nonce, bytes) or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
+        raise StoreInputError(
+            f"Nonce must be {MIN_NONCE_LENGTH} to {MAX_NONCE_LENGTH} bytes of type bytes"
+        )
+    return nonce.hex()
+
+
+def check_lifetime(lifetime: float) -> float:
+    """:return: ``lifetime``, checked.
+
+    :raises StoreInputError: not a number of seconds above 0 and at most 3600.
+    """
+    if (
+        isinstance(lifetime, bool)
+        or not isinstance(lifetime, int | float)
+        or not 0 < lifetime <= MAX_NONCE_LIFETIME
+    ):
+        raise StoreInputError(f"Nonce lifetime must be above 0 and at most {MAX_NONCE_LIFETIME} s")
+    return float(lifetime)
 
 
 class Store(ABC):
@@ -162,6 +193,26 @@ class Store(ABC):
         """:return: the failures and enrolment of ``badge``.
 
         :raises NotEnrolledError: no hash is enrolled for the badge.
+        """
+
+    @abstractmethod
+    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+        """Keep ``nonce`` for ``lifetime`` seconds, for one :meth:`consume_nonce`.
+
+        Expired nonces are purged here. PostgreSQL measures lifetimes on the database's clock,
+        which every node shares; SQLite on the host's.
+
+        :param nonce: the challenge, 16 to 64 random bytes.
+        :param lifetime: seconds until it expires.
+        :raises StoreInputError: a bad nonce or lifetime, or a nonce already issued.
+        """
+
+    @abstractmethod
+    def consume_nonce(self, nonce: bytes) -> None:
+        """Use up ``nonce``: of several nodes consuming it at once, exactly one succeeds.
+
+        :raises NonceUnknownError: never issued, already consumed, or expired.
+        :raises StoreInputError: not 16 to 64 bytes.
         """
 
     @abstractmethod

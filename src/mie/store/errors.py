@@ -3,6 +3,12 @@
 A wrong PIN and a locked PIN are the same contract outcomes as on a card, so they subclass
 :class:`~mie.errors.InvalidPinError` and :class:`~mie.errors.PinBlockedError`. No message ever
 contains a PIN, a hash or a salt.
+
+The contract has no codes yet for the verifier's own state; until it does, the classes below
+carry the nearest existing code, named in each docstring with the code proposed for it:
+``store_unavailable`` (:class:`StoreError`), ``not_enrolled`` (:class:`NotEnrolledError`),
+``already_enrolled`` (:class:`AlreadyEnrolledError`) and ``nonce_unknown``
+(:class:`NonceUnknownError`, named by DESIGN.md).
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ class StoreInputError(MieError, ValueError):
 class StoreError(MieError):
     """The shared state could not be read or written (database unreachable, query failed).
 
-    Nothing was decided: the caller must fail closed.
+    Nothing was decided: the caller must fail closed. Code ``reader_error`` for now (the
+    verifier could not reach what the check needs; ``store_unavailable`` proposed).
     """
+
+    code = ErrorCode.READER_ERROR
 
 
 class StoreTimeoutError(StoreError):
@@ -34,16 +43,39 @@ class StoreCorruptError(StoreError):
 
 
 class NotEnrolledError(MieError):
-    """No second factor is enrolled for the badge."""
+    """No second factor is enrolled for the badge: it cannot prove more than possession.
+
+    Code ``unsupported_card`` for now (``not_enrolled`` proposed).
+    """
+
+    code = ErrorCode.UNSUPPORTED_CARD
 
 
 class AlreadyEnrolledError(MieError):
-    """The badge already has a second factor and the caller did not ask to replace it."""
+    """The badge already has a second factor and the caller did not ask to replace it.
+
+    Code ``usage`` for now (``already_enrolled`` proposed).
+    """
+
+    code = ErrorCode.USAGE
 
 
-class SecondFactorChangedError(MieError):
+class SecondFactorChangedError(StoreError):
     """The badge's second factor was re-enrolled or removed while a PIN was being checked: the
     check proves nothing about the current PIN, and the guess stays counted."""
+
+
+class NonceUnknownError(MieError):
+    """A challenge nonce the store does not hold: never issued, already used, or expired (one
+    outcome, so a caller learns nothing about other sessions' nonces).
+
+    Code ``nonce_mismatch`` for now (``nonce_unknown`` of DESIGN.md proposed).
+    """
+
+    code = ErrorCode.NONCE_MISMATCH
+
+    def __init__(self) -> None:
+        super().__init__("Nonce unknown, already used or expired")
 
 
 class WrongSecondFactorError(InvalidPinError):

@@ -24,11 +24,14 @@ from mie.store.base import (
     Store,
     check_badge,
     check_hash,
+    check_lifetime,
     check_limit,
+    check_nonce,
     new_generation,
 )
 from mie.store.errors import (
     AlreadyEnrolledError,
+    NonceUnknownError,
     NotEnrolledError,
     SecondFactorChangedError,
     SecondFactorLockedError,
@@ -49,6 +52,11 @@ SCHEMA = (
     " cleared bigint NOT NULL CHECK (cleared >= 0 AND cleared <= reserved),"
     " generation bigint NOT NULL"
     ")",
+    "CREATE TABLE IF NOT EXISTS mie_nonce ("
+    " nonce text PRIMARY KEY,"
+    " expires_at timestamptz NOT NULL"
+    ")",
+    "CREATE INDEX IF NOT EXISTS mie_nonce_expiry ON mie_nonce (expires_at)",
 )
 #: The advisory lock key of the schema step (``mie`` in ASCII).
 SCHEMA_LOCK = 0x6D6965
@@ -76,7 +84,7 @@ class PostgresStore(Store):
     def __init__(
         self, conninfo: str, *, connect_timeout: float = 5.0, statement_timeout: float = 5.0
     ) -> None:
-        for name, value in (("connect", connect_timeout), ("statement", statement_timeout)):
+        for name, value in (("Connect", connect_timeout), ("Statement", statement_timeout)):
             if not 0 < value <= MAX_TIMEOUT:
                 raise StoreInputError(f"{name} timeout must be above 0 and at most {MAX_TIMEOUT} s")
         self._conninfo = conninfo
@@ -146,6 +154,30 @@ class PostgresStore(Store):
             cursor.execute(_SELECT, (badge,))
             _, reserved, cleared, generation = _row(badge, cursor.fetchone())
         return SecretStatus(reserved - cleared, generation)
+
+    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+        key = check_nonce(nonce)
+        check_lifetime(lifetime)
+        with self._cursor() as cursor:
+            cursor.execute("DELETE FROM mie_nonce WHERE expires_at <= now()")
+            cursor.execute(
+                "INSERT INTO mie_nonce VALUES (%s, now() + make_interval(secs => %s))"
+                " ON CONFLICT (nonce) DO NOTHING",
+                (key, lifetime),
+            )
+            issued = cursor.rowcount
+        if issued != 1:
+            raise StoreInputError("Nonce was already issued")
+
+    def consume_nonce(self, nonce: bytes) -> None:
+        key = check_nonce(nonce)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM mie_nonce WHERE nonce = %s RETURNING expires_at > now()", (key,)
+            )
+            found = cursor.fetchone()
+        if found is None or found[0] is not True:
+            raise NonceUnknownError()
 
     def close(self) -> None:
         with self._lock:

@@ -196,7 +196,7 @@ class SecondFactor:
 
 def _record_digest(record: bytes) -> bytes:
     if not isinstance(record, bytes | bytearray) or not 0 < len(record) <= MAX_RECORD_LENGTH:
-        raise StoreInputError(f"identity record must be 1 to {MAX_RECORD_LENGTH} bytes")
+        raise StoreInputError(f"Identity record must be 1 to {MAX_RECORD_LENGTH} bytes")
     return hashlib.sha256(record).digest()
 
 

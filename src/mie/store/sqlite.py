@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from mie.store.base import (
     Reservation,
@@ -20,11 +21,14 @@ from mie.store.base import (
     Store,
     check_badge,
     check_hash,
+    check_lifetime,
     check_limit,
+    check_nonce,
     new_generation,
 )
 from mie.store.errors import (
     AlreadyEnrolledError,
+    NonceUnknownError,
     NotEnrolledError,
     SecondFactorChangedError,
     SecondFactorLockedError,
@@ -44,6 +48,8 @@ SCHEMA = (
     " cleared INTEGER NOT NULL CHECK (cleared >= 0 AND cleared <= reserved),"
     " generation INTEGER NOT NULL"
     ")",
+    "CREATE TABLE IF NOT EXISTS mie_nonce (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS mie_nonce_expiry ON mie_nonce (expires_at)",
 )
 MAX_BUSY_TIMEOUT = 600.0
 
@@ -56,17 +62,26 @@ class SqliteStore(Store):
     :param path: the database file (created, with its schema, when missing).
     :param busy_timeout: the deadline, in seconds, for the write lock of one operation; past
         it the operation raises :class:`~mie.store.errors.StoreTimeoutError`.
+    :param clock: the wall clock nonce lifetimes are measured on (seconds since the epoch,
+        shared by every process of the host).
     :raises StoreInputError: an in-memory or empty path (not shared), or a timeout out of range.
     :raises StoreError: the file cannot be opened, or refuses WAL mode.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._path = os.fspath(path)
         if self._path in ("", ":memory:"):
             raise StoreInputError("SQLite store needs a file path, shared by every process")
         if not 0 < busy_timeout <= MAX_BUSY_TIMEOUT:
-            raise StoreInputError(f"busy timeout must be above 0 and at most {MAX_BUSY_TIMEOUT} s")
+            raise StoreInputError(f"Busy timeout must be above 0 and at most {MAX_BUSY_TIMEOUT} s")
         self._busy_timeout = busy_timeout
+        self._clock = clock
         self._create_schema()
 
     @property
@@ -138,6 +153,27 @@ class SqliteStore(Store):
         with self._transaction() as db:
             _, reserved, cleared, generation = _row(badge, db.execute(_SELECT, (badge,)))
         return SecretStatus(reserved - cleared, generation)
+
+    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+        key = check_nonce(nonce)
+        check_lifetime(lifetime)
+        now = self._clock()
+        with self._transaction() as db:
+            db.execute("DELETE FROM mie_nonce WHERE expires_at <= ?", (now,))
+            if db.execute("SELECT 1 FROM mie_nonce WHERE nonce = ?", (key,)).fetchone():
+                raise StoreInputError("Nonce was already issued")
+            db.execute("INSERT INTO mie_nonce VALUES (?, ?)", (key, now + lifetime))
+
+    def consume_nonce(self, nonce: bytes) -> None:
+        key = check_nonce(nonce)
+        now = self._clock()
+        with self._transaction() as db:
+            found = db.execute(
+                "SELECT expires_at FROM mie_nonce WHERE nonce = ?", (key,)
+            ).fetchone()
+            db.execute("DELETE FROM mie_nonce WHERE nonce = ?", (key,))
+        if found is None or not isinstance(found[0], float) or found[0] <= now:
+            raise NonceUnknownError()
 
     def close(self) -> None:
         # Every operation closes its own connection: nothing stays open.
