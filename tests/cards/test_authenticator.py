@@ -282,3 +282,30 @@ def test_a_login_through_a_recording_wrapper_leaves_no_pin_verified(
         0x9000
     )
     assert recorder.send_and_receive(bytes.fromhex("00200001"))[1] == 0x63C3
+
+
+@pytest.mark.parametrize("kind", ["cps3", "cps4"])
+def test_pin_refusals_keep_the_status_word_of_the_card_as_their_cause(
+    kind: str, options: CardOptions
+) -> None:
+    # The status query's answer is the cause of a refusal made before any PIN is sent:
+    # 63C1 for the last try, and the card's own blocked answer (not a made-up 6983).
+    connection = _connect(kind, options)
+    authenticator = CpxAuthenticator(connection, chain_checked=False)
+    for _ in range(2):
+        with pytest.raises(InvalidPinError):
+            authenticator.authenticate(AuthRequest.new(allow_last_try=True), user=StaticPin("0000"))
+    with pytest.raises(LastTryRefusedError) as refused:
+        authenticator.authenticate(AuthRequest.new(), user=StaticPin("4826"))
+    assert refused.value.__cause__ is not None
+    assert getattr(refused.value.__cause__, "sw", None) == 0x63C1
+    with pytest.raises(PinBlockedError):
+        authenticator.authenticate(AuthRequest.new(allow_last_try=True), user=StaticPin("0000"))
+    start = len(connection.exchanges)
+    user = StaticPin("4826")
+    with pytest.raises(PinBlockedError) as blocked:
+        authenticator.authenticate(AuthRequest.new(allow_last_try=True), user=user)
+    assert user.asked == []
+    answered = [int.from_bytes(e.response[-2:], "big") for e in connection.exchanges[start:]]
+    cause = blocked.value.__cause__
+    assert cause is not None and getattr(cause, "sw", None) in answered

@@ -8,7 +8,7 @@ caller allows it, the PIN is never retried, logged or kept.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mie.core.apdu import CommandApdu
 from mie.core.atr import Atr
@@ -45,10 +45,12 @@ class PinStatus:
 
     :param verified: whether the PIN is already verified in this card session.
     :param tries_left: tries before the PIN blocks (``None`` when verified: cards do not say).
+    :param sw: the status word the card answered (kept as the cause of a PIN refusal).
     """
 
     verified: bool
     tries_left: int | None
+    sw: int | None = field(default=None, compare=False)
 
     @property
     def blocked(self) -> bool:
@@ -186,11 +188,11 @@ class Iso7816Session:
         """
         _, sw = self.protocol.transmit(CommandApdu(cla, INS_VERIFY, 0x00, pin_ref))
         if sw == SW.OK:
-            return PinStatus(True, None)
+            return PinStatus(True, None, sw)
         tries = retries_from_sw(sw)
         if tries is None:
             raise ApduError(b"", sw)
-        return PinStatus(False, tries)
+        return PinStatus(False, tries, sw)
 
     def check_pin_tries(
         self, pin_ref: int = 0x01, allow_last_try: bool = False, cla: int = 0x00
@@ -208,10 +210,12 @@ class Iso7816Session:
         :raises LastTryRefusedError: one try left and ``allow_last_try`` is false.
         """
         status = self.pin_status(pin_ref, cla)
+        # The status word the card gave (63C0 or 6983, 63C1) stays the cause of the refusal.
+        answer = ApduError(b"", status.sw if status.sw is not None else SW.AUTH_METHOD_BLOCKED)
         if status.blocked:
-            raise PinBlockedError() from ApduError(b"", SW.AUTH_METHOD_BLOCKED)
+            raise PinBlockedError() from answer
         if status.tries_left == 1 and not allow_last_try:
-            raise LastTryRefusedError()
+            raise LastTryRefusedError() from answer
         return status.tries_left
 
     def present_pin(
