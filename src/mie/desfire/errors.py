@@ -7,7 +7,13 @@ No message here ever contains key material: only lengths and names.
 
 from __future__ import annotations
 
-from mie.core.errors import ErrorCode, MieError, SignatureInvalidError
+from mie.core.errors import (
+    ApduError,
+    ErrorCode,
+    MieError,
+    SecureMessagingError,
+    SignatureInvalidError,
+)
 
 
 class DesfireError(MieError):
@@ -29,3 +35,87 @@ class DesfireInputError(DesfireError):
 class OriginalitySignatureError(SignatureInvalidError):
     """The originality signature of a badge has the wrong length or verifies with none of the
     trusted NXP (or injected) public keys: the chip is not shown to be a genuine NXP chip."""
+
+
+# --- Identity record (issue 9, item 4, WP-A) ------------------------------------------------
+# The contract codes record_untrusted / record_copied (plan D8) are not in ErrorCode yet: these
+# classes use the closest existing codes until they are.
+
+
+class RecordFormatError(DesfireError, ValueError):
+    """The bytes of a badge identity record (:mod:`mie.desfire.record`) do not follow its
+    format: a wrong size, tag, length or order, a bad date or national identifier, or bytes
+    other than zeros after the signature. Also raised for record fields given out of range."""
+
+    code = ErrorCode.MALFORMED
+
+
+class RecordUntrustedError(DesfireError):
+    """A well-formed identity record that no trusted enrolment authority signed.
+
+    :param reason: :attr:`UNKNOWN_AUTHORITY` (its authority key id names no trusted key) or
+        :attr:`BAD_SIGNATURE` (the named key's signature does not verify: an edited record).
+    :param message: one line.
+    """
+
+    code = ErrorCode.UNTRUSTED
+    UNKNOWN_AUTHORITY = "unknown_authority"
+    BAD_SIGNATURE = "bad_signature"
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class RecordCopiedError(DesfireError):
+    """A validly signed identity record read from a badge it was not issued for.
+
+    :param reason: :attr:`UID` (the record's UID is not the badge's real UID) or :attr:`AID`
+        (the record names another application than the one it was read from).
+    :param message: one line.
+    """
+
+    code = ErrorCode.SIGNATURE_INVALID
+    UID = "uid"
+    AID = "aid"
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class DesfireStatusError(ApduError, DesfireError):
+    """The badge answered a native status other than success (``91xx``, ``xx`` not ``00``).
+
+    :param data: the response data that came with the status.
+    :param sw: the whole status word (``0x919D``).
+    :param command: the native command code that was answered.
+    """
+
+    def __init__(self, data: bytes, sw: int, command: int, message: str | None = None) -> None:
+        from mie.desfire.constants import Status
+
+        self.status = Status(sw & 0xFF)
+        self.command = command
+        super().__init__(
+            data,
+            sw,
+            message or f"DESFire command {command:02X} answered {self.status.name} (SW {sw:04X})",
+        )
+
+
+class DesfireAuthenticationError(DesfireStatusError):
+    """The badge refused the reader's authentication cryptogram (``91AE``): another key (a badge
+    enrolled under another master key, not enrolled, a wrong key number); the badge is
+    untouched."""
+
+
+class CardCryptogramError(DesfireError):
+    """The badge's answer to an authentication does not prove it knows the key: RndA' is not
+    RndA rotated (a reader impersonated, or a clone)."""
+
+
+class ResponseIntegrityError(SecureMessagingError):
+    """A protected response does not verify: its MAC, CRC or padding is wrong, it is too short
+    for its MAC, it was replayed, or the command counter would overflow. No data is returned and
+    the channel is dropped."""
