@@ -953,6 +953,35 @@ def test_auth_refuses_a_bad_nonce_or_origin_before_the_card_is_used(
     assert state.opened == 0
 
 
+_VERIFY_E_JSON = ["verify-evidence", "e.json", "--nonce", NONCE.hex(), "--origin", ORIGIN]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e400", "ten"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["auth", "--pin-stdin", "--json", "--timeout"],
+        [*_VERIFY_E_JSON, "--json", "--timeout"],
+        ["crl", "fetch", "http://127.0.0.1:9/x.crl", "--json", "--timeout"],
+        ["readers", "--json", "--wait"],
+    ],
+)
+def test_every_wait_option_refuses_a_duration_without_a_deadline(
+    machine: Path, capsys: pytest.CaptureFixture[str], argv: list[str], value: str
+) -> None:
+    # NaN passed click's FloatRange (every comparison with it is false) and inf is no
+    # deadline; crl fetch took any float, a negative one failing later as a download error.
+    if argv[0] == "readers" and value == "0":
+        value = "601"  # --wait 0 is a valid "do not wait"; its bound is 600
+    state = _NoReader()
+    assert run([*argv, value], state) == 2
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and ("'--timeout'" in lines[0] or "'--wait'" in lines[0]), lines
+    assert json.loads(captured.out)["error"]["code"] == "usage"
+    assert state.opened == 0
+
+
 class _NoReader(CliState):
     def __init__(self) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from mie._cli.options import Seconds
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import CliState, UsageError
 from mie._cli.trust import parse_at
@@ -143,8 +144,8 @@ def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> 
     "--nonce",
     "--challenge",
     "nonce_hex",
-    help="The relying party's nonce, hex, 16 bytes or more (default: 32 random bytes); "
-    "--challenge is another name for it.",
+    help=f"The relying party's nonce, hex, {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes "
+    "(default: 32 random bytes); --challenge is another name for it.",
 )
 @click.option(
     "--origin",
@@ -165,7 +166,7 @@ def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> 
 @click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=REVOCATION_TIMEOUT_S,
     show_default=True,
     help="Seconds the revocation step may take in all (every CRL/OCSP download of this login).",

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from mie._cli.options import Seconds
 from mie._cli.output import emit_json, emit_table, json_option
 from mie._cli.state import CliState, require_pcsc
 from mie.core.atr import Atr
@@ -19,8 +20,8 @@ from mie.registry import authenticator_for
 @click.option(
     "--wait",
     "wait_seconds",
-    type=click.FloatRange(0, 600),
-    help="First wait up to SECONDS for a card in some reader (exit 1 if none comes).",
+    type=Seconds(zero_ok=True, maximum=600),
+    help="First wait up to SECONDS (at most 600) for a card in some reader (exit 1 if none comes).",
 )
 def readers(as_json: bool, wait_seconds: float | None) -> int:
     """List PC/SC readers, card presence and ATR."""

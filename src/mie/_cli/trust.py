@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mie._cli.options import Seconds
 from mie._cli.output import emit_json, emit_table, json_option, warn
 from mie._cli.state import UsageError
 from mie.policy import MieKind, Proof
@@ -59,9 +60,19 @@ def parse_at(value: str | None) -> dt.datetime | None:
 @click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
 @click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
 @click.option("--at", "at_text", help="Verify at this ISO 8601 time (with time zone).")
-@click.option("--usage", type=click.Choice(["auth", "sign"]), default="auth", show_default=True)
 @click.option(
-    "--revocation", type=click.Choice(["hard", "soft"]), default="hard", show_default=True
+    "--usage",
+    type=click.Choice(["auth", "sign"]),
+    default="auth",
+    show_default=True,
+    help="What the certificate's key is for: auth (authentication) or sign (signature).",
+)
+@click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft"]),
+    default="hard",
+    show_default=True,
+    help="soft: accept an unknown revocation status (reported).",
 )
 @json_option()
 def verify_cert(
@@ -296,7 +307,13 @@ def crl_group() -> None:
 
 @crl_group.command("fetch")
 @click.argument("url")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds.")
+@click.option(
+    "--timeout",
+    type=Seconds(),
+    default=10.0,
+    show_default=True,
+    help="Seconds the download may take.",
+)
 @json_option()
 def crl_fetch(url: str, timeout: float, as_json: bool) -> int:
     """Download a CRL from an HTTP(S) distribution point into the cache."""

@@ -23,10 +23,12 @@ from mie._cli.auth import (
     parse_origin,
     print_result,
 )
+from mie._cli.options import Seconds
 from mie._cli.output import emit_json, json_option
 from mie._cli.trust import parse_at
 from mie.core.errors import JsonFormatError, MieError
 from mie.evidence import load_evidence_file
+from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from mie.result import AuthenticatorInfo
 from mie.trust import RevocationMode
 from mie.trust.login import login_verifier
@@ -35,7 +37,12 @@ from mie.verification import Expected, verify_evidence
 
 @click.command("verify-evidence")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--nonce", "nonce_hex", required=True, help="The nonce this verifier issued, hex.")
+@click.option(
+    "--nonce",
+    "nonce_hex",
+    required=True,
+    help=f"The nonce this verifier issued, hex, {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes.",
+)
 @click.option(
     "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
 )
@@ -52,7 +59,7 @@ from mie.verification import Expected, verify_evidence
 @click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=REVOCATION_TIMEOUT_S,
     show_default=True,
     help="Seconds the revocation step may take in all (every CRL/OCSP download).",
