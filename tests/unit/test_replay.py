@@ -262,7 +262,7 @@ def test_save_that_fails_leaves_the_old_content_and_no_temporary_file(
         ('{"a": ' * 5000 + "null" + "}" * 5000, "is nested too deeply"),
         ('{"description": ' + "9" * 5000 + "}", "'description' must be a non-empty string"),
         ('{"description": "d", "description": "e"}', "duplicate key 'description'"),
-        ('{"description": NaN}', "'description' must be a non-empty string"),
+        ('{"description": NaN}', "is not JSON: NaN is not a JSON value"),
         ('{"description": "\\ud800"}', "not UTF-8 text"),
         ("\ufeff{}", "is not JSON"),
         ('{"description": "d"} {}', "is not JSON"),

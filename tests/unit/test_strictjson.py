@@ -19,6 +19,10 @@ from mie.core.errors import JsonFormatError, MieError
         (b'{"a": "\\ud800"}', "Cannot read evidence 'e.json': not UTF-8 text"),
         (b"{} {}", "Evidence 'e.json' is not JSON"),
         (b" " * 10001, "Evidence 'e.json' is larger than 10000 bytes"),
+        # Python's parser takes these three; they are not JSON (RFC 8259).
+        (b'{"a": NaN}', "Evidence 'e.json' is not JSON: NaN is not a JSON value"),
+        (b"[Infinity]", "Evidence 'e.json' is not JSON: Infinity is not a JSON value"),
+        (b"-Infinity", "Evidence 'e.json' is not JSON: -Infinity is not a JSON value"),
     ],
 )
 def test_hostile_json_raises_json_format_error_naming_the_input(data: bytes, named: str) -> None:

@@ -1,7 +1,8 @@
 """Strict, bounded JSON for files that come from other people (vectors, evidence).
 
 At most ``max_bytes``; UTF-8 only, lone surrogates refused; no duplicate keys; nesting bounded
-by the interpreter's recursion limit. Numbers are never converted: each one is kept as a
+by the interpreter's recursion limit; ``NaN``, ``Infinity`` and ``-Infinity`` (which Python's
+parser takes, JSON does not have) refused. Numbers are never converted: each one is kept as a
 :class:`Number` (its text), which no field check of :mod:`mie` accepts, so a
 100,000-digit integer costs nothing. Every failure is a :class:`JsonFormatError` naming the
 input.
@@ -49,7 +50,7 @@ def loads(data: bytes, name: str, *, max_bytes: int) -> Any:
             data.decode("utf-8"),
             parse_int=Number,
             parse_float=Number,
-            parse_constant=Number,
+            parse_constant=_constant,
             object_pairs_hook=_unique_keys,
         )
         # Encoding back refuses lone surrogates, which JSON escapes (\udXXX) can carry.
@@ -62,7 +63,18 @@ def loads(data: bytes, name: str, *, max_bytes: int) -> Any:
         raise JsonFormatError(f"{title} is not JSON: {e}") from e
     except _DuplicateKeyError as e:
         raise JsonFormatError(f"{title}: duplicate key {shown(e.key)}") from e
+    except _NotJsonError as e:
+        raise JsonFormatError(f"{title} is not JSON: {e.constant} is not a JSON value") from e
     return obj
+
+
+class _NotJsonError(Exception):
+    def __init__(self, constant: str) -> None:
+        self.constant = constant
+
+
+def _constant(text: str) -> None:
+    raise _NotJsonError(text)
 
 
 class _DuplicateKeyError(Exception):
