@@ -186,6 +186,28 @@ def test_a_reset_by_another_process_before_our_transaction_is_recovered(pcscd: P
                 DemoSession(first).serial()
 
 
+def test_our_own_closing_reset_does_not_hide_a_later_reset_by_another_process(
+    pcscd: Pcscd,
+) -> None:
+    """Issue 8 clears a connection's "exchanged since the last reset" mark after its own
+    closing reset (so its next exchange reconnects instead of failing). That mark is set again
+    by the next exchange: a reset by another process after it is still a typed reset."""
+    with _attached(demo_card(serial="SHARED")):
+        with PcscConnection(READER) as ours, PcscConnection(READER) as other:
+            with ours.transaction(reset=True):
+                assert DemoSession(ours).serial() == "SHARED"
+            # Reset again by the other process before our next exchange: nothing of ours
+            # was left to lose, so the exchange reconnects and goes on.
+            with other.transaction(reset=True):
+                DemoSession(other).serial()
+            assert DemoSession(ours).serial() == "SHARED"
+            # Now ours has selected and read: a reset by the other process undoes that.
+            with other.transaction(reset=True):
+                DemoSession(other).serial()
+            with pytest.raises(CardResetError):
+                DemoSession(ours).serial()
+
+
 def test_a_reset_is_never_called_a_removal() -> None:
     with pytest.raises(CardResetError) as raised:
         _check(scard.SCARD_W_RESET_CARD, "Transmitting APDU")
