@@ -16,9 +16,9 @@ import abc
 import builtins
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from mie.core import strictjson
@@ -290,7 +290,11 @@ def load_evidence_file(path: str | os.PathLike[str]) -> tuple[Evidence, Authenti
     # The path is the caller's, not the file's content: it is shown whole.
     name = f"evidence file {os.fspath(path)!r}"
     try:
-        with Path(path).open("rb") as handle:
+        # Non-blocking open, then a regular file only: a FIFO with no writer never blocks.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise JsonFormatError(f"Cannot read {name} (not a regular file)")
             data = handle.read(MAX_EVIDENCE_BYTES + 1)
     except OSError as e:
         raise JsonFormatError(f"Cannot read {name} ({e.strerror})") from e

@@ -4,6 +4,8 @@ JsonFormatError, JSON of the wrong shape an EvidenceFormatError)."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,14 @@ def test_unreadable(tmp_path: Path) -> None:
     for path in (tmp_path / "absent.json", tmp_path):
         with pytest.raises(JsonFormatError, match="Cannot read"):
             load_evidence_file(path)
+
+
+def test_a_fifo_or_a_directory_is_refused_without_waiting(tmp_path: Path) -> None:
+    # A FIFO with no writer would block a plain open() for ever.
+    fifo = tmp_path / "evidence.fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    for path in (fifo, tmp_path):
+        with pytest.raises(JsonFormatError, match="Cannot read evidence file"):
+            load_evidence_file(path)
+    assert time.monotonic() - started < 5
