@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from mie.core.files import atomic_write
 from mie.core.paths import user_dir
 from mie.emulation.registry import default_pki_dir
+from mie.emulation.testpki import Gamme, TestPki
 from mie.transport.replay import Exchange, Vector, load_vector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,3 +137,27 @@ def test_vector_save_does_not_create_a_missing_directory(tmp_path: Path) -> None
     with pytest.raises(FileNotFoundError):
         VECTOR.save(tmp_path / "absent" / "v.json")
     assert os.listdir(tmp_path) == []
+
+
+def test_processes_loading_a_fresh_test_pki_directory_at_once_share_one_pki(
+    tmp_path: Path,
+) -> None:
+    # Each used to create CAs of its own; the last writer's files won, and the other process's
+    # card then had certificates that no saved CA had signed.
+    directory = tmp_path / "testpki"
+    script = (
+        "import sys\n"
+        "from mie.emulation.testpki import Gamme, TestPki\n"
+        "root = TestPki.load(sys.argv[1]).roots[Gamme.FORT].certificate\n"
+        "print(root.fingerprint(root.signature_hash_algorithm).hex())\n"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(directory)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    printed = {process.communicate(timeout=120)[0].strip() for process in processes}
+    assert all(process.returncode == 0 for process in processes)
+    saved = TestPki.load(directory).roots[Gamme.FORT].certificate
+    assert printed == {saved.fingerprint(saved.signature_hash_algorithm).hex()}  # type: ignore[arg-type]

@@ -13,9 +13,12 @@ its identity. Nothing here is ever in the default trust store.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum, unique
 from pathlib import Path
@@ -41,6 +44,8 @@ POLICY_TEST_ST_PP_SIGN = "1.2.250.1.213.1.7.3.1.1.1.1"
 CATEGORY_TEST_CPX = 0x80
 # Bumped whenever saved CA certificates change shape, so old directories are regenerated.
 PKI_LAYOUT = "3"
+LOCK_FILE = ".lock"
+"""Held while the directory is read or created, so that one process creates it."""
 # All TEST CA certificates in one PEM file, for `mie trust import FILE --test`.
 CHAIN_FILE = "test-chain.pem"
 CARD_ISSUER = "8025000001"
@@ -425,20 +430,18 @@ class TestPki:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         bundle = [i.certificate_pem() for i in [*self.roots.values(), *self.intermediates.values()]]
-        (path / CHAIN_FILE).write_bytes(b"".join(bundle))
+        # Atomic: a process loading the directory meanwhile reads whole files, never a part.
+        atomic_write(path / CHAIN_FILE, b"".join(bundle), mode=0o644)
         for kind, issued_map in (("root", self.roots), ("ca", self.intermediates)):
             for gamme, issued in issued_map.items():
                 stem = f"{kind}-{gamme.value.lower()}"
-                (path / f"{stem}.pem").write_bytes(issued.certificate_pem())
-                key_file = path / f"{stem}.key"
-                key_file.touch(mode=0o600)
-                key_file.write_bytes(
-                    issued.key.private_bytes(
-                        serialization.Encoding.PEM,
-                        serialization.PrivateFormat.PKCS8,
-                        serialization.NoEncryption(),
-                    )
+                atomic_write(path / f"{stem}.pem", issued.certificate_pem(), mode=0o644)
+                key = issued.key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
                 )
+                atomic_write(path / f"{stem}.key", key, mode=0o600)
 
     def publish_crls(
         self, directory: str | os.PathLike[str], revoked: list[int] | None = None
@@ -461,11 +464,20 @@ class TestPki:
         """Load CAs written by :meth:`save`; create and save them when absent or written by an
         older layout (``version`` file)."""
         path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        # One creator: two processes starting on a fresh directory (two emulators, an emulator
+        # and `mie demo`) each made CAs of their own, and the last one's files won, leaving the
+        # other's card with certificates no saved CA had signed.
+        with _locked(path / LOCK_FILE):
+            return cls._load_or_create(path, **kwargs)
+
+    @classmethod
+    def _load_or_create(cls, path: Path, **kwargs: object) -> TestPki:
         version = path / "version"
         if not version.is_file() or version.read_text().strip() != PKI_LAYOUT:
             pki = cls(**kwargs)  # type: ignore[arg-type]
             pki.save(path)
-            version.write_text(PKI_LAYOUT + "\n")
+            atomic_write(version, (PKI_LAYOUT + "\n").encode(), mode=0o644)
             return pki
         try:
             roots = {g: _load_issued(path, "root", g) for g in (Gamme.FORT, Gamme.STANDARD)}
@@ -475,6 +487,21 @@ class TestPki:
             pki.save(path)
             return pki
         return cls(roots=roots, intermediates=cas, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created when missing) for the block."""
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # a read-only directory: nobody creates anything in it either
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _load_issued(path: Path, kind: str, gamme: Gamme) -> Issued:
