@@ -200,3 +200,16 @@ def test_read_only_cache_reads_and_never_writes(files: Files, tmp_path: Path) ->
     der = files.pki.crl(Gamme.FORT).public_bytes(serialization.Encoding.DER)
     cache.path_for(url).write_bytes(der)
     assert isinstance(cache.get(url), CrlIndex)
+
+
+def test_read_input_refuses_a_fifo_or_a_directory_without_waiting(tmp_path: Path) -> None:
+    # `--crl FIFO` with no writer would block a plain open() for ever.
+    import os
+
+    fifo = tmp_path / "crl.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(VerificationError) as raised:
+            read_input(path)
+        assert raised.value.code is ErrorCode.MALFORMED
+        assert str(path) in raised.value.message

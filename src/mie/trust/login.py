@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,11 @@ def read_input(path: PathLike) -> bytes:
     """
     limit = max(max_crl_bytes(), MAX_CERTIFICATE_FILE_BYTES)
     try:
-        with Path(path).open("rb") as handle:
+        # Non-blocking open, then a regular file only: a FIFO with no writer never blocks.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise malformed(f"{os.fspath(path)}: cannot read (not a regular file)")
             data = handle.read(limit + 1)
     except OSError as e:
         raise malformed(f"{os.fspath(path)}: cannot read ({e.strerror})") from e
