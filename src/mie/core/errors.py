@@ -53,8 +53,9 @@ class ErrorCode(StrEnum):
 class MieError(Exception):
     """Base class of every error raised by :mod:`mie`.
 
-    ``code`` is the contract code of the failure, or ``None`` for an error outside the
-    contract. Most classes fix it; :class:`VerificationError` sets it per instance.
+    ``code`` is the contract code of the failure. Every subclass has one (most fix it,
+    :class:`VerificationError` sets it per instance); this base class has ``None`` and is never
+    raised itself, so :meth:`mie.result.ErrorInfo.from_exception` maps every mie error.
     """
 
     code: ErrorCode | None = None
