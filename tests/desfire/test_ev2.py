@@ -6,6 +6,8 @@ computed here with `cryptography` (tests/desfire/ev2_ref.py), never with the cod
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from mie.core.apdu import CommandApdu
@@ -448,3 +450,110 @@ def test_no_key_in_reprs() -> None:
     text = repr(session) + repr(session.protocol.channel)
     for secret in (ENC, MAC, RND_A, RND_B, K0 + b"\x01"):
         assert secret.hex() not in text.lower()
+
+
+def jamcrc(data: bytes) -> bytes:
+    return (~zlib.crc32(data) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+NEW_KEY = h("00102030405060708090A0B0B0A09080")
+
+
+def test_change_another_key_ev2() -> None:
+    ref = Ev2Ref(ENC, MAC, TI)
+    old = h("11" * 16)
+    xored = bytes(a ^ b for a, b in zip(NEW_KEY, old, strict=True))
+    sent = ref.command(0xC4, h("81"), xored + h("01") + jamcrc(NEW_KEY), full=True)
+    assert len(sent) == 1 + 32 + 8
+    session, connection = authenticated([(wrapped(0xC4, sent), ref.response(), OK)])
+    session.change_key(1, NEW_KEY, version=1, old_key=old)  # PICC level: KeyNo 80 | 1
+    assert session.auth is not None
+    assert connection.remaining == 0
+
+
+def test_change_the_authenticated_key_ends_the_session() -> None:
+    ref = Ev2Ref(ENC, MAC, TI)
+    sent = ref.command(0xC4, h("80"), NEW_KEY + h("02"), full=True)
+    session, connection = authenticated([(wrapped(0xC4, sent), b"", OK)])
+    channel = session.protocol.channel
+    session.change_key(0, NEW_KEY, version=2)
+    assert session.protocol.channel is None and session.auth is None
+    assert isinstance(channel, Ev2Channel) and channel.is_dropped
+    assert connection.remaining == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"key_no": 1, "new_key": NEW_KEY, "version": 1}, "current 16-byte value"),
+        ({"key_no": 1, "new_key": NEW_KEY, "version": 256, "old_key": K0}, "one byte"),
+        ({"key_no": 1, "new_key": NEW_KEY[:8], "version": 1, "old_key": K0}, "16 bytes"),
+    ],
+)
+def test_change_key_arguments_send_nothing(kwargs: dict[str, object], match: str) -> None:
+    session, connection = authenticated([])
+    with pytest.raises(ValueError, match=match):
+        session.change_key(**kwargs)  # type: ignore[arg-type]
+    assert len(connection.sent) == 2
+
+
+def test_change_key_needs_a_session() -> None:
+    session, connection = new_session([])
+    with pytest.raises(ValueError, match="authenticated"):
+        session.change_key(0, NEW_KEY, version=1)
+    assert connection.sent == []
+
+
+def test_personalisation_commands_are_maced() -> None:
+    ref = Ev2Ref(ENC, MAC, TI)
+    script: Script = []
+    script.append((wrapped(0xCA, ref.command(0xCA, h("494DF0 0B 85"))), ref.response(), OK))
+    script.append(
+        (wrapped(0x5C, ref.command(0x5C, h("00"), h("02"), full=True)), ref.response(), OK)
+    )
+    script.append((wrapped(0x6A, ref.command(0x6A)), ref.response(h("494DF0 010203")), OK))
+    script.append((wrapped(0x45, ref.command(0x45)), ref.response(h("0F 81")), OK))
+    script.append((wrapped(0xDA, ref.command(0xDA, h("010203"))), ref.response(), OK))
+    script.append((wrapped(0xFC, ref.command(0xFC)), ref.response(), OK))
+    session, connection = authenticated(script)
+    session.create_application(h("494DF0"), keys=5)
+    session.set_configuration(random_uid=True)
+    assert session.get_application_ids() == (h("494DF0"), h("010203"))
+    settings = session.get_key_settings()
+    assert (settings.settings, settings.max_keys, settings.key_type.name) == (0x0F, 1, "AES")
+    session.delete_application(h("010203"))
+    session.format_picc()
+    assert connection.remaining == 0
+
+
+def test_create_std_data_file_in_the_application() -> None:
+    ref = Ev2Ref(ENC, MAC, TI)
+    script: Script = [(wrapped(0x6F, ref.command(0x6F)), ref.response(h("0102")), OK)]
+    script.append((wrapped(0xCD, ref.command(0xCD, h("01 03 2030 B00000"))), ref.response(), OK))
+    script.append((wrapped(0x64, ref.command(0x64, h("02"))), ref.response(h("01")), OK))
+    session, connection = authenticated(script)
+    assert session.get_file_ids() == h("0102")
+    access = AccessRights(read=3, write=0, read_write=2, change=0)
+    session.create_std_data_file(1, 176, mode=CommMode.FULL, access=access)
+    assert session.get_key_version(2) == 1
+    assert connection.remaining == 0
+
+
+def test_set_configuration_needs_a_session() -> None:
+    session, connection = new_session([])
+    with pytest.raises(ValueError, match="authenticated"):
+        session.set_configuration(random_uid=True)
+    assert connection.sent == []
+
+
+def test_unauthenticated_commands_go_plain() -> None:
+    script: Script = [
+        (wrapped(0x45), h("0F 01"), OK),
+        (wrapped(0xCA, h("494DF0 0B 85")), b"", OK),
+        (wrapped(0xF5, h("01")), h("00 03 2030 B00000"), OK),
+    ]
+    session, connection = new_session(script)
+    assert session.get_key_settings().key_type.name == "DES_2K3DES"
+    session.create_application(h("494DF0"), keys=5)
+    assert session.get_file_settings(1).size == 176
+    assert connection.remaining == 0

@@ -129,3 +129,110 @@ class Ev2Channel(SecureChannel):
         _wipe(self._enc)
         _wipe(self._mac)
         self._enc = self._mac = None
+
+
+EV1_MAC_SENT = frozenset({0x3D, 0x3B})
+"""EV1 commands whose MAC mode sends the MAC (WriteData, WriteRecord); the others only chain
+their CMAC into the running IV."""
+_CHANGE_KEY_BODY = crypto.KEY_SIZE + 1
+"""EV1 ChangeKey: the CRC covers ``Cmd ‖ KeyNo ‖ key ‖ version`` and goes after them (before
+the CRC of the new key, when another key is changed)."""
+
+
+class Ev1Channel(SecureChannel):
+    """One EV1 AES session (after AuthenticateAES ``AA``): one session key for CMAC and
+    encryption, and one running IV they share (reference ``desfire.md`` §2).
+
+    - Every command, plain ones included: ``IV = CMAC_IV(Cmd ‖ header ‖ data)``; MAC mode sends
+      its first 8 bytes only for WriteData and WriteRecord.
+    - FULL command data: ``header ‖ E_IV(data ‖ CRC32(Cmd ‖ header ‖ data) ‖ 00…)``; the IV is
+      then the last ciphertext block.
+    - Response (status ``00``) in MAC mode: the last 8 bytes are ``CMAC_IV(data ‖ 00)[:8]``,
+      whose full value is the next IV; in FULL mode ``E_IV(data ‖ CRC32(data ‖ 00) ‖ 00…)``.
+      :class:`~mie.desfire.session.DesfireSession` asks MAC for the responses its table calls
+      plain: EV1 MACs them all.
+
+    :param session_key: the 16-byte session key.
+    :raises DesfireInputError: a key of the wrong size.
+    """
+
+    def __init__(self, session_key: bytes) -> None:
+        if len(session_key) != crypto.KEY_SIZE:
+            raise DesfireInputError(f"An EV1 session key is 16 bytes, got {len(session_key)}")
+        self._key: bytearray | None = bytearray(session_key)
+        self._iv: bytearray | None = bytearray(crypto.ZERO_IV)
+
+    def __repr__(self) -> str:
+        return f"Ev1Channel({'dropped' if self.is_dropped else 'open'})"
+
+    @property
+    def is_dropped(self) -> bool:
+        """:return: whether :meth:`dropped` wiped the key."""
+        return self._key is None
+
+    def _state(self) -> tuple[bytes, bytes]:
+        if self._key is None or self._iv is None:
+            raise SecureMessagingError("The EV1 channel was dropped")
+        return bytes(self._key), bytes(self._iv)
+
+    def _set_iv(self, iv: bytes) -> None:
+        if self._iv is not None:
+            self._iv[:] = iv
+
+    def drops_before(self, apdu: CommandApdu) -> bool:
+        """:return: whether ``apdu`` is SelectApplication or an authentication."""
+        return apdu.cla == CLA_NATIVE and apdu.ins in ENDS_SESSION
+
+    def wrap(self, apdu: CommandApdu, context: ExchangeContext) -> CommandApdu:
+        key, iv = self._state()
+        cmd = bytes([context.ins])
+        header, data = context.command_header, context.data
+        if context.command_mode is CommMode.FULL and data:
+            if context.ins == 0xC4 and len(data) > _CHANGE_KEY_BODY:
+                body, tail = data[:_CHANGE_KEY_BODY], data[_CHANGE_KEY_BODY:]
+            else:
+                body, tail = data, b""
+            plaintext = body + crypto.crc32(cmd + header + body) + tail
+            ciphertext = crypto.ev1_encrypt(key, iv, plaintext)
+            self._set_iv(ciphertext[-crypto.BLOCK_SIZE :])
+            return CommandApdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, header + ciphertext, apdu.le)
+        full_cmac = crypto.cmac(key, cmd + header + data, iv)
+        self._set_iv(full_cmac)
+        if context.command_mode is CommMode.MAC and context.ins in EV1_MAC_SENT:
+            tag = crypto.ev1_truncate_mac(full_cmac)
+            return CommandApdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, apdu.data + tag, apdu.le)
+        return apdu
+
+    def unwrap(self, data: bytes, sw: int, context: ExchangeContext) -> tuple[bytes, int]:
+        key, iv = self._state()
+        status = sw & 0xFF
+        mode = context.response_mode
+        if mode is CommMode.PLAIN:
+            return data, sw
+        if mode is CommMode.FULL:
+            if not data or len(data) % crypto.BLOCK_SIZE:
+                raise ResponseIntegrityError(
+                    f"EV1 enciphered response of {len(data)} bytes is not whole AES blocks"
+                )
+            try:
+                plain = crypto.ev1_decrypt_response(key, iv, data, status)
+            except SecureMessagingError as e:
+                raise ResponseIntegrityError("EV1 enciphered response does not check") from e
+            self._set_iv(data[-crypto.BLOCK_SIZE :])
+            return plain, sw
+        if len(data) < crypto.MAC_SIZE:
+            raise ResponseIntegrityError(
+                f"EV1 response of {len(data)} bytes is too short for its 8-byte MAC"
+            )
+        body, tag = data[: -crypto.MAC_SIZE], data[-crypto.MAC_SIZE :]
+        try:
+            self._set_iv(crypto.ev1_verify_response_mac(key, iv, body, status, tag))
+        except SecureMessagingError as e:
+            raise ResponseIntegrityError("EV1 response MAC does not verify") from e
+        return body, sw
+
+    def dropped(self) -> None:
+        """Wipe the session key and the IV; the channel is never used again."""
+        _wipe(self._key)
+        _wipe(self._iv)
+        self._key = self._iv = None

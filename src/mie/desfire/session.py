@@ -27,14 +27,21 @@ from mie.core.errors import BadResponseError
 from mie.core.processors import SmartCardProtocol
 from mie.desfire import constants as c
 from mie.desfire import crypto
-from mie.desfire.channel import Ev2Channel
+from mie.desfire.channel import Ev1Channel, Ev2Channel
 from mie.desfire.errors import (
     CardCryptogramError,
     DesfireAuthenticationError,
     DesfireStatusError,
 )
 from mie.desfire.stack import DESFIRE_LAYERS, DESFIRE_SUCCESS, NATIVE_LE
-from mie.desfire.types import FileSettings, KeySettings, Version
+from mie.desfire.types import (
+    COMM_MODE_BYTES,
+    AccessRights,
+    FileSettings,
+    KeySettings,
+    KeyType,
+    Version,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +161,7 @@ class DesfireSession:
         *,
         mode: CommMode | None = None,
         response_mode: CommMode | None = None,
+        unmaced: bool = False,
     ) -> bytes:
         """Send one command (all its frames) and return its data, checked and unprotected.
 
@@ -162,6 +170,8 @@ class DesfireSession:
         :param data: ``CmdData``: enciphered in ``FULL`` mode.
         :param mode: the command's protection; ``None`` takes it from ``COMMAND_MODES``.
         :param response_mode: the response's; ``None`` as ``mode`` (or the table).
+        :param unmaced: the response carries no MAC even under EV1 (ChangeKey of the key
+            authenticated with); otherwise an EV1 session checks a MAC on every response.
         :return: the response data.
         :raises DesfireAuthenticationError: ``91AE``.
         :raises DesfireStatusError: any other status than ``9100`` (the channel is dropped).
@@ -170,6 +180,13 @@ class DesfireSession:
         if mode is None:
             mode, table_response = self._modes(cmd)
             response_mode = table_response if response_mode is None else response_mode
+        response_mode = mode if response_mode is None else response_mode
+        if (
+            isinstance(self.protocol.channel, Ev1Channel)
+            and response_mode is CommMode.PLAIN
+            and not unmaced
+        ):
+            response_mode = CommMode.MAC
         response, sw = self._exchange(cmd, header, data, mode=mode, response_mode=response_mode)
         if sw != c.SW_OK:
             raise self._status_error(cmd, response, sw)
@@ -297,6 +314,38 @@ class DesfireSession:
         self._auth = AuthState("ev2", key_no, self._aid)
         logger.info("DESFire EV2 re-authentication with key %d", key_no)
 
+    def authenticate_aes(self, key_no: int, key: bytes) -> None:
+        """AuthenticateAES (``AA``, EV1) with an AES key; installs an EV1 channel.
+
+        EV1 chains CBC over the whole handshake: ``E(RndB)`` under IV 0, ``E(RndA ‖ RndB')``
+        from the last block received, ``E(RndA')`` from the last block sent.
+
+        :param key_no: the key number (0..13).
+        :param key: the 16-byte AES key.
+        :raises ValueError: a key number or key out of range (nothing sent).
+        :raises DesfireAuthenticationError: ``91AE``.
+        :raises CardCryptogramError: the badge's answer does not carry RndA'.
+        """
+        _check_key(key_no, key)
+        logger.debug("DESFire AuthenticateAES, key %d", key_no)
+        self._auth = None
+        self.protocol.drop_channel()
+        e_rnd_b = self._handshake_step(
+            c.AUTH_AES, bytes([key_no]), c.SW_ADDITIONAL_FRAME, crypto.RND_SIZE
+        )
+        rnd_b = crypto.aes_cbc_decrypt(key, crypto.ZERO_IV, e_rnd_b)
+        rnd_a = self._rnd_a()
+        token = crypto.aes_cbc_encrypt(key, e_rnd_b, rnd_a + crypto.rotate_left(rnd_b))
+        answer = self._handshake_step(c.ADDITIONAL_FRAME, token, c.SW_OK, crypto.RND_SIZE)
+        rotated = crypto.aes_cbc_decrypt(key, token[-crypto.BLOCK_SIZE :], answer)
+        if not hmac.compare_digest(rotated, crypto.rotate_left(rnd_a)):
+            raise CardCryptogramError(
+                "The badge's answer does not carry RndA': it does not know the key"
+            )
+        self.protocol.install_channel(Ev1Channel(crypto.ev1_session_key(rnd_a, rnd_b)))
+        self._auth = AuthState("ev1-aes", key_no, self._aid)
+        logger.info("DESFire EV1 AES authentication with key %d", key_no)
+
     # --- files -----------------------------------------------------------------------------
 
     def read_data(self, file_no: int, offset: int = 0, length: int = 0, *, mode: CommMode) -> bytes:
@@ -418,3 +467,158 @@ class DesfireSession:
             raise BadResponseError(f"GetCardUID answered {len(uid)} bytes, expected 7")
         logger.info("DESFire real UID read")
         return uid
+
+    def read_signature(self) -> bytes:
+        """Read_Sig (``3C 00``): the 56-byte originality signature, answered with ``9190``.
+
+        Sent only outside a session: whether a badge protects it after authentication is not
+        known (reference ``desfire.md`` §5), so the session refuses rather than guess.
+
+        :return: ``r ‖ s`` (secp224r1), to check with
+            :func:`~mie.desfire.crypto.verify_originality_signature`.
+        :raises ValueError: the session is authenticated (nothing sent).
+        :raises BadResponseError: not 56 bytes.
+        :raises DesfireStatusError: another status than ``9190``.
+        """
+        if self.protocol.channel is not None:
+            raise ValueError("Read_Sig is sent before authenticating, not inside a session")
+        logger.debug("DESFire Read_Sig")
+        response, sw = self._exchange(c.READ_SIG, b"\x00")
+        if sw != c.SW_SIGNATURE:
+            raise self._status_error(c.READ_SIG, response, sw)
+        if len(response) != crypto.ORIGINALITY_SIGNATURE_SIZE:
+            raise BadResponseError(f"Read_Sig answered {len(response)} bytes, expected 56")
+        logger.info("DESFire originality signature read")
+        return response
+
+    # --- personalisation -------------------------------------------------------------------
+
+    def change_key(
+        self,
+        key_no: int,
+        new_key: bytes,
+        *,
+        version: int,
+        old_key: bytes | None = None,
+        key_type: KeyType = KeyType.AES,
+    ) -> None:
+        """ChangeKey (``C4``), enciphered: ``KeyNo`` in clear, then for the key authenticated
+        with ``new ‖ version``, for another key ``(new XOR old) ‖ version ‖ CRC32(new)`` (an EV1
+        session adds its CRC32 of the command). Changing the key authenticated with ends the
+        session: the badge answers without a MAC and the channel is dropped.
+
+        :param key_no: the key to change (0..13).
+        :param new_key: the new 16-byte AES key.
+        :param version: the new key's version byte.
+        :param old_key: the key's current value; needed for another key than the one
+            authenticated with.
+        :param key_type: the new key's type, sent in ``KeyNo`` at PICC level (AES only here;
+            DES keys are :mod:`mie.hazmat`'s).
+        :raises ValueError: no session, an argument out of range, or ``old_key`` missing
+            (nothing sent).
+        """
+        auth = self.auth
+        if auth is None:
+            raise ValueError("ChangeKey needs an authenticated session")
+        _check_key(key_no, new_key)
+        if key_type is not KeyType.AES:
+            raise ValueError("ChangeKey sets AES keys; DES keys are mie.hazmat's")
+        if not 0 <= version <= 0xFF:
+            raise ValueError(f"A key version is one byte, got {version}")
+        same = key_no == auth.key_no
+        if same:
+            data = bytes(new_key) + bytes([version])
+        else:
+            if old_key is None or len(old_key) != crypto.KEY_SIZE:
+                raise ValueError("ChangeKey of another key needs its current 16-byte value")
+            xored = bytes(a ^ b for a, b in zip(new_key, old_key, strict=True))
+            data = xored + bytes([version]) + crypto.crc32(bytes(new_key))
+        header = bytes([key_no | key_type.value if self._aid == PICC_AID else key_no])
+        logger.debug("DESFire ChangeKey %d", key_no)
+        if same:
+            self._command(
+                c.CHANGE_KEY,
+                header,
+                data,
+                mode=CommMode.FULL,
+                response_mode=CommMode.PLAIN,
+                unmaced=True,
+            )
+            self.protocol.drop_channel()
+            self._auth = None
+        else:
+            self._command(c.CHANGE_KEY, header, data)
+        logger.info("DESFire key %d changed (version %d)", key_no, version)
+
+    def create_application(
+        self, aid: bytes, *, keys: int, key_settings: int = 0x0B, key_type: KeyType = KeyType.AES
+    ) -> None:
+        """CreateApplication (``CA``) at PICC level.
+
+        :param aid: 3 bytes, wire order.
+        :param keys: how many keys (1..14).
+        :param key_settings: the application's key settings byte.
+        :param key_type: the type of its keys.
+        :raises ValueError: an argument out of range (nothing sent).
+        """
+        aid = _check_aid(aid)
+        if not 1 <= keys <= MAX_KEY_NO + 1:
+            raise ValueError(f"An application has 1..14 keys, got {keys}")
+        if not 0 <= key_settings <= 0xFF:
+            raise ValueError(f"Key settings are one byte, got {key_settings}")
+        logger.debug("DESFire CreateApplication %s", aid.hex())
+        self._command(c.CREATE_APPLICATION, aid + bytes([key_settings, key_type.value | keys]))
+        logger.info("DESFire application %s created", aid.hex())
+
+    def delete_application(self, aid: bytes) -> None:
+        """DeleteApplication (``DA``) at PICC level.
+
+        :param aid: 3 bytes, wire order.
+        """
+        aid = _check_aid(aid)
+        logger.debug("DESFire DeleteApplication %s", aid.hex())
+        self._command(c.DELETE_APPLICATION, aid)
+        logger.info("DESFire application %s deleted", aid.hex())
+
+    def create_std_data_file(
+        self, file_no: int, size: int, *, mode: CommMode, access: AccessRights
+    ) -> None:
+        """CreateStdDataFile (``CD``) in the selected application.
+
+        :param file_no: the file number (0..31).
+        :param size: its size in bytes (1..16777215).
+        :param mode: its comm mode.
+        :param access: its access rights.
+        """
+        _check_file(file_no)
+        if size < 1:
+            raise ValueError(f"A data file has at least one byte, got {size}")
+        header = bytes([file_no, COMM_MODE_BYTES[mode]]) + access.encode() + _u24("size", size)
+        logger.debug("DESFire CreateStdDataFile %d", file_no)
+        self._command(c.CREATE_STD_DATA_FILE, header)
+        logger.info("DESFire file %d created (%d bytes, %s)", file_no, size, mode.value)
+
+    def set_configuration(self, *, random_uid: bool, disable_format: bool = False) -> None:
+        """SetConfiguration (``5C``) option ``00``, enciphered, at PICC level. Random UID on is
+        irreversible on a real badge.
+
+        :param random_uid: answer anticollision with a random UID from now on.
+        :param disable_format: refuse FormatPICC from now on.
+        :raises ValueError: no session (nothing sent).
+        """
+        if self.protocol.channel is None:
+            raise ValueError("SetConfiguration needs an authenticated session")
+        flags = (0x02 if random_uid else 0) | (0x01 if disable_format else 0)
+        logger.debug("DESFire SetConfiguration")
+        self._command(c.SET_CONFIGURATION, b"\x00", bytes([flags]))
+        logger.info(
+            "DESFire configuration set (random UID %s, format %s)",
+            "on" if random_uid else "off",
+            "disabled" if disable_format else "enabled",
+        )
+
+    def format_picc(self) -> None:
+        """FormatPICC (``FC``): deletes every application; needs the PICC master key."""
+        logger.debug("DESFire FormatPICC")
+        self._command(c.FORMAT_PICC)
+        logger.info("DESFire badge formatted")
