@@ -15,7 +15,15 @@ import pytest
 from mie.core.channel import CommMode
 from mie.core.connection import Transport, transport_from_atr
 from mie.desfire import crypto
-from mie.desfire.errors import OriginalitySignatureError
+from mie.desfire.constants import Status
+from mie.desfire.errors import (
+    DesfireAuthenticationError,
+    DesfireStatusError,
+    OriginalitySignatureError,
+)
+from mie.desfire.session import DesfireSession
+from mie.desfire.types import AccessRights
+from mie.desfire.types import KeyType as TypesKeyType
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.desfire import (
     TEST_ORIGINALITY_KEY,
@@ -857,3 +865,131 @@ def test_emulated_connection_round_trip() -> None:
     connection = EmulatedConnection(EmulatedDesfire(badge_state()))
     assert connection.send_and_receive(native(0x5A, AID)) == (b"", 0x9100)
     assert connection.send_and_receive(native(0x6F)) == (b"\x01", 0x9100)
+
+
+# --- in process with the real client (mie.desfire.session) -----------------------------------
+
+
+class CountingConnection(EmulatedConnection):
+    """An emulated connection that counts the APDUs sent to the badge."""
+
+    def __init__(self, card: EmulatedDesfire) -> None:
+        super().__init__(card)
+        self.apdus: list[bytes] = []
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        self.apdus.append(bytes(apdu))
+        return super().send_and_receive(apdu)
+
+
+def session_on(card: EmulatedDesfire) -> tuple[DesfireSession, CountingConnection]:
+    connection = CountingConnection(card)
+    return DesfireSession(connection), connection
+
+
+@pytest.mark.parametrize("product", ["ev2", "ev3"])
+def test_session_identity_read_d5_sequence(product: str) -> None:
+    # Plan D5, random UID: Select + EV2First (2) + GetCardUID + NonFirst (2) + ReadData (4 APDUs
+    # for 4 frames) and, before them, Read_Sig and GetVersion.
+    card = EmulatedDesfire(badge_state(random_uid=True), product=product)
+    session, connection = session_on(card)
+    version = session.get_version()
+    assert version.uid is None
+    signature = session.read_signature()
+    assert crypto.verify_originality_signature(UID, signature, [TEST_ORIGINALITY_KEY])
+    start = len(connection.apdus)
+    session.select_application(AID)
+    session.authenticate_ev2_first(1, APP_KEYS[1])
+    assert session.get_card_uid() == UID
+    session.authenticate_ev2_non_first(2, APP_KEYS[2])
+    assert session.read_data(1, mode=CommMode.FULL) == RECORD
+    assert len(connection.apdus) - start == 1 + 2 + 1 + 2 + 4
+
+
+def test_session_static_uid_and_file_commands() -> None:
+    card = EmulatedDesfire(badge_state())
+    session, _ = session_on(card)
+    assert session.get_version().uid == UID
+    assert session.get_application_ids() == (AID,)
+    settings = session.get_key_settings()
+    assert (settings.settings, settings.max_keys, settings.key_type) == (0x0F, 1, TypesKeyType.AES)
+    session.select_application(AID)
+    assert session.get_file_ids() == b"\x01"
+    file_settings = session.get_file_settings(1)
+    assert (file_settings.mode, file_settings.size) == (CommMode.FULL, 176)
+    assert file_settings.access == AccessRights(2, 0, 0, 0)
+    session.authenticate_ev2_first(0, APP_KEYS[0])
+    assert session.get_key_version(2) == 1
+    session.write_data(1, b"\x11" * 100, 20, mode=CommMode.FULL)
+    assert session.get_file_settings(1).size == 176  # MACed inside the session
+    session.authenticate_ev2_first(2, APP_KEYS[2])
+    assert session.read_data(1, 20, 100, mode=CommMode.FULL) == b"\x11" * 100
+
+
+def test_session_ev1_aes() -> None:
+    card = EmulatedDesfire(badge_state(), product="ev1")
+    session, _ = session_on(card)
+    session.select_application(AID)
+    session.authenticate_aes(1, APP_KEYS[1])
+    assert session.get_card_uid() == UID
+    session.authenticate_aes(0, APP_KEYS[0])
+    session.write_data(1, b"\x22" * 70, mode=CommMode.FULL)
+    assert session.get_key_version(3) == 1
+    session.authenticate_aes(2, APP_KEYS[2])
+    assert session.read_data(1, 0, 70, mode=CommMode.FULL) == b"\x22" * 70
+
+
+@pytest.mark.parametrize("scheme", ["ev2", "ev1"])
+def test_session_enrolment_commands(scheme: str) -> None:
+    state = BadgeState(UID, BadgeKey(PICC_KEY, 1, KeyType.AES))
+    saved: list[BadgeState] = []
+    card = EmulatedDesfire(state, on_change=lambda s: saved.append(copy.deepcopy(s)))
+    session, _ = session_on(card)
+
+    def authenticate(key_no: int, key: bytes) -> None:
+        if scheme == "ev2":
+            session.authenticate_ev2_first(key_no, key)
+        else:
+            session.authenticate_aes(key_no, key)
+
+    authenticate(0, PICC_KEY)
+    session.create_application(AID, keys=5)
+    session.select_application(AID)
+    authenticate(0, ZERO_KEY)
+    for key_no in range(1, 5):
+        session.change_key(key_no, APP_KEYS[key_no], version=1, old_key=ZERO_KEY)
+    session.change_key(0, APP_KEYS[0], version=1)
+    assert session.auth is None
+    authenticate(0, APP_KEYS[0])
+    session.create_std_data_file(1, 176, mode=CommMode.FULL, access=AccessRights(2, 0, 0, 0))
+    session.write_data(1, RECORD, mode=CommMode.FULL)
+    session.select_application(b"\x00\x00\x00")
+    authenticate(0, PICC_KEY)
+    new_picc = h("99") * 16
+    session.change_key(0, new_picc, version=1)
+    authenticate(0, new_picc)
+    session.set_configuration(random_uid=True)
+    assert state.random_uid and state.picc_key.key == new_picc
+    assert [k.key for k in state.applications[AID].keys] == APP_KEYS
+    assert bytes(state.applications[AID].files[1].data) == RECORD
+    assert saved[-1] == state
+    # The personalised badge reads as personalise() would have left it.
+    expected = BadgeState(UID, BadgeKey(new_picc, 1, KeyType.AES))
+    personalise(expected, aid=AID, keys=APP_KEYS, record=RECORD, random_uid=True)
+    assert state == expected
+
+
+def test_session_wrong_key_and_refusals_are_typed() -> None:
+    card = EmulatedDesfire(badge_state())
+    session, _ = session_on(card)
+    with pytest.raises(DesfireStatusError) as error:
+        session.select_application(h("010203"))
+    assert error.value.status is Status.APPLICATION_NOT_FOUND
+    session.select_application(AID)
+    before = snapshot(card)
+    with pytest.raises(DesfireAuthenticationError):
+        session.authenticate_ev2_first(2, h("EE") * 16)
+    assert card.state == before
+    with pytest.raises(DesfireStatusError) as error:
+        session.read_data(1, mode=CommMode.PLAIN)
+    assert error.value.status is Status.PERMISSION_DENIED
