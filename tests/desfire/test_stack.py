@@ -165,3 +165,12 @@ def test_an_unknown_status_reads_unknown() -> None:
         session.select_application(h("494DF0"))
     assert caught.value.status.name == "UNKNOWN"
     assert caught.value.sw == 0x9142
+
+
+def test_the_package_exports_load_on_demand() -> None:
+    import mie.desfire
+
+    for name in mie.desfire.__all__:
+        assert getattr(mie.desfire, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'Ev0'"):
+        _ = mie.desfire.Ev0
