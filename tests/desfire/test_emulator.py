@@ -8,12 +8,18 @@ of desfire.md §7, the state untouched.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mie.core.channel import CommMode
 from mie.core.connection import Transport, transport_from_atr
+from mie.core.errors import JsonFormatError
 from mie.desfire import crypto
 from mie.desfire.constants import Status
 from mie.desfire.errors import (
@@ -39,7 +45,11 @@ from mie.emulation.desfire_state import (
     DataFile,
     FileAccess,
     KeyType,
+    decode_state,
+    encode_state,
+    load_state,
     personalise,
+    save_state,
 )
 
 h = bytes.fromhex
@@ -993,3 +1003,132 @@ def test_session_wrong_key_and_refusals_are_typed() -> None:
     with pytest.raises(DesfireStatusError) as error:
         session.read_data(1, mode=CommMode.PLAIN)
     assert error.value.status is Status.PERMISSION_DENIED
+
+
+# --- the state file -----------------------------------------------------------------------
+
+
+def rich_state() -> BadgeState:
+    state = badge_state(random_uid=True)
+    state.format_disabled = True
+    state.applications[h("010203")] = Application(
+        0x0F,
+        [BadgeKey(h("11") * 24, 3, KeyType.TDES_3K)],
+        {
+            0: DataFile(CommMode.PLAIN, FileAccess(0xE, 0xF, 0, 0), bytearray(b"x")),
+            31: DataFile(CommMode.MAC, FileAccess(0, 0, 0, 0), bytearray(32)),
+        },
+    )
+    return state
+
+
+def test_state_round_trip_through_a_file(tmp_path: Path) -> None:
+    state = rich_state()
+    path = tmp_path / "badge.json"
+    save_state(path, state)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_state(path) == state
+    assert decode_state(encode_state(state)) == state
+
+
+def test_state_file_follows_the_badge(tmp_path: Path) -> None:
+    # on_change saves the state before the answer: a new emulator on the file has the write.
+    path = tmp_path / "badge.json"
+    card = EmulatedDesfire(badge_state(), on_change=lambda s: save_state(path, s))
+    session, _ = session_on(card)
+    session.select_application(AID)
+    session.authenticate_ev2_first(0, APP_KEYS[0])
+    session.write_data(1, b"persisted", mode=CommMode.FULL)
+    reborn = EmulatedDesfire(load_state(path))
+    session, _ = session_on(reborn)
+    session.select_application(AID)
+    session.authenticate_ev2_first(2, APP_KEYS[2])
+    assert session.read_data(1, 0, 9, mode=CommMode.FULL) == b"persisted"
+
+
+def edited(change: Callable[[dict[str, Any]], object]) -> bytes:
+    document = json.loads(encode_state(rich_state()))
+    change(document)
+    return json.dumps(document).encode()
+
+
+def first_app(d: dict[str, Any]) -> dict[str, Any]:
+    app: dict[str, Any] = d["applications"][0]
+    return app
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(format="mie-badge-state/2"),
+        lambda d: d.update(extra=1),
+        lambda d: d.pop("random_uid"),
+        lambda d: d.update(uid="04958CAA5C5E80"),  # upper case
+        lambda d: d.update(uid="04958caa5c5e"),
+        lambda d: d.update(picc_key_settings=256),
+        lambda d: d.update(picc_key_settings=-1),
+        lambda d: d.update(picc_key_settings=1.0),
+        lambda d: d.update(picc_key_settings="0f"),
+        lambda d: d.update(random_uid=1),
+        lambda d: d["picc_key"].update(type="lrp"),
+        lambda d: d["picc_key"].update(key="00" * 24),
+        lambda d: d["applications"].append(d["applications"][0]),
+        lambda d: first_app(d).update(aid="000000"),
+        lambda d: first_app(d).update(keys=[]),
+        lambda d: first_app(d)["keys"].append(d["applications"][1]["keys"][0]),
+        lambda d: first_app(d)["files"].append(first_app(d)["files"][0]),
+        lambda d: first_app(d)["files"][0].update(mode="enciphered"),
+        lambda d: first_app(d)["files"][0].update(no=32),
+        lambda d: first_app(d)["files"][0].update(data=""),
+        lambda d: first_app(d)["files"][0].update(access="e0"),
+        lambda d: d.update(applications={}),
+    ],
+)
+def test_state_file_is_strict(change: Callable[[dict[str, Any]], object]) -> None:
+    with pytest.raises(JsonFormatError):
+        decode_state(edited(change), "badge.json")
+
+
+def test_state_file_refuses_duplicate_keys_and_size() -> None:
+    text = encode_state(rich_state())
+    with pytest.raises(JsonFormatError, match="duplicate"):
+        decode_state(text.replace(b'"random_uid"', b'"uid": "00", "random_uid"', 1))
+    with pytest.raises(JsonFormatError, match="larger"):
+        decode_state(b" " * (256 * 1024 + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_state_file_edits_fail_typed(data: st.DataObject) -> None:
+    text = bytearray(encode_state(rich_state()))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(text) - 1))
+        text[i] = data.draw(st.sampled_from(b'0aAf"{}[],: 9-.x\x00\xff'))
+    try:
+        decode_state(bytes(text))
+    except JsonFormatError:
+        pass
+
+
+COMMAND_CODES = [0x60, 0x5A, 0x71, 0x77, 0xAA, 0x1A, 0xAF, 0x51, 0xBD, 0x3D, 0xF5, 0x45, 0x64]
+COMMAND_CODES += [0x6A, 0x6F, 0x3C, 0xC4, 0xCA, 0xDA, 0xCD, 0x5C, 0xFC, 0x00, 0xFF]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(COMMAND_CODES), st.binary(max_size=60), st.booleans()),
+        max_size=12,
+    )
+)
+def test_any_command_sequence_gets_a_status_never_a_fault(
+    commands: list[tuple[int, bytes, bool]],
+) -> None:
+    card = EmulatedDesfire(badge_state(), rng=lambda n: b"\x5a" * n)
+    for cmd, data, authenticated in commands:
+        if authenticated and cmd == 0x00:
+            card.session = Ev2CardSession(bytes(16), bytes(16), bytes(4), 0)
+            continue
+        answer = card.process(native(cmd, data))
+        assert len(answer) >= 2
+        assert answer[-2] == 0x91, answer.hex()

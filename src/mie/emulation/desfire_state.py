@@ -3,16 +3,25 @@ their keys and standard data files.
 
 Only successful commands of :class:`mie.emulation.desfire.EmulatedDesfire` change it. The keys
 are held in clear: this is an emulator's state, never a real badge's. No repr shows a key or a
-file's content.
+file's content. :func:`save_state` / :func:`load_state` keep it in a strict
+``mie-badge-state/1`` JSON file (mode 0600).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
+from mie.core import strictjson
 from mie.core.channel import CommMode
+from mie.core.errors import JsonFormatError
+from mie.core.files import atomic_write
+from mie.core.strictjson import Number
 
 UID_SIZE = 7
 AID_SIZE = 3
@@ -193,3 +202,169 @@ def personalise(
         {RECORD_FILE: DataFile(CommMode.FULL, RECORD_ACCESS, bytearray(record))},
     )
     state.random_uid = state.random_uid or random_uid
+
+
+# --- the state file (mie-badge-state/1) -----------------------------------------------------
+
+STATE_FORMAT = "mie-badge-state/1"
+# Every file of a full badge in hex, with room to spare.
+MAX_STATE_BYTES = 256 * 1024
+_KEY_TYPES = {"des": KeyType.DES, "3k3des": KeyType.TDES_3K, "aes": KeyType.AES}
+_KEY_TYPE_NAMES = {v: k for k, v in _KEY_TYPES.items()}
+_MODES = {m.value: m for m in CommMode}
+_KEY_SIZES = {KeyType.DES: (16,), KeyType.TDES_3K: (24,), KeyType.AES: (16,)}
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+_BYTE = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
+def _key_json(key: BadgeKey) -> dict[str, object]:
+    return {"type": _KEY_TYPE_NAMES[key.key_type], "key": key.key.hex(), "version": key.version}
+
+
+def encode_state(state: BadgeState) -> bytes:
+    """:return: ``state`` as a ``mie-badge-state/1`` JSON document (keys in clear: an
+    emulator's file, written mode 0600 by :func:`save_state`)."""
+    applications = [
+        {
+            "aid": aid.hex(),
+            "key_settings": app.key_settings,
+            "keys": [_key_json(k) for k in app.keys],
+            "files": [
+                {
+                    "no": no,
+                    "mode": f.mode.value,
+                    "access": f.access.encode().hex(),
+                    "data": bytes(f.data).hex(),
+                }
+                for no, f in sorted(app.files.items())
+            ],
+        }
+        for aid, app in state.applications.items()
+    ]
+    document = {
+        "format": STATE_FORMAT,
+        "uid": state.uid.hex(),
+        "picc_key": _key_json(state.picc_key),
+        "picc_key_settings": state.picc_key_settings,
+        "random_uid": state.random_uid,
+        "format_disabled": state.format_disabled,
+        "applications": applications,
+    }
+    return json.dumps(document, indent=1).encode("utf-8") + b"\n"
+
+
+class _Reader:
+    """Field checks for one document; every failure names the field."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def fail(self, where: str, problem: str) -> JsonFormatError:
+        return JsonFormatError(f"{self.name}: {where} {problem}")
+
+    def object(self, value: Any, where: str, fields: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, "is not an object")
+        if set(value) != fields:
+            raise self.fail(where, f"must have exactly the fields {sorted(fields)}")
+        return value
+
+    def items(self, value: Any, where: str, most: int) -> list[Any]:
+        if not isinstance(value, list) or len(value) > most:
+            raise self.fail(where, f"is not a list of at most {most} items")
+        return value
+
+    def bytes_(self, value: Any, where: str, sizes: tuple[int, ...] | range) -> bytes:
+        if not isinstance(value, str) or not _HEX.fullmatch(value) or len(value) // 2 not in sizes:
+            raise self.fail(where, "is not lower-case hex of the right length")
+        return bytes.fromhex(value)
+
+    def byte(self, value: Any, where: str, most: int = 0xFF) -> int:
+        if not isinstance(value, Number) or not _BYTE.fullmatch(value.text):
+            raise self.fail(where, f"is not an integer 0..{most}")
+        number = int(value.text)
+        if number > most:
+            raise self.fail(where, f"is not an integer 0..{most}")
+        return number
+
+    def flag(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, "is not true or false")
+        return value
+
+    def key(self, value: Any, where: str) -> BadgeKey:
+        obj = self.object(value, where, {"type", "key", "version"})
+        key_type = _KEY_TYPES.get(obj["type"]) if isinstance(obj["type"], str) else None
+        if key_type is None:
+            raise self.fail(f"{where}.type", f"is not one of {sorted(_KEY_TYPES)}")
+        key = self.bytes_(obj["key"], f"{where}.key", _KEY_SIZES[key_type])
+        return BadgeKey(key, self.byte(obj["version"], f"{where}.version"), key_type)
+
+
+def decode_state(data: bytes, name: str = "badge state") -> BadgeState:
+    """Read a ``mie-badge-state/1`` document strictly: every field present, nothing else,
+    lengths and ranges checked.
+
+    :param data: the document.
+    :param name: what messages call it (a file name).
+    :return: the state.
+    :raises JsonFormatError: on anything else.
+    """
+    r = _Reader(name)
+    top = r.object(
+        strictjson.loads(data, name, max_bytes=MAX_STATE_BYTES),
+        "document",
+        {"format", "uid", "picc_key", "picc_key_settings", "random_uid", "format_disabled"}
+        | {"applications"},
+    )
+    if top["format"] != STATE_FORMAT:
+        raise r.fail("format", f"is not {STATE_FORMAT!r}")
+    state = BadgeState(
+        r.bytes_(top["uid"], "uid", (UID_SIZE,)),
+        r.key(top["picc_key"], "picc_key"),
+        r.byte(top["picc_key_settings"], "picc_key_settings"),
+        r.flag(top["random_uid"], "random_uid"),
+        r.flag(top["format_disabled"], "format_disabled"),
+    )
+    for i, item in enumerate(r.items(top["applications"], "applications", MAX_APPLICATIONS)):
+        where = f"applications[{i}]"
+        obj = r.object(item, where, {"aid", "key_settings", "keys", "files"})
+        aid = r.bytes_(obj["aid"], f"{where}.aid", (AID_SIZE,))
+        if aid == PICC_AID or aid in state.applications:
+            raise r.fail(f"{where}.aid", "is 000000 or repeated")
+        keys = [
+            r.key(k, f"{where}.keys[{j}]")
+            for j, k in enumerate(r.items(obj["keys"], f"{where}.keys", MAX_KEYS))
+        ]
+        if not keys or len({k.key_type for k in keys}) != 1:
+            raise r.fail(f"{where}.keys", "must be 1..14 keys of one type")
+        application = Application(r.byte(obj["key_settings"], f"{where}.key_settings"), keys)
+        for j, entry in enumerate(r.items(obj["files"], f"{where}.files", MAX_FILE_NO + 1)):
+            at = f"{where}.files[{j}]"
+            f = r.object(entry, at, {"no", "mode", "access", "data"})
+            no = r.byte(f["no"], f"{at}.no", MAX_FILE_NO)
+            mode = _MODES.get(f["mode"]) if isinstance(f["mode"], str) else None
+            if mode is None or no in application.files:
+                raise r.fail(at, "has an unknown mode or a repeated number")
+            access = FileAccess.parse(r.bytes_(f["access"], f"{at}.access", (2,)))
+            content = r.bytes_(f["data"], f"{at}.data", range(1, MAX_FILE_SIZE + 1))
+            application.files[no] = DataFile(mode, access, bytearray(content))
+        state.applications[aid] = application
+    return state
+
+
+def save_state(path: str | os.PathLike[str], state: BadgeState) -> None:
+    """Write ``state`` to ``path`` atomically, mode 0600 (it holds keys in clear).
+
+    :raises OSError: the file cannot be written.
+    """
+    atomic_write(path, encode_state(state), mode=0o600)
+
+
+def load_state(path: str | os.PathLike[str]) -> BadgeState:
+    """:return: the state in the file at ``path``.
+    :raises JsonFormatError: not a valid state document.
+    :raises OSError: the file cannot be read."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_STATE_BYTES + 1)
+    return decode_state(data, f"badge state {os.fspath(path)!r}")
