@@ -905,6 +905,7 @@ def test_session_identity_read_d5_sequence(product: str) -> None:
     session, connection = session_on(card)
     version = session.get_version()
     assert version.uid is None
+    assert version.product == product.upper()
     signature = session.read_signature()
     assert crypto.verify_originality_signature(UID, signature, [TEST_ORIGINALITY_KEY])
     start = len(connection.apdus)
@@ -920,6 +921,7 @@ def test_session_static_uid_and_file_commands() -> None:
     card = EmulatedDesfire(badge_state())
     session, _ = session_on(card)
     assert session.get_version().uid == UID
+    assert session.get_version().storage_bytes == 8192
     assert session.get_application_ids() == (AID,)
     settings = session.get_key_settings()
     assert (settings.settings, settings.max_keys, settings.key_type) == (0x0F, 1, TypesKeyType.AES)
@@ -939,6 +941,7 @@ def test_session_static_uid_and_file_commands() -> None:
 def test_session_ev1_aes() -> None:
     card = EmulatedDesfire(badge_state(), product="ev1")
     session, _ = session_on(card)
+    assert session.get_version().product == "EV1"
     session.select_application(AID)
     session.authenticate_aes(1, APP_KEYS[1])
     assert session.get_card_uid() == UID
@@ -1132,3 +1135,25 @@ def test_any_command_sequence_gets_a_status_never_a_fault(
         answer = card.process(native(cmd, data))
         assert len(answer) >= 2
         assert answer[-2] == 0x91, answer.hex()
+
+
+@pytest.mark.pcsc
+@pytest.mark.usefixtures("pcscd")
+def test_session_through_pcscd_and_vpcd() -> None:
+    # Hosted on vpcd, the badge is a contactless card to PC/SC (part 3 ATR) and answers the
+    # same D5 identity read as in process.
+    from mie.transport.pcsc import PcscConnection
+    from tests.harness import READER0, attached
+
+    card = EmulatedDesfire(badge_state(random_uid=True))
+    with attached(card), PcscConnection(READER0) as connection:
+        assert connection.atr == h("3B8180018080")
+        assert connection.transport is Transport.CONTACTLESS
+        session = DesfireSession(connection)
+        assert session.get_version().product == "EV3"
+        assert len(session.read_signature()) == 56
+        session.select_application(AID)
+        session.authenticate_ev2_first(1, APP_KEYS[1])
+        assert session.get_card_uid() == UID
+        session.authenticate_ev2_non_first(2, APP_KEYS[2])
+        assert session.read_data(1, mode=CommMode.FULL) == RECORD
