@@ -15,6 +15,11 @@ frames, with the final status (reference ``desfire.md`` §3, NXP AN12196, AN1234
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
 from mie.core.apdu import CommandApdu
 from mie.core.channel import CommMode, ExchangeContext, SecureChannel
 from mie.core.errors import SecureMessagingError
@@ -134,14 +139,49 @@ class Ev2Channel(SecureChannel):
 EV1_MAC_SENT = frozenset({0x3D, 0x3B})
 """EV1 commands whose MAC mode sends the MAC (WriteData, WriteRecord); the others only chain
 their CMAC into the running IV."""
-_CHANGE_KEY_BODY = crypto.KEY_SIZE + 1
-"""EV1 ChangeKey: the CRC covers ``Cmd ‖ KeyNo ‖ key ‖ version`` and goes after them (before
-the CRC of the new key, when another key is changed)."""
+_CHANGE_KEY_BODY = 17
+"""EV1 ChangeKey of another key: the CRC covers ``Cmd ‖ KeyNo ‖ key ⊕ old ‖ version`` and goes
+after them, before the CRC of the new key."""
+
+
+@dataclass(frozen=True)
+class Ev1Cipher:
+    """The block cipher of an EV1-style session: AES (:data:`EV1_AES`), or 2K3DES/3K3DES
+    after a legacy ISO authentication (:mod:`mie.hazmat.desfire_legacy`).
+
+    :param name: for reprs.
+    :param block: the block size (16 or 8).
+    :param cmac: ``cmac(key, data, iv)``: the full CMAC, its CBC chain started from ``iv``.
+    :param encrypt: ``encrypt(key, iv, data)``: CBC over whole blocks, no padding.
+    :param decrypt: ``decrypt(key, iv, data)``: its inverse.
+    """
+
+    name: str
+    block: int
+    cmac: Callable[[bytes, bytes, bytes], bytes]
+    encrypt: Callable[[bytes, bytes, bytes], bytes]
+    decrypt: Callable[[bytes, bytes, bytes], bytes]
+
+
+EV1_AES: Final = Ev1Cipher(
+    "AES", crypto.BLOCK_SIZE, crypto.cmac, crypto.aes_cbc_encrypt, crypto.aes_cbc_decrypt
+)
+
+
+def _crc_checks(plaintext: bytes, size: int, status: int, block: int) -> bool:
+    end = size + crypto.CRC_SIZE
+    padding = plaintext[end:]
+    if len(padding) >= block or padding.strip(b"\x00"):
+        return False
+    return hmac.compare_digest(
+        plaintext[size:end], crypto.crc32(plaintext[:size] + bytes([status]))
+    )
 
 
 class Ev1Channel(SecureChannel):
-    """One EV1 AES session (after AuthenticateAES ``AA``): one session key for CMAC and
-    encryption, and one running IV they share (reference ``desfire.md`` §2).
+    """One EV1 session (after AuthenticateAES ``AA``, or a legacy ISO authentication): one
+    session key for CMAC and encryption, and one running IV they share (reference
+    ``desfire.md`` §2).
 
     - Every command, plain ones included: ``IV = CMAC_IV(Cmd ‖ header ‖ data)``; MAC mode sends
       its first 8 bytes only for WriteData and WriteRecord.
@@ -152,18 +192,21 @@ class Ev1Channel(SecureChannel):
       :class:`~mie.desfire.session.DesfireSession` asks MAC for the responses its table calls
       plain: EV1 MACs them all.
 
-    :param session_key: the 16-byte session key.
-    :raises DesfireInputError: a key of the wrong size.
+    :param session_key: the session key (16 bytes for AES).
+    :param cipher: :data:`EV1_AES`, or a legacy cipher.
+    :raises DesfireInputError: a key of the wrong size for ``cipher`` (from the cipher).
     """
 
-    def __init__(self, session_key: bytes) -> None:
-        if len(session_key) != crypto.KEY_SIZE:
+    def __init__(self, session_key: bytes, cipher: Ev1Cipher = EV1_AES) -> None:
+        if cipher is EV1_AES and len(session_key) != crypto.KEY_SIZE:
             raise DesfireInputError(f"An EV1 session key is 16 bytes, got {len(session_key)}")
+        self.cipher = cipher
         self._key: bytearray | None = bytearray(session_key)
-        self._iv: bytearray | None = bytearray(crypto.ZERO_IV)
+        self._iv: bytearray | None = bytearray(cipher.block)
 
     def __repr__(self) -> str:
-        return f"Ev1Channel({'dropped' if self.is_dropped else 'open'})"
+        state = "dropped" if self.is_dropped else "open"
+        return f"Ev1Channel({self.cipher.name}, {state})"
 
     @property
     def is_dropped(self) -> bool:
@@ -185,6 +228,7 @@ class Ev1Channel(SecureChannel):
 
     def wrap(self, apdu: CommandApdu, context: ExchangeContext) -> CommandApdu:
         key, iv = self._state()
+        block = self.cipher.block
         cmd = bytes([context.ins])
         header, data = context.command_header, context.data
         if context.command_mode is CommMode.FULL and data:
@@ -193,42 +237,45 @@ class Ev1Channel(SecureChannel):
             else:
                 body, tail = data, b""
             plaintext = body + crypto.crc32(cmd + header + body) + tail
-            ciphertext = crypto.ev1_encrypt(key, iv, plaintext)
-            self._set_iv(ciphertext[-crypto.BLOCK_SIZE :])
+            plaintext += bytes(-len(plaintext) % block)
+            ciphertext = self.cipher.encrypt(key, iv, plaintext)
+            self._set_iv(ciphertext[-block:])
             return CommandApdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, header + ciphertext, apdu.le)
-        full_cmac = crypto.cmac(key, cmd + header + data, iv)
+        full_cmac = self.cipher.cmac(key, cmd + header + data, iv)
         self._set_iv(full_cmac)
         if context.command_mode is CommMode.MAC and context.ins in EV1_MAC_SENT:
-            tag = crypto.ev1_truncate_mac(full_cmac)
+            tag = full_cmac[: crypto.MAC_SIZE]
             return CommandApdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, apdu.data + tag, apdu.le)
         return apdu
 
     def unwrap(self, data: bytes, sw: int, context: ExchangeContext) -> tuple[bytes, int]:
         key, iv = self._state()
+        block = self.cipher.block
         status = sw & 0xFF
         mode = context.response_mode
         if mode is CommMode.PLAIN:
             return data, sw
         if mode is CommMode.FULL:
-            if not data or len(data) % crypto.BLOCK_SIZE:
+            if not data or len(data) % block:
                 raise ResponseIntegrityError(
-                    f"EV1 enciphered response of {len(data)} bytes is not whole AES blocks"
+                    f"EV1 enciphered response of {len(data)} bytes is not whole blocks"
                 )
-            try:
-                plain = crypto.ev1_decrypt_response(key, iv, data, status)
-            except SecureMessagingError as e:
-                raise ResponseIntegrityError("EV1 enciphered response does not check") from e
-            self._set_iv(data[-crypto.BLOCK_SIZE :])
-            return plain, sw
+            plaintext = self.cipher.decrypt(key, iv, data)
+            last = len(plaintext) - crypto.CRC_SIZE
+            for size in range(last, max(last - block, -1), -1):
+                if _crc_checks(plaintext, size, status, block):
+                    self._set_iv(data[-block:])
+                    return plaintext[:size], sw
+            raise ResponseIntegrityError("EV1 enciphered response: CRC32 or padding does not check")
         if len(data) < crypto.MAC_SIZE:
             raise ResponseIntegrityError(
                 f"EV1 response of {len(data)} bytes is too short for its 8-byte MAC"
             )
         body, tag = data[: -crypto.MAC_SIZE], data[-crypto.MAC_SIZE :]
-        try:
-            self._set_iv(crypto.ev1_verify_response_mac(key, iv, body, status, tag))
-        except SecureMessagingError as e:
-            raise ResponseIntegrityError("EV1 response MAC does not verify") from e
+        full_cmac = self.cipher.cmac(key, body + bytes([status]), iv)
+        if not hmac.compare_digest(full_cmac[: crypto.MAC_SIZE], tag):
+            raise ResponseIntegrityError("EV1 response MAC does not verify")
+        self._set_iv(full_cmac)
         return body, sw
 
     def dropped(self) -> None:

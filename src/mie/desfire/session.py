@@ -229,10 +229,10 @@ class DesfireSession:
 
     # --- authentication --------------------------------------------------------------------
 
-    def _rnd_a(self) -> bytes:
-        rnd_a = bytes(self._rng(crypto.RND_SIZE))
-        if len(rnd_a) != crypto.RND_SIZE:
-            raise ValueError(f"The rng returned {len(rnd_a)} bytes, RndA needs 16")
+    def _rnd_a(self, size: int = crypto.RND_SIZE) -> bytes:
+        rnd_a = bytes(self._rng(size))
+        if len(rnd_a) != size:
+            raise ValueError(f"The rng returned {len(rnd_a)} bytes, RndA needs {size}")
         return rnd_a
 
     def _handshake_step(self, cmd: int, data: bytes, expected_sw: int, size: int) -> bytes:
