@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 
 from mie.core.channel import CommMode
 from mie.core.connection import Transport, transport_from_atr
-from mie.core.errors import JsonFormatError
+from mie.core.errors import BadResponseError, JsonFormatError, SecureMessagingError
 from mie.desfire import crypto
 from mie.desfire.constants import Status
 from mie.desfire.errors import (
     DesfireAuthenticationError,
     DesfireStatusError,
     OriginalitySignatureError,
+    ResponseIntegrityError,
 )
 from mie.desfire.session import DesfireSession
 from mie.desfire.types import AccessRights
@@ -1157,3 +1158,53 @@ def test_session_through_pcscd_and_vpcd() -> None:
         assert session.get_card_uid() == UID
         session.authenticate_ev2_non_first(2, APP_KEYS[2])
         assert session.read_data(1, mode=CommMode.FULL) == RECORD
+
+
+# --- injected faults, as the client sees them -----------------------------------------------
+
+
+def authenticated_reader(**faults: object) -> tuple[DesfireSession, EmulatedDesfire]:
+    card = EmulatedDesfire(badge_state())
+    session, _ = session_on(card)
+    session.select_application(AID)
+    session.authenticate_ev2_first(2, APP_KEYS[2])
+    for name, value in faults.items():
+        setattr(card.faults, name, value)
+    return session, card
+
+
+@pytest.mark.parametrize("bit", [0, 9, 31, 63])
+def test_fault_flipped_mac_bit_is_an_integrity_error(bit: int) -> None:
+    session, _ = authenticated_reader(flip_mac_bit=bit)
+    with pytest.raises(ResponseIntegrityError):
+        session.read_data(1, mode=CommMode.FULL)
+    assert session.auth is None
+
+
+def test_fault_flipped_mac_bit_ev1() -> None:
+    card = EmulatedDesfire(badge_state())
+    session, _ = session_on(card)
+    session.select_application(AID)
+    session.authenticate_aes(2, APP_KEYS[2])
+    card.faults.flip_mac_bit = 5
+    with pytest.raises(SecureMessagingError):
+        session.get_key_version(0)
+
+
+def test_fault_af_forever_is_a_bad_response() -> None:
+    card = EmulatedDesfire(badge_state())
+    card.faults.af_forever = True
+    session, connection = session_on(card)
+    with pytest.raises(BadResponseError, match="AF"):
+        session.get_version()
+    assert 200 < len(connection.apdus) <= 300
+
+
+def test_fault_replayed_answer_is_an_integrity_error() -> None:
+    session, card = authenticated_reader(replay_previous=True)
+    assert session.read_data(1, 0, 16, mode=CommMode.FULL) == RECORD[:16]  # nothing to replay yet
+    with pytest.raises(ResponseIntegrityError):
+        session.read_data(1, 0, 16, mode=CommMode.FULL)
+    card.faults.replay_previous = False
+    session.authenticate_ev2_first(2, APP_KEYS[2])
+    assert session.read_data(1, 0, 16, mode=CommMode.FULL) == RECORD[:16]

@@ -145,6 +145,14 @@ TEST_ORIGINALITY_KEY = OriginalityKey.from_public_key(
 """Its public key: what a verifier adds to trust an emulated badge's originality signature."""
 
 
+def _flip(data: bytes, bit: int) -> bytes:
+    """:return: ``data`` with bit ``bit`` of its last 8 bytes (the MAC) flipped."""
+    flipped = bytearray(data)
+    bit %= 8 * _MAC
+    flipped[len(data) - _MAC + bit // 8] ^= 0x80 >> (bit % 8)
+    return bytes(flipped)
+
+
 def _pad16(size: int) -> int:
     return size + (-size % _BLOCK)
 
@@ -320,6 +328,22 @@ class Ev1CardSession:
 # --- the badge ------------------------------------------------------------------------------
 
 
+@dataclass
+class BadgeFaults:
+    """Faults a test (or ``mie emulate``'s hidden options) injects into the badge's answers;
+    none by default.
+
+    :param flip_mac_bit: flip this bit (0..63) of the MAC of every protected answer.
+    :param af_forever: answer every response frame with ``91AF`` and one more byte, for ever.
+    :param replay_previous: answer a command with the answer its previous run got (the new
+        one is computed, and the state changed, as a real badge behind a replaying relay).
+    """
+
+    flip_mac_bit: int | None = None
+    af_forever: bool = False
+    replay_previous: bool = False
+
+
 @dataclass(frozen=True)
 class _Reply:
     data: bytes = b""
@@ -392,6 +416,8 @@ class EmulatedDesfire(EmulatedCard):
         self._rng = rng
         self._on_change = on_change
         self._commands = self._command_table()
+        self.faults = BadgeFaults()
+        self._answers: dict[int, tuple[bytes, int]] = {}
         self.power_on()
 
     @property
@@ -524,6 +550,12 @@ class EmulatedDesfire(EmulatedCard):
             self.session = None
         elif session is not None and self.session is session:
             data = session.wrap(reply.status, data, modes[1])
+            if self.faults.flip_mac_bit is not None and len(data) >= _MAC:
+                data = _flip(data, self.faults.flip_mac_bit)
+        previous = self._answers.get(cmd)
+        self._answers[cmd] = (data, reply.status)
+        if self.faults.replay_previous and previous is not None:
+            data = previous[0]
         return self._frames(data, reply.status, reply.frames)
 
     def _frames(self, data: bytes, status: int, bounds: tuple[int, ...] = ()) -> tuple[bytes, int]:
@@ -531,6 +563,9 @@ class EmulatedDesfire(EmulatedCard):
         cuts = list(bounds) if bounds else list(range(0, len(data), MAX_RESPONSE_FRAME))[1:]
         edges = [0, *cuts, len(data)]
         frames = [data[a:b] for a, b in itertools.pairwise(edges)]
+        if self.faults.af_forever:
+            self._pending = _Forever(self)
+            return frames[0], ADDITIONAL_FRAME
         if len(frames) <= 1:
             return data, status
         self._pending = _ResponseFrames(self, frames[1:], status)
@@ -1025,6 +1060,15 @@ class _ResponseFrames:
             return frame, self._status
         self._card._pending = _ResponseFrames(self._card, rest, self._status)
         return frame, ADDITIONAL_FRAME
+
+
+class _Forever:
+    def __init__(self, card: EmulatedDesfire) -> None:
+        self._card = card
+
+    def step(self, data: bytes) -> tuple[bytes, int]:
+        self._card._pending = self
+        return b"\x00", ADDITIONAL_FRAME
 
 
 class _CommandFrames:
