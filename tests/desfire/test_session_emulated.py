@@ -1,0 +1,185 @@
+"""DesfireSession against the emulated badge, in process, with a man in the middle: what the
+session does when the answers it gets are flipped, replayed, cut or endless, and that the badge
+is left as it was. (The plain round trips of every command are in test_emulator.py.)"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+
+from mie.core.channel import CommMode
+from mie.core.errors import BadResponseError
+from mie.desfire import crypto
+from mie.desfire.errors import (
+    CardCryptogramError,
+    DesfireAuthenticationError,
+    DesfireStatusError,
+    ResponseIntegrityError,
+)
+from mie.desfire.session import DesfireSession
+from mie.emulation.base import EmulatedConnection
+from mie.emulation.desfire import TEST_ORIGINALITY_KEY, EmulatedDesfire
+from mie.emulation.desfire_state import BadgeKey, BadgeState, KeyType, personalise
+
+h = bytes.fromhex
+UID = h("04958CAA5C5E80")
+AID = h("494DF0")
+PICC_KEY = h("00112233445566778899AABBCCDDEEFF")
+APP_KEYS = [bytes([0x40 + i]) * 16 for i in range(5)]
+RECORD = bytes(range(176))
+
+Tamper = Callable[[int, bytes, bytes, int], tuple[bytes, int]]
+
+
+class Middle(EmulatedConnection):
+    """The emulated badge behind a hook that may change each answer (APDU index, command,
+    data, sw) -> (data, sw)."""
+
+    def __init__(self, card: EmulatedDesfire) -> None:
+        super().__init__(card)
+        self.sent: list[bytes] = []
+        self.answers: list[tuple[bytes, int]] = []
+        self.tamper: Tamper | None = None
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        self.sent.append(bytes(apdu))
+        data, sw = super().send_and_receive(apdu)
+        if self.tamper is not None:
+            data, sw = self.tamper(len(self.sent) - 1, bytes(apdu), data, sw)
+        self.answers.append((data, sw))
+        return data, sw
+
+
+def badge(*, random_uid: bool = True) -> EmulatedDesfire:
+    state = BadgeState(UID, BadgeKey(PICC_KEY, 1, KeyType.AES))
+    personalise(state, aid=AID, keys=APP_KEYS, record=RECORD, random_uid=random_uid)
+    return EmulatedDesfire(state)
+
+
+def identity_session(card: EmulatedDesfire) -> tuple[DesfireSession, Middle]:
+    connection = Middle(card)
+    session = DesfireSession(connection)
+    session.select_application(AID)
+    session.authenticate_ev2_first(1, APP_KEYS[1])
+    assert session.get_card_uid() == UID
+    session.authenticate_ev2_non_first(2, APP_KEYS[2])
+    return session, connection
+
+
+def test_the_d5_identity_read_counts_seven_commands_and_ten_apdus() -> None:
+    session, connection = identity_session(badge())
+    assert session.read_data(1, mode=CommMode.FULL) == RECORD
+    commands = [apdu[1] for apdu in connection.sent]
+    assert commands == [0x5A, 0x71, 0xAF, 0x51, 0x77, 0xAF, 0xBD, 0xAF, 0xAF, 0xAF]
+
+
+@pytest.mark.parametrize("where", [0, 58, 59 * 3, 199])
+def test_a_flipped_response_bit_returns_nothing_and_the_badge_goes_on(where: int) -> None:
+    card = badge()
+    session, connection = identity_session(card)
+    start = len(connection.sent)
+    frame, offset = divmod(where, 59)
+
+    def flip(index: int, apdu: bytes, data: bytes, sw: int) -> tuple[bytes, int]:
+        if index == start + frame:
+            changed = bytearray(data)
+            changed[offset] ^= 0x01
+            return bytes(changed), sw
+        return data, sw
+
+    connection.tamper = flip
+    before = copy.deepcopy(card.state)
+    with pytest.raises(ResponseIntegrityError):
+        session.read_data(1, mode=CommMode.FULL)
+    assert session.protocol.channel is None and session.auth is None
+    assert card.state == before
+    connection.tamper = None
+    session.authenticate_ev2_first(2, APP_KEYS[2])
+    assert session.read_data(1, mode=CommMode.FULL) == RECORD
+
+
+def test_a_replayed_answer_is_refused() -> None:
+    session, connection = identity_session(badge())
+    assert session.read_data(1, 0, 16, mode=CommMode.FULL) == RECORD[:16]
+    previous = connection.answers[-1]
+    connection.tamper = lambda index, apdu, data, sw: previous
+    with pytest.raises(ResponseIntegrityError):
+        session.read_data(1, 0, 16, mode=CommMode.FULL)
+
+
+def test_a_cut_last_frame_is_refused() -> None:
+    session, connection = identity_session(badge())
+    start = len(connection.sent)
+
+    def cut(index: int, apdu: bytes, data: bytes, sw: int) -> tuple[bytes, int]:
+        return (data[:-1], sw) if index == start + 3 else (data, sw)
+
+    connection.tamper = cut
+    with pytest.raises(ResponseIntegrityError):
+        session.read_data(1, mode=CommMode.FULL)
+
+
+def test_a_badge_answering_af_forever() -> None:
+    session, connection = identity_session(badge())
+    connection.tamper = lambda index, apdu, data, sw: (data or b"\x00", 0x91AF)
+    with pytest.raises(BadResponseError, match="kept answering AF"):
+        session.read_data(1, mode=CommMode.FULL)
+    assert session.protocol.channel is None
+
+
+def test_a_wrong_key_leaves_the_badge_untouched() -> None:
+    card = badge()
+    before = copy.deepcopy(card.state)
+    session = DesfireSession(Middle(card))
+    session.select_application(AID)
+    with pytest.raises(DesfireAuthenticationError) as caught:
+        session.authenticate_ev2_first(2, APP_KEYS[3])
+    assert caught.value.sw == 0x91AE
+    assert card.state == before and session.auth is None
+
+
+def test_a_reader_impersonated_badge_is_a_cryptogram_error() -> None:
+    # Someone who does not know the key answers the second message with random bytes.
+    session = DesfireSession(connection := Middle(badge()))
+    session.select_application(AID)
+    connection.tamper = lambda index, apdu, data, sw: (
+        (bytes(32), sw) if apdu[1] == 0xAF else (data, sw)
+    )
+    with pytest.raises(CardCryptogramError):
+        session.authenticate_ev2_first(2, APP_KEYS[2])
+    assert session.protocol.channel is None
+
+
+def test_an_error_status_ends_both_sides() -> None:
+    card = badge()
+    session, _ = identity_session(card)
+    with pytest.raises(DesfireStatusError) as caught:
+        session.read_data(7, mode=CommMode.FULL)
+    assert caught.value.status.name == "FILE_NOT_FOUND"
+    assert session.auth is None
+    with pytest.raises(ValueError, match="authenticated session"):
+        session.get_card_uid()
+    session.authenticate_ev2_first(2, APP_KEYS[2])
+    assert session.read_data(1, 0, 8, mode=CommMode.FULL) == RECORD[:8]
+
+
+def test_select_application_ends_both_sides() -> None:
+    session, _ = identity_session(badge())
+    session.select_application(AID)
+    assert session.auth is None
+    # The host sends GetKeySettings plain now, and the badge, its session ended, answers it
+    # plain (a badge still in session would have MACed it, and the parse would fail).
+    assert session.get_key_settings().max_keys == 5
+
+
+def test_the_originality_signature_of_the_emulated_badge() -> None:
+    session = DesfireSession(Middle(badge(random_uid=False)))
+    signature = session.read_signature()
+    key = crypto.verify_originality_signature(UID, signature, [TEST_ORIGINALITY_KEY])
+    assert key == TEST_ORIGINALITY_KEY
+    session.select_application(AID)
+    session.authenticate_ev2_first(2, APP_KEYS[2])
+    with pytest.raises(ValueError, match="before authenticating"):
+        session.read_signature()
