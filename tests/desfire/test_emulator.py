@@ -38,6 +38,7 @@ from mie.emulation.desfire import (
     EmulatedDesfire,
     Ev1CardSession,
     Ev2CardSession,
+    open_badge,
 )
 from mie.emulation.desfire_state import (
     Application,
@@ -1208,3 +1209,26 @@ def test_fault_replayed_answer_is_an_integrity_error() -> None:
     card.faults.replay_previous = False
     session.authenticate_ev2_first(2, APP_KEYS[2])
     assert session.read_data(1, 0, 16, mode=CommMode.FULL) == RECORD[:16]
+
+
+def test_open_badge_creates_then_reloads_its_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "badges" / "a.json"
+    card = open_badge(path, uid=UID)
+    assert load_state(path) == BadgeState.blank(UID)
+    session, _ = session_on(card)
+    assert session.get_version().uid == UID
+    card.state.picc_key = BadgeKey(PICC_KEY, 1, KeyType.AES)  # as after the legacy step
+    session.authenticate_ev2_first(0, PICC_KEY)
+    session.create_application(AID, keys=5)
+    again = open_badge(path, product="ev2")
+    assert AID in again.state.applications and again.product == "ev2"
+    with pytest.raises(ValueError, match="new badge"):
+        open_badge(path, uid=h("04000000000001"))
+
+
+def test_open_badge_without_a_file_draws_a_uid() -> None:
+    card = open_badge(rng=lambda n: b"\x77" * n)
+    assert card.state.uid == h("04777777777777")
+    assert card.state == BadgeState.blank(card.state.uid)
+    with pytest.raises(ValueError, match="7 bytes"):
+        open_badge(uid=b"\x04")

@@ -16,6 +16,7 @@ agree.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import itertools
@@ -78,6 +79,8 @@ from mie.emulation.desfire_state import (
     DataFile,
     FileAccess,
     KeyType,
+    load_state,
+    save_state,
 )
 
 logger = logging.getLogger(__name__)
@@ -1093,3 +1096,42 @@ class _Handshake:
 
     def step(self, data: bytes) -> tuple[bytes, int]:
         return self._second(data)
+
+
+NXP_UID_PREFIX = b"\x04"
+
+
+def open_badge(
+    state_file: str | os.PathLike[str] | None = None,
+    *,
+    uid: bytes | None = None,
+    product: str = "ev3",
+    rng: Callable[[int], bytes] = os.urandom,
+) -> EmulatedDesfire:
+    """A badge kept in a state file, as ``mie emulate desfire --state`` hosts it.
+
+    A missing file is created with a blank badge (DES PICC key, no application) and every
+    change is saved to it before the answer leaves, so a badge killed mid-enrolment comes back
+    as it was. Without a file the badge lives in memory only.
+
+    :param state_file: the ``mie-badge-state/1`` file, if any.
+    :param uid: the 7-byte UID of a new badge (default: ``04`` and 6 random bytes).
+    :param product: ``"ev3"``, ``"ev2"`` or ``"ev1"``.
+    :param rng: the badge's random source.
+    :return: the badge, powered on.
+    :raises ValueError: a UID that is not 7 bytes, or one given for an existing badge.
+    :raises JsonFormatError: the file is not a badge state.
+    :raises OSError: the file cannot be read or written.
+    """
+    if uid is not None and len(uid) != crypto.UID_SIZE:
+        raise ValueError(f"A DESFire UID is 7 bytes, got {len(uid)}")
+    if state_file is not None and os.path.exists(state_file):
+        state = load_state(state_file)
+        if uid is not None and uid != state.uid:
+            raise ValueError("A UID is given to a new badge only: the state file has one")
+    else:
+        state = BadgeState.blank(uid or NXP_UID_PREFIX + rng(crypto.UID_SIZE - 1))
+        if state_file is not None:
+            save_state(state_file, state)
+    saver = None if state_file is None else functools.partial(save_state, state_file)
+    return EmulatedDesfire(state, product=product, rng=rng, on_change=saver)
