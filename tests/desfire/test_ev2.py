@@ -557,3 +557,19 @@ def test_unauthenticated_commands_go_plain() -> None:
     session.create_application(h("494DF0"), keys=5)
     assert session.get_file_settings(1).size == 176
     assert connection.remaining == 0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CardCryptogramError("RndA' wrong"),
+        ResponseIntegrityError("MAC wrong"),
+        DesfireAuthenticationError(b"", 0x91AE, 0x71),
+        DesfireStatusError(b"", 0x919D, 0xBD),
+    ],
+)
+def test_a_failed_badge_check_exits_1(error: Exception) -> None:
+    from mie._cli.app import exit_code_for
+    from mie.core.errors import MieError
+
+    assert isinstance(error, MieError) and exit_code_for(error) == 1

@@ -110,9 +110,10 @@ class DesfireAuthenticationError(DesfireStatusError):
     untouched."""
 
 
-class CardCryptogramError(DesfireError):
+class CardCryptogramError(SecureMessagingError, DesfireError):
     """The badge's answer to an authentication does not prove it knows the key: RndA' is not
-    RndA rotated (a reader impersonated, or a clone)."""
+    RndA rotated (a reader impersonated, or a clone). A secure channel that failed to open, so
+    a failed check (exit 1), as a MAC that does not verify."""
 
 
 class ResponseIntegrityError(SecureMessagingError):
