@@ -259,44 +259,44 @@ class _Reader:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def fail(self, where: str, problem: str) -> JsonFormatError:
-        return JsonFormatError(f"{self.name}: {where} {problem}")
+    def fail(self, text: str) -> JsonFormatError:
+        return JsonFormatError(f"{self.name}: {text}")
 
     def object(self, value: Any, where: str, fields: set[str]) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(where, "is not an object")
+            raise self.fail(f"{where} is not an object")
         if set(value) != fields:
-            raise self.fail(where, f"must have exactly the fields {sorted(fields)}")
+            raise self.fail(f"{where} must have exactly the fields {sorted(fields)}")
         return value
 
     def items(self, value: Any, where: str, most: int) -> list[Any]:
         if not isinstance(value, list) or len(value) > most:
-            raise self.fail(where, f"is not a list of at most {most} items")
+            raise self.fail(f"{where} is not a list of at most {most} items")
         return value
 
     def bytes_(self, value: Any, where: str, sizes: tuple[int, ...] | range) -> bytes:
         if not isinstance(value, str) or not _HEX.fullmatch(value) or len(value) // 2 not in sizes:
-            raise self.fail(where, "is not lower-case hex of the right length")
+            raise self.fail(f"{where} is not lower-case hex of the right length")
         return bytes.fromhex(value)
 
     def byte(self, value: Any, where: str, most: int = 0xFF) -> int:
         if not isinstance(value, Number) or not _BYTE.fullmatch(value.text):
-            raise self.fail(where, f"is not an integer 0..{most}")
+            raise self.fail(f"{where} is not an integer 0..{most}")
         number = int(value.text)
         if number > most:
-            raise self.fail(where, f"is not an integer 0..{most}")
+            raise self.fail(f"{where} is not an integer 0..{most}")
         return number
 
     def flag(self, value: Any, where: str) -> bool:
         if not isinstance(value, bool):
-            raise self.fail(where, "is not true or false")
+            raise self.fail(f"{where} is not true or false")
         return value
 
     def key(self, value: Any, where: str) -> BadgeKey:
         obj = self.object(value, where, {"type", "key", "version"})
         key_type = _KEY_TYPES.get(obj["type"]) if isinstance(obj["type"], str) else None
         if key_type is None:
-            raise self.fail(f"{where}.type", f"is not one of {sorted(_KEY_TYPES)}")
+            raise self.fail(f"{where}.type is not one of {sorted(_KEY_TYPES)}")
         key = self.bytes_(obj["key"], f"{where}.key", _KEY_SIZES[key_type])
         return BadgeKey(key, self.byte(obj["version"], f"{where}.version"), key_type)
 
@@ -318,7 +318,7 @@ def decode_state(data: bytes, name: str = "badge state") -> BadgeState:
         | {"applications"},
     )
     if top["format"] != STATE_FORMAT:
-        raise r.fail("format", f"is not {STATE_FORMAT!r}")
+        raise r.fail(f"The format is not {STATE_FORMAT!r}")
     state = BadgeState(
         r.bytes_(top["uid"], "uid", (UID_SIZE,)),
         r.key(top["picc_key"], "picc_key"),
@@ -331,13 +331,13 @@ def decode_state(data: bytes, name: str = "badge state") -> BadgeState:
         obj = r.object(item, where, {"aid", "key_settings", "keys", "files"})
         aid = r.bytes_(obj["aid"], f"{where}.aid", (AID_SIZE,))
         if aid == PICC_AID or aid in state.applications:
-            raise r.fail(f"{where}.aid", "is 000000 or repeated")
+            raise r.fail(f"{where}.aid is 000000 or repeated")
         keys = [
             r.key(k, f"{where}.keys[{j}]")
             for j, k in enumerate(r.items(obj["keys"], f"{where}.keys", MAX_KEYS))
         ]
         if not keys or len({k.key_type for k in keys}) != 1:
-            raise r.fail(f"{where}.keys", "must be 1..14 keys of one type")
+            raise r.fail(f"{where}.keys must be 1..14 keys of one type")
         application = Application(r.byte(obj["key_settings"], f"{where}.key_settings"), keys)
         for j, entry in enumerate(r.items(obj["files"], f"{where}.files", MAX_FILE_NO + 1)):
             at = f"{where}.files[{j}]"
@@ -345,7 +345,7 @@ def decode_state(data: bytes, name: str = "badge state") -> BadgeState:
             no = r.byte(f["no"], f"{at}.no", MAX_FILE_NO)
             mode = _MODES.get(f["mode"]) if isinstance(f["mode"], str) else None
             if mode is None or no in application.files:
-                raise r.fail(at, "has an unknown mode or a repeated number")
+                raise r.fail(f"{at} has an unknown mode or a repeated number")
             access = FileAccess.parse(r.bytes_(f["access"], f"{at}.access", (2,)))
             content = r.bytes_(f["data"], f"{at}.data", range(1, MAX_FILE_SIZE + 1))
             application.files[no] = DataFile(mode, access, bytearray(content))
