@@ -8,9 +8,11 @@ import copy
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mie.core.channel import CommMode
-from mie.core.errors import BadResponseError
+from mie.core.errors import BadResponseError, MieError
 from mie.desfire import crypto
 from mie.desfire.errors import (
     CardCryptogramError,
@@ -183,3 +185,43 @@ def test_the_originality_signature_of_the_emulated_badge() -> None:
     session.authenticate_ev2_first(2, APP_KEYS[2])
     with pytest.raises(ValueError, match="before authenticating"):
         session.read_signature()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 9),
+    st.integers(0, 63),
+    st.integers(1, 255),
+    st.one_of(st.none(), st.integers(0, 0xFFFF)),
+)
+def test_any_tampered_answer_never_yields_other_data(
+    index: int, position: int, mask: int, sw: int | None
+) -> None:
+    # One answer of the D5 identity read changed (one byte XORed, or the status word replaced):
+    # the session returns the true UID and record, or raises a typed error.
+    def tamper(i: int, apdu: bytes, data: bytes, real_sw: int) -> tuple[bytes, int]:
+        if i != index:
+            return data, real_sw
+        if sw is not None:
+            return data, sw
+        if not data:
+            return b"\x00", real_sw
+        changed = bytearray(data)
+        changed[position % len(data)] ^= mask
+        return bytes(changed), real_sw
+
+    connection = Middle(badge())
+    connection.tamper = tamper
+    session = DesfireSession(connection)
+    try:
+        session.select_application(AID)
+        session.authenticate_ev2_first(1, APP_KEYS[1])
+        uid = session.get_card_uid()
+        session.authenticate_ev2_non_first(2, APP_KEYS[2])
+        record = session.read_data(1, mode=CommMode.FULL)
+    except MieError:
+        return
+    except ValueError as e:  # a step refused, nothing sent, after a channel was dropped
+        assert "session" in str(e), e
+        return
+    assert (uid, record) == (UID, RECORD)
