@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,7 +32,7 @@ from mie.desfire.config import (
     diversification_input,
     open_keys,
 )
-from mie.desfire.errors import DesfireInputError
+from mie.desfire.errors import DesfireInputError, OriginalitySignatureError
 from mie.desfire.record import authority_key_id
 from mie.keys import SoftwareKeyProvider
 
@@ -405,7 +406,11 @@ def test_open_keys_pkcs11_needs_its_pin_variable(monkeypatch: pytest.MonkeyPatch
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
     ),
@@ -427,3 +432,34 @@ def test_any_json_value_of_a_member_loads_or_names_the_member(member: str, value
             member,
             f"'{member}'",
         )
+
+
+# --- originality keys ------------------------------------------------------------------------
+
+
+def _test_signature(uid: bytes) -> bytes:
+    from mie.emulation.desfire import TEST_ORIGINALITY_PRIVATE
+
+    der = TEST_ORIGINALITY_PRIVATE.sign(
+        crypto.originality_digest(uid), ec.ECDSA(Prehashed(hashes.SHA224()))
+    )
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(28, "big") + s.to_bytes(28, "big")
+
+
+def test_the_default_trusts_the_nxp_keys_only() -> None:
+    assert BadgeConfig().originality_key_set() == crypto.NXP_ORIGINALITY_KEYS
+    with pytest.raises(OriginalitySignatureError):
+        crypto.verify_originality_signature(
+            UID, _test_signature(UID), BadgeConfig().originality_key_set()
+        )
+
+
+def test_mie_test_adds_the_emulated_badges_key() -> None:
+    config = BadgeConfig(originality_keys=("nxp", "mie-test"))
+    keys = config.originality_key_set()
+    assert keys[: len(crypto.NXP_ORIGINALITY_KEYS)] == crypto.NXP_ORIGINALITY_KEYS
+    found = crypto.verify_originality_signature(UID, _test_signature(UID), keys)
+    assert found.name == "mie test badge"
+    only_test = BadgeConfig(originality_keys=("mie-test",)).originality_key_set()
+    assert len(only_test) == 1

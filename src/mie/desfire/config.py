@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mie.core import strictjson
 from mie.core.errors import ErrorCode, MieError
 from mie.core.paths import user_dir
+from mie.desfire.crypto import NXP_ORIGINALITY_KEYS, OriginalityKey
 from mie.desfire.errors import DesfireInputError
 from mie.desfire.record import AID_SIZE, MAX_ISSUER_BYTES, UID_SIZE, AuthorityKey
 
@@ -273,6 +274,21 @@ class BadgeConfig:
         """
         reader = _Reader(source, base if base is not None else Path("."))
         return reader.config(obj)
+
+    def originality_key_set(self) -> tuple[OriginalityKey, ...]:
+        """:return: the originality public keys :attr:`originality_keys` names: ``nxp`` the NXP
+        keys (:data:`mie.desfire.crypto.NXP_ORIGINALITY_KEYS`), ``mie-test`` the emulated
+        badges' TEST key (which lets anyone pass as genuine: tests and demonstrations only)."""
+        keys: list[OriginalityKey] = []
+        for name in self.originality_keys:
+            if name == "nxp":
+                keys += NXP_ORIGINALITY_KEYS
+            else:
+                # Loaded only when configured: a production verifier imports no emulator code.
+                from mie.emulation.desfire import TEST_ORIGINALITY_KEY
+
+                keys.append(TEST_ORIGINALITY_KEY)
+        return tuple(keys)
 
     def diversification_input(self, uid: bytes) -> bytes:
         """:return: ``uid ‖ aid ‖ system_id``, the input of a per-badge application key.
