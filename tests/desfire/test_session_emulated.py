@@ -5,6 +5,7 @@ is left as it was. (The plain round trips of every command are in test_emulator.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from mie.core.channel import CommMode
 from mie.core.errors import BadResponseError, MieError
 from mie.desfire import crypto
+from mie.desfire.channel import Ev2Channel
 from mie.desfire.errors import (
     CardCryptogramError,
     DesfireAuthenticationError,
@@ -225,3 +227,25 @@ def test_any_tampered_answer_never_yields_other_data(
         assert "session" in str(e), e
         return
     assert (uid, record) == (UID, RECORD)
+
+
+def test_no_key_rnd_or_session_key_in_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    rnd_a = [bytes([0xA0 + i]) * 16 for i in range(2)]
+    connection = Middle(badge())
+    session = DesfireSession(connection, rng=lambda n: rnd_a.pop(0))
+    secrets: list[bytes] = [*APP_KEYS, *rnd_a]
+    with caplog.at_level(logging.DEBUG):
+        session.get_version()
+        session.select_application(AID)
+        session.authenticate_ev2_first(1, APP_KEYS[1])
+        channel = session.protocol.channel
+        assert isinstance(channel, Ev2Channel)
+        secrets += [bytes(channel._enc or b""), bytes(channel._mac or b"")]
+        session.get_card_uid()
+        session.authenticate_ev2_non_first(2, APP_KEYS[2])
+        session.read_data(1, mode=CommMode.FULL)
+    text = caplog.text.lower() + " ".join(str(r.args) for r in caplog.records).lower()
+    assert any(r.name == "mie.desfire.session" for r in caplog.records)
+    for secret in secrets:
+        assert secret.hex() not in text
+    assert RECORD.hex() not in text

@@ -427,9 +427,11 @@ class DesfireSession:
         """
         if not 0 <= key_no <= MAX_KEY_NO:
             raise ValueError(f"key_no must be 0..13, got {key_no}")
+        logger.debug("DESFire GetKeyVersion %d", key_no)
         answer = self._command(c.GET_KEY_VERSION, bytes([key_no]))
         if len(answer) != 1:
             raise BadResponseError(f"GetKeyVersion answered {len(answer)} bytes, expected 1")
+        logger.info("DESFire key %d: version %d", key_no, answer[0])
         return answer[0]
 
     def get_application_ids(self) -> tuple[bytes, ...]:
@@ -437,19 +439,24 @@ class DesfireSession:
 
         :return: the AIDs, each 3 bytes in wire order.
         """
+        logger.debug("DESFire GetApplicationIDs")
         answer = self._command(c.GET_APPLICATION_IDS)
         if len(answer) % AID_SIZE:
             raise BadResponseError(f"GetApplicationIDs answered {len(answer)} bytes")
-        return tuple(answer[i : i + AID_SIZE] for i in range(0, len(answer), AID_SIZE))
+        aids = tuple(answer[i : i + AID_SIZE] for i in range(0, len(answer), AID_SIZE))
+        logger.info("DESFire badge: %d applications", len(aids))
+        return aids
 
     def get_file_ids(self) -> bytes:
         """GetFileIDs (``6F``) of the selected application.
 
         :return: the file numbers, one byte each.
         """
+        logger.debug("DESFire GetFileIDs")
         answer = self._command(c.GET_FILE_IDS)
         if len(answer) > MAX_FILE_NO + 1:
             raise BadResponseError(f"GetFileIDs answered {len(answer)} bytes")
+        logger.info("DESFire application: %d files", len(answer))
         return answer
 
     def get_card_uid(self) -> bytes:
