@@ -234,7 +234,7 @@ def test_no_key_rnd_or_session_key_in_the_logs(caplog: pytest.LogCaptureFixture)
     connection = Middle(badge())
     session = DesfireSession(connection, rng=lambda n: rnd_a.pop(0))
     secrets: list[bytes] = [*APP_KEYS, *rnd_a]
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG, logger="mie"):
         session.get_version()
         session.select_application(AID)
         session.authenticate_ev2_first(1, APP_KEYS[1])
