@@ -31,7 +31,6 @@ from mie.cards.cpx import (
     CpxFamily,
     CpxSession,
     detect_family,
-    parse_nos_card_serial,
 )
 from mie.certcache import CertificateCache as CertificateCache
 from mie.core.connection import Connection, SmartCardConnection, Transport
@@ -48,7 +47,12 @@ from mie.result import AuthenticatorInfo
 from mie.result import AuthResult as AuthResult
 from mie.result import Identification as Identification
 from mie.trust.errors import VerificationError, describe
-from mie.trust.identity import LAZY_PARSE_ERRORS, Identity, identity_from_certificate
+from mie.trust.identity import (
+    LAZY_PARSE_ERRORS,
+    Identity,
+    identity_from_certificate,
+    parse_nos_card_serial,
+)
 from mie.trust.parse import parse_certificate_der
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mie.core.errors import (
+    BadResponseError,
     ErrorCode,
     EvidenceFormatError,
     NonceMismatchError,
@@ -40,7 +41,7 @@ from mie.request import (
 )
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.trust.crl import RevocationStatus
-from mie.trust.identity import identity_from_certificate
+from mie.trust.identity import Identity, identity_from_certificate, parse_nos_card_serial
 from mie.trust.login import certificate_report
 from mie.trust.parse import load_certificate_der
 from mie.trust.verify import Verifier
@@ -90,7 +91,9 @@ def verify_evidence(
         usage, e.g. :func:`mie.trust.login.login_verifier`); ``None`` is an explicit opt-out: the
         result then carries no level and says the chain was not checked.
     :param policy: the level policy.
-    :param authenticator: what was presented, to report in the result (never verified here).
+    :param authenticator: what was presented, to report in the result. Only its serial is
+        checked: it is kept when the certificate that signed binds the same card serial (NOS
+        extension), refused when it binds another, dropped when it binds none.
     :return: the valid result.
     :raises OriginMismatchError: the evidence was made for another origin.
     :raises NonceMismatchError: the evidence was made for another nonce.
@@ -98,7 +101,8 @@ def verify_evidence(
         or the signature does not verify with the leaf certificate.
     :raises VerificationError: the leaf does not parse (``malformed``), or the chain,
         revocation or level policy check fails (its contract code).
-    :raises EvidenceFormatError: a kind of evidence this verifier cannot check.
+    :raises EvidenceFormatError: a kind of evidence this verifier cannot check, or a presented
+        authenticator whose serial is not the one the certificate binds.
     """
     if not isinstance(evidence, X509SignatureEvidence):
         raise EvidenceFormatError(f"No verifier for evidence of type {evidence.type!r}")
@@ -109,7 +113,7 @@ def verify_evidence(
         identity = identity_from_certificate(leaf)
         return AuthResult(
             valid=True,
-            authenticator=authenticator,
+            authenticator=_bound_serial(authenticator, identity),
             identity=identity,
             reasons=UNCHECKED_REASONS,
             evidence=evidence,
@@ -131,13 +135,41 @@ def verify_evidence(
     report = certificate_report(result, proof, policy)
     return AuthResult(
         valid=True,
-        authenticator=authenticator,
+        authenticator=_bound_serial(authenticator, report.identity),
         identity=report.identity,
         level=report.level,
         reasons=("signature verified", *report.reasons, f"revocation {report.revocation.value}"),
         evidence=dataclasses.replace(evidence, chain=report.chain_der),
         revocation=report.revocation,
     )
+
+
+def _bound_serial(
+    authenticator: AuthenticatorInfo | None, identity: Identity | None
+) -> AuthenticatorInfo | None:
+    """The presented authenticator, with its serial only if the verified certificate binds it.
+
+    A saved result or a workstation's claim is not evidence: a serial the certificate that
+    signed does not bind is dropped, one it contradicts is refused. None is invented: a
+    device configured not to trust the certificate's serial (``SerialBinding.NONE``) reports
+    none, and so does the result.
+    """
+    if authenticator is None or authenticator.serial is None:
+        return authenticator
+    bound = None
+    if identity is not None and identity.card_serial is not None:
+        try:
+            bound = parse_nos_card_serial(identity.card_serial)
+        except BadResponseError:
+            bound = None
+    if bound is None:
+        return dataclasses.replace(authenticator, serial=None)
+    if authenticator.serial != bound:
+        raise EvidenceFormatError(
+            f"The authenticator names card {authenticator.serial!r:.40}, "
+            f"the certificate that signed names card {bound}"
+        )
+    return authenticator
 
 
 def _check_binding(evidence: X509SignatureEvidence, expected: Expected | AuthRequest) -> None:

@@ -24,9 +24,9 @@ def test_check_pin_accepts_4_to_8_digits(pin: str) -> None:
 @pytest.mark.parametrize(
     ("pin", "problem"),
     [
-        ("", "4 to 8 digits, got 0"),
-        ("482", "4 to 8 digits, got 3"),
-        ("482619375", "4 to 8 digits, got 9"),
+        ("", "4 to 8 digits"),
+        ("482", "4 to 8 digits"),
+        ("482619375", "4 to 8 digits"),
         ("48a6", "decimal digits only"),
         (" 4826", "decimal digits only"),
         ("4826\n", "decimal digits only"),

@@ -11,10 +11,10 @@ import dataclasses
 import pytest
 
 from mie.auth import CertificateCache, CpxAuthenticator, SerialBinding
-from mie.cards.cpx import parse_nos_card_serial
 from mie.emulation import EmulatedConnection
 from mie.emulation.registry import CardOptions, build_card
 from mie.errors import BadResponseError
+from mie.trust.identity import parse_nos_card_serial
 from tests.cards.faults import CorruptingConnection, replace_ef_sn
 from tests.cards.logins import log_in
 from tests.cards.pki import pki_verifier

@@ -76,6 +76,24 @@ def test_evidence_verifies_like_an_iam(pki: Pki, cps: CardCredentials) -> None:
     assert data["revocation"] == "good"
 
 
+@pytest.mark.parametrize("verified", [True, False])
+def test_the_reported_serial_is_the_one_the_certificate_binds(
+    pki: Pki, cps: CardCredentials, verified: bool
+) -> None:
+    evidence = signed_evidence(cps.authentication)
+    verifier = pki_verifier(pki) if verified else None
+    # A saved result or a workstation may claim any serial: the certificate decides.
+    claimed = AuthenticatorInfo("cps3", "2800000001", None)
+    result = verify_evidence(evidence, EXPECTED, verifier=verifier, authenticator=claimed)
+    assert result.authenticator == claimed
+    unclaimed = AuthenticatorInfo("cps3", None, None)
+    result = verify_evidence(evidence, EXPECTED, verifier=verifier, authenticator=unclaimed)
+    assert result.authenticator == unclaimed
+    forged = AuthenticatorInfo("cps3", "2800000002", None)
+    with pytest.raises(EvidenceFormatError, match="certificate that signed names card 2800000001"):
+        verify_evidence(evidence, EXPECTED, verifier=verifier, authenticator=forged)
+
+
 def test_an_auth_request_is_an_expectation(pki: Pki, cps: CardCredentials) -> None:
     request = AuthRequest(NONCE, ORIGIN)
     result = verify_evidence(

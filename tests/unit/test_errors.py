@@ -146,6 +146,7 @@ def test_pin_errors_are_not_apdu_errors() -> None:
     assert not isinstance(LastTryRefusedError(), ApduError)
     assert InvalidPinError(2).tries_left == 2
     assert str(InvalidPinError(2)) == "Invalid PIN, 2 tries left"
+    assert str(InvalidPinError(1)) == "Invalid PIN, 1 try left"
 
 
 def test_a_pin_format_error_is_still_a_value_error() -> None:

@@ -15,7 +15,7 @@ TEXT = PinRule(4, 63, digits_only=False)
 def test_a_digit_rule_refuses_letters_and_lengths_without_echoing() -> None:
     DIGITS.check("4826")
     DIGITS.check(bytearray(b"48261937"))
-    for pin, problem in [("482", "4 to 8 digits, got 3"), ("48a6", "decimal digits only")]:
+    for pin, problem in [("482", "4 to 8 digits"), ("48a6", "decimal digits only")]:
         with pytest.raises(PinFormatError, match=problem) as raised:
             DIGITS.check(pin)
         assert pin not in str(raised.value)
@@ -24,8 +24,10 @@ def test_a_digit_rule_refuses_letters_and_lengths_without_echoing() -> None:
 def test_a_text_rule_takes_any_characters_in_its_range() -> None:
     TEXT.check("correct horse")
     TEXT.check("é" * 4)
-    with pytest.raises(PinFormatError, match="4 to 63 characters, got 64"):
+    with pytest.raises(PinFormatError, match=r"4 to 63 characters$") as raised:
         TEXT.check("x" * 64)
+    # The length typed narrows the PIN: it is not in the message.
+    assert "64" not in str(raised.value)
     assert TEXT.pad("abcd", length=6, pad=0x00) == bytearray(b"abcd\x00\x00")
 
 

@@ -31,7 +31,6 @@ SFI_EF_SN = 0x1C
 FID_ODF = 0x5031
 EF_SN_SIZE = 12
 # EF.SN (12 bytes) holds 10 BCD digits after the issuer number; 20 leaves room, no more.
-MAX_SERIAL_DIGITS = 20
 TAG_EF_SN = 0x5A
 PIN_REF = 0x01
 KEY_REF_AUT = 0x82
@@ -158,24 +157,6 @@ def parse_ef_sn(data: bytes) -> str:
     digits = tlv.value[len(CARD_ISSUER) :].hex().upper().rstrip("F")
     if not digits or not digits.isdigit():
         raise BadResponseError("EF.SN serial is not BCD")
-    return digits
-
-
-def parse_nos_card_serial(value: str) -> str:
-    """Parse the card serial a CPx certificate carries (NOS extension 1.2.250.1.71.1.2.3).
-
-    The value is ``8025000001/<serial>``: the issuer number EF.SN starts with, then the serial
-    digits (``ans-pki.md`` §4.1; that they are the EF.SN serial is inferred from real values).
-
-    :param value: the extension's PrintableString.
-    :return: the serial digits, comparable with :func:`parse_ef_sn`.
-    :raises BadResponseError: another issuer, or a serial that is not 1 to 20 digits.
-    """
-    issuer, sep, digits = value.partition("/")
-    if not sep or issuer != CARD_ISSUER.hex():
-        raise BadResponseError("The certificate's card serial does not carry the issuer 8025000001")
-    if not (1 <= len(digits) <= MAX_SERIAL_DIGITS and digits.isascii() and digits.isdigit()):
-        raise BadResponseError("The certificate's card serial is not 1 to 20 digits")
     return digits
 
 

@@ -129,7 +129,8 @@ class InvalidPinError(MieError):
 
     def __init__(self, tries_left: int) -> None:
         self.tries_left = tries_left
-        super().__init__(f"Invalid PIN, {tries_left} tries left")
+        tries = "try" if tries_left == 1 else "tries"
+        super().__init__(f"Invalid PIN, {tries_left} {tries} left")
 
 
 class PinBlockedError(MieError):

@@ -36,9 +36,9 @@ class PinRule:
         """
         # A str is checked as text: encoding a non-ASCII PIN could name its characters.
         if not self.min_length <= len(pin) <= self.max_length:
+            # The length typed is not named: it narrows the PIN and error lines get logged.
             raise PinFormatError(
-                f"PIN must have {self.min_length} to {self.max_length} {self._unit}, "
-                f"got {len(pin)} characters"
+                f"PIN must have {self.min_length} to {self.max_length} {self._unit}"
             )
         if not self.digits_only:
             return

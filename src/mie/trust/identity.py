@@ -22,6 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
+from mie.core.errors import BadResponseError
 from mie.core.luhn import luhn_valid
 from mie.trust.errors import describe, malformed
 from mie.trust.parse import force_lazy_parts, guarded
@@ -298,3 +299,27 @@ def _decode_nos(oid: x509.ObjectIdentifier, der: bytes) -> int | str:
     if not 0 <= value <= _NOS_MAX:
         raise malformed(f"NOS extension {oid.dotted_string} holds an out-of-range value")
     return value
+
+
+# The ANS issuer number that EF.SN and the NOS card serial start with.
+CARD_ISSUER_NUMBER = "8025000001"
+MAX_CARD_SERIAL_DIGITS = 20
+
+
+def parse_nos_card_serial(value: str) -> str:
+    """Parse the card serial a CPx certificate carries (NOS extension 1.2.250.1.71.1.2.3).
+
+    The value is ``8025000001/<serial>``: the issuer number EF.SN starts with, then the serial
+    digits (``ans-pki.md`` §4.1; that they are the EF.SN serial is inferred from real values).
+    The device side checks EF.SN against it; the verifier side reports it as the card's serial.
+
+    :param value: the extension's PrintableString.
+    :return: the serial digits, comparable with :func:`mie.cards.cpx.parse_ef_sn`.
+    :raises BadResponseError: another issuer, or a serial that is not 1 to 20 digits.
+    """
+    issuer, sep, digits = value.partition("/")
+    if not sep or issuer != CARD_ISSUER_NUMBER:
+        raise BadResponseError("The certificate's card serial does not carry the issuer 8025000001")
+    if not (1 <= len(digits) <= MAX_CARD_SERIAL_DIGITS and digits.isascii() and digits.isdigit()):
+        raise BadResponseError("The certificate's card serial is not 1 to 20 digits")
+    return digits
