@@ -249,3 +249,13 @@ def test_no_key_rnd_or_session_key_in_the_logs(caplog: pytest.LogCaptureFixture)
     for secret in secrets:
         assert secret.hex() not in text
     assert RECORD.hex() not in text
+
+
+def test_the_reader_uid_of_the_emulated_badge_and_a_session_kept() -> None:
+    card = badge()
+    session, _ = identity_session(card)
+    anticollision = session.reader_uid()
+    assert len(anticollision) == 4 and anticollision[0] == 0x08
+    assert session.auth is not None
+    assert session.read_data(1, 0, 4, mode=CommMode.FULL) == RECORD[:4]
+    assert DesfireSession(Middle(badge(random_uid=False))).reader_uid() == UID

@@ -174,3 +174,17 @@ def test_the_package_exports_load_on_demand() -> None:
         assert getattr(mie.desfire, name).__name__ == name
     with pytest.raises(AttributeError, match="no attribute 'Ev0'"):
         _ = mie.desfire.Ev0
+
+
+@pytest.mark.parametrize("uid", [h("08A1B2C3"), h("04958CAA5C5E80"), bytes(10)])
+def test_the_reader_uid_comes_from_the_reader(uid: bytes) -> None:
+    session, connection = new_session([(h("FFCA000000"), uid, 0x9000)])
+    assert session.reader_uid() == uid
+    assert connection.remaining == 0
+
+
+@pytest.mark.parametrize(("data", "sw"), [(h("04958CAA5C5E80"), 0x6A81), (bytes(5), 0x9000)])
+def test_a_reader_uid_answer_out_of_shape(data: bytes, sw: int) -> None:
+    session, _ = new_session([(h("FFCA000000"), data, sw)])
+    with pytest.raises(BadResponseError):
+        session.reader_uid()

@@ -51,6 +51,10 @@ MAX_KEY_NO = 0x0D
 MAX_FILE_NO = 0x1F
 MAX_OFFSET = 0xFFFFFF
 
+GET_DATA_UID = bytes.fromhex("FFCA000000")
+"""PC/SC part 3 GET DATA of the UID, answered by the reader."""
+SW_READER_OK = 0x9000
+
 Rng = Callable[[int], bytes]
 
 
@@ -226,6 +230,24 @@ class DesfireSession:
         self._command(c.SELECT_APPLICATION, aid, mode=CommMode.PLAIN)
         self._aid = aid
         logger.info("DESFire application %s selected", aid.hex())
+
+    def reader_uid(self) -> bytes:
+        """The anticollision UID, from the reader (PC/SC part 3 GET DATA ``FF CA 00 00 00``):
+        the badge never sees the command, so a session stays as it is. Under random UID it is
+        4 bytes starting ``08`` and changes at each activation; the real UID is
+        :meth:`get_card_uid`'s.
+
+        :return: 4, 7 or 10 bytes.
+        :raises BadResponseError: another status than ``9000``, or another length.
+        """
+        logger.debug("Reader GET DATA (UID)")
+        data, sw = self.protocol.connection.send_and_receive(GET_DATA_UID)
+        if sw != SW_READER_OK:
+            raise BadResponseError(f"The reader answered GET DATA (UID) with SW {sw:04X}")
+        if len(data) not in (4, 7, 10):
+            raise BadResponseError(f"The reader gave a UID of {len(data)} bytes")
+        logger.info("Anticollision UID of %d bytes", len(data))
+        return bytes(data)
 
     # --- authentication --------------------------------------------------------------------
 
