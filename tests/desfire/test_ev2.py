@@ -573,3 +573,21 @@ def test_a_failed_badge_check_exits_1(error: Exception) -> None:
     from mie.core.errors import MieError
 
     assert isinstance(error, MieError) and exit_code_for(error) == 1
+
+
+def test_91ae_to_a_command_is_not_a_key_mismatch() -> None:
+    # GetCardUID or ReadData answered 91AE: "authenticate first", not "wrong key".
+    session, _ = new_session([(wrapped(0x64, h("00")), b"", 0x91AE)])
+    with pytest.raises(DesfireStatusError) as caught:
+        session.get_key_version(0)
+    assert not isinstance(caught.value, DesfireAuthenticationError)
+    assert caught.value.status.name == "AUTHENTICATION_ERROR"
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_91ae_to_either_handshake_message_is_an_authentication_error(step: int) -> None:
+    script = first_script()[: step + 1]
+    script[step] = (script[step][0], b"", 0x91AE)
+    session, _ = new_session(script, RND_A)
+    with pytest.raises(DesfireAuthenticationError):
+        session.authenticate_ev2_first(0, K0)

@@ -177,8 +177,8 @@ class DesfireSession:
         :param unmaced: the response carries no MAC even under EV1 (ChangeKey of the key
             authenticated with); otherwise an EV1 session checks a MAC on every response.
         :return: the response data.
-        :raises DesfireAuthenticationError: ``91AE``.
-        :raises DesfireStatusError: any other status than ``9100`` (the channel is dropped).
+        :raises DesfireStatusError: any other status than ``9100`` (the channel is dropped);
+            ``91AE`` here means the command needs an authentication.
         :raises ResponseIntegrityError: a response that does not verify (the channel is dropped).
         """
         if mode is None:
@@ -196,10 +196,16 @@ class DesfireSession:
             raise self._status_error(cmd, response, sw)
         return response
 
-    def _status_error(self, cmd: int, data: bytes, sw: int) -> DesfireStatusError:
+    def _status_error(
+        self, cmd: int, data: bytes, sw: int, *, handshake: bool = False
+    ) -> DesfireStatusError:
+        """Drop the session (the badge dropped its side) and :return: the error to raise:
+        :class:`DesfireAuthenticationError` for ``91AE`` to an authentication message (the
+        badge refused the key), :class:`DesfireStatusError` otherwise (``91AE`` to another
+        command means it needs an authentication first)."""
         self.protocol.drop_channel()
         self._auth = None
-        if sw == c.SW_AUTHENTICATION_ERROR:
+        if handshake and sw == c.SW_AUTHENTICATION_ERROR:
             return DesfireAuthenticationError(data, sw, cmd)
         return DesfireStatusError(data, sw, cmd)
 
@@ -260,7 +266,7 @@ class DesfireSession:
     def _handshake_step(self, cmd: int, data: bytes, expected_sw: int, size: int) -> bytes:
         response, sw = self._exchange(cmd, data=data)
         if sw != expected_sw:
-            raise self._status_error(cmd, response, sw)
+            raise self._status_error(cmd, response, sw, handshake=True)
         if len(response) != size:
             raise BadResponseError(
                 f"Authentication answer of {len(response)} bytes, expected {size}"
