@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from enum import Enum, unique
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from mie.cards.cps4 import Cps4Session
@@ -54,6 +53,7 @@ from mie.trust.identity import (
     parse_nos_card_serial,
 )
 from mie.trust.parse import parse_certificate_der
+from mie.verification import verify_rsa_signature
 
 logger = logging.getLogger(__name__)
 
@@ -120,18 +120,7 @@ def verify_signature(certificate: x509.Certificate, challenge: bytes, signature:
     :raises SignatureInvalidError: wrong length, wrong key or wrong signature.
     :raises BadResponseError: the certificate's key cannot be loaded.
     """
-    key = _public_key(certificate)
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise SignatureInvalidError("The authentication certificate does not hold an RSA key")
-    expected = (key.key_size + 7) // 8
-    if len(signature) != expected:
-        raise SignatureInvalidError(
-            f"Signature of {len(signature)} bytes, the {key.key_size}-bit key makes {expected}"
-        )
-    try:
-        key.verify(signature, challenge, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature as e:
-        raise SignatureInvalidError("The signature does not verify with the certificate") from e
+    verify_rsa_signature(_public_key(certificate), challenge, signature)
 
 
 class Authenticator(abc.ABC):

@@ -200,7 +200,16 @@ def verify_signature(certificate: x509.Certificate, challenge: bytes, signature:
     :raises SignatureInvalidError: not an RSA key, a signature of the wrong length, or one that
         does not verify.
     """
-    key = certificate.public_key()
+    verify_rsa_signature(certificate.public_key(), challenge, signature)
+
+
+def verify_rsa_signature(key: object, challenge: bytes, signature: bytes) -> None:
+    """Check a PKCS#1 v1.5 SHA-256 signature of ``challenge`` with an authentication key.
+
+    :param key: the public key of the certificate that signed.
+    :raises SignatureInvalidError: not an RSA key, a signature of the wrong length, or one that
+        does not verify.
+    """
     if not isinstance(key, rsa.RSAPublicKey):
         raise SignatureInvalidError("The authentication certificate does not hold an RSA key")
     size = (key.key_size + 7) // 8
