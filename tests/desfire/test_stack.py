@@ -188,3 +188,18 @@ def test_a_reader_uid_answer_out_of_shape(data: bytes, sw: int) -> None:
     session, _ = new_session([(h("FFCA000000"), data, sw)])
     with pytest.raises(BadResponseError):
         session.reader_uid()
+
+
+def test_detach_channel_removes_it_without_dropping_it() -> None:
+    from mie.desfire.channel import Ev2Channel
+
+    connection = ScriptedConnection([(wrapped(0x60), bytes(28), OK)])
+    stack = protocol(connection)
+    assert stack.detach_channel() is None
+    channel = Ev2Channel(bytes(16), bytes(16), bytes(4), cmd_ctr=5)
+    stack.install_channel(channel)
+    assert stack.detach_channel() is channel
+    assert stack.channel is None and not channel.is_dropped and channel.cmd_ctr == 5
+    # Nothing protects the next command any more, and the detached channel does not count it.
+    stack.transmit(CommandApdu(0x90, 0x60, 0, 0))
+    assert channel.cmd_ctr == 5

@@ -400,6 +400,20 @@ class SmartCardProtocol:
             if not self._transactions:
                 self.drop_channel()
 
+    def detach_channel(self) -> SecureChannel | None:
+        """Remove the installed secure channel **without** dropping it: its state stays for the
+        caller, who runs a handshake on the plain stack and installs a successor, then drops
+        the old channel itself (DESFire AuthenticateEV2NonFirst re-keys a session whose TI and
+        command counter survive; installed, the channel would be dropped by the handshake's
+        ``91AF``).
+
+        :return: the channel that was installed, or ``None``.
+        """
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            logger.debug("Secure channel detached")
+        return channel
+
     def drop_channel(self) -> None:
         """Drop the installed secure channel, if any, and let it wipe its state."""
         channel, self._channel = self._channel, None

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mie.core.apdu import CommandApdu
-from mie.core.channel import CommMode, SecureChannel
+from mie.core.channel import CommMode
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import BadResponseError
 from mie.core.processors import SmartCardProtocol
@@ -94,15 +94,6 @@ def _u24(name: str, value: int) -> bytes:
     if not 0 <= value <= MAX_OFFSET:
         raise ValueError(f"{name} must be 0..16777215, got {value}")
     return value.to_bytes(3, "little")
-
-
-def _detach_channel(protocol: SmartCardProtocol) -> SecureChannel | None:
-    """Remove the installed channel without dropping it (plan D2's ``detach_channel``)."""
-    if hasattr(protocol, "detach_channel"):
-        channel: SecureChannel | None = protocol.detach_channel()
-        return channel
-    detached, protocol._channel = protocol._channel, None
-    return detached
 
 
 class DesfireSession:
@@ -330,7 +321,7 @@ class DesfireSession:
         if not isinstance(self.protocol.channel, Ev2Channel):
             raise ValueError("AuthenticateEV2NonFirst needs an EV2 session: authenticate first")
         logger.debug("DESFire AuthenticateEV2NonFirst, key %d", key_no)
-        old = _detach_channel(self.protocol)
+        old = self.protocol.detach_channel()
         if not isinstance(old, Ev2Channel):  # pragma: no cover - checked above
             raise ValueError("AuthenticateEV2NonFirst needs an EV2 session")
         self._auth = None
