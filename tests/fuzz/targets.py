@@ -31,6 +31,7 @@ from mie.emulation.cpx import FID_CERT_AUT
 from mie.emulation.iso7816 import EF, Iso7816Card
 from mie.transport import replay
 from tests.fuzz.context import CPX_KINDS, DATA, Context, run_session
+from tests.fuzz.desfire_targets import DESFIRE_TARGETS
 from tests.fuzz.harness import (
     FuzzConnection,
     OracleViolation,
@@ -411,6 +412,7 @@ TARGETS: dict[str, Target] = {
             max_len=65536,
         ),
         *TRUST_TARGETS,
+        *DESFIRE_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),
