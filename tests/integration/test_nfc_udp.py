@@ -7,11 +7,21 @@ nfcpy waits 30 ms for the ATS; the target answers it at once, and activation is 
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mie.core.channel import CommMode
+from mie.core.connection import Transport, transport_from_atr
+from mie.core.errors import NoCardError, TransportError
+from mie.desfire.session import DesfireSession
 from mie.emulation.desfire import EmulatedDesfire
 from mie.emulation.desfire_state import BadgeKey, BadgeState, KeyType, personalise
 from mie.emulation.nfc_target import UdpTypeATarget
@@ -128,3 +138,96 @@ def test_rfoff_then_a_new_random_uid() -> None:
     assert len(first) == len(second) == 4
     assert first[0] == second[0] == 0x08
     assert first != second
+
+
+# --- NfcConnection (mie.transport.nfc) and mie emulate desfire --nfc ---------------------------
+
+
+def test_nfc_connection_runs_a_desfire_session(target: UdpTypeATarget) -> None:
+    from mie.transport.nfc import NfcConnection
+
+    with NfcConnection(f"udp:127.0.0.1:{target.port}", wait=3) as connection:
+        assert connection.transport is Transport.CONTACTLESS
+        assert transport_from_atr(connection.atr) is Transport.CONTACTLESS
+        assert connection.send_and_receive(h("FFCA000000")) == (UID, 0x9000)
+        session = DesfireSession(connection)
+        assert session.get_version().uid == UID
+        session.select_application(AID)
+        session.authenticate_ev2_first(1, KEYS[1])
+        assert session.get_card_uid() == UID
+        session.authenticate_ev2_non_first(2, KEYS[2])
+        assert session.read_data(1, mode=CommMode.FULL) == bytes(range(176))
+
+
+def test_nfc_connection_without_a_card_is_no_card() -> None:
+    from mie.transport.nfc import NfcConnection
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(NoCardError):
+            NfcConnection(f"udp:127.0.0.1:{port}", wait=0.5)
+        assert time.monotonic() - started < 10
+
+
+def test_nfc_connection_card_gone_is_a_typed_error() -> None:
+    from mie.transport.nfc import NfcConnection
+
+    target = UdpTypeATarget(badge(), port=0).start()
+    with NfcConnection(f"udp:127.0.0.1:{target.port}", wait=3) as connection:
+        target.stop()
+        with pytest.raises(TransportError):
+            connection.send_and_receive(h("9060000000"))
+
+
+def test_emulate_desfire_over_nfc(tmp_path: Path) -> None:
+    from mie.transport.nfc import NfcConnection
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tmp_path / "badge.json"
+    command = [sys.executable, "-m", "mie", "emulate", "desfire", "--nfc", f"127.0.0.1:{port}"]
+    command += ["--state", str(state), "--uid", UID.hex(), "--product", "ev2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "Emulating desfire" in process.stderr.readline()
+        with NfcConnection(f"udp:127.0.0.1:{port}", wait=5) as connection:
+            version = DesfireSession(connection).get_version()
+        assert (version.uid, version.product) == (UID, "EV2")
+        assert state.stat().st_mode & 0o777 == 0o600
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["emulate", "desfire", "--pin", "1234"],
+        ["emulate", "desfire", "--identity", "rpps=10000000001"],
+        ["emulate", "desfire", "--uid", "0102"],
+        ["emulate", "desfire", "--nfc", "nowhere"],
+        ["emulate", "cps3", "--state", "x.json"],
+        ["emulate", "iso7816", "--product", "ev1"],
+    ],
+)
+def test_emulate_desfire_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from mie._cli.__main__ import run
+
+    assert run(argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("mie: error: ")
+
+
+def test_emulate_desfire_state_file_not_a_badge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mie._cli.__main__ import run
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert run(["emulate", "desfire", "--state", str(bad), "--nfc", "127.0.0.1:1"]) == 2
+    assert "--state" in capsys.readouterr().err

@@ -13,7 +13,10 @@ import click
 from mie._cli.output import warn
 from mie._cli.state import UsageError
 from mie.cards.cpx import CPX_PIN
+from mie.core.errors import JsonFormatError
 from mie.emulation.crlserver import CRL_PORT, CrlServer
+from mie.emulation.desfire import PRODUCTS, EmulatedDesfire, open_badge
+from mie.emulation.nfc_target import UdpTypeATarget
 from mie.emulation.registry import KINDS, CardOptions, build_card, default_pki_dir
 from mie.emulation.testpki import CHAIN_FILE, parse_identity
 from mie.emulation.trace import TraceWriter
@@ -65,6 +68,24 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     help="Write every exchange to this vector file (PINs masked).",
 )
 @click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="desfire: the badge's state file (created blank when missing, saved on every change).",
+)
+@click.option("--uid", help="desfire: a new badge's UID (7 bytes, hex).")
+@click.option(
+    "--product",
+    type=click.Choice(sorted(PRODUCTS)),
+    default="ev3",
+    show_default=True,
+    help="desfire: the product GetVersion shows.",
+)
+@click.option(
+    "--nfc",
+    help="desfire: serve nfcpy's udp reader on HOST:PORT instead of vpcd.",
+)
+@click.option(
     "--stall-after",
     type=click.IntRange(0),
     hidden=True,
@@ -79,6 +100,10 @@ def emulate(
     pki_dir: Path | None,
     crl_port: int,
     trace: str | None,
+    state_file: Path | None,
+    uid: str | None,
+    product: str,
+    nfc: str | None,
     stall_after: int | None,
 ) -> int:
     """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running).
@@ -88,7 +113,18 @@ def emulate(
     its CRLs are served on 127.0.0.1 at the distribution points the certificates name.
     """
     _check_options(kind, pin, serial, identity)
-    options = CardOptions(pin=pin, serial=serial, identity=identity, pki_dir=pki_dir)
+    badge_uid = _check_desfire_options(kind, state_file, uid, product, nfc)
+    options = CardOptions(
+        pin=pin,
+        serial=serial,
+        identity=identity,
+        pki_dir=pki_dir,
+        state=state_file,
+        uid=badge_uid,
+        product=product,
+    )
+    if kind == "desfire":
+        return _emulate_desfire(options, port, trace, nfc, stall_after)
     # Everything is written (TEST PKI, CRLs, trace) before the card is presented, so whoever
     # waits for the card (mie readers --wait) finds the files.
     card = build_card(kind, options)
@@ -122,6 +158,20 @@ def emulate(
 
 def _check_options(kind: str, pin: str, serial: str | None, identity: str | None) -> None:
     """Refuse, naming the option, what would fail later or give a card mie cannot read."""
+    if kind == "desfire":
+        source = click.get_current_context().get_parameter_source("pin")
+        explicit = [
+            name
+            for name, given in (
+                ("--pin", source is not click.core.ParameterSource.DEFAULT),
+                ("--serial", serial is not None),
+                ("--identity", identity is not None),
+            )
+            if given
+        ]
+        if explicit:
+            raise UsageError(f"{', '.join(explicit)}: not for a DESFire badge (mie desfire enroll)")
+        return
     try:
         CPX_PIN.check(pin)
     except ValueError as e:
@@ -147,6 +197,91 @@ def _check_options(kind: str, pin: str, serial: str | None, identity: str | None
         raise UsageError(f"--identity {identity!r}: {e}") from e
     except ValueError as e:
         raise UsageError(f"--identity {identity!r}: {e}") from e
+
+
+def _check_desfire_options(
+    kind: str, state_file: Path | None, uid: str | None, product: str, nfc: str | None
+) -> bytes | None:
+    """:return: the ``--uid`` bytes; refuse the DESFire options on another kind."""
+    if kind != "desfire":
+        given = [n for n, v in (("--state", state_file), ("--uid", uid), ("--nfc", nfc)) if v]
+        if given or product != "ev3":
+            raise UsageError(f"{', '.join(given) or '--product'}: only for mie emulate desfire")
+        return None
+    if uid is None:
+        return None
+    try:
+        badge_uid = bytes.fromhex(uid)
+    except ValueError:
+        badge_uid = b""
+    if len(badge_uid) != 7:
+        raise UsageError(f"--uid {uid!r}: a DESFire UID is 7 bytes in hex")
+    return badge_uid
+
+
+def _nfc_address(nfc: str) -> tuple[str, int]:
+    host, _, port = nfc.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--nfc {nfc!r}: HOST:PORT expected")
+    return host, int(port)
+
+
+def _emulate_desfire(
+    options: CardOptions, port: int, trace: str | None, nfc: str | None, stall_after: int | None
+) -> int:
+    try:
+        card = open_badge(options.state, uid=options.uid, product=options.product)
+    except ValueError as e:
+        raise UsageError(f"--uid: {e}") from e
+    except JsonFormatError as e:
+        raise UsageError(f"--state: {e}") from e
+    except OSError as e:
+        raise UsageError(f"--state {options.state}: {e.strerror or e}") from e
+    if nfc is not None:
+        if trace or stall_after is not None:
+            raise UsageError("--trace, --stall-after: with vpcd only, not with --nfc")
+        return _serve_nfc(card, *_nfc_address(nfc))
+    observer = _trace_writer(trace, "desfire", card.atr) if trace else None
+    host = VpcdHost(
+        card,
+        port=port,
+        observer=observer,
+        silence_timeout=_SILENCE_TIMEOUT,
+        stall_after=stall_after,
+    )
+    _stop_on_signals(host)
+    warn(f"Emulating desfire on vpcd 127.0.0.1:{port}; Ctrl-C to stop.")
+    notice = threading.Timer(_NOTICE_AFTER, _notice_if_waiting, (host, port))
+    notice.daemon = True
+    notice.start()
+    try:
+        host.serve_forever()
+    finally:
+        notice.cancel()
+    if host.error is not None:
+        raise UsageError(f"--port {port}: {host.error}")
+    return 0
+
+
+def _serve_nfc(card: EmulatedDesfire, host: str, port: int) -> int:
+    try:
+        target = UdpTypeATarget(card, host, port)
+    except OSError as e:
+        raise UsageError(f"--nfc {host}:{port}: {e.strerror or e}") from e
+    done = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    target.start()
+    warn(f"Emulating desfire for nfcpy's udp reader on {host}:{target.port}; Ctrl-C to stop.")
+    try:
+        done.wait()
+    finally:
+        target.stop()
+    return 0
 
 
 def _trace_writer(path: str, kind: str, atr: bytes) -> TraceWriter:

@@ -9,6 +9,7 @@ from pathlib import Path
 from mie.core.paths import user_dir
 from mie.emulation.base import EmulatedCard
 from mie.emulation.cpx import CPE, CPS3, CPS3_CL, CpxProfile, build_chipdoc_card, build_ias_ecc_card
+from mie.emulation.desfire import open_badge
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
 from mie.emulation.testpki import TestPki, parse_identity
 
@@ -26,12 +27,18 @@ class CardOptions:
     :param serial: the card serial, if the kind has one to set.
     :param identity: ``rpps=…``, ``adeli=…``, ``finess=…/…``, ``siret=…/…`` or ``psi=UUID``.
     :param pki_dir: where the TEST PKI's CAs are kept (created on first use).
+    :param state: a DESFire badge's state file (created blank when missing).
+    :param uid: a new DESFire badge's 7-byte UID.
+    :param product: the DESFire product (``ev3``, ``ev2``, ``ev1``).
     """
 
     pin: str = DEMO_PIN
     serial: str | None = None
     identity: str | None = None
     pki_dir: Path | None = None
+    state: Path | None = None
+    uid: bytes | None = None
+    product: str = "ev3"
 
     def pki(self) -> TestPki:
         """The TEST PKI, loaded from (or created in) :attr:`pki_dir`, with fresh CRLs published
@@ -58,6 +65,10 @@ def _ias_ecc(profile: CpxProfile, card_type: str) -> Callable[[CardOptions], Emu
     return build
 
 
+def _desfire(options: CardOptions) -> EmulatedCard:
+    return open_badge(options.state, uid=options.uid, product=options.product)
+
+
 def _chipdoc(card_type: str, label: str) -> Callable[[CardOptions], EmulatedCard]:
     def build(options: CardOptions) -> EmulatedCard:
         identity = parse_identity(options.identity, card_type)
@@ -80,6 +91,7 @@ KINDS: dict[str, Callable[[CardOptions], EmulatedCard]] = {
     "cps4": _chipdoc("CPS", "CPS4v1"),
     # Inferred: what the PSI card is is not public; mie emulates it as a ChipDoc card.
     "psi": _chipdoc("PSI", "PSIv1"),
+    "desfire": _desfire,
 }
 
 
