@@ -1232,3 +1232,22 @@ def test_open_badge_without_a_file_draws_a_uid() -> None:
     assert card.state == BadgeState.blank(card.state.uid)
     with pytest.raises(ValueError, match="7 bytes"):
         open_badge(uid=b"\x04")
+
+
+@pytest.mark.pcsc
+@pytest.mark.usefixtures("pcscd")
+def test_mie_emulate_desfire_on_vpcd(tmp_path: Path) -> None:
+    # `mie emulate desfire --state` in its own process: a blank badge created in the state file,
+    # reached through pcscd as a contactless card; a change is in the file before the answer.
+    from mie.transport.pcsc import PcscConnection
+    from tests.harness import READER0, emulator_process
+
+    path = tmp_path / "badge.json"
+    with emulator_process("desfire", "--state", str(path), "--uid", UID.hex()):
+        with PcscConnection(READER0) as connection:
+            assert connection.transport is Transport.CONTACTLESS
+            session = DesfireSession(connection)
+            assert session.get_version().uid == UID
+            assert session.get_application_ids() == ()
+            session.create_application(AID, keys=5)  # blank PICC settings: free create
+    assert AID in load_state(path).applications
