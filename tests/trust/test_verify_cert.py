@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ from cryptography.x509.oid import NameOID
 
 from mie.emulation.testpki import CardIdentity, Gamme, default_rpps
 from mie.emulation.testpki import TestPki as Pki
-from mie.trust import CrlCache
+from mie.trust import CrlCache, ErrorCode, ReadOnlyCrlCache, VerificationError
+from mie.trust.cache import OfflineCrlCache
+from mie.trust.login import login_verifier
 from mie.trust.store import OperatorStore
-from tests.trust.conftest import NOW, Files, cli, make_cert, person
+from tests.trust.conftest import NOW, Files, LocalServer, cli, make_cert, person
 
 
 def verify(capsys: pytest.CaptureFixture[str], files: Files, leaf: str, *extra: str) -> Any:
@@ -370,3 +373,94 @@ def test_leaf_file_with_its_chain_uses_the_others_as_intermediates(
     )
     code, out, _ = cli(capsys, "verify-cert", swapped, *args)
     assert code == 1 and out["valid"] is False
+
+
+# verify-cert builds its verifier with login_verifier(download=False): the CRL cache is read,
+# never filled from the network; a damaged cache file is reported and moved aside.
+
+
+def test_verify_cert_never_downloads_a_crl_it_could_fetch(
+    capsys: pytest.CaptureFixture[str],
+    files: Files,
+    cps: Any,
+    crl_server: LocalServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
+    url = files.pki.crl_url(Gamme.FORT)
+    der = files.pki.crl(Gamme.FORT).public_bytes(serialization.Encoding.DER)
+    (crl_server.root / "crl" / url.rsplit("/", 1)[1]).write_bytes(der)
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    code, out, _ = verify(capsys, files, leaf, "--crl", files.arl(), "--revocation", "soft")
+    assert code == 0, out
+    assert out["revocation"] == "unknown"
+    assert not CrlCache(tmp_path / "crl").path_for(url).exists()
+    # Once `mie crl fetch` cached it, the same check is good, offline.
+    assert cli(capsys, "crl", "fetch", url, "--json")[0] == 0
+    code, out, _ = verify(capsys, files, leaf, "--crl", files.arl())
+    assert code == 0, out
+    assert out["revocation"] == "good"
+
+
+def test_damaged_cached_crl_is_reported_moved_aside_and_never_good(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    files: Files,
+    cps: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
+    url = files.pki.crl_url(Gamme.FORT)
+    path = CrlCache(tmp_path / "crl").path_for(url)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"damaged")
+    leaf = files.cert("l.pem", cps.authentication.certificate)
+    with caplog.at_level(logging.WARNING, logger="mie"):
+        code, out, _ = verify(capsys, files, leaf, "--crl", files.arl(), "--revocation", "soft")
+    assert code == 0, out
+    assert out["revocation"] == "unknown"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"Cached CRL for {url} is damaged" in w for w in warnings), warnings
+    assert path.with_suffix(".corrupt").read_bytes() == b"damaged" and not path.exists()
+    path.write_bytes(b"damaged")
+    code, out, _ = verify(capsys, files, leaf, "--crl", files.arl())
+    _expect(code, out, "revocation_unknown")
+
+
+def test_offline_cache_reads_moves_a_damaged_file_aside_and_never_downloads(
+    files: Files, cps: Any, tmp_path: Path
+) -> None:
+    url = files.pki.crl_url(Gamme.FORT)
+    cache = OfflineCrlCache(tmp_path / "c")
+    with pytest.raises(VerificationError) as caught:
+        cache.get(url)
+    assert caught.value.code is ErrorCode.REVOCATION_UNKNOWN
+    assert "never downloads" in caught.value.message
+    with pytest.raises(VerificationError) as caught:
+        cache.refresh(url)
+    assert caught.value.code is ErrorCode.REVOCATION_UNKNOWN
+    assert not (tmp_path / "c").exists()
+    (tmp_path / "c").mkdir()
+    cache.path_for(url).write_bytes(b"damaged")
+    # The read-only cache leaves the file where it is; the offline one moves it aside.
+    with pytest.raises(VerificationError):
+        ReadOnlyCrlCache(tmp_path / "c").get(url)
+    assert cache.path_for(url).exists()
+    with pytest.raises(VerificationError):
+        cache.get(url)
+    assert not cache.path_for(url).exists()
+    assert cache.path_for(url).with_suffix(".corrupt").exists()
+    # A stale cached CRL is returned as it is, for the verifier to judge.
+    stale = files.pki.crl(Gamme.FORT, this_update=NOW - dt.timedelta(days=10))
+    cache.path_for(url).write_bytes(stale.public_bytes(serialization.Encoding.DER))
+    assert cache.get(url).next_update == stale.next_update_utc
+
+
+def test_read_only_login_verifier_keeps_a_given_offline_cache(tmp_path: Path) -> None:
+    given = OfflineCrlCache(tmp_path / "c", budget=3.0)
+    verifier = login_verifier(cache=given, download=False)
+    assert verifier.crl_cache is given
+    downloading = login_verifier(cache=CrlCache(tmp_path / "c"), download=False)
+    assert type(downloading.crl_cache) is ReadOnlyCrlCache

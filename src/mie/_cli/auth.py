@@ -13,10 +13,9 @@ from typing import Any
 
 import click
 
-from mie._cli.options import Seconds
+from mie._cli.options import TrustOptions, with_trust_options
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import CliState, UsageError
-from mie._cli.trust import parse_at
 from mie.auth import Authenticator
 from mie.core.errors import (
     ApduError,
@@ -43,11 +42,8 @@ from mie.request import (
     check_origin,
 )
 from mie.result import AuthenticatorInfo, AuthResult, ErrorInfo
-from mie.trust import RevocationMode
-from mie.trust.login import REVOCATION_BUDGET_S, crl_directory, login_verifier
+from mie.trust.login import crl_directory
 from mie.verification import login
-
-REVOCATION_TIMEOUT_S = REVOCATION_BUDGET_S
 
 # The failures that end ``mie auth`` with exit 1 and their error object; any other error keeps
 # the CLI's exit code (1, or 2 for no pcscd, an unknown reader or unreadable input).
@@ -153,23 +149,8 @@ def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> 
     show_default=True,
     help="The relying party the signature is bound to: https://host[:port].",
 )
-@click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
-@click.option("--intermediate", multiple=True, help="Extra intermediate CA file (repeat).")
-@click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
-@click.option(
-    "--revocation",
-    type=click.Choice(["hard", "soft"]),
-    default="hard",
-    show_default=True,
-    help="soft: accept an unknown revocation status (reported).",
-)
-@click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time.")
-@click.option(
-    "--timeout",
-    type=Seconds(),
-    default=REVOCATION_TIMEOUT_S,
-    show_default=True,
-    help="Seconds the revocation step may take in all (every CRL/OCSP download of this login).",
+@with_trust_options(
+    "Seconds the revocation step may take in all (every CRL/OCSP download of this login)."
 )
 @json_option("Print the AuthResult as JSON.")
 @click.pass_obj
@@ -180,26 +161,13 @@ def auth(
     allow_last_try: bool,
     nonce_hex: str | None,
     origin: str,
-    trust: tuple[str, ...],
-    intermediate: tuple[str, ...],
-    crl: tuple[str, ...],
-    revocation: str,
-    at_text: str | None,
-    timeout: float,
+    trust_options: TrustOptions,
     as_json: bool,
 ) -> int:
     """Authenticate the card holder: PIN, signature of the nonce bound to the origin,
     certificate chain, revocation, identity and level."""
-    verifier = login_verifier(
-        trust=trust,
-        intermediates=intermediate,
-        crls=crl,
-        revocation=RevocationMode(revocation),
-        at=parse_at(at_text),
-        # The CRL cache downloads a missing or stale CRL, except in a replay (read-only).
-        cache=state.crl_cache(crl_directory()),
-        timeout=timeout,
-    )
+    # The CRL cache downloads a missing or stale CRL, except in a replay (read-only).
+    verifier = trust_options.verifier(state.crl_cache(crl_directory()))
     request = _request(state, nonce_hex, parse_origin(origin), allow_last_try)
     presented: AuthenticatorInfo | None = None
     authenticator: Authenticator | None = None

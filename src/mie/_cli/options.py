@@ -1,10 +1,19 @@
-"""Option types shared by the commands."""
+"""Option types and option groups shared by the commands."""
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import click
+
+from mie._cli.state import UsageError
+from mie.trust import CrlCache, RevocationMode, Verifier
+from mie.trust.login import REVOCATION_BUDGET_S, login_verifier
 
 
 class Seconds(click.ParamType):
@@ -38,3 +47,119 @@ class Seconds(click.ParamType):
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
         return "SECONDS"
+
+
+trust_file_option = click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
+"""``--trust``: extra trust anchor files."""
+crl_file_option = click.option(
+    "--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat)."
+)
+"""``--crl``: CRL or delta CRL files."""
+revocation_option = click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft"]),
+    default="hard",
+    show_default=True,
+    help="soft: accept an unknown revocation status (reported).",
+)
+"""``--revocation hard|soft``."""
+
+
+def parse_at(value: str | None) -> dt.datetime | None:
+    """:return: the ``--at`` time (ISO 8601 with a time zone), or ``None``.
+
+    :raises UsageError: not an ISO 8601 date-time, or one without a time zone.
+    """
+    if value is None:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError as e:
+        raise UsageError(f"--at {value!r} is not an ISO 8601 date-time") from e
+    if at.tzinfo is None:
+        raise UsageError(f"--at {value!r} has no time zone (add Z or +01:00)")
+    return at
+
+
+@dataclass(frozen=True)
+class TrustOptions:
+    """What ``--trust``, ``--intermediate``, ``--crl``, ``--revocation``, ``--at`` and
+    ``--timeout`` say (:func:`with_trust_options`), as given; checked when the verifier is built.
+
+    :param trust: extra trust anchor files.
+    :param intermediates: extra intermediate CA files.
+    :param crls: CRL or delta CRL files.
+    :param revocation: ``hard`` or ``soft``.
+    :param at_text: the ``--at`` text, or ``None``.
+    :param timeout: seconds the revocation step may take in all.
+    """
+
+    trust: tuple[str, ...]
+    intermediates: tuple[str, ...]
+    crls: tuple[str, ...]
+    revocation: str
+    at_text: str | None
+    timeout: float
+
+    def verifier(self, cache: CrlCache | None = None) -> Verifier:
+        """The login verifier of these options (:func:`mie.trust.login.login_verifier`).
+
+        :param cache: the CRL cache (default: the downloading one in the CRL cache directory).
+        :return: the verifier.
+        :raises UsageError: ``--at`` is not an ISO 8601 time with a time zone.
+        :raises VerificationError: ``malformed`` for a file that cannot be read.
+        """
+        return login_verifier(
+            trust=self.trust,
+            intermediates=self.intermediates,
+            crls=self.crls,
+            revocation=RevocationMode(self.revocation),
+            at=parse_at(self.at_text),
+            cache=cache,
+            timeout=self.timeout,
+        )
+
+
+def with_trust_options(timeout_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the trust options of a command that verifies a login, handed to it as one
+    ``trust_options`` argument (:class:`TrustOptions`).
+
+    :param timeout_help: the help of ``--timeout``.
+    :return: the decorator.
+    """
+    options = (
+        trust_file_option,
+        click.option("--intermediate", multiple=True, help="Extra intermediate CA file (repeat)."),
+        crl_file_option,
+        revocation_option,
+        click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time."),
+        click.option(
+            "--timeout",
+            type=Seconds(),
+            default=REVOCATION_BUDGET_S,
+            show_default=True,
+            help=timeout_help,
+        ),
+    )
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def collect(
+            *args: Any,
+            trust: tuple[str, ...],
+            intermediate: tuple[str, ...],
+            crl: tuple[str, ...],
+            revocation: str,
+            at_text: str | None,
+            timeout: float,
+            **kwargs: Any,
+        ) -> Any:
+            given = TrustOptions(trust, intermediate, crl, revocation, at_text, timeout)
+            return command(*args, trust_options=given, **kwargs)
+
+        decorated: Callable[..., Any] = collect
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorate

@@ -8,23 +8,28 @@ from typing import Any
 
 import click
 
-from mie._cli.options import Seconds
+from mie._cli.options import (
+    Seconds,
+    crl_file_option,
+    parse_at,
+    revocation_option,
+    trust_file_option,
+)
 from mie._cli.output import emit_json, emit_table, json_option, warn
 from mie._cli.state import UsageError
 from mie.policy import MieKind, Proof
 from mie.trust import (
     CrlCache,
     CrlIndex,
-    CrlSet,
     RevocationMode,
     TrustStore,
     Usage,
     VerificationError,
     VerificationResult,
-    VerifierBuilder,
     load_certificates,
 )
-from mie.trust.login import certificate_report, crl_directory, load_trust_files, read_input
+from mie.trust.cache import OfflineCrlCache
+from mie.trust.login import certificate_report, crl_directory, login_verifier, read_input
 from mie.trust.store import (
     OperatorStore,
     classify,
@@ -33,20 +38,6 @@ from mie.trust.store import (
     imported_as_test,
     operator_directory,
 )
-from mie.trust.verify import crl_urls
-
-
-def parse_at(value: str | None) -> dt.datetime | None:
-    """:return: the ``--at`` time (ISO 8601 with a time zone), or ``None``."""
-    if value is None:
-        return None
-    try:
-        at = dt.datetime.fromisoformat(value)
-    except ValueError as e:
-        raise UsageError(f"--at {value!r} is not an ISO 8601 date-time") from e
-    if at.tzinfo is None:
-        raise UsageError(f"--at {value!r} has no time zone (add Z or +01:00)")
-    return at
 
 
 @click.command("verify-cert")
@@ -57,8 +48,8 @@ def parse_at(value: str | None) -> dt.datetime | None:
     help="Untrusted CA certificate file (repeat). Certificates after the first in LEAF are "
     "used the same way.",
 )
-@click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
-@click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
+@trust_file_option
+@crl_file_option
 @click.option("--at", "at_text", help="Verify at this ISO 8601 time (with time zone).")
 @click.option(
     "--usage",
@@ -67,13 +58,7 @@ def parse_at(value: str | None) -> dt.datetime | None:
     show_default=True,
     help="What the certificate's key is for: auth (authentication) or sign (signature).",
 )
-@click.option(
-    "--revocation",
-    type=click.Choice(["hard", "soft"]),
-    default="hard",
-    show_default=True,
-    help="soft: accept an unknown revocation status (reported).",
-)
+@revocation_option
 @json_option()
 def verify_cert(
     leaf: str,
@@ -128,36 +113,19 @@ def _verify(
     # A server keeps its certificate and the chain in one PEM: the first is the leaf, the
     # others may complete the path like --intermediate files.
     leaf_cert, *bundled = load_certificates(read_input(leaf), leaf)
-    extra, pool, crl_set = load_trust_files(trust, intermediates, crls)
-    pool = [*bundled, *pool]
-    store = TrustStore.default().with_anchors(extra)
-    # Any certificate of the path may come from the store; each may have a cached CRL.
-    _add_cached_crls(crl_set, [leaf_cert, *pool, *store.intermediates])
-    builder = (
-        VerifierBuilder()
-        .store(store)
-        .usage(usage)
-        .revocation(RevocationMode(revocation))
-        .crls(crl_set)
+    verifier = login_verifier(
+        trust=trust,
+        intermediates=intermediates,
+        crls=crls,
+        usage=usage,
+        revocation=RevocationMode(revocation),
+        at=at,
+        # CRLs cached by `mie crl fetch` or `mie auth` are used offline, never downloaded; a
+        # damaged file is reported (a warning), moved aside, and its status stays unknown.
+        cache=OfflineCrlCache(crl_directory()),
+        download=False,
     )
-    if at is not None:
-        builder = builder.time(at)
-    return builder.build().verify(leaf_cert, pool)
-
-
-def _add_cached_crls(crl_set: CrlSet, certs: list[Any]) -> None:
-    # CRLs fetched earlier with `mie crl fetch` are used offline; a damaged cache file is
-    # reported and skipped (the certificate's status then stays unknown, never good).
-    cache = CrlCache(crl_directory())
-    urls = dict.fromkeys(url for cert in certs for url in crl_urls(cert))
-    for url in urls:
-        try:
-            cached = cache.load(url)
-        except VerificationError as e:
-            warn(f"mie: warning: {e.message}")
-            continue
-        if cached is not None:
-            crl_set.add(cached)
+    return verifier.verify(leaf_cert, bundled)
 
 
 def _fill(report: dict[str, Any], result: VerificationResult, usage: Usage, leaf: str) -> None:

@@ -16,22 +16,18 @@ from __future__ import annotations
 import click
 
 from mie._cli.auth import (
-    REVOCATION_TIMEOUT_S,
     AuthFailedError,
     failure_result,
     parse_nonce,
     parse_origin,
     print_result,
 )
-from mie._cli.options import Seconds
+from mie._cli.options import TrustOptions, with_trust_options
 from mie._cli.output import emit_json, json_option
-from mie._cli.trust import parse_at
 from mie.core.errors import JsonFormatError, MieError
 from mie.evidence import load_evidence_file
 from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from mie.result import AuthenticatorInfo
-from mie.trust import RevocationMode
-from mie.trust.login import login_verifier
 from mie.verification import Expected, verify_evidence
 
 
@@ -46,50 +42,20 @@ from mie.verification import Expected, verify_evidence
 @click.option(
     "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
 )
-@click.option("--trust", multiple=True, help="Extra trust anchor file (repeat).")
-@click.option("--intermediate", multiple=True, help="Extra intermediate CA file (repeat).")
-@click.option("--crl", multiple=True, help="CRL or delta CRL file, PEM or DER (repeat).")
-@click.option(
-    "--revocation",
-    type=click.Choice(["hard", "soft"]),
-    default="hard",
-    show_default=True,
-    help="soft: accept an unknown revocation status (reported).",
-)
-@click.option("--at", "at_text", help="Check the certificate at this ISO 8601 time.")
-@click.option(
-    "--timeout",
-    type=Seconds(),
-    default=REVOCATION_TIMEOUT_S,
-    show_default=True,
-    help="Seconds the revocation step may take in all (every CRL/OCSP download).",
-)
+@with_trust_options("Seconds the revocation step may take in all (every CRL/OCSP download).")
 @json_option("Print the AuthResult as JSON.")
 def verify_evidence_command(
     file: str,
     nonce_hex: str,
     origin: str,
-    trust: tuple[str, ...],
-    intermediate: tuple[str, ...],
-    crl: tuple[str, ...],
-    revocation: str,
-    at_text: str | None,
-    timeout: float,
+    trust_options: TrustOptions,
     as_json: bool,
 ) -> int:
     """Verify FILE, saved `mie auth --json` output or an evidence object, for the nonce and
     origin given: signature, binding to nonce and origin, certificate chain, revocation,
     identity and level."""
     expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
-    verifier = login_verifier(
-        trust=trust,
-        intermediates=intermediate,
-        crls=crl,
-        revocation=RevocationMode(revocation),
-        at=parse_at(at_text),
-        download=True,
-        timeout=timeout,
-    )
+    verifier = trust_options.verifier()
     authenticator: AuthenticatorInfo | None = None
     try:
         evidence, authenticator = load_evidence_file(file)

@@ -307,10 +307,38 @@ def _quarantine(path: Path, damaged: _Stamp) -> None:
             pass  # a concurrent clean_temporary() took it
 
 
-class ReadOnlyCrlCache(CrlCache):
+class OfflineCrlCache(CrlCache):
+    """A CRL cache that never downloads (``mie verify-cert``: a check offline, from what
+    ``mie crl fetch`` or ``mie auth`` cached).
+
+    A CRL not in the cache, or damaged, is ``revocation_unknown``; a damaged file is moved aside
+    as ``*.corrupt``, as :class:`CrlCache` does, so the next download replaces it; a stale one is
+    returned as it is, for the verifier to judge.
+    """
+
+    def refresh(self, url: str) -> CrlIndex:
+        """Never downloads.
+
+        :raises VerificationError: always, ``revocation_unknown``.
+        """
+        raise _unknown(f"Not downloading {url}: this check uses the CRL cache only")
+
+    def get(self, url: str, at: dt.datetime | None = None) -> CrlIndex:
+        """The cached CRL for ``url``, whatever its nextUpdate.
+
+        :raises VerificationError: ``revocation_unknown`` when it is not cached or damaged.
+        """
+        cached = self.load(url)
+        if cached is None:
+            raise _unknown(
+                f"No cached CRL for {url} (this check never downloads; run: mie crl fetch {url})"
+            )
+        return cached
+
+
+class ReadOnlyCrlCache(OfflineCrlCache):
     """A CRL cache that only reads: it never downloads, and never writes, moves or removes a
-    file (``mie verify-cert`` and ``mie replay`` use it, so a check offline, or a shared vector,
-    cannot change the machine).
+    file (``mie replay`` uses it, so a shared vector cannot change the machine).
 
     A CRL not in the cache, or damaged, is ``revocation_unknown``; a stale one is returned
     as it is, for the verifier to judge.
@@ -333,25 +361,6 @@ class ReadOnlyCrlCache(CrlCache):
         except VerificationError as e:
             raise _unknown(f"Cached CRL for {url} is damaged: {e.message}") from e
 
-    def refresh(self, url: str) -> CrlIndex:
-        """Never downloads.
-
-        :raises VerificationError: always, ``revocation_unknown``.
-        """
-        raise _unknown(f"Not downloading {url}: this check uses the CRL cache only")
-
-    def get(self, url: str, at: dt.datetime | None = None) -> CrlIndex:
-        """The cached CRL for ``url``, whatever its nextUpdate.
-
-        :raises VerificationError: ``revocation_unknown`` when it is not cached or damaged.
-        """
-        cached = self.load(url)
-        if cached is None:
-            raise _unknown(
-                f"No cached CRL for {url} (this check never downloads; run: mie crl fetch {url})"
-            )
-        return cached
-
     def clean_temporary(self) -> int:
         """Removes nothing. :return: 0."""
         return 0
@@ -361,6 +370,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "MAX_DOWNLOAD_S",
     "CrlCache",
+    "OfflineCrlCache",
     "ReadOnlyCrlCache",
     "atomic_write",
     "fetch_url",

@@ -25,7 +25,7 @@ from cryptography import x509
 
 from mie.core.paths import user_dir
 from mie.policy import AssuranceLevel, LevelPolicy, Proof, decide
-from mie.trust.cache import CrlCache, ReadOnlyCrlCache
+from mie.trust.cache import CrlCache, OfflineCrlCache, ReadOnlyCrlCache
 from mie.trust.crl import CrlIndex, CrlSet, RevocationStatus
 from mie.trust.errors import malformed
 from mie.trust.identity import Identity, identity_from_certificate
@@ -118,7 +118,9 @@ def login_verifier(
         a budget, it gets ``timeout`` as its budget.
     :param download: fetch missing or stale CRLs from their distribution points; ``False``
         reads the cache only (:class:`~mie.trust.cache.ReadOnlyCrlCache`, the default cache
-        then) and never writes it.
+        then) and never writes it; a given cache that never downloads
+        (:class:`~mie.trust.cache.OfflineCrlCache`) is used as it is, any other is made
+        read-only.
     :param timeout: seconds all the downloads of one verification may take together.
     :param store: the trust store to extend (default :meth:`TrustStore.default`).
     :return: the verifier.
@@ -130,7 +132,7 @@ def login_verifier(
     if cache is None:
         kind = CrlCache if download else ReadOnlyCrlCache
         cache = kind(crl_directory())
-    elif not download and not isinstance(cache, ReadOnlyCrlCache):
+    elif not download and not isinstance(cache, OfflineCrlCache):
         cache = ReadOnlyCrlCache(cache.directory, cache.timeout, cache.max_bytes, cache.budget)
     if cache.budget is None:
         cache = dataclasses.replace(cache, budget=timeout)
