@@ -700,7 +700,7 @@ def test_originality_flipped_uid_bit_fails(name: str, uid: str, signature: str) 
     with pytest.raises(OriginalitySignatureError) as info:
         crypto.verify_originality_signature(bytes(flipped), h(signature))
     assert isinstance(info.value, SignatureInvalidError)
-    assert info.value.code is ErrorCode.SIGNATURE_INVALID
+    assert info.value.code is ErrorCode.NOT_GENUINE
 
 
 @pytest.mark.parametrize(("name", "uid", "signature"), ORIGINALITY_SAMPLES)

@@ -591,3 +591,25 @@ def test_91ae_to_either_handshake_message_is_an_authentication_error(step: int) 
     session, _ = new_session(script, RND_A)
     with pytest.raises(DesfireAuthenticationError):
         session.authenticate_ev2_first(0, K0)
+
+
+def test_the_badge_errors_carry_the_d8_codes() -> None:
+    from mie.core import errors as core
+    from mie.core.errors import MieError
+    from mie.desfire import errors
+
+    assert errors.ResponseIntegrityError is core.ResponseIntegrityError
+    assert issubclass(errors.ResponseIntegrityError, SecureMessagingError)
+    expected: dict[type[MieError], str] = {
+        errors.DesfireAuthenticationError: "key_mismatch",
+        errors.CardCryptogramError: "suspected_clone",
+        errors.ResponseIntegrityError: "integrity_error",
+        errors.RecordUntrustedError: "record_untrusted",
+        errors.RecordCopiedError: "record_copied",
+        errors.OriginalitySignatureError: "not_genuine",
+        errors.LegacyCryptoError: "legacy_crypto",
+        errors.DesfireStatusError: "card_error",
+        errors.DesfireInputError: "malformed",
+    }
+    assert {kind: kind.code for kind in expected} == expected
+    assert issubclass(errors.LegacyCryptoError, core.UnsupportedCardError)

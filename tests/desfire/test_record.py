@@ -385,7 +385,7 @@ def test_an_edited_record_is_a_bad_signature(
     with pytest.raises(RecordUntrustedError) as caught:
         verify(signed, [authority])
     assert caught.value.reason == RecordUntrustedError.BAD_SIGNATURE
-    assert caught.value.code is ErrorCode.UNTRUSTED
+    assert caught.value.code is ErrorCode.RECORD_UNTRUSTED
 
 
 @pytest.mark.parametrize("position", [0, 31, 32, 63])

@@ -70,6 +70,15 @@ CONTRACT_CODES = {
     "reader_error",
     "nonce_mismatch",
     "origin_mismatch",
+    # DESFire badges and their relay (issue 9, plan D8).
+    "key_mismatch",
+    "suspected_clone",
+    "integrity_error",
+    "record_untrusted",
+    "record_copied",
+    "not_genuine",
+    "legacy_crypto",
+    "relay_refused",
     "usage",
 }
 

@@ -46,6 +46,15 @@ class ErrorCode(StrEnum):
     READER_ERROR = "reader_error"
     NONCE_MISMATCH = "nonce_mismatch"
     ORIGIN_MISMATCH = "origin_mismatch"
+    # DESFire badges and their relay (issue 9).
+    KEY_MISMATCH = "key_mismatch"
+    SUSPECTED_CLONE = "suspected_clone"
+    INTEGRITY_ERROR = "integrity_error"
+    RECORD_UNTRUSTED = "record_untrusted"
+    RECORD_COPIED = "record_copied"
+    NOT_GENUINE = "not_genuine"
+    LEGACY_CRYPTO = "legacy_crypto"
+    RELAY_REFUSED = "relay_refused"
     # The command line could not be carried out as given.
     USAGE = "usage"
 
@@ -107,6 +116,14 @@ class SecureMessagingError(MieError):
     not decode. The channel is dropped."""
 
     code = ErrorCode.CARD_ERROR
+
+
+class ResponseIntegrityError(SecureMessagingError):
+    """A protected response does not verify: its MAC, CRC or padding is wrong, it is too short
+    for its MAC, it was replayed, or the command counter would overflow. No data is returned and
+    the channel is dropped."""
+
+    code = ErrorCode.INTEGRITY_ERROR
 
 
 class PinFormatError(MieError, ValueError):

@@ -1,8 +1,10 @@
 """Exceptions specific to MIFARE DESFire badges.
 
-A response MAC that does not verify, or a cryptogram that does not decode, raises
-:class:`mie.errors.SecureMessagingError`, shared with every secure channel of :mod:`mie`.
-No message here ever contains key material: only lengths and names.
+A response MAC that does not verify raises :class:`ResponseIntegrityError` (``integrity_error``,
+defined in :mod:`mie.core.errors` and shared with every secure channel), a badge that refuses the
+reader's cryptogram :class:`DesfireAuthenticationError` (``key_mismatch``), a badge whose answer
+does not carry RndA' :class:`CardCryptogramError` (``suspected_clone``). No message here ever
+contains key material: only lengths and names.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from mie.core.errors import (
     MieError,
     SecureMessagingError,
     SignatureInvalidError,
+    UnsupportedCardError,
 )
+from mie.core.errors import ResponseIntegrityError as ResponseIntegrityError
 
 
 class DesfireError(MieError):
@@ -36,10 +40,10 @@ class OriginalitySignatureError(SignatureInvalidError):
     """The originality signature of a badge has the wrong length or verifies with none of the
     trusted NXP (or injected) public keys: the chip is not shown to be a genuine NXP chip."""
 
+    code = ErrorCode.NOT_GENUINE
+
 
 # --- Identity record (issue 9, item 4, WP-A) ------------------------------------------------
-# The contract codes record_untrusted / record_copied (plan D8) are not in ErrorCode yet: these
-# classes use the closest existing codes until they are.
 
 
 class RecordFormatError(DesfireError, ValueError):
@@ -58,7 +62,7 @@ class RecordUntrustedError(DesfireError):
     :param message: one line.
     """
 
-    code = ErrorCode.UNTRUSTED
+    code = ErrorCode.RECORD_UNTRUSTED
     UNKNOWN_AUTHORITY = "unknown_authority"
     BAD_SIGNATURE = "bad_signature"
 
@@ -75,7 +79,7 @@ class RecordCopiedError(DesfireError):
     :param message: one line.
     """
 
-    code = ErrorCode.SIGNATURE_INVALID
+    code = ErrorCode.RECORD_COPIED
     UID = "uid"
     AID = "aid"
 
@@ -109,14 +113,19 @@ class DesfireAuthenticationError(DesfireStatusError):
     enrolled under another master key, not enrolled, a wrong key number); the badge is
     untouched."""
 
+    code = ErrorCode.KEY_MISMATCH
+
 
 class CardCryptogramError(SecureMessagingError, DesfireError):
     """The badge's answer to an authentication does not prove it knows the key: RndA' is not
     RndA rotated (a reader impersonated, or a clone). A secure channel that failed to open, so
     a failed check (exit 1), as a MAC that does not verify."""
 
+    code = ErrorCode.SUSPECTED_CLONE
 
-class ResponseIntegrityError(SecureMessagingError):
-    """A protected response does not verify: its MAC, CRC or padding is wrong, it is too short
-    for its MAC, it was replayed, or the command counter would overflow. No data is returned and
-    the channel is dropped."""
+
+class LegacyCryptoError(UnsupportedCardError, DesfireError):
+    """The badge's application uses DES/3DES keys and the caller did not opt in to legacy
+    crypto (``BadgeConfig.legacy``); nothing was authenticated."""
+
+    code = ErrorCode.LEGACY_CRYPTO
