@@ -171,7 +171,7 @@ def test_nfc_connection_without_a_card_is_no_card() -> None:
         assert time.monotonic() - started < 10
 
 
-def test_nfc_connection_card_gone_is_a_typed_error() -> None:
+def test_nfc_connection_card_gone_is_typed() -> None:
     from mie.transport.nfc import NfcConnection
 
     target = UdpTypeATarget(badge(), port=0).start()
@@ -214,7 +214,9 @@ def test_emulate_desfire_over_nfc(tmp_path: Path) -> None:
         ["emulate", "iso7816", "--product", "ev1"],
     ],
 )
-def test_emulate_desfire_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_emulate_desfire_bad_usage_is_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from mie._cli.__main__ import run
 
     assert run(argv) == 2
