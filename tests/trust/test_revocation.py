@@ -288,6 +288,28 @@ def test_no_naive_datetimes(files: Files) -> None:
     assert index.next_update.tzinfo is not None
 
 
+def test_a_newer_cached_crl_that_lists_the_card_wins_over_a_given_good_one(
+    files: Files, cps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A --crl file that covers the card without listing it needs no download, but what the
+    # cache already holds is still read: revoked by any current CRL is revoked.
+    def fetch(url: str, **_: Any) -> bytes:
+        raise AssertionError(f"downloaded {url}")
+
+    monkeypatch.setattr("mie.trust.cache.fetch_url", fetch)
+    serial = cps.authentication.certificate.serial_number
+    crls = _with_arl(files)
+    older = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    crls.add(CrlIndex.from_bytes(_der(files.pki.crl(Gamme.FORT, [], this_update=older)), "c"))
+    cache = CrlCache(tmp_path / "cache", timeout=5)
+    cached = cache.path_for(files.pki.crl_url(Gamme.FORT))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(_der(files.pki.crl(Gamme.FORT, [serial])))
+    with pytest.raises(VerificationError) as info:
+        _verify(files, cps.authentication.certificate, crls, crl_cache=cache)
+    assert info.value.code is ErrorCode.REVOKED
+
+
 @pytest.mark.parametrize("revoked", [True, False], ids=["revoked", "good"])
 def test_given_crl_answers_without_download(
     files: Files, cps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revoked: bool

@@ -362,11 +362,27 @@ class Verifier:
         # The CRL files the caller gave answer first, as a cached copy that is not stale would:
         # a current CRL of the issuer that revokes the certificate, or covers it without listing
         # it, needs no download (and no warning when its distribution point is unreachable).
-        # Only what they leave unknown is fetched and merged with them.
+        # A "good" from them is still merged with what the cache already holds (a newer CRL
+        # there may list the card: revoked by any CRL is revoked). Only what they leave unknown
+        # is fetched.
         given = crl_status(cert, issuer, at, self.crls)
-        if given.status is not RevocationStatus.UNKNOWN:
+        if given.status is RevocationStatus.REVOKED:
             return given
+        if given.status is RevocationStatus.GOOD:
+            return crl_status(cert, issuer, at, self._with_cached(cert, cache))
         return crl_status(cert, issuer, at, self._with_fetched(cert, at, cache))
+
+    def _with_cached(self, cert: x509.Certificate, cache: CrlCache) -> CrlSet:
+        merged = CrlSet.of(self.crls)
+        for url in crl_urls(cert):
+            try:
+                cached = cache.load(url)
+            except VerificationError as e:
+                logger.warning("Cached CRL of %s not used: %s", url, e.message)
+                continue
+            if cached is not None:
+                merged.add(cached)
+        return merged
 
     def _with_fetched(self, cert: x509.Certificate, at: dt.datetime, cache: CrlCache) -> CrlSet:
         merged = CrlSet.of(self.crls)
