@@ -85,6 +85,7 @@ FRAGMENTS = {
 VERBATIM = {
     # The wording of Python's own AttributeError for a module, which tools look for.
     ("mie/__init__.py", "AttributeError"),
+    ("mie/desfire/__init__.py", "AttributeError"),
 }
 """Messages that copy Python's wording: ``(file, exception)``."""
 
@@ -187,23 +188,10 @@ def test_reason_fragments_start_in_lower_case() -> None:
     assert style_problems(Message("mie/__init__.py:1", "AttributeError", "module 'mie'")) == []
 
 
-# Packages of issue 9 that landed while issue 8 set the first-word rule; reported to their
-# builders by the issue 8 review (R1). Remove a prefix once its messages follow the rule.
-PENDING = ("mie/desfire/", "mie/store/")
-
-
-def _problems(pending: bool) -> list[str]:
-    return [
+def test_every_message_is_in_the_house_style() -> None:
+    problems = [
         f"{m.where}: {m.exception}({m.text!r}): {', '.join(p)}"
         for m in package_messages()
-        if m.where.startswith(PENDING) is pending and (p := style_problems(m))
+        if (p := style_problems(m))
     ]
-
-
-def test_every_message_is_in_the_house_style() -> None:
-    assert _problems(pending=False) == []
-
-
-@pytest.mark.xfail(strict=True, reason="issue 9 messages start in lower case (see PENDING)")
-def test_the_pending_packages_are_in_the_house_style() -> None:
-    assert _problems(pending=True) == []
+    assert problems == []

@@ -225,7 +225,7 @@ def diversify_aes128(master_key: bytes, diversification_input: bytes) -> bytes:
     _require_length("master key", master_key, KEY_SIZE)
     if not 1 <= len(diversification_input) <= MAX_DIVERSIFICATION_INPUT:
         raise DesfireInputError(
-            f"diversification input must be 1..31 bytes, got {len(diversification_input)}"
+            f"Diversification input must be 1..31 bytes, got {len(diversification_input)}"
         )
     message = _AN10922_AES128 + diversification_input
     if len(message) == 2 * BLOCK_SIZE:
@@ -358,7 +358,7 @@ def ev2_truncate_mac(full_cmac: bytes) -> bytes:
 
 def _counter(cmd_ctr: int) -> bytes:
     if not 0 <= cmd_ctr <= MAX_CMD_CTR:
-        raise DesfireInputError(f"command counter must be 0..65535, got {cmd_ctr}")
+        raise DesfireInputError(f"Command counter must be 0..65535, got {cmd_ctr}")
     return cmd_ctr.to_bytes(2, "little")
 
 
@@ -493,7 +493,7 @@ class OriginalityKey:
         :raises DesfireInputError: when the key is on another curve.
         """
         if not isinstance(key.curve, ec.SECP224R1):
-            raise DesfireInputError(f"originality key must be on secp224r1, not {key.curve.name}")
+            raise DesfireInputError(f"Originality key must be on secp224r1, not {key.curve.name}")
         return cls(name, key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint))
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
@@ -503,7 +503,7 @@ class OriginalityKey:
             return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP224R1(), self.point)
         except ValueError as e:
             raise DesfireInputError(
-                f"originality key {self.name!r} is not a secp224r1 point"
+                f"Originality key {self.name!r} is not a secp224r1 point"
             ) from e
 
 
@@ -581,7 +581,7 @@ def verify_originality_signature(
     digest = originality_digest(uid)
     if len(signature) != ORIGINALITY_SIGNATURE_SIZE:
         raise OriginalitySignatureError(
-            f"originality signature must be 56 bytes, got {len(signature)}"
+            f"Originality signature must be 56 bytes, got {len(signature)}"
         )
     r = int.from_bytes(signature[:_SECP224R1_SCALAR], "big")
     s = int.from_bytes(signature[_SECP224R1_SCALAR:], "big")
@@ -594,5 +594,5 @@ def verify_originality_signature(
             continue
         return key
     raise OriginalitySignatureError(
-        f"originality signature verifies with none of the {len(keys)} trusted keys"
+        f"Originality signature verifies with none of the {len(keys)} trusted keys"
     )
