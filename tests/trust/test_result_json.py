@@ -347,22 +347,10 @@ def _auth_failed() -> MieError:
     return AuthFailedError({"code": "revoked", "message": "Revoked"})
 
 
-# mie.store (issue 9) landed with error classes that have no contract code; reported by the
-# issue 8 review (R1). Remove the prefix once they carry one.
-_PENDING = ("mie.store.",)
-
-
-def test_the_pending_modules_have_contract_codes() -> None:
-    pending = [k for k in _all_error_classes() if k.__module__.startswith(_PENDING)]
-    missing = sorted(k.__name__ for k in pending if not isinstance(k.code, ErrorCode))
-    if missing:
-        pytest.xfail(f"issue 9 error classes without a code: {', '.join(missing)}")
-
-
 def test_every_error_class_of_the_package_has_a_contract_code() -> None:
     # ErrorInfo.from_exception raises ValueError for an error without a code: there is none, in
     # any module (a new class without a code fails here, not in a user's failure result).
-    classes = {k for k in _all_error_classes() if not k.__module__.startswith(_PENDING)}
+    classes = set(_all_error_classes())
     assert len(classes) >= 28
     for kind in sorted(classes, key=lambda k: k.__name__):
         if kind.__name__ in _PER_INSTANCE:
