@@ -4,6 +4,7 @@ that reads back exactly what to_json wrote and refuses any other shape."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from mie.core.errors import (
     EvidenceFormatError,
     InvalidPinError,
     MieError,
+    NoCardError,
     NonceMismatchError,
     SignatureInvalidError,
 )
@@ -151,6 +153,12 @@ def test_result_invariants() -> None:
         AuthResult(valid=True, revocation=RevocationStatus.GOOD)
     listed = AuthResult(valid=True, reasons=["a", "b"])  # type: ignore[arg-type]
     assert listed.reasons == ("a", "b")
+    # Immutable: a result handed to an IAM cannot be turned valid, or given a level, later.
+    failed = AuthResult.failure(NoCardError("No card"), None)
+    for field, value in (("valid", True), ("level", AssuranceLevel.SUBSTANTIAL)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(failed, field, value)
+    assert failed.valid is False and failed.level is None
 
 
 def test_identification_json_and_deprecated_card(cps: CardCredentials) -> None:
