@@ -337,6 +337,7 @@ def test_a_record_signed_by_another_authority_is_unknown(
         verify(IdentityRecord.parse(theirs), [authority])
     assert caught.value.reason == RecordUntrustedError.UNKNOWN_AUTHORITY
     assert key_id(OUTSIDER).hex() in str(caught.value)
+    assert caught.value.code is ErrorCode.RECORD_UNTRUSTED
     # The outsider's own verifier accepts it: the refusal is about trust, not format.
     outsider = AuthorityKey.of(OUTSIDER.public_key(), "outsider")
     assert verify(IdentityRecord.parse(theirs), [authority, outsider]) is outsider
@@ -458,6 +459,7 @@ def test_a_record_copied_to_another_uid(provider: SoftwareKeyProvider) -> None:
     with pytest.raises(RecordCopiedError) as caught:
         check_binding(_signed(provider).record, uid=other, aid=AID)
     assert caught.value.reason == RecordCopiedError.UID
+    assert caught.value.code is ErrorCode.RECORD_COPIED
     assert str(caught.value) == (
         "The record was issued for badge 04a1b2c3d4e5f6, this badge is 04a1b2c3d4e5f7"
     )
