@@ -289,7 +289,8 @@ def test_neither_pin_key_nor_input_appears_in_logs_repr_or_errors(
     softhsm: SoftHsm, label: str, master: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = secrets.token_bytes(20)
-    caplog.set_level(1)
+    # The "mie" logger's own level may have been set by an in-process CLI run of another test.
+    caplog.set_level(1, logger="mie")
     with open_provider(softhsm) as provider:
         derived = provider.diversify(label, data)
         with pytest.raises(MieError) as caught:

@@ -118,7 +118,7 @@ def test_a_closed_provider_refuses_every_operation() -> None:
 
 
 def test_the_repr_and_the_logs_name_labels_only(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(1)
+    caplog.set_level(1, logger="mie")
     provider = SoftwareKeyProvider({"badge-master": VECTOR_MASTER})
     derived = provider.diversify("badge-master", VECTOR_INPUT)
     shown = repr(provider) + caplog.text
@@ -201,7 +201,7 @@ def test_a_missing_key_file_or_a_directory_is_a_key_file_error(tmp_path: Path) -
 
 
 def test_loading_a_key_file_logs_no_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="mie")
     SoftwareKeyProvider.from_file(write_key_file(tmp_path / "k.json", key_file_document()))
     assert VECTOR_MASTER.hex() not in caplog.text.lower()
     assert SCALAR not in caplog.text.lower()
