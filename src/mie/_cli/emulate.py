@@ -14,6 +14,7 @@ from mie._cli.output import warn
 from mie._cli.state import UsageError
 from mie.cards.cpx import CPX_PIN
 from mie.core.errors import JsonFormatError
+from mie.emulation.base import EmulatedCard
 from mie.emulation.crlserver import CRL_PORT, CrlServer
 from mie.emulation.desfire import PRODUCTS, EmulatedDesfire, open_badge
 from mie.emulation.nfc_target import UdpTypeATarget
@@ -133,6 +134,17 @@ def emulate(
         chain = (options.pki_dir or default_pki_dir()) / CHAIN_FILE
         warn(f"TEST PKI: to let mie auth trust it, once: mie trust import {chain} --test")
     crl_server = _serve_crls(options, crl_port) if kind != "iso7816" and crl_port else None
+    try:
+        return _serve_vpcd(card, kind, port, observer, stall_after)
+    finally:
+        if crl_server is not None:
+            crl_server.stop()
+
+
+def _serve_vpcd(
+    card: EmulatedCard, kind: str, port: int, observer: TraceWriter | None, stall_after: int | None
+) -> int:
+    """Present ``card`` on vpcd until a signal stops it; a vpcd failure is a usage error."""
     host = VpcdHost(
         card,
         port=port,
@@ -149,8 +161,6 @@ def emulate(
         host.serve_forever()
     finally:
         notice.cancel()
-        if crl_server is not None:
-            crl_server.stop()
     if host.error is not None:
         raise UsageError(f"--port {port}: {host.error}")
     return 0
@@ -242,25 +252,7 @@ def _emulate_desfire(
             raise UsageError("--trace, --stall-after: with vpcd only, not with --nfc")
         return _serve_nfc(card, *_nfc_address(nfc))
     observer = _trace_writer(trace, "desfire", card.atr) if trace else None
-    host = VpcdHost(
-        card,
-        port=port,
-        observer=observer,
-        silence_timeout=_SILENCE_TIMEOUT,
-        stall_after=stall_after,
-    )
-    _stop_on_signals(host)
-    warn(f"Emulating desfire on vpcd 127.0.0.1:{port}; Ctrl-C to stop.")
-    notice = threading.Timer(_NOTICE_AFTER, _notice_if_waiting, (host, port))
-    notice.daemon = True
-    notice.start()
-    try:
-        host.serve_forever()
-    finally:
-        notice.cancel()
-    if host.error is not None:
-        raise UsageError(f"--port {port}: {host.error}")
-    return 0
+    return _serve_vpcd(card, "desfire", port, observer, stall_after)
 
 
 def _serve_nfc(card: EmulatedDesfire, host: str, port: int) -> int:
