@@ -16,13 +16,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mie.core import strictjson
+from mie.core.channel import CommMode
+from mie.core.connection import SmartCardConnection, Transport
+from mie.core.errors import MieError
 from mie.desfire.config import BadgeConfig, UidSource
 from mie.desfire.evidence import BadgeScheme, DesfireSessionEvidence, TranscriptExchange
 from mie.desfire.record import AuthorityKey, IdentityRecord, check_binding, verify
+from mie.desfire.session import DesfireSession
+from mie.emulation.desfire import EmulatedDesfire
+from mie.emulation.desfire_state import BadgeState, decode_state, encode_state, personalise
 from mie.evidence import MAX_EVIDENCE_BYTES, Evidence
 from mie.keys import SoftwareKeyProvider
 from tests.fuzz.context import Context
-from tests.fuzz.harness import OracleViolation, Run, Target, scratch, swallow
+from tests.fuzz.harness import OracleViolation, Reader, Run, Target, records, scratch, swallow
 
 _AUTHORITY = ec.derive_private_key(0x1D5A_7E57_F022, ec.SECP256R1())
 _LABEL = "mie-authority"
@@ -172,6 +178,127 @@ def _evidence_prepare(context: Context) -> Run:
     return run
 
 
+# --- the session on a badge's answers ---------------------------------------------------------
+
+_KEY = bytes(16)
+_SESSION_CALLS = (
+    lambda s: s.get_version(),
+    lambda s: s.read_signature(),
+    lambda s: s.select_application(_AID),
+    lambda s: s.authenticate_ev2_first(1, _KEY),
+    lambda s: s.get_card_uid(),
+    lambda s: s.authenticate_ev2_non_first(2, _KEY),
+    lambda s: s.read_data(1, mode=CommMode.FULL),
+    lambda s: s.get_file_settings(1),
+    lambda s: s.authenticate_aes(0, _KEY),
+    lambda s: s.read_data(1, 0, 16, mode=CommMode.MAC),
+    lambda s: s.write_data(1, b"x" * 70, mode=CommMode.FULL),
+    lambda s: s.get_key_settings(),
+    lambda s: s.get_application_ids(),
+)
+
+
+class _Answers(SmartCardConnection):
+    """A badge (or relay, or replay file) answering with the input: records of data + SW."""
+
+    def __init__(self, data: bytes) -> None:
+        self.reader = Reader(data)
+
+    @property
+    def transport(self) -> Transport:
+        return Transport.CONTACTLESS
+
+    @property
+    def atr(self) -> bytes | None:
+        return None
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        answer = self.reader.record()
+        if answer is None or len(answer) < 2:
+            return b"", 0x91AE
+        return answer[:-2], int.from_bytes(answer[-2:], "big")
+
+
+def _session_seeds(context: Context) -> list[bytes]:
+    version = [
+        bytes.fromhex("04010133001a0591af"),
+        bytes.fromhex("04010103001a0591af"),
+        bytes(14) + b"\x91\x00",
+    ]
+    return [records(version), records([b"\x91\x00"] * 8), records([bytes(17) + b"\x91\xaf"])]
+
+
+def _session_prepare(context: Context) -> Run:
+    def run(data: bytes) -> None:
+        session = DesfireSession(_Answers(data), rng=lambda n: bytes(range(n)))
+        for call in _SESSION_CALLS:
+            try:
+                call(session)
+            except MieError:
+                pass
+            except ValueError as e:
+                # Only the refusals made before anything is sent ("needs a session").
+                if "session" not in str(e) and "before authenticating" not in str(e):
+                    raise
+
+    return run
+
+
+# --- the emulated badge and its state file ------------------------------------------------------
+
+MAX_BADGE_COMMANDS = 64
+
+
+def _badge_state() -> BadgeState:
+    state = BadgeState.blank(_UID)
+    keys = [bytes([i]) * 16 for i in range(5)]
+    personalise(state, aid=_AID, keys=keys, record=_records()[0])
+    return state
+
+
+def _badge_seeds(context: Context) -> list[bytes]:
+    commands = [
+        "9060000000",
+        "90af000000",
+        "905a000003494df000",
+        "90bd0000070100000000000000",
+        "9071000002010000",
+        "90f5000001010000",
+        "903c0000010000",
+        "ffca000000",
+        "00a4040c07d276000085010100",
+    ]
+    return [records([bytes.fromhex(c) for c in commands]), records([bytes.fromhex(commands[0])])]
+
+
+def _badge_prepare(context: Context) -> Run:
+    def run(data: bytes) -> None:
+        card = EmulatedDesfire(_badge_state(), rng=lambda n: bytes(n))
+        card.power_on()
+        for count, command in enumerate(Reader(data).records()):
+            if count >= MAX_BADGE_COMMANDS:
+                break
+            try:
+                answer = card.process(command)
+            except Exception as e:
+                raise OracleViolation(f"the badge raised {type(e).__name__}: {e}") from e
+            if len(answer) < 2:
+                raise OracleViolation(f"answer {answer.hex()} has no status word")
+
+    return run
+
+
+def _state_seeds(context: Context) -> list[bytes]:
+    return [encode_state(_badge_state()), encode_state(BadgeState.blank(_UID))]
+
+
+def _state_prepare(context: Context) -> Run:
+    def run(data: bytes) -> None:
+        swallow(lambda: decode_state(data))
+
+    return run
+
+
 DESFIRE_TARGETS = [
     Target(
         "desfire-record",
@@ -192,6 +319,27 @@ DESFIRE_TARGETS = [
         "desfire-session evidence JSON (Evidence.from_json, then the record it carries)",
         _evidence_seeds,
         _evidence_prepare,
+        max_len=16384,
+    ),
+    Target(
+        "desfire-session",
+        "DesfireSession's whole command set on fuzz answers (stack, channels, types parsers)",
+        _session_seeds,
+        _session_prepare,
+        max_len=4096,
+    ),
+    Target(
+        "desfire-badge",
+        "the emulated DESFire badge's APDU handler on fuzz command sequences",
+        _badge_seeds,
+        _badge_prepare,
+        max_len=4096,
+    ),
+    Target(
+        "badge-state",
+        "emulated badge state files (decode_state, mie-badge-state/1)",
+        _state_seeds,
+        _state_prepare,
         max_len=16384,
     ),
 ]
