@@ -4,7 +4,9 @@ The host sends ``90 CMD 00 00 [Lc data] 00`` and gets ``data ‖ 91 status``, as
 contactless reader (the ATR is the PC/SC part 3 pseudo-ATR ``3B 81 80 01 80 80``). The badge
 keeps a PICC level and applications with AES keys and standard data files in PLAIN, MAC or FULL
 mode (:mod:`mie.emulation.desfire_state`), authenticates with AuthenticateEV2First/NonFirst and
-EV1 AuthenticateAES, and runs the matching secure messaging on :mod:`mie.desfire.crypto`.
+EV1 AuthenticateAES, and runs the matching secure messaging on :mod:`mie.desfire.crypto`. A
+blank badge's DES PICC key answers the legacy AuthenticateISO (``1A``) with EV1 messaging on
+3DES (:mod:`mie.hazmat.desfire_legacy`'s primitives), so that an enrolment can change it to AES.
 
 It is a sibling of :class:`~mie.emulation.iso7816.Iso7816Card`, not a subclass: DESFire answers
 ``91xx``, frames long messages with ``91AF`` instead of ISO chaining or ``61xx``, and keeps its
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_ds
 from mie.core.channel import CommMode
 from mie.core.errors import SecureMessagingError
 from mie.desfire import crypto
+from mie.desfire.channel import EV1_AES, Ev1Cipher
 from mie.desfire.constants import (
     ADDITIONAL_FRAME,
     AUTH_AES,
@@ -82,6 +85,7 @@ from mie.emulation.desfire_state import (
     load_state,
     save_state,
 )
+from mie.hazmat import desfire_legacy as legacy
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +162,19 @@ def _flip(data: bytes, bit: int) -> bytes:
 
 def _pad16(size: int) -> int:
     return size + (-size % _BLOCK)
+
+
+def _legacy_session_key(key: BadgeKey, rnd_a: bytes, rnd_b: bytes) -> bytes:
+    """The session key a badge derives after AuthenticateISO, from its own key (reference
+    ``desfire.md`` §1; PM3 ``DesfireGenSessionKeyEV1`` and its single-DES rule): 3K3DES
+    ``A0-3 B0-3 A6-9 B6-9 A12-15 B12-15``; 2K3DES ``A0-3 B0-3 A4-7 B4-7``; a 2K3DES key whose
+    halves are equal is single DES, whose session key is ``A0-3 B0-3`` twice. [I] The halves
+    are compared as stored, parity (version) bits included."""
+    if key.key_type is KeyType.TDES_3K:
+        return rnd_a[0:4] + rnd_b[0:4] + rnd_a[6:10] + rnd_b[6:10] + rnd_a[12:16] + rnd_b[12:16]
+    if key.key[:8] == key.key[8:]:
+        return 2 * (rnd_a[0:4] + rnd_b[0:4])
+    return rnd_a[0:4] + rnd_b[0:4] + rnd_a[4:8] + rnd_b[4:8]
 
 
 # --- card side of the secure channels ------------------------------------------------------
@@ -263,22 +280,28 @@ class Ev2CardSession:
 
 
 class Ev1CardSession:
-    """The card side of EV1 secure messaging after AuthenticateAES: one running IV shared by
-    CMAC and CBC, responses MACed (or enciphered with a CRC32) whatever the command's mode.
+    """The card side of EV1 secure messaging after AuthenticateAES, or after a legacy ISO
+    authentication on 3DES: one running IV shared by CMAC and CBC, responses MACed (or
+    enciphered with a CRC32) whatever the command's mode.
 
     :param session_key: the EV1 session key.
     :param key_no: the key authenticated with.
+    :param cipher: :data:`~mie.desfire.channel.EV1_AES`, or the 3DES rules of
+        :mod:`mie.hazmat.desfire_legacy` (8-byte blocks).
     """
 
-    scheme = "ev1-aes"
-
-    def __init__(self, session_key: bytes, key_no: int) -> None:
+    def __init__(self, session_key: bytes, key_no: int, cipher: Ev1Cipher = EV1_AES) -> None:
         self._key = session_key
         self.key_no = key_no
-        self.iv = crypto.ZERO_IV
+        self.cipher = cipher
+        self.scheme = "ev1-aes" if cipher is EV1_AES else "legacy"
+        self.iv = bytes(cipher.block)
 
     def __repr__(self) -> str:
-        return f"Ev1CardSession(key_no={self.key_no})"
+        return f"Ev1CardSession({self.cipher.name}, key_no={self.key_no})"
+
+    def _pad(self, size: int) -> int:
+        return size + (-size % self.cipher.block)
 
     def unwrap(self, cmd: int, body: bytes, mode: CommMode, spec: CommandLayout) -> bytes | int:
         if mode is CommMode.FULL and len(body) > spec.header and spec.ev1_data is not None:
@@ -287,20 +310,20 @@ class Ev1CardSession:
             if len(body) < spec.header + _MAC:
                 return LENGTH_ERROR
             covered, mac = body[:-_MAC], body[-_MAC:]
-            full = crypto.cmac(self._key, bytes([cmd]) + covered, self.iv)
+            full = self.cipher.cmac(self._key, bytes([cmd]) + covered, self.iv)
             if not hmac.compare_digest(full[:_MAC], mac):
                 return INTEGRITY_ERROR
             self.iv = full
             return covered
-        self.iv = crypto.cmac(self._key, bytes([cmd]) + body, self.iv)
+        self.iv = self.cipher.cmac(self._key, bytes([cmd]) + body, self.iv)
         return body
 
     def _decipher(self, cmd: int, body: bytes, spec: CommandLayout, size: int) -> bytes | int:
         header, ciphertext = body[: spec.header], body[spec.header :]
-        if len(ciphertext) != _pad16(size + crypto.CRC_SIZE + spec.ev1_extra):
+        if len(ciphertext) != self._pad(size + crypto.CRC_SIZE + spec.ev1_extra):
             return LENGTH_ERROR
-        plain = crypto.aes_cbc_decrypt(self._key, self.iv, ciphertext)
-        self.iv = ciphertext[-_BLOCK:]
+        plain = self.cipher.decrypt(self._key, self.iv, ciphertext)
+        self.iv = ciphertext[-self.cipher.block :]
         data, crc = plain[:size], plain[size : size + crypto.CRC_SIZE]
         rest = plain[size + crypto.CRC_SIZE :]
         extra, padding = rest[: spec.ev1_extra], rest[spec.ev1_extra :]
@@ -311,18 +334,18 @@ class Ev1CardSession:
 
     def wrap(self, status: int, data: bytes, mode: CommMode) -> bytes:
         if mode is CommMode.FULL and data:
-            ciphertext = crypto.ev1_encrypt(
-                self._key, self.iv, data + crypto.crc32(data + bytes([status]))
-            )
-            self.iv = ciphertext[-_BLOCK:]
+            plain = data + crypto.crc32(data + bytes([status]))
+            plain += bytes(-len(plain) % self.cipher.block)
+            ciphertext = self.cipher.encrypt(self._key, self.iv, plain)
+            self.iv = ciphertext[-self.cipher.block :]
             return ciphertext
-        full = crypto.cmac(self._key, data + bytes([status]), self.iv)
+        full = self.cipher.cmac(self._key, data + bytes([status]), self.iv)
         self.iv = full
         return data + full[:_MAC]
 
     def command_length(self, mode: CommMode, header: int, data: int) -> int:
         if mode is CommMode.FULL:
-            return header + _pad16(data + crypto.CRC_SIZE)
+            return header + self._pad(data + crypto.CRC_SIZE)
         if mode is CommMode.MAC:
             return header + data + _MAC
         return header + data
@@ -637,6 +660,7 @@ class EmulatedDesfire(EmulatedCard):
         header_only = _constant_layout(CommandLayout(0))
         commands[AUTH_EV2_FIRST] = _Command(self._auth_ev2_first, _plain_modes, header_only)
         commands[AUTH_AES] = _Command(self._auth_aes, _plain_modes, header_only)
+        commands[AUTH_ISO] = _Command(self._auth_iso, _plain_modes, header_only)
         read_layout = _constant_layout(CommandLayout(7))
         commands[READ_DATA] = _Command(self._read_data, self._read_modes, read_layout)
         commands[WRITE_DATA] = _Command(self._write_data, self._write_modes, self._write_layout)
@@ -792,6 +816,37 @@ class EmulatedDesfire(EmulatedCard):
                 return b"", rnd_a
             self.session = Ev1CardSession(crypto.ev1_session_key(rnd_a, rnd_b), key_no)
             return crypto.aes_cbc_encrypt(k, data[-_BLOCK:], crypto.rotate_left(rnd_a)), OK
+
+        self._pending = _Handshake(second)
+        return _Reply(first, ADDITIONAL_FRAME)
+
+    def _auth_iso(self, body: bytes) -> _Reply:
+        """AuthenticateISO (``1A``) on a DES/2K3DES key (RndA, RndB 8 bytes) or a 3K3DES key
+        (16 bytes): the EV1 rules on 3DES, CBC chained over the handshake from IV 0."""
+        if len(body) != 1:
+            return _Reply(status=LENGTH_ERROR)
+        key_no = body[0]
+        key = self._key(key_no)
+        if isinstance(key, int):
+            return _Reply(status=key)
+        if key.key_type is KeyType.AES:
+            return _Reply(status=AUTHENTICATION_ERROR)
+        k = key.key
+        size = 16 if key.key_type is KeyType.TDES_3K else 8
+        rnd_b = self._random(size)
+        first = legacy.tdes_cbc_encrypt(k, bytes(legacy.DES_BLOCK), rnd_b)
+
+        def second(data: bytes) -> tuple[bytes, int]:
+            if len(data) != 2 * size:
+                return b"", LENGTH_ERROR
+            plain = legacy.tdes_cbc_decrypt(k, first[-legacy.DES_BLOCK :], data)
+            if not hmac.compare_digest(plain[size:], crypto.rotate_left(rnd_b)):
+                return b"", AUTHENTICATION_ERROR
+            rnd_a = plain[:size]
+            session_key = _legacy_session_key(key, rnd_a, rnd_b)
+            self.session = Ev1CardSession(session_key, key_no, legacy.TDES_EV1)
+            answer = crypto.rotate_left(rnd_a)
+            return legacy.tdes_cbc_encrypt(k, data[-legacy.DES_BLOCK :], answer), OK
 
         self._pending = _Handshake(second)
         return _Reply(first, ADDITIONAL_FRAME)

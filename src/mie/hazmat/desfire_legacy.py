@@ -14,7 +14,9 @@ The ISO authentication (``1A``) follows the EV1 rules with 8-byte blocks (refere
 CMAC (NIST SP 800-38B, 64-bit, on ``cryptography``'s TripleDES) and the enciphered data, with
 the CRC32 of EV1. The DES and 3DES primitives are :mod:`cryptography.hazmat.decrepit`'s.
 [I] No published trace of an ISO authentication was found: the bytes follow the EV1 rules
-and are checked against an emulated badge only.
+(checked against PM3 ``DesfireAuthenticateEV1`` and libfreefare ``authenticate``: IV 0 once,
+CBC chained over both messages, session IV 0 after) and are checked against the emulated
+badge's card side (:mod:`mie.emulation.desfire`) only, never against a real badge.
 """
 
 from __future__ import annotations
@@ -124,7 +126,9 @@ def legacy_session_key(key: bytes, rnd_a: bytes, rnd_b: bytes) -> bytes:
     """The session key of an ISO authentication (reference ``desfire.md`` §1, PM3
     ``DesfireGenSessionKeyEV1``).
 
-    - DES (a 16-byte key whose halves are equal): ``A[0:4] ‖ B[0:4]``, twice [I, libfreefare];
+    - DES (a 16-byte key whose halves are equal): ``A[0:4] ‖ B[0:4]``, twice [S: PM3
+      ``DesfireAuthenticateEV1`` copies the first half of a 2K3DES session key into the
+      second when the key's halves are equal, "we are really using single DES"];
     - 2K3DES: ``A[0:4] ‖ B[0:4] ‖ A[4:8] ‖ B[4:8]``;
     - 3K3DES: ``A[0:4] ‖ B[0:4] ‖ A[6:10] ‖ B[6:10] ‖ A[12:16] ‖ B[12:16]``.
 
