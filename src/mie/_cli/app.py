@@ -17,6 +17,7 @@ from mie import __version__
 from mie._cli.auth import AuthFailedError, auth
 from mie._cli.cards import info, readers
 from mie._cli.demo import demo
+from mie._cli.desfire import desfire_group
 from mie._cli.emulate import emulate
 from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
@@ -44,6 +45,7 @@ from mie.core.errors import (
     UnsupportedCardError,
 )
 from mie.core.log import TRAFFIC, TRAFFIC_WARNING
+from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
 from mie.trust.errors import VerificationError
 
 logger = logging.getLogger("mie")
@@ -59,7 +61,11 @@ _LEVELS = {
     "traffic": TRAFFIC,
 }
 # A check failed on well-formed input, or the card or reader failed during the session (a card
-# removed, reset or silent, a reader held by another process): exit 1.
+# removed, reset or silent, a reader held by another process): exit 1. The DESFire codes of
+# issue 9 (plan D8) are here through their bases: key_mismatch (ApduError), suspected_clone and
+# integrity_error (SecureMessagingError), not_genuine (SignatureInvalidError), legacy_crypto
+# (UnsupportedCardError); and by name: record_untrusted, record_copied, a record on the badge
+# that does not parse (malformed).
 _FAILED = (
     AuthFailedError,
     ApduError,
@@ -70,6 +76,9 @@ _FAILED = (
     NonceMismatchError,
     OriginMismatchError,
     PinBlockedError,
+    RecordCopiedError,
+    RecordFormatError,
+    RecordUntrustedError,
     ReplayMismatchError,
     SecureMessagingError,
     SignatureInvalidError,
@@ -116,6 +125,7 @@ for _command in (
     verify_evidence_command,
     trust_group,
     crl_group,
+    desfire_group,
 ):
     cli.add_command(_command)
 

@@ -13,7 +13,12 @@ from typing import Any
 
 import click
 
-from mie._cli.options import TrustOptions, with_trust_options
+from mie._cli.options import (
+    TrustOptions,
+    badge_config_option,
+    load_badge_config,
+    with_trust_options,
+)
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import CliState, UsageError
 from mie.auth import Authenticator
@@ -28,10 +33,12 @@ from mie.core.errors import (
     NoCardError,
     PinBlockedError,
     PinFormatError,
+    SecureMessagingError,
     SignatureInvalidError,
     UnsupportedCardError,
     VerificationError,
 )
+from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
 from mie.registry import authenticator_for
 from mie.request import (
     DEFAULT_ORIGIN,
@@ -55,6 +62,10 @@ _AUTH_FAILED = (
     LastTryRefusedError,
     NoCardError,
     PinBlockedError,
+    RecordCopiedError,
+    RecordFormatError,
+    RecordUntrustedError,
+    SecureMessagingError,
     SignatureInvalidError,
     UnsupportedCardError,
     VerificationError,
@@ -133,7 +144,9 @@ def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> 
 
 
 @click.command()
-@click.option("--reader", "-r", help="Reader name or a unique part of it.")
+@click.option(
+    "--reader", "-r", help="Reader name or a unique part of it, or nfc:PATH (nfcpy, e.g. nfc:usb)."
+)
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
 @click.option("--allow-last-try", is_flag=True, help="Present the PIN even with one try left.")
 @click.option(
@@ -152,6 +165,7 @@ def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> 
 @with_trust_options(
     "Seconds the revocation step may take in all (every CRL/OCSP download of this login)."
 )
+@badge_config_option
 @json_option("Print the AuthResult as JSON.")
 @click.pass_obj
 def auth(
@@ -162,10 +176,13 @@ def auth(
     nonce_hex: str | None,
     origin: str,
     trust_options: TrustOptions,
+    badge_config: str | None,
     as_json: bool,
 ) -> int:
     """Authenticate the card holder: PIN, signature of the nonce bound to the origin,
     certificate chain, revocation, identity and level."""
+    # Read before any card is touched: a configuration named but unusable is bad usage.
+    load_badge_config(badge_config, required=False)
     # The CRL cache downloads a missing or stale CRL, except in a replay (read-only).
     verifier = trust_options.verifier(state.crl_cache(crl_directory()))
     request = _request(state, nonce_hex, parse_origin(origin), allow_last_try)

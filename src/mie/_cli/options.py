@@ -5,15 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mie._cli.state import UsageError
 from mie.trust import CrlCache, RevocationMode, Verifier
 from mie.trust.login import REVOCATION_BUDGET_S, login_verifier
+
+if TYPE_CHECKING:
+    from mie.desfire.config import BadgeConfig
 
 
 class Seconds(click.ParamType):
@@ -163,3 +167,36 @@ def with_trust_options(timeout_help: str) -> Callable[[Callable[..., Any]], Call
         return decorated
 
     return decorate
+
+
+badge_config_option = click.option(
+    "--badge-config",
+    "badge_config",
+    type=click.Path(dir_okay=False),
+    help="DESFire badge configuration (default: $MIE_BADGE_CONFIG, else "
+    "~/.config/mie/badge.json when it exists).",
+)
+"""``--badge-config FILE``: the badge configuration (plan D9)."""
+
+
+def load_badge_config(path: str | None, *, required: bool) -> BadgeConfig | None:
+    """Read the badge configuration named by ``--badge-config``, else ``$MIE_BADGE_CONFIG``,
+    else the default file (:func:`mie.desfire.config.default_path`).
+
+    :param path: the ``--badge-config`` value, or ``None``.
+    :param required: the command needs one: a missing default file is an error too (otherwise
+        it means "no badge configuration", and ``None`` is returned).
+    :return: the configuration, or ``None``.
+    :raises BadgeConfigError: a named file is missing, unreadable or not of the format.
+    :raises JsonFormatError: the file is not strict JSON.
+    """
+    from mie.desfire.config import CONFIG_ENV, BadgeConfig, default_path
+
+    if path is not None:
+        return BadgeConfig.load(path)
+    if os.environ.get(CONFIG_ENV):
+        return BadgeConfig.load(default_path())
+    default = default_path()
+    if not required and not default.exists():
+        return None
+    return BadgeConfig.load(default)

@@ -8,16 +8,22 @@ random source serves the recorded nonces.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mie._cli.output import JsonOutput
 from mie.core.connection import SmartCardConnection
-from mie.core.errors import ErrorCode, MieError
+from mie.core.errors import ErrorCode, MieError, NoReaderError, TransportError
 from mie.core.random import RandomSource, RecordingRandom
 from mie.emulation.base import EmulatedCard, EmulatedConnection
 from mie.transport.replay import RecordingConnection, ReplayConnection
 from mie.trust.cache import CrlCache, ReadOnlyCrlCache
+
+NFC_PREFIX = "nfc:"
+"""How ``--reader`` names an nfcpy front end instead of a PC/SC reader."""
+NFC_WAIT = 5.0
+"""Seconds an NFC front end looks for a card."""
 
 
 class UsageError(MieError):
@@ -87,9 +93,13 @@ class CliState:
         return CrlCache(directory)
 
     def open_reader(self, reader: str | None) -> SmartCardConnection:
-        """Open the card in ``reader`` over PC/SC (or the replayed session)."""
+        """Open the card in ``reader`` (or the replayed session): over PC/SC, or, for a reader
+        written ``nfc:PATH`` (``nfc:usb``, ``nfc:udp:HOST:PORT``...), through nfcpy
+        (:class:`~mie.transport.nfc.NfcConnection` on the device path ``PATH``)."""
         if self.replay is not None:
             return self._replayed()
+        if reader is not None and reader.startswith(NFC_PREFIX):
+            return self._wrap(self._open_nfc(reader.removeprefix(NFC_PREFIX)))
         require_pcsc()
         from mie.transport.pcsc import PcscConnection
 
@@ -97,6 +107,27 @@ class CliState:
         if connection.reader.startswith("Virtual PCD"):
             self.source = "emulator"
         return self._wrap(connection)
+
+    def _open_nfc(self, path: str) -> SmartCardConnection:
+        if not path:
+            raise UsageError("--reader nfc:: no nfcpy device path (nfc:usb, nfc:udp:HOST:PORT)")
+        try:
+            from mie.transport.nfc import NfcConnection
+
+            connection = NfcConnection(path, wait=NFC_WAIT)
+        except ImportError as e:
+            raise UsageError(f"NFC needs nfcpy: pip install 'mie[nfc]' ({e})") from e
+        except (ValueError, LookupError) as e:
+            # nfcpy's answer to a device path it cannot parse.
+            raise UsageError(f"--reader nfc:{path}: {e}") from e
+        except TransportError as e:
+            cause = e.__cause__
+            if isinstance(cause, OSError) and cause.errno == errno.ENODEV:
+                raise NoReaderError(f"--reader nfc:{path}: no such NFC front end") from e
+            raise
+        if path.startswith("udp:"):
+            self.source = "emulator"
+        return connection
 
     def open_emulated(self, card: EmulatedCard) -> SmartCardConnection:
         """Open an in-process emulated card (or the replayed session)."""

@@ -38,13 +38,14 @@ REPLAYABLE: dict[str, frozenset[str]] = {
             "--revocation",
             "--at",
             "--timeout",
+            "--badge-config",
             "--json",
         }
     ),
     "demo": frozenset({"--json", "--only"}),
 }
 # Options that read files of the machine running the replay: a vector may not name them.
-LOCAL_FILE_OPTIONS = frozenset({"--trust", "--intermediate", "--crl"})
+LOCAL_FILE_OPTIONS = frozenset({"--trust", "--intermediate", "--crl", "--badge-config"})
 
 
 def check_replayable(command: list[str], origin: str | None) -> None:

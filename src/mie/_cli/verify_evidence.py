@@ -22,7 +22,12 @@ from mie._cli.auth import (
     parse_origin,
     print_result,
 )
-from mie._cli.options import TrustOptions, with_trust_options
+from mie._cli.options import (
+    TrustOptions,
+    badge_config_option,
+    load_badge_config,
+    with_trust_options,
+)
 from mie._cli.output import emit_json, json_option
 from mie.core.errors import JsonFormatError, MieError
 from mie.evidence import load_evidence_file
@@ -43,18 +48,21 @@ from mie.verification import Expected, verify_evidence
     "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
 )
 @with_trust_options("Seconds the revocation step may take in all (every CRL/OCSP download).")
+@badge_config_option
 @json_option("Print the AuthResult as JSON.")
 def verify_evidence_command(
     file: str,
     nonce_hex: str,
     origin: str,
     trust_options: TrustOptions,
+    badge_config: str | None,
     as_json: bool,
 ) -> int:
     """Verify FILE, saved `mie auth --json` output or an evidence object, for the nonce and
     origin given: signature, binding to nonce and origin, certificate chain, revocation,
     identity and level."""
     expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
+    load_badge_config(badge_config, required=False)
     verifier = trust_options.verifier()
     authenticator: AuthenticatorInfo | None = None
     try:
