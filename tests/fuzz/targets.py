@@ -32,6 +32,7 @@ from mie.emulation.iso7816 import EF, Iso7816Card
 from mie.transport import replay
 from tests.fuzz.context import CPX_KINDS, DATA, Context, run_session
 from tests.fuzz.desfire_targets import DESFIRE_TARGETS
+from tests.fuzz.enrol_targets import ENROL_TARGETS
 from tests.fuzz.harness import (
     FuzzConnection,
     OracleViolation,
@@ -413,6 +414,7 @@ TARGETS: dict[str, Target] = {
         ),
         *TRUST_TARGETS,
         *DESFIRE_TARGETS,
+        *ENROL_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),
