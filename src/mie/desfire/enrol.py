@@ -329,6 +329,9 @@ class Enroller:
         return self._inspect(session, candidates)
 
     def _inspect(self, session: DesfireSession, candidates: Sequence[bytes] | None) -> BadgeStatus:
+        # SelectApplication first: it ends any session an earlier exchange left on the badge,
+        # under which GetVersion would need a MAC this new session cannot give.
+        session.select_application(PICC_AID)
         version = session.get_version()
         if version.product not in SUPPORTED_PRODUCTS:
             raise UnsupportedCardError(
@@ -340,9 +343,8 @@ class Enroller:
             if candidates is None:
                 candidates = [item.uid for item in self.journal.incomplete()]
             uid = self._hidden_uid(session, candidates)
-        keys = self._keys(uid)
-        if session.aid != PICC_AID:
             session.select_application(PICC_AID)
+        keys = self._keys(uid)
         picc = session.get_key_settings()
         picc_version = session.get_key_version(KEY_MASTER)
         picc_key = _picc_key_state(picc, picc_version)
@@ -538,7 +540,7 @@ class Enroller:
         if status.picc_key == "default":
             # Nothing was changed yet: the badge is blank as far as MIE goes.
             self.journal.record(incomplete.row, uid, Step.PICC_KEY, EntryState.RESET)
-            return self._inspect(DesfireSession(session.protocol.connection, rng=self._rng), [uid])
+            return self._inspect(session, [uid])
         if status.record is not None and self.second_factor is not None:
             self._forget_second_factor(status.record)
         if status.application:
@@ -547,7 +549,7 @@ class Enroller:
             session.delete_application(self.config.aid)
         self.journal.record(incomplete.row, uid, Step.APPLICATION, EntryState.RESET)
         logger.info("Badge %s reset (row %s)", uid.hex(), incomplete.row)
-        return self._inspect(DesfireSession(session.protocol.connection, rng=self._rng), [uid])
+        return self._inspect(session, [uid])
 
     def _forget_second_factor(self, record: SignedRecord) -> None:
         from mie.store.errors import NotEnrolledError
