@@ -88,9 +88,11 @@ class Traced(EmulatedConnection):
     def __init__(self, card: EmulatedDesfire) -> None:
         super().__init__(card)
         self.commands: list[str] = []
+        self.apdus: list[bytes] = []
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         self.commands.append(f"{apdu[1]:02X}")
+        self.apdus.append(bytes(apdu))
         return super().send_and_receive(apdu)
 
 
@@ -581,3 +583,25 @@ def test_a_second_factor_already_stored_is_not_enrolled_twice(
         )
         assert Step.SECOND_FACTOR not in enrolled.steps
         factor.verify(enrolled.badge_name, enrolled.record.file, PIN)
+
+
+def test_the_anticollision_source_verifies_with_the_reader_uid(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    card = blank()
+    config = BadgeConfig(issuer="CH Exemple", random_uid=False, uid_source=UidSource.ANTICOLLISION)
+    transactions: list[bool] = []
+
+    class Locked(Traced):
+        def transaction(self, reset: bool = False):  # type: ignore[no-untyped-def]
+            transactions.append(reset)
+            return super().transaction(reset)
+
+    connection = Locked(card)
+    enrolled = enroller(keys, journal, config).enrol(connection, EnrolmentRequest(RPPS), row="1")
+    assert enrolled.record.record.uid == UID and not card.state.random_uid
+    # The reader's GET DATA (FF CA) replaces the UID-read key and GetCardUID.
+    assert "51" not in connection.commands
+    assert connection.apdus.count(bytes.fromhex("FFCA000000")) == 1
+    # The whole enrolment runs in one transaction (no other process between two steps).
+    assert transactions == [False]

@@ -325,8 +325,8 @@ class Enroller:
             key of a candidate reveals the real UID.
         :raises TransportError: the badge was removed or the reader failed.
         """
-        session = DesfireSession(connection, rng=self._rng)
-        return self._inspect(session, candidates)
+        with connection.transaction():
+            return self._inspect(DesfireSession(connection, rng=self._rng), candidates)
 
     def _inspect(self, session: DesfireSession, candidates: Sequence[bytes] | None) -> BadgeStatus:
         # SelectApplication first: it ends any session an earlier exchange left on the badge,
@@ -460,7 +460,19 @@ class Enroller:
             )
         if request.pin is not None and self.second_factor is None:
             raise EnrolmentInputError("A PIN was given but no second-factor store is configured")
-        session = DesfireSession(connection, rng=self._rng)
+        with connection.transaction():
+            return self._enrol(
+                DesfireSession(connection, rng=self._rng), request, row, issuer, progress
+            )
+
+    def _enrol(
+        self,
+        session: DesfireSession,
+        request: EnrolmentRequest,
+        row: str,
+        issuer: str,
+        progress: Progress | None,
+    ) -> EnrolledBadge:
         status = self._inspect(session, None)
         uid = status.uid
         self._admit(status, row)
@@ -530,7 +542,10 @@ class Enroller:
             raise EnrolmentInputError(
                 f"Badge {uid.hex()} is not an incomplete badge of this journal: nothing to reset"
             )
-        session = DesfireSession(connection, rng=self._rng)
+        with connection.transaction():
+            return self._reset(DesfireSession(connection, rng=self._rng), uid, incomplete)
+
+    def _reset(self, session: DesfireSession, uid: bytes, incomplete: Incomplete) -> BadgeStatus:
         status = self._inspect(session, [uid])
         if not hmac.compare_digest(status.uid, uid):
             raise EnrolmentInputError(
