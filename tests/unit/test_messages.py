@@ -80,12 +80,16 @@ FRAGMENTS = {
     ("mie/trust/crl.py", "UnsupportedRevocation"),
     # The fetch worker's own stop, read back by describe() into "Cannot fetch {url}: {reason}".
     ("mie/trust/cache.py", "TimeoutError"),
+    # The reason of a relay refusal, quoted as "Relay refused: {reason}" (and sent to the IAM).
+    ("mie/relay/policy.py", "RelayRefusedError"),
+    ("mie/relay/agent.py", "RelayRefusedError"),
 }
 """Reason fragments raised by public classes: ``(file, exception)``."""
 VERBATIM = {
     # The wording of Python's own AttributeError for a module, which tools look for.
     ("mie/__init__.py", "AttributeError"),
     ("mie/desfire/__init__.py", "AttributeError"),
+    ("mie/relay/__init__.py", "AttributeError"),
 }
 """Messages that copy Python's wording: ``(file, exception)``."""
 

@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 
 def run(argv: list[str] | None = None, state: CliState | None = None) -> int:
     """Run the CLI and return its exit code (no ``sys.exit``); see :func:`mie._cli.app.run`."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["agent"]:
+        # The workstation agent must not load key providers or DESFire crypto, which the other
+        # commands import: it runs without the command group.
+        from mie._cli.agent import main as agent_main
+
+        return agent_main(list(args[1:]), state)
     from mie._cli.app import run as run_cli
 
     return run_cli(argv, state)
