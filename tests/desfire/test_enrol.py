@@ -293,6 +293,32 @@ def test_a_badge_removed_at_any_exchange_is_finished_by_the_next_run(
     assert resumed == len(FULL_ENROLMENT) - 7
 
 
+@pytest.mark.parametrize("first", range(7, len(FULL_ENROLMENT), 5))
+def test_a_resumed_run_removed_again_is_finished_by_a_third(
+    first: int, keys: SoftwareKeyProvider, tmp_path: Path
+) -> None:
+    for second in range(0, 30, 4):
+        path = tmp_path / f"journal-{second}.csv"
+        card = _first_run_fails_at(first, keys, path)
+        with Journal.open(path) as journal:
+            failing = FailingConnection(
+                EmulatedConnection(card),
+                at=second,
+                error=CardRemovedError("The badge left the reader again"),
+                before=card.power_off,
+            )
+            try:
+                enroller(keys, journal).enrol(failing, EnrolmentRequest(RPPS), row="17")
+            except CardRemovedError:
+                assert journal.incomplete(), (first, second)
+        with Journal.open(path) as journal:
+            enroller(keys, journal).enrol(
+                EmulatedConnection(card), EnrolmentRequest(RPPS), row="17"
+            )
+            assert journal.incomplete() == ()
+        assert_enrolled(card)
+
+
 def test_a_removal_during_the_picc_key_change_leaves_it_noted_at_default_keys(
     keys: SoftwareKeyProvider, journal_path: Path
 ) -> None:
