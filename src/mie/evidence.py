@@ -1,8 +1,9 @@
 """Evidence: what an authenticator produced, for a verifier to check on its own.
 
-:class:`Evidence` is a tagged union: each kind has a ``type`` (``x509-signature`` now; the
-DESFire and WebAuthn kinds come with their issues), registered with :meth:`Evidence.register`,
-and a strict :meth:`~Evidence.to_json` / :meth:`Evidence.from_json` round trip. Every piece of
+:class:`Evidence` is a tagged union: each kind has a ``type`` (``x509-signature`` here,
+``desfire-session`` in :mod:`mie.desfire.evidence`, loaded when :meth:`Evidence.from_json` first
+meets one; WebAuthn comes with its issue), registered with :meth:`Evidence.register`, and a
+strict :meth:`~Evidence.to_json` / :meth:`Evidence.from_json` round trip. Every piece of
 evidence carries the ``nonce`` and ``origin`` of the request it answers, so
 :func:`mie.verify_evidence` can refuse one made for another relying party.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import importlib
 import os
 import re
 import stat
@@ -41,6 +43,8 @@ default (the leaf, :data:`mie.trust.verify.DEFAULT_MAX_DEPTH` intermediates, the
 verified result reads back."""
 _SHOWN = 40
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
+# Kinds defined outside this module: the module that registers each, imported on first use.
+_LAZY_TYPES = {"desfire-session": "mie.desfire.evidence"}
 
 E = TypeVar("E", bound="Evidence")
 
@@ -161,6 +165,9 @@ class Evidence(abc.ABC):
         if not isinstance(kind, str):
             raise EvidenceFormatError("The evidence has no string 'type' field")
         target = Evidence._TYPES.get(kind)
+        if target is None and kind in _LAZY_TYPES:
+            importlib.import_module(_LAZY_TYPES[kind])
+            target = Evidence._TYPES.get(kind)
         if target is None:
             raise EvidenceFormatError(f"Unknown evidence type {shown(kind)}")
         if not issubclass(target, cls):

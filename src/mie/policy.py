@@ -2,8 +2,8 @@
 
 A :class:`Proof` says which MIE was used (:class:`MieKind`), which factors it proved
 (:class:`Factor`) and which certificate chain verified; :func:`decide` grants the level of the
-first :class:`LevelRule` of :attr:`LevelPolicy.rules` it matches. DESFire badges and FIDO2 keys
-will be more rows of the same table.
+first :class:`LevelRule` of :attr:`LevelPolicy.rules` it matches. DESFire badges are rows of the
+same table without a gamme (an MIE without certificate); FIDO2 keys will be more rows.
 
 Rules (``../shared/reference/ans-pki.md`` §1.2, §6): a card *authentication* certificate issued
 by ``AC IGC-SANTE FORT PERSONNES`` (CPS: smart card + PIN) gives ``substantial``; STANDARD
@@ -11,6 +11,11 @@ by ``AC IGC-SANTE FORT PERSONNES`` (CPS: smart card + PIN) gives ``substantial``
 certificate alone (it needs a certified means, not known from the chain). IGC-Santé policy OIDs
 for authentication are not public, so they are configuration: when set, the leaf must carry one
 of them or the decision fails with ``policy``.
+
+A DESFire badge (issue 9) has no chain: its proof carries a :class:`BadgeAttestation` (the
+verifier re-ran the session). The badge alone proves possession and gives ``low``; with a PIN
+checked by the verifier against the store, two factors give ``substantial``; a legacy DES/3DES
+badge gets no level (``docs/rie-conformance.md``).
 
 These rows are inferred from the IGC-Santé gammes, not read in a published RIE table: an
 integrator whose RIE decides otherwise replaces them with :attr:`LevelPolicy.rules`.
@@ -60,6 +65,21 @@ class Factor(Enum):
 
 
 @dataclass(frozen=True)
+class BadgeAttestation:
+    """What the verifier established about a badge session it re-ran.
+
+    :param scheme: the secure messaging: ``ev2``, ``ev1-aes`` or ``legacy`` (DES/3DES).
+    :param originality: the NXP originality signature verified.
+    """
+
+    scheme: str
+    originality: bool
+
+
+LEGACY_SCHEME = "legacy"
+
+
+@dataclass(frozen=True)
 class Proof:
     """What a verification established, the input of the level decision.
 
@@ -68,7 +88,8 @@ class Proof:
         knowledge).
     :param chain: the verified certificate path, or ``None`` when no chain was checked.
     :param usage: what the certificate was verified for.
-    :param attestation: a verified attestation (FIDO2, later), or ``None``.
+    :param attestation: a verified attestation: a :class:`BadgeAttestation` for a badge (FIDO2,
+        later), or ``None``.
     """
 
     mie: MieKind
@@ -84,7 +105,8 @@ class LevelRule:
 
     :param mie: the MIE kind it applies to (``None``: any).
     :param factors: factors the proof must include (a subset of :attr:`Proof.factors`).
-    :param gamme: the IGC-Santé gamme of the leaf's issuer.
+    :param gamme: the IGC-Santé gamme of the leaf's issuer; ``None``: an MIE without
+        certificate (a DESFire badge), matched only by proofs without a chain.
     :param domain: the issuer's domain (``None``: any).
     :param level: the level granted.
     :param reason: the reason given when the row decides.
@@ -92,22 +114,23 @@ class LevelRule:
 
     mie: MieKind | None
     factors: frozenset[Factor]
-    gamme: Gamme
+    gamme: Gamme | None
     domain: Domain | None
     level: AssuranceLevel
     reason: str
 
-    def matches(self, proof: Proof, issuer: CaClass) -> bool:
-        """:return: whether ``proof``, whose leaf ``issuer`` issued, falls under this row."""
-        return (
-            self.mie in (None, proof.mie)
-            and self.factors <= proof.factors
-            and self.gamme is issuer.gamme
-            and self.domain in (None, issuer.domain)
-        )
+    def matches(self, proof: Proof, issuer: CaClass | None) -> bool:
+        """:return: whether ``proof``, whose leaf ``issuer`` issued (``None``: a proof without
+        a chain), falls under this row."""
+        if self.mie not in (None, proof.mie) or not self.factors <= proof.factors:
+            return False
+        if issuer is None:
+            return self.gamme is None
+        return self.gamme is issuer.gamme and self.domain in (None, issuer.domain)
 
 
 _CARD_AND_PIN = frozenset({Factor.POSSESSION, Factor.KNOWLEDGE})
+_POSSESSION = frozenset({Factor.POSSESSION})
 _FORT_PERSONNES = "FORT PERSONNES card certificate: smart card and PIN, two factors"
 _NONE: frozenset[Factor] = frozenset()
 
@@ -143,6 +166,24 @@ DEFAULT_RULES: tuple[LevelRule, ...] = (
         None,
         AssuranceLevel.LOW,
         "ELEMENTAIRE gamme grants low at most",
+    ),
+    # DESFire badges (no chain): inferred from the RIE's factor rules, docs/rie-conformance.md.
+    LevelRule(
+        MieKind.DESFIRE_BADGE,
+        _CARD_AND_PIN,
+        None,
+        None,
+        AssuranceLevel.SUBSTANTIAL,
+        "DESFire AES mutual authentication with a diversified key and a PIN checked by the "
+        "verifier: two factors",
+    ),
+    LevelRule(
+        MieKind.DESFIRE_BADGE,
+        _POSSESSION,
+        None,
+        None,
+        AssuranceLevel.LOW,
+        "DESFire badge alone: possession only",
     ),
 )
 """The level table: the first row a proof matches decides."""
@@ -184,6 +225,8 @@ def decide(proof: Proof, policy: LevelPolicy | None = None) -> LevelDecision:
     """
     policy = policy or LevelPolicy()
     result = proof.chain
+    if result is None and proof.mie is MieKind.DESFIRE_BADGE:
+        return _decide_badge(proof, policy)
     if result is None:
         return LevelDecision(None, ("certificate chain not verified: no level granted",))
     issuer = result.certificate(1) if len(result.path) > 1 else None
@@ -208,6 +251,19 @@ def decide(proof: Proof, policy: LevelPolicy | None = None) -> LevelDecision:
         return LevelDecision(None, tuple(reasons))
     reasons.append(rule.reason)
     return LevelDecision(rule.level, tuple(reasons))
+
+
+def _decide_badge(proof: Proof, policy: LevelPolicy) -> LevelDecision:
+    """A badge has no chain: the rows without a gamme decide, once the session was verified."""
+    attestation = proof.attestation
+    if not isinstance(attestation, BadgeAttestation):
+        return LevelDecision(None, ("badge session not verified: no level granted",))
+    if attestation.scheme == LEGACY_SCHEME:
+        return LevelDecision(None, ("legacy DES/3DES badge: not RIE-conformant, no level",))
+    rule = next((r for r in policy.rules if r.matches(proof, None)), None)
+    if rule is None:
+        return LevelDecision(None, ("no level rule matches",))
+    return LevelDecision(rule.level, (rule.reason,))
 
 
 def decide_level(

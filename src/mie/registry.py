@@ -12,13 +12,18 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mie.auth import Authenticator, CpxAuthenticator, SerialBinding
 from mie.cards.cpx import detect_family
 from mie.cards.demo import DEMO_ATR, DemoAuthenticator
 from mie.certcache import CertificateCache
-from mie.core.connection import SmartCardConnection
+from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import UnsupportedCardError
+
+if TYPE_CHECKING:
+    from mie.desfire.config import BadgeConfig
+    from mie.keys.base import KeyProvider
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +36,17 @@ class AuthenticatorOptions:
     :param serial_binding: where a CPx card's reported serial comes from.
     :param chain_checked: whether results are chain-checked (``login`` with a verifier), so that
         only certificates whose chain verified are taken from the cache.
+    :param badge: the configuration a DESFire badge authenticates with (``None``: a badge is
+        recognised, and refuses to authenticate).
+    :param badge_keys: the key provider a badge authenticates with (``None``: the one
+        ``badge`` names, opened for each authentication); it stays the caller's to close.
     """
 
     cache: CertificateCache | None = None
     serial_binding: SerialBinding = SerialBinding.CERTIFICATE
     chain_checked: bool = True
+    badge: BadgeConfig | None = None
+    badge_keys: KeyProvider | None = None
 
 
 Probe = Callable[[SmartCardConnection, AuthenticatorOptions], Authenticator | None]
@@ -136,5 +147,35 @@ def _cpx_probe(
     )
 
 
+# GetVersion (native 60, ISO-wrapped): a DESFire badge answers its hardware frame and 91AF.
+DESFIRE_GET_VERSION = bytes.fromhex("9060000000")
+_DESFIRE_MORE = 0x91AF
+_NXP = 0x04
+# Hardware types of the DESFire family (native IC, Light, microcontroller, applet...).
+DESFIRE_HW_TYPES = frozenset({0x01, 0x08, 0x81, 0x83, 0x91, 0xA1})
+
+
+def _desfire_probe(
+    connection: SmartCardConnection, options: AuthenticatorOptions
+) -> Authenticator | None:
+    """A contactless card answering GetVersion's first frame as an NXP DESFire does. The
+    chain it opens is left pending: the badge's next command aborts it."""
+    if connection.transport is not Transport.CONTACTLESS:
+        return None
+    data, sw = connection.send_and_receive(DESFIRE_GET_VERSION)
+    if sw != _DESFIRE_MORE or len(data) != 7 or data[0] != _NXP:
+        return None
+    if data[1] not in DESFIRE_HW_TYPES:
+        return None
+    # Loaded only for a badge: the DESFire session code is not needed for a CPx card.
+    from mie.desfire.authenticator import DesfireAuthenticator
+    from mie.desfire.types import ChipVersion
+
+    return DesfireAuthenticator(
+        connection, options.badge, keys=options.badge_keys, version=ChipVersion.parse(data)
+    )
+
+
 register_probe("demo", _demo_probe)
 register_probe("cpx", _cpx_probe)
+register_probe("desfire", _desfire_probe)

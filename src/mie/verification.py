@@ -4,8 +4,9 @@
 :class:`~mie.result.AuthResult`, raising on every failure, in this order: the origin and the
 nonce the evidence was made for (constant-time compares), the signed challenge bound to both,
 the strict parse of the leaf, the signature, then the certificate chain with revocation and the
-level. :func:`login` is the device side and the verifier side in one process: what ``mie auth``
-does.
+level. A ``desfire-session`` evidence goes to :func:`mie.desfire.verify.verify_badge_evidence`
+(imported only when one arrives: a verifier of CPx evidence loads no DESFire code).
+:func:`login` is the device side and the verifier side in one process: what ``mie auth`` does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import functools
 import hmac
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,6 +48,10 @@ from mie.trust.login import certificate_report
 from mie.trust.parse import load_certificate_der
 from mie.trust.verify import Verifier
 
+if TYPE_CHECKING:
+    from mie.desfire.verify import BadgeVerifier
+
+BADGE_EVIDENCE = "desfire-session"
 CARD_AND_PIN = frozenset({Factor.POSSESSION, Factor.KNOWLEDGE})
 """What an ``x509-signature`` of a CPx card proves: the card and, since it signs only after its
 PIN was verified, the PIN."""
@@ -82,6 +87,8 @@ def verify_evidence(
     verifier: Verifier | None,
     policy: LevelPolicy | None = None,
     authenticator: AuthenticatorInfo | None = None,
+    badges: BadgeVerifier | None = None,
+    user: UserVerification | None = None,
 ) -> AuthResult:
     """Verify evidence the way an IAM does.
 
@@ -94,7 +101,13 @@ def verify_evidence(
     :param policy: the level policy.
     :param authenticator: what was presented, to report in the result. Only its serial is
         checked: it is kept when the certificate that signed binds the same card serial (NOS
-        extension), refused when it binds another, dropped when it binds none.
+        extension), refused when it binds another, dropped when it binds none (a badge's must
+        be its UID).
+    :param badges: checks ``desfire-session`` evidence (:class:`mie.desfire.verify.BadgeVerifier`:
+        the badge configuration, key provider and second-factor store); ``verifier`` is not
+        used for it.
+    :param user: asked for a badge's second-factor PIN (the verifier checks it); not used for
+        ``x509-signature`` evidence, whose card checked its own PIN.
     :return: the valid result.
     :raises OriginMismatchError: the evidence was made for another origin.
     :raises NonceMismatchError: the evidence was made for another nonce.
@@ -102,9 +115,14 @@ def verify_evidence(
         or the signature does not verify with the leaf certificate.
     :raises VerificationError: the leaf does not parse (``malformed``), or the chain,
         revocation or level policy check fails (its contract code).
-    :raises EvidenceFormatError: a kind of evidence this verifier cannot check, or a presented
-        authenticator whose serial is not the one the certificate binds.
+    :raises EvidenceFormatError: a kind of evidence this verifier cannot check (badge evidence
+        without ``badges``), or a presented authenticator whose serial is not the one the
+        certificate binds.
+    :raises MieError: for badge evidence, what :func:`mie.desfire.verify.verify_badge_evidence`
+        raises.
     """
+    if evidence.type == BADGE_EVIDENCE:
+        return _verify_badge(evidence, expected, badges, user, policy, authenticator)
     if not isinstance(evidence, X509SignatureEvidence):
         raise EvidenceFormatError(f"No verifier for evidence of type {evidence.type!r}")
     _check_binding(evidence, expected)
@@ -142,6 +160,29 @@ def verify_evidence(
         reasons=("signature verified", *report.reasons, f"revocation {report.revocation.value}"),
         evidence=dataclasses.replace(evidence, chain=report.chain_der),
         revocation=report.revocation,
+    )
+
+
+def _verify_badge(
+    evidence: Evidence,
+    expected: Expected | AuthRequest,
+    badges: BadgeVerifier | None,
+    user: UserVerification | None,
+    policy: LevelPolicy | None,
+    authenticator: AuthenticatorInfo | None,
+) -> AuthResult:
+    if badges is None:
+        raise EvidenceFormatError(
+            "No badge verifier configured: desfire-session evidence needs a badge configuration"
+        )
+    # Loaded only now: the DESFire session code is the badge verifier's alone.
+    from mie.desfire.evidence import DesfireSessionEvidence
+    from mie.desfire.verify import verify_badge_evidence
+
+    if not isinstance(evidence, DesfireSessionEvidence):
+        raise EvidenceFormatError(f"No verifier for evidence of type {evidence.type!r}")
+    return verify_badge_evidence(
+        evidence, expected, badges, user=user, policy=policy, authenticator=authenticator
     )
 
 
@@ -253,6 +294,7 @@ def login(
     user: UserVerification | None,
     verifier: Verifier | None,
     policy: LevelPolicy | None = None,
+    badges: BadgeVerifier | None = None,
 ) -> AuthResult:
     """Authenticate on the device and verify the evidence in the same process.
 
@@ -263,16 +305,24 @@ def login(
 
     :param authenticator: the presented authenticator.
     :param request: the nonce and origin to bind the evidence to, and the requirements.
-    :param user: asked for the PIN when one is needed.
+    :param user: asked for the PIN when one is needed: by a card during its authentication, by
+        the badge verifier after the badge session (the second factor).
     :param verifier: see :func:`verify_evidence`.
     :param policy: the level policy.
+    :param badges: see :func:`verify_evidence`.
     :return: the valid result.
     :raises MieError: whatever authentication or verification raised.
     """
     evidence = authenticator.authenticate(request, user=user)
     try:
         result = verify_evidence(
-            evidence, request, verifier=verifier, policy=policy, authenticator=authenticator.info
+            evidence,
+            request,
+            verifier=verifier,
+            policy=policy,
+            authenticator=authenticator.info,
+            badges=badges,
+            user=user,
         )
     except BaseException:
         authenticator.rejected(evidence)

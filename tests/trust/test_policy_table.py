@@ -13,6 +13,7 @@ from mie.emulation.testpki import Issued
 from mie.policy import (
     DEFAULT_RULES,
     AssuranceLevel,
+    BadgeAttestation,
     Factor,
     LevelPolicy,
     LevelRule,
@@ -22,7 +23,7 @@ from mie.policy import (
     decide_level,
 )
 from mie.trust import ErrorCode, RevocationStatus, VerificationError
-from mie.trust.store import Anchor, Gamme
+from mie.trust.store import Anchor, Gamme, classify
 from mie.trust.verify import Usage, VerificationResult
 from tests.trust.conftest import make_cert, person, spare_key
 
@@ -175,3 +176,79 @@ def test_policy_oids_are_required_when_configured() -> None:
     decision = decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, carrying), policy)
     assert decision.level is AssuranceLevel.SUBSTANTIAL
     assert "certificate policy 1.2.250.1.71.4.2.1" in decision.reasons
+
+
+# --- DESFire badges (issue 9): rows without a gamme, for proofs without a chain -------------
+
+BADGE_ALONE = "DESFire badge alone: possession only"
+BADGE_AND_PIN = (
+    "DESFire AES mutual authentication with a diversified key and a PIN checked by the "
+    "verifier: two factors"
+)
+POSSESSION = frozenset({Factor.POSSESSION})
+
+
+@pytest.mark.parametrize(
+    ("factors", "scheme", "originality", "level", "last"),
+    [
+        (POSSESSION, "ev2", True, LOW, BADGE_ALONE),
+        (POSSESSION, "ev1-aes", False, LOW, BADGE_ALONE),
+        (CARD_AND_PIN, "ev2", True, SUBSTANTIAL, BADGE_AND_PIN),
+        (CARD_AND_PIN, "ev1-aes", True, SUBSTANTIAL, BADGE_AND_PIN),
+        (
+            CARD_AND_PIN,
+            "legacy",
+            True,
+            None,
+            "legacy DES/3DES badge: not RIE-conformant, no level",
+        ),
+        (POSSESSION, "legacy", False, None, "legacy DES/3DES badge: not RIE-conformant, no level"),
+        # A badge proof that proves nothing matches no row.
+        (NONE, "ev2", True, None, "no level rule matches"),
+    ],
+)
+def test_badge_rows(
+    factors: frozenset[Factor],
+    scheme: str,
+    originality: bool,
+    level: AssuranceLevel | None,
+    last: str,
+) -> None:
+    proof = Proof(
+        MieKind.DESFIRE_BADGE, factors, None, attestation=BadgeAttestation(scheme, originality)
+    )
+    decision = decide(proof)
+    assert decision.level is level
+    assert decision.reasons[-1] == last
+
+
+def test_a_badge_proof_without_attestation_grants_no_level() -> None:
+    decision = decide(Proof(MieKind.DESFIRE_BADGE, CARD_AND_PIN, None))
+    assert decision.level is None
+    assert decision.reasons == ("badge session not verified: no level granted",)
+
+
+def test_badge_rows_never_match_a_proof_with_a_chain_nor_card_rows_a_badge() -> None:
+    badge_rows = [r for r in DEFAULT_RULES if r.gamme is None]
+    assert [r.level for r in badge_rows] == [SUBSTANTIAL, LOW]
+    issuer = _result(FORT_PP).certificate(1)
+    assert issuer is not None
+    info = classify(issuer.subject)
+    assert info is not None
+    for rule in badge_rows:
+        proof = Proof(MieKind.DESFIRE_BADGE, CARD_AND_PIN, _result(FORT_PP))
+        assert decide(proof).reasons[-1] == FORT_LOW
+        assert not rule.matches(proof, info)
+    card_rows = [r for r in DEFAULT_RULES if r.gamme is not None]
+    badge = Proof(
+        MieKind.DESFIRE_BADGE, CARD_AND_PIN, None, attestation=BadgeAttestation("ev2", True)
+    )
+    assert not any(rule.matches(badge, None) for rule in card_rows)
+
+
+def test_a_cpx_proof_without_chain_still_grants_no_level() -> None:
+    # The badge path is for badges only: a card without a chain keeps its answer.
+    attestation = BadgeAttestation("ev2", True)
+    decision = decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, None, attestation=attestation))
+    assert decision == decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, None))
+    assert decision.level is None

@@ -138,3 +138,48 @@ def test_the_core_exports_the_stack_recipe_and_the_channel_interface() -> None:
     )
     for name in mie.core.__all__:
         assert getattr(mie.core, name) is not None, name
+
+
+def test_the_verifier_loads_no_desfire_session_until_badge_evidence_arrives() -> None:
+    modules = imported_modules("import mie.verification, mie.evidence")
+    assert [m for m in modules if m.startswith("mie.desfire")] == []
+    # Reading a desfire-session evidence loads its kind, and still no session code.
+    statement = "import mie.evidence; mie.evidence.Evidence.from_json({'type': 'desfire-session'})"
+    script = f"try:\n    {statement}\nexcept Exception as e:\n    print(type(e).__name__)"
+    loaded = imported_modules(script)
+    assert "mie.desfire.evidence" in loaded
+    assert "mie.desfire.session" not in loaded and "mie.desfire.verify" not in loaded
+
+
+def test_badge_evidence_loads_the_badge_verifier_on_demand() -> None:
+    statement = (
+        "import mie.verification\n"
+        "try:\n"
+        "    mie.verification._verify_badge(None, None, object(), None, None, None)\n"
+        "except Exception:\n"
+        "    pass"
+    )
+    assert "mie.desfire.verify" in imported_modules(statement)
+
+
+# The exception classes of the packages mie.errors exports lazily (issue 9).
+LAZY_ERRORS = {
+    "mie.desfire.errors": ("RecordCopiedError", "LegacyCryptoError", "ResponseIntegrityError"),
+    "mie.desfire.config": ("BadgeConfigError",),
+    "mie.keys.base": ("KeyProviderError", "KeyNotFoundError"),
+    "mie.store.errors": ("StoreError", "WrongSecondFactorError", "SecondFactorLockedError"),
+}
+
+
+def test_mie_errors_exports_the_badge_key_and_store_errors_on_first_use() -> None:
+    import mie.errors
+
+    for module, names in LAZY_ERRORS.items():
+        for name in names:
+            assert name in mie.errors.__all__
+            assert getattr(mie.errors, name) is getattr(importlib.import_module(module), name)
+    assert set(mie.errors.__all__) <= set(dir(mie.errors))
+    modules = imported_modules("import mie.errors")
+    assert [m for m in modules if m.startswith(("mie.desfire", "mie.keys", "mie.store"))] == []
+    with pytest.raises(AttributeError, match="no_such_error"):
+        _ = mie.errors.no_such_error

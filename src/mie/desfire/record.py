@@ -59,6 +59,9 @@ MAX_ISSUER_BYTES = 30
 SIGNATURE_SIZE = 64
 _COORDINATE = 32
 BADGE_NAME_PREFIX = "desfire:"
+DIV_FILE_SIZE = 16
+"""Bytes of the diversification file ``02`` (``uid_source`` ``div-file``): the real UID, then
+zeros."""
 
 TAG_TEMPLATE = 0x70
 TAG_VERSION = 0x80
@@ -314,6 +317,30 @@ def check_binding(record: IdentityRecord, *, uid: bytes, aid: bytes) -> None:
         )
 
 
+def div_file(uid: bytes) -> bytes:
+    """:return: the content of the diversification file ``02`` for a badge: its real UID (7
+    bytes), then 9 zero bytes. The file is read in plain by anyone (``div-file`` badges are
+    trackable).
+
+    :raises RecordFormatError: ``uid`` is not 7 bytes.
+    """
+    if not isinstance(uid, bytes) or len(uid) != UID_SIZE:
+        raise RecordFormatError(f"A badge UID is {UID_SIZE} bytes")
+    return uid + bytes(DIV_FILE_SIZE - UID_SIZE)
+
+
+def uid_from_div_file(data: bytes) -> bytes:
+    """:return: the UID the diversification file ``02`` holds (see :func:`div_file`).
+
+    :raises RecordFormatError: not 16 bytes, or a non-zero byte after the UID.
+    """
+    if len(data) != DIV_FILE_SIZE or any(data[UID_SIZE:]):
+        raise RecordFormatError(
+            f"The diversification file is not a {UID_SIZE}-byte UID and zeros ({len(data)} bytes)"
+        )
+    return bytes(data[:UID_SIZE])
+
+
 def _tlv_at(data: bytes, offset: int) -> tuple[Tlv, int]:
     try:
         return Tlv.parse_from(data, offset)
@@ -408,6 +435,7 @@ def _check_issuer(issuer: object) -> None:
 
 
 __all__ = [
+    "DIV_FILE_SIZE",
     "RECORD_FILE_SIZE",
     "SIGNATURE_CONTEXT",
     "AuthorityKey",
@@ -415,5 +443,7 @@ __all__ = [
     "SignedRecord",
     "authority_key_id",
     "check_binding",
+    "div_file",
+    "uid_from_div_file",
     "verify",
 ]
