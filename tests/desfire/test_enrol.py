@@ -9,6 +9,7 @@ session, and checks the badge against keys computed here with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
@@ -55,7 +56,8 @@ MASTERS = {
     "mie-read": bytes.fromhex("303132333435363738393a3b3c3d3e3f"),
 }
 AUTHORITY = ec.derive_private_key(0x5EED_0F_E7_201, ec.SECP256R1())
-CONFIG = BadgeConfig(issuer="CH Exemple")
+TRUSTED = (AuthorityKey.of(AUTHORITY.public_key(), "CH Exemple", test=True),)
+CONFIG = BadgeConfig(issuer="CH Exemple", authorities=TRUSTED, originality_keys=("mie-test",))
 # A full enrolment of a blank EV3 with random UID (plan §4.2), command by command (the native
 # command code of each APDU; AF = a further frame of the same command).
 FULL_ENROLMENT = [
@@ -198,7 +200,7 @@ def test_without_random_uid_the_badge_keeps_its_uid(
 ) -> None:
     card = blank()
     connection = Traced(card)
-    config = BadgeConfig(issuer="CH Exemple", random_uid=False)
+    config = dataclasses.replace(CONFIG, random_uid=False)
     enroller(keys, journal, config).enrol(connection, EnrolmentRequest(PSI), row="1")
     assert "5C" not in connection.commands and not card.state.random_uid
     assert read_identity(card).id_nat == PSI
@@ -207,7 +209,7 @@ def test_without_random_uid_the_badge_keeps_its_uid(
 
 def test_the_div_file_source_writes_file_02(keys: SoftwareKeyProvider, journal: Journal) -> None:
     card = blank()
-    config = BadgeConfig(issuer="CH Exemple", random_uid=False, uid_source=UidSource.DIV_FILE)
+    config = dataclasses.replace(CONFIG, random_uid=False, uid_source=UidSource.DIV_FILE)
     enroller(keys, journal, config).enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
     div = card.state.applications[CONFIG.aid].files[2]
     assert (div.mode, bytes(div.data)) == (CommMode.PLAIN, UID + bytes(9))
@@ -534,13 +536,16 @@ def test_requests_the_enroller_cannot_serve_touch_nothing(
 ) -> None:
     card = blank()
     connection = Traced(card)
-    no_issuer = enroller(keys, journal, BadgeConfig())
+    no_issuer = enroller(keys, journal, dataclasses.replace(CONFIG, issuer=None))
     with pytest.raises(EnrolmentInputError, match="No issuer"):
         no_issuer.enrol(connection, EnrolmentRequest(RPPS), row="1")
     with pytest.raises(EnrolmentInputError, match="no second-factor store"):
         enroller(keys, journal).enrol(connection, EnrolmentRequest(RPPS, pin=PIN), row="1")
     with pytest.raises(ValueError, match="row name"):
         enroller(keys, journal).enrol(connection, EnrolmentRequest(RPPS), row="row 1")
+    untrusting = enroller(keys, journal, dataclasses.replace(CONFIG, authorities=()))
+    with pytest.raises(EnrolmentInputError, match="not among the badge configuration's"):
+        untrusting.enrol(connection, EnrolmentRequest(RPPS), row="1")
     assert connection.commands == [] and journal.entries == ()
 
 
@@ -615,7 +620,7 @@ def test_the_anticollision_source_verifies_with_the_reader_uid(
     keys: SoftwareKeyProvider, journal: Journal
 ) -> None:
     card = blank()
-    config = BadgeConfig(issuer="CH Exemple", random_uid=False, uid_source=UidSource.ANTICOLLISION)
+    config = dataclasses.replace(CONFIG, random_uid=False, uid_source=UidSource.ANTICOLLISION)
     transactions: list[bool] = []
 
     class Locked(Traced):

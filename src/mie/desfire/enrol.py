@@ -45,7 +45,14 @@ from mie.core.channel import CommMode
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import ErrorCode, UnsupportedCardError
 from mie.desfire.config import BadgeConfig, UidSource
-from mie.desfire.errors import DesfireAuthenticationError, DesfireError, DesfireStatusError
+from mie.desfire.errors import (
+    DesfireAuthenticationError,
+    DesfireError,
+    DesfireStatusError,
+    RecordCopiedError,
+    RecordFormatError,
+    RecordUntrustedError,
+)
 from mie.desfire.journal import (
     EntryState,
     Incomplete,
@@ -302,13 +309,23 @@ class Enroller:
         return self.journal.incomplete()
 
     def authority(self) -> AuthorityKey:
-        """:return: the enrolment authority (the provider's ``labels.authority`` public key).
+        """:return: the enrolment authority: the trusted authority of the configuration whose
+        key is the provider's ``labels.authority`` key.
 
+        :raises EnrolmentInputError: the configuration does not trust that key, so every
+            verifier with this configuration would refuse the records it signs.
         :raises KeyProviderError: the provider has no such key.
         """
         if self._authority is None:
-            public = self.keys.public_key(self.config.labels.authority)
-            self._authority = AuthorityKey.of(public, "enrolment authority")
+            label = self.config.labels.authority
+            key_id = authority_key_id(self.keys.public_key(label))
+            trusted = [a for a in self.config.authorities if a.key_id == key_id]
+            if not trusted:
+                raise EnrolmentInputError(
+                    f"The authority key {label!r} is not among the badge configuration's "
+                    "authorities: verifiers would refuse the records it signs"
+                )
+            self._authority = trusted[0]
         return self._authority
 
     def inspect(
@@ -418,7 +435,7 @@ class Enroller:
             signed = IdentityRecord.parse(data)
             verify(signed, [self.authority()])
             check_binding(signed.record, uid=uid, aid=self.config.aid)
-        except DesfireError:
+        except (RecordFormatError, RecordUntrustedError, RecordCopiedError):
             return None
         return signed
 
@@ -460,6 +477,7 @@ class Enroller:
             )
         if request.pin is not None and self.second_factor is None:
             raise EnrolmentInputError("A PIN was given but no second-factor store is configured")
+        self.authority()
         with connection.transaction():
             return self._enrol(
                 DesfireSession(connection, rng=self._rng), request, row, issuer, progress
