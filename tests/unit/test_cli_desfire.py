@@ -5,9 +5,11 @@ flows of tests/integration/test_desfire_{nfc,pcsc}.py."""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,16 @@ from mie._cli.__main__ import run
 from mie._cli.app import cli, exit_code_for
 from mie._cli.state import CliState
 from mie.core.connection import SmartCardConnection
+from mie.core.errors import CardRemovedError, TransportTimeoutError
 from mie.desfire.config import BadgeConfig
 from mie.desfire.crypto import diversify_aes128
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.desfire import EmulatedDesfire
-from mie.emulation.desfire_state import BadgeKey, BadgeState, KeyType, personalise
+from mie.emulation.desfire_state import BadgeKey, BadgeState, KeyType, encode_state, personalise
+from mie.emulation.iso7816 import demo_card
+from mie.emulation.testpki import default_rpps
+from tests.cards.faults import FailingConnection
 
 h = bytes.fromhex
 UID = h("04958caa5c5e80")
@@ -374,8 +380,6 @@ def test_info_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_info_of_a_card_that_is_not_a_desfire_badge_exits_1(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from mie.emulation.iso7816 import demo_card
-
     state = ReaderState(EmulatedConnection(demo_card()))
     assert run(["desfire", "info", "--json"], state) == 1
     captured = capsys.readouterr()
@@ -478,3 +482,371 @@ def test_an_nfc_reader_opens_an_nfc_connection(monkeypatch: pytest.MonkeyPatch) 
     assert isinstance(connection, Fake)
     assert opened == [("udp:127.0.0.1:5000", 5.0)]
     assert state.source == "emulator"
+
+
+# --- enroll -------------------------------------------------------------------------------------
+
+RPPS = "8" + default_rpps()
+PIN = "482916"
+
+
+class BadgeQueue(ReaderState):
+    """A reader that is presented the ``badges`` one after the other (``enroll --csv``)."""
+
+    def __init__(self, badges: list[SmartCardConnection]) -> None:
+        super().__init__(badges[0] if badges else EmulatedConnection(demo_card()))
+        self.badges = list(badges)
+        self.presented: list[SmartCardConnection] = []
+        self.removals = 0
+
+    def wait_for_badge(self, reader: str | None, timeout: float) -> SmartCardConnection:
+        if not self.badges:
+            raise TransportTimeoutError(f"No badge within {timeout:g} s")
+        self.presented.append(self.badges.pop(0))
+        return self.presented[-1]
+
+    def wait_for_removal(self, reader: str | None, timeout: float) -> None:
+        self.removals += 1
+
+
+def blank(uid: bytes = UID) -> EmulatedDesfire:
+    return EmulatedDesfire(BadgeState.blank(uid))
+
+
+def enroll(
+    setup: BadgeSetup,
+    journal: Path,
+    state: CliState,
+    *args: str,
+    stdin: str = "",
+    monkeypatch: pytest.MonkeyPatch,
+) -> int:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    argv = ["desfire", "enroll", "--badge-config", str(setup.config), "--journal", str(journal)]
+    return run([*argv, *args], state)
+
+
+def journal_steps(journal: Path) -> list[tuple[str, str, str, str]]:
+    lines = journal.read_text().splitlines()
+    assert lines[0] == "format,row,uid,step,state,at"
+    return [tuple(line.split(",")[1:5]) for line in lines[1:]]  # type: ignore[misc]
+
+
+def test_enroll_one_badge_then_info_shows_the_application(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    badge = blank()
+    journal = tmp_path / "journal.csv"
+    state = ReaderState(EmulatedConnection(badge))
+    args = ("--identity", f"rpps={RPPS[1:]}", "--pin-stdin", "--issued", "2026-11-30", "--json")
+    assert enroll(setup, journal, state, *args, stdin=PIN + "\n", monkeypatch=monkeypatch) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {
+        "enrolled": [{"row": RPPS, "uid": UID.hex(), "resumed_at": None}],
+        "incomplete": [],
+    }
+    steps = journal_steps(journal)
+    assert steps[-1] == (RPPS, UID.hex(), "verified", "done")
+    assert [s[2] for s in steps if s[3] == "done"] == [
+        "begin",
+        "picc_key",
+        "application",
+        "app_keys",
+        "record",
+        "second_factor",
+        "random_uid",
+        "verified",
+    ]
+    assert PIN not in captured.out + captured.err + journal.read_text()
+    info = info_json(
+        ReaderState(EmulatedConnection(badge)), capsys, "--badge-config", str(setup.config)
+    )
+    assert info["uid"] == UID.hex() and info["random_uid"] is True
+    assert info["applications"] == [AID.hex()] and info["mie_application"] is True
+
+
+def test_enroll_text_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    state = ReaderState(EmulatedConnection(blank()))
+    psi = "4f0b7c1e-5d2a-4c8e-9a3b-6e1f2d7c8b90"
+    args = ("--identity", f"psi={psi.upper()}")
+    assert enroll(setup, tmp_path / "j.csv", state, *args, monkeypatch=monkeypatch) == 0
+    row = psi.replace("-", "")
+    assert capsys.readouterr().out == f"Enrolled: row {row}, badge {UID.hex()}\n"
+
+
+def test_enroll_a_badge_twice_is_refused_with_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    badge = blank()
+    journal = tmp_path / "j.csv"
+    args = ("--identity", f"rpps={RPPS[1:]}")
+    state = ReaderState(EmulatedConnection(badge))
+    assert enroll(setup, journal, state, *args, monkeypatch=monkeypatch) == 0
+    capsys.readouterr()
+    state = ReaderState(EmulatedConnection(badge))
+    assert enroll(setup, journal, state, *args, "--json", monkeypatch=monkeypatch) == 1
+    captured = capsys.readouterr()
+    assert "was enrolled for row" in one_error_line(captured.err)
+    assert json.loads(captured.out) == {"enrolled": [], "incomplete": []}
+
+
+def test_enroll_a_badge_of_another_system_is_refused_with_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ours = write_badge_setup(tmp_path / "ours", seed=1)
+    theirs = write_badge_setup(tmp_path / "theirs", seed=2)
+    badge = blank()
+    args = ("--identity", f"rpps={RPPS[1:]}")
+    state = ReaderState(EmulatedConnection(badge))
+    assert enroll(theirs, tmp_path / "theirs.csv", state, *args, monkeypatch=monkeypatch) == 0
+    before = encode_state(badge.state)
+    state = ReaderState(EmulatedConnection(badge))
+    assert enroll(ours, tmp_path / "ours.csv", state, *args, monkeypatch=monkeypatch) == 1
+    assert "it was not enrolled here" in one_error_line(capsys.readouterr().err)
+    assert encode_state(badge.state) == before
+
+
+def test_removal_mid_enrolment_is_reported_then_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    badge = blank()
+    journal = tmp_path / "j.csv"
+    args = ("--identity", f"rpps={RPPS[1:]}", "--json")
+    removed = FailingConnection(
+        EmulatedConnection(badge),
+        at=20,
+        error=CardRemovedError("The card was removed"),
+        before=badge.power_off,
+    )
+    assert enroll(setup, journal, ReaderState(removed), *args, monkeypatch=monkeypatch) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["enrolled"] == []
+    [left] = result["incomplete"]
+    assert left["row"] == RPPS and left["uid"] == UID.hex()
+    step = left["step"]
+    assert step in ("app_keys", "record")
+    line = one_error_line(captured.err)
+    assert f"1 badge left incomplete (run again to finish): row {RPPS}" in line
+    assert f"incomplete at {step}" in line
+    # The next run says so first, then finishes the badge where it stopped.
+    badge.power_on()
+    state = ReaderState(EmulatedConnection(badge))
+    assert enroll(setup, journal, state, *args, monkeypatch=monkeypatch) == 0
+    captured = capsys.readouterr()
+    first = captured.err.splitlines()[0]
+    assert f"row {RPPS} ({UID.hex()}) incomplete at {step}" in first
+    assert json.loads(captured.out)["enrolled"] == [
+        {"row": RPPS, "uid": UID.hex(), "resumed_at": step}
+    ]
+    assert journal_steps(journal)[-1][2:] == ("verified", "done")
+
+
+def test_reset_incomplete_deletes_the_application_and_enrols_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    badge = blank()
+    journal = tmp_path / "j.csv"
+    args = ("--identity", f"rpps={RPPS[1:]}")
+    removed = FailingConnection(
+        EmulatedConnection(badge), at=24, error=CardRemovedError("The card was removed")
+    )
+    assert enroll(setup, journal, ReaderState(removed), *args, monkeypatch=monkeypatch) == 1
+    capsys.readouterr()
+    badge.power_off()
+    badge.power_on()
+    state = ReaderState(EmulatedConnection(badge))
+    assert enroll(setup, journal, state, *args, "--reset-incomplete", monkeypatch=monkeypatch) == 0
+    assert f"badge {UID.hex()} reset" in capsys.readouterr().err
+    steps = journal_steps(journal)
+    assert (RPPS, UID.hex(), "application", "reset") in steps
+    after_reset = steps[steps.index((RPPS, UID.hex(), "application", "reset")) + 1 :]
+    assert after_reset[0] == (RPPS, UID.hex(), "application", "intent")
+    assert steps[-1][2:] == ("verified", "done")
+
+
+def csv_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "badges.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+RPPS2 = "8" + "10100099802"  # RPPS numbers pass a Luhn check
+RPPS3 = "8" + "10100099810"
+
+
+def test_enroll_csv_enrols_one_badge_per_row_with_a_progress_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    uids = [bytes([4, i, 2, 3, 4, 5, 6]) for i in (1, 2, 3)]
+    table = f"row,id_nat,pin\na,{RPPS},1111\nb,{RPPS2},\nc,{RPPS3},3333\n"
+    path = csv_file(tmp_path, table)
+    state = BadgeQueue([EmulatedConnection(blank(uid)) for uid in uids])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    argv = ["desfire", "enroll", "--badge-config", str(setup.config), "--csv", str(path), "--json"]
+    assert run(argv, state) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["enrolled"] == [
+        {"row": row, "uid": uid.hex(), "resumed_at": None}
+        for row, uid in zip("abc", uids, strict=True)
+    ]
+    assert "Enrolling" in captured.err  # click's progress bar, on stderr
+    assert [line for line in captured.err.splitlines() if "present" in line] == [
+        "row a: present a blank badge",
+        "row b: present a blank badge",
+        "row c: present a blank badge",
+    ]
+    assert state.removals == 3
+    # The default journal sits next to the CSV; no PIN in it or in any output.
+    journal = Path(str(path) + ".journal.csv").read_text()
+    assert journal.count("verified,done") == 3
+    for pin in ("1111", "3333"):
+        assert pin not in journal + captured.out + captured.err
+    # Row b has no PIN: no second factor step.
+    second_factor = [line.split(",")[1] for line in journal.splitlines() if "second_factor" in line]
+    assert sorted(set(second_factor)) == ["a", "c"]
+
+
+def test_enroll_csv_asks_for_the_incomplete_rows_first_and_skips_the_done_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    uids = [bytes([4, i, 2, 3, 4, 5, 6]) for i in (1, 2, 3)]
+    badges = [blank(uid) for uid in uids]
+    path = csv_file(tmp_path, f"row,id_nat\na,{RPPS}\nb,{RPPS2}\nc,{RPPS3}\n")
+    argv = ["desfire", "enroll", "--badge-config", str(setup.config), "--csv", str(path)]
+    # First run: a enrolled, b pulled out mid-enrolment and not presented again in time.
+    pulled = FailingConnection(
+        EmulatedConnection(badges[1]), at=22, error=CardRemovedError("The card was removed")
+    )
+    state = BadgeQueue([EmulatedConnection(badges[0]), pulled])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert run([*argv, "--wait", "5"], state) == 1
+    captured = capsys.readouterr()
+    assert "row b: The card was removed" in captured.err
+    assert captured.err.splitlines()[-1] == (
+        "mie: error: row b: no badge enrolled within 5 s; 1 badge left incomplete (run again to "
+        "finish): row b (04020203040506) incomplete at app_keys"
+    )
+    assert "row c" not in captured.err
+    # Second run: b's badge is asked for first (c's blank badge is refused for it), a skipped.
+    state = BadgeQueue([EmulatedConnection(badges[2]), EmulatedConnection(badges[1])])
+    state.badges.append(EmulatedConnection(badges[2]))
+    assert run(argv, state) == 0
+    err = capsys.readouterr().err
+    assert err.index("row b (040202") < err.index("row a: enrolled by an earlier run, skipped")
+    asked = [line for line in err.splitlines() if ": present" in line]
+    assert asked[0] == "row b: present its badge 04020203040506, to finish it"
+    assert "is not row b's" in err
+    assert asked[-1] == "row c: present a blank badge"
+    journal = Path(str(path) + ".journal.csv").read_text()
+    assert journal.count("verified,done") == 3
+
+
+@pytest.mark.parametrize(
+    ("table", "named"),
+    [
+        (f"id_nat,colour\n{RPPS},blue\n", "unknown column 'colour'"),
+        (f"row,id_nat\n1,{RPPS}\n1,{RPPS2}\n", "row 1 is also on line 2"),
+        ("row,id_nat\n1,81234\n", "id_nat"),
+        ("row,pin\n1,1234\n", "no id_nat column"),
+        (f"id_nat,pin\n{RPPS},12\n", "The pin is refused"),
+    ],
+)
+def test_a_bad_csv_exits_2_with_one_line_before_any_badge(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    table: str,
+    named: str,
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    path = csv_file(tmp_path, table)
+    state = BadgeQueue([EmulatedConnection(blank())])
+    argv = ["desfire", "enroll", "--badge-config", str(setup.config), "--csv", str(path)]
+    assert run(argv, state) == 2
+    assert named in one_error_line(capsys.readouterr().err)
+    assert state.presented == [] and state.opened == 0
+    assert not Path(str(path) + ".journal.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "named"),
+    [
+        ((), "", "Give --identity (one badge) or --csv FILE"),
+        (("--identity", "rpps=1", "--csv", "x.csv"), "", "Give --identity"),
+        (("--identity", "adeli=123456789"), "", "--identity 'adeli=123456789': rpps="),
+        (("--identity", "rpps=12345"), "", "--identity 'rpps=12345': the identifier"),
+        (("--identity", "psi=not-a-uuid"), "", "--identity 'psi=not-a-uuid'"),
+        (("--identity", f"rpps={RPPS[1:]}", "--issued", "30/11/2026"), "", "--issued"),
+        (("--identity", f"rpps={RPPS[1:]}", "--issued", "2026-02-30"), "", "--issued"),
+        (("--identity", f"rpps={RPPS[1:]}", "--issuer", "x" * 31), "", "--issuer"),
+        (("--identity", f"rpps={RPPS[1:]}", "--pin-stdin"), "", "no PIN on standard input"),
+        (("--identity", f"rpps={RPPS[1:]}", "--pin-stdin"), "12ab\n", "decimal digits"),
+        (("--identity", f"rpps={RPPS[1:]}", "--pin-stdin"), "12\n", "PIN must have"),
+        (("--csv", "x.csv", "--pin-stdin"), "", "--pin-stdin: with --identity only"),
+        (("--identity", f"rpps={RPPS[1:]}", "--wait", "nan"), "", "--wait"),
+    ],
+)
+def test_enroll_bad_usage_exits_2_with_one_line_before_any_badge(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    stdin: str,
+    named: str,
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    state = ReaderState(EmulatedConnection(blank()))
+    journal = tmp_path / "j.csv"
+    assert enroll(setup, journal, state, *args, stdin=stdin, monkeypatch=monkeypatch) == 2
+    captured = capsys.readouterr()
+    assert named in one_error_line(captured.err)
+    assert "12ab" not in captured.err
+    assert state.opened == 0 and not journal.exists()
+
+
+def test_enroll_a_pin_without_a_second_factor_store_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    state = ReaderState(EmulatedConnection(blank()))
+    args = ("--identity", f"rpps={RPPS[1:]}", "--pin-stdin")
+    assert enroll(setup, tmp_path / "j", state, *args, stdin="1234\n", monkeypatch=monkeypatch) == 2
+    assert "second_factor" in one_error_line(capsys.readouterr().err)
+    assert state.opened == 0
+
+
+def test_enroll_without_an_issuer_anywhere_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    config = json.loads(setup.config.read_text())
+    del config["issuer"]
+    setup.config.write_text(json.dumps(config))
+    state = ReaderState(EmulatedConnection(blank()))
+    args = ("--identity", f"rpps={RPPS[1:]}")
+    assert enroll(setup, tmp_path / "j", state, *args, monkeypatch=monkeypatch) == 2
+    assert "--issuer" in one_error_line(capsys.readouterr().err)
+    assert (
+        enroll(setup, tmp_path / "j", state, *args, "--issuer", "CH B", monkeypatch=monkeypatch)
+        == 0
+    )
+
+
+def test_enroll_needs_a_badge_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = ReaderState(EmulatedConnection(blank()))
+    assert run(["desfire", "enroll", "--identity", f"rpps={RPPS[1:]}"], state) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "No badge configuration" in line and "badge.json" in line
+    assert state.opened == 0

@@ -17,7 +17,7 @@ from mie import __version__
 from mie._cli.auth import AuthFailedError, auth
 from mie._cli.cards import info, readers
 from mie._cli.demo import demo
-from mie._cli.desfire import desfire_group
+from mie._cli.desfire import EnrolmentFailedError, desfire_group
 from mie._cli.emulate import emulate
 from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
@@ -68,6 +68,7 @@ _LEVELS = {
 # that does not parse (malformed).
 _FAILED = (
     AuthFailedError,
+    EnrolmentFailedError,
     ApduError,
     BadResponseError,
     EvidenceFormatError,

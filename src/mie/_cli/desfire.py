@@ -9,20 +9,39 @@ input only, and never printed.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import sys
+import time
+from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from mie._cli.options import badge_config_option, load_badge_config
+from mie._cli.options import Seconds, badge_config_option, load_badge_config
 from mie._cli.output import emit_json, json_option, warn
 from mie._cli.state import CliState, UsageError
-from mie.core.errors import ApduError, BadResponseError, UnsupportedCardError
+from mie.core.connection import SmartCardConnection
+from mie.core.errors import (
+    ApduError,
+    BadResponseError,
+    ErrorCode,
+    MieError,
+    SecureMessagingError,
+    TransportError,
+    TransportTimeoutError,
+    UnsupportedCardError,
+)
 
 if TYPE_CHECKING:
     from mie.desfire.config import BadgeConfig
+    from mie.desfire.enrol import EnrolledBadge, Enroller, EnrolmentRequest
+    from mie.desfire.journal import EnrolmentRow, Incomplete, Journal
     from mie.desfire.session import DesfireSession
     from mie.desfire.types import ChipVersion
+    from mie.store.base import Store
 
 UID_BYTES = 7
 AID_BYTES = 3
@@ -232,3 +251,391 @@ def _print_description(description: dict[str, Any]) -> None:
     shown = "not listed" if applications is None else " ".join(applications) or "none"
     click.echo(f"  applications: {shown}")
     click.echo(f"  MIE application: {'yes' if description['mie_application'] else 'no'}")
+
+
+# --- enroll ------------------------------------------------------------------------------------
+
+BADGE_WAIT = 60.0
+"""Seconds ``enroll --csv`` waits for each badge to be presented, and then removed."""
+_ROW_NAME_SIZE = 32
+_RETRY_PAUSE = 0.5
+
+
+class EnrolmentFailedError(MieError):
+    """A badge could not be enrolled, or was left half-enrolled: exit 1.
+
+    :param message: one line (the incomplete rows, as the journal describes them).
+    :param code: the contract code of the failure.
+    """
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        self.code = code or ErrorCode.CARD_ERROR
+        super().__init__(message)
+
+
+def parse_identity_option(value: str) -> str:
+    """:return: the national identifier (``id_nat``) that ``--identity`` names: ``rpps=`` and
+    the 11 digits of an RPPS number (``8`` + them), or ``psi=`` and a PSI UUID (lower case).
+
+    :raises UsageError: another form, or an identifier a badge record cannot hold.
+    """
+    from mie.desfire.journal import id_nat_problem
+
+    kind, sep, number = value.partition("=")
+    kind = kind.strip().lower()
+    if not sep or kind not in ("rpps", "psi"):
+        raise UsageError(f"--identity {value!r}: rpps=11 DIGITS or psi=UUID expected")
+    id_nat = "8" + number if kind == "rpps" else number.lower()
+    problem = id_nat_problem(id_nat)
+    if problem is not None:
+        raise UsageError(f"--identity {value!r}: the identifier {problem}")
+    return id_nat
+
+
+def parse_issued(value: str | None) -> dt.date | None:
+    """:return: the ``--issued`` date, or ``None`` (the enroller takes today's).
+
+    :raises UsageError: not ``YYYY-MM-DD``.
+    """
+    if value is None:
+        return None
+    try:
+        if len(value) != len("YYYY-MM-DD"):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--issued {value!r} is not a date YYYY-MM-DD") from None
+
+
+def _read_pin() -> str:
+    from mie.store.secondfactor import SECOND_FACTOR_PIN
+
+    pin = sys.stdin.readline().rstrip("\r\n")
+    if not pin:
+        raise UsageError("--pin-stdin: no PIN on standard input")
+    SECOND_FACTOR_PIN.check(pin)  # PinFormatError (exit 2); its message never shows the PIN
+    return pin
+
+
+@desfire_group.command()
+@click.option("--reader", "-r", help="Reader name or a unique part of it, or nfc:PATH (nfcpy).")
+@badge_config_option
+@click.option("--identity", help="One badge, for this professional: rpps=11 DIGITS or psi=UUID.")
+@click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(dir_okay=False),
+    help="One badge per row (UTF-8; header: id_nat and any of row, issuer, pin).",
+)
+@click.option("--issuer", help="The issuer the records name (default: the configuration's).")
+@click.option("--issued", help="The issue date the records carry, YYYY-MM-DD (default: today).")
+@click.option(
+    "--pin-stdin",
+    is_flag=True,
+    help="Read the badge's second-factor PIN from the first line of stdin (with --identity).",
+)
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False),
+    help="The enrolment journal (default: CSV.journal.csv for --csv, else "
+    "~/.config/mie/enrolment-journal.csv).",
+)
+@click.option(
+    "--reset-incomplete",
+    is_flag=True,
+    help="Delete the application of a badge left incomplete, then enrol it again.",
+)
+@click.option(
+    "--wait",
+    type=Seconds(),
+    default=BADGE_WAIT,
+    show_default=True,
+    help="With --csv: seconds to wait for each badge to be presented, then removed.",
+)
+@json_option('Print {"enrolled": [...], "incomplete": [...]}.')
+@click.pass_obj
+def enroll(
+    state: CliState,
+    reader: str | None,
+    badge_config: str | None,
+    identity: str | None,
+    csv_file: str | None,
+    issuer: str | None,
+    issued: str | None,
+    pin_stdin: bool,
+    journal: str | None,
+    reset_incomplete: bool,
+    wait: float,
+    as_json: bool,
+) -> int:
+    """Personalise blank DESFire badges: the MIE application with diversified AES keys, the
+    signed identity record (FULL mode), the second-factor PIN, random UID, a new PICC master
+    key. Every step is journaled: a badge left half-enrolled is reported first on the next run,
+    which finishes it (or, with --reset-incomplete, enrols it again)."""
+    from mie.desfire.journal import EnrolmentRow, Journal, issuer_problem, read_enrolment_csv
+
+    # Everything the command line says is checked before a badge or the journal is touched.
+    if (identity is None) == (csv_file is None):
+        raise UsageError("Give --identity (one badge) or --csv FILE (one badge per row)")
+    if pin_stdin and csv_file is not None:
+        raise UsageError("--pin-stdin: with --identity only (--csv takes PINs from its pin column)")
+    day = parse_issued(issued)
+    if issuer is not None and (problem := issuer_problem(issuer)) is not None:
+        raise UsageError(f"--issuer: the issuer {problem}")
+    config = load_badge_config(badge_config, required=True)
+    assert config is not None  # noqa: S101 - required=True
+    if identity is not None:
+        id_nat = parse_identity_option(identity)
+        # A single badge's journal row: its identifier (a PSI UUID without its dashes).
+        rows: tuple[EnrolmentRow, ...] = (
+            EnrolmentRow(id_nat.replace("-", "")[:_ROW_NAME_SIZE], 0, id_nat),
+        )
+    else:
+        assert csv_file is not None  # noqa: S101 - checked above
+        rows = read_enrolment_csv(csv_file)
+    if issuer is None and config.issuer is None and any(r.issuer is None for r in rows):
+        raise UsageError("--issuer: none given, and the badge configuration names no issuer")
+    pin = _read_pin() if pin_stdin else None
+    if (pin is not None or any(r.pin for r in rows)) and config.second_factor is None:
+        raise UsageError("A PIN needs a second_factor store in the badge configuration")
+    requests = [_request(r, issuer, day, pin) for r in rows]
+    with contextlib.ExitStack() as stack:
+        opened = stack.enter_context(Journal.open(_journal_path(journal, csv_file)))
+        enroller = _enroller(config, opened, stack)
+        run = _Enrolment(state, enroller, reader, reset_incomplete, wait)
+        try:
+            if csv_file is None:
+                run.single(rows[0].row, requests[0])
+            else:
+                run.bulk(rows, requests)
+        except EnrolmentFailedError as e:
+            run.failed(e)  # no badge presented in time: the run stops, and says what it did
+        incomplete = opened.incomplete()
+    _report(run, incomplete, as_json)
+    if incomplete:
+        shown = "; ".join(i.describe() for i in incomplete)
+        count = f"{len(incomplete)} badge{'s' if len(incomplete) != 1 else ''}"
+        stopped = f"{run.failure}; " if isinstance(run.failure, EnrolmentFailedError) else ""
+        raise EnrolmentFailedError(
+            f"{stopped}{count} left incomplete (run again to finish): {shown}", run.first_error
+        )
+    if run.failure is not None:
+        raise run.failure
+    return 0
+
+
+def _request(
+    row: EnrolmentRow, issuer: str | None, day: dt.date | None, pin: str | None
+) -> EnrolmentRequest:
+    from mie.desfire.enrol import EnrolmentRequest
+
+    return EnrolmentRequest(row.id_nat, row.issuer or issuer, day, row.pin or pin)
+
+
+def _journal_path(journal: str | None, csv_file: str | None) -> Path:
+    if journal is not None:
+        return Path(journal)
+    if csv_file is not None:
+        return Path(csv_file + ".journal.csv")
+    from mie.core.paths import user_dir
+
+    path = user_dir("config", "enrolment-journal.csv")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _enroller(config: BadgeConfig, journal: Journal, stack: contextlib.ExitStack) -> Enroller:
+    """:return: the enroller of ``config``, its key provider and second-factor store closed by
+    ``stack``."""
+    from mie.desfire.config import open_keys
+    from mie.desfire.enrol import Enroller
+
+    keys = stack.enter_context(open_keys(config))
+    second_factor = None
+    settings = config.second_factor
+    if settings is not None:
+        from mie.store.secondfactor import SecondFactor
+
+        store: Store
+        if settings.store == "sqlite":
+            from mie.store.sqlite import SqliteStore
+
+            store = SqliteStore(settings.location)
+        else:
+            from mie.store.postgres import PostgresStore
+
+            store = PostgresStore(settings.location)
+        stack.callback(store.close)
+        second_factor = SecondFactor(store, max_failures=settings.max_failures)
+    return Enroller(config, keys, journal=journal, second_factor=second_factor)
+
+
+# A badge that failed on the way (removed, refused a key, a MAC that did not verify): the
+# journal shows where it stopped, and the next run finishes it.
+_BADGE_FAILURES = (TransportError, ApduError, BadResponseError, SecureMessagingError)
+
+
+def _refusals() -> tuple[type[MieError], ...]:
+    """:return: the errors of a badge that cannot be enrolled as presented (not blank,
+    enrolled already, another row's, not an EV2/EV3): nothing was changed on it."""
+    from mie.desfire.enrol import (
+        BadgeAlreadyEnrolledError,
+        BadgeNotBlankError,
+        IncompleteBadgeError,
+    )
+
+    return (
+        BadgeNotBlankError,
+        BadgeAlreadyEnrolledError,
+        IncompleteBadgeError,
+        UnsupportedCardError,
+    )
+
+
+def _refusal_code(error: MieError) -> ErrorCode:
+    # The enrolment's refusals are usage errors in the library; here, a badge the run could not
+    # take, as a card that is not the one expected.
+    code = error.code
+    return code if code is not None and code is not ErrorCode.USAGE else ErrorCode.CARD_ERROR
+
+
+class _Enrolment:
+    """One ``enroll`` run: the badges presented, what became of each."""
+
+    def __init__(
+        self,
+        state: CliState,
+        enroller: Enroller,
+        reader: str | None,
+        reset_incomplete: bool,
+        wait: float,
+    ) -> None:
+        self.state = state
+        self.enroller = enroller
+        self.reader = reader
+        self.reset_incomplete = reset_incomplete
+        self.wait = wait
+        self.enrolled: list[EnrolledBadge] = []
+        self.failure: MieError | None = None
+        self.first_error: ErrorCode | None = None
+
+    def single(self, row: str, request: EnrolmentRequest) -> None:
+        """Enrol the badge in the reader."""
+        with self.state.open_reader(self.reader) as connection:
+            self.state.kind = "desfire"
+            try:
+                self._enrol(connection, row, request)
+            except _refusals() as e:
+                self.failed(EnrolmentFailedError(str(e), _refusal_code(e)))
+            except _BADGE_FAILURES as e:
+                self.failed(e)
+
+    def bulk(self, rows: Sequence[EnrolmentRow], requests: Sequence[EnrolmentRequest]) -> None:
+        """Enrol one badge per row, the rows the journal shows incomplete first; each badge is
+        waited for, then its removal."""
+        journal = self.enroller.journal
+        done = journal.completed_rows()
+        left = {i.row: i for i in journal.incomplete()}
+        order = sorted(range(len(rows)), key=lambda i: rows[i].row not in left)
+        todo = []
+        for index in order:
+            if rows[index].row in done and rows[index].row not in left:
+                warn(f"row {rows[index].row}: enrolled by an earlier run, skipped")
+            else:
+                todo.append(index)
+        with click.progressbar(todo, label="Enrolling", file=sys.stderr, show_pos=True) as bar:
+            for index in bar:
+                row = rows[index].row
+                expected = left[row].uid if row in left else None
+                self._present(row, requests[index], expected)
+
+    def _present(self, row: str, request: EnrolmentRequest, expected: bytes | None) -> None:
+        """Wait for the badge of ``row`` and enrol it; a badge refused is reported and another
+        one waited for, until the deadline."""
+        deadline = time.monotonic() + self.wait
+        which = f"its badge {expected.hex()}, to finish it" if expected else "a blank badge"
+        refused: tuple[type[MieError], ...] = (*_refusals(), EnrolmentFailedError)
+        warn(f"\nrow {row}: present {which}")
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EnrolmentFailedError(
+                    f"row {row}: no badge enrolled within {self.wait:g} s", ErrorCode.NO_CARD
+                )
+            try:
+                connection = self.state.wait_for_badge(self.reader, remaining)
+            except TransportTimeoutError:
+                raise EnrolmentFailedError(
+                    f"row {row}: no badge enrolled within {self.wait:g} s", ErrorCode.NO_CARD
+                ) from None
+            with connection:
+                self.state.kind = "desfire"
+                try:
+                    if expected is not None:
+                        uid = self.enroller.inspect(connection, [expected]).uid
+                        if uid != expected:
+                            raise EnrolmentFailedError(
+                                f"badge {uid.hex()} is not row {row}'s ({expected.hex()})"
+                            )
+                    self._enrol(connection, row, request)
+                    return_now = True
+                except refused as e:
+                    warn(f"row {row}: {e}; present another badge")
+                    return_now = False
+                    # An NFC front end finds a badge left in the field again at once.
+                    time.sleep(min(_RETRY_PAUSE, max(deadline - time.monotonic(), 0)))
+                except _BADGE_FAILURES as e:
+                    warn(f"row {row}: {e}")
+                    self.first_error = self.first_error or e.code
+                    return_now = False
+            self.state.wait_for_removal(self.reader, max(deadline - time.monotonic(), 0.1))
+            if return_now:
+                return
+
+    def _enrol(self, connection: SmartCardConnection, row: str, request: EnrolmentRequest) -> None:
+        if self.reset_incomplete:
+            row = self._reset(connection, row)
+        badge = self.enroller.enrol(connection, request, row=row)
+        if badge.resumed_at is not None:
+            warn(f"row {row}: badge {badge.uid.hex()} resumed at {badge.resumed_at.value}")
+        self.enrolled.append(badge)
+
+    def _reset(self, connection: SmartCardConnection, row: str) -> str:
+        """Reset the badge if the journal shows it incomplete. :return: the row it goes on
+        under (its own, in the journal)."""
+        status = self.enroller.inspect(connection)
+        incomplete = next((i for i in self.enroller.incomplete() if i.uid == status.uid), None)
+        if incomplete is None:
+            return row
+        self.enroller.reset(connection, status.uid)
+        warn(f"row {incomplete.row}: badge {status.uid.hex()} reset, enrolled again")
+        return incomplete.row
+
+    def failed(self, error: MieError) -> None:
+        """Note the error that ended the run (the first one's code is the run's)."""
+        self.failure = error
+        self.first_error = self.first_error or error.code
+
+
+def _report(run: _Enrolment, incomplete: Sequence[Incomplete], as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "enrolled": [
+                    {
+                        "row": b.row,
+                        "uid": b.uid.hex(),
+                        "resumed_at": b.resumed_at.value if b.resumed_at else None,
+                    }
+                    for b in run.enrolled
+                ],
+                "incomplete": [
+                    {"row": i.row, "uid": i.uid.hex(), "step": i.step.value} for i in incomplete
+                ],
+            }
+        )
+        return
+    for badge in run.enrolled:
+        click.echo(f"Enrolled: row {badge.row}, badge {badge.uid.hex()}")
+    for item in incomplete:
+        click.echo(f"Incomplete: {item.describe()}")

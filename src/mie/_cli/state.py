@@ -53,6 +53,7 @@ class CliState:
     :param output: whether JSON was asked for and printed (a recorded or replayed command
         shares the one of the ``mie record`` / ``mie replay`` invocation).
 
+    :attr:`badge_reader` is the PC/SC reader :meth:`wait_for_badge` found a card in.
     :attr:`rng` is the random source of the invocation's card sessions (nonces): the recorded
     values in a replay, else fresh ones that a recording keeps in the vector's ``random``.
     """
@@ -63,6 +64,7 @@ class CliState:
     kind: str = "unknown"
     source: str = "real card"
     replay_used: bool = False
+    badge_reader: str | None = None
     output: JsonOutput = field(default_factory=JsonOutput)
     rng: RandomSource = field(init=False)
 
@@ -108,13 +110,49 @@ class CliState:
             self.source = "emulator"
         return self._wrap(connection)
 
-    def _open_nfc(self, path: str) -> SmartCardConnection:
+    def wait_for_badge(self, reader: str | None, timeout: float) -> SmartCardConnection:
+        """Wait until a card is presented to ``reader`` (any PC/SC reader when ``None``), then
+        open it as :meth:`open_reader` does.
+
+        :param timeout: seconds to wait.
+        :raises TransportTimeoutError: no card within ``timeout``.
+        """
+        if self.replay is not None:
+            return self._replayed()
+        if reader is not None and reader.startswith(NFC_PREFIX):
+            return self._wrap(self._open_nfc(reader.removeprefix(NFC_PREFIX), timeout))
+        require_pcsc()
+        from mie.transport.pcsc import wait_for_any_card, wait_for_card
+
+        if reader is None:
+            reader = wait_for_any_card(timeout).name
+        else:
+            wait_for_card(reader, timeout)
+        self.badge_reader = reader
+        return self.open_reader(reader)
+
+    def wait_for_removal(self, reader: str | None, timeout: float) -> None:
+        """Wait until the card is removed from ``reader`` (PC/SC). An NFC front end cannot
+        tell a card left in the field from the next one: it is not waited for (a badge
+        presented twice is known by its UID).
+
+        :raises TransportTimeoutError: the card is still there after ``timeout``.
+        """
+        reader = reader or self.badge_reader
+        if self.replay is not None or reader is None or reader.startswith(NFC_PREFIX):
+            return
+        require_pcsc()
+        from mie.transport.pcsc import wait_for_removal
+
+        wait_for_removal(reader, timeout)
+
+    def _open_nfc(self, path: str, wait: float = NFC_WAIT) -> SmartCardConnection:
         if not path:
             raise UsageError("--reader nfc:: no nfcpy device path (nfc:usb, nfc:udp:HOST:PORT)")
         try:
             from mie.transport.nfc import NfcConnection
 
-            connection = NfcConnection(path, wait=NFC_WAIT)
+            connection = NfcConnection(path, wait=wait)
         except ImportError as e:
             raise UsageError(f"NFC needs nfcpy: pip install 'mie[nfc]' ({e})") from e
         except (ValueError, LookupError) as e:
