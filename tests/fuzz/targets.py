@@ -43,6 +43,7 @@ from tests.fuzz.harness import (
     scratch,
     swallow,
 )
+from tests.fuzz.relay_targets import RELAY_TARGETS
 from tests.fuzz.trust_targets import TRUST_TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -415,6 +416,7 @@ TARGETS: dict[str, Target] = {
         *TRUST_TARGETS,
         *DESFIRE_TARGETS,
         *ENROL_TARGETS,
+        *RELAY_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),
