@@ -8,6 +8,7 @@ session, and checks the badge against keys computed here with
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
@@ -30,7 +31,7 @@ from mie.desfire.enrol import (
     EnrolmentRequest,
     IncompleteBadgeError,
 )
-from mie.desfire.errors import DesfireAuthenticationError
+from mie.desfire.errors import DesfireAuthenticationError, OriginalitySignatureError
 from mie.desfire.journal import EntryState, Journal, Step
 from mie.desfire.record import AuthorityKey, IdentityRecord, check_binding, verify
 from mie.desfire.session import DesfireSession
@@ -74,8 +75,9 @@ FULL_ENROLMENT = [
     *["CD", "3D", "AF", "AF", "AF"],
     # RANDOM_UID: SelectApplication (PICC), EV2First (2), SetConfiguration
     *["5A", "71", "AF", "5C"],
-    # VERIFIED: SelectApplication, EV2First key 1, GetCardUID, EV2NonFirst key 2, ReadData (4)
-    *["5A", "71", "AF", "51", "77", "AF", "BD", "AF", "AF", "AF"],
+    # VERIFIED (mie auth's session): Read_Sig, SelectApplication, EV2First key 1, GetCardUID,
+    # EV2NonFirst key 2, ReadData (4)
+    *["3C", "5A", "71", "AF", "51", "77", "AF", "BD", "AF", "AF", "AF"],
 ]
 
 
@@ -171,7 +173,7 @@ def test_a_blank_badge_is_enrolled_then_authenticates(
     )
     assert_enrolled(card)
     assert connection.commands == FULL_ENROLMENT
-    assert len(connection.commands) == 42
+    assert len(connection.commands) == 43
     assert enrolled.uid == UID and enrolled.row == "17" and enrolled.resumed_at is None
     steps = [Step.BEGIN, Step.PICC_KEY, Step.APPLICATION, Step.APP_KEYS, Step.RECORD]
     steps += [Step.RANDOM_UID, Step.VERIFIED]
@@ -191,7 +193,7 @@ def test_random_uid_is_set_last(keys: SoftwareKeyProvider, journal: Journal) -> 
     changes = {"C4", "CA", "CD", "3D"}
     assert max(i for i, c in enumerate(commands) if c in changes) < set_configuration
     # Only the verifying reads come after it.
-    assert set(commands[set_configuration + 1 :]) <= {"5A", "71", "AF", "51", "77", "BD"}
+    assert set(commands[set_configuration + 1 :]) <= {"3C", "5A", "71", "AF", "51", "77", "BD"}
     assert commands.count("5C") == 1
 
 
@@ -621,12 +623,23 @@ def test_the_anticollision_source_verifies_with_the_reader_uid(
 ) -> None:
     card = blank()
     config = dataclasses.replace(CONFIG, random_uid=False, uid_source=UidSource.ANTICOLLISION)
-    transactions: list[bool] = []
+    outside: list[bytes] = []
 
     class Locked(Traced):
-        def transaction(self, reset: bool = False):  # type: ignore[no-untyped-def]
-            transactions.append(reset)
-            return super().transaction(reset)
+        depth = 0
+
+        @contextlib.contextmanager
+        def transaction(self, reset: bool = False) -> Iterator[None]:
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+
+        def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+            if not self.depth:
+                outside.append(apdu)
+            return super().send_and_receive(apdu)
 
     connection = Locked(card)
     enrolled = enroller(keys, journal, config).enrol(connection, EnrolmentRequest(RPPS), row="1")
@@ -634,5 +647,27 @@ def test_the_anticollision_source_verifies_with_the_reader_uid(
     # The reader's GET DATA (FF CA) replaces the UID-read key and GetCardUID.
     assert "51" not in connection.commands
     assert connection.apdus.count(bytes.fromhex("FFCA000000")) == 1
-    # The whole enrolment runs in one transaction (no other process between two steps).
-    assert transactions == [False]
+    # The whole enrolment runs in a transaction (no other process between two steps).
+    assert connection.commands and outside == []
+
+
+def test_verified_is_the_verifiers_check_and_leaves_a_failing_badge_incomplete(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    # A configuration that trusts only NXP's originality keys refuses the emulated badge, as
+    # mie auth would: the enrolment stops at VERIFIED and says so.
+    nxp_only = dataclasses.replace(CONFIG, originality_keys=("nxp",))
+    card = blank()
+    with pytest.raises(OriginalitySignatureError) as caught:
+        enroller(keys, journal, nxp_only).enrol(
+            EmulatedConnection(card), EnrolmentRequest(RPPS), row="1"
+        )
+    assert caught.value.code is ErrorCode.NOT_GENUINE
+    (pending,) = journal.incomplete()
+    assert (pending.step, pending.state) == (Step.VERIFIED, EntryState.INTENT)
+    # With the right configuration the next run only verifies.
+    enrolled = enroller(keys, journal).enrol(
+        EmulatedConnection(card), EnrolmentRequest(RPPS), row="1"
+    )
+    assert enrolled.steps == (Step.VERIFIED,)
+    assert_enrolled(card)

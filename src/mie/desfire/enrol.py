@@ -13,8 +13,10 @@ announced in the journal (``intent``, fsynced) before it starts and confirmed (`
                    signed by the enrolment authority; div-file mode adds file 02 (plain)
     SECOND_FACTOR  the PIN's Argon2id hash in mie.store, bound to the record (a PIN given only)
     RANDOM_UID     SetConfiguration random UID on (configured only; irreversible, so last)
-    VERIFIED       a fresh session reads the badge as a verifier would (UID-read key, GetCardUID,
-                   record key, FULL read, signature and binding)
+    VERIFIED       the badge authenticates as ``mie auth`` will: DesfireAuthenticator and
+                   mie.verification.login with the badge verifier of this configuration (the
+                   session replayed, record signature and binding, originality as configured;
+                   no PIN asked), and reads back the record written
 
 The application keys (plan §2.3): key 0 and the reserved keys 3-4 from ``labels.app``, key 1
 the shared UID-read key (``labels.uid_read`` with a zero UID), key 2 from ``labels.read``; the
@@ -64,12 +66,14 @@ from mie.desfire.journal import (
     issuer_problem,
 )
 from mie.desfire.record import (
+    DIV_FILE_SIZE,
     RECORD_FILE_SIZE,
     AuthorityKey,
     IdentityRecord,
     SignedRecord,
     authority_key_id,
     check_binding,
+    div_file,
     verify,
 )
 from mie.desfire.session import PICC_AID, DesfireSession, Rng
@@ -94,7 +98,6 @@ DEFAULT_KEY = bytes(16)
 RECORD_FILE = 0x01
 RECORD_ACCESS = AccessRights(read=KEY_READ, write=KEY_MASTER, read_write=KEY_MASTER, change=0)
 DIV_FILE = 0x02
-DIV_FILE_SIZE = 16
 DIV_FILE_ACCESS = AccessRights(read=0xE, write=KEY_MASTER, read_write=KEY_MASTER, change=0)
 SUPPORTED_PRODUCTS = frozenset({"EV2", "EV2 XL", "EV3"})
 """Products enrolment personalises: EV2 authentication and GetCardUID are needed."""
@@ -745,7 +748,7 @@ class _Run:
                 session.create_std_data_file(
                     DIV_FILE, DIV_FILE_SIZE, mode=CommMode.PLAIN, access=DIV_FILE_ACCESS
                 )
-            session.write_data(DIV_FILE, _div_file(self.uid), mode=CommMode.PLAIN)
+            session.write_data(DIV_FILE, div_file(self.uid), mode=CommMode.PLAIN)
         self.finish(Step.RECORD)
         return signed
 
@@ -795,51 +798,45 @@ class _Run:
     def verified(self, record: SignedRecord) -> None:
         self.mark(Step.VERIFIED)
         _verify_badge(
-            DesfireSession(self.session.protocol.connection, rng=self.enroller._rng),
-            self.config,
-            self.keys,
-            self.uid,
-            record,
-            self.enroller.authority(),
+            self.session.protocol.connection, self.config, self.enroller.keys, self.uid, record
         )
         self.finish(Step.VERIFIED)
 
 
 def _verify_badge(
-    session: DesfireSession,
+    connection: SmartCardConnection,
     config: BadgeConfig,
-    keys: _Keys,
+    keys: KeyProvider,
     uid: bytes,
     record: SignedRecord,
-    authority: AuthorityKey,
 ) -> None:
-    """Read the badge as a verifier does, in a fresh session: the UID-read key and GetCardUID
-    (or the anticollision UID), the record key, the record in FULL mode, its signature and its
-    binding to this badge.
+    """Authenticate the badge as ``mie auth`` will, in a fresh session: the
+    :class:`~mie.desfire.authenticator.DesfireAuthenticator` with this configuration, then the
+    badge verifier (the session replayed, the record's signature and binding, the originality
+    signature as configured). The PIN is not asked.
 
-    :raises EnrolmentError: the badge does not answer as enrolled.
+    :raises EnrolmentError: the badge authenticates but does not read back the record written.
+    :raises MieError: what the authentication or the verification raised.
     """
-    session.select_application(config.aid)
-    if config.uid_source is UidSource.ANTICOLLISION:
-        real = session.reader_uid()
-        session.authenticate_ev2_first(KEY_READ, keys.read)
-    elif config.uid_source is UidSource.DIV_FILE:
-        real = session.read_data(DIV_FILE, 0, DIV_FILE_SIZE, mode=CommMode.PLAIN)[:7]
-        session.authenticate_ev2_first(KEY_READ, keys.read)
-    else:
-        session.authenticate_ev2_first(KEY_UID_READ, keys.uid_read)
-        real = session.get_card_uid()
-        session.authenticate_ev2_non_first(KEY_READ, keys.read)
-    data = session.read_data(RECORD_FILE, 0, RECORD_FILE_SIZE, mode=CommMode.FULL)
-    if not hmac.compare_digest(data, record.file):
+    from mie.desfire.authenticator import DesfireAuthenticator
+    from mie.desfire.evidence import DesfireSessionEvidence
+    from mie.desfire.verify import BadgeVerifier
+    from mie.request import AuthRequest
+    from mie.verification import login
+
+    badge = DesfireAuthenticator(connection, config, keys=keys)
+    request = AuthRequest.new(user_verification=False)
+    result = login(
+        badge, request, user=None, verifier=None, badges=BadgeVerifier(config, keys=keys)
+    )
+    evidence = result.evidence
+    if not isinstance(evidence, DesfireSessionEvidence) or not hmac.compare_digest(
+        evidence.record, record.file
+    ):
         raise EnrolmentError(f"Badge {uid.hex()} does not read back the record written")
-    signed = IdentityRecord.parse(data)
-    verify(signed, [authority])
-    check_binding(signed.record, uid=real, aid=config.aid)
-
-
-def _div_file(uid: bytes) -> bytes:
-    return uid + bytes(DIV_FILE_SIZE - len(uid))
+    if not hmac.compare_digest(evidence.uid, uid):
+        raise EnrolmentError(f"Badge {uid.hex()} authenticates with another UID")
+    logger.info("Badge %s authenticated as enrolled", uid.hex())
 
 
 def _shown(status: BadgeStatus, step: Step) -> bool:
