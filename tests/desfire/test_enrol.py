@@ -37,7 +37,7 @@ from mie.desfire.record import AuthorityKey, IdentityRecord, check_binding, veri
 from mie.desfire.session import DesfireSession
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.desfire import EmulatedDesfire
-from mie.emulation.desfire_state import BadgeState, KeyType, personalise
+from mie.emulation.desfire_state import BadgeKey, BadgeState, KeyType, personalise
 from mie.keys import SoftwareKeyProvider
 from mie.store.secondfactor import SecondFactor
 from mie.store.sqlite import SqliteStore
@@ -671,3 +671,21 @@ def test_verified_is_the_verifiers_check_and_leaves_a_failing_badge_incomplete(
     )
     assert enrolled.steps == (Step.VERIFIED,)
     assert_enrolled(card)
+
+
+def test_a_picc_key_changed_behind_the_journal_is_refused(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    card = blank()
+    with pytest.raises(StopError):
+        enroller(keys, journal).enrol(
+            EmulatedConnection(card),
+            EnrolmentRequest(RPPS),
+            row="1",
+            progress=_stop_before(Step.PICC_KEY),
+        )
+    card.state.picc_key = BadgeKey(bytes(range(16)), 7, KeyType.AES)
+    before = copy.deepcopy(card.state)
+    with pytest.raises(BadgeNotBlankError, match="neither the default nor this enrolment's"):
+        enroller(keys, journal).enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
+    assert card.state == before

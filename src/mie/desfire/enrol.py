@@ -663,8 +663,13 @@ class _Run:
     def picc_key(self) -> None:
         if self.status.picc_key == "personalised":
             return
-        if self.status.picc_key == "other":  # pragma: no cover - refused by _admit or inspect
-            raise BadgeNotBlankError(f"Badge {self.uid.hex()} has another PICC master key")
+        if self.status.picc_key == "other":
+            # Neither the DES default nor this enrolment's AES key (version 01): someone
+            # changed it since the run the journal remembers.
+            raise BadgeNotBlankError(
+                f"Badge {self.uid.hex()} has a PICC master key that is neither the default nor "
+                "this enrolment's"
+            )
         from mie.hazmat.desfire_legacy import (
             LEGACY_OPT_IN,
             authenticate_iso,
