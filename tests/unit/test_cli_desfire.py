@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -850,3 +851,154 @@ def test_enroll_needs_a_badge_configuration(
     line = one_error_line(capsys.readouterr().err)
     assert "No badge configuration" in line and "badge.json" in line
     assert state.opened == 0
+
+
+# --- auth and verify-evidence with a badge -----------------------------------------------------
+
+NONCE = "5a" * 32
+ORIGIN = "https://iam.example"
+
+
+def enrolled(
+    setup: BadgeSetup,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    uid: bytes = UID,
+    pin: str | None = None,
+) -> EmulatedDesfire:
+    """A blank badge enrolled by ``mie desfire enroll`` under ``setup``."""
+    badge = blank(uid)
+    args = ["--identity", f"rpps={RPPS[1:]}"] + (["--pin-stdin"] if pin else [])
+    journal = tmp_path / f"journal-{uid.hex()}.csv"
+    state = ReaderState(EmulatedConnection(badge))
+    code = enroll(setup, journal, state, *args, stdin=f"{pin}\n", monkeypatch=monkeypatch)
+    assert code == 0
+    return badge
+
+
+def auth_json(
+    badge: EmulatedDesfire,
+    setup: BadgeSetup | None,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    expect: int = 0,
+) -> dict[str, Any]:
+    capsys.readouterr()
+    config = ["--badge-config", str(setup.config)] if setup is not None else []
+    argv = ["auth", *config, "--nonce", NONCE, "--origin", ORIGIN, "--json", *args]
+    code = run(argv, ReaderState(EmulatedConnection(badge)))
+    captured = capsys.readouterr()
+    assert code == expect, captured.err
+    result: dict[str, Any] = json.loads(captured.out)
+    return result
+
+
+def test_auth_of_an_enrolled_badge_prints_the_bound_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    badge = enrolled(setup, tmp_path, monkeypatch)
+    result = auth_json(badge, setup, capsys)
+    assert result["valid"] is True and result["error"] is None
+    assert result["identity"]["id_nat"] == RPPS and result["identity"]["id_type"] == "RPPS"
+    assert result["authenticator"] == {
+        "kind": "desfire-ev3",
+        "serial": UID.hex(),
+        "atr": result["authenticator"]["atr"],
+        "transport": "contactless",
+    }
+    assert result["level"] == "low"  # the badge alone: possession
+    assert result["evidence"]["type"] == "desfire-session"
+    # Text: the national identifier, no name (a badge record carries none).
+    assert (
+        run(["auth", "--badge-config", str(setup.config)], ReaderState(EmulatedConnection(badge)))
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.splitlines()[:3] == [
+        f"Authenticated: desfire-ev3 card {UID.hex()}",
+        f"  RPPS {RPPS[1:]}",
+        "  level: low",
+    ]
+
+
+def test_auth_with_the_second_factor_pin_is_substantial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    badge = enrolled(setup, tmp_path, monkeypatch, pin=PIN)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PIN + "\n"))
+    result = auth_json(badge, setup, capsys, "--pin-stdin")
+    assert result["valid"] is True and result["level"] == "substantial"
+    # A wrong PIN: counted, exit 1, never a result.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("000000\n"))
+    result = auth_json(badge, setup, capsys, "--pin-stdin", expect=1)
+    assert result["valid"] is False and result["error"]["code"] == "invalid_pin"
+    assert result["error"]["tries_left"] == 2
+
+
+def test_auth_of_a_badge_enrolled_under_another_master_key_is_key_mismatch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ours = write_badge_setup(tmp_path / "ours", seed=1)
+    theirs = write_badge_setup(tmp_path / "theirs", seed=2)
+    badge = enrolled(theirs, tmp_path, monkeypatch)
+    result = auth_json(badge, ours, capsys, expect=1)
+    assert result["valid"] is False and result["error"]["code"] == "key_mismatch"
+    assert result["identity"] is None
+
+
+def test_auth_of_a_record_copied_from_another_badge_is_record_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    original = enrolled(setup, tmp_path, monkeypatch, uid=UID)
+    copy = enrolled(setup, tmp_path, monkeypatch, uid=h("04112233445566"))
+    # The record file of the first badge written into the second one (its own keys).
+    copy.state.applications[AID].files[1].data[:] = original.state.applications[AID].files[1].data
+    result = auth_json(copy, setup, capsys, expect=1)
+    assert result["valid"] is False and result["error"]["code"] == "record_copied"
+    assert result["identity"] is None
+
+
+def test_auth_of_a_badge_without_a_badge_configuration_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    badge = enrolled(setup, tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert run(["auth", "--json"], ReaderState(EmulatedConnection(badge))) == 2
+    captured = capsys.readouterr()
+    assert "No badge configuration" in one_error_line(captured.err)
+    assert json.loads(captured.out)["error"]["code"] == "usage"
+
+
+def test_verify_evidence_of_a_saved_badge_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    badge = enrolled(setup, tmp_path, monkeypatch, pin=PIN)
+    saved = tmp_path / "auth.json"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PIN + "\n"))
+    saved.write_text(json.dumps(auth_json(badge, setup, capsys, "--pin-stdin")))
+    verify = ["verify-evidence", str(saved), "--nonce", NONCE, "--origin", ORIGIN, "--json"]
+    config = ["--badge-config", str(setup.config)]
+    # Without the PIN: the badge alone.
+    assert run([*verify, *config]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["valid"] is True and result["level"] == "low"
+    assert result["identity"]["id_nat"] == RPPS
+    # With it, on stdin: two factors.
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PIN + "\n"))
+    assert run([*verify, *config, "--pin-stdin"]) == 0
+    assert json.loads(capsys.readouterr().out)["level"] == "substantial"
+    # Another nonce: refused.
+    other = [*verify, *config]
+    other[other.index(NONCE)] = "a5" * 32
+    assert run(other) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "nonce_mismatch"
+    # No badge configuration: bad usage, before anything is verified.
+    assert run(verify) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "desfire-session evidence needs a badge configuration" in line

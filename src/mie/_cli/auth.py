@@ -8,8 +8,10 @@ PIN is asked only when the card needs it, after it said how many tries remain.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,8 +40,9 @@ from mie.core.errors import (
     UnsupportedCardError,
     VerificationError,
 )
+from mie.desfire.config import BadgeConfigError
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
-from mie.registry import authenticator_for
+from mie.registry import AuthenticatorOptions, authenticator_for
 from mie.request import (
     DEFAULT_ORIGIN,
     MAX_NONCE_BYTES,
@@ -51,6 +54,9 @@ from mie.request import (
 from mie.result import AuthenticatorInfo, AuthResult, ErrorInfo
 from mie.trust.login import crl_directory
 from mie.verification import login
+
+if TYPE_CHECKING:
+    from mie.desfire.verify import BadgeVerifier
 
 # The failures that end ``mie auth`` with exit 1 and their error object; any other error keeps
 # the CLI's exit code (1, or 2 for no pcscd, an unknown reader or unreadable input).
@@ -70,9 +76,10 @@ _AUTH_FAILED = (
     UnsupportedCardError,
     VerificationError,
 )
-# Bad usage found once the card answered (no PIN source, a PIN of the wrong format): exit 2,
-# and under --json the error object alone (mie._cli.app.run), as for any usage error.
-_NOT_A_RESULT = (UsageError, PinFormatError)
+# Bad usage found once the card answered (no PIN source, a PIN of the wrong format, a badge
+# and no badge configuration): exit 2, and under --json the error object alone
+# (mie._cli.app.run), as for any usage error.
+_NOT_A_RESULT = (UsageError, PinFormatError, BadgeConfigError)
 
 
 class AuthFailedError(MieError):
@@ -181,19 +188,24 @@ def auth(
 ) -> int:
     """Authenticate the card holder: PIN, signature of the nonce bound to the origin,
     certificate chain, revocation, identity and level."""
-    # Read before any card is touched: a configuration named but unusable is bad usage.
-    load_badge_config(badge_config, required=False)
     # The CRL cache downloads a missing or stale CRL, except in a replay (read-only).
     verifier = trust_options.verifier(state.crl_cache(crl_directory()))
     request = _request(state, nonce_hex, parse_origin(origin), allow_last_try)
     presented: AuthenticatorInfo | None = None
     authenticator: Authenticator | None = None
     try:
-        with state.open_reader(reader) as connection:
+        # Opened before any card is touched: a configuration named but unusable is bad usage.
+        with open_badge_verifier(badge_config) as badges, state.open_reader(reader) as connection:
             presented = AuthenticatorInfo("unknown", None, connection.atr, connection.transport)
-            authenticator = authenticator_for(connection)
+            options = AuthenticatorOptions(
+                badge=badges.config if badges else None,
+                badge_keys=badges.keys if badges else None,
+            )
+            authenticator = authenticator_for(connection, options)
             state.kind = authenticator.info.kind
-            result = login(authenticator, request, user=CliPin(pin_stdin), verifier=verifier)
+            result = login(
+                authenticator, request, user=CliPin(pin_stdin), verifier=verifier, badges=badges
+            )
     except _NOT_A_RESULT:
         raise
     except MieError as e:
@@ -207,6 +219,27 @@ def auth(
         raise AuthFailedError(failure.error.to_json()) from e
     print_result(result, as_json)
     return 0
+
+
+@contextlib.contextmanager
+def open_badge_verifier(badge_config: str | None) -> Iterator[BadgeVerifier | None]:
+    """Open the badge verifier of the badge configuration (``--badge-config``, else
+    ``$MIE_BADGE_CONFIG``, else the default file when it exists): its key provider and
+    second-factor store, closed at the end of the block.
+
+    :return: the verifier, or ``None`` without a configuration.
+    :raises BadgeConfigError: a configuration named but missing or unusable.
+    :raises KeyProviderError: its key provider cannot be opened.
+    :raises StoreError: its second-factor store cannot be opened.
+    """
+    config = load_badge_config(badge_config, required=False)
+    if config is None:
+        yield None
+        return
+    from mie.desfire.verify import BadgeVerifier
+
+    with BadgeVerifier.open(config) as badges:
+        yield badges
 
 
 def _request(
@@ -228,7 +261,9 @@ def print_result(result: AuthResult, as_json: bool, verb: str = "Authenticated")
     if result.identity is not None:
         identity = result.identity
         names = " ".join(n for n in (identity.given_name, identity.family_name) if n)
-        click.echo(f"  {names} ({identity.id_type} {identity.id})")
+        number = f"{identity.id_type} {identity.id}"
+        # A badge record names no one: its national identifier alone.
+        click.echo(f"  {names} ({number})" if names else f"  {number}")
     click.echo(f"  level: {result.level.value if result.level else 'not established'}")
     for reason in result.reasons:
         click.echo(f"  - {reason}")

@@ -17,23 +17,21 @@ import click
 
 from mie._cli.auth import (
     AuthFailedError,
+    CliPin,
     failure_result,
+    open_badge_verifier,
     parse_nonce,
     parse_origin,
     print_result,
 )
-from mie._cli.options import (
-    TrustOptions,
-    badge_config_option,
-    load_badge_config,
-    with_trust_options,
-)
+from mie._cli.options import TrustOptions, badge_config_option, with_trust_options
 from mie._cli.output import emit_json, json_option
-from mie.core.errors import JsonFormatError, MieError
+from mie._cli.state import UsageError
+from mie.core.errors import JsonFormatError, MieError, PinFormatError
 from mie.evidence import load_evidence_file
 from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from mie.result import AuthenticatorInfo
-from mie.verification import Expected, verify_evidence
+from mie.verification import BADGE_EVIDENCE, Expected, verify_evidence
 
 
 @click.command("verify-evidence")
@@ -49,6 +47,11 @@ from mie.verification import Expected, verify_evidence
 )
 @with_trust_options("Seconds the revocation step may take in all (every CRL/OCSP download).")
 @badge_config_option
+@click.option(
+    "--pin-stdin",
+    is_flag=True,
+    help="Badge evidence: read the second-factor PIN from the first line of stdin.",
+)
 @json_option("Print the AuthResult as JSON.")
 def verify_evidence_command(
     file: str,
@@ -56,26 +59,38 @@ def verify_evidence_command(
     origin: str,
     trust_options: TrustOptions,
     badge_config: str | None,
+    pin_stdin: bool,
     as_json: bool,
 ) -> int:
     """Verify FILE, saved `mie auth --json` output or an evidence object, for the nonce and
     origin given: signature, binding to nonce and origin, certificate chain, revocation,
     identity and level."""
     expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
-    load_badge_config(badge_config, required=False)
     verifier = trust_options.verifier()
     authenticator: AuthenticatorInfo | None = None
-    try:
-        evidence, authenticator = load_evidence_file(file)
-        result = verify_evidence(evidence, expected, verifier=verifier, authenticator=authenticator)
-    except JsonFormatError:
-        raise  # not JSON at all: unreadable input, exit 2
-    except MieError as e:
-        failure = failure_result(e, authenticator)
-        if as_json:
-            emit_json(failure.to_json())
-        # Evidence that fails a check, even a malformed chain in it, is exit 1 (as in mie auth).
-        assert failure.error is not None  # noqa: S101 - a failure result has its error
-        raise AuthFailedError(failure.error.to_json()) from e
+    with open_badge_verifier(badge_config) as badges:
+        try:
+            evidence, authenticator = load_evidence_file(file)
+            if evidence.type == BADGE_EVIDENCE and badges is None:
+                raise UsageError(
+                    "desfire-session evidence needs a badge configuration (--badge-config)"
+                )
+            result = verify_evidence(
+                evidence,
+                expected,
+                verifier=verifier,
+                authenticator=authenticator,
+                badges=badges,
+                user=CliPin(from_stdin=True) if pin_stdin else None,
+            )
+        except (JsonFormatError, UsageError, PinFormatError):
+            raise  # not JSON at all, or bad usage: exit 2
+        except MieError as e:
+            failure = failure_result(e, authenticator)
+            if as_json:
+                emit_json(failure.to_json())
+            # Evidence that fails a check, even a malformed chain in it, is exit 1 (as in mie auth).
+            assert failure.error is not None  # noqa: S101 - a failure result has its error
+            raise AuthFailedError(failure.error.to_json()) from e
     print_result(result, as_json, verb="Verified")
     return 0
