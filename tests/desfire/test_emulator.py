@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 
 from mie.core.channel import CommMode
 from mie.core.connection import Transport, transport_from_atr
-from mie.core.errors import BadResponseError, JsonFormatError, SecureMessagingError
+from mie.core.errors import (
+    BadResponseError,
+    CardRemovedError,
+    JsonFormatError,
+    SecureMessagingError,
+)
 from mie.desfire import crypto
 from mie.desfire.constants import Status
 from mie.desfire.errors import (
@@ -31,7 +36,7 @@ from mie.desfire.errors import (
 from mie.desfire.session import DesfireSession
 from mie.desfire.types import AccessRights
 from mie.desfire.types import KeyType as TypesKeyType
-from mie.emulation.base import EmulatedConnection
+from mie.emulation.base import CardGone, EmulatedConnection
 from mie.emulation.desfire import (
     TEST_ORIGINALITY_KEY,
     CommandLayout,
@@ -1209,6 +1214,42 @@ def test_fault_replayed_answer_is_an_integrity_error() -> None:
     card.faults.replay_previous = False
     session.authenticate_ev2_first(2, APP_KEYS[2])
     assert session.read_data(1, 0, 16, mode=CommMode.FULL) == RECORD[:16]
+
+
+def test_fault_fail_after_leaves_the_field_and_a_restart_resumes(tmp_path: Path) -> None:
+    # A badge pulled mid-enrolment: it answers fail_after APDUs, the state file holds what
+    # they wrote, the next APDU gets no answer (CardRemovedError through a connection), and
+    # the badge reopened from its file carries on.
+    from mie.hazmat.desfire_legacy import LEGACY_OPT_IN, authenticate_iso, change_key_from_legacy
+
+    path = tmp_path / "badge.json"
+    card = open_badge(path, uid=UID)
+    card.faults.fail_after = 3
+    session, connection = session_on(card)
+    authenticate_iso(session, 0, bytes(16), opt_in=LEGACY_OPT_IN)  # 2 APDUs
+    change_key_from_legacy(session, 0, PICC_KEY, version=1, opt_in=LEGACY_OPT_IN)  # 1 APDU
+    assert card.answered == 3
+    with pytest.raises(CardRemovedError, match="left the field"):
+        session.create_application(AID, keys=5)
+    with pytest.raises(CardGone):
+        card.process(h("9060000000"))
+    assert card.answered == 3 and len(connection.apdus) == 4
+    assert load_state(path).picc_key == BadgeKey(PICC_KEY, 1, KeyType.AES)
+    assert load_state(path).applications == {}
+    again = open_badge(path)
+    session, _ = session_on(again)
+    session.authenticate_ev2_first(0, PICC_KEY)
+    session.create_application(AID, keys=5)
+    assert AID in load_state(path).applications
+
+
+def test_fault_fail_after_zero_answers_nothing() -> None:
+    card = EmulatedDesfire(badge_state())
+    card.faults.fail_after = 0
+    before = copy.deepcopy(card.state)
+    with pytest.raises(CardGone):
+        card.process(h("905A000003") + AID + h("00"))
+    assert card.answered == 0 and card.state == before
 
 
 def test_open_badge_creates_then_reloads_its_state_file(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Fuzz targets of the DESFire badge data: the identity record file, the badge configuration and
-``desfire-session`` evidence (see :mod:`tests.fuzz.targets` for the registry).
+"""Fuzz targets of the DESFire badge data: the identity record file, the badge configuration,
+``desfire-session`` evidence, the session and the emulated badge on fuzz bytes, and the badge's
+NFC link (see :mod:`tests.fuzz.targets` for the registry).
 
 The enrolment authority is a fixed P-256 scalar, so the runner that makes the seeds and the
 processes that judge them agree on it without sharing files.
@@ -7,9 +8,12 @@ processes that judge them agree on it without sharing files.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
+import itertools
 import json
+import operator
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +29,7 @@ from mie.desfire.record import AuthorityKey, IdentityRecord, check_binding, veri
 from mie.desfire.session import DesfireSession
 from mie.emulation.desfire import EmulatedDesfire
 from mie.emulation.desfire_state import BadgeState, decode_state, encode_state, personalise
+from mie.emulation.nfc_target import ATS, MAX_INF, TypeALink
 from mie.evidence import MAX_EVIDENCE_BYTES, Evidence
 from mie.keys import SoftwareKeyProvider
 from tests.fuzz.context import Context
@@ -299,6 +304,111 @@ def _state_prepare(context: Context) -> Run:
     return run
 
 
+# --- the NFC target's datagrams (nfcpy's udp link) --------------------------------------------
+
+MAX_DATAGRAMS = 64
+_RANDOM_UID_RECORD = b"random-uid"
+# The largest frame the link may send: an I-block of MAX_INF bytes and its PCB.
+_MAX_FRAME = 1 + MAX_INF
+_ISO_DEP_PCBS = frozenset({0x02, 0x03, 0x12, 0x13, 0xA2, 0xA3, 0xC2})
+
+
+def _datagram(frame: str) -> bytes:
+    return b"106A " + frame.encode()
+
+
+def _activation(uid: bytes) -> list[bytes]:
+    def bcc(part: bytes) -> str:
+        return (part + bytes([functools.reduce(operator.xor, part, 0)])).hex()
+
+    frames = ["26"]
+    if len(uid) == 7:
+        cl1, cl2 = b"\x88" + uid[:3], uid[3:]
+        frames += ["9320", "9370" + bcc(cl1), "9520", "9570" + bcc(cl2)]
+    else:
+        frames += ["9320", "9370" + bcc(uid)]
+    return [_datagram(f) for f in [*frames, "e080"]]
+
+
+def _udp_seeds(context: Context) -> list[bytes]:
+    session = [
+        _datagram("02" + "9060000000"),
+        _datagram("03" + "90af000000"),
+        _datagram("b2"),
+        _datagram("02" + "90af000000"),
+        _datagram("13" + "905a000003"),  # a command chained over two I-blocks
+        _datagram("02" + "494df000"),
+        _datagram("a3"),
+        _datagram("03" + "ffca000000"),
+        _datagram("c2"),
+        _datagram("26"),  # halted: no answer
+        _datagram("52"),
+        b"RFOFF",
+    ]
+    static = _activation(_UID)
+    # The random UID drawn from the badge's all-zero rng: 08 00 00 00.
+    random = [_RANDOM_UID_RECORD, *_activation(b"\x08\x00\x00\x00")]
+    long_chain = [*static, *(_datagram("12" + "00" * 250) for _ in range(17))]
+    return [
+        records([*static, *session]),
+        records([*random, *session[:4], b"RFOFF", *random[1:]]),
+        records(long_chain),
+        records([_datagram("e080"), _datagram("029060000000"), b"106A zz", b"212F 0600ffff0100"]),
+    ]
+
+
+class _WatchedBadge(EmulatedDesfire):
+    """The badge, telling the run which APDUs reached it."""
+
+    def __init__(self, state: BadgeState, reached: list[bytes]) -> None:
+        super().__init__(state, rng=lambda n: bytes(n))
+        self.reached = reached
+
+    def process(self, apdu: bytes) -> bytes:
+        self.reached.append(bytes(apdu))
+        return super().process(apdu)
+
+
+def _udp_prepare(context: Context) -> Run:
+    state = _badge_state()
+    random_state = _badge_state()
+    random_state.random_uid = True
+
+    def run(data: bytes) -> None:
+        items = list(itertools.islice(Reader(data).records(), MAX_DATAGRAMS))
+        random_uid = bool(items) and items[0] == _RANDOM_UID_RECORD
+        reached: list[bytes] = []
+        badge = _WatchedBadge(copy.deepcopy(random_state if random_uid else state), reached)
+        link = TypeALink(badge)
+        protocol = False  # an ATS was sent since the last RFOFF or DESELECT
+        for datagram in items:
+            seen = len(reached)
+            try:
+                answer = link.answer(datagram)
+            except Exception as e:
+                # The serving thread would die on it: the card leaves the air for every reader.
+                raise OracleViolation(f"the NFC link raised {type(e).__name__}: {e}") from e
+            if len(reached) > seen and not protocol:
+                raise OracleViolation("an APDU reached the badge before RATS was answered")
+            if datagram.startswith(b"RFOFF"):
+                if answer is not None:
+                    raise OracleViolation("the link answered RFOFF")
+                protocol = False
+                continue
+            if answer is None:
+                continue
+            if len(answer) > _MAX_FRAME:
+                raise OracleViolation(f"a {len(answer)}-byte frame exceeds the reader's FSD")
+            if answer == ATS and not protocol:
+                protocol = True
+            elif protocol and answer[0] not in _ISO_DEP_PCBS:
+                raise OracleViolation(f"ISO-DEP answer with PCB {answer[0]:02x}")
+            if protocol and answer == b"\xc2":
+                protocol = False
+
+    return run
+
+
 DESFIRE_TARGETS = [
     Target(
         "desfire-record",
@@ -334,6 +444,13 @@ DESFIRE_TARGETS = [
         _badge_seeds,
         _badge_prepare,
         max_len=4096,
+    ),
+    Target(
+        "desfire-nfc-link",
+        "the emulated badge's ISO 14443-3/-4 link for nfcpy's udp driver (TypeALink datagrams)",
+        _udp_seeds,
+        _udp_prepare,
+        max_len=8192,
     ),
     Target(
         "badge-state",

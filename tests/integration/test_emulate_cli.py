@@ -69,6 +69,41 @@ def test_a_second_emulator_on_a_port_in_use_says_so_and_exits(pcscd: Pcscd) -> N
     assert last.startswith("mie: error: --port 35963: ") and "another card" in last
 
 
+@pytest.mark.pcsc
+def test_emulate_desfire_fail_after_then_a_restart_resumes(pcscd: Pcscd, tmp_path: Path) -> None:
+    # The hidden --fail-after N: the badge answers N APDUs, then leaves vpcd and the emulator
+    # exits 1; its state file has what those commands wrote, and a restart carries on from it.
+    from mie.core.errors import TransportError
+    from mie.desfire.session import DesfireSession
+    from mie.emulation.desfire_state import KeyType, load_state
+    from mie.hazmat.desfire_legacy import (
+        LEGACY_OPT_IN,
+        authenticate_iso,
+        change_key_from_legacy,
+    )
+    from mie.transport.pcsc import PcscConnection
+
+    state, key = tmp_path / "badge.json", bytes(range(16))
+    args = ("desfire", "--state", str(state), "--uid", "04958caa5c5e80")
+    with emulator_process(*args, "--fail-after", "3") as process:
+        with PcscConnection(READER0) as connection:
+            session = DesfireSession(connection)
+            authenticate_iso(session, 0, bytes(16), opt_in=LEGACY_OPT_IN)  # 2 APDUs
+            change_key_from_legacy(session, 0, key, version=1, opt_in=LEGACY_OPT_IN)
+            with pytest.raises(TransportError):
+                session.get_version()
+        assert process.wait(15) == 1
+        assert process.stderr is not None
+        assert b"--fail-after: the badge answered 3 APDUs" in process.stderr.read()
+    picc_key = load_state(state).picc_key
+    assert (picc_key.key, picc_key.version, picc_key.key_type) == (key, 1, KeyType.AES)
+    with emulator_process("desfire", "--state", str(state)):
+        with PcscConnection(READER0) as connection:
+            session = DesfireSession(connection)
+            session.authenticate_ev2_first(0, key)
+            assert session.get_key_version(0) == 1
+
+
 def _walkthrough() -> str:
     readme = (ROOT / "README.md").read_text()
     # The block may carry a doc-test marker line (tests/unit/test_docs.py) above its fence.

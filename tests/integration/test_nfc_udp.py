@@ -104,7 +104,7 @@ def test_frames_deselect_and_halt() -> None:
     try:
 
         def frame(hex_frame: str) -> bytes | None:
-            return target._datagram(b"106A " + hex_frame.encode())
+            return target.link.answer(b"106A " + hex_frame.encode())
 
         assert frame("26") == h("4403")
         cl1 = h("88") + UID[:3]
@@ -121,8 +121,8 @@ def test_frames_deselect_and_halt() -> None:
         assert frame("C2") == h("C2")
         assert frame("26") is None  # halted: only WUPA wakes it
         assert frame("52") == h("4403")
-        assert target._datagram(b"106A zz") is None
-        assert target._datagram(b"212F 0600ffff0100") is None
+        assert target.link.answer(b"106A zz") is None
+        assert target.link.answer(b"212F 0600ffff0100") is None
     finally:
         target.stop()
 
@@ -203,6 +203,55 @@ def test_emulate_desfire_over_nfc(tmp_path: Path) -> None:
         assert process.wait(timeout=10) == 0
 
 
+def test_emulate_desfire_over_nfc_fail_after(tmp_path: Path) -> None:
+    # --fail-after N over NFC: N APDUs answered (GetVersion: 3 frames), then no answer and the
+    # emulator exits 1; the state file is still the badge.
+    from mie.transport.nfc import NfcConnection
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tmp_path / "badge.json"
+    command = [sys.executable, "-m", "mie", "emulate", "desfire", "--nfc", f"127.0.0.1:{port}"]
+    command += ["--state", str(state), "--uid", UID.hex(), "--fail-after", "3"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "Emulating desfire" in process.stderr.readline()
+        with NfcConnection(f"udp:127.0.0.1:{port}", wait=5) as connection:
+            session = DesfireSession(connection)
+            assert session.get_version().uid == UID
+            with pytest.raises(TransportError):
+                session.get_version()
+        assert process.wait(timeout=10) == 1
+        assert "--fail-after: the badge answered 3 APDUs" in process.stderr.read()
+        assert state.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+
+def test_a_gone_card_stops_the_link() -> None:
+    card = badge()
+    card.faults.fail_after = 0
+    target = UdpTypeATarget(card, port=0)
+    try:
+        for frame in ("26", "9320"):
+            assert target.link.answer(b"106A " + frame.encode()) is not None
+        cl1 = h("88") + UID[:3]
+        bcc1 = bytes([cl1[0] ^ cl1[1] ^ cl1[2] ^ cl1[3]])
+        cl2 = UID[3:]
+        bcc2 = bytes([cl2[0] ^ cl2[1] ^ cl2[2] ^ cl2[3]])
+        for frame in ("9370" + (cl1 + bcc1).hex(), "9520", "9570" + (cl2 + bcc2).hex(), "E080"):
+            assert target.link.answer(b"106A " + frame.encode()) is not None
+        assert target.link.answer(b"106A 029060000000") is None
+        assert target.gone.is_set()
+        assert target.link.answer(b"106A 26") is None  # gone for good
+    finally:
+        target.stop()
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -212,6 +261,8 @@ def test_emulate_desfire_over_nfc(tmp_path: Path) -> None:
         ["emulate", "desfire", "--nfc", "nowhere"],
         ["emulate", "cps3", "--state", "x.json"],
         ["emulate", "iso7816", "--product", "ev1"],
+        ["emulate", "iso7816", "--fail-after", "3"],
+        ["emulate", "desfire", "--fail-after", "-1"],
     ],
 )
 def test_emulate_desfire_bad_usage_is_refused(

@@ -26,6 +26,7 @@ from mie.trust.errors import VerificationError
 from mie.trust.identity import parse_id_nat
 
 _NOTICE_AFTER = 2.0
+_NFC_POLL = 0.1
 # vpcd asks a newly accepted card for its ATR within a second; a second card on a port already
 # served is accepted by the kernel's backlog and then never spoken to.
 _SILENCE_TIMEOUT = 5.0
@@ -92,6 +93,13 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     hidden=True,
     help="Test fault: answer this many APDUs, then stop answering (the card goes silent).",
 )
+@click.option(
+    "--fail-after",
+    type=click.IntRange(0),
+    hidden=True,
+    help="Test fault (desfire): answer this many APDUs, then the badge leaves the field and the"
+    " emulator exits with status 1; the state file keeps what the answered commands wrote.",
+)
 def emulate(
     kind: str,
     port: int,
@@ -106,6 +114,7 @@ def emulate(
     product: str,
     nfc: str | None,
     stall_after: int | None,
+    fail_after: int | None,
 ) -> int:
     """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running).
 
@@ -115,6 +124,8 @@ def emulate(
     """
     _check_options(kind, pin, serial, identity)
     badge_uid = _check_desfire_options(kind, state_file, uid, product, nfc)
+    if fail_after is not None and kind != "desfire":
+        raise UsageError("--fail-after: only for mie emulate desfire")
     options = CardOptions(
         pin=pin,
         serial=serial,
@@ -125,7 +136,7 @@ def emulate(
         product=product,
     )
     if kind == "desfire":
-        return _emulate_desfire(options, port, trace, nfc, stall_after)
+        return _emulate_desfire(options, port, trace, nfc, stall_after, fail_after)
     # Everything is written (TEST PKI, CRLs, trace) before the card is presented, so whoever
     # waits for the card (mie readers --wait) finds the files.
     card = build_card(kind, options)
@@ -144,7 +155,8 @@ def emulate(
 def _serve_vpcd(
     card: EmulatedCard, kind: str, port: int, observer: TraceWriter | None, stall_after: int | None
 ) -> int:
-    """Present ``card`` on vpcd until a signal stops it; a vpcd failure is a usage error."""
+    """Present ``card`` on vpcd until a signal stops it (exit 0) or the card is gone (exit 1,
+    ``--fail-after``); a vpcd failure is a usage error."""
     host = VpcdHost(
         card,
         port=port,
@@ -163,7 +175,14 @@ def _serve_vpcd(
         notice.cancel()
     if host.error is not None:
         raise UsageError(f"--port {port}: {host.error}")
-    return 0
+    return _gone(host.gone.is_set(), host.answered)
+
+
+def _gone(gone: bool, answered: int) -> int:
+    if not gone:
+        return 0
+    warn(f"--fail-after: the badge answered {answered} APDUs and left the field (test fault)")
+    return 1
 
 
 def _check_options(kind: str, pin: str, serial: str | None, identity: str | None) -> None:
@@ -237,7 +256,12 @@ def _nfc_address(nfc: str) -> tuple[str, int]:
 
 
 def _emulate_desfire(
-    options: CardOptions, port: int, trace: str | None, nfc: str | None, stall_after: int | None
+    options: CardOptions,
+    port: int,
+    trace: str | None,
+    nfc: str | None,
+    stall_after: int | None,
+    fail_after: int | None,
 ) -> int:
     try:
         card = open_badge(options.state, uid=options.uid, product=options.product)
@@ -247,6 +271,7 @@ def _emulate_desfire(
         raise UsageError(f"--state: {e}") from e
     except OSError as e:
         raise UsageError(f"--state {options.state}: {e.strerror or e}") from e
+    card.faults.fail_after = fail_after
     if nfc is not None:
         if trace or stall_after is not None:
             raise UsageError("--trace, --stall-after: with vpcd only, not with --nfc")
@@ -270,10 +295,11 @@ def _serve_nfc(card: EmulatedDesfire, host: str, port: int) -> int:
     target.start()
     warn(f"Emulating desfire for nfcpy's udp reader on {host}:{target.port}; Ctrl-C to stop.")
     try:
-        done.wait()
+        while not done.wait(_NFC_POLL) and not target.gone.is_set():
+            pass
     finally:
         target.stop()
-    return 0
+    return _gone(target.gone.is_set(), card.answered)
 
 
 def _trace_writer(path: str, kind: str, atr: bytes) -> TraceWriter:

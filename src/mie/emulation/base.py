@@ -9,9 +9,15 @@ from collections.abc import Iterator
 
 from mie.core.apdu import split_response
 from mie.core.connection import SmartCardConnection, Transport, transport_from_atr
+from mie.core.errors import CardRemovedError
 from mie.core.log import log_command, log_response
 
 logger = logging.getLogger(__name__)
+
+
+class CardGone(Exception):  # noqa: N818 - an event, not an error of the card's answer
+    """Raised by :meth:`EmulatedCard.process` when the card has left the field (a test
+    fault): the host stops presenting it, without answering the command."""
 
 
 class EmulatedCard(abc.ABC):
@@ -33,6 +39,12 @@ class EmulatedCard(abc.ABC):
     @abc.abstractmethod
     def power_off(self) -> None:
         """Power the card down: volatile state (verified PIN, selection) is lost."""
+
+    @property
+    def gone(self) -> bool:
+        """Whether the card has left the field after its last answer (a test fault): a host
+        stops presenting it once that answer is out."""
+        return False
 
     def reset(self) -> None:
         """Warm reset: same effect on volatile state as a power cycle."""
@@ -66,7 +78,11 @@ class EmulatedConnection(SmartCardConnection):
 
     def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
         log_command(logger, apdu)
-        data, sw = split_response(self.card.process(apdu))
+        try:
+            response = self.card.process(apdu)
+        except CardGone as e:
+            raise CardRemovedError(f"The emulated card left the field: {e}") from e
+        data, sw = split_response(response)
         log_response(logger, data, sw)
         return data, sw
 

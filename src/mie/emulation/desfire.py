@@ -65,7 +65,7 @@ from mie.desfire.constants import (
     Status,
 )
 from mie.desfire.crypto import OriginalityKey
-from mie.emulation.base import EmulatedCard
+from mie.emulation.base import CardGone, EmulatedCard
 from mie.emulation.desfire_state import (
     AID_SIZE,
     DENY,
@@ -363,11 +363,17 @@ class BadgeFaults:
     :param af_forever: answer every response frame with ``91AF`` and one more byte, for ever.
     :param replay_previous: answer a command with the answer its previous run got (the new
         one is computed, and the state changed, as a real badge behind a replaying relay).
+    :param fail_after: answer this many APDUs (every one :meth:`EmulatedDesfire.process`
+        gets), then leave the field: the next one raises :class:`~mie.emulation.base.CardGone`
+        unanswered, and the state is what the answered commands left (``mie emulate desfire
+        --fail-after``; a badge pulled mid-enrolment). Hosts see :attr:`EmulatedDesfire.gone`
+        once the last answer is out and stop presenting the badge.
     """
 
     flip_mac_bit: int | None = None
     af_forever: bool = False
     replay_previous: bool = False
+    fail_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -443,12 +449,19 @@ class EmulatedDesfire(EmulatedCard):
         self._on_change = on_change
         self._commands = self._command_table()
         self.faults = BadgeFaults()
+        self.answered = 0  # APDUs answered, across power cycles (for fail_after)
         self._answers: dict[int, tuple[bytes, int]] = {}
         self.power_on()
 
     @property
     def atr(self) -> bytes:
         return ATR
+
+    @property
+    def gone(self) -> bool:
+        """Whether the ``fail_after`` fault has answered its last APDU."""
+        limit = self.faults.fail_after
+        return limit is not None and self.answered >= limit
 
     @property
     def originality_public_key(self) -> OriginalityKey:
@@ -481,8 +494,15 @@ class EmulatedDesfire(EmulatedCard):
     # -- framing ------------------------------------------------------------------------------
 
     def process(self, apdu: bytes) -> bytes:
-        """Answer one APDU; never raises: a fault in a handler answers ``6F00`` and ends the
-        session (any local PC/SC client can send an emulator anything)."""
+        """Answer one APDU; never raises but :class:`~mie.emulation.base.CardGone` (the
+        ``fail_after`` fault): a fault in a handler answers ``6F00`` and ends the session (any
+        local PC/SC client can send an emulator anything)."""
+        if self.gone:
+            self.session, self._pending = None, None
+            raise CardGone(
+                f"the badge answered {self.answered} APDUs (fail_after {self.faults.fail_after})"
+            )
+        self.answered += 1
         try:
             data, sw = self._process(bytes(apdu))
         except Exception:

@@ -21,6 +21,7 @@ import threading
 from binascii import Error as HexError
 from binascii import hexlify, unhexlify
 
+from mie.emulation.base import CardGone
 from mie.emulation.desfire import EmulatedDesfire
 
 logger = logging.getLogger(__name__)
@@ -51,15 +52,24 @@ class UdpTypeATarget:
     """
 
     def __init__(self, card: EmulatedDesfire, host: str = "127.0.0.1", port: int = 54321) -> None:
-        self.card = card
+        self.link = TypeALink(card)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind((host, port))
         self._socket.settimeout(_POLL)
         self.port: int = self._socket.getsockname()[1]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._reset_link(powered=False)
-        self._halted = False
+
+    @property
+    def card(self) -> EmulatedDesfire:
+        """The badge presented."""
+        return self.link.card
+
+    @property
+    def gone(self) -> threading.Event:
+        """Set when the card left the field (:class:`~mie.emulation.base.CardGone`, a test
+        fault): the target stopped serving."""
+        return self.link.gone
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -72,7 +82,7 @@ class UdpTypeATarget:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and close the socket."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._socket.close()
 
@@ -83,17 +93,50 @@ class UdpTypeATarget:
         self.stop()
 
     def serve_forever(self) -> None:
-        """Answer datagrams until :meth:`stop`; a malformed one is ignored, as noise on the air."""
-        while not self._stop.is_set():
+        """Answer datagrams until :meth:`stop` or the card is gone; a malformed one is ignored,
+        as noise on the air."""
+        while not self._stop.is_set() and not self.gone.is_set():
             try:
                 datagram, peer = self._socket.recvfrom(2048)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            answer = self._datagram(datagram)
+            answer = self.link.answer(datagram)
             if answer is not None:
                 self._socket.sendto(BIT_RATE + b" " + hexlify(answer), peer)
+
+
+class TypeALink:
+    """The card side of nfcpy's ``udp`` link, without the socket: one datagram in, the
+    answer (a frame) out. :class:`UdpTypeATarget` serves it; the fuzz tests drive it directly.
+
+    :param card: the badge.
+    """
+
+    def __init__(self, card: EmulatedDesfire) -> None:
+        self.card = card
+        self.gone = threading.Event()
+        self._reset_link(powered=False)
+        self._halted = False
+
+    def answer(self, datagram: bytes) -> bytes | None:
+        """:return: the frame answering ``datagram`` (``None``: no answer, as for noise, a
+        frame out of sequence, ``RFOFF``, or a card gone)."""
+        if self.gone.is_set():
+            return None
+        answered = self.card.answered
+        try:
+            answer = self._datagram(datagram)
+        except CardGone as e:
+            logger.info("Card gone: %s", e)
+            self.gone.set()
+            return None
+        if self.card.answered != answered and self.card.gone and not self._pending:
+            # Its last answer is this one: the card leaves the field once it is out.
+            logger.info("Card gone after its last answer")
+            self.gone.set()
+        return answer
 
     # -- frames ---------------------------------------------------------------------------------
 

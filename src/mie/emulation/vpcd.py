@@ -15,7 +15,7 @@ import threading
 import time
 
 from mie.core.log import log_command, log_response
-from mie.emulation.base import EmulatedCard
+from mie.emulation.base import CardGone, EmulatedCard
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class VpcdHost:
         self.stall_after = stall_after
         self.answered = 0
         self.stalled = threading.Event()
+        self.gone = threading.Event()  # the card raised CardGone: the host stopped
         self.error: str | None = None
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -198,18 +199,29 @@ class VpcdHost:
                 logger.warning("Stall fault: not answering APDUs any more")
                 self.stalled.set()
             return
-        self.answered += 1
         log_command(logger, message)
         try:
             response = self.card.process(message)
+        except CardGone as e:
+            # The card left the field (a test fault): unanswered, and no card on vpcd any more.
+            logger.info("Card gone: %s", e)
+            self.gone.set()
+            self._stop.set()
+            return
         except Exception:
             # Whatever a client sends, the card keeps serving: a host thread that died would take
             # the card out of the reader for every other client.
             logger.exception("Emulated card failed on a command; answering 6F00")
             response = b"\x6f\x00"
+        self.answered += 1
         log_response(logger, response[:-2], int.from_bytes(response[-2:], "big"))
         self.observer.exchange(message, response)
         self._send(response)
+        if self.card.gone:
+            # The card leaves the field between two commands, not in the middle of one.
+            logger.info("Card gone after %d APDUs", self.answered)
+            self.gone.set()
+            self._stop.set()
 
     def _control(self, code: int) -> None:
         logger.debug("vpcd control %02X", code)
