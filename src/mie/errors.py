@@ -69,6 +69,12 @@ if TYPE_CHECKING:
         ProviderClosedError,
         TokenLoginError,
     )
+    from mie.relay.errors import (
+        RelayClosedError,
+        RelayProtocolError,
+        RelayRefusedError,
+        RelayTimeoutError,
+    )
     from mie.store.errors import (
         AlreadyEnrolledError,
         NonceUnknownError,
@@ -129,13 +135,17 @@ _LAZY = {
         ),
         "mie.store.errors",
     ),
+    **dict.fromkeys(
+        ("RelayClosedError", "RelayProtocolError", "RelayRefusedError", "RelayTimeoutError"),
+        "mie.relay.errors",
+    ),
 }
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"No exception {name!r} in mie.errors")
+        raise AttributeError(f"module 'mie.errors' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -186,6 +196,10 @@ __all__ = [
     "RecordCopiedError",
     "RecordFormatError",
     "RecordUntrustedError",
+    "RelayClosedError",
+    "RelayProtocolError",
+    "RelayRefusedError",
+    "RelayTimeoutError",
     "ReplayMismatchError",
     "ResponseIntegrityError",
     "SecondFactorChangedError",

@@ -10,6 +10,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from mie.core.errors import (
     EvidenceFormatError,
@@ -19,10 +21,15 @@ from mie.core.errors import (
     SignatureInvalidError,
 )
 from mie.desfire.authenticator import DesfireAuthenticator
-from mie.desfire.config import Originality, UidSource
-from mie.desfire.errors import RecordCopiedError, RecordFormatError
+from mie.desfire.config import BadgeConfig, Originality, UidSource
+from mie.desfire.errors import (
+    DesfireAuthenticationError,
+    RecordCopiedError,
+    RecordFormatError,
+)
 from mie.desfire.evidence import DesfireSessionEvidence, TranscriptExchange
 from mie.desfire.verify import NOT_REPLAYED, BadgeVerifier, verify_badge_evidence
+from mie.emulation.desfire_state import KeyType
 from mie.evidence import Evidence, load_evidence_file
 from mie.policy import AssuranceLevel
 from mie.result import AuthenticatorInfo, AuthResult
@@ -44,11 +51,29 @@ from tests.desfire.badges import (
 CFG = config()
 
 
+# The sessions whose transcripts are mutated: (uid source, product, legacy).
+VECTORS = {
+    "get-card-uid-ev3": (UidSource.GET_CARD_UID, "ev3", False),
+    "anticollision-ev2": (UidSource.ANTICOLLISION, "ev2", False),
+    "div-file-ev3": (UidSource.DIV_FILE, "ev3", False),
+    "get-card-uid-ev1": (UidSource.GET_CARD_UID, "ev1", False),
+    "legacy-des": (UidSource.GET_CARD_UID, "ev3", True),
+}
+
+
+def vector_config(name: str) -> BadgeConfig:
+    source, product, legacy = VECTORS[name]
+    originality = Originality.OPTIONAL if product == "ev1" else Originality.REQUIRED
+    return config(uid_source=source, originality=originality, legacy=legacy)
+
+
 @functools.cache
-def recorded(source: UidSource = UidSource.GET_CARD_UID) -> DesfireSessionEvidence:
-    """One badge session's evidence, with originality (the longest transcript)."""
-    cfg = config(uid_source=source)
-    card = badge(badge_state(cfg=cfg), rng=counter_rng())
+def recorded(name: str = "get-card-uid-ev3") -> DesfireSessionEvidence:
+    """One badge session's evidence (the default has originality: the longest transcript)."""
+    _, product, legacy = VECTORS[name]
+    cfg = vector_config(name)
+    key_type = KeyType.DES if legacy else KeyType.AES
+    card = badge(badge_state(cfg=cfg, key_type=key_type), product=product, rng=counter_rng())
     return DesfireAuthenticator(connect(card), cfg, keys=KEYS).authenticate(request())
 
 
@@ -88,27 +113,71 @@ def _flipped(evidence: DesfireSessionEvidence, index: int, offset: int, *, comma
     return dataclasses.replace(evidence, transcript=tuple(exchanges))
 
 
-def _positions(command: bool) -> list[tuple[int, int]]:
-    evidence = recorded()
+def _positions(*, command: bool) -> list[tuple[str, int, int]]:
     return [
-        (i, offset)
-        for i, e in enumerate(evidence.transcript)
+        (name, i, offset)
+        for name in VECTORS
+        for i, e in enumerate(recorded(name).transcript)
         for offset in range(len(e.command if command else e.response))
     ]
 
 
-@pytest.mark.parametrize(("index", "offset"), _positions(command=False))
-def test_every_response_byte_changed_is_a_typed_error(index: int, offset: int) -> None:
-    changed = _flipped(recorded(), index, offset, command=False)
-    with pytest.raises(MieError):
-        check(changed)
+def _unbound(name: str, index: int) -> bool:
+    """The one answer no MAC covers and whose value decides nothing but refuse-or-legacy: the
+    plain GetKeySettings of the legacy diagnosis (after 91AE)."""
+    return VECTORS[name][2] and recorded(name).transcript[index].command[1] == 0x45
 
 
-@pytest.mark.parametrize(("index", "offset"), _positions(command=True))
-def test_every_command_byte_changed_is_refused(index: int, offset: int) -> None:
-    changed = _flipped(recorded(), index, offset, command=True)
+@pytest.mark.parametrize(("name", "index", "offset"), _positions(command=False))
+def test_every_response_byte_changed_is_a_typed_error(name: str, index: int, offset: int) -> None:
+    evidence = recorded(name)
+    assert check(evidence, cfg=vector_config(name)).valid
+    changed = _flipped(evidence, index, offset, command=False)
+    if _unbound(name, index) and offset < 2:
+        # Another settings byte or key count, still DES keys: the same legacy result, no level.
+        assert check(changed, cfg=vector_config(name)).level is None
+        return
     with pytest.raises(MieError):
-        check(changed)
+        check(changed, cfg=vector_config(name))
+
+
+def test_a_legacy_diagnosis_changed_to_aes_keys_is_refused() -> None:
+    evidence = recorded("legacy-des")
+    index = next(i for i, e in enumerate(evidence.transcript) if e.command[1] == 0x45)
+    exchanges = list(evidence.transcript)
+    answer = bytearray(exchanges[index].response)
+    answer[1] |= 0x80  # the key type bits now say AES
+    exchanges[index] = TranscriptExchange(exchanges[index].command, bytes(answer))
+    with pytest.raises(DesfireAuthenticationError):
+        check(
+            dataclasses.replace(evidence, transcript=tuple(exchanges)),
+            cfg=vector_config("legacy-des"),
+        )
+
+
+@pytest.mark.parametrize(("name", "index", "offset"), _positions(command=True))
+def test_every_command_byte_changed_is_refused(name: str, index: int, offset: int) -> None:
+    changed = _flipped(recorded(name), index, offset, command=True)
+    with pytest.raises(MieError):
+        check(changed, cfg=vector_config(name))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_random_changes_to_a_transcript_never_verify(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(sorted(n for n in VECTORS if not VECTORS[n][2])))
+    evidence = recorded(name)
+    exchanges = list(evidence.transcript)
+    for _ in range(data.draw(st.integers(1, 4))):
+        index = data.draw(st.integers(0, len(exchanges) - 1))
+        exchange = exchanges[index]
+        response = bytearray(exchange.response)
+        at = data.draw(st.integers(0, len(response) - 1))
+        response[at] ^= data.draw(st.integers(1, 255))
+        exchanges[index] = TranscriptExchange(exchange.command, bytes(response))
+    assume(tuple(exchanges) != evidence.transcript)  # two changes of one byte may cancel
+    with pytest.raises(MieError):
+        check(dataclasses.replace(evidence, transcript=tuple(exchanges)), cfg=vector_config(name))
 
 
 def test_a_transcript_cut_short_or_extended_is_refused() -> None:
@@ -137,7 +206,7 @@ def test_evidence_for_another_origin_or_nonce_is_refused() -> None:
 
 def test_fields_that_are_not_what_the_session_read_are_refused() -> None:
     evidence = recorded()
-    other = recorded(UidSource.DIV_FILE)
+    other = recorded("div-file-ev3")
     with pytest.raises(SignatureInvalidError, match="uid"):
         check(dataclasses.replace(evidence, uid=OTHER_UID))
     with pytest.raises(SignatureInvalidError, match="record"):

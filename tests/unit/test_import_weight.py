@@ -168,6 +168,7 @@ LAZY_ERRORS = {
     "mie.desfire.config": ("BadgeConfigError",),
     "mie.keys.base": ("KeyProviderError", "KeyNotFoundError"),
     "mie.store.errors": ("StoreError", "WrongSecondFactorError", "SecondFactorLockedError"),
+    "mie.relay.errors": ("RelayRefusedError", "RelayClosedError", "RelayTimeoutError"),
 }
 
 
@@ -180,6 +181,7 @@ def test_mie_errors_exports_the_badge_key_and_store_errors_on_first_use() -> Non
             assert getattr(mie.errors, name) is getattr(importlib.import_module(module), name)
     assert set(mie.errors.__all__) <= set(dir(mie.errors))
     modules = imported_modules("import mie.errors")
-    assert [m for m in modules if m.startswith(("mie.desfire", "mie.keys", "mie.store"))] == []
+    lazy = ("mie.desfire", "mie.keys", "mie.store", "mie.relay")
+    assert [m for m in modules if m.startswith(lazy)] == []
     with pytest.raises(AttributeError, match="no_such_error"):
         _ = mie.errors.no_such_error

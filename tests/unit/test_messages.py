@@ -90,6 +90,7 @@ VERBATIM = {
     ("mie/__init__.py", "AttributeError"),
     ("mie/desfire/__init__.py", "AttributeError"),
     ("mie/relay/__init__.py", "AttributeError"),
+    ("mie/errors.py", "AttributeError"),
 }
 """Messages that copy Python's wording: ``(file, exception)``."""
 
