@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,89 @@ def test_info_with_the_configuration_checks_the_test_originality_key(
         out = mie("desfire", "info", "--reader", reader, "--badge-config", str(setup.config))
     assert out.returncode == 0, out.stderr
     assert "originality: verified (mie test badge)" in out.stdout
+
+
+# --- the Done-when flows: enrol, authenticate, refuse another master key and a copied record ---
+
+RPPS = "810100099877"
+OTHER_UID = bytes.fromhex("04112233445566")
+AID = bytes.fromhex("494df0")
+RECORD_FILE = 1
+
+
+def enrol(mie: Mie, reader: str, config: Path, journal: Path, *args: str, stdin: str = "") -> None:
+    """``mie desfire enroll`` one badge for :data:`RPPS`; it must succeed."""
+    argv = ["desfire", "enroll", "--reader", reader, "--badge-config", str(config)]
+    argv += ["--identity", f"rpps={RPPS[1:]}", "--journal", str(journal), "--json", *args]
+    out = mie(*argv, stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    [badge] = json.loads(out.stdout)["enrolled"]
+    assert badge["row"] == RPPS
+
+
+def auth(
+    mie: Mie, reader: str, config: Path, *args: str, stdin: str = ""
+) -> tuple[int, dict[str, Any]]:
+    """``mie auth --json`` on the badge: the exit code and the AuthResult printed."""
+    out = mie(
+        "auth", "--reader", reader, "--badge-config", str(config), "--json", *args, stdin=stdin
+    )
+    assert "Traceback" not in out.stderr
+    assert out.returncode in (0, 1), out.stderr
+    return out.returncode, json.loads(out.stdout)
+
+
+def copy_record(source: Path, target: Path) -> None:
+    """Write the record file of the badge kept in ``source`` into the one kept in ``target``
+    (whose keys stay its own), as a cloner copying the bytes would."""
+    from mie.emulation.desfire_state import load_state, save_state
+
+    original = load_state(source)
+    copy = load_state(target)
+    copy.applications[AID].files[RECORD_FILE].data[:] = (
+        original.applications[AID].files[RECORD_FILE].data
+    )
+    save_state(target, copy)
+
+
+def test_enrol_then_auth_prints_the_bound_identity_over_nfc(tmp_path: Path, mie: Mie) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    with nfc_badge(tmp_path / "badge.json", mie.home, uid=UID) as reader:
+        enrol(mie, reader, setup.config, tmp_path / "journal.csv")
+        code, result = auth(mie, reader, setup.config)
+        text = mie("auth", "--reader", reader, "--badge-config", str(setup.config))
+    assert code == 0, result
+    assert result["valid"] is True and result["level"] == "low"
+    assert result["identity"]["id_nat"] == RPPS
+    assert result["authenticator"]["kind"] == "desfire-ev3"
+    assert result["authenticator"]["serial"] == UID.hex()
+    assert result["authenticator"]["transport"] == "contactless"
+    assert text.returncode == 0, text.stderr
+    assert f"  RPPS {RPPS[1:]}" in text.stdout.splitlines()
+
+
+def test_a_badge_enrolled_under_another_master_key_is_refused_over_nfc(
+    tmp_path: Path, mie: Mie
+) -> None:
+    ours = write_badge_setup(tmp_path / "ours", seed=1)
+    theirs = write_badge_setup(tmp_path / "theirs", seed=2)
+    with nfc_badge(tmp_path / "badge.json", mie.home, uid=UID) as reader:
+        enrol(mie, reader, theirs.config, tmp_path / "journal.csv")
+        code, result = auth(mie, reader, ours.config)
+    assert code == 1
+    assert result["valid"] is False and result["error"]["code"] == "key_mismatch"
+    assert result["identity"] is None
+
+
+def test_a_record_copied_from_another_badge_is_refused_over_nfc(tmp_path: Path, mie: Mie) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    original, copy = tmp_path / "original.json", tmp_path / "copy.json"
+    for state, uid in ((original, UID), (copy, OTHER_UID)):
+        with nfc_badge(state, mie.home, uid=uid) as reader:
+            enrol(mie, reader, setup.config, tmp_path / "journal.csv")
+    copy_record(original, copy)
+    with nfc_badge(copy, mie.home) as reader:
+        code, result = auth(mie, reader, setup.config)
+    assert code == 1
+    assert result["valid"] is False and result["error"]["code"] == "record_copied"
+    assert result["identity"] is None
