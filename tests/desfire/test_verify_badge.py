@@ -7,9 +7,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -31,11 +33,14 @@ from mie.desfire.evidence import DesfireSessionEvidence, TranscriptExchange
 from mie.desfire.verify import NOT_REPLAYED, BadgeVerifier, verify_badge_evidence
 from mie.emulation.desfire_state import KeyType
 from mie.evidence import Evidence, load_evidence_file
+from mie.keys import ProviderClosedError
 from mie.policy import AssuranceLevel
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.verification import Expected, verify_evidence
 from tests.desfire.badges import (
+    AUTHORITY_KEY,
     KEYS,
+    LABELS,
     NONCE,
     OTHER_KEYS,
     OTHER_UID,
@@ -258,3 +263,32 @@ def test_the_badge_verifier_is_callable_directly() -> None:
 def test_evidence_from_json_loads_the_desfire_kind_on_demand() -> None:
     obj = json.loads(json.dumps(recorded().to_json()))
     assert Evidence.from_json(obj) == recorded()
+
+
+def test_a_verifier_opened_from_a_configuration_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    masters = {label: (bytes([0x10 + i]) * 16).hex() for i, label in enumerate(LABELS)}
+    scalar = f"{AUTHORITY_KEY.private_numbers().private_value:064x}"
+    document = {"format": "mie-keys/1", "aes128": masters, "ecdsa-p256": {"mie-authority": scalar}}
+    keys.write_text(json.dumps(document))
+    keys.chmod(0o600)
+    pem = AUTHORITY_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "authority.pem").write_bytes(pem)
+    badge_json = {
+        "format": "mie-badge/1",
+        "keys": {"provider": "software", "file": "keys.json"},
+        "authorities": [{"name": "CH Test", "pem": "authority.pem", "test": True}],
+        "originality_keys": ["mie-test"],
+        "second_factor": {"store": "sqlite:badges.db", "max_failures": 3},
+    }
+    (tmp_path / "badge.json").write_text(json.dumps(badge_json))
+    cfg = BadgeConfig.load(tmp_path / "badge.json")
+    with BadgeVerifier.open(cfg) as verifier:
+        assert verifier.keys is not None and verifier.second_factor is not None
+        result = verifier.verify(recorded(), request())
+        # The store is there, this badge has no PIN in it: possession only.
+        assert result.level is AssuranceLevel.LOW
+        assert "no second factor enrolled for this badge: possession only" in result.reasons
+    assert (tmp_path / "badges.db").exists()
+    with pytest.raises(ProviderClosedError):
+        verifier.keys.diversify("mie-read", bytes(17))

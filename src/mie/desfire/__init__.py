@@ -12,12 +12,20 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mie.core.channel import CommMode
+    from mie.desfire.authenticator import DesfireAuthenticator
+    from mie.desfire.config import BadgeConfig
+    from mie.desfire.evidence import DesfireSessionEvidence
     from mie.desfire.session import DesfireSession
     from mie.desfire.types import AccessRights, FileSettings, KeySettings, KeyType, Version
+    from mie.desfire.verify import BadgeVerifier
 
 _EXPORTS = {
+    "BadgeConfig": "mie.desfire.config",
+    "BadgeVerifier": "mie.desfire.verify",
     "CommMode": "mie.core.channel",
+    "DesfireAuthenticator": "mie.desfire.authenticator",
     "DesfireSession": "mie.desfire.session",
+    "DesfireSessionEvidence": "mie.desfire.evidence",
     "AccessRights": "mie.desfire.types",
     "FileSettings": "mie.desfire.types",
     "KeySettings": "mie.desfire.types",
@@ -27,8 +35,12 @@ _EXPORTS = {
 
 __all__ = [
     "AccessRights",
+    "BadgeConfig",
+    "BadgeVerifier",
     "CommMode",
+    "DesfireAuthenticator",
     "DesfireSession",
+    "DesfireSessionEvidence",
     "FileSettings",
     "KeySettings",
     "KeyType",
