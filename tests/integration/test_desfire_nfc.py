@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class Mie:
     """Runs ``mie`` commands as a new user would, in ``home``."""
 
     home: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -56,7 +57,7 @@ class Mie:
             capture_output=True,
             text=True,
             timeout=COMMAND_TIMEOUT,
-            env=scrubbed_env(self.home),
+            env={**scrubbed_env(self.home), **self.extra_env},
             check=False,
         )
 

@@ -5,13 +5,17 @@ each in its own process with HOME and every MIE_* variable scrubbed. Run under
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.harness import READER0, Pcscd, emulator_process
-from tests.integration.test_desfire_nfc import Mie
+from tests.integration.test_desfire_nfc import OTHER_UID, RPPS, Mie, auth, copy_record, enrol
+from tests.keys.conftest import SoftHsm, softhsm  # noqa: F401 (the session's SoftHSM2 token)
 from tests.unit.test_cli_desfire import write_badge_setup
 
 pytestmark = pytest.mark.pcsc
@@ -35,3 +39,103 @@ def test_info_of_a_blank_badge_through_pcscd(pcscd: Pcscd, tmp_path: Path, mie: 
     assert (info["uid"], info["product"], info["random_uid"]) == (UID.hex(), "EV3", False)
     assert info["originality"] == {"key": "mie test badge", "verified": True}
     assert info["applications"] == [] and info["mie_application"] is False
+
+
+def badge(state: Path, uid: bytes | None = None) -> contextlib.AbstractContextManager[object]:
+    """Host the badge kept in ``state`` on vpcd (``Virtual PCD 00 00``) until the block ends."""
+    return emulator_process(
+        "desfire", "--state", str(state), *(("--uid", uid.hex()) if uid else ())
+    )
+
+
+PIN = "482916"
+
+
+def test_enrol_then_auth_prints_the_identity_and_the_pin_makes_it_substantial(
+    pcscd: Pcscd, tmp_path: Path, mie: Mie
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    with badge(tmp_path / "badge.json", UID):
+        enrol(mie, READER0, setup.config, tmp_path / "journal.csv", "--pin-stdin", stdin=PIN + "\n")
+        code, result = auth(mie, READER0, setup.config, "--pin-stdin", stdin=PIN + "\n")
+        wrong, refused = auth(mie, READER0, setup.config, "--pin-stdin", stdin="000000\n")
+    assert code == 0, result
+    assert result["valid"] is True and result["level"] == "substantial"
+    assert result["identity"]["id_nat"] == RPPS and result["identity"]["id_type"] == "RPPS"
+    assert result["authenticator"]["kind"] == "desfire-ev3"
+    assert result["authenticator"]["serial"] == UID.hex()
+    assert "second-factor PIN verified" in result["reasons"]
+    assert wrong == 1 and refused["error"]["code"] == "invalid_pin"
+    assert refused["error"]["tries_left"] == 2 and refused["identity"] is None
+
+
+def test_a_badge_enrolled_under_another_master_key_is_refused_through_pcscd(
+    pcscd: Pcscd, tmp_path: Path, mie: Mie
+) -> None:
+    ours = write_badge_setup(tmp_path / "ours", seed=1)
+    theirs = write_badge_setup(tmp_path / "theirs", seed=2)
+    with badge(tmp_path / "badge.json", UID):
+        enrol(mie, READER0, theirs.config, tmp_path / "journal.csv")
+        code, result = auth(mie, READER0, ours.config)
+        own_code, own = auth(mie, READER0, theirs.config)
+    assert code == 1 and result["error"]["code"] == "key_mismatch"
+    assert result["valid"] is False and result["identity"] is None
+    assert own_code == 0 and own["identity"]["id_nat"] == RPPS
+
+
+def test_a_record_copied_from_another_badge_is_refused_through_pcscd(
+    pcscd: Pcscd, tmp_path: Path, mie: Mie
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    original, copy = tmp_path / "original.json", tmp_path / "copy.json"
+    for state, uid in ((original, UID), (copy, OTHER_UID)):
+        with badge(state, uid):
+            enrol(mie, READER0, setup.config, tmp_path / "journal.csv")
+    copy_record(original, copy)
+    with badge(copy):
+        code, result = auth(mie, READER0, setup.config)
+    assert code == 1 and result["error"]["code"] == "record_copied"
+    assert result["valid"] is False and result["identity"] is None
+
+
+def test_enrolment_with_the_master_keys_in_softhsm2_gives_the_software_provider_s_badge(
+    pcscd: Pcscd,
+    softhsm: SoftHsm,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+    mie: Mie,
+) -> None:
+    """The keys of the token (non-extractable AES masters, the authority's P-256 key) enrol
+    the badge; a verifier holding the same masters in software authenticates it: every
+    diversified key of the badge is the software provider's."""
+    from tests.keys.test_pkcs11 import create_aes, create_ec
+
+    prefix = f"c3-{secrets.token_hex(4)}-"
+    labels = {name: prefix + name for name in ("picc", "app", "uid_read", "read", "authority")}
+    hsm = write_badge_setup(
+        tmp_path / "hsm",
+        labels=labels,
+        keys={
+            "provider": "pkcs11",
+            "module": str(softhsm.module),
+            "token": softhsm.token_label,
+            "pin_env": "HSM_USER_PIN",
+        },
+    )
+    for name in ("picc", "app", "uid_read", "read"):
+        create_aes(softhsm, labels[name], hsm.masters[name])
+    authority = create_ec(softhsm, labels["authority"])
+    pem = serialization.load_der_public_key(authority).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "hsm" / "authority.pem").write_bytes(pem)
+    software = write_badge_setup(tmp_path / "software", labels=labels)
+    (tmp_path / "software" / "authority.pem").write_bytes(pem)
+    assert software.masters == hsm.masters
+    token = Mie(mie.home, {"HSM_USER_PIN": softhsm.pin})
+    with badge(tmp_path / "badge.json", UID):
+        enrol(token, READER0, hsm.config, tmp_path / "journal.csv")
+        code, result = auth(mie, READER0, software.config)
+        hsm_code, by_token = auth(token, READER0, hsm.config)
+    assert code == 0, result
+    assert result["valid"] is True and result["identity"]["id_nat"] == RPPS
+    assert hsm_code == 0 and by_token["identity"]["id_nat"] == RPPS

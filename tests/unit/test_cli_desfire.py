@@ -49,9 +49,10 @@ class BadgeSetup:
     keys: Path
     masters: dict[str, bytes]
 
-    def key(self, label: str, diversification_input: bytes) -> bytes:
-        """:return: the key the software provider derives (what the badge must hold)."""
-        return diversify_aes128(self.masters[label], diversification_input)
+    def key(self, name: str, diversification_input: bytes) -> bytes:
+        """:return: the key the software provider derives from the master ``name`` (``picc``,
+        ``app``, ``uid_read``, ``read``): what the badge must hold."""
+        return diversify_aes128(self.masters[name], diversification_input)
 
 
 def write_badge_setup(
@@ -62,20 +63,31 @@ def write_badge_setup(
     second_factor: bool = False,
     keys: dict[str, object] | None = None,
     issuer: str = "CH Exemple",
+    labels: dict[str, str] | None = None,
 ) -> BadgeSetup:
     """Write a badge configuration whose software keys are derived from ``seed`` (two seeds:
     two establishments with different master keys and authorities).
 
     :param keys: the config's ``keys`` member instead of the software key file.
+    :param labels: the config's ``labels`` (``picc``, ``app``, ``uid_read``, ``read``,
+        ``authority``); the key file uses them.
+    :return: the files, and the master keys by the config's label names (``picc``...).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    labels = ("mie-picc", "mie-app", "mie-uid", "mie-read")
-    masters = {label: bytes([seed, i]) * 8 for i, label in enumerate(labels)}
+    names = ("picc", "app", "uid_read", "read")
+    chosen = labels or {
+        "picc": "mie-picc",
+        "app": "mie-app",
+        "uid_read": "mie-uid",
+        "read": "mie-read",
+        "authority": "mie-authority",
+    }
+    masters = {name: bytes([seed, i]) * 8 for i, name in enumerate(names)}
     authority = ec.derive_private_key(0x1D5A_7E57_0000 + seed, ec.SECP256R1())
     document = {
         "format": "mie-keys/1",
-        "aes128": {label: value.hex() for label, value in masters.items()},
-        "ecdsa-p256": {"mie-authority": f"{authority.private_numbers().private_value:064x}"},
+        "aes128": {chosen[name]: value.hex() for name, value in masters.items()},
+        "ecdsa-p256": {chosen["authority"]: f"{authority.private_numbers().private_value:064x}"},
     }
     key_file = directory / "keys.json"
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -93,6 +105,8 @@ def write_badge_setup(
         "issuer": issuer,
         "originality_keys": list(originality_keys),
     }
+    if labels is not None:
+        config["labels"] = labels
     if second_factor:
         config["second_factor"] = {"store": "sqlite:mie.db", "max_failures": 3}
     path = directory / "badge.json"
@@ -139,18 +153,18 @@ def personalised(setup: BadgeSetup, *, random_uid: bool) -> EmulatedDesfire:
     config = BadgeConfig.load(setup.config)
     state = BadgeState(UID, BadgeKey(bytes(16), 0, KeyType.DES))
     app_keys = [
-        setup.key("mie-app", config.diversification_input(UID)),
-        setup.key("mie-uid", config.uid_read_input()),
-        setup.key("mie-read", config.diversification_input(UID)),
-        setup.key("mie-app", config.diversification_input(UID)),
-        setup.key("mie-app", config.diversification_input(UID)),
+        setup.key("app", config.diversification_input(UID)),
+        setup.key("uid_read", config.uid_read_input()),
+        setup.key("read", config.diversification_input(UID)),
+        setup.key("app", config.diversification_input(UID)),
+        setup.key("app", config.diversification_input(UID)),
     ]
     personalise(
         state,
         aid=AID,
         keys=app_keys,
         record=bytes(176),
-        picc_key=setup.key("mie-picc", config.picc_input(UID)),
+        picc_key=setup.key("picc", config.picc_input(UID)),
         random_uid=random_uid,
     )
     return EmulatedDesfire(state)
