@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -259,3 +260,41 @@ def test_the_reader_uid_of_the_emulated_badge_and_a_session_kept() -> None:
     assert session.auth is not None
     assert session.read_data(1, 0, 4, mode=CommMode.FULL) == RECORD[:4]
     assert DesfireSession(Middle(badge(random_uid=False))).reader_uid() == UID
+
+
+# --- vectors/desfire-ev3-auth.json ---------------------------------------------------------------
+
+
+def test_the_vector_recorder_makes_a_replayable_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The committed vector's recorder, run again: the same commands as the committed file (a
+    # change in the session's exchanges shows here first: record the vector again), its nonce in
+    # random, and it replays through mie replay with the configuration it names.
+    from mie._cli.__main__ import run
+    from mie.transport.replay import load_vector
+    from tests.desfire.vector_badge import VECTOR, record_vector
+
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.delenv("MIE_BADGE_CONFIG", raising=False)
+    out, setup = tmp_path / "v.json", tmp_path / "badge"
+    record_vector(out, setup)
+    capsys.readouterr()
+    recorded, committed = load_vector(out), load_vector(VECTOR)
+    assert [e.command for e in recorded.exchanges] == [e.command for e in committed.exchanges]
+    assert recorded.random == committed.random and set(recorded.random) == {"nonce"}
+    assert (recorded.source, recorded.kind, recorded.command) == (
+        "emulator",
+        "desfire-ev3",
+        ["auth", "--json"],
+    )
+    assert "not a real-card trace" in committed.description
+    config = str(setup / "badge.json")
+    for vector in (out, VECTOR):
+        assert run(["replay", str(vector), "--", "auth", "--badge-config", config, "--json"]) == 0
+        printed = capsys.readouterr()
+        assert '"valid": true' in printed.out and '"id_nat": "810001234565"' in printed.out
+        assert "Replayed 12 exchanges" in printed.err
+    # Without the configuration the replay is bad usage, not a result.
+    assert run(["replay", str(VECTOR)]) == 2

@@ -22,8 +22,8 @@ from tests.harness import READER0, Pcscd, emulator_process, mie_command
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 
 
-def _mie(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(mie_command(*args), capture_output=True, text=True, timeout=60)
+def _mie(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(mie_command(*args), capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.mark.pcsc
@@ -77,10 +77,17 @@ def test_emulator_trace_masks_the_pin_and_replays_the_session(pcscd: Pcscd, tmp_
 
 
 @pytest.mark.parametrize("path", sorted(VECTORS.glob("*.json")), ids=lambda p: p.name)
-def test_committed_vector_replays(path: Path) -> None:
+def test_committed_vector_replays(path: Path, tmp_path: Path) -> None:
     vector = load_vector(path)
     assert vector.command, f"{path.name} has no recorded command"
-    replayed = _mie("replay", str(path))
+    env = None
+    if vector.kind.startswith("desfire"):
+        # A badge session replays with the badge configuration it was recorded with (keys,
+        # authority): a vector may not name a local file, the environment does.
+        from tests.desfire.vector_badge import write_setup
+
+        env = {**os.environ, "MIE_BADGE_CONFIG": str(write_setup(tmp_path / "badge"))}
+    replayed = _mie("replay", str(path), env=env)
     assert replayed.returncode == 0, replayed.stderr
     assert f"Replayed {len(vector.exchanges)} exchanges" in replayed.stderr
 
