@@ -216,3 +216,28 @@ def test_any_short_command_round_trips(command: bytes, seq: int) -> None:
 @given(st.text(max_size=64).filter(str.isprintable))
 def test_any_printable_pin_round_trips(pin: str) -> None:
     assert parse_agent_message(encode(PinReply(pin))) == PinReply(pin)
+
+
+def test_numbers_in_the_result_are_read_as_integers_and_round_trip() -> None:
+    # Found by the relay-iam-message fuzz target: the strict parser keeps numbers as text, so an
+    # end message read back could not be encoded again (TypeError: Number).
+    found = (
+        '{"type":"end","result":{"vuthentica":{"q":4,"cal":null},"idensons":[""],"evidence":null}}'
+    )
+    message = parse_iam_message(found)
+    assert isinstance(message, End) and message.result["vuthentica"] == {"q": 4, "cal": None}
+    assert parse_iam_message(encode(message)) == message
+    nested = {"evidence": None, "error": {"tries_left": 2}, "x": [[1, {"y": [3]}]]}
+    assert parse_iam_message(encode(End(nested))) == End(nested)
+
+
+@pytest.mark.parametrize("number", ["-1", "1.5", "1e3", "12345678901"])
+def test_a_result_number_that_is_no_small_integer_is_refused(number: str) -> None:
+    with pytest.raises(RelayProtocolError, match=r"a number in end\.result is not an integer"):
+        parse_iam_message(f'{{"type":"end","result":{{"evidence":null,"n":[{number}]}}}}')
+
+
+def test_a_deeply_nested_result_is_read_without_recursion() -> None:
+    deep = '{"type":"end","result":{"evidence":null,"x":' + "[" * 900 + "7" + "]" * 900 + "}}"
+    message = parse_iam_message(deep)
+    assert isinstance(message, End)

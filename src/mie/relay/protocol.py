@@ -342,7 +342,22 @@ def _result(value: object) -> dict[str, Any]:
         raise RelayProtocolError("end.result is not an object")
     if "evidence" not in value or value["evidence"] is not None:
         raise RelayProtocolError("end.result.evidence must be null: the evidence stays at the IAM")
+    _integers(value)
     return value
+
+
+def _integers(result: dict[str, Any]) -> None:
+    """Turn the strict parser's numbers into ints in place (an ``AuthResult`` holds only small
+    integers), without recursion: the nesting is bounded only by the parser's."""
+    pending: list[Any] = [result]
+    while pending:
+        node = pending.pop()
+        for key in list(node) if isinstance(node, dict) else range(len(node)):
+            item = node[key]
+            if isinstance(item, strictjson.Number):
+                node[key] = _integer(item, "a number in end.result", MAX_SEQ)
+            elif isinstance(item, dict | list):
+                pending.append(item)
 
 
 def _session(value: object, where: str) -> str:
