@@ -271,6 +271,21 @@ def test_a_record_refused_is_a_failed_check(error: Exception) -> None:
     assert exit_code_for(error) == 1  # type: ignore[arg-type]
 
 
+def test_a_relay_refusal_is_a_failed_check() -> None:
+    from mie.relay.errors import RelayRefusedError
+
+    assert exit_code_for(RelayRefusedError("VERIFY is not a DESFire command")) == 1
+
+
+def test_desfire_and_agent_are_commands_of_the_group(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert "\n  agent  " in listed and "\n  desfire  " in listed
+    # Through the group (a global option first), not only through the entry point's shortcut.
+    assert run(["--log-level", "info", "agent", "--help"]) == 0
+    assert "--connect URL" in capsys.readouterr().out
+
+
 def test_the_other_desfire_codes_are_failed_checks() -> None:
     from mie.core.errors import ResponseIntegrityError
     from mie.desfire.errors import (

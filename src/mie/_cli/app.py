@@ -14,6 +14,7 @@ import sys
 import click
 
 from mie import __version__
+from mie._cli.agent import agent
 from mie._cli.auth import AuthFailedError, auth
 from mie._cli.cards import info, readers
 from mie._cli.demo import demo
@@ -46,6 +47,7 @@ from mie.core.errors import (
 )
 from mie.core.log import TRAFFIC, TRAFFIC_WARNING
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
+from mie.relay.errors import RelayRefusedError
 from mie.trust.errors import VerificationError
 
 logger = logging.getLogger("mie")
@@ -64,8 +66,8 @@ _LEVELS = {
 # removed, reset or silent, a reader held by another process): exit 1. The DESFire codes of
 # issue 9 (plan D8) are here through their bases: key_mismatch (ApduError), suspected_clone and
 # integrity_error (SecureMessagingError), not_genuine (SignatureInvalidError), legacy_crypto
-# (UnsupportedCardError); and by name: record_untrusted, record_copied, a record on the badge
-# that does not parse (malformed).
+# (UnsupportedCardError); and by name: record_untrusted, record_copied, relay_refused, a record
+# on the badge that does not parse (malformed).
 _FAILED = (
     AuthFailedError,
     EnrolmentFailedError,
@@ -80,6 +82,7 @@ _FAILED = (
     RecordCopiedError,
     RecordFormatError,
     RecordUntrustedError,
+    RelayRefusedError,
     ReplayMismatchError,
     SecureMessagingError,
     SignatureInvalidError,
@@ -127,6 +130,7 @@ for _command in (
     trust_group,
     crl_group,
     desfire_group,
+    agent,
 ):
     cli.add_command(_command)
 
