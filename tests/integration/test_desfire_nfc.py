@@ -61,6 +61,17 @@ class Mie:
             check=False,
         )
 
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """Start a ``mie`` command (stdin closed, output piped); the caller waits for it."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "mie", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**scrubbed_env(self.home), **self.extra_env},
+        )
+
 
 @pytest.fixture
 def mie(tmp_path: Path) -> Mie:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from tests.unit.test_cli_desfire import write_badge_setup
 pytestmark = pytest.mark.pcsc
 
 UID = bytes.fromhex("04a1b2c3d4e5f6")
+RPPS2 = "810100099802"  # another RPPS number that passes the Luhn check
 
 
 @pytest.fixture
@@ -139,3 +142,47 @@ def test_enrolment_with_the_master_keys_in_softhsm2_gives_the_software_provider_
     assert code == 0, result
     assert result["valid"] is True and result["identity"]["id_nat"] == RPPS
     assert hsm_code == 0 and by_token["identity"]["id_nat"] == RPPS
+
+
+def test_bulk_enrolment_waits_for_each_badge_then_its_removal(
+    pcscd: Pcscd, tmp_path: Path, mie: Mie
+) -> None:
+    """`enroll --csv`: the badge of row a is presented, enrolled and removed, then row b's."""
+    setup = write_badge_setup(tmp_path / "config")
+    table = tmp_path / "badges.csv"
+    table.write_text(f"row,id_nat\na,{RPPS}\nb,{RPPS2}\n", encoding="utf-8")
+    journal = Path(str(table) + ".journal.csv")
+    argv = ["desfire", "enroll", "--csv", str(table), "--reader", READER0]
+    argv += ["--badge-config", str(setup.config), "--wait", "60", "--json"]
+    process = mie.start(*argv)
+    try:
+        for row, state, uid in (("a", "a.json", UID), ("b", "b.json", OTHER_UID)):
+            with badge(tmp_path / state, uid):
+                wait_for_line(journal, f",{row},{uid.hex()},verified,done", process)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert json.loads(out) == {
+        "enrolled": [
+            {"row": "a", "uid": UID.hex(), "resumed_at": None},
+            {"row": "b", "uid": OTHER_UID.hex(), "resumed_at": None},
+        ],
+        "incomplete": [],
+    }
+    assert err.index("row a: present a blank badge") < err.index("row b: present a blank badge")
+
+
+def wait_for_line(
+    path: Path, text: str, process: subprocess.Popen[str], timeout: float = 60
+) -> None:
+    """Wait until ``path`` holds a line with ``text`` (the enrolment ran), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in {path} within {timeout:g} s")
