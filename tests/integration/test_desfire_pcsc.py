@@ -44,11 +44,12 @@ def test_info_of_a_blank_badge_through_pcscd(pcscd: Pcscd, tmp_path: Path, mie: 
     assert info["applications"] == [] and info["mie_application"] is False
 
 
-def badge(state: Path, uid: bytes | None = None) -> contextlib.AbstractContextManager[object]:
+def badge(
+    state: Path, uid: bytes | None = None, *options: str
+) -> contextlib.AbstractContextManager[object]:
     """Host the badge kept in ``state`` on vpcd (``Virtual PCD 00 00``) until the block ends."""
-    return emulator_process(
-        "desfire", "--state", str(state), *(("--uid", uid.hex()) if uid else ())
-    )
+    given = ("--uid", uid.hex()) if uid else ()
+    return emulator_process("desfire", "--state", str(state), *given, *options)
 
 
 PIN = "482916"
@@ -186,3 +187,29 @@ def wait_for_line(
         assert process.poll() is None, process.communicate()
         time.sleep(0.1)
     raise AssertionError(f"{text!r} not in {path} within {timeout:g} s")
+
+
+def test_a_badge_gone_mid_enrolment_is_finished_by_the_next_run(
+    pcscd: Pcscd, tmp_path: Path, mie: Mie
+) -> None:
+    """The emulator leaves the field after 20 APDUs (``--fail-after``, its state file saved at
+    every change); hosted again from that file, the next run reports the badge first and
+    finishes it, and ``mie auth`` then authenticates it."""
+    setup = write_badge_setup(tmp_path / "config")
+    state, journal = tmp_path / "badge.json", tmp_path / "journal.csv"
+    argv = ["desfire", "enroll", "--reader", READER0, "--badge-config", str(setup.config)]
+    argv += ["--identity", f"rpps={RPPS[1:]}", "--journal", str(journal), "--json"]
+    with badge(state, UID, "--fail-after", "20"):
+        first = mie(*argv)
+    assert first.returncode == 1, first.stderr
+    [left] = json.loads(first.stdout)["incomplete"]
+    assert (left["row"], left["uid"]) == (RPPS, UID.hex())
+    assert f"incomplete at {left['step']}" in first.stderr.splitlines()[-1]
+    with badge(state):
+        second = mie(*argv)
+        code, result = auth(mie, READER0, setup.config)
+    assert second.returncode == 0, second.stderr
+    assert f"row {RPPS} ({UID.hex()}) incomplete at {left['step']}" in second.stderr.splitlines()[0]
+    [enrolled] = json.loads(second.stdout)["enrolled"]
+    assert enrolled["resumed_at"] == left["step"]
+    assert code == 0 and result["identity"]["id_nat"] == RPPS
