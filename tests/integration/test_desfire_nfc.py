@@ -213,3 +213,19 @@ def test_a_record_copied_from_another_badge_is_refused_over_nfc(tmp_path: Path, 
     assert code == 1
     assert result["valid"] is False and result["error"]["code"] == "record_copied"
     assert result["identity"] is None
+
+
+def test_no_badge_in_the_nfc_field_is_no_card_and_bad_input_is_one_line(mie: Mie) -> None:
+    out = mie("auth", "--reader", f"nfc:udp:127.0.0.1:{free_udp_port()}", "--json")
+    assert out.returncode == 1, out.stderr
+    assert json.loads(out.stdout)["error"]["code"] == "no_card"
+    assert out.stderr.startswith("mie: error: ") and out.stderr.count("\n") == 1
+    for argv in (
+        ("desfire", "diversify", "--master-key", "00", "--uid", "00", "--aid", "00"),
+        ("desfire", "enroll", "--identity", "rpps=1"),
+        ("desfire", "info", "--reader", "nfc:"),
+    ):
+        out = mie(*argv)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("mie: error: ") and out.stderr.count("\n") == 1, argv
+        assert "Traceback" not in out.stderr

@@ -242,15 +242,17 @@ def test_diversify_without_an_option_exits_2(capsys: pytest.CaptureFixture[str])
     assert "--system-id" in one_error_line(capsys.readouterr().err)
 
 
-def test_every_desfire_option_has_a_help_line() -> None:
-    group = cli.commands["desfire"]
-    assert isinstance(group, click.Group)
-    assert group.help
-    for name, command in group.commands.items():
-        assert command.help, name
+def test_every_command_and_option_has_a_help_line() -> None:
+    def walk(command: click.Command, path: str) -> None:
+        assert command.help, path
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
-                assert param.help, f"mie desfire {name} {param.opts}"
+                assert param.help, f"{path} {param.opts}"
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    assert {"diversify", "info", "enroll"} <= set(cli.commands["desfire"].commands)  # type: ignore[attr-defined]
+    walk(cli, "mie")
     for name in ("auth", "verify-evidence"):
         options = {o for p in cli.commands[name].params for o in getattr(p, "opts", ())}
         assert "--badge-config" in options, name

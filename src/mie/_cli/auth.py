@@ -4,6 +4,12 @@
 ``SHA-256(origin) ‖ SHA-256(nonce)`` for the ``--nonce`` and ``--origin`` given (a fresh nonce
 and :data:`~mie.request.DEFAULT_ORIGIN` by default), and the evidence is verified at once. The
 PIN is asked only when the card needs it, after it said how many tries remain.
+
+A DESFire badge (issue 9) authenticates with the badge configuration (``--badge-config``, else
+``$MIE_BADGE_CONFIG``, else ``~/.config/mie/badge.json`` when it exists): AES mutual
+authentication with its diversified keys, bound to the nonce and origin, then the identity
+record and, when the configuration has a second-factor store, the PIN, checked by the verifier.
+A badge and no configuration is bad usage (exit 2).
 """
 
 from __future__ import annotations

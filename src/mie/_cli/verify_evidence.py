@@ -5,7 +5,10 @@ object. The nonce and origin are the verifier's own, given on the command line: 
 for another nonce or another relying party is refused (``nonce_mismatch``,
 ``origin_mismatch``). The certificate chain is checked against the trust store, the
 ``--trust`` / ``--intermediate`` files and the CRLs (``--crl`` files, then the CRL cache, which
-downloads a missing or stale CRL).
+downloads a missing or stale CRL). Badge evidence (``desfire-session``) is checked with the
+badge configuration (``--badge-config``, as for ``mie auth``): the session replayed with its
+keys, the record's signature and binding, originality; ``--pin-stdin`` gives the second-factor
+PIN the verifier checks (without it: the badge alone, level ``low``).
 
 Exit codes (decision D3 of issue 8): 0 verified; 1 a check failed, or the file is JSON but not
 evidence (``malformed``); 2 bad usage, or a file that is not JSON at all.
