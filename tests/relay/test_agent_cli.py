@@ -203,6 +203,10 @@ def test_a_card_that_is_no_badge_exits_1(
             "--connect: The relay URL's session",
         ),
         (["--connect", "wss://iam.example/other", "--origin", ORIGIN], "must end with /relay/"),
+        (
+            ["--connect", "ws://iam.example/relay/" + "0" * 32, "--origin", ORIGIN],
+            "--connect: A ws:// relay URL must name this machine (tests); use wss://",
+        ),
         (["--connect", "wss://iam.example/relay/" + "0" * 32, "--origin", "iam"], "--origin:"),
         (["--connect", "wss://iam.example/relay/" + "0" * 32, "--timeout", "0"], "--timeout"),
     ],

@@ -4,8 +4,12 @@ peers where a real one would not stall, vanish or misbehave."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
+import logging
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +17,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from websockets.sync.server import ServerConnection
 
 from mie.core.channel import CommMode
@@ -22,7 +30,7 @@ from mie.desfire.session import DesfireSession
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.desfire import ATR, EmulatedDesfire
 from mie.emulation.registry import CardOptions, build_card
-from mie.relay.agent import AgentTimeouts
+from mie.relay.agent import Agent, AgentTimeouts
 from mie.relay.errors import (
     RelayClosedError,
     RelayProtocolError,
@@ -509,3 +517,103 @@ def test_a_path_that_is_no_session_is_refused_at_the_handshake(server: RelayServ
         f"ws://127.0.0.1:{server.port}/iam/relay/{session_id(bytes(32))}", badge_reader()
     ).join()
     assert isinstance(agent.error, RelayRefusedError) and "HTTP 404" in str(agent.error)
+
+
+# --- what must not leak -----------------------------------------------------------------------
+
+
+def test_the_pin_reaches_no_log_even_at_debug(
+    server: RelayServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # websockets' DEBUG lines quote every frame: both peers hand it a logger held at INFO.
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="mie")
+    relay, agent = opened(server, badge_reader(), pin=StaticPin("4711"))
+    assert RelayPin(relay).request_pin(3) == "4711"
+    identity_read(DesfireSession(relay))
+    done(relay)
+    agent.join()
+    assert "mie.relay" in caplog.text and "4711" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "host", ["iam.example", "10.0.0.1", "[2001:db8::1]", "127.0.0.1.example", "localhost.example"]
+)
+def test_a_ws_url_to_another_machine_is_refused(host: str) -> None:
+    with pytest.raises(ValueError, match=r"must name this machine \(tests\); use wss://"):
+        start_agent(f"ws://{host}:8443/relay/{session_id(bytes(32))}", badge_reader())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "localhost", "[::1]"])
+def test_a_ws_url_to_this_machine_is_taken(host: str) -> None:
+    agent = start_agent(f"ws://{host}:9/relay/{session_id(bytes(32))}", badge_reader()).join()
+    assert isinstance(agent.error, RelayClosedError)
+
+
+# --- wss:// ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a self-signed certificate for 127.0.0.1; :return: it and the
+    certificate file a client trusts."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mie relay test")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
+
+
+def test_a_session_runs_over_wss(tls: tuple[ssl.SSLContext, Path]) -> None:
+    context, cert_file = tls
+    with RelayServer(ssl=context) as server:
+        pending = server.expect(request(), timeout=20)
+        assert pending.url.startswith("wss://127.0.0.1:")
+        reader = badge_reader()
+        client = ssl.create_default_context(cafile=cert_file)
+        agent = AgentThread(
+            Agent(pending.url, origin=ORIGIN, open_connection=reader.open, ssl=client)
+        )
+        relay = pending.connection(5)
+        assert identity_read(DesfireSession(relay)) == RECORD
+        done(relay)
+        assert agent.join().error is None
+
+
+def test_an_agent_that_does_not_trust_the_iams_certificate_opens_nothing(
+    tls: tuple[ssl.SSLContext, Path],
+) -> None:
+    context, _ = tls
+    with RelayServer(ssl=context) as server:
+        pending = server.expect(request(), timeout=20)
+        reader = badge_reader()
+        agent = start_agent(pending.url, reader).join()
+    assert isinstance(agent.error, RelayClosedError)
+    assert "certificate verify failed" in str(agent.error)
+    assert reader.opened == []

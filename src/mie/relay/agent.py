@@ -15,6 +15,7 @@ and no authenticator (a test checks the imports of ``mie agent``).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import ssl as ssl_module
 import threading
@@ -48,6 +49,7 @@ from mie.relay.protocol import (
     MAX_RESPONSE,
     RELAY_PATH,
     SUBPROTOCOL,
+    WIRE_LOGGER,
     AgentMessage,
     Apdu,
     Card,
@@ -108,11 +110,15 @@ def origin_of(url: str) -> str:
 def session_of(url: str) -> str:
     """:return: the session id at the end of a relay URL (``…/relay/<session>``).
 
-    :raises ValueError: not a ``ws://`` or ``wss://`` URL ending in a session path.
+    :raises ValueError: not a ``wss://`` URL (or ``ws://`` to a loopback address) ending in a
+        session path.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError("The relay URL must be ws://HOST[:PORT]/… or wss://HOST[:PORT]/…")
+        raise ValueError("The relay URL must be wss://HOST[:PORT]/… (ws:// on this machine only)")
+    if parts.scheme == "ws" and not _loopback(parts.hostname):
+        # The PIN would cross the network in clear text.
+        raise ValueError("A ws:// relay URL must name this machine (tests); use wss://")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ValueError("The relay URL carries no query, fragment or user part")
     _, found, session = parts.path.rpartition(RELAY_PATH)
@@ -122,6 +128,15 @@ def session_of(url: str) -> str:
         return check_session(session)
     except RelayProtocolError as e:
         raise ValueError(f"The relay URL's session: {e}") from e
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Agent:
@@ -193,6 +208,7 @@ class Agent:
                 close_timeout=CLOSE_TIMEOUT,
                 subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                 user_agent_header=None,
+                logger=WIRE_LOGGER,
             )
         except TimeoutError as e:
             wait = self.timeouts.connect

@@ -46,6 +46,7 @@ from mie.relay.protocol import (
     MAX_MESSAGE,
     RELAY_PATH,
     SUBPROTOCOL,
+    WIRE_LOGGER,
     AgentMessage,
     Apdu,
     Card,
@@ -336,6 +337,7 @@ class RelayServer:
             server_header=None,
             open_timeout=HELLO_TIMEOUT,
             close_timeout=CLOSE_TIMEOUT,
+            logger=WIRE_LOGGER,
         )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="mie-relay-server", daemon=True

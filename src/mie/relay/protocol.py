@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,12 @@ CLOSE_TIMED_OUT = 4408
 """Close code: a wait ran out."""
 CLOSE_TIMEOUT = 0.25
 """Seconds a WebSocket close waits for the peer's close frame: a stalled peer gets no more."""
+
+WIRE_LOGGER = logging.getLogger("mie.relay.wire")
+"""The logger both peers hand the WebSocket library. Its level is WARNING whatever its parents'
+say: the library's DEBUG lines quote frames, and a ``pin`` frame carries the user's PIN (its INFO
+lines, connection opened and closed, the peers log themselves)."""
+WIRE_LOGGER.setLevel(logging.WARNING)
 
 _SESSION_PREFIX = b"mie relay\x00"
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
