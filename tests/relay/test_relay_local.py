@@ -25,7 +25,7 @@ from websockets.sync.server import ServerConnection
 
 from mie.core.channel import CommMode
 from mie.core.connection import Transport
-from mie.core.errors import ErrorCode
+from mie.core.errors import CardRemovedError, ErrorCode, NoCardError
 from mie.desfire.session import DesfireSession
 from mie.emulation.base import EmulatedConnection
 from mie.emulation.desfire import ATR, EmulatedDesfire
@@ -617,3 +617,35 @@ def test_an_agent_that_does_not_trust_the_iams_certificate_opens_nothing(
     assert isinstance(agent.error, RelayClosedError)
     assert "certificate verify failed" in str(agent.error)
     assert reader.opened == []
+
+
+def test_a_card_removed_mid_session_is_told_to_the_iam(server: RelayServer) -> None:
+    reader = badge_reader()
+
+    class Removed(EmulatedConnection):
+        def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+            if apdu[1] == 0x71:  # the badge leaves as the IAM starts authenticating
+                raise CardRemovedError("The card left the reader")
+            return super().send_and_receive(apdu)
+
+    reader.open = lambda name: Removed(reader.card)  # type: ignore[method-assign,assignment]
+    relay, agent = opened(server, reader)
+    session = DesfireSession(relay)
+    session.select_application(AID)
+    with pytest.raises(RelayClosedError, match="its card or reader failed: card_removed: The card"):
+        session.authenticate_ev2_first(1, APP_KEYS[1])
+    assert isinstance(agent.join().error, CardRemovedError)
+
+
+def test_no_card_in_the_reader_is_told_to_the_iam(server: RelayServer) -> None:
+    reader = badge_reader()
+
+    def empty(name: str | None) -> EmulatedConnection:
+        raise NoCardError("No card in the reader")
+
+    reader.open = empty  # type: ignore[method-assign,assignment]
+    pending = server.expect(request(), timeout=20)
+    agent = start_agent(pending.url, reader)
+    with pytest.raises(RelayClosedError, match="its card or reader failed: no_card"):
+        pending.connection(5)
+    assert isinstance(agent.join().error, NoCardError)

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 
 from mie.core.connection import SmartCardConnection
-from mie.core.errors import EvidenceFormatError
+from mie.core.errors import EvidenceFormatError, MieError
 from mie.desfire.constants import SW_ADDITIONAL_FRAME
 from mie.relay.errors import (
     RelayClosedError,
@@ -38,11 +38,13 @@ from mie.relay.errors import (
 )
 from mie.relay.policy import GET_VERSION_PROBE, check_command, check_desfire
 from mie.relay.protocol import (
+    CLOSE_CARD_ERROR,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
     CLOSE_REFUSED,
     CLOSE_TIMEOUT,
     CLOSE_UNKNOWN_SESSION,
+    MAX_CLOSE_REASON,
     MAX_MESSAGE,
     MAX_PIN_CHARS,
     MAX_READER_CHARS,
@@ -226,13 +228,20 @@ class Agent:
             raise RelayProtocolError(f"The IAM does not speak {SUBPROTOCOL}")
         hello = self._hello(websocket)
         deadline = time.monotonic() + hello.deadline_ms / 1000
-        with self._open_connection(self.reader) as card, card.transaction():
-            self._probe(websocket, card)
-            reader = (self.reader or "")[:MAX_READER_CHARS]
-            reader = reader if reader.isprintable() else ""
-            _send(websocket, Card(self.session, card.atr, card.transport, reader))
-            logger.info("Relay session %s: the badge is announced", self.session)
-            return _Forwarder(self, websocket, card, deadline, hello.origin).loop()
+        try:
+            with self._open_connection(self.reader) as card, card.transaction():
+                self._probe(websocket, card)
+                reader = (self.reader or "")[:MAX_READER_CHARS]
+                reader = reader if reader.isprintable() else ""
+                _send(websocket, Card(self.session, card.atr, card.transport, reader))
+                logger.info("Relay session %s: the badge is announced", self.session)
+                return _Forwarder(self, websocket, card, deadline).loop()
+        except _RELAY_ERRORS:
+            raise
+        except MieError as e:
+            # The reader or the card failed: the IAM hears why, not just that the agent left.
+            websocket.close(CLOSE_CARD_ERROR, _close_reason(f"{e.code}: {e}"))
+            raise
 
     def _hello(self, websocket: ClientConnection) -> Hello:
         message = _receive(websocket, self.timeouts.connect, "hello")
@@ -288,6 +297,15 @@ class Agent:
         return _pin_text(answer)
 
 
+_RELAY_ERRORS = (RelayClosedError, RelayProtocolError, RelayRefusedError, RelayTimeoutError)
+
+
+def _close_reason(text: str) -> str:
+    """:return: ``text`` on one line, cut to what a close frame carries."""
+    data = " ".join(text.split()).encode("utf-8")[:MAX_CLOSE_REASON]
+    return data.decode("utf-8", "ignore")
+
+
 def _pin_text(pin: str | bytes | bytearray) -> str:
     text = pin if isinstance(pin, str) else bytes(pin).decode("utf-8", "replace")
     if isinstance(pin, bytearray):
@@ -306,13 +324,11 @@ class _Forwarder:
         websocket: ClientConnection,
         card: SmartCardConnection,
         deadline: float,
-        origin: str,
     ) -> None:
         self.agent = agent
         self.websocket = websocket
         self.card = card
         self.deadline = deadline
-        self.origin = origin
         self.seq = 0
         self.after_af = False
 

@@ -36,6 +36,7 @@ from mie.relay.errors import (
     RelayTimeoutError,
 )
 from mie.relay.protocol import (
+    CLOSE_CARD_ERROR,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
     CLOSE_REFUSED,
@@ -491,4 +492,6 @@ def _close_code(error: ConnectionClosed) -> str:
     received = error.rcvd
     if received is None:
         return "no close frame"
+    if received.code == CLOSE_CARD_ERROR:
+        return f"its card or reader failed: {received.reason}"
     return f"code {received.code}" + (f": {received.reason[:60]}" if received.reason else "")

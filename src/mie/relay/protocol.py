@@ -67,6 +67,10 @@ CLOSE_UNKNOWN_SESSION = 4404
 """Close code: the IAM expects no such session (unknown, used or expired)."""
 CLOSE_TIMED_OUT = 4408
 """Close code: a wait ran out."""
+CLOSE_CARD_ERROR = 4500
+"""Close code: the agent's card or reader failed (the reason says how)."""
+MAX_CLOSE_REASON = 123
+"""The longest close reason a WebSocket close frame carries, in UTF-8 bytes."""
 CLOSE_TIMEOUT = 0.25
 """Seconds a WebSocket close waits for the peer's close frame: a stalled peer gets no more."""
 
