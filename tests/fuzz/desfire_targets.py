@@ -23,6 +23,7 @@ from mie.core import strictjson
 from mie.core.channel import CommMode
 from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import MieError
+from mie.desfire import crypto
 from mie.desfire.config import BadgeConfig, UidSource
 from mie.desfire.evidence import BadgeScheme, DesfireSessionEvidence, TranscriptExchange
 from mie.desfire.record import AuthorityKey, IdentityRecord, check_binding, verify
@@ -31,6 +32,7 @@ from mie.emulation.desfire import EmulatedDesfire
 from mie.emulation.desfire_state import BadgeState, decode_state, encode_state, personalise
 from mie.emulation.nfc_target import ATS, MAX_INF, TypeALink
 from mie.evidence import MAX_EVIDENCE_BYTES, Evidence
+from mie.hazmat import desfire_legacy as legacy
 from mie.keys import SoftwareKeyProvider
 from tests.fuzz.context import Context
 from tests.fuzz.harness import OracleViolation, Reader, Run, Target, records, scratch, swallow
@@ -200,6 +202,9 @@ _SESSION_CALLS = (
     lambda s: s.write_data(1, b"x" * 70, mode=CommMode.FULL),
     lambda s: s.get_key_settings(),
     lambda s: s.get_application_ids(),
+    lambda s: legacy.authenticate_iso(s, 0, bytes(16), opt_in=legacy.LEGACY_OPT_IN),
+    lambda s: s.get_key_version(0),
+    lambda s: legacy.change_key_from_legacy(s, 0, _KEY, version=1, opt_in=legacy.LEGACY_OPT_IN),
 )
 
 
@@ -273,7 +278,35 @@ def _badge_seeds(context: Context) -> list[bytes]:
         "ffca000000",
         "00a4040c07d276000085010100",
     ]
-    return [records([bytes.fromhex(c) for c in commands]), records([bytes.fromhex(commands[0])])]
+    return [
+        records([bytes.fromhex(c) for c in commands]),
+        records([bytes.fromhex(commands[0])]),
+        records(_legacy_commands()),
+    ]
+
+
+def _legacy_commands() -> list[bytes]:
+    """The legacy ISO authentication to the DES PICC key of zeros, then GetKeyVersion and a
+    ChangeKey to AES under it: the right bytes for the target's all-zero badge rng and RndA."""
+    zero8, key, new = bytes(8), bytes(16), bytes(range(16))
+    e_rnd_b = legacy.tdes_cbc_encrypt(key, zero8, zero8)  # RndB = 00…: the badge's rng
+    token = legacy.tdes_cbc_encrypt(key, e_rnd_b, zero8 + zero8)  # RndA ‖ RndB', all zeros
+    session_key = bytes(16)  # RndA[0:4] ‖ RndB[0:4], twice (single DES)
+    iv = legacy.tdes_cmac(session_key, b"\x64\x00")  # GetKeyVersion's CMAC, not sent
+    iv = legacy.tdes_cmac(session_key, b"\x00\x00", iv)  # its answer's (version 00, status 00)
+    plain = new + b"\x01" + crypto.crc32(b"\xc4\x80" + new + b"\x01")
+    cryptogram = legacy.tdes_cbc_encrypt(session_key, iv, plain + bytes(-len(plain) % 8))
+
+    def native(cmd: int, data: bytes) -> bytes:
+        return bytes([0x90, cmd, 0, 0, len(data)]) + data + b"\x00"
+
+    return [
+        native(0x1A, b"\x00"),
+        native(0xAF, token),
+        native(0x64, b"\x00"),
+        native(0xC4, b"\x80" + cryptogram),
+        bytes.fromhex("9071000002000000"),
+    ]
 
 
 def _badge_prepare(context: Context) -> Run:
