@@ -765,7 +765,7 @@ def test_enroll_csv_asks_for_the_incomplete_rows_first_and_skips_the_done_ones(
     captured = capsys.readouterr()
     assert "row b: The card was removed" in captured.err
     assert captured.err.splitlines()[-1] == (
-        "mie: error: row b: no badge enrolled within 5 s; 1 badge left incomplete (run again to "
+        "mie: error: Row b: no badge enrolled within 5 s; 1 badge left incomplete (run again to "
         "finish): row b (04020203040506) incomplete at app_keys"
     )
     assert "row c" not in captured.err
@@ -777,7 +777,7 @@ def test_enroll_csv_asks_for_the_incomplete_rows_first_and_skips_the_done_ones(
     assert err.index("row b (040202") < err.index("row a: enrolled by an earlier run, skipped")
     asked = [line for line in err.splitlines() if ": present" in line]
     assert asked[0] == "row b: present its badge 04020203040506, to finish it"
-    assert "is not row b's" in err
+    assert "Badge 04030203040506 is not row b's" in err
     assert asked[-1] == "row c: present a blank badge"
     journal = Path(str(path) + ".journal.csv").read_text()
     assert journal.count("verified,done") == 3
@@ -1032,4 +1032,4 @@ def test_verify_evidence_of_a_saved_badge_session(
     # No badge configuration: bad usage, before anything is verified.
     assert run(verify) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "desfire-session evidence needs a badge configuration" in line
+    assert "Badge evidence (desfire-session) needs a badge configuration" in line

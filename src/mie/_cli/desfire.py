@@ -560,13 +560,13 @@ class _Enrolment:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise EnrolmentFailedError(
-                    f"row {row}: no badge enrolled within {self.wait:g} s", ErrorCode.NO_CARD
+                    f"Row {row}: no badge enrolled within {self.wait:g} s", ErrorCode.NO_CARD
                 )
             try:
                 connection = self.state.wait_for_badge(self.reader, remaining)
             except TransportTimeoutError:
                 raise EnrolmentFailedError(
-                    f"row {row}: no badge enrolled within {self.wait:g} s", ErrorCode.NO_CARD
+                    f"Row {row}: no badge enrolled within {self.wait:g} s", ErrorCode.NO_CARD
                 ) from None
             with connection:
                 self.state.kind = "desfire"
@@ -575,7 +575,7 @@ class _Enrolment:
                         uid = self.enroller.inspect(connection, [expected]).uid
                         if uid != expected:
                             raise EnrolmentFailedError(
-                                f"badge {uid.hex()} is not row {row}'s ({expected.hex()})"
+                                f"Badge {uid.hex()} is not row {row}'s ({expected.hex()})"
                             )
                     self._enrol(connection, row, request)
                     return_now = True

@@ -76,7 +76,7 @@ def verify_evidence_command(
             evidence, authenticator = load_evidence_file(file)
             if evidence.type == BADGE_EVIDENCE and badges is None:
                 raise UsageError(
-                    "desfire-session evidence needs a badge configuration (--badge-config)"
+                    "Badge evidence (desfire-session) needs a badge configuration (--badge-config)"
                 )
             result = verify_evidence(
                 evidence,
