@@ -148,7 +148,7 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def personalised(setup: BadgeSetup, *, random_uid: bool) -> EmulatedDesfire:
+def personalised(setup: BadgeSetup, *, random_uid: bool, product: str = "ev3") -> EmulatedDesfire:
     """A badge laid out as an enrolment under ``setup`` leaves it (the emulator's helper)."""
     config = BadgeConfig.load(setup.config)
     state = BadgeState(UID, BadgeKey(bytes(16), 0, KeyType.DES))
@@ -167,7 +167,7 @@ def personalised(setup: BadgeSetup, *, random_uid: bool) -> EmulatedDesfire:
         picc_key=setup.key("picc", config.picc_input(UID)),
         random_uid=random_uid,
     )
-    return EmulatedDesfire(state)
+    return EmulatedDesfire(state, product=product)
 
 
 # --- diversify --------------------------------------------------------------------------------
@@ -364,6 +364,17 @@ def test_info_with_the_configuration_reads_the_real_uid_and_checks_originality(
     assert result["uid"] == UID.hex() and result["random_uid"] is True
     assert result["originality"] == {"key": "mie test badge", "verified": True}
     assert result["mie_application"] is True
+
+
+def test_info_of_an_ev1_badge_reads_the_real_uid_with_ev1_authentication(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    badge = personalised(setup, random_uid=True, product="ev1")
+    state = ReaderState(EmulatedConnection(badge))
+    result = info_json(state, capsys, "--badge-config", str(setup.config))
+    assert (result["product"], result["uid"], result["random_uid"]) == ("EV1", UID.hex(), True)
+    assert result["originality"] is None  # an EV1 has no Read_Sig
 
 
 def test_info_reads_the_configuration_from_the_environment(
