@@ -285,6 +285,9 @@ class PendingSession:
         wait = left if timeout is None else min(timeout, left)
         if not self._ready.wait(max(wait, 0.0)):
             self.abandoned = True
+            # An agent that arrived as the wait ran out is not left waiting for commands.
+            if self._ready.is_set() and self._connection is not None:
+                self._connection.close(CLOSE_TIMED_OUT, "abandoned")
             raise RelayTimeoutError(f"No agent opened relay session {self.session} in time")
         self._taken = True
         if self._error is not None:
@@ -467,6 +470,8 @@ class RelayServer:
             self._open_connections = [c for c in self._open_connections if not c.closed]
             self._open_connections.append(connection)
         pending._deliver(connection, None)
+        if pending.abandoned:
+            connection.close(CLOSE_TIMED_OUT, "abandoned")
         return connection
 
 
