@@ -649,3 +649,29 @@ def test_no_card_in_the_reader_is_told_to_the_iam(server: RelayServer) -> None:
     with pytest.raises(RelayClosedError, match="its card or reader failed: no_card"):
         pending.connection(5)
     assert isinstance(agent.join().error, NoCardError)
+
+
+def test_a_browser_handshake_is_refused_and_leaves_the_session_to_the_agent(
+    server: RelayServer,
+) -> None:
+    # A page in a browser sends an Origin header on every WebSocket handshake; mie agent never
+    # does. A cross-site page that learnt the session URL must not claim it (nor hear the nonce).
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    pending = server.expect(request(), timeout=20)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            pending.url,
+            origin="https://evil.example",  # type: ignore[arg-type]
+            subprotocols=["mie-relay.1"],  # type: ignore[list-item]
+            proxy=None,
+            open_timeout=5,
+        )
+    assert refused.value.response.status_code == 403
+    reader = badge_reader()
+    agent = start_agent(pending.url, reader)
+    relay = pending.connection(5)
+    assert DesfireSession(relay).get_version().hw.major >= 0
+    done(relay)
+    assert agent.join().error is None

@@ -404,6 +404,10 @@ class RelayServer:
             del self._sessions[session]
 
     def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if "Origin" in request.headers:
+            # A browser sends Origin on every WebSocket handshake, mie agent never does: a
+            # cross-site page that learnt a session URL must not claim the session.
+            return connection.respond(HTTPStatus.FORBIDDEN, "Not a relay agent\n")
         path = request.path
         if not path.startswith(RELAY_PATH) or len(path) != len(RELAY_PATH) + 32:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not a relay session\n")
