@@ -658,13 +658,14 @@ def test_a_browser_handshake_is_refused_and_leaves_the_session_to_the_agent(
     # does. A cross-site page that learnt the session URL must not claim it (nor hear the nonce).
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
+    from websockets.typing import Origin, Subprotocol
 
     pending = server.expect(request(), timeout=20)
     with pytest.raises(InvalidStatus) as refused:
         connect(
             pending.url,
-            origin="https://evil.example",  # type: ignore[arg-type]
-            subprotocols=["mie-relay.1"],  # type: ignore[list-item]
+            origin=Origin("https://evil.example"),
+            subprotocols=[Subprotocol("mie-relay.1")],
             proxy=None,
             open_timeout=5,
         )
