@@ -197,7 +197,7 @@ def test_a_card_that_is_no_badge_exits_1(
     [
         ([], "agent: Missing option '--connect'."),
         (["--connect", "ws://127.0.0.1:9/relay/" + "0" * 32], "--origin is required with a ws://"),
-        (["--connect", "http://iam.example/relay/" + "0" * 32], "--origin is required"),
+        (["--connect", "http://iam.example/relay/" + "0" * 32], "--connect: The relay URL must be"),
         (
             ["--connect", "wss://iam.example/relay/" + "0" * 31],
             "--connect: The relay URL's session",
@@ -262,3 +262,54 @@ def test_a_mie_agent_process_imports_no_key_provider_crypto_or_authenticator() -
     assert [m for m in modules if m.startswith(FORBIDDEN)] == []
     # The check sees such an import when there is one.
     assert "mie.desfire.crypto" in imported("-c", "import mie.emulation.desfire")
+
+
+def test_a_bad_port_in_a_wss_url_is_named_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    # Not "--origin is required with a ws:// URL": the URL is wss://, its port is wrong.
+    assert main(["--connect", "wss://iam.example:99999/relay/" + "0" * 32], badge()) == 2
+    err = capsys.readouterr().err
+    assert err == "mie: error: --connect: Port out of range 0-65535\n"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_pin_prompt_names_the_host_the_pin_goes_to(
+    server: RelayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --origin is what the hello must say; the PIN goes to the URL's host. A prompt naming only
+    # the origin would let a link to another IAM collect the PIN typed "for" this one.
+    prompts: list[str] = []
+
+    def prompt(text: str, **kwargs: object) -> str:
+        prompts.append(text)
+        return "2468"
+
+    def with_pin(connection: RelayConnection) -> None:
+        RelayPin(connection).request_pin(3)
+        valid(connection)
+
+    monkeypatch.setattr("mie._cli.agent.click.prompt", prompt)
+    monkeypatch.setattr(sys, "stdin", _Tty())
+    url, thread, errors = serve(server, with_pin)
+    assert main(["--connect", url, "--origin", ORIGIN], badge()) == 0
+    thread.join(5)
+    assert errors == []
+    assert prompts == [f"PIN for {ORIGIN}, sent to 127.0.0.1 (3 tries left)"]
+
+
+def test_a_pin_line_on_stdin_is_read_no_further_than_a_pin(
+    server: RelayServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def with_pin(connection: RelayConnection) -> None:
+        RelayPin(connection).request_pin(3)
+
+    stdin = io.StringIO("9" * 1_000_000 + "\n")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    url, thread, _ = serve(server, with_pin)
+    assert main(["--connect", url, "--origin", ORIGIN, "--pin-stdin"], badge()) == 1
+    thread.join(5)
+    assert stdin.tell() <= 66
+    assert "the PIN is not 64 printable characters or fewer" in capsys.readouterr().err

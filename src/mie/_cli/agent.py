@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -37,6 +38,8 @@ from mie.result import AuthResult, ErrorInfo
 
 INTERRUPTED = 130
 CONNECT_TIMEOUT = 10.0
+MAX_STDIN_PIN = 66
+"""The most of stdin read for a PIN: the relay's 64 characters, CR LF (more is refused)."""
 
 # What the command line named cannot be used: exit 2 (as for every mie command).
 _UNUSABLE = (UsageError, NoReaderError, PcscUnavailableError, PinFormatError)
@@ -50,11 +53,14 @@ class AgentPin(UserVerification):
 
     :param from_stdin: read the PIN from standard input.
     :param origin: the IAM asking, shown in the prompt.
+    :param host: the host the PIN is sent to (the relay URL's), shown when it is not the
+        origin's: ``--origin`` is only what the IAM's hello must say, not where the PIN goes.
     """
 
-    def __init__(self, from_stdin: bool, origin: str) -> None:
+    def __init__(self, from_stdin: bool, origin: str, host: str | None = None) -> None:
         self.from_stdin = from_stdin
         self.origin = origin
+        self.host = host
 
     def request_pin(self, tries_left: int | None) -> str:
         """:return: the PIN typed or piped.
@@ -62,11 +68,15 @@ class AgentPin(UserVerification):
         :raises UsageError: no ``--pin-stdin`` and standard input is not a terminal.
         """
         if self.from_stdin:
-            return sys.stdin.readline().rstrip("\r\n")
+            # Bounded: a longer line is refused by the agent, never read whole into memory.
+            return sys.stdin.readline(MAX_STDIN_PIN).rstrip("\r\n")
         if not sys.stdin.isatty():
             raise UsageError("No PIN: pass --pin-stdin and write the PIN on standard input")
         tries = "" if tries_left is None else f" ({tries_left} tries left)"
-        pin: str = click.prompt(f"PIN for {self.origin}{tries}", hide_input=True, err=True)
+        host = self.host
+        sent = "" if host is None or urlsplit(self.origin).hostname == host else f", sent to {host}"
+        prompt = f"PIN for {self.origin}{sent}{tries}"
+        pin: str = click.prompt(prompt, hide_input=True, err=True)
         return pin
 
 
@@ -86,17 +96,20 @@ def expected_origin(url: str, origin: str | None) -> str:
 
     :raises UsageError: a malformed origin, or none with a ``ws://`` URL.
     """
-    from mie.relay.agent import origin_of
+    from mie.relay.agent import origin_of, session_of
 
     if origin is not None:
         try:
             return check_origin(origin)
         except ValueError as e:
             raise UsageError(f"--origin: {e}") from e
+    if url.startswith("ws://"):
+        raise UsageError("--origin is required with a ws:// URL")
     try:
+        session_of(url)  # the URL's own fault first (scheme, port, path)
         return origin_of(url)
     except ValueError as e:
-        raise UsageError("--origin is required with a ws:// URL") from e
+        raise UsageError(f"--connect: {e}") from e
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,7 +158,7 @@ def agent(
             origin=expected,
             reader=reader,
             open_connection=state.open_reader,
-            pin_prompt=AgentPin(pin_stdin, expected),
+            pin_prompt=AgentPin(pin_stdin, expected, _host(url)),
             timeouts=AgentTimeouts(connect=timeout),
         )
     except ValueError as e:
@@ -161,6 +174,13 @@ def agent(
         return _failed(result, as_json)
     _print_valid(result, expected, as_json)
     return 0
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 def _failed(result: AuthResult, as_json: bool) -> int:
