@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mie.core.connection import SmartCardConnection, Transport
+from mie.core.connection import SmartCardConnection, SmartCardConnectionWrapper, Transport
 from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
@@ -200,6 +200,52 @@ def test_an_ev1_badge_of_unknown_version_is_tried_in_ev2_first() -> None:
     evidence = DesfireAuthenticator(connection, cfg, keys=KEYS).authenticate(request())
     assert connection.commands[:3] == [SELECT, EV2_FIRST, AES_AUTH]
     assert evidence.scheme is BadgeScheme.EV1_AES
+
+
+class AnswersEv1(SmartCardConnectionWrapper):
+    """A relay (or agent) that answers ``911C`` to EV2First for an EV2/EV3 badge."""
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        if apdu[1] == EV2_FIRST:
+            return b"", 0x911C
+        return super().send_and_receive(apdu)
+
+
+def test_an_ev2_badge_made_to_answer_as_ev1_is_read_under_ev1_unless_ev2_is_required() -> None:
+    # Without require_ev2 the downgrade is accepted, and says so: scheme and reasons name EV1.
+    cfg = config()
+    card = badge(badge_state(cfg=cfg), product="ev3")
+    evidence = DesfireAuthenticator(AnswersEv1(connect(card)), cfg, keys=KEYS).authenticate(
+        request()
+    )
+    assert evidence.scheme is BadgeScheme.EV1_AES
+    result = verify_evidence(
+        evidence, request(), verifier=None, badges=BadgeVerifier(cfg, keys=KEYS)
+    )
+    assert result.level is LOW and "EV1 AES" in result.reasons[0]
+    # With require_ev2: the live session stops at the 911C, the verifier refuses EV1 evidence.
+    strict = config(require_ev2=True)
+    connection = connect(badge(badge_state(cfg=strict), product="ev3"))
+    with pytest.raises(UnsupportedCardError, match="require_ev2"):
+        DesfireAuthenticator(AnswersEv1(connection), strict, keys=KEYS).authenticate(request())
+    assert AES_AUTH not in connection.commands
+    with pytest.raises(UnsupportedCardError, match="requires EV2"):
+        verify_evidence(evidence, request(), verifier=None, badges=BadgeVerifier(strict, keys=KEYS))
+    with pytest.raises(UnsupportedCardError, match="requires EV2"):
+        verify_evidence(evidence, request(), verifier=None, badges=BadgeVerifier(strict, keys=None))
+    # A real EV3 under require_ev2 is read as before.
+    assert run(strict)[0].level is LOW
+
+
+def test_an_ev1_version_under_require_ev2_is_refused_before_any_command() -> None:
+    cfg = config(require_ev2=True, originality=Originality.OFF)
+    connection = connect(badge(badge_state(cfg=cfg), product="ev1"))
+    authenticator = authenticator_for(connection, AuthenticatorOptions(badge=cfg, badge_keys=KEYS))
+    assert isinstance(authenticator, DesfireAuthenticator)
+    probed = len(connection.sent)
+    with pytest.raises(UnsupportedCardError, match="version says EV1"):
+        authenticator.authenticate(request())
+    assert len(connection.sent) == probed
 
 
 # --- refusals --------------------------------------------------------------------------------

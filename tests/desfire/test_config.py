@@ -105,6 +105,7 @@ def test_a_minimal_file_takes_the_defaults(folder: Path) -> None:
     assert config.originality_keys == ("nxp",)
     assert config.second_factor is None
     assert config.legacy is False
+    assert config.require_ev2 is False
     assert config.source == folder / "badge.json"
 
 
@@ -126,6 +127,15 @@ def test_every_member_is_read(folder: Path) -> None:
     assert config.originality_keys == ("nxp", "mie-test")
     assert config.second_factor == SecondFactorSettings("sqlite", str(folder / "state/mie.db"), 3)
     assert config.legacy is True
+
+
+def test_require_ev2_is_read_and_cannot_go_with_legacy(folder: Path) -> None:
+    obj = {"format": "mie-badge/1", "require_ev2": True}
+    assert BadgeConfig.load(write(folder, obj)).require_ev2 is True
+    path = write(folder, {**obj, "legacy": True})
+    with pytest.raises(BadgeConfigError, match="require_ev2 and legacy") as caught:
+        BadgeConfig.load(path)
+    assert caught.value.field == "require_ev2"
 
 
 def test_pkcs11_keys_and_absolute_paths(folder: Path) -> None:
@@ -276,6 +286,8 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("second_factor", {"store": "sqlite:a.db", "lock": 1}, "second_factor.'lock'"),
     ("second_factor", "sqlite:a.db", "second_factor"),
     ("legacy", None, "legacy"),
+    ("require_ev2", "true", "require_ev2"),
+    ("require_ev2", None, "require_ev2"),
     ("unknown", 1, "'unknown'"),
 ]
 

@@ -21,7 +21,10 @@ One strict JSON file (``--badge-config FILE``, else ``$MIE_BADGE_CONFIG``, else
      "originality_keys": ["nxp"],         any of "nxp", "mie-test" (the emulator's test key)
      "second_factor": null,               {"store": "sqlite:///abs/mie.db" | "sqlite:rel.db" |
                                            "postgresql://...", "max_failures": 5}
-     "legacy": false}                     accept DES/3DES badges (no level) when true
+     "legacy": false,                     accept DES/3DES badges (no level) when true
+     "require_ev2": false}                refuse EV1 AES (AuthenticateAES, EV1 secure messaging):
+                                          a badge whose version says EV1 or that answers 911C to
+                                          EV2First (which a relay can fake for an EV2 badge)
 
 Relative paths resolve against the configuration file's directory. Anything else (an unknown
 member, a value of the wrong type, size or choice) raises :class:`BadgeConfigError` naming the
@@ -92,6 +95,7 @@ _MEMBERS = (
     "originality_keys",
     "second_factor",
     "legacy",
+    "require_ev2",
 )
 
 
@@ -203,6 +207,9 @@ class BadgeConfig:
     :param originality_keys: the names of the originality key sets trusted.
     :param second_factor: the second-factor store, or ``None`` (possession only).
     :param legacy: DES/3DES badges are accepted, with no level.
+    :param require_ev2: only EV2 authentication and secure messaging are accepted: an EV1
+        badge, or an EV2 one made to look EV1 (a relay answering ``911C`` to EV2First), is
+        refused instead of read under EV1 AES.
     :param source: the file it was read from.
     :raises BadgeConfigError: values that do not hold together (see :meth:`from_json`).
     """
@@ -219,6 +226,7 @@ class BadgeConfig:
     originality_keys: tuple[str, ...] = ("nxp",)
     second_factor: SecondFactorSettings | None = None
     legacy: bool = False
+    require_ev2: bool = False
     source: Path | None = None
 
     def __post_init__(self) -> None:
@@ -236,6 +244,12 @@ class BadgeConfig:
                 f"Badge configuration{where}: uid_source anticollision needs random_uid false "
                 "(a random UID is not the badge's)",
                 "uid_source",
+            )
+        if self.require_ev2 and self.legacy:
+            raise BadgeConfigError(
+                f"Badge configuration{where}: require_ev2 and legacy cannot both be true "
+                "(a legacy DES/3DES session is not EV2)",
+                "require_ev2",
             )
 
     @classmethod
@@ -393,6 +407,7 @@ class _Reader:
             "originality_keys": self.originality_keys,
             "second_factor": lambda v, n: None if v is None else self.second_factor(v, n),
             "legacy": self.flag,
+            "require_ev2": self.flag,
         }
         for name, read in simple.items():
             if name in members:

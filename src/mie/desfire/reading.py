@@ -36,7 +36,7 @@ import logging
 from dataclasses import dataclass
 
 from mie.core.channel import CommMode
-from mie.core.errors import BadResponseError
+from mie.core.errors import BadResponseError, UnsupportedCardError
 from mie.desfire import constants as c
 from mie.desfire.config import BadgeConfig, Originality, UidSource
 from mie.desfire.errors import (
@@ -142,6 +142,7 @@ def read_identity(
     :return: what was read.
     :raises DesfireAuthenticationError: the badge refused the key (``key_mismatch``).
     :raises LegacyCryptoError: the application has DES/3DES keys and ``config.legacy`` is off.
+    :raises UnsupportedCardError: ``config.require_ev2`` and the badge is (or answers as) EV1.
     :raises CardCryptogramError: the badge's answer does not carry RndA'.
     :raises ResponseIntegrityError: a response MAC does not verify (no data returned).
     :raises DesfireStatusError: another status (e.g. no such application).
@@ -165,6 +166,10 @@ class _Reader:
 
     def run(self) -> SessionOutcome:
         config, session = self.config, self.session
+        if self.scheme is not BadgeScheme.EV2 and config.require_ev2:
+            raise UnsupportedCardError(
+                "The badge version says EV1: the configuration requires EV2 (require_ev2)"
+            )
         originality = self.originality()
         source = config.uid_source
         if source is UidSource.ANTICOLLISION:
@@ -214,6 +219,12 @@ class _Reader:
             unknown = e.command == c.AUTH_EV2_FIRST and e.status is c.Status.ILLEGAL_COMMAND
             if self.scheme_known or not unknown:
                 raise
+            if self.config.require_ev2:
+                # A relay can answer 911C for an EV2 badge: no silent downgrade to EV1.
+                raise UnsupportedCardError(
+                    "The badge refused EV2 authentication (911C): the configuration requires "
+                    "EV2 (require_ev2)"
+                ) from e
             logger.info("The badge does not know EV2 authentication: EV1 AuthenticateAES")
             self.scheme, self.scheme_known = BadgeScheme.EV1_AES, True
             self._authenticate(key_no, key, first=first)

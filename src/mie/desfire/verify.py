@@ -2,7 +2,10 @@
 
 :func:`verify_badge_evidence` runs these checks in this order; each raises:
 
-1. the origin, then the nonce the evidence was made for (constant-time compares);
+1. the origin, then the nonce the evidence was made for (constant-time compares); then the
+   scheme: a ``legacy`` session without the configuration's opt-in (``legacy_crypto``), an
+   ``ev1-aes`` one when it sets ``require_ev2`` (``unsupported_card``: EV2 badges can be made
+   to answer as EV1 by whoever relays them);
 2. with the key provider, the replay: the reader side of the session
    (:func:`~mie.desfire.reading.read_identity`) runs again against the transcript, RndA
    derived from the expected nonce and origin. Another key or another nonce makes other
@@ -33,6 +36,7 @@ from mie.core.errors import (
     OriginMismatchError,
     ReplayMismatchError,
     SignatureInvalidError,
+    UnsupportedCardError,
 )
 from mie.desfire import constants as c
 from mie.desfire.config import (
@@ -186,6 +190,7 @@ def verify_badge_evidence(
     :raises RecordCopiedError: the record names another badge or application.
     :raises OriginalitySignatureError: required, and missing or not verifying.
     :raises LegacyCryptoError: a legacy session and the configuration does not opt in.
+    :raises UnsupportedCardError: an EV1 AES session and the configuration requires EV2.
     :raises WrongSecondFactorError: the PIN is wrong (counted; ``tries_left``).
     :raises SecondFactorLockedError: the badge's PIN is locked.
     :raises EvidenceFormatError: the presented authenticator names another badge.
@@ -195,6 +200,11 @@ def verify_badge_evidence(
     if evidence.scheme is BadgeScheme.LEGACY and not config.legacy:
         raise LegacyCryptoError(
             "The badge session used DES/3DES: refused unless the configuration sets legacy"
+        )
+    if evidence.scheme is not BadgeScheme.EV2 and config.require_ev2:
+        raise UnsupportedCardError(
+            f"The badge session used {evidence.scheme.value}: the configuration requires EV2 "
+            "(require_ev2)"
         )
     reasons: list[str] = []
     replayed = badges.keys is not None
