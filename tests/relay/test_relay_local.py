@@ -162,6 +162,18 @@ def test_the_pin_prompt_reaches_the_user_through_the_relay(server: RelayServer) 
     assert agent.join().error is None
 
 
+def test_the_agent_asks_the_user_for_one_pin_per_session(server: RelayServer) -> None:
+    # The verifier asks once per login; an IAM asking again (after a wrong PIN, or to collect a
+    # second guess) is refused: the agent never prompts again on the IAM's say-so.
+    pin = StaticPin("4711")
+    relay, agent = opened(server, badge_reader(), pin=pin)
+    assert RelayPin(relay).request_pin(3) == "4711"
+    with pytest.raises(RelayRefusedError, match="one PIN per session"):
+        RelayPin(relay).request_pin(2)
+    assert pin.asked == [3]
+    assert isinstance(agent.join().error, RelayRefusedError)
+
+
 def test_an_agent_without_a_prompt_refuses_the_pin_request(server: RelayServer) -> None:
     relay, agent = opened(server, badge_reader())
     with pytest.raises(RelayRefusedError, match="no PIN prompt"):

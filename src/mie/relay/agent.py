@@ -331,6 +331,7 @@ class _Forwarder:
         self.deadline = deadline
         self.seq = 0
         self.after_af = False
+        self.pin_asked = False
 
     def loop(self) -> AuthResult:
         while True:
@@ -365,6 +366,10 @@ class _Forwarder:
         _send(self.websocket, Rapdu(message.seq, response))
 
     def _pin(self, message: PinRequest) -> None:
+        if self.pin_asked:
+            # The verifier asks once per login: the user is not prompted again on the IAM's say-so.
+            _refuse(self.websocket, None, "one PIN per session: the IAM asked again")
+        self.pin_asked = True
         try:
             pin = self.agent.ask_pin(message.tries_left, self.deadline)
         except RelayRefusedError as e:
