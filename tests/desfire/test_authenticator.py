@@ -324,6 +324,27 @@ def test_a_des_application_under_the_legacy_opt_in_has_no_level() -> None:
         )
 
 
+def test_a_des_ev1_badge_of_known_version_replays_under_the_legacy_opt_in() -> None:
+    # The live session starts with AuthenticateAES (the probe said EV1), is diagnosed DES and
+    # goes legacy; the replay must start as it did, not with EV2First.
+    cfg = config(legacy=True, originality=Originality.OFF)
+    connection = connect(badge(badge_state(cfg=cfg, key_type=KeyType.DES), product="ev1"))
+    authenticator = authenticator_for(connection, AuthenticatorOptions(badge=cfg, badge_keys=KEYS))
+    assert isinstance(authenticator, DesfireAuthenticator)
+    evidence = authenticator.authenticate(request())
+    assert evidence.scheme is BadgeScheme.LEGACY
+    assert [e.command[1] for e in evidence.transcript][:4] == [
+        SELECT,
+        AES_AUTH,
+        KEY_SETTINGS,
+        ISO_AUTH,
+    ]
+    result = verify_evidence(
+        evidence, request(), verifier=None, badges=BadgeVerifier(cfg, keys=KEYS)
+    )
+    assert result.valid and result.level is None
+
+
 # --- originality -----------------------------------------------------------------------------
 
 OTHER_ORIGINALITY = ec.derive_private_key(0x5EED, ec.SECP224R1())

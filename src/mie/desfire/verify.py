@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_NATIVE_CLA = 0x90
+_FIRST_AUTHENTICATIONS = frozenset({c.AUTH_EV2_FIRST, c.AUTH_AES, c.AUTH_ISO})
 NOT_REPLAYED = "badge session not re-verified: no key provider"
 _SCHEMES = {
     BadgeScheme.EV2: "EV2 AES mutual authentication with a diversified key",
@@ -271,9 +273,17 @@ def _replay(
     replay = ReplayConnection(vector, Transport.CONTACTLESS)
     challenge = bound_challenge(expected.origin, expected.nonce)
     session = DesfireSession(replay, rng=BoundRndA(challenge))
-    # The live session tried EV2 first unless it knew the badge was EV1: the transcript says.
-    tried_ev2 = any(e.command[1] == c.AUTH_EV2_FIRST for e in evidence.transcript)
-    ev1 = True if evidence.scheme is BadgeScheme.EV1_AES and not tried_ev2 else None
+    # The live session tried EV2 first unless it knew the badge was EV1 (then AuthenticateAES
+    # first, also for a legacy badge diagnosed after it): the first authentication says which.
+    first = next(
+        (
+            e.command[1]
+            for e in evidence.transcript
+            if e.command[0] == _NATIVE_CLA and e.command[1] in _FIRST_AUTHENTICATIONS
+        ),
+        None,
+    )
+    ev1 = True if first == c.AUTH_AES else None
     try:
         outcome = read_identity(session, config, keys, ev1=ev1)
         replay.assert_complete()
