@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,14 @@ def test_a_missing_key_file_or_a_directory_is_a_key_file_error(tmp_path: Path) -
     directory.mkdir(mode=0o700)
     with pytest.raises(KeyFileError, match="not a regular file"):
         SoftwareKeyProvider.from_file(directory)
+
+
+def test_a_key_file_named_as_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    # Nobody writes to the FIFO: a blocking open would never return.
+    fifo = tmp_path / "keys.json"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        SoftwareKeyProvider.from_file(fifo)
 
 
 def test_loading_a_key_file_logs_no_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

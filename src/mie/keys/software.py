@@ -141,7 +141,8 @@ def _read_private_file(path: str | os.PathLike[str], name: str) -> bytes:
     """:return: the bytes of a regular file that only its owner may read (at most one byte
     more than :data:`MAX_KEY_FILE`, so the parser sees an oversized file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # Non-blocking: a FIFO or a device named here must not stall the provider's opening.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise KeyFileError(f"Cannot read {name}: {e.strerror}") from e
     try:
