@@ -313,3 +313,60 @@ def test_a_pin_line_on_stdin_is_read_no_further_than_a_pin(
     thread.join(5)
     assert stdin.tell() <= 66
     assert "the PIN is not 64 printable characters or fewer" in capsys.readouterr().err
+
+
+_PROMPT_TIMES_OUT = """
+import threading
+from mie._cli.agent import main
+from mie.relay.iam import RelayPin, RelayServer
+from mie.request import AuthRequest
+from tests.relay.peers import ORIGIN
+from tests.relay.test_agent_cli import badge
+
+with RelayServer(pin_timeout=5) as server:
+    pending = server.expect(AuthRequest.new(ORIGIN), timeout=2)
+
+    def drive() -> None:
+        try:
+            RelayPin(pending.connection(5)).request_pin(3)
+        except Exception:
+            pass
+
+    threading.Thread(target=drive, daemon=True).start()
+    print("rc", main(["--connect", pending.url, "--origin", ORIGIN], badge()), flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is a POSIX thing")
+def test_a_pin_prompt_that_times_out_gives_the_terminal_back_with_echo_on() -> None:
+    # The prompt runs on a thread (its wait has a deadline) and turns echo off; when the wait
+    # runs out the thread is still in it, and the process exits leaving the shell's terminal
+    # silent unless the agent restores it.
+    import os
+    import pty
+    import termios
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(root)
+        os.execv(sys.executable, [sys.executable, "-c", _PROMPT_TIMES_OUT])  # noqa: S606
+    try:
+        assert termios.tcgetattr(fd)[3] & termios.ECHO
+        out = b""
+        while True:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.waitpid(pid, 0)
+        text = out.decode(errors="replace")
+        assert "PIN for https://iam.example" in text and "No PIN was typed within" in text
+        assert "rc 1" in text
+        assert termios.tcgetattr(fd)[3] & termios.ECHO, "echo left off"
+    finally:
+        os.close(fd)

@@ -226,6 +226,36 @@ def main(args: list[str], state: CliState | None = None) -> int:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
+    terminal = _terminal_state()
+    try:
+        return _main(args, state)
+    finally:
+        # A PIN prompt that timed out or was interrupted is still blocked on its thread with
+        # echo off: the shell gets its terminal back as it was.
+        _restore_terminal(terminal)
+
+
+def _terminal_state() -> Any:
+    try:
+        import termios
+
+        return termios.tcgetattr(sys.stdin.fileno()) if sys.stdin.isatty() else None
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+
+
+def _restore_terminal(saved: Any) -> None:
+    if saved is None:
+        return
+    try:
+        import termios
+
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+
+
+def _main(args: list[str], state: CliState) -> int:
     try:
         result = agent.main(args=args, prog_name="mie agent", standalone_mode=False, obj=state)
     except KeyboardInterrupt:
