@@ -689,3 +689,32 @@ def test_a_picc_key_changed_behind_the_journal_is_refused(
     with pytest.raises(BadgeNotBlankError, match="neither the default nor this enrolment's"):
         enroller(keys, journal).enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
     assert card.state == before
+
+
+def test_a_run_stopped_while_storing_the_pin_is_not_finished_without_it(
+    keys: SoftwareKeyProvider, journal: Journal, tmp_path: Path
+) -> None:
+    # The journal shows a PIN was being enrolled for the badge: a run without one must not
+    # finish it as possession-only, leaving the operator to believe the PIN was set.
+    class StoreDown(SecondFactor):
+        def enrol(self, *args: object, **kwargs: object) -> None:
+            raise OSError("store unreachable")
+
+    card = blank()
+    with SqliteStore(tmp_path / "mie.db") as store:
+        with pytest.raises(OSError, match="store unreachable"):
+            enroller(keys, journal, second_factor=StoreDown(store, parameters=WEAK)).enrol(
+                EmulatedConnection(card), EnrolmentRequest(RPPS, pin=PIN), row="1"
+            )
+        factor = SecondFactor(store, parameters=WEAK)
+        enrolling = enroller(keys, journal, second_factor=factor)
+        with pytest.raises(EnrolmentInputError, match="its PIN was being enrolled"):
+            enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
+        assert [i.step for i in journal.incomplete()] == [Step.SECOND_FACTOR]
+        # With the PIN the run finishes, and the PIN is the badge's.
+        enrolled = enrolling.enrol(
+            EmulatedConnection(card), EnrolmentRequest(RPPS, pin=PIN), row="1"
+        )
+        assert Step.SECOND_FACTOR in enrolled.steps
+        factor.verify(enrolled.badge_name, enrolled.record.file, PIN)
+    assert journal.incomplete() == ()

@@ -461,7 +461,8 @@ class Enroller:
         :param progress: called with each step as it starts.
         :return: the enrolled, verified badge.
         :raises EnrolmentInputError: a request this enroller cannot enrol (no issuer, a PIN
-            without a second-factor store, the badge carries another professional's record);
+            without a second-factor store, the badge carries another professional's record, no PIN
+            for a badge the journal shows stopped while its PIN was being enrolled);
             nothing was changed.
         :raises BadgeNotBlankError: the badge is not blank and not in the journal.
         :raises BadgeAlreadyEnrolledError: the journal says it was enrolled and verified.
@@ -500,6 +501,11 @@ class Enroller:
         if status.record is not None and status.record.record.id_nat != request.id_nat:
             raise EnrolmentInputError(
                 f"Badge {uid.hex()} carries the record of another professional: reset it first"
+            )
+        if request.pin is None and self._pin_pending(status):
+            raise EnrolmentInputError(
+                f"Badge {uid.hex()} stopped while its PIN was being enrolled: give the PIN to "
+                "finish it, or reset the badge"
             )
         run = _Run(self, session, status, row, self._keys(uid), progress)
         if status.journal is None:
@@ -542,6 +548,25 @@ class Enroller:
                 f"badge before enrolling row {row}",
                 incomplete,
             )
+
+    def _pin_pending(self, status: BadgeStatus) -> bool:
+        """:return: whether the journal shows a PIN being enrolled for the badge (since its last
+        reset) that did not reach the second-factor store."""
+        pending = False
+        for entry in self.journal.history(status.uid):
+            if entry.state is EntryState.RESET:
+                pending = False
+            elif entry.step is Step.SECOND_FACTOR:
+                pending = entry.state is EntryState.INTENT
+        if not pending or self.second_factor is None or status.record is None:
+            return pending
+        from mie.store.errors import NotEnrolledError
+
+        try:
+            self.second_factor.store.secret_status(status.record.badge_name)
+        except NotEnrolledError:
+            return True
+        return False
 
     # -- reset --------------------------------------------------------------------------------
 
