@@ -16,6 +16,7 @@ from mie.core.connection import SmartCardConnection, SmartCardConnectionWrapper,
 from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
+    EvidenceFormatError,
     ErrorCode,
     MieError,
     UnsupportedCardError,
@@ -43,7 +44,7 @@ from mie.keys import KeyProvider
 from mie.policy import AssuranceLevel
 from mie.registry import AuthenticatorOptions, authenticator_for
 from mie.request import AuthRequest, StaticPin, UserVerification
-from mie.result import AuthResult
+from mie.result import AuthenticatorInfo, AuthResult
 from mie.store.errors import SecondFactorLockedError, WrongSecondFactorError
 from mie.store.secondfactor import Argon2Parameters, SecondFactor
 from mie.store.sqlite import SqliteStore
@@ -450,6 +451,22 @@ def test_the_pin_is_asked_only_after_the_badge_checks_passed(second_factor: Seco
     card = badge(badge_state(OTHER_UID, cfg, file=record(UID, cfg)))
     with pytest.raises(RecordCopiedError):
         run(cfg, card, user=pin, second_factor=second_factor)
+    assert pin.asked == []
+    assert second_factor.tries_left(IdentityRecord.parse(record()).badge_name) == 3
+
+
+def test_the_pin_is_not_asked_when_the_presented_authenticator_names_another_badge(
+    second_factor: SecondFactor,
+) -> None:
+    cfg = config()
+    evidence = DesfireAuthenticator(
+        connect(badge(badge_state(cfg=cfg))), cfg, keys=KEYS
+    ).authenticate(request())
+    verifier = BadgeVerifier(cfg, keys=KEYS, second_factor=second_factor)
+    pin = StaticPin("9999")
+    presented = AuthenticatorInfo("desfire-ev3", OTHER_UID.hex(), None, Transport.CONTACTLESS)
+    with pytest.raises(EvidenceFormatError, match="names badge"):
+        verifier.verify(evidence, request(), user=pin, authenticator=presented)
     assert pin.asked == []
     assert second_factor.tries_left(IdentityRecord.parse(record()).badge_name) == 3
 

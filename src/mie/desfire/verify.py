@@ -218,6 +218,8 @@ def verify_badge_evidence(
     signed, authority = _check_record(evidence, config)
     reasons.append(f"identity record signed by {authority.name!r}")
     originality = _check_originality(evidence, config, reasons)
+    # Before the PIN: it is asked only once every other check passed.
+    presented = _presented(authenticator, evidence)
     factors = {Factor.POSSESSION}
     if replayed:
         if _second_factor(evidence, expected, badges, signed, user, reasons):
@@ -235,7 +237,7 @@ def verify_badge_evidence(
         reasons.append("no level granted")
     return AuthResult(
         valid=True,
-        authenticator=_presented(authenticator, evidence),
+        authenticator=presented,
         identity=signed.record.to_identity(test_card=authority.test),
         level=level,
         reasons=tuple(reasons),
