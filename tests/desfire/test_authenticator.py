@@ -16,8 +16,8 @@ from mie.core.connection import SmartCardConnection, SmartCardConnectionWrapper,
 from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
-    EvidenceFormatError,
     ErrorCode,
+    EvidenceFormatError,
     MieError,
     UnsupportedCardError,
 )
