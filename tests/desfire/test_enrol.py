@@ -718,3 +718,34 @@ def test_a_run_stopped_while_storing_the_pin_is_not_finished_without_it(
         assert Step.SECOND_FACTOR in enrolled.steps
         factor.verify(enrolled.badge_name, enrolled.record.file, PIN)
     assert journal.incomplete() == ()
+
+
+def test_a_badge_that_only_claims_an_incomplete_badges_uid_gets_none_of_its_keys(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    # GetVersion's UID and the key versions are read without a key: an emulated badge can copy
+    # them from an incomplete badge of the journal. Its application keys are still the default,
+    # so without a proof of the PICC key the run would send it the real badge's diversified
+    # keys (ChangeKey) and its signed record: a clone. The resumed run proves the PICC key first.
+    config = dataclasses.replace(CONFIG, random_uid=False)
+    enrolling = enroller(keys, journal, config)
+    card = blank()
+    with pytest.raises(StopError):
+        enrolling.enrol(
+            EmulatedConnection(card),
+            EnrolmentRequest(RPPS),
+            row="1",
+            progress=_stop_before(Step.APP_KEYS),
+        )
+    impostor_state = copy.deepcopy(card.state)
+    impostor_state.picc_key = BadgeKey(bytes(range(16)), 1, KeyType.AES)
+    impostor = EmulatedDesfire(impostor_state, product="ev3")
+    traced = Traced(impostor)
+    with pytest.raises(DesfireAuthenticationError):
+        enrolling.enrol(traced, EnrolmentRequest(RPPS), row="1")
+    assert "C4" not in traced.commands and "3D" not in traced.commands
+    assert [k.version for k in impostor.state.applications[CONFIG.aid].keys] == [0] * 5
+    assert [i.step for i in journal.incomplete()] == [Step.APP_KEYS]
+    # The real badge still resumes.
+    enrolled = enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
+    assert enrolled.resumed_at is not None

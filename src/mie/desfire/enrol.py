@@ -508,6 +508,11 @@ class Enroller:
                 "finish it, or reset the badge"
             )
         run = _Run(self, session, status, row, self._keys(uid), progress)
+        if status.picc_key == "personalised":
+            # The UID, the key versions and the application were read without a key: a badge
+            # can copy them from an incomplete one. Before a key or a record is sent to it, or
+            # the journal believes what it shows, it proves this badge's PICC key.
+            run.prove_picc()
         if status.journal is None:
             run.mark(Step.BEGIN)
             run.finish(Step.BEGIN)
@@ -684,6 +689,10 @@ class _Run:
         if self.session.aid != PICC_AID:
             self.session.select_application(PICC_AID)
         self.session.authenticate_ev2_first(KEY_MASTER, self.keys.picc)
+
+    def prove_picc(self) -> None:
+        """:raises DesfireAuthenticationError: the badge does not hold this badge's PICC key."""
+        self._picc_session()
 
     def picc_key(self) -> None:
         if self.status.picc_key == "personalised":
