@@ -185,6 +185,28 @@ def test_random_changes_to_a_transcript_never_verify(data: st.DataObject) -> Non
         check(dataclasses.replace(evidence, transcript=tuple(exchanges)), cfg=vector_config(name))
 
 
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_no_response_moved_to_another_exchange_or_reordered_verifies(name: str) -> None:
+    # Another exchange's answer in place of one (e.g. data + 9100 for SelectApplication's bare
+    # 9100), or two neighbours swapped: never valid.
+    evidence, cfg = recorded(name), vector_config(name)
+    exchanges = list(evidence.transcript)
+    variants = []
+    for i, exchange in enumerate(exchanges):
+        for other in exchanges:
+            if other.response != exchange.response:
+                changed = [*exchanges]
+                changed[i] = TranscriptExchange(exchange.command, other.response)
+                variants.append(changed)
+        if i + 1 < len(exchanges) and exchanges[i + 1] != exchange:
+            swapped = [*exchanges]
+            swapped[i], swapped[i + 1] = exchanges[i + 1], exchange
+            variants.append(swapped)
+    for variant in variants:
+        with pytest.raises(MieError):
+            check(dataclasses.replace(evidence, transcript=tuple(variant)), cfg=cfg)
+
+
 def test_a_transcript_cut_short_or_extended_is_refused() -> None:
     evidence = recorded()
     with pytest.raises(MieError):

@@ -219,12 +219,14 @@ class DesfireSession:
         :param aid: 3 bytes in wire order (LSB first); :data:`PICC_AID` for the PICC level.
         :raises ValueError: an AID that is not 3 bytes (nothing sent).
         :raises DesfireStatusError: ``91A0`` (no such application) or another status.
+        :raises BadResponseError: an answer with data (the badge answers the status alone).
         """
         aid = _check_aid(aid)
         logger.debug("DESFire SelectApplication %s", aid.hex())
         self._auth = None
         self.protocol.drop_channel()
-        self._command(c.SELECT_APPLICATION, aid, mode=CommMode.PLAIN)
+        if self._command(c.SELECT_APPLICATION, aid, mode=CommMode.PLAIN):
+            raise BadResponseError("The badge answered SelectApplication with data")
         self._aid = aid
         logger.info("DESFire application %s selected", aid.hex())
 
