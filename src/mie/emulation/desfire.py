@@ -500,7 +500,7 @@ class EmulatedDesfire(EmulatedCard):
         if self.gone:
             self.session, self._pending = None, None
             raise CardGone(
-                f"the badge answered {self.answered} APDUs (fail_after {self.faults.fail_after})"
+                f"The badge answered {self.answered} APDUs (fail_after {self.faults.fail_after})"
             )
         self.answered += 1
         try:
