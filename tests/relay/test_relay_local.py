@@ -688,3 +688,30 @@ def test_a_browser_handshake_is_refused_and_leaves_the_session_to_the_agent(
     assert DesfireSession(relay).get_version().hw.major >= 0
     done(relay)
     assert agent.join().error is None
+
+
+def test_an_agent_that_hears_nothing_closes_with_the_timeout_code() -> None:
+    # 4408, as the IAM closes on a wait that ran out: not 1000, which reads as a normal end.
+    from websockets.exceptions import ConnectionClosed
+
+    nonce = bytes(32)
+    session = session_id(nonce)
+    codes: list[int | None] = []
+
+    def iam(ws: ServerConnection) -> None:
+        ws.send(encode(Hello(session, nonce, ORIGIN, 60_000)))
+        ws.recv(timeout=5)  # the card
+        try:
+            ws.recv(timeout=5)
+        except ConnectionClosed as e:
+            codes.append(e.rcvd.code if e.rcvd is not None else None)
+
+    with fake_iam(iam) as base:
+        agent = start_agent(
+            f"{base}/relay/{session}", badge_reader(), timeouts=AgentTimeouts(idle=0.5)
+        ).join()
+        deadline = time.monotonic() + 5
+        while not codes and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert isinstance(agent.error, RelayTimeoutError)
+    assert codes == [4408]

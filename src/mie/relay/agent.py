@@ -42,6 +42,7 @@ from mie.relay.protocol import (
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
     CLOSE_REFUSED,
+    CLOSE_TIMED_OUT,
     CLOSE_TIMEOUT,
     CLOSE_UNKNOWN_SESSION,
     MAX_CLOSE_REASON,
@@ -418,7 +419,7 @@ def _receive(websocket: ClientConnection, wait: float, what: str) -> IamMessage:
     try:
         frame = websocket.recv(timeout=wait)
     except TimeoutError as e:
-        websocket.close(CLOSE_NORMAL)
+        websocket.close(CLOSE_TIMED_OUT, "timeout")
         raise RelayTimeoutError(f"The IAM sent no {what} within {wait:.1f} s") from e
     except ConnectionClosed as e:
         raise _closed(e) from e
