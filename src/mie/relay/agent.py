@@ -6,7 +6,8 @@ its origin is the one the agent was told to serve. Only then does it open the ca
 transaction for the whole session, and ask it ``90 60 00 00 00`` itself: a card that is not a
 DESFire badge is refused after that one command, so a CPS card left in the reader is never
 spoken to again. Each APDU the IAM sends passes :func:`mie.relay.policy.check_command` before it
-reaches the card; the first refusal ends the session.
+reaches the card; the first refusal ends the session. The user is asked for one PIN per session
+at most: a second PIN request is refused.
 
 The agent holds no key and needs none: this module imports no key provider, no DESFire crypto
 and no authenticator (a test checks the imports of ``mie agent``).

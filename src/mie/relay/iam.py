@@ -7,6 +7,9 @@ connects and has checked its card, :meth:`PendingSession.connection` gives a
 the agent's reader, so the IAM runs ``DesfireAuthenticator`` with the keys it holds exactly as it
 would locally. The agent forwards only what :mod:`mie.relay.policy` allows.
 
+A handshake carrying an ``Origin`` header is refused (HTTP 403): browsers send one on every
+WebSocket, ``mie agent`` never does, so a page in a browser cannot claim a session.
+
 Every wait has a deadline: the agent's hello answer (``hello_timeout``), each APDU's answer
 (``apdu_timeout``), the user's PIN (``pin_timeout``), and the whole session (``expect``'s
 ``timeout``). A stalled agent raises :class:`~mie.relay.errors.RelayTimeoutError`, a vanished
