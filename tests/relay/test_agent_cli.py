@@ -370,3 +370,29 @@ def test_a_pin_prompt_that_times_out_gives_the_terminal_back_with_echo_on() -> N
         assert termios.tcgetattr(fd)[3] & termios.ECHO, "echo left off"
     finally:
         os.close(fd)
+
+
+def test_what_the_iam_says_reaches_the_terminal_without_control_characters(
+    server: RelayServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The outcome is the IAM's text: an escape sequence in it would drive the user's terminal
+    # (clear it, fake a prompt, set the title or the clipboard).
+    escape = "\x1b[2J\x1b]52;c;ZXZpbA==\x07"
+
+    def failed(connection: RelayConnection) -> None:
+        connection.finish(AuthResult(False, ErrorInfo(ErrorCode.CARD_ERROR, f"no{escape}")))
+
+    def passed(connection: RelayConnection) -> None:
+        card = AuthenticatorInfo(f"desfire{escape}", f"04{escape}", None, Transport.CONTACTLESS)
+        named = IDENTITY.__class__(**{**IDENTITY.__dict__, "given_name": f"J{escape}"})
+        level = AssuranceLevel.LOW
+        connection.finish(AuthResult(True, None, card, named, level, (f"badge{escape}",)))
+
+    for iam, code in ((failed, 1), (passed, 0)):
+        url, thread, errors = serve(server, iam)
+        assert main(["--connect", url, "--origin", ORIGIN], badge()) == code
+        thread.join(5)
+        assert errors == []
+        out, err = capsys.readouterr()
+        assert "\x1b" not in out + err and "\x07" not in out + err
+        assert ("mie: error: card_error: no" in err) if code else ("badge" in out)

@@ -197,19 +197,25 @@ def _print_valid(result: AuthResult, origin: str, as_json: bool) -> None:
         return
     card = result.authenticator
     shown = f"{card.kind} {card.serial or '(serial not read)'}" if card else "badge"
-    click.echo(f"Authenticated by {origin}: {shown}")
+    click.echo(f"Authenticated by {origin}: {_one_line(shown)}")
     if result.identity is not None:
         identity = result.identity
         names = " ".join(n for n in (identity.given_name, identity.family_name) if n)
         who = f"{identity.id_type} {identity.id}"
-        click.echo(f"  {names} ({who})" if names else f"  {who}")
+        click.echo("  " + _one_line(f"{names} ({who})" if names else who))
     click.echo(f"  level: {result.level.value if result.level else 'not established'}")
     for reason in result.reasons:
-        click.echo(f"  - {reason}")
+        click.echo(f"  - {_one_line(reason)}")
 
 
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    return " ".join(_printable(message).split())
+
+
+def _printable(text: str) -> str:
+    """:return: ``text`` with each control character shown as U+FFFD: what the IAM sent is
+    printed on the user's terminal, where an escape sequence would drive it."""
+    return "".join(c if c.isprintable() or c in " \n" else "\ufffd" for c in text)
 
 
 def main(args: list[str], state: CliState | None = None) -> int:
