@@ -7,6 +7,7 @@ computed here with `cryptography` (tests/desfire/ev2_ref.py), never with the cod
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import pytest
 
@@ -613,3 +614,73 @@ def test_the_badge_errors_carry_the_d8_codes() -> None:
     }
     assert {kind: kind.code for kind in expected} == expected
     assert issubclass(errors.LegacyCryptoError, core.UnsupportedCardError)
+
+
+def _answered_with_data(
+    cmd: int, header: bytes, data: bytes = b"", full: bool = False
+) -> tuple[DesfireSession, ScriptedConnection]:
+    ref = Ev2Ref(ENC, MAC, TI)
+    sent = ref.command(cmd, header, data, full=full)
+    # A MAC that verifies over one byte the command never answers.
+    return authenticated([(wrapped(cmd, sent), ref.response(h("00")), OK)])
+
+
+OLD_KEY = h("11" * 16)
+XORED = bytes(a ^ b for a, b in zip(NEW_KEY, OLD_KEY, strict=True))
+NO_DATA_COMMANDS: list[tuple[str, tuple[int, bytes, bytes, bool], Callable[[DesfireSession], None]]]
+NO_DATA_COMMANDS = [
+    (
+        "ChangeKey",
+        (0xC4, h("81"), XORED + h("01") + jamcrc(NEW_KEY), True),
+        lambda s: s.change_key(1, NEW_KEY, version=1, old_key=OLD_KEY),
+    ),
+    (
+        "CreateApplication",
+        (0xCA, h("494DF0 0B 85"), b"", False),
+        lambda s: s.create_application(h("494DF0"), keys=5),
+    ),
+    (
+        "DeleteApplication",
+        (0xDA, h("010203"), b"", False),
+        lambda s: s.delete_application(h("010203")),
+    ),
+    (
+        "CreateStdDataFile",
+        (0xCD, h("01 03 2030 B00000"), b"", False),
+        lambda s: s.create_std_data_file(
+            1, 176, mode=CommMode.FULL, access=AccessRights(read=3, write=0, read_write=2, change=0)
+        ),
+    ),
+    (
+        "SetConfiguration",
+        (0x5C, h("00"), h("02"), True),
+        lambda s: s.set_configuration(random_uid=True),
+    ),
+    ("FormatPICC", (0xFC, b"", b"", False), lambda s: s.format_picc()),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "command", "call"), NO_DATA_COMMANDS, ids=[c[0] for c in NO_DATA_COMMANDS]
+)
+def test_a_command_that_answers_nothing_answered_with_data_is_malformed(
+    name: str,
+    command: tuple[int, bytes, bytes, bool],
+    call: Callable[[DesfireSession], None],
+) -> None:
+    # As SelectApplication (428f43e): the badge answers these with the status (and its MAC)
+    # alone; an answer carrying data, even MACed, is not the badge's (a transcript with another
+    # exchange's answer moved there must not verify).
+    session, connection = _answered_with_data(*command)
+    with pytest.raises(BadResponseError, match=f"answered {name} with data"):
+        call(session)
+    assert connection.remaining == 0
+
+
+def test_change_of_the_authenticated_key_answered_with_data_is_malformed() -> None:
+    ref = Ev2Ref(ENC, MAC, TI)
+    sent = ref.command(0xC4, h("80"), NEW_KEY + h("02"), full=True)
+    session, _ = authenticated([(wrapped(0xC4, sent), h("00"), OK)])
+    with pytest.raises(BadResponseError, match="answered ChangeKey with data"):
+        session.change_key(0, NEW_KEY, version=2)
+    assert session.protocol.channel is None and session.auth is None

@@ -187,6 +187,28 @@ class DesfireSession:
             raise self._status_error(cmd, response, sw)
         return response
 
+    def _command_without_data(
+        self,
+        name: str,
+        cmd: int,
+        header: bytes = b"",
+        data: bytes = b"",
+        *,
+        mode: CommMode | None = None,
+        response_mode: CommMode | None = None,
+        unmaced: bool = False,
+    ) -> None:
+        """:meth:`_command` for a command the badge answers with its status alone.
+
+        :raises BadResponseError: the answer carries data, even MACed: it is not this command's
+            (in a transcript, another exchange's answer moved here).
+        """
+        answer = self._command(
+            cmd, header, data, mode=mode, response_mode=response_mode, unmaced=unmaced
+        )
+        if answer:
+            raise BadResponseError(f"The badge answered {name} with data")
+
     def _status_error(
         self, cmd: int, data: bytes, sw: int, *, handshake: bool = False
     ) -> DesfireStatusError:
@@ -544,6 +566,7 @@ class DesfireSession:
             DES keys are :mod:`mie.hazmat`'s).
         :raises ValueError: no session, an argument out of range, or ``old_key`` missing
             (nothing sent).
+        :raises BadResponseError: an answer with data (the badge answers the status alone).
         """
         auth = self.auth
         if auth is None:
@@ -564,18 +587,21 @@ class DesfireSession:
         header = bytes([key_no | key_type.value if self._aid == PICC_AID else key_no])
         logger.debug("DESFire ChangeKey %d", key_no)
         if same:
-            self._command(
-                c.CHANGE_KEY,
-                header,
-                data,
-                mode=CommMode.FULL,
-                response_mode=CommMode.PLAIN,
-                unmaced=True,
-            )
-            self.protocol.drop_channel()
-            self._auth = None
+            try:
+                self._command_without_data(
+                    "ChangeKey",
+                    c.CHANGE_KEY,
+                    header,
+                    data,
+                    mode=CommMode.FULL,
+                    response_mode=CommMode.PLAIN,
+                    unmaced=True,
+                )
+            finally:
+                self.protocol.drop_channel()
+                self._auth = None
         else:
-            self._command(c.CHANGE_KEY, header, data)
+            self._command_without_data("ChangeKey", c.CHANGE_KEY, header, data)
         logger.info("DESFire key %d changed (version %d)", key_no, version)
 
     def create_application(
@@ -588,6 +614,7 @@ class DesfireSession:
         :param key_settings: the application's key settings byte.
         :param key_type: the type of its keys.
         :raises ValueError: an argument out of range (nothing sent).
+        :raises BadResponseError: an answer with data (the badge answers the status alone).
         """
         aid = _check_aid(aid)
         if not 1 <= keys <= MAX_KEY_NO + 1:
@@ -595,17 +622,22 @@ class DesfireSession:
         if not 0 <= key_settings <= 0xFF:
             raise ValueError(f"Key settings are one byte, got {key_settings}")
         logger.debug("DESFire CreateApplication %s", aid.hex())
-        self._command(c.CREATE_APPLICATION, aid + bytes([key_settings, key_type.value | keys]))
+        self._command_without_data(
+            "CreateApplication",
+            c.CREATE_APPLICATION,
+            aid + bytes([key_settings, key_type.value | keys]),
+        )
         logger.info("DESFire application %s created", aid.hex())
 
     def delete_application(self, aid: bytes) -> None:
         """DeleteApplication (``DA``) at PICC level.
 
         :param aid: 3 bytes, wire order.
+        :raises BadResponseError: an answer with data (the badge answers the status alone).
         """
         aid = _check_aid(aid)
         logger.debug("DESFire DeleteApplication %s", aid.hex())
-        self._command(c.DELETE_APPLICATION, aid)
+        self._command_without_data("DeleteApplication", c.DELETE_APPLICATION, aid)
         logger.info("DESFire application %s deleted", aid.hex())
 
     def create_std_data_file(
@@ -617,13 +649,14 @@ class DesfireSession:
         :param size: its size in bytes (1..16777215).
         :param mode: its comm mode.
         :param access: its access rights.
+        :raises BadResponseError: an answer with data (the badge answers the status alone).
         """
         _check_file(file_no)
         if size < 1:
             raise ValueError(f"A data file has at least one byte, got {size}")
         header = bytes([file_no, COMM_MODE_BYTES[mode]]) + access.encode() + _u24("size", size)
         logger.debug("DESFire CreateStdDataFile %d", file_no)
-        self._command(c.CREATE_STD_DATA_FILE, header)
+        self._command_without_data("CreateStdDataFile", c.CREATE_STD_DATA_FILE, header)
         logger.info("DESFire file %d created (%d bytes, %s)", file_no, size, mode.value)
 
     def set_configuration(self, *, random_uid: bool, disable_format: bool = False) -> None:
@@ -633,12 +666,13 @@ class DesfireSession:
         :param random_uid: answer anticollision with a random UID from now on.
         :param disable_format: refuse FormatPICC from now on.
         :raises ValueError: no session (nothing sent).
+        :raises BadResponseError: an answer with data (the badge answers the status alone).
         """
         if self.protocol.channel is None:
             raise ValueError("SetConfiguration needs an authenticated session")
         flags = (0x02 if random_uid else 0) | (0x01 if disable_format else 0)
         logger.debug("DESFire SetConfiguration")
-        self._command(c.SET_CONFIGURATION, b"\x00", bytes([flags]))
+        self._command_without_data("SetConfiguration", c.SET_CONFIGURATION, b"\x00", bytes([flags]))
         logger.info(
             "DESFire configuration set (random UID %s, format %s)",
             "on" if random_uid else "off",
@@ -646,7 +680,10 @@ class DesfireSession:
         )
 
     def format_picc(self) -> None:
-        """FormatPICC (``FC``): deletes every application; needs the PICC master key."""
+        """FormatPICC (``FC``): deletes every application; needs the PICC master key.
+
+        :raises BadResponseError: an answer with data (the badge answers the status alone).
+        """
         logger.debug("DESFire FormatPICC")
-        self._command(c.FORMAT_PICC)
+        self._command_without_data("FormatPICC", c.FORMAT_PICC)
         logger.info("DESFire badge formatted")
