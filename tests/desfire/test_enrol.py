@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mie.core.channel import CommMode
-from mie.core.errors import CardRemovedError, ErrorCode, UnsupportedCardError
+from mie.core.errors import CardRemovedError, ErrorCode, MieError, UnsupportedCardError
 from mie.desfire.config import BadgeConfig, UidSource
 from mie.desfire.crypto import diversify_aes128
 from mie.desfire.enrol import (
@@ -30,9 +30,10 @@ from mie.desfire.enrol import (
     EnrolmentInputError,
     EnrolmentRequest,
     IncompleteBadgeError,
+    failed_row,
 )
 from mie.desfire.errors import DesfireAuthenticationError, OriginalitySignatureError
-from mie.desfire.journal import EntryState, Journal, Step
+from mie.desfire.journal import EntryState, Journal, JournalError, Step
 from mie.desfire.record import AuthorityKey, IdentityRecord, check_binding, verify
 from mie.desfire.session import DesfireSession
 from mie.emulation.base import EmulatedConnection
@@ -374,7 +375,7 @@ def test_a_run_stopped_after_application_is_reported_first_then_reset_and_finish
         # The badge cannot be taken for another row.
         with pytest.raises(IncompleteBadgeError, match="row 17") as caught:
             enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(PSI), row="18")
-        assert caught.value.incomplete == pending
+        assert caught.value.incomplete == pending and failed_row(caught.value) == "18"
         status = enrolling.reset(EmulatedConnection(card), UID)
         assert CONFIG.aid not in card.state.applications
         assert card.state.picc_key.key == key("mie-picc", UID, bytes(3))
@@ -454,7 +455,7 @@ def test_an_enrolled_badge_is_not_enrolled_again(
     before = copy.deepcopy(card.state)
     with pytest.raises(BadgeAlreadyEnrolledError, match="row 1") as caught:
         enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(PSI), row="2")
-    assert (caught.value.row, caught.value.uid) == ("1", UID)
+    assert (caught.value.enrolled_row, caught.value.uid, caught.value.row) == ("1", UID, "2")
     assert card.state == before
 
 
@@ -708,7 +709,10 @@ def test_a_run_stopped_while_storing_the_pin_is_not_finished_without_it(
             )
         factor = SecondFactor(store, parameters=WEAK)
         enrolling = enroller(keys, journal, second_factor=factor)
-        with pytest.raises(EnrolmentInputError, match="its PIN was being enrolled"):
+        with pytest.raises(
+            EnrolmentInputError,
+            match="Row 1: badge 04a1b2c3d4e5f6 was started with a second-factor PIN",
+        ):
             enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
         assert [i.step for i in journal.incomplete()] == [Step.SECOND_FACTOR]
         # With the PIN the run finishes, and the PIN is the badge's.
@@ -749,3 +753,298 @@ def test_a_badge_that_only_claims_an_incomplete_badges_uid_gets_none_of_its_keys
     # The real badge still resumes.
     enrolled = enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
     assert enrolled.resumed_at is not None
+
+
+# --- a PIN asked for stays asked for ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", [Step.PICC_KEY, Step.APP_KEYS, Step.RECORD, Step.SECOND_FACTOR])
+def test_a_run_started_with_a_pin_is_not_finished_without_it(
+    keys: SoftwareKeyProvider, journal: Journal, journal_path: Path, tmp_path: Path, stop: Step
+) -> None:
+    # Stopped before SECOND_FACTOR, the journal had no trace of the PIN: a run without it
+    # finished the badge possession-only and reported it enrolled.
+    card = blank()
+    with SqliteStore(tmp_path / "mie.db") as store:
+        factor = SecondFactor(store, parameters=WEAK)
+        enrolling = enroller(keys, journal, second_factor=factor)
+        with pytest.raises(StopError):
+            enrolling.enrol(
+                EmulatedConnection(card),
+                EnrolmentRequest(RPPS, pin=PIN),
+                row="1",
+                progress=_stop_before(stop),
+            )
+        before = copy.deepcopy(card.state)
+        traced = Traced(card)
+        with pytest.raises(EnrolmentInputError, match=r"Row 1: .* PIN") as caught:
+            enrolling.enrol(traced, EnrolmentRequest(RPPS), row="1")
+        assert failed_row(caught.value) == "1"
+        assert card.state == before and not {"C4", "CA", "CD", "3D", "5C"} & set(traced.commands)
+        # Nor without a store to look the PIN up in.
+        with pytest.raises(EnrolmentInputError, match="PIN"):
+            enroller(keys, journal).enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
+        assert card.state == before and journal.incomplete()[0].uid == UID
+        # With the PIN the run finishes, and the PIN is the badge's.
+        enrolled = enrolling.enrol(
+            EmulatedConnection(card), EnrolmentRequest(RPPS, pin=PIN), row="1"
+        )
+        assert Step.SECOND_FACTOR in enrolled.steps
+        factor.verify(enrolled.badge_name, enrolled.record.file, PIN)
+    assert PIN not in journal_path.read_text()
+    assert journal_path.read_text().count(",second_factor,planned,") == 1
+    assert_enrolled(card)
+
+
+def test_a_badge_whose_pin_is_stored_is_finished_without_it(
+    keys: SoftwareKeyProvider, journal: Journal, tmp_path: Path
+) -> None:
+    card = blank()
+    with SqliteStore(tmp_path / "mie.db") as store:
+        factor = SecondFactor(store, parameters=WEAK)
+        enrolling = enroller(keys, journal, second_factor=factor)
+        with pytest.raises(StopError):
+            enrolling.enrol(
+                EmulatedConnection(card),
+                EnrolmentRequest(RPPS, pin=PIN),
+                row="1",
+                progress=_stop_before(Step.RANDOM_UID),
+            )
+        enrolled = enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
+        assert enrolled.steps == (Step.RANDOM_UID, Step.VERIFIED)
+        factor.verify(enrolled.badge_name, enrolled.record.file, PIN)
+    assert_enrolled(card)
+
+
+def test_a_pin_brought_by_a_resumed_run_is_planned_before_the_badge_changes(
+    keys: SoftwareKeyProvider, journal: Journal, tmp_path: Path
+) -> None:
+    card = blank()
+    with SqliteStore(tmp_path / "mie.db") as store:
+        enrolling = enroller(keys, journal, second_factor=SecondFactor(store, parameters=WEAK))
+        with pytest.raises(StopError):
+            enrolling.enrol(
+                EmulatedConnection(card),
+                EnrolmentRequest(RPPS),
+                row="1",
+                progress=_stop_before(Step.APP_KEYS),
+            )
+        assert not journal.second_factor_planned(UID)
+        with pytest.raises(StopError):
+            enrolling.enrol(
+                EmulatedConnection(card),
+                EnrolmentRequest(RPPS, pin=PIN),
+                row="1",
+                progress=_stop_before(Step.RECORD),
+            )
+        assert journal.second_factor_planned(UID)
+        with pytest.raises(EnrolmentInputError, match="PIN"):
+            enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="1")
+
+
+# --- one badge per row -------------------------------------------------------------------------
+
+
+def test_a_row_with_an_incomplete_badge_takes_no_other(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    # X left incomplete for row 1, then a blank Y enrolled for row 1, then X finished for row 1
+    # too: two badges of one row, both verified.
+    enrolling = enroller(keys, journal)
+    x = blank(UID)
+    with pytest.raises(StopError):
+        enrolling.enrol(
+            EmulatedConnection(x),
+            EnrolmentRequest(RPPS),
+            row="1",
+            progress=_stop_before(Step.RECORD),
+        )
+    y = blank(OTHER_UID)
+    traced = Traced(y)
+    with pytest.raises(IncompleteBadgeError, match=f"Row 1 has badge {UID.hex()} left") as caught:
+        enrolling.enrol(traced, EnrolmentRequest(RPPS), row="1")
+    assert "--reset-incomplete" in str(caught.value) and OTHER_UID.hex() in str(caught.value)
+    assert caught.value.incomplete.uid == UID and failed_row(caught.value) == "1"
+    assert y.state == BadgeState.blank(OTHER_UID) and journal.history(OTHER_UID) == ()
+    assert not {"1A", "C4", "CA"} & set(traced.commands)
+    # Another row takes Y; row 1 finishes X.
+    enrolling.enrol(EmulatedConnection(y), EnrolmentRequest(PSI), row="2")
+    enrolling.enrol(EmulatedConnection(x), EnrolmentRequest(RPPS), row="1")
+    assert journal.incomplete() == ()
+    assert_enrolled(x)
+
+
+def test_a_reset_badge_releases_its_row(keys: SoftwareKeyProvider, journal: Journal) -> None:
+    enrolling = enroller(keys, journal)
+    x = blank(UID)
+    with pytest.raises(StopError):
+        enrolling.enrol(
+            EmulatedConnection(x),
+            EnrolmentRequest(RPPS),
+            row="1",
+            progress=_stop_before(Step.RECORD),
+        )
+    enrolling.reset(EmulatedConnection(x), UID)
+    y = blank(OTHER_UID)
+    enrolling.enrol(EmulatedConnection(y), EnrolmentRequest(RPPS), row="1")
+    # The reset badge may be taken for another row.
+    enrolling.enrol(EmulatedConnection(x), EnrolmentRequest(PSI), row="2")
+    assert journal.incomplete() == ()
+    assert_enrolled(x, PSI)
+
+
+def test_an_incomplete_badge_is_not_finished_for_a_row_verified_since(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    # A journal of the version without the rule: Y enrolled and verified for row 1 while X,
+    # row 1's, was incomplete. X is not finished for row 1 too.
+    enrolling = enroller(keys, journal)
+    x = blank(UID)
+    with pytest.raises(StopError):
+        enrolling.enrol(
+            EmulatedConnection(x),
+            EnrolmentRequest(RPPS),
+            row="1",
+            progress=_stop_before(Step.RECORD),
+        )
+    for step in Step:
+        journal.record("1", OTHER_UID, step, EntryState.INTENT)
+        journal.record("1", OTHER_UID, step, EntryState.DONE)
+    before = copy.deepcopy(x.state)
+    with pytest.raises(BadgeAlreadyEnrolledError, match="reset it") as caught:
+        enrolling.enrol(EmulatedConnection(x), EnrolmentRequest(RPPS), row="1")
+    assert (caught.value.enrolled_row, caught.value.uid, caught.value.row) == ("1", OTHER_UID, "1")
+    assert UID.hex() in str(caught.value) and OTHER_UID.hex() in str(caught.value)
+    assert x.state == before
+    # Reset, it is enrolled again.
+    enrolling.reset(EmulatedConnection(x), UID)
+    enrolling.enrol(EmulatedConnection(x), EnrolmentRequest(RPPS), row="1")
+    assert_enrolled(x)
+
+
+def test_a_verified_row_takes_a_replacement_badge(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    enrolling = enroller(keys, journal)
+    enrolling.enrol(EmulatedConnection(blank(UID)), EnrolmentRequest(RPPS), row="1")
+    replacement = blank(OTHER_UID)
+    enrolling.enrol(EmulatedConnection(replacement), EnrolmentRequest(RPPS), row="1")
+    assert journal.incomplete() == ()
+
+
+# --- every error about a badge names its row ------------------------------------------------
+
+
+def _failures(keys: SoftwareKeyProvider, journal: Journal, tmp_path: Path) -> Iterator[MieError]:
+    def caught(run: Callable[[], object]) -> MieError:
+        try:
+            run()
+        except MieError as e:
+            return e
+        raise AssertionError("no error")
+
+    enrolling = enroller(keys, journal)
+    # EnrolmentInputError: no issuer; a PIN without a store.
+    no_issuer = enroller(keys, journal, dataclasses.replace(CONFIG, issuer=None))
+    yield caught(
+        lambda: no_issuer.enrol(EmulatedConnection(blank()), EnrolmentRequest(RPPS), row="r1")
+    )
+    yield caught(
+        lambda: enrolling.enrol(
+            EmulatedConnection(blank()), EnrolmentRequest(RPPS, pin=PIN), row="r1"
+        )
+    )
+    # UnsupportedCardError: an EV1.
+    yield caught(
+        lambda: enrolling.enrol(
+            EmulatedConnection(blank(product="ev1")), EnrolmentRequest(RPPS), row="r1"
+        )
+    )
+    # CardRemovedError, then IncompleteBadgeError (row r1 has that badge left incomplete).
+    card = blank()
+    failing = FailingConnection(
+        EmulatedConnection(card),
+        at=12,
+        error=CardRemovedError("The badge left the reader"),
+        before=card.power_off,
+    )
+    yield caught(lambda: enrolling.enrol(failing, EnrolmentRequest(RPPS), row="r1"))
+    fourth = blank(bytes.fromhex("04777777777777"))
+    yield caught(
+        lambda: enrolling.enrol(EmulatedConnection(fourth), EnrolmentRequest(RPPS), row="r1")
+    )
+    # BadgeAlreadyEnrolledError.
+    enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="r1")
+    yield caught(
+        lambda: enrolling.enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="r1")
+    )
+    # BadgeNotBlankError: enrolled through another journal.
+    other = blank(OTHER_UID)
+    with Journal.open(tmp_path / "elsewhere.csv") as elsewhere:
+        enroller(keys, elsewhere).enrol(EmulatedConnection(other), EnrolmentRequest(RPPS), row="x")
+    yield caught(
+        lambda: enrolling.enrol(EmulatedConnection(other), EnrolmentRequest(RPPS), row="r1")
+    )
+    # OriginalitySignatureError at VERIFIED; the DesfireAuthenticationError of another master.
+    nxp_only = enroller(keys, journal, dataclasses.replace(CONFIG, originality_keys=("nxp",)))
+    third = blank(bytes.fromhex("04999999999999"))
+    yield caught(
+        lambda: nxp_only.enrol(EmulatedConnection(third), EnrolmentRequest(RPPS), row="r1")
+    )
+
+
+def test_every_error_about_a_badge_carries_its_row(
+    keys: SoftwareKeyProvider, journal: Journal, tmp_path: Path
+) -> None:
+    errors = list(_failures(keys, journal, tmp_path))
+    kinds = [type(e).__name__ for e in errors]
+    assert kinds == [
+        "EnrolmentInputError",
+        "EnrolmentInputError",
+        "UnsupportedCardError",
+        "CardRemovedError",
+        "IncompleteBadgeError",
+        "BadgeAlreadyEnrolledError",
+        "BadgeNotBlankError",
+        "OriginalitySignatureError",
+    ]
+    assert [failed_row(e) for e in errors] == ["r1"] * len(errors)
+    assert all(e.code is not None for e in errors)
+
+
+def test_a_key_mismatch_and_a_reset_failure_carry_the_row(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    theirs = SoftwareKeyProvider(
+        {**MASTERS, "mie-app": bytes(range(16))}, {"mie-authority": AUTHORITY}
+    )
+    card = blank()
+    with pytest.raises(StopError):
+        enroller(theirs, journal).enrol(
+            EmulatedConnection(card),
+            EnrolmentRequest(RPPS),
+            row="7",
+            progress=_stop_before(Step.RECORD),
+        )
+    with pytest.raises(DesfireAuthenticationError) as mismatch:
+        enroller(keys, journal).enrol(EmulatedConnection(card), EnrolmentRequest(RPPS), row="7")
+    assert failed_row(mismatch.value) == "7"
+    failing = FailingConnection(
+        EmulatedConnection(card),
+        at=3,
+        error=CardRemovedError("The badge left the reader"),
+        before=card.power_off,
+    )
+    with pytest.raises(CardRemovedError) as removed:
+        enroller(keys, journal).reset(failing, UID)
+    assert failed_row(removed.value) == "7"
+
+
+def test_a_journal_that_cannot_be_written_is_not_a_row_s_failure(
+    keys: SoftwareKeyProvider, journal: Journal
+) -> None:
+    enrolling = enroller(keys, journal)
+    journal.close()
+    with pytest.raises(JournalError) as caught:
+        enrolling.enrol(EmulatedConnection(blank()), EnrolmentRequest(RPPS), row="1")
+    assert failed_row(caught.value) is None

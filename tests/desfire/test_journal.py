@@ -133,6 +133,7 @@ def test_a_torn_header_is_rewritten(tmp_path: Path) -> None:
         (line(uid="04a1b2c3d4e5"), "uid"),
         (line(step="picc"), "step"),
         (line(state="started"), "state"),
+        (line(step="picc_key", state="planned"), "Only the second_factor step is planned"),
         (line(at="2026-12-01 14:30:05Z"), "time"),
         (line(at="2026-02-30T14:30:05Z"), "not a date"),
         (line()[:-1] + ",x\n", "7 fields"),
@@ -221,6 +222,62 @@ def test_incomplete_badges_name_the_step_to_run_next(tmp_path: Path) -> None:
         assert [i.uid for i in journal.incomplete()] == [UID_A]
         assert journal.completed_rows() == {"18"}
         assert len(journal.history(UID_B)) == 1 + 2 * len(Step)
+
+
+def test_a_planned_second_factor_is_not_progress_and_a_reset_ends_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.csv"
+    with Journal.open(path, clock=clock) as journal:
+        journal.record("17", UID_A, Step.BEGIN, EntryState.INTENT)
+        journal.record("17", UID_A, Step.SECOND_FACTOR, EntryState.PLANNED)
+        assert journal.second_factor_planned(UID_A) and not journal.second_factor_planned(UID_B)
+        # The plan is not the badge's last line: the badge is incomplete at BEGIN.
+        last = journal.last(UID_A)
+        assert last is not None and (last.step, last.state) == (Step.BEGIN, EntryState.INTENT)
+        (pending,) = journal.incomplete()
+        assert (pending.step, pending.state, pending.line) == (Step.BEGIN, EntryState.INTENT, 2)
+        journal.record("17", UID_A, Step.BEGIN, EntryState.DONE)
+        journal.record("17", UID_A, Step.PICC_KEY, EntryState.INTENT)
+        journal.record("17", UID_A, Step.PICC_KEY, EntryState.DONE)
+        assert journal.second_factor_planned(UID_A)
+        journal.record("17", UID_A, Step.APPLICATION, EntryState.RESET)
+        assert not journal.second_factor_planned(UID_A)
+        with pytest.raises(ValueError, match="Only the second_factor step"):
+            journal.record("17", UID_A, Step.RECORD, EntryState.PLANNED)
+    text = path.read_text()
+    assert f"mie-enrol/1,17,{UID_A.hex()},second_factor,planned,2026-12-01T14:30:05Z\n" in text
+    # Read back as written.
+    with Journal.open(path) as journal:
+        assert [e.state for e in journal.entries].count(EntryState.PLANNED) == 1
+        assert journal.incomplete()[0].step is Step.APPLICATION
+
+
+def test_a_journal_written_before_the_planned_line_reads_as_it_did(tmp_path: Path) -> None:
+    # A mie-enrol/1 journal of the first version: its second_factor,intent is the plan.
+    path = tmp_path / "j.csv"
+    lines = [line(step="begin", state="intent"), line(step="begin", state="done")]
+    lines += [line(step="second_factor", state="intent")]
+    path.write_text(JOURNAL_HEADER + "\n" + "".join(lines))
+    with Journal.open(path) as journal:
+        assert journal.second_factor_planned(UID_A)
+        assert journal.incomplete()[0].step is Step.SECOND_FACTOR
+    path.write_text(JOURNAL_HEADER + "\n" + "".join(lines[:2]))
+    with Journal.open(path) as journal:
+        assert not journal.second_factor_planned(UID_A)
+
+
+def test_the_badges_of_a_row_are_those_whose_last_line_names_it(tmp_path: Path) -> None:
+    with Journal.open(tmp_path / "j.csv", clock=clock) as journal:
+        journal.record("17", UID_A, Step.BEGIN, EntryState.INTENT)
+        journal.record("17", UID_B, Step.BEGIN, EntryState.INTENT)
+        assert [e.uid for e in journal.badges_of_row("17")] == [UID_A, UID_B]
+        # A reset badge taken for another row leaves its first row.
+        journal.record("17", UID_A, Step.PICC_KEY, EntryState.RESET)
+        journal.record("18", UID_A, Step.APPLICATION, EntryState.INTENT)
+        journal.record("18", UID_A, Step.SECOND_FACTOR, EntryState.PLANNED)
+        assert [e.uid for e in journal.badges_of_row("17")] == [UID_B]
+        ((entry),) = journal.badges_of_row("18")
+        assert (entry.uid, entry.step, entry.state) == (UID_A, Step.APPLICATION, EntryState.INTENT)
+        assert journal.badges_of_row("19") == ()
 
 
 def test_parse_journal_of_nothing_is_empty() -> None:

@@ -36,10 +36,12 @@ def _journal_seeds(context: Context) -> list[bytes]:
     full = "".join(_line("17", s.value, st) for s in Step for st in ("intent", "done"))
     half = _line("18", "begin", "intent", "04000000000001") + _line("18", "begin", "done")
     reset = _line("a.b:c_d-1", "application", "reset")
+    planned = _line("19", "begin", "intent") + _line("19", "second_factor", "planned")
     header = JOURNAL_HEADER + "\n"
     return [
         (header + full).encode(),
         (header + half + reset).encode(),
+        (header + planned + _line("19", "begin", "done") + reset).encode(),
         (header + full + half[:30]).encode(),
         header[:10].encode(),
         b"",
@@ -62,10 +64,18 @@ def _journal_prepare(context: Context) -> Run:
             raise OracleViolation("journal: re-encoding a strict parse changed the bytes")
         if contents.valid_length + len(contents.torn) != len(data):
             raise OracleViolation("journal: the entries and the torn line are not the file")
-        incomplete_badges(contents.entries)
+        if any(i.state is EntryState.PLANNED for i in incomplete_badges(contents.entries)):
+            raise OracleViolation("journal: a planned second factor was taken for progress")
         # Opened, a journal cuts off a torn line and appends a line that parses back.
         path.write_bytes(data)
         with Journal.open(path, clock=lambda: _AT) as journal:
+            for _, entry in contents.entries:
+                last = journal.last(entry.uid)
+                if last is not None and last.state is EntryState.PLANNED:
+                    raise OracleViolation("journal: a planned second factor is a badge's last line")
+                journal.second_factor_planned(entry.uid)
+                if any(e.row != entry.row for e in journal.badges_of_row(entry.row)):
+                    raise OracleViolation("journal: a badge of a row has another row")
             journal.record("1", _UID, Step.BEGIN, EntryState.INTENT)
         again = parse_journal(path.read_bytes())
         if again.torn or len(again.entries) != len(contents.entries) + 1:
@@ -109,7 +119,8 @@ def _csv_prepare(context: Context) -> Run:
 ENROL_TARGETS = [
     Target(
         "enrol-journal",
-        "enrolment journal files (parse_journal, Journal.open and append, incomplete badges)",
+        "enrolment journal files (parse_journal, Journal.open and append, incomplete badges, "
+        "planned second factors, badges of a row)",
         _journal_seeds,
         _journal_prepare,
         max_len=4096,

@@ -31,6 +31,20 @@ point (a badge pulled out, a crash) is finished by the next one. A key's version
 enrolled only when blank; a badge the journal left incomplete is finished under its own row, or
 reset (:meth:`Enroller.reset`: the application is deleted, the PICC key stays diversified).
 
+**One badge per row.** While a row has a badge left incomplete (not reset), no other badge is
+enrolled for it (:class:`IncompleteBadgeError` naming that badge); an incomplete badge is not
+finished for a row that another badge was enrolled and verified for since (reset it to enrol it
+again). A row whose badge was verified may take a new blank badge (a replacement).
+
+**A PIN asked for stays asked for.** A run given a PIN journals ``second_factor,planned`` before
+it changes the badge; a later run without the PIN refuses to finish that badge unless the store
+already holds its PIN (:class:`EnrolmentInputError`).
+
+**Errors carry the row.** Every :class:`~mie.core.errors.MieError` that :meth:`Enroller.enrol` or
+:meth:`Enroller.reset` raises about a badge (a refusal, a bad request, a badge removed, a card
+error) has ``row`` set to the row being enrolled (:func:`failed_row`), so a bulk run can report
+it and go on; a :class:`~mie.desfire.journal.JournalError` does not (the run cannot go on).
+
 Nothing here logs, journals or shows a key or a PIN.
 """
 
@@ -45,7 +59,7 @@ from typing import TYPE_CHECKING
 
 from mie.core.channel import CommMode
 from mie.core.connection import SmartCardConnection
-from mie.core.errors import ErrorCode, UnsupportedCardError
+from mie.core.errors import ErrorCode, MieError, UnsupportedCardError
 from mie.desfire.config import BadgeConfig, UidSource
 from mie.desfire.errors import (
     DesfireAuthenticationError,
@@ -60,6 +74,7 @@ from mie.desfire.journal import (
     Incomplete,
     Journal,
     JournalEntry,
+    JournalError,
     Step,
     check_row,
     id_nat_problem,
@@ -109,9 +124,30 @@ Progress = Callable[[Step], None]
 
 
 class EnrolmentError(DesfireError):
-    """Base class of the enrolment's refusals (the badge is left as it was found)."""
+    """Base class of the enrolment's refusals (the badge is left as it was found).
+
+    :param message: one line.
+    :param row: the row being enrolled (set by :meth:`Enroller.enrol` when not given).
+    """
 
     code = ErrorCode.USAGE
+
+    def __init__(self, message: str, *, row: str | None = None) -> None:
+        self.row = row
+        super().__init__(message)
+
+
+def failed_row(error: BaseException) -> str | None:
+    """:return: the row whose enrolment raised ``error`` (see :meth:`Enroller.enrol`), or
+    ``None`` for an error that is not about one badge (a journal that cannot be written)."""
+    row = getattr(error, "row", None)
+    return row if isinstance(row, str) else None
+
+
+def _tag_row(error: MieError, row: str) -> None:
+    if isinstance(error, JournalError) or failed_row(error) is not None:
+        return
+    error.row = row  # type: ignore[attr-defined]
 
 
 class EnrolmentInputError(EnrolmentError, ValueError):
@@ -132,26 +168,31 @@ class BadgeNotBlankError(EnrolmentError):
 class BadgeAlreadyEnrolledError(EnrolmentError):
     """The journal says this badge was enrolled and verified.
 
-    :param row: the row it was enrolled for.
+    :param enrolled_row: the row it was enrolled for.
     :param uid: its real UID.
+    :param row: the row being enrolled.
     """
 
-    def __init__(self, message: str, *, row: str, uid: bytes) -> None:
-        self.row = row
+    def __init__(
+        self, message: str, *, enrolled_row: str, uid: bytes, row: str | None = None
+    ) -> None:
+        self.enrolled_row = enrolled_row
         self.uid = uid
-        super().__init__(message)
+        super().__init__(message, row=row)
 
 
 class IncompleteBadgeError(EnrolmentError):
     """The badge is another row's, whose enrolment is incomplete: finish that row (or reset the
-    badge) before it takes a new one.
+    badge) before it takes a new one; or the row being enrolled has another badge left
+    incomplete: finish that badge (or reset it) before the row takes another.
 
-    :param incomplete: the journal's account of it.
+    :param incomplete: the journal's account of the incomplete badge.
+    :param row: the row being enrolled.
     """
 
-    def __init__(self, message: str, incomplete: Incomplete) -> None:
+    def __init__(self, message: str, incomplete: Incomplete, *, row: str | None = None) -> None:
         self.incomplete = incomplete
-        super().__init__(message)
+        super().__init__(message, row=row)
 
 
 # --- requests and results ----------------------------------------------------------------
@@ -378,8 +419,7 @@ class Enroller:
             files = session.get_file_ids()
             if RECORD_FILE in files and all(v == PERSONALISED for v in key_versions):
                 record = self._read_record(session, uid, keys)
-        history = self.journal.history(uid)
-        last = history[-1] if history else None
+        last = self.journal.last(uid)
         step = _step_done(picc_key, application, key_versions, record, random_uid)
         if step is Step.RANDOM_UID or (step is Step.RECORD and not self.config.random_uid):
             if last is not None and last.step is Step.VERIFIED and last.state is EntryState.DONE:
@@ -472,20 +512,28 @@ class Enroller:
             the step it stopped in; the next run finishes it).
         :raises DesfireAuthenticationError: a key of the badge is not the one the journal and
             the key versions imply (``key_mismatch``).
+        :raises MieError: any of these, and every other error about the badge, has ``row``
+            set to ``row`` (:func:`failed_row`); a :class:`JournalError` does not.
         """
         check_row(row)
-        issuer = request.issuer if request.issuer is not None else self.config.issuer
-        if issuer is None:
-            raise EnrolmentInputError(
-                "No issuer: the request names none and the badge configuration has no issuer"
-            )
-        if request.pin is not None and self.second_factor is None:
-            raise EnrolmentInputError("A PIN was given but no second-factor store is configured")
-        self.authority()
-        with connection.transaction():
-            return self._enrol(
-                DesfireSession(connection, rng=self._rng), request, row, issuer, progress
-            )
+        try:
+            issuer = request.issuer if request.issuer is not None else self.config.issuer
+            if issuer is None:
+                raise EnrolmentInputError(
+                    "No issuer: the request names none and the badge configuration has no issuer"
+                )
+            if request.pin is not None and self.second_factor is None:
+                raise EnrolmentInputError(
+                    "A PIN was given but no second-factor store is configured"
+                )
+            self.authority()
+            with connection.transaction():
+                return self._enrol(
+                    DesfireSession(connection, rng=self._rng), request, row, issuer, progress
+                )
+        except MieError as e:
+            _tag_row(e, row)
+            raise
 
     def _enrol(
         self,
@@ -504,8 +552,8 @@ class Enroller:
             )
         if request.pin is None and self._pin_pending(status):
             raise EnrolmentInputError(
-                f"Badge {uid.hex()} stopped while its PIN was being enrolled: give the PIN to "
-                "finish it, or reset the badge"
+                f"Row {row}: badge {uid.hex()} was started with a second-factor PIN that the "
+                "store does not hold: give the PIN to finish it, or reset the badge"
             )
         run = _Run(self, session, status, row, self._keys(uid), progress)
         if status.picc_key == "personalised":
@@ -515,10 +563,13 @@ class Enroller:
             run.prove_picc()
         if status.journal is None:
             run.mark(Step.BEGIN)
+            run.plan_second_factor(request.pin)
             run.finish(Step.BEGIN)
-        elif status.journal.state is EntryState.INTENT and _shown(status, status.journal.step):
-            # The last run stopped after the step took effect, before its "done" line.
-            run.finish(status.journal.step)
+        else:
+            if status.journal.state is EntryState.INTENT and _shown(status, status.journal.step):
+                # The last run stopped after the step took effect, before its "done" line.
+                run.finish(status.journal.step)
+            run.plan_second_factor(request.pin)
         run.picc_key()
         run.application()
         run.app_keys()
@@ -539,30 +590,60 @@ class Enroller:
                     f"application {'present' if status.application else 'absent'}, random UID "
                     f"{'on' if status.random_uid else 'off'}) and this journal does not know it"
                 )
-            return
-        if last.step is Step.VERIFIED and last.state is EntryState.DONE:
-            raise BadgeAlreadyEnrolledError(
-                f"Badge {uid.hex()} was enrolled for row {last.row} and verified",
-                row=last.row,
-                uid=uid,
-            )
-        if last.row != row:
-            incomplete = next(i for i in self.journal.incomplete() if i.uid == uid)
-            raise IncompleteBadgeError(
-                f"Badge {uid.hex()} is {incomplete.describe()}: finish that row or reset the "
-                f"badge before enrolling row {row}",
-                incomplete,
-            )
+        else:
+            if last.step is Step.VERIFIED and last.state is EntryState.DONE:
+                raise BadgeAlreadyEnrolledError(
+                    f"Badge {uid.hex()} was enrolled for row {last.row} and verified",
+                    enrolled_row=last.row,
+                    uid=uid,
+                    row=row,
+                )
+            if last.row != row and last.state is not EntryState.RESET:
+                incomplete = next(i for i in self.journal.incomplete() if i.uid == uid)
+                raise IncompleteBadgeError(
+                    f"Badge {uid.hex()} is {incomplete.describe()}: finish that row or reset "
+                    f"the badge before enrolling row {row}",
+                    incomplete,
+                    row=row,
+                )
+        self._admit_row(uid, last, row)
+
+    def _admit_row(self, uid: bytes, last: JournalEntry | None, row: str) -> None:
+        """A row has one badge: refuse ``uid`` for ``row`` while the row has another badge
+        left incomplete, or when ``uid`` is an incomplete badge of the row and another badge
+        was enrolled and verified for the row since."""
+        for other in self.journal.badges_of_row(row):
+            if other.uid == uid:
+                continue
+            verified = other.step is Step.VERIFIED and other.state is EntryState.DONE
+            if not verified and other.state is not EntryState.RESET:
+                incomplete = next(i for i in self.journal.incomplete() if i.uid == other.uid)
+                raise IncompleteBadgeError(
+                    f"Row {row} has badge {other.uid.hex()} left incomplete at "
+                    f"{incomplete.step.value}: present that badge to finish it, or reset it "
+                    f"(mie desfire enroll --reset-incomplete with badge {other.uid.hex()} in the "
+                    f"reader), before badge {uid.hex()} is enrolled for row {row}",
+                    incomplete,
+                    row=row,
+                )
+            if verified and last is not None and last.row == row:
+                if last.state is EntryState.RESET:
+                    continue
+                raise BadgeAlreadyEnrolledError(
+                    f"Row {row} has badge {other.uid.hex()} enrolled and verified since badge "
+                    f"{uid.hex()} was left incomplete: badge {uid.hex()} is not finished for it "
+                    f"too; reset it (mie desfire enroll --reset-incomplete with badge "
+                    f"{uid.hex()} in the reader) to enrol it again",
+                    enrolled_row=row,
+                    uid=other.uid,
+                    row=row,
+                )
 
     def _pin_pending(self, status: BadgeStatus) -> bool:
-        """:return: whether the journal shows a PIN being enrolled for the badge (since its last
-        reset) that did not reach the second-factor store."""
-        pending = False
-        for entry in self.journal.history(status.uid):
-            if entry.state is EntryState.RESET:
-                pending = False
-            elif entry.step is Step.SECOND_FACTOR:
-                pending = entry.state is EntryState.INTENT
+        """:return: whether the journal shows a PIN given for the badge (since its last reset:
+        ``second_factor,planned``, or the ``intent`` of a journal written before that line) that
+        the second-factor store does not hold for the badge's record."""
+        pending = self.journal.second_factor_planned(status.uid)
         if not pending or self.second_factor is None or status.record is None:
             return pending
         from mie.store.errors import NotEnrolledError
@@ -593,8 +674,12 @@ class Enroller:
             raise EnrolmentInputError(
                 f"Badge {uid.hex()} is not an incomplete badge of this journal: nothing to reset"
             )
-        with connection.transaction():
-            return self._reset(DesfireSession(connection, rng=self._rng), uid, incomplete)
+        try:
+            with connection.transaction():
+                return self._reset(DesfireSession(connection, rng=self._rng), uid, incomplete)
+        except MieError as e:
+            _tag_row(e, incomplete.row)
+            raise
 
     def _reset(self, session: DesfireSession, uid: bytes, incomplete: Incomplete) -> BadgeStatus:
         status = self._inspect(session, [uid])
@@ -680,6 +765,12 @@ class _Run:
 
     def finish(self, step: Step) -> None:
         self.journal.record(self.row, self.uid, step, EntryState.DONE)
+
+    def plan_second_factor(self, pin: str | None) -> None:
+        """Journal that the badge is to have a second factor (a PIN was given; never the PIN),
+        before the run changes the badge, unless the journal says so already."""
+        if pin is not None and not self.journal.second_factor_planned(self.uid):
+            self.journal.record(self.row, self.uid, Step.SECOND_FACTOR, EntryState.PLANNED)
 
     def _picc_session(self) -> None:
         """Authenticate with the (AES) PICC master key, unless already."""
@@ -924,4 +1015,5 @@ __all__ = [
     "EnrolmentRequest",
     "IncompleteBadgeError",
     "Step",
+    "failed_row",
 ]

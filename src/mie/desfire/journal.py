@@ -17,6 +17,13 @@ a torn last line (no final newline: the process died while writing it, so the st
 announced never started) is cut off with a warning; any other line that is not of the format
 raises :class:`JournalFormatError` naming the line.
 
+One line is not a step's progress: ``second_factor,planned``, written when a run is given a PIN
+for the badge (at ``BEGIN``, or when a resumed run brings one), says that the badge is to have a
+second factor, so that a later run without the PIN does not finish it possession-only. It never
+holds the PIN. It is left out of a badge's *last line* (:meth:`Journal.last`); a ``reset`` line
+ends the plan. Journals written before this line existed read as they did (``mie-enrol/1``
+unchanged; a version that does not know the state refuses the line, naming it).
+
 The **bulk CSV** (``mie desfire enroll --csv``) is UTF-8 with a header; its columns are
 ``row`` (optional: else the line number), ``id_nat`` (required), ``issuer`` and ``pin``
 (optional). :func:`parse_enrolment_csv` refuses unknown or repeated columns, repeated rows and
@@ -107,6 +114,9 @@ class EntryState(enum.Enum):
     """The step ran to the end."""
     RESET = "reset"
     """The badge was reset to just before this step (``--reset-incomplete``)."""
+    PLANNED = "planned"
+    """``second_factor`` only: a PIN was given for the badge, so its enrolment needs one (not
+    progress: left out of a badge's last line)."""
 
 
 _STATES = {s.value: s for s in EntryState}
@@ -176,6 +186,8 @@ class JournalEntry:
             raise ValueError(f"A journal UID is {UID_SIZE} bytes")
         if self.at.tzinfo is None:
             raise ValueError("A journal time has a time zone")
+        if self.state is EntryState.PLANNED and self.step is not Step.SECOND_FACTOR:
+            raise ValueError("Only the second_factor step is planned")
 
     def encode(self) -> str:
         """:return: the line, with its final newline."""
@@ -282,6 +294,8 @@ def _entry(raw: bytes, number: int, name: str) -> JournalEntry:
         raise fail("The step is not one of " + ", ".join(_STEPS))
     if state not in _STATES:
         raise fail("The state is not one of " + ", ".join(_STATES))
+    if state == EntryState.PLANNED.value and step != Step.SECOND_FACTOR.value:
+        raise fail("Only the second_factor step is planned")
     if not _AT.fullmatch(at):
         raise fail("The time is not YYYY-MM-DDTHH:MM:SSZ")
     try:
@@ -296,6 +310,8 @@ def incomplete_badges(entries: Iterable[tuple[int, JournalEntry]]) -> tuple[Inco
     last line."""
     last: dict[bytes, tuple[int, JournalEntry]] = {}
     for number, entry in entries:
+        if entry.state is EntryState.PLANNED:
+            continue
         last.pop(entry.uid, None)
         last[entry.uid] = (number, entry)
     found = []
@@ -405,6 +421,41 @@ class Journal:
     def history(self, uid: bytes) -> tuple[JournalEntry, ...]:
         """:return: the lines about the badge ``uid``, in order."""
         return tuple(entry for _, entry in self._entries if entry.uid == uid)
+
+    def last(self, uid: bytes) -> JournalEntry | None:
+        """:return: the last line about the badge ``uid`` that is a step's progress (not a
+        ``planned`` line), or ``None``."""
+        for _, entry in reversed(self._entries):
+            if entry.uid == uid and entry.state is not EntryState.PLANNED:
+                return entry
+        return None
+
+    def badges_of_row(self, row: str) -> tuple[JournalEntry, ...]:
+        """:return: the last progress line of each badge whose last progress line is about
+        ``row``, in journal order (a row has at most one badge: see the enroller)."""
+        last: dict[bytes, JournalEntry] = {}
+        for _, entry in self._entries:
+            if entry.state is not EntryState.PLANNED:
+                last.pop(entry.uid, None)
+                last[entry.uid] = entry
+        return tuple(entry for entry in last.values() if entry.row == row)
+
+    def second_factor_planned(self, uid: bytes) -> bool:
+        """:return: whether a PIN was given for the badge ``uid`` since its last reset (a
+        ``second_factor,planned`` line, or ``second_factor,intent`` written by a version that
+        had no ``planned`` line)."""
+        planned = False
+        for _, entry in self._entries:
+            if entry.uid != uid:
+                continue
+            if entry.state is EntryState.RESET:
+                planned = False
+            elif entry.step is Step.SECOND_FACTOR and entry.state in (
+                EntryState.PLANNED,
+                EntryState.INTENT,
+            ):
+                planned = True
+        return planned
 
     def completed_rows(self) -> frozenset[str]:
         """:return: the rows some badge of which reached ``verified,done`` (a resumed bulk run
