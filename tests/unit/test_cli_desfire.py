@@ -1044,3 +1044,42 @@ def test_verify_evidence_of_a_saved_badge_session(
     assert run(verify) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "Badge evidence (desfire-session) needs a badge configuration" in line
+
+
+class _CountingStdin(io.StringIO):
+    """Standard input that counts the characters handed out."""
+
+    handed = 0
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+        line = super().readline(-1 if size is None else size)
+        self.handed += len(line)
+        return line
+
+
+@pytest.mark.parametrize("reader", ["auth", "enroll"])
+def test_a_pin_line_on_stdin_is_read_bounded_and_refused(
+    reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rv-U: the PIN line of --pin-stdin was read whole (a line of any length into memory).
+    from mie._cli.auth import CliPin
+    from mie._cli.desfire import _read_pin
+    from mie._cli.state import MAX_STDIN_PIN
+    from mie.core.errors import PinFormatError
+    from mie.store.secondfactor import SECOND_FACTOR_PIN
+
+    stdin = _CountingStdin("1" * 100_000 + "\n")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    with pytest.raises(PinFormatError):
+        if reader == "auth":
+            SECOND_FACTOR_PIN.check(CliPin(from_stdin=True).request_pin(3))
+        else:
+            _read_pin()
+    assert stdin.handed <= MAX_STDIN_PIN
+
+
+def test_a_pin_on_stdin_is_the_line_without_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mie._cli.auth import CliPin
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1234\r\nrest\n"))
+    assert CliPin(from_stdin=True).request_pin(None) == "1234"

@@ -28,7 +28,7 @@ from mie._cli.options import (
     with_trust_options,
 )
 from mie._cli.output import emit_json, json_option
-from mie._cli.state import CliState, UsageError
+from mie._cli.state import CliState, UsageError, read_stdin_pin
 from mie.auth import Authenticator
 from mie.core.errors import (
     ApduError,
@@ -113,7 +113,7 @@ class CliPin(UserVerification):
         :raises UsageError: no ``--pin-stdin`` and standard input is not a terminal.
         """
         if self.from_stdin:
-            return sys.stdin.readline().rstrip("\r\n")
+            return read_stdin_pin()
         if not sys.stdin.isatty():
             raise UsageError("No PIN: pass --pin-stdin and write the PIN on standard input")
         label = "PIN" if tries_left is None else f"PIN ({tries_left} tries left)"

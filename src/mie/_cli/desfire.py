@@ -22,7 +22,7 @@ import click
 
 from mie._cli.options import Seconds, badge_config_option, load_badge_config
 from mie._cli.output import emit_json, json_option, warn
-from mie._cli.state import CliState, UsageError
+from mie._cli.state import CliState, UsageError, read_stdin_pin
 from mie.core.connection import SmartCardConnection
 from mie.core.errors import (
     ApduError,
@@ -310,7 +310,7 @@ def parse_issued(value: str | None) -> dt.date | None:
 def _read_pin() -> str:
     from mie.store.secondfactor import SECOND_FACTOR_PIN
 
-    pin = sys.stdin.readline().rstrip("\r\n")
+    pin = read_stdin_pin()
     if not pin:
         raise UsageError("--pin-stdin: no PIN on standard input")
     SECOND_FACTOR_PIN.check(pin)  # PinFormatError (exit 2); its message never shows the PIN

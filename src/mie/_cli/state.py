@@ -9,6 +9,7 @@ random source serves the recorded nonces.
 from __future__ import annotations
 
 import errno
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +25,21 @@ NFC_PREFIX = "nfc:"
 """How ``--reader`` names an nfcpy front end instead of a PC/SC reader."""
 NFC_WAIT = 5.0
 """Seconds an NFC front end looks for a card."""
+MAX_STDIN_PIN = 66
+"""The most of a stdin line read for a PIN (64 characters, CR LF): every PIN rule is shorter,
+so a longer line is refused by it, and never read whole into memory."""
 
 
 class UsageError(MieError):
     """The command line cannot be carried out as given (exit 2)."""
 
     code = ErrorCode.USAGE
+
+
+def read_stdin_pin() -> str:
+    """:return: the first line of standard input, without its line end, read up to
+    :data:`MAX_STDIN_PIN` characters (a PIN rule refuses what was cut)."""
+    return sys.stdin.readline(MAX_STDIN_PIN).rstrip("\r\n")
 
 
 def require_pcsc() -> None:
