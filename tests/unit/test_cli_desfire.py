@@ -1083,3 +1083,26 @@ def test_a_pin_on_stdin_is_the_line_without_its_end(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("1234\r\nrest\n"))
     assert CliPin(from_stdin=True).request_pin(None) == "1234"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--identity", "rpps=123"], "--identity 'rpps=123'"),
+        (["--identity", "psi=not-a-uuid"], "--identity 'psi=not-a-uuid'"),
+    ],
+)
+def test_enroll_names_a_bad_identity_before_a_missing_configuration(
+    args: list[str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Rv-U: the missing default configuration was reported instead of the bad --identity.
+    monkeypatch.delenv("MIE_BADGE_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert run(["desfire", "enroll", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err, err

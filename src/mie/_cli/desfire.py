@@ -382,8 +382,6 @@ def enroll(
     day = parse_issued(issued)
     if issuer is not None and (problem := issuer_problem(issuer)) is not None:
         raise UsageError(f"--issuer: the issuer {problem}")
-    config = load_badge_config(badge_config, required=True)
-    assert config is not None  # noqa: S101 - required=True
     if identity is not None:
         id_nat = parse_identity_option(identity)
         # A single badge's journal row: its identifier (a PSI UUID without its dashes).
@@ -393,6 +391,9 @@ def enroll(
     else:
         assert csv_file is not None  # noqa: S101 - checked above
         rows = read_enrolment_csv(csv_file)
+    # The configuration after the command line's own values: a bad --identity is named as such.
+    config = load_badge_config(badge_config, required=True)
+    assert config is not None  # noqa: S101 - required=True
     if issuer is None and config.issuer is None and any(r.issuer is None for r in rows):
         raise UsageError("--issuer: none given, and the badge configuration names no issuer")
     pin = _read_pin() if pin_stdin else None
