@@ -1218,3 +1218,31 @@ def test_the_cli_dispatches_on_no_atr_itself() -> None:
             if name == "DemoSession(" and path.name == "demo.py":
                 continue  # mie demo runs the generic card's session itself
             assert name not in text, f"{path.name} uses {name}"
+
+
+def test_auth_of_a_cps_card_with_a_badge_configuration_is_unchanged(
+    machine: Path,
+    local_pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Rv-U (issue 9): a badge configuration named (or in $MIE_BADGE_CONFIG) changes nothing for
+    # a CPS card: the same result, level and evidence type as without it.
+    from tests.unit.test_cli_desfire import write_badge_setup
+
+    setup = write_badge_setup(machine / "badge", second_factor=True)
+    card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), local_pki, pin="1234")
+    crls = crl_options(local_pki, machine)
+    argv = ["auth", "--pin-stdin", "--json", "--nonce", NONCE.hex(), "--origin", ORIGIN, *crls]
+    results = []
+    for extra, env in [([], None), (["--badge-config", str(setup.config)], None), ([], setup)]:
+        if env is not None:
+            monkeypatch.setenv("MIE_BADGE_CONFIG", str(env.config))
+        monkeypatch.setattr(sys, "stdin", io.StringIO("1234\n"))
+        assert run([*argv, *extra], _State(EmulatedConnection(card))) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    for result in results:
+        assert result["valid"] is True and result["level"] == "substantial"
+        assert result["evidence"]["type"] == "x509-signature"
+        assert result["identity"] == results[0]["identity"]
+        assert result["authenticator"] == results[0]["authenticator"]
