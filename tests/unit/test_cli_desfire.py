@@ -1106,3 +1106,14 @@ def test_enroll_names_a_bad_identity_before_a_missing_configuration(
     assert run(["desfire", "enroll", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and named in err, err
+
+
+@pytest.mark.parametrize("command", ["auth", "verify-evidence"])
+def test_the_help_of_auth_and_verify_evidence_says_how_a_badge_is_checked(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-U: their help described the CPx path alone (signature, chain, revocation).
+    assert run([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.partition("Options:")[0].split())
+    assert "DESFire badge" in text or "Badge evidence" in text
+    assert "badge configuration" in text

@@ -193,7 +193,9 @@ def auth(
     as_json: bool,
 ) -> int:
     """Authenticate the card holder: PIN, signature of the nonce bound to the origin,
-    certificate chain, revocation, identity and level."""
+    certificate chain, revocation, identity and level. A DESFire badge: mutual authentication
+    with the keys of the badge configuration, its signed identity record, the second-factor
+    PIN if the configuration has a store, and the level."""
     # The CRL cache downloads a missing or stale CRL, except in a replay (read-only).
     verifier = trust_options.verifier(state.crl_cache(crl_directory()))
     request = _request(state, nonce_hex, parse_origin(origin), allow_last_try)

@@ -67,7 +67,8 @@ def verify_evidence_command(
 ) -> int:
     """Verify FILE, saved `mie auth --json` output or an evidence object, for the nonce and
     origin given: signature, binding to nonce and origin, certificate chain, revocation,
-    identity and level."""
+    identity and level. Badge evidence: the session replayed with the keys of the badge
+    configuration, the record, originality; --pin-stdin for the second factor."""
     expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
     verifier = trust_options.verifier()
     authenticator: AuthenticatorInfo | None = None
