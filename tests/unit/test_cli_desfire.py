@@ -1117,3 +1117,34 @@ def test_the_help_of_auth_and_verify_evidence_says_how_a_badge_is_checked(
     text = " ".join(capsys.readouterr().out.partition("Options:")[0].split())
     assert "DESFire badge" in text or "Badge evidence" in text
     assert "badge configuration" in text
+
+
+@pytest.mark.parametrize("command", [["desfire", "info"], ["auth"], ["desfire", "enroll"]])
+def test_a_badge_configuration_named_as_a_fifo_is_refused_without_waiting(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-U: opening a FIFO for reading waited for a writer for ever (mie desfire info hung).
+    import threading
+
+    fifo = tmp_path / "badge.json"
+    os.mkfifo(fifo)
+    extra = ["--identity", f"rpps={RPPS[1:]}"] if command[-1] == "enroll" else []
+    codes: list[int] = []
+    worker = threading.Thread(
+        target=lambda: codes.append(
+            run(
+                [*command, "--badge-config", str(fifo), *extra],
+                ReaderState(EmulatedConnection(blank(UID))),
+            )
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # let the thread end: a writer opens the FIFO, then closes it
+        with open(fifo, "w"):
+            pass
+        worker.join(10)
+        pytest.fail("the badge configuration FIFO was waited on")
+    assert codes == [2]
+    assert "not a regular file" in one_error_line(capsys.readouterr().err)

@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import math
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -190,13 +191,32 @@ def load_badge_config(path: str | None, *, required: bool) -> BadgeConfig | None
     :raises BadgeConfigError: a named file is missing, unreadable or not of the format.
     :raises JsonFormatError: the file is not strict JSON.
     """
-    from mie.desfire.config import CONFIG_ENV, BadgeConfig, default_path
+    from mie.desfire.config import CONFIG_ENV, default_path
 
     if path is not None:
-        return BadgeConfig.load(path)
+        return _load_badge_config(path)
     if os.environ.get(CONFIG_ENV):
-        return BadgeConfig.load(default_path())
+        return _load_badge_config(default_path())
     default = default_path()
     if not required and not default.exists():
         return None
-    return BadgeConfig.load(default)
+    return _load_badge_config(default)
+
+
+def _load_badge_config(path: str | os.PathLike[str]) -> BadgeConfig:
+    """:return: :meth:`BadgeConfig.load` of ``path``, once it is known not to be a FIFO or a
+    device (whose opening for reading waits for a writer, for ever).
+
+    :raises BadgeConfigError: ``path`` exists and is not a regular file.
+    """
+    from mie.desfire.config import BadgeConfig, BadgeConfigError
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # missing or unreadable: BadgeConfig.load says which
+    if mode is not None and not stat.S_ISREG(mode):
+        raise BadgeConfigError(
+            f"Cannot read badge configuration {str(path)!r} (not a regular file)"
+        )
+    return BadgeConfig.load(path)
