@@ -1148,3 +1148,42 @@ def test_a_badge_configuration_named_as_a_fifo_is_refused_without_waiting(
         pytest.fail("the badge configuration FIFO was waited on")
     assert codes == [2]
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "x", "-1", "٣"])
+def test_an_nfc_udp_port_that_is_no_port_exits_2_before_anything_is_opened(
+    port: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-U: nfc:udp:127.0.0.1:99999 was taken, and no card looked for there for 5 s (exit 1).
+    monkeypatch.setitem(sys.modules, "nfc", None)  # nothing is imported, let alone opened
+    monkeypatch.delitem(sys.modules, "mie.transport.nfc", raising=False)
+    assert run(["desfire", "info", "--reader", f"nfc:udp:127.0.0.1:{port}", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "the port must be a number from 1 to 65535" in one_error_line(captured.err)
+    assert json.loads(captured.out)["error"]["code"] == "usage"
+
+
+def test_an_nfc_udp_host_that_does_not_resolve_is_an_unknown_reader(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-U: exit 1 (a card or reader failure) for a reader that does not exist (README: exit 2).
+    pytest.importorskip("nfc")
+    import socket
+
+    from mie.core.errors import TransportError
+
+    nfc_transport = importlib.import_module("mie.transport.nfc")
+
+    class Unresolved:
+        def __init__(self, path: str, *, wait: float) -> None:
+            cause = socket.gaierror(-2, "Name or service not known")
+            raise TransportError(f"Cannot open the NFC front end {path!r}: {cause}") from cause
+
+    monkeypatch.setattr(nfc_transport, "NfcConnection", Unresolved)
+    assert run(["desfire", "info", "--reader", "nfc:udp:nohost.invalid:5000"]) == 2
+    assert "no such host" in one_error_line(capsys.readouterr().err)
+    # The port check leaves the paths nfcpy knows alone.
+    state = CliState()
+    for path in ("nfc:udp", "nfc:udp:127.0.0.1", "nfc:usb:054c:06c3"):
+        with pytest.raises(TransportError):
+            state.open_reader(path)

@@ -9,6 +9,7 @@ random source serves the recorded nonces.
 from __future__ import annotations
 
 import errno
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,20 @@ NFC_WAIT = 5.0
 MAX_STDIN_PIN = 66
 """The most of a stdin line read for a PIN (64 characters, CR LF): every PIN rule is shorter,
 so a longer line is refused by it, and never read whole into memory."""
+
+
+def _check_udp_path(path: str) -> None:
+    """Refuse an nfcpy ``udp:HOST:PORT`` path whose port is not one (nfcpy would take
+    ``99999`` and look for a card there until the wait ends).
+
+    :raises UsageError: the port is not a decimal number from 1 to 65535.
+    """
+    parts = path.split(":")
+    if parts[0] != "udp" or len(parts) < 3:
+        return
+    port = parts[2]
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise UsageError(f"--reader nfc:{path}: the port must be a number from 1 to 65535")
 
 
 class UsageError(MieError):
@@ -159,6 +174,7 @@ class CliState:
     def _open_nfc(self, path: str, wait: float = NFC_WAIT) -> SmartCardConnection:
         if not path:
             raise UsageError("--reader nfc:: no nfcpy device path (nfc:usb, nfc:udp:HOST:PORT)")
+        _check_udp_path(path)
         try:
             from mie.transport.nfc import NfcConnection
 
@@ -172,6 +188,8 @@ class CliState:
             cause = e.__cause__
             if isinstance(cause, OSError) and cause.errno == errno.ENODEV:
                 raise NoReaderError(f"--reader nfc:{path}: no such NFC front end") from e
+            if isinstance(cause, socket.gaierror):
+                raise NoReaderError(f"--reader nfc:{path}: no such host ({cause})") from e
             raise
         if path.startswith("udp:"):
             self.source = "emulator"
