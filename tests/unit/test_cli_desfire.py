@@ -1187,3 +1187,15 @@ def test_an_nfc_udp_host_that_does_not_resolve_is_an_unknown_reader(
     for path in ("nfc:udp", "nfc:udp:127.0.0.1", "nfc:usb:054c:06c3"):
         with pytest.raises(TransportError):
             state.open_reader(path)
+
+
+def test_info_text_behind_a_random_uid_says_originality_was_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-U: it said 'originality: not verified' of a genuine badge whose real UID it cannot see.
+    setup = write_badge_setup(tmp_path / "config")
+    badge = personalised(setup, random_uid=True)
+    assert run(["desfire", "info"], ReaderState(EmulatedConnection(badge))) == 0
+    out = capsys.readouterr().out
+    assert "UID: (not read) (random UID on)" in out
+    assert "originality: not checked (the real UID was not read)" in out

@@ -243,6 +243,9 @@ def _print_description(description: dict[str, Any]) -> None:
     originality = description["originality"]
     if originality is None:
         click.echo("  originality: no signature")
+    elif description["uid"] is None:
+        # The signature is over the real UID, which a random UID hides: nothing was checked.
+        click.echo("  originality: not checked (the real UID was not read)")
     elif originality["verified"]:
         click.echo(f"  originality: verified ({originality['key']})")
     else:
