@@ -588,6 +588,7 @@ def test_enroll_one_badge_then_info_shows_the_application(
     assert json.loads(captured.out) == {
         "enrolled": [{"row": RPPS, "uid": UID.hex(), "resumed_at": None}],
         "incomplete": [],
+        "error": None,
     }
     steps = journal_steps(journal)
     assert steps[-1] == (RPPS, UID.hex(), "verified", "done")
@@ -634,8 +635,13 @@ def test_enroll_a_badge_twice_is_refused_with_exit_1(
     state = ReaderState(EmulatedConnection(badge))
     assert enroll(setup, journal, state, *args, "--json", monkeypatch=monkeypatch) == 1
     captured = capsys.readouterr()
-    assert "was enrolled for row" in one_error_line(captured.err)
-    assert json.loads(captured.out) == {"enrolled": [], "incomplete": []}
+    line = one_error_line(captured.err)
+    assert "was enrolled for row" in line
+    # Rv-U: the JSON said nothing of the failure (an empty report, exit 1): it names it now.
+    report = json.loads(captured.out)
+    assert report == {"enrolled": [], "incomplete": [], "error": report["error"]}
+    assert report["error"]["code"] == "card_error"
+    assert line == f"mie: error: {report['error']['message']}"
 
 
 def test_enroll_a_badge_of_another_system_is_refused_with_exit_1(

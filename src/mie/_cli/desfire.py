@@ -355,7 +355,7 @@ def _read_pin() -> str:
     show_default=True,
     help="With --csv: seconds to wait for each badge to be presented, then removed.",
 )
-@json_option('Print {"enrolled": [...], "incomplete": [...]}.')
+@json_option('Print {"enrolled": [...], "incomplete": [...], "error": {code, message} | null}.')
 @click.pass_obj
 def enroll(
     state: CliState,
@@ -415,16 +415,17 @@ def enroll(
         except EnrolmentFailedError as e:
             run.failed(e)  # no badge presented in time: the run stops, and says what it did
         incomplete = opened.incomplete()
-    _report(run, incomplete, as_json)
+    failure = run.failure
     if incomplete:
         shown = "; ".join(i.describe() for i in incomplete)
         count = f"{len(incomplete)} badge{'s' if len(incomplete) != 1 else ''}"
         stopped = f"{run.failure}; " if isinstance(run.failure, EnrolmentFailedError) else ""
-        raise EnrolmentFailedError(
+        failure = EnrolmentFailedError(
             f"{stopped}{count} left incomplete (run again to finish): {shown}", run.first_error
         )
-    if run.failure is not None:
-        raise run.failure
+    _report(run, incomplete, as_json, failure)
+    if failure is not None:
+        raise failure
     return 0
 
 
@@ -621,8 +622,16 @@ class _Enrolment:
         self.first_error = self.first_error or error.code
 
 
-def _report(run: _Enrolment, incomplete: Sequence[Incomplete], as_json: bool) -> None:
+def _report(
+    run: _Enrolment, incomplete: Sequence[Incomplete], as_json: bool, failure: MieError | None
+) -> None:
+    """Print what the run did; under ``--json``, with the ``error`` object of the failure that
+    ends it with exit 1 (``null`` when it succeeded), as the stderr line says."""
     if as_json:
+        error = None
+        if failure is not None:
+            code = failure.code or ErrorCode.CARD_ERROR
+            error = {"code": code.value, "message": " ".join(str(failure).split())}
         emit_json(
             {
                 "enrolled": [
@@ -636,6 +645,7 @@ def _report(run: _Enrolment, incomplete: Sequence[Incomplete], as_json: bool) ->
                 "incomplete": [
                     {"row": i.row, "uid": i.uid.hex(), "step": i.step.value} for i in incomplete
                 ],
+                "error": error,
             }
         )
         return
