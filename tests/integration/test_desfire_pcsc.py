@@ -172,6 +172,7 @@ def test_bulk_enrolment_waits_for_each_badge_then_its_removal(
             {"row": "b", "uid": OTHER_UID.hex(), "resumed_at": None},
         ],
         "incomplete": [],
+        "failed": [],
         "error": None,
     }
     assert err.index("row a: present a blank badge") < err.index("row b: present a blank badge")

@@ -588,6 +588,7 @@ def test_enroll_one_badge_then_info_shows_the_application(
     assert json.loads(captured.out) == {
         "enrolled": [{"row": RPPS, "uid": UID.hex(), "resumed_at": None}],
         "incomplete": [],
+        "failed": [],
         "error": None,
     }
     steps = journal_steps(journal)
@@ -639,7 +640,7 @@ def test_enroll_a_badge_twice_is_refused_with_exit_1(
     assert "was enrolled for row" in line
     # Rv-U: the JSON said nothing of the failure (an empty report, exit 1): it names it now.
     report = json.loads(captured.out)
-    assert report == {"enrolled": [], "incomplete": [], "error": report["error"]}
+    assert report == {"enrolled": [], "incomplete": [], "failed": [], "error": report["error"]}
     assert report["error"]["code"] == "card_error"
     assert line == f"mie: error: {report['error']['message']}"
 
@@ -719,6 +720,37 @@ def test_reset_incomplete_deletes_the_application_and_enrols_again(
     after_reset = steps[steps.index((RPPS, UID.hex(), "application", "reset")) + 1 :]
     assert after_reset[0] == (RPPS, UID.hex(), "application", "intent")
     assert steps[-1][2:] == ("verified", "done")
+
+
+def test_reset_incomplete_enrols_a_badge_left_by_another_row_for_the_row_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-H (F's point 6): one journal for single badges (the default one); a badge left
+    # incomplete for row B, presented with --reset-incomplete for professional A, was enrolled
+    # under row B with A's identity: the journal said B's badge done, A had none.
+    setup = write_badge_setup(tmp_path / "config")
+    badge = blank()
+    journal = tmp_path / "j.csv"
+    removed = FailingConnection(
+        EmulatedConnection(badge), at=24, error=CardRemovedError("The card was removed")
+    )
+    other = ("--identity", f"rpps={RPPS2[1:]}")
+    assert enroll(setup, journal, ReaderState(removed), *other, monkeypatch=monkeypatch) == 1
+    capsys.readouterr()
+    badge.power_off()
+    badge.power_on()
+    state = ReaderState(EmulatedConnection(badge))
+    args = ("--identity", f"rpps={RPPS[1:]}", "--reset-incomplete", "--json")
+    assert enroll(setup, journal, state, *args, monkeypatch=monkeypatch) == 0
+    captured = capsys.readouterr()
+    assert f"row {RPPS2}: badge {UID.hex()} reset, enrolled for row {RPPS}" in captured.err
+    [done] = json.loads(captured.out)["enrolled"]
+    assert (done["row"], done["uid"]) == (RPPS, UID.hex())
+    steps = journal_steps(journal)
+    assert steps[-1] == (RPPS, UID.hex(), "verified", "done")
+    assert (RPPS2, UID.hex(), "verified", "done") not in steps
+    result = auth_json(badge, setup, capsys)
+    assert result["valid"] is True and result["identity"]["id_nat"] == RPPS
 
 
 def csv_file(tmp_path: Path, text: str) -> Path:
@@ -1205,3 +1237,46 @@ def test_info_text_behind_a_random_uid_says_originality_was_not_checked(
     out = capsys.readouterr().out
     assert "UID: (not read) (random UID on)" in out
     assert "originality: not checked (the real UID was not read)" in out
+
+
+def test_enroll_csv_reports_a_row_that_cannot_be_enrolled_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-F/Rv-H: row a's badge was started with a PIN (the journal plans a second factor) and
+    # the CSV now gives row a none: the library refuses it (EnrolmentInputError naming row a).
+    # The run stopped there (exit 2, row b never enrolled); now row a is reported, b enrolled,
+    # exit 1 naming row a.
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    x, y = bytes.fromhex("04010203040506"), bytes.fromhex("04020203040506")
+    path = csv_file(tmp_path, f"row,id_nat\na,{RPPS}\nb,{RPPS2}\n")
+    header = "format,row,uid,step,state,at\n"
+    lines = [("begin", "intent"), ("second_factor", "planned"), ("begin", "done")]
+    journal = "".join(f"mie-enrol/1,a,{x.hex()},{s},{st},2026-12-01T14:30:05Z\n" for s, st in lines)
+    Path(str(path) + ".journal.csv").write_text(header + journal)
+    argv = ["desfire", "enroll", "--badge-config", str(setup.config), "--csv", str(path)]
+    for as_json in (True, False):
+        state = BadgeQueue([EmulatedConnection(blank(x)), EmulatedConnection(blank(y))])
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        assert run([*argv, "--json"] if as_json else argv, state) == 1
+        captured = capsys.readouterr()
+        last = captured.err.splitlines()[-1]
+        assert last.startswith("mie: error: 1 row not enrolled: row a: Row a: badge 04010203040506")
+        assert last.endswith(
+            "; 1 badge left incomplete (run again to finish): "
+            "row a (04010203040506) incomplete at picc_key"
+        )
+        assert "row a: " in captured.err and "; not enrolled, next row" in captured.err
+        if as_json:
+            result = json.loads(captured.out)
+            assert [b["row"] for b in result["enrolled"]] == ["b"]
+            [failed] = result["failed"]
+            assert (failed["row"], failed["code"]) == ("a", "card_error")
+            assert "second-factor PIN" in failed["message"]
+            assert result["error"]["code"] == "card_error"
+            assert last == f"mie: error: {result['error']['message']}"
+        else:
+            # Row b is enrolled by the first run: the second one skips it.
+            assert "row b: enrolled by an earlier run, skipped" in captured.err
+            assert captured.out.splitlines()[-1].startswith("Failed: row a: Row a: badge ")
+    text = Path(str(path) + ".journal.csv").read_text()
+    assert text.count("verified,done") == 1  # row b's

@@ -256,6 +256,11 @@ def _print_description(description: dict[str, Any]) -> None:
     click.echo(f"  MIE application: {'yes' if description['mie_application'] else 'no'}")
 
 
+def one_line(text: str) -> str:
+    """:return: ``text`` on one line (as the stderr line shows it)."""
+    return " ".join(text.split())
+
+
 # --- enroll ------------------------------------------------------------------------------------
 
 BADGE_WAIT = 60.0
@@ -355,7 +360,10 @@ def _read_pin() -> str:
     show_default=True,
     help="With --csv: seconds to wait for each badge to be presented, then removed.",
 )
-@json_option('Print {"enrolled": [...], "incomplete": [...], "error": {code, message} | null}.')
+@json_option(
+    'Print {"enrolled": [...], "incomplete": [...], "failed": [{row, code, message}], '
+    '"error": {code, message} | null}.'
+)
 @click.pass_obj
 def enroll(
     state: CliState,
@@ -416,13 +424,16 @@ def enroll(
             run.failed(e)  # no badge presented in time: the run stops, and says what it did
         incomplete = opened.incomplete()
     failure = run.failure
-    if incomplete:
-        shown = "; ".join(i.describe() for i in incomplete)
-        count = f"{len(incomplete)} badge{'s' if len(incomplete) != 1 else ''}"
-        stopped = f"{run.failure}; " if isinstance(run.failure, EnrolmentFailedError) else ""
-        failure = EnrolmentFailedError(
-            f"{stopped}{count} left incomplete (run again to finish): {shown}", run.first_error
-        )
+    failed = run.failed_rows_line()
+    if incomplete or failed:
+        # One line: why the run stopped (if it did), the rows not enrolled, the badges left.
+        parts = [str(run.failure)] if isinstance(run.failure, EnrolmentFailedError) else []
+        parts += [failed] if failed else []
+        if incomplete:
+            shown = "; ".join(i.describe() for i in incomplete)
+            count = f"{len(incomplete)} badge{'s' if len(incomplete) != 1 else ''}"
+            parts.append(f"{count} left incomplete (run again to finish): {shown}")
+        failure = EnrolmentFailedError("; ".join(parts), run.first_error)
     _report(run, incomplete, as_json, failure)
     if failure is not None:
         raise failure
@@ -523,6 +534,8 @@ class _Enrolment:
         self.enrolled: list[EnrolledBadge] = []
         self.failure: MieError | None = None
         self.first_error: ErrorCode | None = None
+        self.failed_rows: list[tuple[str, MieError]] = []
+        """The rows that could not be enrolled as asked, and why (the run went on)."""
 
     def single(self, row: str, request: EnrolmentRequest) -> None:
         """Enrol the badge in the reader."""
@@ -556,7 +569,10 @@ class _Enrolment:
 
     def _present(self, row: str, request: EnrolmentRequest, expected: bytes | None) -> None:
         """Wait for the badge of ``row`` and enrol it; a badge refused is reported and another
-        one waited for, until the deadline."""
+        one waited for, until the deadline; a row that cannot be enrolled as asked is noted in
+        :attr:`failed_rows` and the run goes on."""
+        from mie.desfire.enrol import failed_row
+
         deadline = time.monotonic() + self.wait
         which = f"its badge {expected.hex()}, to finish it" if expected else "a blank badge"
         refused: tuple[type[MieError], ...] = (*_refusals(), EnrolmentFailedError)
@@ -593,6 +609,15 @@ class _Enrolment:
                     warn(f"row {row}: {e}")
                     self.first_error = self.first_error or e.code
                     return_now = False
+                except MieError as e:
+                    if failed_row(e) is None:
+                        raise  # not about this badge (the journal cannot be written): stop
+                    # The row cannot be enrolled as asked (its request, a PIN it needs, a
+                    # record or badge the verifier refuses...): reported, the run goes on.
+                    warn(f"row {row}: {e}; not enrolled, next row")
+                    self.failed_rows.append((row, e))
+                    self.first_error = self.first_error or _refusal_code(e)
+                    return_now = True
             self.state.wait_for_removal(self.reader, max(deadline - time.monotonic(), 0.1))
             if return_now:
                 return
@@ -606,15 +631,24 @@ class _Enrolment:
         self.enrolled.append(badge)
 
     def _reset(self, connection: SmartCardConnection, row: str) -> str:
-        """Reset the badge if the journal shows it incomplete. :return: the row it goes on
-        under (its own, in the journal)."""
+        """Reset the badge if the journal shows it incomplete. :return: ``row``: a reset
+        releases the badge from the row it was left incomplete for (:mod:`mie.desfire.enrol`),
+        and it is enrolled for the row asked, with that row's request."""
         status = self.enroller.inspect(connection)
         incomplete = next((i for i in self.enroller.incomplete() if i.uid == status.uid), None)
         if incomplete is None:
             return row
         self.enroller.reset(connection, status.uid)
-        warn(f"row {incomplete.row}: badge {status.uid.hex()} reset, enrolled again")
-        return incomplete.row
+        warn(f"row {incomplete.row}: badge {status.uid.hex()} reset, enrolled for row {row}")
+        return row
+
+    def failed_rows_line(self) -> str:
+        """:return: ``"2 rows not enrolled: row 3: ...; row 7: ..."``, or ``""``."""
+        if not self.failed_rows:
+            return ""
+        count = len(self.failed_rows)
+        shown = "; ".join(f"row {row}: {error}" for row, error in self.failed_rows)
+        return f"{count} row{'s' if count != 1 else ''} not enrolled: {shown}"
 
     def failed(self, error: MieError) -> None:
         """Note the error that ended the run (the first one's code is the run's)."""
@@ -631,7 +665,7 @@ def _report(
         error = None
         if failure is not None:
             code = failure.code or ErrorCode.CARD_ERROR
-            error = {"code": code.value, "message": " ".join(str(failure).split())}
+            error = {"code": code.value, "message": one_line(str(failure))}
         emit_json(
             {
                 "enrolled": [
@@ -645,6 +679,10 @@ def _report(
                 "incomplete": [
                     {"row": i.row, "uid": i.uid.hex(), "step": i.step.value} for i in incomplete
                 ],
+                "failed": [
+                    {"row": row, "code": _refusal_code(e).value, "message": one_line(str(e))}
+                    for row, e in run.failed_rows
+                ],
                 "error": error,
             }
         )
@@ -653,3 +691,5 @@ def _report(
         click.echo(f"Enrolled: row {badge.row}, badge {badge.uid.hex()}")
     for item in incomplete:
         click.echo(f"Incomplete: {item.describe()}")
+    for row, e in run.failed_rows:
+        click.echo(f"Failed: row {row}: {one_line(str(e))}")
