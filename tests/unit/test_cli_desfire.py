@@ -1280,3 +1280,166 @@ def test_enroll_csv_reports_a_row_that_cannot_be_enrolled_and_goes_on(
             assert captured.out.splitlines()[-1].startswith("Failed: row a: Row a: badge ")
     text = Path(str(path) + ".journal.csv").read_text()
     assert text.count("verified,done") == 1  # row b's
+
+
+# --- exit codes of the key provider and the store (Rv-H) ----------------------------------------
+# DESIGN.md: exit 1 when a check or an operation failed during the run (the key provider's
+# token failing, the second-factor store unreachable: code reader_error, as a reader's failure);
+# exit 2 when the input cannot be read (a key file or configuration that cannot be read or
+# parsed), found before any card is touched. mie auth gave 2 for both, mie verify-evidence 1 for
+# a token failing and 2 for a store unreachable, mie desfire info/enroll 2 for both.
+
+UNREACHABLE = "postgresql://mie@127.0.0.1:1/mie"  # nothing listens on port 1: refused at once
+
+
+def with_store(setup: BadgeSetup, store: str) -> None:
+    """Point the configuration's second-factor store at ``store``."""
+    document = json.loads(setup.config.read_text())
+    document["second_factor"] = {"store": store, "max_failures": 3}
+    setup.config.write_text(json.dumps(document))
+
+
+def expose_key_file(setup: BadgeSetup) -> None:
+    """Make the key file readable by others: unusable (KeyFileError)."""
+    setup.keys.chmod(0o644)
+
+
+def fail_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every diversification fail, as a token that stopped answering."""
+    from mie.keys.base import KeyProviderError
+    from mie.keys.software import SoftwareKeyProvider
+
+    def fail(self: object, master: str, diversification_input: bytes) -> bytes:
+        raise KeyProviderError("The token failed (test)")
+
+    monkeypatch.setattr(SoftwareKeyProvider, "diversify", fail)
+
+
+def break_setup(setup: BadgeSetup, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if fault == "store":
+        with_store(setup, UNREACHABLE)
+    else:
+        fail_token(monkeypatch)
+
+
+def error_object_alone(captured: Any) -> str:
+    """:return: the error line of a command refused with exit 2; under ``--json`` the error
+    object alone, its message the line's."""
+    line = one_error_line(captured.err)
+    report = json.loads(captured.out)
+    assert report == {"error": {"code": report["error"]["code"], "message": line[12:]}}
+    return line
+
+
+def test_auth_with_a_key_file_that_cannot_be_used_exits_2_before_the_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    expose_key_file(setup)
+    state = ReaderState(EmulatedConnection(blank()))
+    argv = ["auth", "--badge-config", str(setup.config), "--nonce", NONCE, "--origin", ORIGIN]
+    assert run([*argv, "--json"], state) == 2
+    assert "key file" in error_object_alone(capsys.readouterr())
+    assert state.opened == 0
+
+
+@pytest.mark.parametrize("fault", ["store", "token"])
+def test_auth_whose_store_or_token_fails_is_a_failed_authentication_exit_1(
+    fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    badge = enrolled(setup, tmp_path, monkeypatch)
+    break_setup(setup, fault, monkeypatch)
+    result = auth_json(badge, setup, capsys, expect=1)
+    assert result["valid"] is False and result["error"]["code"] == "reader_error"
+    assert result["level"] is None and result["identity"] is None
+
+
+def saved_badge_evidence(
+    setup: BadgeSetup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> list[str]:
+    """:return: the mie verify-evidence command line of a saved badge authentication."""
+    badge = enrolled(setup, tmp_path, monkeypatch)
+    saved = tmp_path / "auth.json"
+    saved.write_text(json.dumps(auth_json(badge, setup, capsys)))
+    return ["verify-evidence", str(saved), "--nonce", NONCE, "--origin", ORIGIN, "--json"]
+
+
+def test_verify_evidence_with_a_key_file_that_cannot_be_used_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    verify = saved_badge_evidence(setup, tmp_path, monkeypatch, capsys)
+    expose_key_file(setup)
+    assert run([*verify, "--badge-config", str(setup.config)]) == 2
+    assert "key file" in error_object_alone(capsys.readouterr())
+
+
+@pytest.mark.parametrize("fault", ["store", "token"])
+def test_verify_evidence_whose_store_or_token_fails_exits_1_with_the_result(
+    fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    verify = saved_badge_evidence(setup, tmp_path, monkeypatch, capsys)
+    break_setup(setup, fault, monkeypatch)
+    assert run([*verify, "--badge-config", str(setup.config)]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["valid"] is False and result["error"]["code"] == "reader_error"
+    assert one_error_line(captured.err).startswith("mie: error: reader_error: ")
+
+
+def test_info_with_a_key_file_that_cannot_be_used_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    expose_key_file(setup)
+    state = ReaderState(EmulatedConnection(personalised(setup, random_uid=True)))
+    assert run(["desfire", "info", "--badge-config", str(setup.config), "--json"], state) == 2
+    assert "key file" in error_object_alone(capsys.readouterr())
+
+
+def test_info_whose_token_fails_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    fail_token(monkeypatch)
+    state = ReaderState(EmulatedConnection(personalised(setup, random_uid=True)))
+    assert run(["desfire", "info", "--badge-config", str(setup.config), "--json"], state) == 1
+    captured = capsys.readouterr()
+    assert "The token failed (test)" in one_error_line(captured.err)
+    assert json.loads(captured.out)["error"]["code"] == "reader_error"
+
+
+def test_enroll_with_a_key_file_that_cannot_be_used_exits_2_before_the_badge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config")
+    expose_key_file(setup)
+    badge = blank()
+    before = encode_state(badge.state)
+    state = ReaderState(EmulatedConnection(badge))
+    args = ("--identity", f"rpps={RPPS[1:]}", "--json")
+    assert enroll(setup, tmp_path / "j.csv", state, *args, monkeypatch=monkeypatch) == 2
+    assert "key file" in error_object_alone(capsys.readouterr())
+    assert state.opened == 0 and encode_state(badge.state) == before
+
+
+@pytest.mark.parametrize("fault", ["store", "token"])
+def test_enroll_whose_store_or_token_fails_exits_1(
+    fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = write_badge_setup(tmp_path / "config", second_factor=True)
+    break_setup(setup, fault, monkeypatch)
+    badge = blank()
+    state = ReaderState(EmulatedConnection(badge))
+    args = ("--identity", f"rpps={RPPS[1:]}", "--pin-stdin", "--json")
+    code = enroll(
+        setup, tmp_path / "j.csv", state, *args, stdin=PIN + "\n", monkeypatch=monkeypatch
+    )
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert PIN not in captured.out + captured.err
+    assert json.loads(captured.out)["error"]["code"] == "reader_error"
+    if fault == "store":
+        assert state.opened == 0  # the store is opened before the badge is touched

@@ -47,7 +47,9 @@ from mie.core.errors import (
 )
 from mie.core.log import TRAFFIC, TRAFFIC_WARNING
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
+from mie.keys.base import KeyFileError, KeyProviderError
 from mie.relay.errors import RelayRefusedError
+from mie.store.errors import StoreError
 from mie.trust.errors import VerificationError
 
 logger = logging.getLogger("mie")
@@ -67,7 +69,9 @@ _LEVELS = {
 # issue 9 (plan D8) are here through their bases: key_mismatch (ApduError), suspected_clone and
 # integrity_error (SecureMessagingError), not_genuine (SignatureInvalidError), legacy_crypto
 # (UnsupportedCardError); and by name: record_untrusted, record_copied, relay_refused, a record
-# on the badge that does not parse (malformed).
+# on the badge that does not parse (malformed). The key provider or the second-factor store
+# failing while the command runs (a token that fails or refuses its PIN, a database unreachable
+# or too slow) is an operational failure, as a reader's: exit 1 (code reader_error).
 _FAILED = (
     AuthFailedError,
     EnrolmentFailedError,
@@ -75,6 +79,7 @@ _FAILED = (
     BadResponseError,
     EvidenceFormatError,
     InvalidPinError,
+    KeyProviderError,
     LastTryRefusedError,
     NonceMismatchError,
     OriginMismatchError,
@@ -86,12 +91,20 @@ _FAILED = (
     ReplayMismatchError,
     SecureMessagingError,
     SignatureInvalidError,
+    StoreError,
     TransportError,
     UnsupportedCardError,
 )
 # What the command line named cannot be used at all: exit 2 (README: unknown reader, no pcscd;
-# a PIN the card's format rule refuses).
-_UNUSABLE = (UsageError, NoReaderError, PcscUnavailableError, PinFormatError)
+# a PIN the card's format rule refuses; a key file that cannot be read or parsed), whatever the
+# command.
+_UNUSABLE = (
+    UsageError,
+    NoReaderError,
+    PcscUnavailableError,
+    PinFormatError,
+    KeyFileError,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,6 +36,7 @@ from mie.core.errors import (
     CardRemovedError,
     ErrorCode,
     InvalidPinError,
+    JsonFormatError,
     LastTryRefusedError,
     MieError,
     NoCardError,
@@ -48,6 +49,7 @@ from mie.core.errors import (
 )
 from mie.desfire.config import BadgeConfigError
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
+from mie.keys.base import KeyFileError
 from mie.registry import AuthenticatorOptions, authenticator_for
 from mie.request import (
     DEFAULT_ORIGIN,
@@ -82,10 +84,19 @@ _AUTH_FAILED = (
     UnsupportedCardError,
     VerificationError,
 )
-# Bad usage found once the card answered (no PIN source, a PIN of the wrong format, a badge
-# and no badge configuration): exit 2, and under --json the error object alone
-# (mie._cli.app.run), as for any usage error.
-_NOT_A_RESULT = (UsageError, PinFormatError, BadgeConfigError)
+# Bad usage or unreadable input (no PIN source, a PIN of the wrong format, a badge and no badge
+# configuration; a configuration or key file that cannot be read or parsed, found before any
+# card is touched): exit 2, and under --json the error object alone
+# (mie._cli.app.run), as for any usage error. The key provider or the store failing (a token,
+# a database unreachable or too slow) is not: the AuthResult with its code, exit 1, as a
+# reader's failure (mie._cli.app._FAILED).
+NOT_A_RESULT = (
+    UsageError,
+    PinFormatError,
+    BadgeConfigError,
+    JsonFormatError,
+    KeyFileError,
+)
 
 
 class AuthFailedError(MieError):
@@ -214,7 +225,7 @@ def auth(
             result = login(
                 authenticator, request, user=CliPin(pin_stdin), verifier=verifier, badges=badges
             )
-    except _NOT_A_RESULT:
+    except NOT_A_RESULT:
         raise
     except MieError as e:
         # The serial is in the authenticator's info once read, even when the chain failed.

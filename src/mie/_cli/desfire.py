@@ -276,6 +276,8 @@ class EnrolmentFailedError(MieError):
     :param code: the contract code of the failure.
     """
 
+    code = ErrorCode.CARD_ERROR
+
     def __init__(self, message: str, code: ErrorCode | None = None) -> None:
         self.code = code or ErrorCode.CARD_ERROR
         super().__init__(message)

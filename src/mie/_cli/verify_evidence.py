@@ -10,8 +10,10 @@ badge configuration (``--badge-config``, as for ``mie auth``): the session repla
 keys, the record's signature and binding, originality; ``--pin-stdin`` gives the second-factor
 PIN the verifier checks (without it: the badge alone, level ``low``).
 
-Exit codes (decision D3 of issue 8): 0 verified; 1 a check failed, or the file is JSON but not
-evidence (``malformed``); 2 bad usage, or a file that is not JSON at all.
+Exit codes (decision D3 of issue 8): 0 verified; 1 a check failed, the file is JSON but not
+evidence (``malformed``), or the badge configuration's key provider or store failed
+(``reader_error``); 2 bad usage, a file that is not JSON at all, or a badge configuration or
+key file that cannot be read or parsed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import click
 
 from mie._cli.auth import (
+    NOT_A_RESULT,
     AuthFailedError,
     CliPin,
     failure_result,
@@ -30,7 +33,7 @@ from mie._cli.auth import (
 from mie._cli.options import TrustOptions, badge_config_option, with_trust_options
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import UsageError
-from mie.core.errors import JsonFormatError, MieError, PinFormatError
+from mie.core.errors import MieError
 from mie.evidence import load_evidence_file
 from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from mie.result import AuthenticatorInfo
@@ -72,8 +75,10 @@ def verify_evidence_command(
     expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
     verifier = trust_options.verifier()
     authenticator: AuthenticatorInfo | None = None
-    with open_badge_verifier(badge_config) as badges:
-        try:
+    try:
+        # As in mie auth: a badge configuration or key file that cannot be read is exit 2; its
+        # key provider or store failing (opened here, or used by the check) is exit 1.
+        with open_badge_verifier(badge_config) as badges:
             evidence, authenticator = load_evidence_file(file)
             if evidence.type == BADGE_EVIDENCE and badges is None:
                 raise UsageError(
@@ -87,14 +92,14 @@ def verify_evidence_command(
                 badges=badges,
                 user=CliPin(from_stdin=True) if pin_stdin else None,
             )
-        except (JsonFormatError, UsageError, PinFormatError):
-            raise  # not JSON at all, or bad usage: exit 2
-        except MieError as e:
-            failure = failure_result(e, authenticator)
-            if as_json:
-                emit_json(failure.to_json())
-            # Evidence that fails a check, even a malformed chain in it, is exit 1 (as in mie auth).
-            assert failure.error is not None  # noqa: S101 - a failure result has its error
-            raise AuthFailedError(failure.error.to_json()) from e
+    except NOT_A_RESULT:
+        raise  # not JSON at all, bad usage, unreadable configuration: exit 2
+    except MieError as e:
+        failure = failure_result(e, authenticator)
+        if as_json:
+            emit_json(failure.to_json())
+        # Evidence that fails a check, even a malformed chain in it, is exit 1 (as in mie auth).
+        assert failure.error is not None  # noqa: S101 - a failure result has its error
+        raise AuthFailedError(failure.error.to_json()) from e
     print_result(result, as_json, verb="Verified")
     return 0
