@@ -1443,3 +1443,23 @@ def test_enroll_whose_store_or_token_fails_exits_1(
     assert json.loads(captured.out)["error"]["code"] == "reader_error"
     if fault == "store":
         assert state.opened == 0  # the store is opened before the badge is touched
+
+
+def test_enroll_csv_stops_when_the_token_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-H: the token's failure names the row it met, but is not about that row: going on would
+    # fail every badge after it the same way. The run stops, exit 1, reader_error.
+    setup = write_badge_setup(tmp_path / "config")
+    path = csv_file(tmp_path, f"row,id_nat\na,{RPPS}\nb,{RPPS2}\n")
+    state = BadgeQueue([EmulatedConnection(blank(bytes([4, i, 2, 3, 4, 5, 6]))) for i in (1, 2)])
+    fail_token(monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    argv = ["desfire", "enroll", "--badge-config", str(setup.config), "--csv", str(path)]
+    assert run([*argv, "--json"], state) == 1
+    captured = capsys.readouterr()
+    assert "row b: present" not in captured.err and len(state.badges) == 1
+    result = json.loads(captured.out)
+    assert result["enrolled"] == [] and result["failed"] == []
+    assert result["error"]["code"] == "reader_error"
+    assert "Row a: The token failed (test); the run stops" in result["error"]["message"]

@@ -488,6 +488,13 @@ def _enroller(config: BadgeConfig, journal: Journal, stack: contextlib.ExitStack
     return Enroller(config, keys, journal=journal, second_factor=second_factor)
 
 
+def _operational() -> tuple[type[MieError], ...]:
+    from mie.keys.base import KeyProviderError
+    from mie.store.errors import StoreError
+
+    return (KeyProviderError, StoreError)
+
+
 # A badge that failed on the way (removed, refused a key, a MAC that did not verify): the
 # journal shows where it stopped, and the next run finishes it.
 _BADGE_FAILURES = (TransportError, ApduError, BadResponseError, SecureMessagingError)
@@ -578,6 +585,7 @@ class _Enrolment:
         deadline = time.monotonic() + self.wait
         which = f"its badge {expected.hex()}, to finish it" if expected else "a blank badge"
         refused: tuple[type[MieError], ...] = (*_refusals(), EnrolmentFailedError)
+        operational = _operational()
         warn(f"\nrow {row}: present {which}")
         while True:
             remaining = deadline - time.monotonic()
@@ -611,6 +619,10 @@ class _Enrolment:
                     warn(f"row {row}: {e}")
                     self.first_error = self.first_error or e.code
                     return_now = False
+                except operational as e:
+                    # The token or the store failed: every badge after would fail the same way
+                    # (and be left incomplete): the run stops, and says what it did.
+                    raise EnrolmentFailedError(f"Row {row}: {e}; the run stops", e.code) from e
                 except MieError as e:
                     if failed_row(e) is None:
                         raise  # not about this badge (the journal cannot be written): stop
