@@ -33,6 +33,7 @@ from mie.transport import replay
 from tests.fuzz.context import CPX_KINDS, DATA, Context, run_session
 from tests.fuzz.desfire_targets import DESFIRE_TARGETS
 from tests.fuzz.enrol_targets import ENROL_TARGETS
+from tests.fuzz.fido_targets import FIDO_TARGETS
 from tests.fuzz.harness import (
     FuzzConnection,
     OracleViolation,
@@ -417,6 +418,7 @@ TARGETS: dict[str, Target] = {
         *DESFIRE_TARGETS,
         *ENROL_TARGETS,
         *RELAY_TARGETS,
+        *FIDO_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),

@@ -79,6 +79,21 @@ CONTRACT_CODES = {
     "not_genuine",
     "legacy_crypto",
     "relay_refused",
+    # FIDO2 security keys (issue 10, plan D7).
+    "rp_id_mismatch",
+    "user_not_present",
+    "user_not_verified",
+    "credential_unknown",
+    "already_registered",
+    "counter_unsupported",
+    "attestation_refused",
+    "attestation_invalid",
+    "aaguid_unknown",
+    "metadata_status",
+    "metadata_untrusted",
+    "metadata_stale",
+    "pin_auth_blocked",
+    "pin_not_set",
     "usage",
 }
 

@@ -83,6 +83,8 @@ FRAGMENTS = {
     # The reason of a relay refusal, quoted as "Relay refused: {reason}" (and sent to the IAM).
     ("mie/relay/policy.py", "RelayRefusedError"),
     ("mie/relay/agent.py", "RelayRefusedError"),
+    # The problem of a CBOR refusal, quoted as "CBOR at offset {offset}: {problem}".
+    ("mie/core/cbor.py", "CborFormatError"),
 }
 """Reason fragments raised by public classes: ``(file, exception)``."""
 VERBATIM = {

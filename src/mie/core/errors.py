@@ -55,6 +55,21 @@ class ErrorCode(StrEnum):
     NOT_GENUINE = "not_genuine"
     LEGACY_CRYPTO = "legacy_crypto"
     RELAY_REFUSED = "relay_refused"
+    # FIDO2 security keys (issue 10, plan D7).
+    RP_ID_MISMATCH = "rp_id_mismatch"
+    USER_NOT_PRESENT = "user_not_present"
+    USER_NOT_VERIFIED = "user_not_verified"
+    CREDENTIAL_UNKNOWN = "credential_unknown"
+    ALREADY_REGISTERED = "already_registered"
+    COUNTER_UNSUPPORTED = "counter_unsupported"
+    ATTESTATION_REFUSED = "attestation_refused"
+    ATTESTATION_INVALID = "attestation_invalid"
+    AAGUID_UNKNOWN = "aaguid_unknown"
+    METADATA_STATUS = "metadata_status"
+    METADATA_UNTRUSTED = "metadata_untrusted"
+    METADATA_STALE = "metadata_stale"
+    PIN_AUTH_BLOCKED = "pin_auth_blocked"
+    PIN_NOT_SET = "pin_not_set"
     # The command line could not be carried out as given.
     USAGE = "usage"
 
@@ -159,6 +174,19 @@ class PinBlockedError(MieError):
         super().__init__(message)
 
 
+class PinAuthBlockedError(PinBlockedError):
+    """Too many wrong PINs in a row (three on a FIDO2 key, CTAP ``PIN_AUTH_BLOCKED``): the key
+    refuses any PIN until it is power-cycled (unplugged and plugged again). The tries left are
+    not all spent, so this is not ``pin_blocked``."""
+
+    code = ErrorCode.PIN_AUTH_BLOCKED
+
+    def __init__(
+        self, message: str = "PIN blocked until the key is unplugged and plugged in again"
+    ) -> None:
+        super().__init__(message)
+
+
 class LastTryRefusedError(MieError):
     """One PIN try is left and the caller did not allow spending it; nothing was sent."""
 
@@ -207,6 +235,23 @@ class EvidenceFormatError(MieError):
     extra field, bad hex)."""
 
     code = ErrorCode.MALFORMED
+
+
+class CborFormatError(MieError):
+    """Bytes that are not the strict CBOR :mod:`mie.core.cbor` reads (a truncated item, an
+    indefinite length, a tag or float, a duplicate map key, trailing bytes, nesting too deep,
+    or, in canonical mode, a non-minimal encoding or map keys out of order).
+
+    :param problem: what is wrong, in a few words.
+    :param offset: where in the input, in bytes from its start.
+    """
+
+    code = ErrorCode.MALFORMED
+
+    def __init__(self, problem: str, offset: int) -> None:
+        self.problem = problem
+        self.offset = offset
+        super().__init__(f"CBOR at offset {offset}: {problem}")
 
 
 class JsonFormatError(MieError):
