@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -724,6 +725,62 @@ def test_emulate_waiting_notice_names_a_port_taken_by_another_emulator(
     assert err.count("\n") == 1
     assert "another emulator" in err or "other emulator" in err
     assert "35963" in err
+
+
+@pytest.mark.parametrize("argv", [["emulate", "--help"], ["emulate", "desfire", "--help"]])
+def test_emulate_help_says_which_options_are_for_which_kinds(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-H: the help listed --pin (default 1234), --serial, --identity, --pki, --crl-port as if
+    # they applied to every kind; a desfire badge refuses them.
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    assert "CPx: --pin, --serial, --identity, --pki, --crl-port" in text
+    assert (
+        "desfire: --state, --uid, --product, --nfc; it refuses --pin, --serial, --identity,"
+        " --pki and --crl-port" in text
+    )
+    options = out.partition("Options:")[2]
+    for option, prefix in (
+        ("--pin", "Not desfire:"),
+        ("--serial", "Not desfire:"),
+        ("--identity", "CPx:"),
+        ("--pki", "CPx:"),
+        ("--crl-port", "CPx:"),
+        ("--state", "desfire:"),
+        ("--uid", "desfire:"),
+        ("--product", "desfire:"),
+        ("--nfc", "desfire:"),
+    ):
+        [line] = [line for line in options.splitlines() if line.strip().startswith(option + " ")]
+        assert re.split(r"\s{2,}", line.strip(), maxsplit=1)[1].startswith(prefix), line
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--pki", "/tmp"], "--pki"),
+        (["--crl-port", "0"], "--crl-port"),
+        (["--pin", "1234"], "--pin"),
+        (["--serial", "2812345670", "--crl-port", "8088"], "--serial, --crl-port"),
+    ],
+)
+def test_emulate_desfire_refuses_the_cpx_options_even_at_their_default(
+    args: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Rv-H: --pki and --crl-port were taken and ignored by a desfire badge (the help now says it
+    # refuses every CPx option, as it refused --pin, --serial, --identity).
+    from mie._cli import emulate
+
+    # A badge that would be served is not: the test ends either way (exit 0, failed).
+    monkeypatch.setattr(emulate, "_emulate_desfire", lambda *args: 0)
+    assert run(["emulate", "desfire", *args]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert lines == [f"mie: error: {named}: not for a DESFire badge (mie desfire enroll)"]
 
 
 # --- One JSON shape per object, and the contract's error object for every --json failure ---------

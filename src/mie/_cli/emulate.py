@@ -46,28 +46,35 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     type=click.IntRange(1, 65535),
     help="vpcd port: 35963 is 'Virtual PCD 00 00', 35964 is '00 01'.",
 )
-@click.option("--pin", default="1234", show_default=True, help="Cardholder PIN (4-8 digits).")
-@click.option("--serial", help="Card serial (10 digits for CPx cards).")
 @click.option(
-    "--identity", help="Holder: rpps=…, adeli=…, finess=NUMBER/ID, siret=NUMBER/ID, psi=UUID."
+    "--pin",
+    default="1234",
+    show_default=True,
+    help="Not desfire: the cardholder PIN (4-8 digits).",
+)
+@click.option("--serial", help="Not desfire: the card serial (10 digits for CPx cards).")
+@click.option(
+    "--identity",
+    help="CPx: the holder: rpps=…, adeli=… (cps3, cps3-cl, cps4), finess=NUMBER/ID, "
+    "siret=NUMBER/ID (cpe), psi=UUID (psi).",
 )
 @click.option(
     "--pki",
     "pki_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="TEST PKI directory (default: $MIE_TEST_PKI or ~/.cache/mie/testpki).",
+    help="CPx: the TEST PKI directory (default: $MIE_TEST_PKI or ~/.cache/mie/testpki).",
 )
 @click.option(
     "--crl-port",
     default=CRL_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Serve the TEST PKI's CRLs on 127.0.0.1 at this port (0: do not serve).",
+    help="CPx: serve the TEST PKI's CRLs on 127.0.0.1 at this port (0: do not serve).",
 )
 @click.option(
     "--trace",
     type=click.Path(dir_okay=False),
-    help="Write every exchange to this vector file (PINs masked).",
+    help="Write every exchange to this vector file (PINs masked; vpcd only).",
 )
 @click.option(
     "--state",
@@ -118,9 +125,20 @@ def emulate(
 ) -> int:
     """Host an emulated KIND card on vsmartcard's vpcd (pcscd must be running).
 
-    CPx kinds get certificates from a TEST PKI kept in --pki: its root-*.pem and ca-*.pem files
-    are the TEST anchors and intermediates to trust explicitly (mie trust import --test), and
-    its CRLs are served on 127.0.0.1 at the distribution points the certificates name.
+    CPx kinds (cps3, cps3-cl, cps4, cpe, psi) get certificates from a TEST PKI kept in --pki:
+    its root-*.pem and ca-*.pem files are the TEST anchors and intermediates to trust explicitly
+    (mie trust import --test), and its CRLs are served on 127.0.0.1 at the distribution points
+    the certificates name.
+
+    \b
+    Options by kind:
+      CPx:         --pin, --serial, --identity, --pki, --crl-port
+      iso7816:     --pin, --serial (--pki, --crl-port: no effect)
+      desfire:     --state, --uid, --product, --nfc; it refuses --pin, --serial,
+                   --identity, --pki and --crl-port (a badge has no PIN, serial or
+                   certificate: mie desfire enroll writes its record), and the
+                   other kinds refuse these four
+      every kind:  --port, --trace (vpcd only)
     """
     _check_options(kind, pin, serial, identity)
     badge_uid = _check_desfire_options(kind, state_file, uid, product, nfc)
@@ -185,16 +203,23 @@ def _gone(gone: bool, answered: int) -> int:
     return 1
 
 
+def _given(parameter: str) -> bool:
+    """:return: whether the command line gave ``parameter`` (not its default)."""
+    source = click.get_current_context().get_parameter_source(parameter)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
+
+
 def _check_options(kind: str, pin: str, serial: str | None, identity: str | None) -> None:
     """Refuse, naming the option, what would fail later or give a card mie cannot read."""
     if kind == "desfire":
-        source = click.get_current_context().get_parameter_source("pin")
         explicit = [
             name
             for name, given in (
-                ("--pin", source is not click.core.ParameterSource.DEFAULT),
+                ("--pin", _given("pin")),
                 ("--serial", serial is not None),
                 ("--identity", identity is not None),
+                ("--pki", _given("pki_dir")),
+                ("--crl-port", _given("crl_port")),
             )
             if given
         ]
