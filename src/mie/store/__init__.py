@@ -1,17 +1,23 @@
-"""Shared state of a verifier: the badge second factor (issue 9) and single-use challenge
-nonces.
+"""Shared state of a verifier: the badge second factor (issue 9), single-use challenge
+nonces and FIDO2 credentials with their signature counters (issue 10).
 
 :class:`~mie.store.base.Store` is the interface; :class:`~mie.store.sqlite.SqliteStore` (one
 file, WAL, safe across processes) is the default and :class:`~mie.store.postgres.PostgresStore`
-serves IAM clusters (``mie[store]``: psycopg 3). :class:`~mie.store.secondfactor.SecondFactor`
-enrols and checks the PINs. ``import mie.store`` loads neither backend.
+serves IAM clusters (``mie[store]``: psycopg 3); :class:`~mie.store.memory.MemoryStore` keeps
+one process's state in memory (tests, demo, benchmark).
+:class:`~mie.store.secondfactor.SecondFactor` enrols and checks the PINs. ``import mie.store``
+loads no backend.
 """
 
 from __future__ import annotations
 
-from mie.store.base import Reservation, SecretStatus, Store
+from mie.store.base import CredentialRecord, Reservation, SecretStatus, Store
 from mie.store.errors import (
     AlreadyEnrolledError,
+    AlreadyRegisteredError,
+    CloneSuspectedError,
+    CounterUnsupportedError,
+    CredentialUnknownError,
     NonceUnknownError,
     NotEnrolledError,
     SecondFactorChangedError,
@@ -25,6 +31,11 @@ from mie.store.errors import (
 
 __all__ = [
     "AlreadyEnrolledError",
+    "AlreadyRegisteredError",
+    "CloneSuspectedError",
+    "CounterUnsupportedError",
+    "CredentialRecord",
+    "CredentialUnknownError",
     "NonceUnknownError",
     "NotEnrolledError",
     "Reservation",

@@ -16,14 +16,24 @@ ticket)``): wrong guesses reserved meanwhile by other nodes stay counted.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from mie.store.errors import StoreInputError
+from mie.core.errors import MieError
+from mie.store.errors import (
+    CloneSuspectedError,
+    CounterUnsupportedError,
+    CredentialUnknownError,
+    StoreCorruptError,
+    StoreError,
+    StoreInputError,
+)
 
 #: The characters and length of a badge name (the key of its state), e.g. a UID in hex or a
 #: record identifier.
@@ -37,6 +47,28 @@ MIN_NONCE_LENGTH = 16
 MAX_NONCE_LENGTH = 64
 #: The longest lifetime of a nonce, in seconds.
 MAX_NONCE_LIFETIME = 3600.0
+#: A relying party id: a lower-case host name of 1 to 253 characters (labels of 1 to 63
+#: characters among ``a-z0-9-``, no hyphen at either end).
+RP_ID_PATTERN = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+#: The longest credential id (WebAuthn: at most 1023 bytes).
+MAX_CREDENTIAL_ID_LENGTH = 1023
+#: The longest user handle (WebAuthn ``user.id``: at most 64 bytes).
+MAX_USER_HANDLE_LENGTH = 64
+#: The longest COSE public key a store keeps (an RSA-4096 key is about 540 bytes).
+MAX_PUBLIC_KEY_LENGTH = 2048
+#: The length of an AAGUID.
+AAGUID_LENGTH = 16
+#: The highest signature counter (an unsigned 32-bit number in authenticator data).
+MAX_SIGN_COUNT = 2**32 - 1
+#: An attestation summary or certification level: a short token (``packed/basic``, ``none``,
+#: ``FIDO_CERTIFIED_L1``).
+SUMMARY_PATTERN = re.compile(r"[A-Za-z0-9._:/+-]{1,64}")
+#: The reasons a credential is suspended: a counter went back, or an operator revoked it.
+SUSPENSIONS = ("clone-suspected", "revoked")
+#: The longest idNat a store keeps.
+MAX_ID_NAT_LENGTH = 64
 
 
 def new_generation() -> int:
@@ -137,6 +169,292 @@ def check_lifetime(lifetime: float) -> float:
     return float(lifetime)
 
 
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A registered FIDO2 credential: what a verifier needs to check its assertions, and who it
+    belongs to. Every field is public data (no secret); the repr leaves out the key and the user
+    handle.
+
+    :param rp_id: the relying party id the credential is scoped to.
+    :param credential_id: the credential id (1 to 1023 bytes).
+    :param user_handle: the WebAuthn ``user.id`` given at registration (1 to 64 bytes).
+    :param public_key: the credential's COSE public key, as registered (1 to 2048 bytes).
+    :param alg: its COSE algorithm (``-7`` ES256, ``-8`` EdDSA, ...).
+    :param aaguid: the authenticator model (16 bytes).
+    :param sign_count: the highest signature counter accepted (0 to 2**32 - 1).
+    :param backup_eligible: the BE flag at registration (fixed for the credential's life).
+    :param attestation: the attestation summary (``packed/basic``, ``self``, ``none``...).
+    :param certification: the model's FIDO certification level, if known.
+    :param id_nat: the professional's national identifier, given by the enrolment desk.
+    :param test: a test key (its attestation root or allowlist entry is marked TEST).
+    :param created_at: registration time, seconds since the epoch (PostgreSQL keeps it to the
+        microsecond).
+    :param last_used_at: the time of the last accepted assertion, if any.
+    :param suspended: ``None``, ``"clone-suspected"`` or ``"revoked"``.
+    """
+
+    rp_id: str
+    credential_id: bytes
+    user_handle: bytes = field(repr=False)
+    public_key: bytes = field(repr=False)
+    alg: int
+    aaguid: bytes
+    sign_count: int
+    backup_eligible: bool
+    attestation: str
+    certification: str | None
+    id_nat: str
+    test: bool
+    created_at: float
+    last_used_at: float | None = None
+    suspended: str | None = None
+
+
+def check_rp_id(rp_id: str) -> str:
+    """:return: ``rp_id``, checked.
+
+    :raises StoreInputError: not a lower-case host name of 1 to 253 characters.
+    """
+    if not isinstance(rp_id, str) or RP_ID_PATTERN.fullmatch(rp_id) is None:
+        raise StoreInputError(
+            "Relying party id must be a lower-case host name of 1 to 253 characters"
+        )
+    return rp_id
+
+
+def check_credential_id(credential_id: bytes) -> str:
+    """:return: ``credential_id`` in lower-case hex, the key every backend stores.
+
+    :raises StoreInputError: not 1 to 1023 bytes.
+    """
+    if (
+        not isinstance(credential_id, bytes)
+        or not 0 < len(credential_id) <= MAX_CREDENTIAL_ID_LENGTH
+    ):
+        raise StoreInputError(
+            f"Credential id must be 1 to {MAX_CREDENTIAL_ID_LENGTH} bytes of type bytes"
+        )
+    return credential_id.hex()
+
+
+def check_sign_count(counter: int) -> int:
+    """:return: ``counter``, checked.
+
+    :raises StoreInputError: not an int from 0 to 2**32 - 1.
+    """
+    if (
+        isinstance(counter, bool)
+        or not isinstance(counter, int)
+        or not 0 <= counter <= MAX_SIGN_COUNT
+    ):
+        raise StoreInputError(f"Signature counter must be a number from 0 to {MAX_SIGN_COUNT}")
+    return counter
+
+
+def check_id_nat(id_nat: str) -> str:
+    """:return: ``id_nat``, checked by :func:`mie.trust.identity.parse_id_nat`.
+
+    :raises StoreInputError: not an idNat.
+    """
+    if not isinstance(id_nat, str) or not 0 < len(id_nat) <= MAX_ID_NAT_LENGTH:
+        raise StoreInputError(f"idNat must be a string of 1 to {MAX_ID_NAT_LENGTH} characters")
+    # Imported here: ``import mie.store`` loads no mie.trust.
+    from mie.trust.identity import parse_id_nat
+
+    try:
+        parse_id_nat(id_nat)
+    except MieError as e:
+        raise StoreInputError(f"Not an idNat: {e}") from e
+    return id_nat
+
+
+def check_suspension(reason: str) -> str:
+    """:return: ``reason``, checked.
+
+    :raises StoreInputError: not ``clone-suspected`` or ``revoked``.
+    """
+    if reason not in SUSPENSIONS:
+        raise StoreInputError("Suspension must be 'clone-suspected' or 'revoked'")
+    return reason
+
+
+def _check_time(value: float, name: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and 0 <= value < 2**37)
+    ):
+        raise StoreInputError(f"{name} must be a finite number of seconds since the epoch")
+    return float(value)
+
+
+def _check_bytes(value: bytes, name: str, low: int, high: int) -> bytes:
+    if not isinstance(value, bytes) or not low <= len(value) <= high:
+        size = f"{low} bytes" if low == high else f"{low} to {high} bytes"
+        raise StoreInputError(f"{name} must be {size} of type bytes")
+    return value
+
+
+def _check_flag(value: bool, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise StoreInputError(f"{name} must be a bool")
+    return value
+
+
+def check_credential(record: CredentialRecord) -> CredentialRecord:
+    """:return: ``record``, every field checked against its bound.
+
+    :raises StoreInputError: a field of the wrong type or out of its bound.
+    """
+    if not isinstance(record, CredentialRecord):
+        raise StoreInputError("Credential must be a CredentialRecord")
+    check_rp_id(record.rp_id)
+    check_credential_id(record.credential_id)
+    _check_bytes(record.user_handle, "User handle", 1, MAX_USER_HANDLE_LENGTH)
+    _check_bytes(record.public_key, "Public key", 1, MAX_PUBLIC_KEY_LENGTH)
+    if (
+        isinstance(record.alg, bool)
+        or not isinstance(record.alg, int)
+        or not -(2**31) <= record.alg < 2**31
+    ):
+        raise StoreInputError("COSE algorithm must be a signed 32-bit number")
+    _check_bytes(record.aaguid, "AAGUID", AAGUID_LENGTH, AAGUID_LENGTH)
+    check_sign_count(record.sign_count)
+    _check_flag(record.backup_eligible, "Backup eligibility")
+    _check_flag(record.test, "Test flag")
+    for name, value in (
+        ("Attestation", record.attestation),
+        ("Certification", record.certification),
+    ):
+        if value is None and name == "Certification":
+            continue
+        if not isinstance(value, str) or SUMMARY_PATTERN.fullmatch(value) is None:
+            raise StoreInputError(
+                f"{name} must be 1 to 64 characters among A-Z a-z 0-9 . _ : / + -"
+            )
+    check_id_nat(record.id_nat)
+    _check_time(record.created_at, "Creation time")
+    if record.last_used_at is not None:
+        _check_time(record.last_used_at, "Last use time")
+    if record.suspended is not None:
+        check_suspension(record.suspended)
+    return record
+
+
+#: :func:`counter_refusal`'s verdicts besides an error: suspend the credential, or decide again.
+SUSPEND = "suspend"
+RETRY = "retry"
+
+
+def counter_refusal(
+    rp_id: str,
+    credential_id: bytes,
+    counter: int,
+    found: tuple[int, str | None] | None,
+    *,
+    allow_zero: bool,
+) -> MieError | str:
+    """Why :meth:`Store.advance_counter`'s conditional update changed nothing, from the
+    ``(sign_count, suspended)`` read after it (``None``: no row). Every backend shares it.
+
+    :return: the error to raise; :data:`SUSPEND`: the counter went back, suspend the
+        credential (only if not suspended yet), then raise :func:`clone_suspended`;
+        :data:`RETRY`: the row changed between the update and the read (deleted and
+        registered again): decide again.
+    """
+    if found is None:
+        return unknown_credential(rp_id, credential_id)
+    stored, suspended = found
+    if suspended is not None:
+        return CloneSuspectedError(
+            f"Assertion refused: {credential_name(rp_id, credential_id)}"
+            f" is suspended ({suspended})",
+            suspended=suspended,
+        )
+    if counter == 0 and stored == 0:
+        if allow_zero:
+            return RETRY
+        return CounterUnsupportedError(
+            f"No signature counter (0 after 0) on {credential_name(rp_id, credential_id)}:"
+            " no clone detection, and the policy requires it"
+        )
+    if counter < stored:
+        return SUSPEND
+    if counter == stored:
+        return CloneSuspectedError(
+            f"Signature counter {counter} already seen: a replayed assertion or a cloned key"
+        )
+    return RETRY
+
+
+def clone_suspended(rp_id: str, credential_id: bytes, counter: int) -> CloneSuspectedError:
+    """:return: the refusal of a counter that went back (the credential is now suspended)."""
+    return CloneSuspectedError(
+        f"Signature counter {counter} went back: {credential_name(rp_id, credential_id)}"
+        " suspended as a suspected clone",
+        suspended="clone-suspected",
+    )
+
+
+def credential_name(rp_id: str, credential_id: bytes) -> str:
+    """:return: how messages name a credential: its id's first 8 bytes in hex and its rp_id."""
+    shown = credential_id[:8].hex() + ("..." if len(credential_id) > 8 else "")
+    return f"credential {shown} of {rp_id}"
+
+
+def unknown_credential(rp_id: str, credential_id: bytes) -> CredentialUnknownError:
+    """:return: the refusal of a credential the store does not hold."""
+    return CredentialUnknownError(f"No {credential_name(rp_id, credential_id)} is registered")
+
+
+def credential_from_row(row: Sequence[object]) -> CredentialRecord:
+    """:return: the record of a row, read back through the same checks as a new one.
+
+    :raises StoreCorruptError: the row is not what a backend's ``put_credential`` writes (the
+        15 columns in the order of :class:`CredentialRecord`, the credential id in hex).
+    """
+    try:
+        (
+            rp_id,
+            hex_id,
+            user_handle,
+            public_key,
+            alg,
+            aaguid,
+            sign_count,
+            backup,
+            attestation,
+            certification,
+            id_nat,
+            test,
+            created_at,
+            last_used_at,
+            suspended,
+        ) = row
+        if not (isinstance(hex_id, str) and backup in (0, 1) and test in (0, 1)):
+            raise ValueError(hex_id)
+        record = CredentialRecord(
+            rp_id=rp_id,  # type: ignore[arg-type]
+            credential_id=bytes.fromhex(hex_id),
+            user_handle=user_handle,  # type: ignore[arg-type]
+            public_key=public_key,  # type: ignore[arg-type]
+            alg=alg,  # type: ignore[arg-type]
+            aaguid=aaguid,  # type: ignore[arg-type]
+            sign_count=sign_count,  # type: ignore[arg-type]
+            backup_eligible=bool(backup),
+            attestation=attestation,  # type: ignore[arg-type]
+            certification=certification,  # type: ignore[arg-type]
+            id_nat=id_nat,  # type: ignore[arg-type]
+            test=bool(test),
+            created_at=created_at,  # type: ignore[arg-type]
+            last_used_at=last_used_at,  # type: ignore[arg-type]
+            suspended=suspended,  # type: ignore[arg-type]
+        )
+        return check_credential(record)
+    except (ValueError, TypeError) as e:
+        raise StoreCorruptError("A FIDO2 credential row has the wrong types or bounds") from e
+
+
 class Store(ABC):
     """Shared state of a verifier, safe across processes and (for PostgreSQL) nodes.
 
@@ -215,6 +533,68 @@ class Store(ABC):
         :raises StoreInputError: not 16 to 64 bytes.
         """
 
+    def put_credential(self, record: CredentialRecord) -> None:
+        """Register a FIDO2 credential, in one atomic insert.
+
+        The credential methods are not abstract, so a store written before them keeps working:
+        this default (and every one below) raises :class:`~mie.store.errors.StoreError`.
+
+        :raises StoreInputError: a field out of its bound.
+        :raises AlreadyRegisteredError: a credential with this rp_id and id is stored; nothing
+            was written.
+        """
+        raise _no_credentials(self)
+
+    def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
+        """:return: the credential registered for ``rp_id`` and ``credential_id``, suspended
+        or not.
+
+        :raises CredentialUnknownError: none is stored.
+        """
+        raise _no_credentials(self)
+
+    def advance_counter(
+        self, rp_id: str, credential_id: bytes, counter: int, *, allow_zero: bool
+    ) -> CredentialRecord:
+        """Accept an assertion's signature counter: of several verifiers handed the same
+        assertion at once, exactly one advances it.
+
+        One atomic conditional update raises the stored counter to ``counter`` when it is
+        above it and the credential is not suspended. Otherwise: a counter below the stored one
+        suspends the credential (``clone-suspected``); an equal one (a replay, or the loser of a
+        race) is refused and suspends nothing; 0 with 0 stored is accepted only under
+        ``allow_zero`` (a key without a counter: no clone detection). Call it only after the
+        assertion's signature is verified.
+
+        :return: the credential as updated (``sign_count`` and ``last_used_at``).
+        :raises CredentialUnknownError: no credential is stored.
+        :raises CloneSuspectedError: the counter is not above the stored one, or the
+            credential is suspended.
+        :raises CounterUnsupportedError: 0 with 0 stored and not ``allow_zero``.
+        """
+        raise _no_credentials(self)
+
+    def suspend_credential(self, rp_id: str, credential_id: bytes, reason: str) -> None:
+        """Suspend a credential: every later assertion is refused. ``revoked`` replaces a
+        ``clone-suspected`` suspension; ``clone-suspected`` never replaces ``revoked``.
+
+        :raises StoreInputError: a reason other than ``clone-suspected`` or ``revoked``.
+        :raises CredentialUnknownError: no credential is stored.
+        """
+        raise _no_credentials(self)
+
+    def delete_credential(self, rp_id: str, credential_id: bytes) -> None:
+        """Remove a credential.
+
+        :raises CredentialUnknownError: no credential is stored.
+        """
+        raise _no_credentials(self)
+
+    def credentials_of(self, id_nat: str, rp_id: str | None = None) -> tuple[CredentialRecord, ...]:
+        """:return: the credentials registered for ``id_nat`` (for ``rp_id`` only, if given),
+        oldest first."""
+        raise _no_credentials(self)
+
     @abstractmethod
     def close(self) -> None:
         """Release the connection(s); the store is not used afterwards."""
@@ -229,3 +609,7 @@ class Store(ABC):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _no_credentials(store: Store) -> StoreError:
+    return StoreError(f"{type(store).__name__} keeps no FIDO2 credentials")

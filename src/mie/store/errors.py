@@ -95,3 +95,42 @@ class SecondFactorLockedError(PinBlockedError):
 
     def __init__(self) -> None:
         super().__init__("Second-factor PIN locked after too many wrong guesses")
+
+
+class CredentialUnknownError(MieError):
+    """No FIDO2 credential is stored for the relying party and credential id (never
+    registered, or deleted)."""
+
+    code = ErrorCode.CREDENTIAL_UNKNOWN
+
+
+class AlreadyRegisteredError(MieError):
+    """A FIDO2 credential with this relying party and credential id is already stored;
+    nothing was written."""
+
+    code = ErrorCode.ALREADY_REGISTERED
+
+
+class CloneSuspectedError(MieError):
+    """A FIDO2 assertion whose signature counter is not above the stored one, or a
+    credential suspended as a suspected clone (or revoked).
+
+    A counter already seen (equal: a replayed assertion, or the loser of two verifiers handed
+    the same one) is refused without suspending the credential; only a counter going back
+    suspends it.
+
+    :param suspended: the credential's suspension after the refusal (``None``: not suspended).
+    """
+
+    code = ErrorCode.SUSPECTED_CLONE
+
+    def __init__(self, message: str, *, suspended: str | None = None) -> None:
+        super().__init__(message)
+        self.suspended = suspended
+
+
+class CounterUnsupportedError(MieError):
+    """The key's signature counter is 0 and so is the stored one: a key without a counter,
+    which has no clone detection, while the policy requires one."""
+
+    code = ErrorCode.COUNTER_UNSUPPORTED

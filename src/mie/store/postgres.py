@@ -18,19 +18,34 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from mie.core.errors import MieError
 from mie.store.base import (
+    SUSPEND,
+    CredentialRecord,
     Reservation,
     SecretStatus,
     Store,
     check_badge,
+    check_credential,
+    check_credential_id,
     check_hash,
+    check_id_nat,
     check_lifetime,
     check_limit,
     check_nonce,
+    check_rp_id,
+    check_sign_count,
+    check_suspension,
+    clone_suspended,
+    counter_refusal,
+    credential_from_row,
+    credential_name,
     new_generation,
+    unknown_credential,
 )
 from mie.store.errors import (
     AlreadyEnrolledError,
+    AlreadyRegisteredError,
     NonceUnknownError,
     NotEnrolledError,
     SecondFactorChangedError,
@@ -57,10 +72,42 @@ SCHEMA = (
     " expires_at timestamptz NOT NULL"
     ")",
     "CREATE INDEX IF NOT EXISTS mie_nonce_expiry ON mie_nonce (expires_at)",
+    # FIDO2 credentials (issue 10): the credential id in lower-case hex.
+    "CREATE TABLE IF NOT EXISTS mie_fido_credential ("
+    " rp_id text NOT NULL CHECK (length(rp_id) BETWEEN 1 AND 253),"
+    " credential_id text NOT NULL CHECK (length(credential_id) BETWEEN 2 AND 2046),"
+    " user_handle bytea NOT NULL CHECK (length(user_handle) BETWEEN 1 AND 64),"
+    " public_key bytea NOT NULL CHECK (length(public_key) BETWEEN 1 AND 2048),"
+    " alg integer NOT NULL,"
+    " aaguid bytea NOT NULL CHECK (length(aaguid) = 16),"
+    " sign_count bigint NOT NULL CHECK (sign_count BETWEEN 0 AND 4294967295),"
+    " backup_eligible boolean NOT NULL,"
+    " attestation text NOT NULL CHECK (length(attestation) BETWEEN 1 AND 64),"
+    " certification text CHECK (length(certification) BETWEEN 1 AND 64),"
+    " id_nat text NOT NULL CHECK (length(id_nat) BETWEEN 1 AND 64),"
+    " test boolean NOT NULL,"
+    " created_at timestamptz NOT NULL,"
+    " last_used_at timestamptz,"
+    " suspended text CHECK (suspended IN ('clone-suspected', 'revoked')),"
+    " PRIMARY KEY (rp_id, credential_id)"
+    ")",
+    "CREATE INDEX IF NOT EXISTS mie_fido_credential_id_nat ON mie_fido_credential (id_nat)",
 )
 #: The advisory lock key of the schema step (``mie`` in ASCII).
 SCHEMA_LOCK = 0x6D6965
 MAX_TIMEOUT = 600.0
+
+#: The columns of a credential, in the order of :class:`~mie.store.base.CredentialRecord`
+#: (times as seconds since the epoch).
+_SELECT_CREDENTIAL = (
+    "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
+    " backup_eligible, attestation, certification, id_nat, test,"
+    " extract(epoch FROM created_at)::float8, extract(epoch FROM last_used_at)::float8,"
+    " suspended FROM mie_fido_credential WHERE rp_id = %s AND credential_id = %s"
+)
+#: How many times :meth:`PostgresStore.advance_counter` decides again when the row changed
+#: between its update and its read (deleted and registered again).
+_ATTEMPTS = 3
 
 _SELECT = (
     "SELECT secret_hash, reserved, cleared, generation FROM mie_second_factor WHERE badge = %s"
@@ -179,6 +226,137 @@ class PostgresStore(Store):
         if found is None or found[0] is not True:
             raise NonceUnknownError()
 
+    def put_credential(self, record: CredentialRecord) -> None:
+        check_credential(record)
+        row = (
+            record.rp_id,
+            record.credential_id.hex(),
+            record.user_handle,
+            record.public_key,
+            record.alg,
+            record.aaguid,
+            record.sign_count,
+            record.backup_eligible,
+            record.attestation,
+            record.certification,
+            record.id_nat,
+            record.test,
+            float(record.created_at),
+            None if record.last_used_at is None else float(record.last_used_at),
+            record.suspended,
+        )
+        with self._cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO mie_fido_credential VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, to_timestamp(%s), to_timestamp(%s), %s)"
+                " ON CONFLICT (rp_id, credential_id) DO NOTHING",
+                row,
+            )
+            inserted = cursor.rowcount
+        if inserted != 1:
+            raise AlreadyRegisteredError(
+                f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
+            )
+
+    def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
+        key = _credential_key(rp_id, credential_id)
+        with self._cursor() as cursor:
+            cursor.execute(_SELECT_CREDENTIAL, key)
+            found = cursor.fetchone()
+        if found is None:
+            raise unknown_credential(rp_id, credential_id)
+        return credential_from_row(found)
+
+    def advance_counter(
+        self, rp_id: str, credential_id: bytes, counter: int, *, allow_zero: bool
+    ) -> CredentialRecord:
+        key = _credential_key(rp_id, credential_id)
+        check_sign_count(counter)
+        zero = bool(allow_zero)
+        for _ in range(_ATTEMPTS):
+            with self._cursor() as cursor:
+                # The guard: one statement, so PostgreSQL re-checks the condition on the row
+                # another node has just updated, and of several nodes exactly one advances.
+                cursor.execute(
+                    "UPDATE mie_fido_credential SET sign_count = %s, last_used_at = now()"
+                    " WHERE rp_id = %s AND credential_id = %s AND suspended IS NULL"
+                    " AND (sign_count < %s OR (%s AND %s = 0 AND sign_count = 0))"
+                    " RETURNING rp_id, credential_id, user_handle, public_key, alg, aaguid,"
+                    " sign_count, backup_eligible, attestation, certification, id_nat, test,"
+                    " extract(epoch FROM created_at)::float8,"
+                    " extract(epoch FROM last_used_at)::float8, suspended",
+                    (counter, *key, counter, zero, counter),
+                )
+                updated = cursor.fetchone()
+                if updated is not None:
+                    return credential_from_row(updated)
+                cursor.execute(
+                    "SELECT sign_count, suspended FROM mie_fido_credential"
+                    " WHERE rp_id = %s AND credential_id = %s",
+                    key,
+                )
+                found = cursor.fetchone()
+                verdict = counter_refusal(
+                    rp_id,
+                    credential_id,
+                    counter,
+                    None if found is None else (found[0], found[1]),
+                    allow_zero=zero,
+                )
+                if verdict == SUSPEND:
+                    cursor.execute(
+                        "UPDATE mie_fido_credential SET suspended = 'clone-suspected'"
+                        " WHERE rp_id = %s AND credential_id = %s AND suspended IS NULL"
+                        " AND sign_count > %s",
+                        (*key, counter),
+                    )
+                    verdict = clone_suspended(rp_id, credential_id, counter)
+            if isinstance(verdict, MieError):
+                raise verdict
+        raise StoreError(
+            f"Signature counter of {credential_name(rp_id, credential_id)} kept changing"
+        )
+
+    def suspend_credential(self, rp_id: str, credential_id: bytes, reason: str) -> None:
+        key = _credential_key(rp_id, credential_id)
+        check_suspension(reason)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "UPDATE mie_fido_credential SET suspended ="
+                " CASE WHEN suspended = 'revoked' THEN suspended ELSE %s END"
+                " WHERE rp_id = %s AND credential_id = %s",
+                (reason, *key),
+            )
+            changed = cursor.rowcount
+        if changed != 1:
+            raise unknown_credential(rp_id, credential_id)
+
+    def delete_credential(self, rp_id: str, credential_id: bytes) -> None:
+        key = _credential_key(rp_id, credential_id)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM mie_fido_credential WHERE rp_id = %s AND credential_id = %s", key
+            )
+            changed = cursor.rowcount
+        if changed != 1:
+            raise unknown_credential(rp_id, credential_id)
+
+    def credentials_of(self, id_nat: str, rp_id: str | None = None) -> tuple[CredentialRecord, ...]:
+        check_id_nat(id_nat)
+        scope = None if rp_id is None else check_rp_id(rp_id)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
+                " backup_eligible, attestation, certification, id_nat, test,"
+                " extract(epoch FROM created_at)::float8,"
+                " extract(epoch FROM last_used_at)::float8, suspended FROM mie_fido_credential"
+                " WHERE id_nat = %s AND (%s::text IS NULL OR rp_id = %s)"
+                " ORDER BY created_at, rp_id, credential_id",
+                (id_nat, scope, scope),
+            )
+            rows = cursor.fetchall()
+        return tuple(credential_from_row(row) for row in rows)
+
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
@@ -237,6 +415,10 @@ def _row(badge: str, found: Sequence[Any] | None) -> tuple[str, int, int, int]:
     ):
         raise StoreCorruptError(f"Second-factor row of badge {badge} has the wrong types")
     return secret_hash, reserved, cleared, generation
+
+
+def _credential_key(rp_id: str, credential_id: bytes) -> tuple[str, str]:
+    return check_rp_id(rp_id), check_credential_id(credential_id)
 
 
 def _not_enrolled(badge: str) -> NotEnrolledError:

@@ -15,19 +15,34 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 
+from mie.core.errors import MieError
 from mie.store.base import (
+    SUSPEND,
+    CredentialRecord,
     Reservation,
     SecretStatus,
     Store,
     check_badge,
+    check_credential,
+    check_credential_id,
     check_hash,
+    check_id_nat,
     check_lifetime,
     check_limit,
     check_nonce,
+    check_rp_id,
+    check_sign_count,
+    check_suspension,
+    clone_suspended,
+    counter_refusal,
+    credential_from_row,
+    credential_name,
     new_generation,
+    unknown_credential,
 )
 from mie.store.errors import (
     AlreadyEnrolledError,
+    AlreadyRegisteredError,
     NonceUnknownError,
     NotEnrolledError,
     SecondFactorChangedError,
@@ -50,7 +65,36 @@ SCHEMA = (
     ")",
     "CREATE TABLE IF NOT EXISTS mie_nonce (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS mie_nonce_expiry ON mie_nonce (expires_at)",
+    # FIDO2 credentials (issue 10): the credential id in lower-case hex.
+    "CREATE TABLE IF NOT EXISTS mie_fido_credential ("
+    " rp_id TEXT NOT NULL CHECK (length(rp_id) BETWEEN 1 AND 253),"
+    " credential_id TEXT NOT NULL CHECK (length(credential_id) BETWEEN 2 AND 2046),"
+    " user_handle BLOB NOT NULL CHECK (length(user_handle) BETWEEN 1 AND 64),"
+    " public_key BLOB NOT NULL CHECK (length(public_key) BETWEEN 1 AND 2048),"
+    " alg INTEGER NOT NULL,"
+    " aaguid BLOB NOT NULL CHECK (length(aaguid) = 16),"
+    " sign_count INTEGER NOT NULL CHECK (sign_count BETWEEN 0 AND 4294967295),"
+    " backup_eligible INTEGER NOT NULL CHECK (backup_eligible IN (0, 1)),"
+    " attestation TEXT NOT NULL CHECK (length(attestation) BETWEEN 1 AND 64),"
+    " certification TEXT CHECK (length(certification) BETWEEN 1 AND 64),"
+    " id_nat TEXT NOT NULL CHECK (length(id_nat) BETWEEN 1 AND 64),"
+    " test INTEGER NOT NULL CHECK (test IN (0, 1)),"
+    " created_at REAL NOT NULL,"
+    " last_used_at REAL,"
+    " suspended TEXT CHECK (suspended IN ('clone-suspected', 'revoked')),"
+    " PRIMARY KEY (rp_id, credential_id)"
+    ")",
+    "CREATE INDEX IF NOT EXISTS mie_fido_credential_id_nat ON mie_fido_credential (id_nat)",
 )
+_SELECT_CREDENTIAL = (
+    "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
+    " backup_eligible, attestation, certification, id_nat, test, created_at, last_used_at,"
+    " suspended FROM mie_fido_credential WHERE rp_id = ? AND credential_id = ?"
+)
+
+#: How many times :meth:`SqliteStore.advance_counter` decides again when the row changed under
+#: it (it cannot within one transaction: a bound, not a loop).
+_ATTEMPTS = 3
 MAX_BUSY_TIMEOUT = 600.0
 
 _SELECT = "SELECT secret_hash, reserved, cleared, generation FROM mie_second_factor WHERE badge = ?"
@@ -175,6 +219,121 @@ class SqliteStore(Store):
         if found is None or not isinstance(found[0], float) or found[0] <= now:
             raise NonceUnknownError()
 
+    def put_credential(self, record: CredentialRecord) -> None:
+        check_credential(record)
+        row = (
+            record.rp_id,
+            record.credential_id.hex(),
+            record.user_handle,
+            record.public_key,
+            record.alg,
+            record.aaguid,
+            record.sign_count,
+            int(record.backup_eligible),
+            record.attestation,
+            record.certification,
+            record.id_nat,
+            int(record.test),
+            float(record.created_at),
+            None if record.last_used_at is None else float(record.last_used_at),
+            record.suspended,
+        )
+        with self._transaction() as db:
+            inserted = db.execute(
+                "INSERT INTO mie_fido_credential"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (rp_id, credential_id) DO NOTHING",
+                row,
+            ).rowcount
+        if inserted != 1:
+            raise AlreadyRegisteredError(
+                f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
+            )
+
+    def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
+        key = _credential_key(rp_id, credential_id)
+        with self._transaction() as db:
+            found = db.execute(_SELECT_CREDENTIAL, key).fetchone()
+        if found is None:
+            raise unknown_credential(rp_id, credential_id)
+        return credential_from_row(found)
+
+    def advance_counter(
+        self, rp_id: str, credential_id: bytes, counter: int, *, allow_zero: bool
+    ) -> CredentialRecord:
+        key = _credential_key(rp_id, credential_id)
+        check_sign_count(counter)
+        for _ in range(_ATTEMPTS):
+            with self._transaction() as db:
+                updated = db.execute(
+                    "UPDATE mie_fido_credential SET sign_count = ?, last_used_at = ?"
+                    " WHERE rp_id = ? AND credential_id = ? AND suspended IS NULL"
+                    " AND (sign_count < ? OR (? AND ? = 0 AND sign_count = 0))"
+                    " RETURNING rp_id, credential_id, user_handle, public_key, alg, aaguid,"
+                    " sign_count, backup_eligible, attestation, certification, id_nat, test,"
+                    " created_at, last_used_at, suspended",
+                    (counter, self._clock(), *key, counter, int(bool(allow_zero)), counter),
+                ).fetchone()
+                if updated is not None:
+                    return credential_from_row(updated)
+                found = db.execute(
+                    "SELECT sign_count, suspended FROM mie_fido_credential"
+                    " WHERE rp_id = ? AND credential_id = ?",
+                    key,
+                ).fetchone()
+                verdict = counter_refusal(
+                    rp_id, credential_id, counter, found, allow_zero=bool(allow_zero)
+                )
+                if verdict == SUSPEND:
+                    db.execute(
+                        "UPDATE mie_fido_credential SET suspended = 'clone-suspected'"
+                        " WHERE rp_id = ? AND credential_id = ? AND suspended IS NULL"
+                        " AND sign_count > ?",
+                        (*key, counter),
+                    )
+                    verdict = clone_suspended(rp_id, credential_id, counter)
+            if isinstance(verdict, MieError):
+                raise verdict
+        raise StoreError(
+            f"Signature counter of {credential_name(rp_id, credential_id)} kept changing"
+        )
+
+    def suspend_credential(self, rp_id: str, credential_id: bytes, reason: str) -> None:
+        key = _credential_key(rp_id, credential_id)
+        check_suspension(reason)
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE mie_fido_credential SET suspended ="
+                " CASE WHEN suspended = 'revoked' THEN suspended ELSE ? END"
+                " WHERE rp_id = ? AND credential_id = ?",
+                (reason, *key),
+            ).rowcount
+        if changed != 1:
+            raise unknown_credential(rp_id, credential_id)
+
+    def delete_credential(self, rp_id: str, credential_id: bytes) -> None:
+        key = _credential_key(rp_id, credential_id)
+        with self._transaction() as db:
+            changed = db.execute(
+                "DELETE FROM mie_fido_credential WHERE rp_id = ? AND credential_id = ?", key
+            ).rowcount
+        if changed != 1:
+            raise unknown_credential(rp_id, credential_id)
+
+    def credentials_of(self, id_nat: str, rp_id: str | None = None) -> tuple[CredentialRecord, ...]:
+        check_id_nat(id_nat)
+        scope = None if rp_id is None else check_rp_id(rp_id)
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
+                " backup_eligible, attestation, certification, id_nat, test, created_at,"
+                " last_used_at, suspended FROM mie_fido_credential"
+                " WHERE id_nat = ? AND (? IS NULL OR rp_id = ?)"
+                " ORDER BY created_at, rp_id, credential_id",
+                (id_nat, scope, scope),
+            ).fetchall()
+        return tuple(credential_from_row(row) for row in rows)
+
     def close(self) -> None:
         # Every operation closes its own connection: nothing stays open.
         return None
@@ -240,6 +399,10 @@ def _row(badge: str, cursor: sqlite3.Cursor) -> tuple[str, int, int, int]:
     ):
         raise StoreCorruptError(f"Second-factor row of badge {badge} has the wrong types")
     return secret_hash, reserved, cleared, generation
+
+
+def _credential_key(rp_id: str, credential_id: bytes) -> tuple[str, str]:
+    return check_rp_id(rp_id), check_credential_id(credential_id)
 
 
 def _not_enrolled(badge: str) -> NotEnrolledError:

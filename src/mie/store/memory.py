@@ -1,0 +1,245 @@
+"""A store in the memory of one process: for tests, the demo and the benchmark.
+
+**One process only**: nothing is shared with another process or node, and everything is lost
+when the process ends. Every operation holds one lock, so threads of the process see the same
+single-use and compare-and-set semantics as on the shared backends (SQLite, PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+from mie.core.errors import MieError
+from mie.store.base import (
+    SUSPEND,
+    CredentialRecord,
+    Reservation,
+    SecretStatus,
+    Store,
+    check_badge,
+    check_credential,
+    check_credential_id,
+    check_hash,
+    check_id_nat,
+    check_lifetime,
+    check_limit,
+    check_nonce,
+    check_rp_id,
+    check_sign_count,
+    check_suspension,
+    clone_suspended,
+    counter_refusal,
+    credential_name,
+    new_generation,
+    unknown_credential,
+)
+from mie.store.errors import (
+    AlreadyEnrolledError,
+    AlreadyRegisteredError,
+    NonceUnknownError,
+    NotEnrolledError,
+    SecondFactorChangedError,
+    SecondFactorLockedError,
+    StoreError,
+    StoreInputError,
+)
+
+
+@dataclasses.dataclass
+class _Secret:
+    secret_hash: str
+    reserved: int
+    cleared: int
+    generation: int
+
+
+class MemoryStore(Store):
+    """State in this process's memory (a lock and dictionaries); not shared, not durable.
+
+    :param clock: the wall clock of nonce lifetimes and of ``last_used_at`` (seconds since the
+        epoch).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._secrets: dict[str, _Secret] = {}
+        self._nonces: dict[str, float] = {}
+        self._credentials: dict[tuple[str, str], CredentialRecord] = {}
+
+    def put_secret(self, badge: str, secret_hash: str, *, replace: bool = False) -> None:
+        check_badge(badge)
+        check_hash(secret_hash)
+        with self._lock:
+            found = self._secrets.get(badge)
+            if found is None:
+                self._secrets[badge] = _Secret(secret_hash, 0, 0, new_generation())
+            elif not replace:
+                raise AlreadyEnrolledError(f"Badge {badge} already has a second factor")
+            else:
+                found.secret_hash = secret_hash
+                found.cleared = found.reserved
+                found.generation = new_generation()
+
+    def reserve_guess(self, badge: str, limit: int) -> Reservation:
+        check_badge(badge)
+        check_limit(limit)
+        with self._lock:
+            found = self._secret(badge)
+            if found.reserved - found.cleared >= limit:
+                raise SecondFactorLockedError()
+            found.reserved += 1
+            return Reservation(
+                badge,
+                found.secret_hash,
+                found.reserved,
+                found.generation,
+                found.reserved - found.cleared,
+            )
+
+    def forgive_guesses(self, reservation: Reservation) -> None:
+        with self._lock:
+            found = self._secrets.get(reservation.badge)
+            if (
+                found is None
+                or found.generation != reservation.generation
+                or found.reserved < reservation.ticket
+            ):
+                raise SecondFactorChangedError("Second factor was re-enrolled during the check")
+            found.cleared = max(found.cleared, reservation.ticket)
+
+    def clear_failures(self, badge: str) -> None:
+        check_badge(badge)
+        with self._lock:
+            found = self._secret(badge)
+            found.cleared = found.reserved
+
+    def delete_secret(self, badge: str) -> None:
+        check_badge(badge)
+        with self._lock:
+            self._secret(badge)
+            del self._secrets[badge]
+
+    def secret_status(self, badge: str) -> SecretStatus:
+        check_badge(badge)
+        with self._lock:
+            found = self._secret(badge)
+            return SecretStatus(found.reserved - found.cleared, found.generation)
+
+    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+        key = check_nonce(nonce)
+        check_lifetime(lifetime)
+        now = self._clock()
+        with self._lock:
+            for expired in [k for k, t in self._nonces.items() if t <= now]:
+                del self._nonces[expired]
+            if key in self._nonces:
+                raise StoreInputError("Nonce was already issued")
+            self._nonces[key] = now + lifetime
+
+    def consume_nonce(self, nonce: bytes) -> None:
+        key = check_nonce(nonce)
+        now = self._clock()
+        with self._lock:
+            expires_at = self._nonces.pop(key, None)
+        if expires_at is None or expires_at <= now:
+            raise NonceUnknownError()
+
+    def put_credential(self, record: CredentialRecord) -> None:
+        check_credential(record)
+        key = (record.rp_id, record.credential_id.hex())
+        with self._lock:
+            if key in self._credentials:
+                raise AlreadyRegisteredError(
+                    f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
+                )
+            self._credentials[key] = dataclasses.replace(
+                record,
+                created_at=float(record.created_at),
+                last_used_at=None if record.last_used_at is None else float(record.last_used_at),
+            )
+
+    def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
+        key = _credential_key(rp_id, credential_id)
+        with self._lock:
+            found = self._credentials.get(key)
+        if found is None:
+            raise unknown_credential(rp_id, credential_id)
+        return found
+
+    def advance_counter(
+        self, rp_id: str, credential_id: bytes, counter: int, *, allow_zero: bool
+    ) -> CredentialRecord:
+        key = _credential_key(rp_id, credential_id)
+        check_sign_count(counter)
+        zero = bool(allow_zero)
+        with self._lock:
+            found = self._credentials.get(key)
+            if (
+                found is not None
+                and found.suspended is None
+                and (found.sign_count < counter or (zero and counter == 0 == found.sign_count))
+            ):
+                updated = dataclasses.replace(
+                    found, sign_count=counter, last_used_at=float(self._clock())
+                )
+                self._credentials[key] = updated
+                return updated
+            verdict = counter_refusal(
+                rp_id,
+                credential_id,
+                counter,
+                None if found is None else (found.sign_count, found.suspended),
+                allow_zero=zero,
+            )
+            if verdict == SUSPEND and found is not None:
+                self._credentials[key] = dataclasses.replace(found, suspended="clone-suspected")
+                verdict = clone_suspended(rp_id, credential_id, counter)
+        if isinstance(verdict, MieError):
+            raise verdict
+        # RETRY cannot happen under the lock: the condition above accepted every such case.
+        raise StoreError(f"Signature counter of {credential_name(rp_id, credential_id)} is stuck")
+
+    def suspend_credential(self, rp_id: str, credential_id: bytes, reason: str) -> None:
+        key = _credential_key(rp_id, credential_id)
+        check_suspension(reason)
+        with self._lock:
+            found = self._credentials.get(key)
+            if found is None:
+                raise unknown_credential(rp_id, credential_id)
+            if found.suspended != "revoked":
+                self._credentials[key] = dataclasses.replace(found, suspended=reason)
+
+    def delete_credential(self, rp_id: str, credential_id: bytes) -> None:
+        key = _credential_key(rp_id, credential_id)
+        with self._lock:
+            if self._credentials.pop(key, None) is None:
+                raise unknown_credential(rp_id, credential_id)
+
+    def credentials_of(self, id_nat: str, rp_id: str | None = None) -> tuple[CredentialRecord, ...]:
+        check_id_nat(id_nat)
+        scope = None if rp_id is None else check_rp_id(rp_id)
+        with self._lock:
+            found = [
+                r
+                for r in self._credentials.values()
+                if r.id_nat == id_nat and scope in (None, r.rp_id)
+            ]
+        return tuple(sorted(found, key=lambda r: (r.created_at, r.rp_id, r.credential_id.hex())))
+
+    def close(self) -> None:
+        # Nothing to release; the state stays readable until the object is dropped.
+        return None
+
+    def _secret(self, badge: str) -> _Secret:
+        found = self._secrets.get(badge)
+        if found is None:
+            raise NotEnrolledError(f"No second factor enrolled for badge {badge}")
+        return found
+
+
+def _credential_key(rp_id: str, credential_id: bytes) -> tuple[str, str]:
+    return check_rp_id(rp_id), check_credential_id(credential_id)
