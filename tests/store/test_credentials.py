@@ -429,3 +429,48 @@ def test_the_database_refuses_a_counter_out_of_range_written_around_mie(tmp_path
             raw.execute("UPDATE mie_fido_credential SET sign_count = 4294967296")
     finally:
         raw.close()
+
+
+def _interface_tests() -> list[Any]:
+    """:return: the second-factor and nonce tests of the shared backends that take a store and
+    nothing else, so the in-memory store is held to the same interface."""
+    import inspect
+
+    import tests.store.test_nonces
+    import tests.store.test_store
+
+    found = []
+    for module in (tests.store.test_store, tests.store.test_nonces):
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            parameters = list(inspect.signature(function).parameters)
+            where = f"{module.__name__.split('.')[-1]}.{name}"
+            if not name.startswith("test_") or parameters[:1] != ["store"]:
+                continue
+            marks = getattr(function, "pytestmark", [])
+            if parameters == ["store"] and not marks:
+                found.append(pytest.param(function, (), id=where))
+            elif len(parameters) == 2 and [m.name for m in marks] == ["parametrize"]:
+                # One parametrised argument besides the store: each of its values.
+                argname, values = marks[0].args[:2]
+                if argname == parameters[1]:
+                    found += [
+                        pytest.param(function, (value,), id=f"{where}[{i}]")
+                        for i, value in enumerate(values)
+                    ]
+    return found
+
+
+INTERFACE_TESTS = _interface_tests()
+
+
+def test_the_memory_store_is_held_to_the_shared_interface_tests() -> None:
+    # A guard that the collection above found the tests (it filters by signature).
+    assert len(INTERFACE_TESTS) >= 40
+
+
+@pytest.mark.parametrize(("check", "arguments"), INTERFACE_TESTS)
+def test_the_memory_store_passes_the_second_factor_and_nonce_tests(
+    check: Any, arguments: tuple[Any, ...]
+) -> None:
+    with MemoryStore() as store:
+        check(store, *arguments)

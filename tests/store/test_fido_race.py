@@ -1,5 +1,5 @@
 """Done when (issue 10): verifiers handed the same FIDO2 assertion at the same time, on one
-PostgreSQL (or one SQLite file), accept it exactly once (plan D9).
+PostgreSQL (or one SQLite file, or threads on one MemoryStore), accept it exactly once (D9).
 
 Each worker is a separate process (``spawn``) with its own store, or a thread with its own
 connection; a barrier releases them together on every round, and every round hands all of them
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from mie.store.errors import CloneSuspectedError
+from mie.store.memory import MemoryStore
 from tests.store.targets import StoreTarget
 from tests.store.test_credentials import CRED, RECORD, RP
 
@@ -127,3 +128,21 @@ def test_processes_on_one_sqlite_file_accept_one_assertion_exactly_once(tmp_path
     target = StoreTarget("sqlite", str(tmp_path / "state.db"))
     _register(target)
     _check(target, _processes(target, 2), 2)
+
+
+class _OneMemoryStore(StoreTarget):
+    """Every worker opens the same in-memory store (one process: threads only)."""
+
+    def __init__(self) -> None:
+        super().__init__("memory", "")
+        object.__setattr__(self, "_store", MemoryStore())
+
+    def open(self, *, timeout: float = 10.0) -> MemoryStore:
+        store: MemoryStore = self.__dict__["_store"]
+        return store
+
+
+def test_threads_on_one_memory_store_accept_one_assertion_exactly_once() -> None:
+    target = _OneMemoryStore()
+    _register(target)
+    _check(target, _threads(target, 6), 6)
