@@ -6,7 +6,9 @@ through an ``EmulatedConnection``: what is timed is mie's work and the badge emu
 radio. A login is ``mie.login`` on a ``DesfireAuthenticator`` with a ``BadgeVerifier``: the
 session on the badge, then the verifier's replay of its transcript, the record signature and,
 when configured, the originality signature. Card commands and APDUs are counted on the
-connection and compared with the protocol minimum of each scheme (issue 9 plan, D5).
+connection and compared with the protocol minimum of each scheme (issue 9 plan, D5). The
+originality signature is read as the default ``originality_read`` "full" has it: last, inside
+the session, its 72-byte protected answer in two frames.
 
 Columns: ``soft`` the keys in process (``SoftwareKeyProvider``); ``hsm`` the same master keys in
 a SoftHSM2 token initialised in a temporary ``SOFTHSM2_CONF`` (AN10922 inside the token, through
@@ -182,8 +184,6 @@ def floor(card: EmulatedDesfire, scheme: Scheme, keys: tuple[bytes, bytes]) -> C
     """The same exchanges with ``DesfireSession`` alone, the keys in hand, nothing checked."""
     connection = Counting(EmulatedConnection(card))
     session = DesfireSession(connection)
-    if scheme.originality is not Originality.OFF:
-        session.read_signature()
     session.select_application(DEFAULT_CONFIG.aid)
     if scheme.uid_source is UidSource.ANTICOLLISION:
         session.reader_uid()
@@ -193,6 +193,9 @@ def floor(card: EmulatedDesfire, scheme: Scheme, keys: tuple[bytes, bytes]) -> C
         session.get_card_uid()
         session.authenticate_ev2_non_first(2, keys[1])
     session.read_data(1, mode=CommMode.FULL)
+    if scheme.originality is not Originality.OFF:
+        # originality_read "full" (the default): last, inside the session, enciphered.
+        session.read_signature(mode=CommMode.FULL)
     return connection
 
 

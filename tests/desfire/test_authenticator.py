@@ -19,10 +19,17 @@ from mie.core.errors import (
     ErrorCode,
     EvidenceFormatError,
     MieError,
+    SignatureInvalidError,
     UnsupportedCardError,
 )
 from mie.desfire.authenticator import BoundRndA, DesfireAuthenticator
-from mie.desfire.config import BadgeConfig, BadgeConfigError, Originality, UidSource
+from mie.desfire.config import (
+    BadgeConfig,
+    BadgeConfigError,
+    Originality,
+    OriginalityRead,
+    UidSource,
+)
 from mie.desfire.errors import (
     CardCryptogramError,
     DesfireAuthenticationError,
@@ -131,37 +138,61 @@ def test_each_uid_source_and_scheme_reads_the_bound_identity(
 
 
 @pytest.mark.parametrize(
-    ("source", "originality", "expected"),
+    ("source", "originality", "read", "expected"),
     [
         # FF CA (the reader), Select, EV2First (2 APDUs), ReadData: 4 card commands, 8 APDUs.
         (
             UidSource.ANTICOLLISION,
             Originality.OFF,
+            OriginalityRead.FULL,
             [GET_DATA, SELECT, EV2_FIRST, MORE, *RECORD_READ],
         ),
         # Random UID: + GetCardUID + EV2NonFirst (2): 7 card commands, 10 APDUs.
         (
             UidSource.GET_CARD_UID,
             Originality.OFF,
+            OriginalityRead.FULL,
             [SELECT, EV2_FIRST, MORE, CARD_UID, NON_FIRST, MORE, *RECORD_READ],
         ),
-        # Originality: + Read_Sig: 8 card commands, 11 APDUs.
+        # Originality (the default, full): + Read_Sig last, inside the session, its answer 72
+        # bytes (64 enciphered + MAC) in 2 frames: 8 card commands, 12 APDUs.
         (
             UidSource.GET_CARD_UID,
             Originality.REQUIRED,
+            OriginalityRead.FULL,
+            [SELECT, EV2_FIRST, MORE, CARD_UID, NON_FIRST, MORE, *RECORD_READ, READ_SIG, MORE],
+        ),
+        # Originality plain: + Read_Sig first, before authenticating: 8 commands, 11 APDUs.
+        (
+            UidSource.GET_CARD_UID,
+            Originality.REQUIRED,
+            OriginalityRead.PLAIN,
             [READ_SIG, SELECT, EV2_FIRST, MORE, CARD_UID, NON_FIRST, MORE, *RECORD_READ],
+        ),
+        (
+            UidSource.ANTICOLLISION,
+            Originality.REQUIRED,
+            OriginalityRead.FULL,
+            [GET_DATA, SELECT, EV2_FIRST, MORE, *RECORD_READ, READ_SIG, MORE],
         ),
         (
             UidSource.DIV_FILE,
             Originality.OFF,
+            OriginalityRead.FULL,
             [SELECT, READ, EV2_FIRST, MORE, *RECORD_READ],
+        ),
+        (
+            UidSource.DIV_FILE,
+            Originality.REQUIRED,
+            OriginalityRead.FULL,
+            [SELECT, READ, EV2_FIRST, MORE, *RECORD_READ, READ_SIG, MORE],
         ),
     ],
 )
 def test_the_session_sends_the_protocol_minimum(
-    source: UidSource, originality: Originality, expected: list[int]
+    source: UidSource, originality: Originality, read: OriginalityRead, expected: list[int]
 ) -> None:
-    cfg = config(uid_source=source, originality=originality)
+    cfg = config(uid_source=source, originality=originality, originality_read=read)
     connection = connect(badge(badge_state(cfg=cfg)))
     evidence = DesfireAuthenticator(connection, cfg, keys=KEYS).authenticate(request())
     assert connection.commands == expected
@@ -249,6 +280,77 @@ def test_an_ev1_version_under_require_ev2_is_refused_before_any_command() -> Non
     assert len(connection.sent) == probed
 
 
+# --- privacy: nothing static before the first authentication (random UID) -----------------
+
+
+def _activation(card: EmulatedDesfire, cfg: BadgeConfig) -> DesfireSessionEvidence:
+    """One activation of ``card`` (a new connection powers it on) and its authentication."""
+    return DesfireAuthenticator(connect(card), cfg, keys=KEYS).authenticate(request())
+
+
+def _before_first_authentication(evidence: DesfireSessionEvidence) -> list[bytes]:
+    """The badge's answers (data and SW) up to and including its answer to the first
+    authentication command."""
+    first = next(i for i, e in enumerate(evidence.transcript) if e.command[1] == EV2_FIRST)
+    return [e.response for e in evidence.transcript[: first + 1]]
+
+
+def test_under_random_uid_the_default_session_gives_nothing_to_track_the_badge_by() -> None:
+    # The RIE's random UID is there so badges cannot be tracked; the originality signature is
+    # static (ECDSA over the real UID): in clear before authenticating, any reader sees it.
+    cfg = config()
+    assert cfg.random_uid and cfg.originality is Originality.REQUIRED
+    assert cfg.originality_read is OriginalityRead.FULL
+    card = badge(badge_state(cfg=cfg))
+    one, two = _activation(card, cfg), _activation(card, cfg)
+    assert one.originality is not None and one.originality == two.originality
+    early_one, early_two = _before_first_authentication(one), _before_first_authentication(two)
+    # Nothing answered before the first authentication carries data that is the same twice
+    # (status-only answers aside), nor the signature.
+    data_one = {r[:-2] for r in early_one if len(r) > 2}
+    data_two = {r[:-2] for r in early_two if len(r) > 2}
+    assert data_one and not data_one & data_two
+    assert not any(one.originality in r for r in early_one + early_two)
+    # Read_Sig comes after the authentications, its answer enciphered: other bytes each time,
+    # none of them the signature.
+    sig_one = [i for i, e in enumerate(one.transcript) if e.command[1] == READ_SIG]
+    sig_two = [i for i, e in enumerate(two.transcript) if e.command[1] == READ_SIG]
+    assert len(sig_one) == len(sig_two) == 1
+    assert sig_one[0] > max(i for i, e in enumerate(one.transcript) if e.command[1] == NON_FIRST)
+
+    def wire(evidence: DesfireSessionEvidence, at: int) -> bytes:
+        return b"".join(e.response[:-2] for e in evidence.transcript[at:])
+
+    assert wire(one, sig_one[0]) != wire(two, sig_two[0])
+    assert one.originality not in wire(one, sig_one[0])
+    # The static signature is nowhere in clear in either transcript.
+    signature = one.originality
+    assert not any(signature in e.response for e in one.transcript + two.transcript)
+
+
+def test_originality_read_plain_is_trackable_under_random_uid() -> None:
+    # The documented trade-off: plain reads the signature first, in clear, the same each time.
+    cfg = config(originality_read=OriginalityRead.PLAIN)
+    card = badge(badge_state(cfg=cfg))
+    one, two = _activation(card, cfg), _activation(card, cfg)
+    assert one.transcript[0].command[1] == READ_SIG
+    assert one.transcript[0].response == two.transcript[0].response
+    assert one.originality is not None and one.originality in one.transcript[0].response
+    # The verifier's replay follows the configuration: the evidence verifies.
+    result, _ = run(cfg, card)
+    assert result.valid and result.level is LOW
+
+
+def test_a_verifier_reading_the_other_way_does_not_verify_the_evidence() -> None:
+    # The replay runs the configured order: a transcript made the other way does not replay.
+    cfg = config()
+    card = badge(badge_state(cfg=cfg))
+    evidence = _activation(card, cfg)
+    plain = BadgeVerifier(config(originality_read=OriginalityRead.PLAIN), keys=KEYS)
+    with pytest.raises(SignatureInvalidError):
+        plain.verify(evidence, request())
+
+
 # --- refusals --------------------------------------------------------------------------------
 
 
@@ -262,7 +364,7 @@ def test_a_badge_under_another_master_key_is_key_mismatch_and_left_untouched() -
         authenticator.authenticate(request())
     assert caught.value.code is ErrorCode.KEY_MISMATCH
     # The diagnosis: GetKeySettings says AES keys, so the key is wrong.
-    assert connection.commands == [READ_SIG, SELECT, EV2_FIRST, MORE, KEY_SETTINGS]
+    assert connection.commands == [SELECT, EV2_FIRST, MORE, KEY_SETTINGS]
     assert card.state == before
 
 
@@ -655,7 +757,8 @@ def test_a_badge_answer_without_rnd_a_prime_is_a_suspected_clone() -> None:
         (SELECT, lambda data, sw: (data, 0x91CA), DesfireStatusError),
         (SELECT, lambda data, sw: (data, 0x6A82), BadResponseError),
         (CARD_UID, lambda data, sw: (data[:-2], sw), ResponseIntegrityError),
-        (READ_SIG, lambda data, sw: (data[:-1], sw), BadResponseError),
+        # Read_Sig in FULL mode: a cut frame no longer verifies.
+        (READ_SIG, lambda data, sw: (data[:-1], sw), ResponseIntegrityError),
         (EV2_FIRST, lambda data, sw: (data[:8], sw), BadResponseError),
     ],
 )

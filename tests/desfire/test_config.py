@@ -24,6 +24,7 @@ from mie.desfire.config import (
     BadgeConfigError,
     KeyLabels,
     Originality,
+    OriginalityRead,
     Pkcs11Keys,
     SecondFactorSettings,
     SoftwareKeys,
@@ -77,6 +78,7 @@ def full() -> dict[str, Any]:
         "random_uid": False,
         "originality": "optional",
         "originality_keys": ["nxp", "mie-test"],
+        "originality_read": "plain",
         "second_factor": {"store": "sqlite:state/mie.db", "max_failures": 3},
         "legacy": True,
     }
@@ -103,6 +105,8 @@ def test_a_minimal_file_takes_the_defaults(folder: Path) -> None:
     assert config.random_uid is True
     assert config.originality is Originality.REQUIRED
     assert config.originality_keys == ("nxp",)
+    # The default reads the signature inside the session: in clear it would track the badge.
+    assert config.originality_read is OriginalityRead.FULL
     assert config.second_factor is None
     assert config.legacy is False
     assert config.require_ev2 is False
@@ -125,6 +129,7 @@ def test_every_member_is_read(folder: Path) -> None:
     assert config.random_uid is False
     assert config.originality is Originality.OPTIONAL
     assert config.originality_keys == ("nxp", "mie-test")
+    assert config.originality_read is OriginalityRead.PLAIN
     assert config.second_factor == SecondFactorSettings("sqlite", str(folder / "state/mie.db"), 3)
     assert config.legacy is True
 
@@ -271,6 +276,10 @@ REFUSED: list[tuple[str, Any, str]] = [
     ("random_uid", 1, "random_uid"),
     ("originality", "yes", "originality"),
     ("originality", True, "originality"),
+    ("originality_read", "mac", "originality_read"),
+    ("originality_read", "FULL", "originality_read"),
+    ("originality_read", None, "originality_read"),
+    ("originality_read", 1, "originality_read"),
     ("originality_keys", [], "originality_keys"),
     ("originality_keys", ["nxp", "nxp"], "originality_keys"),
     ("originality_keys", ["acme"], "originality_keys"),

@@ -76,9 +76,9 @@ FULL_ENROLMENT = [
     *["CD", "3D", "AF", "AF", "AF"],
     # RANDOM_UID: SelectApplication (PICC), EV2First (2), SetConfiguration
     *["5A", "71", "AF", "5C"],
-    # VERIFIED (mie auth's session): Read_Sig, SelectApplication, EV2First key 1, GetCardUID,
-    # EV2NonFirst key 2, ReadData (4)
-    *["3C", "5A", "71", "AF", "51", "77", "AF", "BD", "AF", "AF", "AF"],
+    # VERIFIED (mie auth's session): SelectApplication, EV2First key 1, GetCardUID,
+    # EV2NonFirst key 2, ReadData (4), Read_Sig inside the session (2: 72 protected bytes)
+    *["5A", "71", "AF", "51", "77", "AF", "BD", "AF", "AF", "AF", "3C", "AF"],
 ]
 
 
@@ -174,7 +174,7 @@ def test_a_blank_badge_is_enrolled_then_authenticates(
     )
     assert_enrolled(card)
     assert connection.commands == FULL_ENROLMENT
-    assert len(connection.commands) == 43
+    assert len(connection.commands) == 44
     assert enrolled.uid == UID and enrolled.row == "17" and enrolled.resumed_at is None
     steps = [Step.BEGIN, Step.PICC_KEY, Step.APPLICATION, Step.APP_KEYS, Step.RECORD]
     steps += [Step.RANDOM_UID, Step.VERIFIED]

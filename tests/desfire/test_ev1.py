@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from mie.core.channel import CommMode
 from mie.core.errors import BadResponseError
+from mie.desfire import crypto
 from mie.desfire.channel import Ev1Channel
 from mie.desfire.errors import CardCryptogramError, DesfireStatusError, ResponseIntegrityError
 from mie.desfire.session import AuthState, DesfireSession
@@ -180,8 +182,41 @@ def test_read_signature_refuses_other_answers(
         session.read_signature()
 
 
-def test_read_signature_inside_a_session_sends_nothing() -> None:
+def test_read_signature_inside_a_session_refuses_plain_and_sends_nothing() -> None:
     session, connection, _ = ev1_session("F44B26F5C05DDD7110772281C4D066E8")
-    with pytest.raises(ValueError, match="before authenticating"):
-        session.read_signature()
+    with pytest.raises(ValueError, match="plain mode inside a session"):
+        session.read_signature(mode=CommMode.PLAIN)
     assert connection.sent == []
+
+
+def _ev1_full_signature(key: bytes, signature: bytes) -> tuple[bytes, bytes]:
+    """:return: (the IV after the command, the EV1 FULL answer) for Read_Sig, by the §2 rules:
+    the command CMACed into the IV, the answer E_IV(sig ‖ CRC32(sig ‖ 90) ‖ 00…)."""
+    iv = crypto.cmac(key, h("3C00"), bytes(16))
+    plain = signature + crypto.crc32(signature + b"\x90")
+    plain += bytes(-len(plain) % 16)
+    return iv, crypto.aes_cbc_encrypt(key, iv, plain)
+
+
+def test_read_signature_inside_an_ev1_session_is_enciphered_with_its_crc() -> None:
+    key = h("F44B26F5C05DDD7110772281C4D066E8")
+    signature = bytes(range(56))
+    _, answer = _ev1_full_signature(key, signature)
+    assert len(answer) == 64
+    session, connection, channel = ev1_session(
+        key.hex(), script=[(wrapped(0x3C, h("00")), answer, 0x9190)]
+    )
+    assert session.read_signature() == signature
+    assert connection.remaining == 0
+    assert session.protocol.channel is channel and session.auth is not None
+    assert bytes(channel._iv or b"") == answer[-16:]
+
+
+def test_read_signature_inside_an_ev1_session_refuses_a_bad_crc() -> None:
+    key = h("F44B26F5C05DDD7110772281C4D066E8")
+    _, answer = _ev1_full_signature(key, bytes(range(56)))
+    changed = answer[:-1] + bytes([answer[-1] ^ 1])
+    session, _, channel = ev1_session(key.hex(), script=[(wrapped(0x3C, h("00")), changed, 0x9190)])
+    with pytest.raises(ResponseIntegrityError):
+        session.read_signature()
+    assert channel.is_dropped and session.auth is None

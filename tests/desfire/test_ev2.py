@@ -195,6 +195,41 @@ def test_read_data_full_comes_in_frames_and_is_deciphered() -> None:
     assert connection.remaining == 0
 
 
+def test_read_signature_in_a_session_is_full_mode_and_the_session_goes_on() -> None:
+    # Read_Sig inside an EV2 session (COMMAND_MODES): the command MACed, the answer
+    # E(sig ‖ 80 0…) ‖ MACt over 90 ‖ CmdCtr+1 ‖ TI ‖ ciphertext, 72 bytes in 2 frames, 9190.
+    signature = bytes(range(0x80, 0x80 + 56))
+    ref = Ev2Ref(ENC, MAC, TI)
+    command = ref.command(0x3C, h("00"))
+    response = ref.response(signature, full=True, status=0x90)
+    assert len(response) == 72
+    script = [
+        (wrapped(0x3C, command), response[:59], MORE),
+        (wrapped(0xAF), response[59:], 0x9190),
+    ]
+    after = ref.command(0xF5, h("01"))
+    settings = h("0003E0EE200000")
+    script.append((wrapped(0xF5, after), settings + ref.response(settings)[-8:], OK))
+    session, connection = authenticated(script)
+    assert session.read_signature() == signature
+    assert session.auth is not None
+    assert session.get_file_settings(1).size == 0x20
+    assert connection.remaining == 0
+
+
+@pytest.mark.parametrize("sw", [0x9100, 0x911C])
+def test_read_signature_in_a_session_with_another_status_drops(sw: int) -> None:
+    ref = Ev2Ref(ENC, MAC, TI)
+    command = ref.command(0x3C, h("00"))
+    response = ref.response(bytes(56), full=True, status=sw & 0xFF)
+    session, _ = authenticated(
+        [(wrapped(0x3C, command), response[:59], MORE), (wrapped(0xAF), response[59:], sw)]
+    )
+    with pytest.raises(DesfireStatusError):
+        session.read_signature()
+    assert session.protocol.channel is None and session.auth is None
+
+
 def test_read_data_mac_and_plain() -> None:
     ref = Ev2Ref(ENC, MAC, TI)
     script = [

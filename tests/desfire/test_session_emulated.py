@@ -184,10 +184,83 @@ def test_the_originality_signature_of_the_emulated_badge() -> None:
     signature = session.read_signature()
     key = crypto.verify_originality_signature(UID, signature, [TEST_ORIGINALITY_KEY])
     assert key == TEST_ORIGINALITY_KEY
+    with pytest.raises(ValueError, match="full mode outside a session"):
+        session.read_signature(mode=CommMode.FULL)
     session.select_application(AID)
     session.authenticate_ev2_first(2, APP_KEYS[2])
-    with pytest.raises(ValueError, match="before authenticating"):
+    with pytest.raises(ValueError, match="plain mode inside a session"):
+        session.read_signature(mode=CommMode.PLAIN)
+    with pytest.raises(ValueError, match=r"PLAIN .* or FULL"):
+        session.read_signature(mode=CommMode.MAC)
+    # Inside the session: the same signature, and the session goes on.
+    assert session.read_signature() == signature
+    assert session.auth is not None
+    assert session.read_data(1, mode=CommMode.FULL) == RECORD
+
+
+def _read_sig_answer(connection: Middle) -> bytes:
+    """The wire answer (all frames) to the last Read_Sig sent."""
+    index = max(i for i, apdu in enumerate(connection.sent) if apdu[1] == 0x3C)
+    frames = [connection.answers[index][0]]
+    for apdu, (data, _) in zip(
+        connection.sent[index + 1 :], connection.answers[index + 1 :], strict=True
+    ):
+        if apdu[1] != 0xAF:
+            break
+        frames.append(data)
+    return b"".join(frames)
+
+
+@pytest.mark.parametrize("ev1", [False, True])
+def test_read_sig_inside_a_session_is_enciphered_and_differs_each_session(ev1: bool) -> None:
+    card = badge()
+    answers = []
+    for _ in range(2):
+        card.power_on()
+        connection = Middle(card)
+        session = DesfireSession(connection)
+        session.select_application(AID)
+        if ev1:
+            session.authenticate_aes(2, APP_KEYS[2])
+        else:
+            session.authenticate_ev2_first(2, APP_KEYS[2])
+        signature = session.read_signature()
+        assert crypto.verify_originality_signature(UID, signature, [TEST_ORIGINALITY_KEY])
+        wire = _read_sig_answer(connection)
+        # EV2: E(sig ‖ 80 0…) ‖ MAC = 72 bytes; EV1: E(sig ‖ CRC32 ‖ 0…) = 64 bytes.
+        assert len(wire) == (64 if ev1 else 72)
+        assert signature not in wire
+        answers.append(wire)
+        assert session.read_data(1, mode=CommMode.FULL) == RECORD
+    assert answers[0] != answers[1]
+
+
+@pytest.mark.parametrize("where", [0, 30, 58, 59, 71])
+def test_a_flipped_bit_of_the_protected_signature_returns_nothing(where: int) -> None:
+    session, connection = identity_session(badge())
+    start = len(connection.sent)
+    frame, offset = divmod(where, 59)
+
+    def flip(index: int, apdu: bytes, data: bytes, sw: int) -> tuple[bytes, int]:
+        if index == start + frame:
+            changed = bytearray(data)
+            changed[offset] ^= 0x01
+            return bytes(changed), sw
+        return data, sw
+
+    connection.tamper = flip
+    with pytest.raises(ResponseIntegrityError):
         session.read_signature()
+    assert session.protocol.channel is None and session.auth is None
+
+
+def test_a_plain_signature_answered_inside_a_session_is_refused() -> None:
+    plain = DesfireSession(Middle(badge())).read_signature()
+    session, connection = identity_session(badge())
+    connection.tamper = lambda index, apdu, data, sw: (plain, 0x9190)
+    with pytest.raises(ResponseIntegrityError):
+        session.read_signature()
+    assert session.auth is None
 
 
 @settings(max_examples=200, deadline=None)
@@ -295,6 +368,8 @@ def test_the_vector_recorder_makes_a_replayable_session(
         assert run(["replay", str(vector), "--", "auth", "--badge-config", config, "--json"]) == 0
         printed = capsys.readouterr()
         assert '"valid": true' in printed.out and '"id_nat": "810001234565"' in printed.out
-        assert "Replayed 12 exchanges" in printed.err
+        # The identity read (12 APDUs, Read_Sig's protected answer in 2 frames) and, before it,
+        # the authenticator's probe of the badge.
+        assert "Replayed 13 exchanges" in printed.err
     # Without the configuration the replay is bad usage, not a result.
     assert run(["replay", str(VECTOR)]) == 2

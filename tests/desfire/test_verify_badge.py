@@ -28,6 +28,7 @@ from mie.desfire.errors import (
     DesfireAuthenticationError,
     RecordCopiedError,
     RecordFormatError,
+    ResponseIntegrityError,
 )
 from mie.desfire.evidence import DesfireSessionEvidence, TranscriptExchange
 from mie.desfire.verify import NOT_REPLAYED, BadgeVerifier, verify_badge_evidence
@@ -229,6 +230,22 @@ def test_evidence_for_another_origin_or_nonce_is_refused() -> None:
     moved = dataclasses.replace(evidence, origin="https://other.example.fr")
     with pytest.raises(SignatureInvalidError):
         check(moved, expected=request(origin="https://other.example.fr"))
+
+
+@pytest.mark.parametrize("where", [0, 40, 58])
+def test_a_changed_byte_of_the_protected_signature_answer_fails_the_replay(where: int) -> None:
+    # originality_read full (the default): Read_Sig's answer is enciphered and MACed in the
+    # transcript; a changed byte fails its MAC in the replay, whatever originality says.
+    evidence = recorded()
+    at = next(i for i, e in enumerate(evidence.transcript) if e.command[1] == 0x3C)
+    assert at > 4  # after the authentications, not first
+    exchange = evidence.transcript[at]
+    changed = bytearray(exchange.response)
+    changed[where] ^= 0x01
+    transcript = list(evidence.transcript)
+    transcript[at] = TranscriptExchange(exchange.command, bytes(changed))
+    with pytest.raises(ResponseIntegrityError):
+        check(dataclasses.replace(evidence, transcript=tuple(transcript)))
 
 
 def test_fields_that_are_not_what_the_session_read_are_refused() -> None:

@@ -36,9 +36,10 @@ COMMAND = ["auth", "--json"]
 name a local file) or from ``mie replay FILE -- auth --badge-config FILE --json``."""
 DESCRIPTION = (
     "mie auth --json on an emulated DESFire EV3 badge (emulator recording, not a real-card"
-    " trace): originality signature, SelectApplication, AuthenticateEV2First with the UID-read"
-    " key, GetCardUID, AuthenticateEV2NonFirst with the record-read key, ReadData of the"
-    " 176-byte identity record in FULL mode; random UID on; RndA bound to the nonce in random"
+    " trace): SelectApplication, AuthenticateEV2First with the UID-read key, GetCardUID,"
+    " AuthenticateEV2NonFirst with the record-read key, ReadData of the 176-byte identity"
+    " record in FULL mode, then the originality signature (Read_Sig) in FULL mode inside the"
+    " session; random UID on; RndA bound to the nonce in random"
 )
 
 

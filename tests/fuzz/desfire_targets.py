@@ -98,6 +98,7 @@ def _config_objects() -> list[dict[str, Any]]:
         "random_uid": True,
         "originality": "optional",
         "originality_keys": ["nxp", "mie-test"],
+        "originality_read": "plain",
         "second_factor": {"store": "sqlite:mie.db", "max_failures": 5},
         "legacy": False,
     }

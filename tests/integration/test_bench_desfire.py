@@ -20,8 +20,10 @@ SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 
 # Rows: static UID, random UID, random UID + originality.
 COMMANDS = [4, 7, 8]
-# + the reader's GET DATA (static UID) and the three AF frames of the 200-byte FULL read.
-APDUS = [8, 10, 11]
+# + the reader's GET DATA (static UID) and the three AF frames of the 200-byte FULL read; the
+# originality signature read inside the session (originality_read "full", the default) is 72
+# bytes (64 enciphered + the MAC): two frames.
+APDUS = [8, 10, 12]
 
 
 def _run() -> tuple[list[str], dict[str, object]]:

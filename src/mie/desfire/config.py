@@ -19,6 +19,10 @@ One strict JSON file (``--badge-config FILE``, else ``$MIE_BADGE_CONFIG``, else
      "random_uid": true,
      "originality": "required",           or "optional", "off"
      "originality_keys": ["nxp"],         any of "nxp", "mie-test" (the emulator's test key)
+     "originality_read": "full",          Read_Sig last, inside the authenticated session, its
+                                          answer enciphered and MACed; or "plain": first, before
+                                          authenticating, in clear: the signature is static, so
+                                          under random UID any reader can track the badge by it
      "second_factor": null,               {"store": "sqlite:///abs/mie.db" | "sqlite:rel.db" |
                                            "postgresql://...", "max_failures": 5}
      "legacy": false,                     accept DES/3DES badges (no level) when true
@@ -93,6 +97,7 @@ _MEMBERS = (
     "random_uid",
     "originality",
     "originality_keys",
+    "originality_read",
     "second_factor",
     "legacy",
     "require_ev2",
@@ -132,6 +137,22 @@ class Originality(enum.StrEnum):
     REQUIRED = "required"
     OPTIONAL = "optional"
     OFF = "off"
+
+
+class OriginalityRead(enum.StrEnum):
+    """When and how the originality signature (Read_Sig) is read.
+
+    The signature is static (an ECDSA signature over the real UID): read in clear, it
+    identifies the badge whatever its random UID.
+    """
+
+    FULL = "full"
+    """Last, inside the session that read the record, in CommMode.Full (enciphered and MACed,
+    the MAC checked before use; :data:`mie.desfire.constants.COMMAND_MODES` says what this
+    rests on): nothing a badge answers before it authenticated is the same twice."""
+    PLAIN = "plain"
+    """First, at PICC level before any authentication, in clear (proxmark3's way): trackable
+    under random UID, for badges that refuse Read_Sig inside a session."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +226,7 @@ class BadgeConfig:
     :param random_uid: enrolment turns random UID on.
     :param originality: whether the originality signature is checked.
     :param originality_keys: the names of the originality key sets trusted.
+    :param originality_read: when and how the signature is read (:class:`OriginalityRead`).
     :param second_factor: the second-factor store, or ``None`` (possession only).
     :param legacy: DES/3DES badges are accepted, with no level.
     :param require_ev2: only EV2 authentication and secure messaging are accepted: an EV1
@@ -224,6 +246,7 @@ class BadgeConfig:
     random_uid: bool = True
     originality: Originality = Originality.REQUIRED
     originality_keys: tuple[str, ...] = ("nxp",)
+    originality_read: OriginalityRead = OriginalityRead.FULL
     second_factor: SecondFactorSettings | None = None
     legacy: bool = False
     require_ev2: bool = False
@@ -405,6 +428,7 @@ class _Reader:
             "random_uid": self.flag,
             "originality": lambda v, n: self.choice(v, n, Originality),
             "originality_keys": self.originality_keys,
+            "originality_read": lambda v, n: self.choice(v, n, OriginalityRead),
             "second_factor": lambda v, n: None if v is None else self.second_factor(v, n),
             "legacy": self.flag,
             "require_ev2": self.flag,
@@ -597,6 +621,7 @@ __all__ = [
     "BadgeConfigError",
     "KeyLabels",
     "Originality",
+    "OriginalityRead",
     "Pkcs11Keys",
     "SecondFactorSettings",
     "SoftwareKeys",

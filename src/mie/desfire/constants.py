@@ -103,7 +103,7 @@ COMMAND_MODES: Final[Mapping[int, tuple[CommMode, CommMode]]] = MappingProxyType
     {
         GET_VERSION: _PLAIN,
         SELECT_APPLICATION: _PLAIN,
-        READ_SIG: _PLAIN,
+        READ_SIG: (CommMode.MAC, CommMode.FULL),
         GET_CARD_UID: (CommMode.MAC, CommMode.FULL),
         GET_FILE_SETTINGS: _MAC,
         GET_KEY_SETTINGS: _MAC,
@@ -119,4 +119,15 @@ COMMAND_MODES: Final[Mapping[int, tuple[CommMode, CommMode]]] = MappingProxyType
     }
 )
 """``(command mode, response mode)`` of each command inside an authenticated session; ReadData
-and WriteData follow the file's comm mode instead. Without a session every command is plain."""
+and WriteData follow the file's comm mode instead. Without a session every command is plain.
+
+Read_Sig (``3C``) inside a session: the command MACed, its ``91 90`` answer enciphered and
+MACed (CommMode.Full). Sources: the ``ntag424`` crate (docs.rs, 0.1.0,
+``src/commands/read_sig.rs``) has a plain Read_Sig for NTAG 424 DNA (NT4H2421Gx §10.12; the
+``91 90`` status "documented by example" in AN12196 Table 30) and an authenticated one whose
+answer it reads as ciphertext; proxmark3 sends Read_Sig only unauthenticated
+(``cmdhfmfdes.c``), and its secure-channel table (``desfiresecurechan.c``) has no entry for it.
+[I] That a DESFire EV2/EV3 answers it in CommMode.Full inside a session is inferred from those
+and from the EV2 secure messaging the products share, not from a trace of a real badge
+(reference ``desfire.md`` §11).
+"""

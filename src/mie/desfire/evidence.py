@@ -94,7 +94,9 @@ class DesfireSessionEvidence(Evidence):
     :param uid: the badge's real UID as the session established it (7 bytes).
     :param uid_source: how the session established it.
     :param record: the identity record file read (176 bytes).
-    :param originality: the originality signature read (56 bytes), or ``None`` when not read.
+    :param originality: the originality signature read (56 bytes, in clear: deciphered when
+        it was read inside the session, ``originality_read`` ``full``), or ``None`` when not
+        read. The transcript holds it as the badge sent it (enciphered under ``full``).
     :param transcript: every exchange of the session, in order.
     :raises ValueError: a field of the wrong size, or an origin that is not one.
     :raises TypeError: a field of the wrong type.

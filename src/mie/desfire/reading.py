@@ -4,7 +4,8 @@
 
 :func:`read_identity` runs these steps on a :class:`~mie.desfire.session.DesfireSession`:
 
-1. Read_Sig at PICC level, unless ``originality`` is ``off``;
+1. ``originality_read`` ``plain`` only (and ``originality`` not ``off``): Read_Sig at PICC
+   level, before any authentication, in clear;
 2. for ``anticollision``, the reader's UID (``FF CA 00 00 00``, a static 7-byte UID);
 3. SelectApplication;
 4. the real UID and the record-read key (key 2, diversified from ``UID ‖ AID ‖ system id``):
@@ -12,7 +13,19 @@
    with the shared UID-read key (key 1), sends GetCardUID, then re-authenticates with key 2
    (EV2NonFirst); ``div-file`` reads file ``02`` in plain (:func:`~mie.desfire.record.div_file`)
    then authenticates with key 2 (EV2First); ``anticollision`` authenticates with key 2;
-5. ReadData of the 176-byte record file ``01`` in FULL mode.
+5. ReadData of the 176-byte record file ``01`` in FULL mode;
+6. ``originality_read`` ``full`` (the default; ``originality`` not ``off``): Read_Sig last,
+   inside the session that read the record, in CommMode.Full.
+
+Why the default is ``full``: the originality signature is static (an ECDSA signature over the
+real UID), so read in clear before authenticating, it identifies the badge to any reader,
+which random UID is there to prevent. Inside the session it is enciphered under that session's
+keys and differs at every activation (the badge's RndB); only a reader holding the
+record-read key sees it. What this rests on (the ``ntag424`` crate, which follows NXP's NTAG
+424 DNA documents, and proxmark3) and what stays inferred [I] for DESFire EV2/EV3 is in
+:data:`mie.desfire.constants.COMMAND_MODES`; a badge that
+refuses it inside a session is read with ``plain`` (trackable). Sent last, a ``911C`` from an
+EV1 badge (no signature) ends a session that has nothing left to do.
 
 An EV1 badge authenticates with AuthenticateAES instead (EV1 secure messaging). RndA is
 :class:`BoundRndA` of the request's challenge (plan D4), so the same steps against the
@@ -26,7 +39,9 @@ The sequence of commands (plan D5), with the 176-byte record in 4 response frame
 
 - ``anticollision``: GET DATA (reader), Select, EV2First (2 APDUs), ReadData (4 APDUs);
 - ``get-card-uid``: Select, EV2First (2), GetCardUID, EV2NonFirst (2), ReadData (4);
-- originality on: Read_Sig first.
+- originality on, ``full``: + Read_Sig last (2 APDUs: 64 enciphered bytes and the 8-byte MAC
+  are 72 bytes, two frames of at most 59 [I, the frame size]); ``plain``: + Read_Sig first
+  (1 APDU, 56 bytes).
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ from dataclasses import dataclass
 from mie.core.channel import CommMode
 from mie.core.errors import BadResponseError, UnsupportedCardError
 from mie.desfire import constants as c
-from mie.desfire.config import BadgeConfig, Originality, UidSource
+from mie.desfire.config import BadgeConfig, Originality, OriginalityRead, UidSource
 from mie.desfire.errors import (
     DesfireAuthenticationError,
     DesfireStatusError,
@@ -170,7 +185,8 @@ class _Reader:
             raise UnsupportedCardError(
                 "The badge version says EV1: the configuration requires EV2 (require_ev2)"
             )
-        originality = self.originality()
+        early = config.originality_read is OriginalityRead.PLAIN
+        originality = self.originality() if early else None
         source = config.uid_source
         if source is UidSource.ANTICOLLISION:
             uid = session.reader_uid()
@@ -191,6 +207,8 @@ class _Reader:
                 uid = uid_from_div_file(data)
             self.authenticate(KEY_READ, self.read_key(uid), first=True)
         record = session.read_data(RECORD_FILE, 0, RECORD_FILE_SIZE, mode=CommMode.FULL)
+        if not early:
+            originality = self.originality()
         return SessionOutcome(self.scheme, uid, record, originality)
 
     def read_key(self, uid: bytes) -> bytes:
@@ -199,8 +217,10 @@ class _Reader:
     def originality(self) -> bytes | None:
         if self.config.originality is Originality.OFF:
             return None
+        plain = self.config.originality_read is OriginalityRead.PLAIN
+        mode = CommMode.PLAIN if plain else CommMode.FULL
         try:
-            return self.session.read_signature()
+            return self.session.read_signature(mode=mode)
         except DesfireStatusError as e:
             # An EV1 badge has no Read_Sig: the verifier decides what a missing one means.
             if e.status is not c.Status.ILLEGAL_COMMAND:

@@ -518,27 +518,58 @@ class DesfireSession:
         logger.info("DESFire real UID read")
         return uid
 
-    def read_signature(self) -> bytes:
+    def read_signature(self, *, mode: CommMode | None = None) -> bytes:
         """Read_Sig (``3C 00``): the 56-byte originality signature, answered with ``9190``.
 
-        Sent only outside a session: whether a badge protects it after authentication is not
-        known (reference ``desfire.md`` §5), so the session refuses rather than guess.
+        Outside a session it goes in clear (CommMode.Plain). Inside one (EV2 or EV1) the
+        command is MACed and the answer comes enciphered and MACed (CommMode.Full, the
+        :data:`~mie.desfire.constants.COMMAND_MODES` entry says what that rests on; [I] for
+        DESFire EV2/EV3); its MAC (EV2) or CRC32 (EV1) is checked before the signature is
+        returned, and the session goes on. The signature is static: read in clear it tracks a
+        badge whatever its random UID.
 
+        :param mode: ``None``: as the session stands (plain outside, FULL inside);
+            ``PLAIN`` or ``FULL`` says which is expected and refuses the other state.
         :return: ``r ‖ s`` (secp224r1), to check with
             :func:`~mie.desfire.crypto.verify_originality_signature`.
-        :raises ValueError: the session is authenticated (nothing sent).
+        :raises ValueError: ``mode`` PLAIN inside a session, FULL outside one, or MAC
+            (nothing sent).
+        :raises ResponseIntegrityError: the protected answer does not verify (the session is
+            dropped, nothing returned).
         :raises BadResponseError: not 56 bytes.
-        :raises DesfireStatusError: another status than ``9190``.
+        :raises DesfireStatusError: another status than ``9190`` (the session is dropped).
         """
-        if self.protocol.channel is not None:
-            raise ValueError("Read_Sig is sent before authenticating, not inside a session")
-        logger.debug("DESFire Read_Sig")
-        response, sw = self._exchange(c.READ_SIG, b"\x00")
+        inside = self.protocol.channel is not None
+        if mode is None:
+            mode = CommMode.FULL if inside else CommMode.PLAIN
+        if mode is CommMode.MAC:
+            raise ValueError("Read_Sig is read in PLAIN (no session) or FULL (in a session)")
+        if mode is CommMode.FULL and not inside:
+            raise ValueError("Read_Sig in full mode outside a session: FULL needs one")
+        if mode is CommMode.PLAIN and inside:
+            raise ValueError("Read_Sig in plain mode inside a session: the badge answers in FULL")
+        logger.debug("DESFire Read_Sig (%s)", mode.value)
+        if inside:
+            command_mode, response_mode = c.COMMAND_MODES[c.READ_SIG]
+            # Its 9190 is this command's success: the channel must check and unwrap it.
+            settings = self.protocol.settings
+            self.protocol.configure(success=settings.success | {c.SW_SIGNATURE})
+            try:
+                response, sw = self._exchange(
+                    c.READ_SIG, b"\x00", mode=command_mode, response_mode=response_mode
+                )
+            finally:
+                self.protocol.configure(success=settings.success)
+        else:
+            response, sw = self._exchange(c.READ_SIG, b"\x00")
         if sw != c.SW_SIGNATURE:
             raise self._status_error(c.READ_SIG, response, sw)
         if len(response) != crypto.ORIGINALITY_SIGNATURE_SIZE:
+            if inside:
+                self.protocol.drop_channel()
+                self._auth = None
             raise BadResponseError(f"Read_Sig answered {len(response)} bytes, expected 56")
-        logger.info("DESFire originality signature read")
+        logger.info("DESFire originality signature read (%s)", mode.value)
         return response
 
     # --- personalisation -------------------------------------------------------------------

@@ -15,7 +15,10 @@
    has no level;
 3. the record parses (``malformed``) and a trusted authority signed it (``record_untrusted``);
 4. the record was issued for this badge and application (``record_copied``);
-5. the originality signature, when the configuration requires it (``not_genuine``);
+5. the originality signature, when the configuration requires it (``not_genuine``). The replay
+   reads it where the configuration's ``originality_read`` says (``full``: last, inside the
+   session, its protected answer's MAC checked; ``plain``: first, in clear), so the evidence's
+   ``originality`` is what that answer held;
 6. the second factor: the PIN is asked (``user.request_pin(tries_left)``) and checked against
    the store; a wrong one is counted (``invalid_pin``), a locked badge refused (``pin_blocked``);
 7. the level (:func:`mie.policy.decide`): the badge alone is possession (``low``), with the PIN

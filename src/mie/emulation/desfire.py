@@ -406,6 +406,10 @@ def _constant_layout(layout: CommandLayout) -> Callable[[bytes], CommandLayout]:
     return lambda body: layout
 
 
+# The statuses after which a session goes on: OK, a frame to come, and Read_Sig's 9190 (inside
+# a session its answer is protected like an OK one: CommMode.Full, COMMAND_MODES).
+_SESSION_GOES_ON = frozenset({OK, ADDITIONAL_FRAME, SIGNATURE})
+
 # The commands a badge refuses (91AE) outside an authenticated session.
 _NEEDS_SESSION = frozenset({GET_CARD_UID, CHANGE_KEY, SET_CONFIGURATION, FORMAT_PICC})
 
@@ -551,7 +555,7 @@ class EmulatedDesfire(EmulatedCard):
         else:
             # A new command aborts whatever chain was pending [I].
             data, status = self._command(cmd, data)
-        if status not in (OK, ADDITIONAL_FRAME):
+        if status not in _SESSION_GOES_ON:
             self.session = None
         return data, status
 
@@ -587,7 +591,7 @@ class EmulatedDesfire(EmulatedCard):
                 return b"", unwrapped
             plain = unwrapped
         reply = command.handler(plain)
-        if reply.status not in (OK, ADDITIONAL_FRAME):
+        if reply.status not in _SESSION_GOES_ON:
             return reply.data, reply.status
         if reply.changed and self._on_change is not None:
             self._on_change(self.state)
@@ -658,7 +662,7 @@ class EmulatedDesfire(EmulatedCard):
             GET_APPLICATION_IDS: (self._get_application_ids, CommandLayout(0)),
             GET_KEY_SETTINGS: (self._get_key_settings, CommandLayout(0)),
             GET_KEY_VERSION: (self._get_key_version, CommandLayout(1)),
-            READ_SIG: (self._read_sig, CommandLayout(0)),
+            READ_SIG: (self._read_sig, CommandLayout(1)),
             CHANGE_KEY: (self._change_key, self._change_key_layout),
             CREATE_APPLICATION: (self._create_application, CommandLayout(0)),
             DELETE_APPLICATION: (self._delete_application, CommandLayout(0)),
@@ -735,6 +739,8 @@ class EmulatedDesfire(EmulatedCard):
         return _Reply()
 
     def _read_sig(self, body: bytes) -> _Reply:
+        # Plain outside a session; inside one (EV2 or EV1) _execute protects the 9190 answer as
+        # COMMAND_MODES says: CommMode.Full, as the host's session expects it.
         if len(body) != 1:
             return _Reply(status=LENGTH_ERROR)
         if body != b"\x00":
