@@ -484,3 +484,11 @@ def test_mie_test_adds_the_emulated_badges_key() -> None:
     assert found.name == "mie test badge"
     only_test = BadgeConfig(originality_keys=("mie-test",)).originality_key_set()
     assert len(only_test) == 1
+
+
+def test_a_configuration_named_as_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "badge.json"
+    os.mkfifo(fifo)  # nobody writes: a blocking open would never return
+    with pytest.raises(BadgeConfigError, match="not a regular file") as caught:
+        BadgeConfig.load(fifo)
+    assert caught.value.code is ErrorCode.USAGE

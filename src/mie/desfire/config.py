@@ -288,7 +288,11 @@ class BadgeConfig:
         file = Path(path) if path is not None else default_path()
         name = f"badge configuration {str(file)!r}"
         try:
-            with file.open("rb") as handle:
+            # Non-blocking: a FIFO or a device named as the configuration must not stall an IAM.
+            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise BadgeConfigError(f"Cannot read {name}: not a regular file")
                 data = handle.read(MAX_CONFIG_BYTES + 1)
         except FileNotFoundError as e:
             raise BadgeConfigError(f"No badge configuration: {str(file)!r} does not exist") from e
