@@ -24,7 +24,7 @@ from mie._cli.__main__ import run
 from mie._cli.app import cli, exit_code_for
 from mie._cli.state import CliState
 from mie.core.connection import SmartCardConnection
-from mie.core.errors import CardRemovedError, TransportTimeoutError
+from mie.core.errors import CardRemovedError, NoCardError, TransportTimeoutError
 from mie.desfire.config import BadgeConfig
 from mie.desfire.crypto import diversify_aes128
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
@@ -1463,3 +1463,20 @@ def test_enroll_csv_stops_when_the_token_fails(
     assert result["enrolled"] == [] and result["failed"] == []
     assert result["error"]["code"] == "reader_error"
     assert "Row a: The token failed (test); the run stops" in result["error"]["message"]
+
+
+def test_an_nfc_front_end_that_senses_no_badge_in_time_is_the_waits_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # W: over nfc:, enroll --csv met NfcConnection's NoCardError, which _present does not
+    # take as "no badge within --wait": the run ended with the bare error object.
+    pytest.importorskip("nfc")
+    nfc_transport = importlib.import_module("mie.transport.nfc")
+
+    class Nothing:
+        def __init__(self, path: str, *, wait: float) -> None:
+            raise NoCardError(f"No ISO 14443-4 card on {path} within {wait:g} s")
+
+    monkeypatch.setattr(nfc_transport, "NfcConnection", Nothing)
+    with pytest.raises(TransportTimeoutError, match="No badge within 2 s"):
+        CliState().wait_for_badge("nfc:udp:127.0.0.1:5000", 2.0)

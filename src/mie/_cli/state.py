@@ -16,7 +16,14 @@ from pathlib import Path
 
 from mie._cli.output import JsonOutput
 from mie.core.connection import SmartCardConnection
-from mie.core.errors import ErrorCode, MieError, NoReaderError, TransportError
+from mie.core.errors import (
+    ErrorCode,
+    MieError,
+    NoCardError,
+    NoReaderError,
+    TransportError,
+    TransportTimeoutError,
+)
 from mie.core.random import RandomSource, RecordingRandom
 from mie.emulation.base import EmulatedCard, EmulatedConnection
 from mie.transport.replay import RecordingConnection, ReplayConnection
@@ -145,7 +152,11 @@ class CliState:
         if self.replay is not None:
             return self._replayed()
         if reader is not None and reader.startswith(NFC_PREFIX):
-            return self._wrap(self._open_nfc(reader.removeprefix(NFC_PREFIX), timeout))
+            try:
+                return self._wrap(self._open_nfc(reader.removeprefix(NFC_PREFIX), timeout))
+            except NoCardError as e:
+                # An NFC front end that sensed nothing in the time is the PC/SC wait's timeout.
+                raise TransportTimeoutError(f"No badge within {timeout:g} s ({e})") from e
         require_pcsc()
         from mie.transport.pcsc import wait_for_any_card, wait_for_card
 
