@@ -1480,3 +1480,37 @@ def test_an_nfc_front_end_that_senses_no_badge_in_time_is_the_waits_timeout(
     monkeypatch.setattr(nfc_transport, "NfcConnection", Nothing)
     with pytest.raises(TransportTimeoutError, match="No badge within 2 s"):
         CliState().wait_for_badge("nfc:udp:127.0.0.1:5000", 2.0)
+
+
+def test_enroll_one_badge_whose_token_fails_midway_reports_the_badge_left_incomplete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rv-Z: without --csv, a token failing once the badge was changed escaped the run: exit 1
+    # with the bare error object, no report and no word of the badge left incomplete (the bulk
+    # run and README: the --json report on exit 1 too once the run has a badge).
+    from mie.keys.base import KeyProviderError
+    from mie.keys.software import SoftwareKeyProvider
+
+    setup = write_badge_setup(tmp_path / "config")
+    journal = tmp_path / "j.csv"
+    real = SoftwareKeyProvider.diversify
+
+    def fails_after_the_picc_key(self: SoftwareKeyProvider, master: str, data: bytes) -> bytes:
+        if journal.exists() and "picc_key,done" in journal.read_text():
+            raise KeyProviderError("The token failed (test)")
+        return real(self, master, data)
+
+    monkeypatch.setattr(SoftwareKeyProvider, "diversify", fails_after_the_picc_key)
+    badge = blank()
+    state = ReaderState(EmulatedConnection(badge))
+    args = ("--identity", f"rpps={RPPS[1:]}", "--json")
+    assert enroll(setup, journal, state, *args, monkeypatch=monkeypatch) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["enrolled"] == [] and report["failed"] == []
+    [left] = report["incomplete"]
+    assert left["uid"] == badge.state.uid.hex()
+    assert report["error"]["code"] == "reader_error"
+    message = report["error"]["message"]
+    assert "The token failed (test)" in message and "left incomplete" in message
+    assert one_error_line(captured.err)[12:] == message

@@ -556,6 +556,10 @@ class _Enrolment:
                 self.failed(EnrolmentFailedError(str(e), _refusal_code(e)))
             except _BADGE_FAILURES as e:
                 self.failed(e)
+            except _operational() as e:
+                # The token or the store failed with the badge in the reader (maybe changed
+                # already): the run stops and, as a bulk run, reports what it left (exit 1).
+                self.failed(EnrolmentFailedError(str(e), e.code))
 
     def bulk(self, rows: Sequence[EnrolmentRow], requests: Sequence[EnrolmentRequest]) -> None:
         """Enrol one badge per row, the rows the journal shows incomplete first; each badge is
