@@ -492,3 +492,22 @@ def test_a_configuration_named_as_a_fifo_is_refused_at_once(tmp_path: Path) -> N
     with pytest.raises(BadgeConfigError, match="not a regular file") as caught:
         BadgeConfig.load(fifo)
     assert caught.value.code is ErrorCode.USAGE
+
+
+def test_a_choice_given_in_code_as_its_string_is_the_choice_or_refused() -> None:
+    # Rv-Z: the checks compare with ``is``; BadgeConfig(originality="required") was none of the
+    # choices, so a missing or bad signature read as optional, and originality_read="plain" as
+    # full. Now the string is made the choice, and a string that is none is refused.
+    config = BadgeConfig(
+        originality="required",  # type: ignore[arg-type]
+        originality_read="plain",  # type: ignore[arg-type]
+        uid_source="div-file",  # type: ignore[arg-type]
+    )
+    assert config.originality is Originality.REQUIRED
+    assert config.originality_read is OriginalityRead.PLAIN
+    assert config.uid_source is UidSource.DIV_FILE
+    values: tuple[tuple[str, Any], ...] = (("originality", "Required"), ("originality_read", None))
+    for name, value in values:
+        with pytest.raises(BadgeConfigError, match=f"{name} is not one of") as caught:
+            BadgeConfig(**{name: value})
+        assert caught.value.field == name

@@ -26,6 +26,7 @@ from mie.desfire.authenticator import DesfireAuthenticator
 from mie.desfire.config import BadgeConfig, Originality, UidSource
 from mie.desfire.errors import (
     DesfireAuthenticationError,
+    OriginalitySignatureError,
     RecordCopiedError,
     RecordFormatError,
     ResponseIntegrityError,
@@ -331,3 +332,16 @@ def test_a_verifier_opened_from_a_configuration_file(tmp_path: Path) -> None:
     assert (tmp_path / "badges.db").exists()
     with pytest.raises(ProviderClosedError):
         verifier.keys.diversify("mie-read", bytes(17))
+
+
+def test_originality_required_given_as_a_string_still_requires_the_signature() -> None:
+    # Rv-Z: BadgeConfig(originality="required") (a str, not the enum) let a session whose
+    # Read_Sig was answered 911C through: "originality signature not verified (optional)", LOW.
+    evidence = recorded()
+    at = next(i for i, e in enumerate(evidence.transcript) if e.command[1] == 0x3C)
+    refused = TranscriptExchange(evidence.transcript[at].command, bytes.fromhex("911C"))
+    stripped = dataclasses.replace(
+        evidence, transcript=(*evidence.transcript[:at], refused), originality=None
+    )
+    with pytest.raises(OriginalitySignatureError):
+        check(stripped, cfg=config(originality="required"))

@@ -212,6 +212,14 @@ class SecondFactorSettings:
     max_failures: int = 5
 
 
+_CHOICES: tuple[tuple[str, type[enum.StrEnum]], ...] = (
+    ("uid_source", UidSource),
+    ("originality", Originality),
+    ("originality_read", OriginalityRead),
+)
+"""The members that are a choice, and its enum."""
+
+
 @dataclass(frozen=True)
 class BadgeConfig:
     """A badge configuration (see the module docstring for the JSON).
@@ -254,6 +262,20 @@ class BadgeConfig:
 
     def __post_init__(self) -> None:
         where = "" if self.source is None else f" {str(self.source)!r}"
+        # The checks compare with ``is``: a str given for a choice (it compares equal) would be
+        # none of them, and "required" would read as optional. Made the enum, or refused.
+        for name, choice in _CHOICES:
+            value = getattr(self, name)
+            if isinstance(value, choice):
+                continue
+            try:
+                object.__setattr__(self, name, choice(value))
+            except (ValueError, TypeError):
+                raise BadgeConfigError(
+                    f"Badge configuration{where}: {name} is not one of "
+                    + ", ".join(c.value for c in choice),
+                    name,
+                ) from None
         if len(self.aid) != AID_SIZE or self.aid == PICC_AID:
             raise BadgeConfigError(f"Badge configuration{where}: aid is not an application", "aid")
         if not MIN_SYSTEM_ID <= len(self.system_id) <= MAX_SYSTEM_ID:
