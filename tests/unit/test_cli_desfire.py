@@ -685,6 +685,9 @@ def test_removal_mid_enrolment_is_reported_then_finished_by_the_next_run(
     line = one_error_line(captured.err)
     assert f"1 badge left incomplete (run again to finish): row {RPPS}" in line
     assert f"incomplete at {step}" in line
+    # Rv-Z: the line names why the run stopped (it said only what it left).
+    assert line.startswith("mie: error: The card was removed; 1 badge left incomplete")
+    assert result["error"]["message"] == line[12:]
     # The next run says so first, then finishes the badge where it stopped.
     badge.power_on()
     state = ReaderState(EmulatedConnection(badge))

@@ -429,7 +429,8 @@ def enroll(
     failed = run.failed_rows_line()
     if incomplete or failed:
         # One line: why the run stopped (if it did), the rows not enrolled, the badges left.
-        parts = [str(run.failure)] if isinstance(run.failure, EnrolmentFailedError) else []
+        # (A badge failure of a single badge's run, e.g. the badge removed, is named too.)
+        parts = [str(run.failure)] if run.failure is not None else []
         parts += [failed] if failed else []
         if incomplete:
             shown = "; ".join(i.describe() for i in incomplete)
