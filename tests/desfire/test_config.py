@@ -511,3 +511,13 @@ def test_a_choice_given_in_code_as_its_string_is_the_choice_or_refused() -> None
         with pytest.raises(BadgeConfigError, match=f"{name} is not one of") as caught:
             BadgeConfig(**{name: value})
         assert caught.value.field == name
+
+
+@pytest.mark.parametrize("name", ["random_uid", "legacy", "require_ev2"])
+def test_a_flag_given_in_code_is_a_bool_or_refused(name: str) -> None:
+    # Rv-Z: BadgeConfig(legacy="false") was a truthy opt-in to DES/3DES badges.
+    with pytest.raises(BadgeConfigError, match=f"{name} is not true or false") as caught:
+        BadgeConfig(**{name: "false"})  # type: ignore[arg-type]
+    assert caught.value.field == name
+    flag: dict[str, Any] = {name: False}
+    assert getattr(BadgeConfig(**flag), name) is False

@@ -276,6 +276,12 @@ class BadgeConfig:
                     + ", ".join(c.value for c in choice),
                     name,
                 ) from None
+        for name in ("random_uid", "legacy", "require_ev2"):
+            # Only a bool: BadgeConfig(legacy="false") is a truthy opt-in to DES/3DES.
+            if not isinstance(getattr(self, name), bool):
+                raise BadgeConfigError(
+                    f"Badge configuration{where}: {name} is not true or false", name
+                )
         if len(self.aid) != AID_SIZE or self.aid == PICC_AID:
             raise BadgeConfigError(f"Badge configuration{where}: aid is not an application", "aid")
         if not MIN_SYSTEM_ID <= len(self.system_id) <= MAX_SYSTEM_ID:
