@@ -821,10 +821,23 @@ def test_info_json_has_every_key_whatever_the_card(
         assert described["serial"] == "2800000001"
 
 
+def test_demo_runs_the_desfire_badge_enrolled_then_authenticated(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(["demo", "--only", "desfire", "--json"]) == 0
+    (badge,) = json.loads(capsys.readouterr().out)["results"]
+    assert badge["card"] == "desfire" and badge["serial"] == "04958caa5c5e80"
+    auth = badge["auth"]
+    assert auth["valid"] is True and auth["level"] == "low"  # possession only, no PIN
+    assert auth["identity"]["id_nat"] == "810100099877"
+    assert auth["evidence"]["type"] == "desfire-session"
+    assert auth["authenticator"]["kind"] == "desfire-ev3"
+
+
 def test_demo_json_entries_share_one_key_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["demo", "--json"]) == 0
-    generic, cps3 = json.loads(capsys.readouterr().out)["results"]
-    assert list(generic) == list(cps3)
+    generic, cps3, badge = json.loads(capsys.readouterr().out)["results"]
+    assert list(generic) == list(cps3) == list(badge)
     assert generic["auth"] is None
     assert cps3["public_file_bytes"] is None and cps3["holder_after_verify"] is None
     assert cps3["serial"] == cps3["auth"]["authenticator"]["serial"] is not None

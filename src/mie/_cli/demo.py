@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -28,6 +29,8 @@ from mie.trust import (
 from mie.verification import login
 
 DEMO_CPX_PIN = "1234"
+DEMO_BADGE_UID = bytes.fromhex("04958caa5c5e80")
+DEMO_BADGE_ID_NAT = "810100099877"
 ENTRY_KEYS = (
     "card",
     "serial",
@@ -71,6 +74,45 @@ def _verifier(pki: TestPki) -> Verifier:
     return VerifierBuilder().store(store).usage(Usage.AUTH).crls(crls).build()
 
 
+def _desfire() -> AuthResult:
+    """A blank emulated DESFire EV3 badge enrolled with demonstration keys, then a login with
+    the badge verifier (possession only: no second factor). In process and self-contained: it is
+    not recorded, since its keys and record signature are new at each run."""
+    import tempfile
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mie.desfire.config import BadgeConfig, KeyLabels
+    from mie.desfire.enrol import Enroller, EnrolmentRequest
+    from mie.desfire.journal import Journal
+    from mie.desfire.record import AuthorityKey
+    from mie.desfire.verify import BadgeVerifier
+    from mie.emulation.base import EmulatedConnection
+    from mie.emulation.desfire import EmulatedDesfire
+    from mie.emulation.desfire_state import BadgeState
+    from mie.keys.software import SoftwareKeyProvider
+
+    labels = KeyLabels()
+    authority = ec.generate_private_key(ec.SECP256R1())
+    masters = {m: os.urandom(16) for m in (labels.picc, labels.app, labels.uid_read, labels.read)}
+    keys = SoftwareKeyProvider(masters, {labels.authority: authority})
+    config = BadgeConfig(
+        authorities=(AuthorityKey.of(authority.public_key(), "CH Demo", test=True),),
+        issuer="CH Demo",
+        originality_keys=("mie-test",),
+    )
+    card = EmulatedDesfire(BadgeState.blank(DEMO_BADGE_UID))
+    with tempfile.TemporaryDirectory(prefix="mie-demo-") as folder:
+        with Journal.open(Path(folder) / "journal.csv") as journal:
+            enroller = Enroller(config, keys, journal=journal)
+            enroller.enrol(EmulatedConnection(card), EnrolmentRequest(DEMO_BADGE_ID_NAT), row="1")
+    options = AuthenticatorOptions(badge=config, badge_keys=keys)
+    authenticator = authenticator_for(EmulatedConnection(card), options)
+    badges = BadgeVerifier(config, keys=keys)
+    return login(authenticator, AuthRequest.new(), user=None, verifier=None, badges=badges)
+
+
 def _cps3(state: CliState) -> AuthResult:
     pki = TestPki()
     card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), pki, pin=DEMO_CPX_PIN)
@@ -86,24 +128,30 @@ def _cps3(state: CliState) -> AuthResult:
 
 @click.command()
 @json_option()
-@click.option("--only", type=click.Choice(["iso7816", "cps3"]), help="Run one card only.")
+@click.option(
+    "--only", type=click.Choice(["iso7816", "cps3", "desfire"]), help="Run one card only."
+)
 @click.pass_obj
 def demo(state: CliState, as_json: bool, only: str | None) -> int:
     """Run the emulated cards end to end, in process: no hardware, no daemon."""
     state.kind = only or "demo"
     generic = _generic(state) if only in (None, "iso7816") else None
     cps3 = _cps3(state) if only in (None, "cps3") else None
+    badge = _desfire() if only in (None, "desfire") and state.replay is None else None
     if as_json:
         results = [generic] if generic else []
-        if cps3 is not None:
-            serial = cps3.authenticator.serial if cps3.authenticator else None
-            results.append(_entry("cps3", serial, auth=cps3.to_json()))
+        for name, result in (("cps3", cps3), ("desfire", badge)):
+            if result is not None:
+                serial = result.authenticator.serial if result.authenticator else None
+                results.append(_entry(name, serial, auth=result.to_json()))
         emit_json({"results": results})
         return 0
     if generic is not None:
         _print_generic(generic)
     if cps3 is not None:
         _print_cps3(cps3)
+    if badge is not None:
+        _print_desfire(badge)
     return 0
 
 
@@ -126,4 +174,16 @@ def _print_cps3(cps3: AuthResult) -> None:
     level = cps3.level.value if cps3.level else "not established (chain not checked)"
     click.echo(f"  level: {level}")
     for reason in cps3.reasons:
+        click.echo(f"    - {reason}")
+
+
+def _print_desfire(badge: AuthResult) -> None:
+    click.echo("DESFire EV3 badge (emulated, enrolled with demonstration keys, in process):")
+    serial = badge.authenticator.serial if badge.authenticator else None
+    click.echo(f"  badge {serial}: EV2 mutual authentication, identity record read and verified")
+    if badge.identity is not None:
+        click.echo(f"  authenticated: {badge.identity.id_type} {badge.identity.id}")
+    level = badge.level.value if badge.level else "not established"
+    click.echo(f"  level: {level}")
+    for reason in badge.reasons:
         click.echo(f"    - {reason}")
