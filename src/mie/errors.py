@@ -3,7 +3,8 @@
 
 Importing this module loads neither :mod:`mie.trust` nor asn1crypto. The exceptions of the
 DESFire badges (:mod:`mie.desfire.errors`, the record and configuration), the key providers
-(:mod:`mie.keys`), the verifier's store (:mod:`mie.store`) and the relay (:mod:`mie.relay`)
+(:mod:`mie.keys`), the verifier's store (:mod:`mie.store`, the FIDO2 credentials' outcomes
+included), the relay (:mod:`mie.relay`) and the FIDO2 security keys (:mod:`mie.fido.errors`)
 load on first use, from their modules.
 """
 
@@ -19,6 +20,7 @@ from mie.core.errors import (
     BadResponseError,
     CardRemovedError,
     CardResetError,
+    CborFormatError,
     ErrorCode,
     EvidenceFormatError,
     InvalidPinError,
@@ -30,6 +32,7 @@ from mie.core.errors import (
     NoReaderError,
     OriginMismatchError,
     PcscUnavailableError,
+    PinAuthBlockedError,
     PinBlockedError,
     PinFormatError,
     ReaderBusyError,
@@ -60,6 +63,25 @@ if TYPE_CHECKING:
         RecordUntrustedError,
         ResponseIntegrityError,
     )
+    from mie.fido.errors import (
+        AttestationInvalidError,
+        AttestationRefusedError,
+        AuthDataFormatError,
+        ClientDataFormatError,
+        CoseKeyFormatError,
+        CtapStatusError,
+        FidoPolicyError,
+        MetadataFormatError,
+        MetadataStaleError,
+        MetadataStatusError,
+        MetadataUntrustedError,
+        PinNotSetError,
+        RpIdMismatchError,
+        TouchTimeoutError,
+        UnknownAaguidError,
+        UserNotPresentError,
+        UserNotVerifiedError,
+    )
     from mie.keys.base import (
         DiversificationInputError,
         KeyFileError,
@@ -77,6 +99,10 @@ if TYPE_CHECKING:
     )
     from mie.store.errors import (
         AlreadyEnrolledError,
+        AlreadyRegisteredError,
+        CloneSuspectedError,
+        CounterUnsupportedError,
+        CredentialUnknownError,
         NonceUnknownError,
         NotEnrolledError,
         SecondFactorChangedError,
@@ -110,6 +136,28 @@ _LAZY = {
     ),
     **dict.fromkeys(
         (
+            "AttestationInvalidError",
+            "AttestationRefusedError",
+            "AuthDataFormatError",
+            "ClientDataFormatError",
+            "CoseKeyFormatError",
+            "CtapStatusError",
+            "FidoPolicyError",
+            "MetadataFormatError",
+            "MetadataStaleError",
+            "MetadataStatusError",
+            "MetadataUntrustedError",
+            "PinNotSetError",
+            "RpIdMismatchError",
+            "TouchTimeoutError",
+            "UnknownAaguidError",
+            "UserNotPresentError",
+            "UserNotVerifiedError",
+        ),
+        "mie.fido.errors",
+    ),
+    **dict.fromkeys(
+        (
             "DiversificationInputError",
             "KeyFileError",
             "KeyNotFoundError",
@@ -123,6 +171,10 @@ _LAZY = {
     **dict.fromkeys(
         (
             "AlreadyEnrolledError",
+            "AlreadyRegisteredError",
+            "CloneSuspectedError",
+            "CounterUnsupportedError",
+            "CredentialUnknownError",
             "NonceUnknownError",
             "NotEnrolledError",
             "SecondFactorChangedError",
@@ -157,14 +209,25 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AlreadyEnrolledError",
+    "AlreadyRegisteredError",
     "ApduError",
     "ApduFormatError",
     "ApplicationNotAvailableError",
+    "AttestationInvalidError",
+    "AttestationRefusedError",
+    "AuthDataFormatError",
     "BadResponseError",
     "BadgeConfigError",
     "CardCryptogramError",
     "CardRemovedError",
     "CardResetError",
+    "CborFormatError",
+    "ClientDataFormatError",
+    "CloneSuspectedError",
+    "CoseKeyFormatError",
+    "CounterUnsupportedError",
+    "CredentialUnknownError",
+    "CtapStatusError",
     "DesfireAuthenticationError",
     "DesfireError",
     "DesfireInputError",
@@ -172,6 +235,7 @@ __all__ = [
     "DiversificationInputError",
     "ErrorCode",
     "EvidenceFormatError",
+    "FidoPolicyError",
     "InvalidPinError",
     "JsonFormatError",
     "KeyFileError",
@@ -180,6 +244,10 @@ __all__ = [
     "KeyProviderError",
     "LastTryRefusedError",
     "LegacyCryptoError",
+    "MetadataFormatError",
+    "MetadataStaleError",
+    "MetadataStatusError",
+    "MetadataUntrustedError",
     "MieError",
     "NoCardError",
     "NoReaderError",
@@ -189,8 +257,10 @@ __all__ = [
     "OriginMismatchError",
     "OriginalitySignatureError",
     "PcscUnavailableError",
+    "PinAuthBlockedError",
     "PinBlockedError",
     "PinFormatError",
+    "PinNotSetError",
     "ProviderClosedError",
     "ReaderBusyError",
     "RecordCopiedError",
@@ -202,6 +272,7 @@ __all__ = [
     "RelayTimeoutError",
     "ReplayMismatchError",
     "ResponseIntegrityError",
+    "RpIdMismatchError",
     "SecondFactorChangedError",
     "SecondFactorLockedError",
     "SecureMessagingError",
@@ -213,9 +284,13 @@ __all__ = [
     "StoreTimeoutError",
     "TlvError",
     "TokenLoginError",
+    "TouchTimeoutError",
     "TransportError",
     "TransportTimeoutError",
+    "UnknownAaguidError",
     "UnsupportedCardError",
+    "UserNotPresentError",
+    "UserNotVerifiedError",
     "VectorFormatError",
     "VerificationError",
     "WrongSecondFactorError",

@@ -416,6 +416,11 @@ D7: dict[type[MieError], ErrorCode] = {
     errors.FidoPolicyError: ErrorCode.MALFORMED,
     errors.TouchTimeoutError: ErrorCode.READER_ERROR,
     errors.CtapStatusError: ErrorCode.CARD_ERROR,
+    # The store's four outcomes, re-exported from mie.store.errors.
+    errors.CredentialUnknownError: ErrorCode.CREDENTIAL_UNKNOWN,
+    errors.AlreadyRegisteredError: ErrorCode.ALREADY_REGISTERED,
+    errors.CloneSuspectedError: ErrorCode.SUSPECTED_CLONE,
+    errors.CounterUnsupportedError: ErrorCode.COUNTER_UNSUPPORTED,
 }
 
 

@@ -162,13 +162,22 @@ def test_badge_evidence_loads_the_badge_verifier_on_demand() -> None:
     assert "mie.desfire.verify" in imported_modules(statement)
 
 
-# The exception classes of the packages mie.errors exports lazily (issue 9).
+# The exception classes of the packages mie.errors exports lazily (issues 9 and 10).
 LAZY_ERRORS = {
     "mie.desfire.errors": ("RecordCopiedError", "LegacyCryptoError", "ResponseIntegrityError"),
     "mie.desfire.config": ("BadgeConfigError",),
     "mie.keys.base": ("KeyProviderError", "KeyNotFoundError"),
-    "mie.store.errors": ("StoreError", "WrongSecondFactorError", "SecondFactorLockedError"),
+    "mie.store.errors": (
+        "StoreError",
+        "WrongSecondFactorError",
+        "SecondFactorLockedError",
+        "CredentialUnknownError",
+        "AlreadyRegisteredError",
+        "CloneSuspectedError",
+        "CounterUnsupportedError",
+    ),
     "mie.relay.errors": ("RelayRefusedError", "RelayClosedError", "RelayTimeoutError"),
+    "mie.fido.errors": ("RpIdMismatchError", "TouchTimeoutError", "MetadataStaleError"),
 }
 
 
@@ -181,7 +190,17 @@ def test_mie_errors_exports_the_badge_key_and_store_errors_on_first_use() -> Non
             assert getattr(mie.errors, name) is getattr(importlib.import_module(module), name)
     assert set(mie.errors.__all__) <= set(dir(mie.errors))
     modules = imported_modules("import mie.errors")
-    lazy = ("mie.desfire", "mie.keys", "mie.store", "mie.relay")
+    lazy = ("mie.desfire", "mie.keys", "mie.store", "mie.relay", "mie.fido")
     assert [m for m in modules if m.startswith(lazy)] == []
     with pytest.raises(AttributeError, match="no_such_error"):
         _ = mie.errors.no_such_error
+
+
+def test_mie_errors_exports_every_fido2_error_class() -> None:
+    import mie.errors
+    from mie.fido import errors as fido_errors
+
+    # Every class mie.fido.errors names (its own, the store's four and the core's), none left out.
+    for name in fido_errors.__all__:
+        assert name in mie.errors.__all__, name
+        assert getattr(mie.errors, name) is getattr(fido_errors, name)

@@ -93,6 +93,7 @@ VERBATIM = {
     ("mie/desfire/__init__.py", "AttributeError"),
     ("mie/relay/__init__.py", "AttributeError"),
     ("mie/errors.py", "AttributeError"),
+    ("mie/fido/errors.py", "AttributeError"),
 }
 """Messages that copy Python's wording: ``(file, exception)``."""
 

@@ -5,9 +5,17 @@ Each names its contract code (plan D7). The PIN outcomes are the cards' ones
 :class:`~mie.core.errors.PinAuthBlockedError`); malformed bytes are ``malformed``
 (:class:`~mie.core.errors.CborFormatError` and the format errors below). This module imports
 no python-fido2: a CTAP status is kept as its integer.
+
+The four outcomes of the credential store (:class:`CredentialUnknownError`,
+:class:`AlreadyRegisteredError`, :class:`CloneSuspectedError`, :class:`CounterUnsupportedError`)
+are defined in :mod:`mie.store.errors` and re-exported here, loaded on first use: importing this
+module loads no :mod:`mie.store`.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from mie.core.errors import (
     CborFormatError,
@@ -17,13 +25,49 @@ from mie.core.errors import (
     TransportTimeoutError,
 )
 
+if TYPE_CHECKING:
+    from mie.store.errors import (
+        AlreadyRegisteredError,
+        CloneSuspectedError,
+        CounterUnsupportedError,
+        CredentialUnknownError,
+    )
+
+# The store's outcomes, imported from mie.store.errors on first use (the TYPE_CHECKING block
+# above lists the same names).
+_STORE_ERRORS = frozenset(
+    {
+        "AlreadyRegisteredError",
+        "CloneSuspectedError",
+        "CounterUnsupportedError",
+        "CredentialUnknownError",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _STORE_ERRORS:
+        raise AttributeError(f"module 'mie.fido.errors' has no attribute {name!r}")
+    value = getattr(importlib.import_module("mie.store.errors"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_STORE_ERRORS})
+
+
 __all__ = [
+    "AlreadyRegisteredError",
     "AttestationInvalidError",
     "AttestationRefusedError",
     "AuthDataFormatError",
     "CborFormatError",
     "ClientDataFormatError",
+    "CloneSuspectedError",
     "CoseKeyFormatError",
+    "CounterUnsupportedError",
+    "CredentialUnknownError",
     "CtapStatusError",
     "FidoPolicyError",
     "MetadataFormatError",
