@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -23,7 +24,7 @@ from mie.fido.authdata import AuthenticatorData
 from mie.fido.clientdata import ClientData
 from mie.fido.cose import EDDSA, ES256, RS256, CoseKey
 from tests.fuzz.context import Context
-from tests.fuzz.harness import OracleViolation, Run, Target
+from tests.fuzz.harness import OracleViolation, Reader, Run, Target, records
 
 _ALL = frozenset({ES256, EDDSA, RS256})
 _RP_ID_HASH = hashlib.sha256(b"iam.chu-exemple.fr").digest()
@@ -186,6 +187,66 @@ def _cose_prepare(context: Context) -> Run:
     return run
 
 
+_HID_CID = 0x6D696501  # the first channel the target's counting rng hands out
+
+
+def _hid_report(cid: int, cmd: int, data: bytes) -> bytes:
+    return (
+        cid.to_bytes(4, "big") + bytes([0x80 | cmd]) + len(data).to_bytes(2, "big") + data
+    ).ljust(64, b"\0")
+
+
+def _ctaphid_seeds(context: Context) -> list[bytes]:
+    init = _hid_report(0xFFFFFFFF, 0x06, b"mie-fuzz")
+    ping = _hid_report(_HID_CID, 0x01, b"ping")
+    get_info = _hid_report(_HID_CID, 0x10, b"\x04")
+    long_ping = _hid_report(_HID_CID, 0x01, bytes(100))[:64]
+    continuation = (_HID_CID.to_bytes(4, "big") + b"\x00" + bytes(59)).ljust(64, b"\0")
+    return [
+        records([init, ping]),
+        records([init, get_info]),
+        records([init, long_ping, continuation]),
+        records([init, ping, _hid_report(_HID_CID, 0x11, b"\x01")]),
+    ]
+
+
+def _ctaphid_prepare(context: Context) -> Run:
+    from mie.emulation.ctap2 import EmulatedAuthenticator
+    from mie.emulation.ctaphid import CtapHidFraming
+
+    engine = EmulatedAuthenticator()
+
+    def run(data: bytes) -> None:
+        counter = iter(range(_HID_CID, _HID_CID + 10_000))
+
+        def rng(n: int) -> bytes:
+            return next(counter).to_bytes(n, "big")
+
+        framing = CtapHidFraming(engine, rng=rng)
+        try:
+            for report in Reader(data).records():
+                framing.feed(report)
+                _drain(framing)
+            deadline = 50  # a CBOR command runs on a worker thread: let it answer
+            while framing.busy and deadline:
+                _drain(framing, timeout=0.01)
+                deadline -= 1
+            _drain(framing)
+        finally:
+            framing.close()
+
+    return run
+
+
+def _drain(framing: Any, timeout: float = 0.0) -> None:
+    while (report := framing.read(timeout)) is not None:
+        if len(report) != 64:
+            raise OracleViolation(f"CTAPHID: a report of {len(report)} bytes")
+        if report[4] == 0x80 | 0x3F and report[7] == 0x7F:
+            raise OracleViolation("CTAPHID: an internal failure answered ERR_OTHER")
+        timeout = 0.0
+
+
 FIDO_TARGETS = [
     Target(
         "cbor-strict",
@@ -211,5 +272,12 @@ FIDO_TARGETS = [
         _cose_seeds,
         _cose_prepare,
         max_len=1024,
+    ),
+    Target(
+        "ctaphid",
+        "the emulated key's CTAPHID device side on report sequences: INIT, PING, WINK, CBOR to the "
+        "CTAP engine, CANCEL, continuations, errors (mie.emulation.ctaphid)",
+        _ctaphid_seeds,
+        _ctaphid_prepare,
     ),
 ]
