@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from fido2.attestation.base import (
     AttestationType,
@@ -17,10 +19,11 @@ from fido2.attestation.base import (
     NoneAttestation,
     verify_x509_chain,
 )
+from fido2.attestation.base import InvalidSignature as BadAttestationSignature
 from fido2.attestation.packed import PackedAttestation
 from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.cose import CoseKey
-from fido2.ctap import CtapError
+from fido2.ctap import STATUS, CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 from fido2.hid import CTAPHID
@@ -37,7 +40,7 @@ from fido2.webauthn import (
 )
 
 from mie.core import cbor
-from mie.emulation.ctap2 import EmulatedAuthenticator
+from mie.emulation.ctap2 import EmulatedAuthenticator, Faults, Touch
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 
 ERR = CtapError.ERR
@@ -799,3 +802,235 @@ def test_mutated_requests_get_a_status_or_a_canonical_map(pki: TestAttestationPk
             assert len(answer) == 1
         if round_ % 50 == 0:
             device.power_cycle()
+
+
+# User presence: Touch, keepalive, cancel, timeout
+
+
+class _Keepalives:
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+
+    def __call__(self, status: int) -> None:
+        self.statuses.append(status)
+
+
+def test_touch_after_a_delay_sends_keepalives(pki: TestAttestationPki) -> None:
+    device = _device(pki, None, touch=Touch.after(0.35))
+    seen = _Keepalives()
+    started = time.monotonic()
+    attestation = _make(Ctap2(device), on_keepalive=seen)
+    assert time.monotonic() - started >= 0.35
+    assert attestation.auth_data.is_user_present()
+    assert len(seen.statuses) >= 2 and set(seen.statuses) == {STATUS.UPNEEDED}
+    assert len(device.credentials) == 1
+
+
+def test_auto_touch_sends_no_keepalive(pki: TestAttestationPki) -> None:
+    seen = _Keepalives()
+    _make(Ctap2(_device(pki, None)), on_keepalive=seen)
+    assert seen.statuses == []
+
+
+def test_never_touched_times_out(pki: TestAttestationPki) -> None:
+    device = _device(pki, None, touch=Touch.never(), touch_timeout=0.3)
+    ctap = Ctap2(device)
+    seen = _Keepalives()
+    with pytest.raises(CtapError) as e:
+        _make(ctap, on_keepalive=seen)
+    assert e.value.code == ERR.USER_ACTION_TIMEOUT
+    assert device.credentials == ()
+    assert len(seen.statuses) >= 2
+    with pytest.raises(CtapError) as e:
+        ctap.selection()
+    assert e.value.code == ERR.USER_ACTION_TIMEOUT
+
+
+def test_a_touch_later_than_the_timeout_times_out(pki: TestAttestationPki) -> None:
+    device = _device(pki, None, touch=Touch.after(5), touch_timeout=0.2)
+    with pytest.raises(CtapError) as e:
+        _make(Ctap2(device))
+    assert e.value.code == ERR.USER_ACTION_TIMEOUT
+
+
+def _cancel_soon(delay: float = 0.25) -> threading.Event:
+    event = threading.Event()
+    threading.Timer(delay, event.set).start()
+    return event
+
+
+def test_cancel_while_waiting_for_the_touch(pki: TestAttestationPki) -> None:
+    device = _device(pki, None, touch=Touch.never(), touch_timeout=10)
+    ctap = Ctap2(device)
+    seen = _Keepalives()
+    with pytest.raises(CtapError) as e:
+        _make(ctap, event=_cancel_soon(), on_keepalive=seen)
+    assert e.value.code == ERR.KEEPALIVE_CANCEL
+    assert device.credentials == () and seen.statuses
+    with pytest.raises(CtapError) as e:
+        ctap.selection(event=_cancel_soon())
+    assert e.value.code == ERR.KEEPALIVE_CANCEL
+
+
+def test_get_assertion_waits_for_the_touch_but_not_a_preflight(pki: TestAttestationPki) -> None:
+    device = _device(pki, None)
+    ctap = Ctap2(device)
+    data = _make(ctap).auth_data.credential_data
+    assert data is not None
+    allow = [_descriptor(data.credential_id)]
+    device.touch = Touch.never()
+    device.touch_timeout = 10
+    seen = _Keepalives()
+    preflight = ctap.get_assertion(RP_ID, CDH, allow, options={"up": False}, on_keepalive=seen)
+    assert preflight.auth_data.flags == 0 and seen.statuses == []
+    with pytest.raises(CtapError) as e:
+        ctap.get_assertion(RP_ID, CDH, allow, event=_cancel_soon(), on_keepalive=seen)
+    assert e.value.code == ERR.KEEPALIVE_CANCEL and seen.statuses
+    device.touch = Touch.after(0.1)
+    assert ctap.get_assertion(RP_ID, CDH, allow).auth_data.counter == 1
+
+
+def test_fido2_client_cancel_during_the_touch(pki: TestAttestationPki) -> None:
+    device = _device(pki, touch=Touch.never(), touch_timeout=10)
+    server = _server(pki)
+    options, _ = server.register_begin(
+        PublicKeyCredentialUserEntity(name="alice", id=b"user-0001"),
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+    with pytest.raises(ClientError) as e:
+        _client(device).make_credential(options.public_key, event=_cancel_soon())
+    assert isinstance(e.value.cause, CtapError)
+    assert e.value.cause.code == ERR.KEEPALIVE_CANCEL
+    assert device.credentials == ()
+
+
+@pytest.mark.parametrize("delay", [-1, float("inf"), float("nan"), True, "1"])
+def test_touch_delay_is_checked(delay: Any) -> None:
+    with pytest.raises(ValueError, match="touch delay"):
+        Touch.after(delay)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"touch": "auto"}, {"touch_timeout": 0}, {"touch_timeout": True}, {"backup_eligible": 1}],
+)
+def test_touch_options_are_checked(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        EmulatedAuthenticator(**kwargs)
+
+
+# Fault hooks
+
+
+def _credential(device: EmulatedAuthenticator) -> tuple[Ctap2, AttestedCredentialData]:
+    ctap = Ctap2(device)
+    data = _make(ctap, _token(ctap) if device._pin.state.is_set else None)
+    assert data.auth_data.credential_data is not None
+    return ctap, data.auth_data.credential_data
+
+
+def test_faults_are_off_by_default(pki: TestAttestationPki) -> None:
+    assert _device(pki).faults == Faults()
+
+
+@pytest.mark.parametrize(
+    ("mask", "flags"),
+    [(0x04, 0x09), (0x01, 0x0C), (0x08, 0x05), (0x0D, 0x00)],
+)
+def test_flags_mask_clears_flags_and_still_signs(
+    pki: TestAttestationPki, mask: int, flags: int
+) -> None:
+    device = _device(pki, backup_eligible=True)
+    ctap, data = _credential(device)
+    device.faults.flags_mask = mask
+    token = _token(ctap, GA)
+    assertion = ctap.get_assertion(
+        RP_ID,
+        CDH,
+        [_descriptor(data.credential_id)],
+        pin_uv_param=PinProtocolV2().authenticate(token, CDH),
+        pin_uv_protocol=2,
+    )
+    assert assertion.auth_data.flags == flags
+    assertion.verify(CDH, CoseKey.parse(data.public_key))
+
+
+def test_flags_mask_at_registration_is_refused_by_fido2_server(pki: TestAttestationPki) -> None:
+    device = _device(pki)
+    device.faults.flags_mask = 0x04
+    with pytest.raises(ValueError, match="User verification required"):
+        _register(pki, device)
+
+
+@pytest.mark.parametrize(("other", "rp_id"), [(True, "other.example"), ("evil.test", "evil.test")])
+def test_other_rp_hash(pki: TestAttestationPki, other: str | bool, rp_id: str) -> None:
+    device = _device(pki, None)
+    ctap, data = _credential(device)
+    device.faults.other_rp = other
+    assertion = ctap.get_assertion(RP_ID, CDH, [_descriptor(data.credential_id)])
+    assert assertion.auth_data.rp_id_hash == hashlib.sha256(rp_id.encode()).digest()
+    assertion.verify(CDH, CoseKey.parse(data.public_key))
+    assert _make(ctap).auth_data.rp_id_hash == hashlib.sha256(rp_id.encode()).digest()
+    device.faults.other_rp = None
+    assertion = ctap.get_assertion(RP_ID, CDH, [_descriptor(data.credential_id)])
+    assert assertion.auth_data.rp_id_hash == hashlib.sha256(RP_ID.encode()).digest()
+
+
+@pytest.mark.parametrize("alg", [-7, -8])
+def test_bad_signature_breaks_the_assertion(pki: TestAttestationPki, alg: int) -> None:
+    device = _device(pki, None)
+    ctap = Ctap2(device)
+    data = _make(ctap, key_params=[{"type": "public-key", "alg": alg}]).auth_data.credential_data
+    assert data is not None
+    allow = [_descriptor(data.credential_id)]
+    good = ctap.get_assertion(RP_ID, CDH, allow)
+    device.faults.bad_signature = True
+    bad = ctap.get_assertion(RP_ID, CDH, allow)
+    good.verify(CDH, CoseKey.parse(data.public_key))
+    with pytest.raises(InvalidSignature):
+        bad.verify(CDH, CoseKey.parse(data.public_key))
+
+
+@pytest.mark.parametrize("attestation", ["packed", "self"])
+def test_bad_signature_breaks_the_attestation(pki: TestAttestationPki, attestation: str) -> None:
+    device = _device(pki, None, attestation=attestation)
+    device.faults.bad_signature = True
+    made = _make(Ctap2(device))
+    with pytest.raises(BadAttestationSignature):
+        PackedAttestation().verify(made.att_stmt, made.auth_data, CDH)
+
+
+def test_fail_after_pulls_the_key(pki: TestAttestationPki) -> None:
+    device = _device(pki, None)
+    ctap = Ctap2(device)
+    device.faults.fail_after = 1
+    _make(ctap)
+    with pytest.raises(OSError, match="pulled"):
+        _make(ctap)
+    with pytest.raises(OSError):
+        device.call(CTAPHID.PING, b"x")
+    assert len(device.credentials) == 1
+    device.faults.fail_after = None
+    assert device.call(CTAPHID.PING, b"x") == b"x"
+
+
+def test_fail_after_zero_through_fido2_client(pki: TestAttestationPki) -> None:
+    device = _device(pki)
+    server = _server(pki)
+    options, _ = server.register_begin(
+        PublicKeyCredentialUserEntity(name="alice", id=b"user-0001"),
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+    client = _client(device)
+    device.faults.fail_after = 0
+    with pytest.raises((OSError, ClientError)):
+        client.make_credential(options.public_key)
+    assert device.credentials == ()
+
+
+def test_backup_eligible_in_assertions(pki: TestAttestationPki) -> None:
+    device = _device(pki, None, backup_eligible=True)
+    ctap, data = _credential(device)
+    assertion = ctap.get_assertion(RP_ID, CDH, [_descriptor(data.credential_id)])
+    assert assertion.auth_data.flags == 0x09
+    assert _device(pki, None).backup_eligible is False

@@ -11,8 +11,14 @@ authenticatorSelection.
 
 Requests are read with :func:`mie.core.cbor.decode` in canonical mode: anything else is
 ``INVALID_CBOR``, a parameter of the wrong type ``CBOR_UNEXPECTED_TYPE``, a missing one
-``MISSING_PARAMETER``. Responses are canonical CBOR. The user is always present at once (no
-touch wait yet); a set ``cancelled`` event ends a command with ``KEEPALIVE_CANCEL``.
+``MISSING_PARAMETER``. Responses are canonical CBOR.
+
+User presence follows :class:`Touch`: at once, after a delay, or never. While the user is
+awaited the engine calls ``keepalive(STATUS.UPNEEDED)`` every 100 ms; a set ``cancelled`` event
+ends the command with ``KEEPALIVE_CANCEL``, and no touch before ``touch_timeout`` with
+``USER_ACTION_TIMEOUT``. :attr:`EmulatedAuthenticator.faults` (:class:`Faults`) holds the test
+hooks that make a key misbehave: cleared flags, another relying party's hash, a broken
+signature, a key pulled after N commands.
 
 TEST only: the attestation key is the public TEST batch key of :mod:`mie.emulation.fido_pki`.
 No repr shows a PIN, a token or a key; nothing logs one.
@@ -38,7 +44,7 @@ from mie.emulation.ctap2_pin import PERMISSION_GA, PERMISSION_MC, ClientPin, Pin
 from mie.emulation.ctap2_state import ALGORITHMS, StoredCredential, generate_key, sign
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 
-__all__ = ["EmulatedAuthenticator", "StoredCredential"]
+__all__ = ["EmulatedAuthenticator", "Faults", "StoredCredential", "Touch"]
 
 log = logging.getLogger(__name__)
 ERR = CtapError.ERR
@@ -61,6 +67,11 @@ CREDENTIAL_ID_SIZE = 48
 MAX_USER_ID = 64
 MAX_STRING = 64
 NEXT_ASSERTION_WINDOW_S = 30.0
+TOUCH_TIMEOUT_S = 30.0
+"""How long a command waits for the user's touch before ``USER_ACTION_TIMEOUT``."""
+KEEPALIVE_INTERVAL_S = 0.1
+OTHER_RP_ID = "other.example"
+"""The relying party whose hash :attr:`Faults.other_rp` ``= True`` puts in authData."""
 
 FLAG_UP, FLAG_UV, FLAG_BE, FLAG_AT = 0x01, 0x04, 0x08, 0x40
 
@@ -68,6 +79,63 @@ _MAP, _BYTES, _TEXT, _INT, _LIST = dict, bytes, str, int, list
 _MC_SCHEMA = {1: _BYTES, 2: _MAP, 3: _MAP, 4: _LIST, 5: _LIST, 6: _MAP, 7: _MAP, 8: _BYTES, 9: _INT}
 _GA_SCHEMA = {1: _TEXT, 2: _BYTES, 3: _LIST, 4: _MAP, 5: _MAP, 6: _BYTES, 7: _INT}
 _PIN_SCHEMA = {1: _INT, 2: _INT, 3: _MAP, 4: _BYTES, 5: _BYTES, 6: _BYTES, 9: _INT, 10: _TEXT}
+
+
+@dataclass(frozen=True)
+class Touch:
+    """When the emulated user touches the key: :meth:`auto`, :meth:`after` or :meth:`never`.
+
+    :param delay: seconds from the start of the wait to the touch; ``None`` never touches.
+    """
+
+    delay: float | None = 0.0
+
+    def __post_init__(self) -> None:
+        if self.delay is not None and (
+            isinstance(self.delay, bool)
+            or not isinstance(self.delay, int | float)
+            or not 0 <= self.delay < float("inf")
+        ):
+            raise ValueError(
+                f"A touch delay is a finite number of seconds >= 0, not {self.delay!r}"
+            )
+
+    @classmethod
+    def auto(cls) -> Touch:
+        """:return: the user touches at once (no keepalive)."""
+        return cls(0.0)
+
+    @classmethod
+    def after(cls, seconds: float) -> Touch:
+        """:param seconds: the delay before each touch.
+        :return: the user touches ``seconds`` after each wait starts.
+        :raises ValueError: a negative or non-finite delay."""
+        return cls(float(seconds) if type(seconds) is int else seconds)
+
+    @classmethod
+    def never(cls) -> Touch:
+        """:return: the user never touches: waits end in ``USER_ACTION_TIMEOUT`` or a cancel."""
+        return cls(None)
+
+
+@dataclass
+class Faults:
+    """Hidden test hooks, off by default; each stays in force until set back.
+
+    :param flags_mask: flag bits (UP 0x01, UV 0x04, BE 0x08) cleared in every authData the
+        key returns, which is still signed as sent.
+    :param other_rp: put SHA-256 of this relying party id (``True``: ``other.example``) in
+        authData instead of the real rpIdHash.
+    :param bad_signature: flip one bit of every signature (assertion, self or packed
+        attestation).
+    :param fail_after: answer this many more commands, then raise ``OSError`` for every
+        command (the key pulled); the command that meets the pull is not run.
+    """
+
+    flags_mask: int = 0
+    other_rp: str | bool | None = None
+    bad_signature: bool = False
+    fail_after: int | None = None
 
 
 @dataclass
@@ -92,6 +160,8 @@ class EmulatedAuthenticator(CtapDevice):
     :param counter: ``per-credential`` counters, one ``global`` counter, or ``zero`` (a
         counterless key).
     :param backup_eligible: set the BE flag (a syncable credential).
+    :param touch: when the user touches (:meth:`Touch.auto` by default).
+    :param touch_timeout: seconds a command waits for a touch before ``USER_ACTION_TIMEOUT``.
     :param pki: the attestation PKI (default: the TEST one of today).
     :param rng: random bytes (credential ids, tokens, IVs).
     :param transports: getInfo's transports.
@@ -106,6 +176,8 @@ class EmulatedAuthenticator(CtapDevice):
         aaguid: bytes = EMULATOR_AAGUID,
         counter: CounterMode = "per-credential",
         backup_eligible: bool = False,
+        touch: Touch | None = None,
+        touch_timeout: float = TOUCH_TIMEOUT_S,
         pki: TestAttestationPki | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         transports: Sequence[str] = ("usb",),
@@ -118,11 +190,22 @@ class EmulatedAuthenticator(CtapDevice):
             raise ValueError(f"Algorithms must be among {ALGORITHMS}")
         if len(aaguid) != 16:
             raise ValueError(f"An AAGUID is 16 bytes, got {len(aaguid)}")
+        if touch is not None and not isinstance(touch, Touch):
+            raise ValueError(f"touch must be a Touch, not {touch!r}")
+        if isinstance(touch_timeout, bool) or not 0 < touch_timeout < float("inf"):
+            raise ValueError(
+                f"touch_timeout must be a positive number of seconds, not {touch_timeout!r}"
+            )
+        if not isinstance(backup_eligible, bool):
+            raise ValueError(f"backup_eligible must be a bool, not {backup_eligible!r}")
         self.attestation = attestation
         self.algorithms = tuple(algorithms)
         self.aaguid = bytes(aaguid)
         self.counter = counter
         self.backup_eligible = backup_eligible
+        self.touch = touch if touch is not None else Touch.auto()
+        self.touch_timeout = float(touch_timeout)
+        self.faults = Faults()
         self.transports = tuple(transports)
         self._pki = pki
         self._rng = rng
@@ -177,10 +260,10 @@ class EmulatedAuthenticator(CtapDevice):
 
         :raises CtapError: ``INVALID_COMMAND`` for MSG (no CTAP1) and any other command.
         """
-        if cmd == CTAPHID.PING:
-            return bytes(data)
-        if cmd == CTAPHID.WINK:
-            return b""
+        if cmd in (CTAPHID.PING, CTAPHID.WINK):
+            with self._lock:
+                self._check_pulled()
+            return bytes(data) if cmd == CTAPHID.PING else b""
         if cmd != CTAPHID.CBOR:
             raise CtapError(ERR.INVALID_COMMAND)
         if not data:
@@ -208,8 +291,10 @@ class EmulatedAuthenticator(CtapDevice):
         :param keepalive: called with a keepalive status while the user is awaited.
         :param cancelled: set by the host to cancel a command waiting for the user.
         :return: the status byte, then the canonical CBOR response map if any.
+        :raises OSError: the key was pulled (:attr:`Faults.fail_after`).
         """
         with self._lock:
+            self._check_pulled()
             if cmd not in (CMD_GET_ASSERTION, CMD_GET_NEXT_ASSERTION):
                 self._pending = None
             try:
@@ -218,6 +303,14 @@ class EmulatedAuthenticator(CtapDevice):
                 log.debug("CTAP2 command 0x%02x refused: %s", cmd, e.code)
                 return bytes([int(e.code)])
         return b"\x00" + (cbor.encode(response) if response is not None else b"")
+
+    def _check_pulled(self) -> None:
+        remaining = self.faults.fail_after
+        if remaining is None:
+            return
+        if remaining <= 0:
+            raise OSError("The emulated key was pulled (faults.fail_after)")
+        self.faults.fail_after = remaining - 1
 
     def power_cycle(self) -> None:
         """Unplug and plug the key: the PIN mismatch streak, the token, the key agreement
@@ -235,15 +328,19 @@ class EmulatedAuthenticator(CtapDevice):
     ) -> dict[int, Any] | None:
         if len(payload) + 1 > MAX_MSG_SIZE:
             raise CtapError(ERR.REQUEST_TOO_LARGE)
+
+        def presence() -> None:
+            self._user_presence(keepalive, cancelled)
+
         if cmd == CMD_GET_INFO:
             if payload:
                 raise CtapError(ERR.INVALID_LENGTH)
             return self._get_info()
         if cmd == CMD_MAKE_CREDENTIAL:
-            return self._make_credential(_parse(payload, _MC_SCHEMA), cancelled)
+            return self._make_credential(_parse(payload, _MC_SCHEMA), presence)
         if cmd == CMD_GET_ASSERTION:
             self._pending = None
-            return self._get_assertion(_parse(payload, _GA_SCHEMA), cancelled)
+            return self._get_assertion(_parse(payload, _GA_SCHEMA), presence)
         if cmd == CMD_GET_NEXT_ASSERTION:
             if payload:
                 raise CtapError(ERR.INVALID_LENGTH)
@@ -253,7 +350,7 @@ class EmulatedAuthenticator(CtapDevice):
         if cmd == CMD_SELECTION:
             if payload:
                 raise CtapError(ERR.INVALID_LENGTH)
-            _user_presence(cancelled)
+            presence()
             return None
         raise CtapError(ERR.INVALID_COMMAND)
 
@@ -283,20 +380,20 @@ class EmulatedAuthenticator(CtapDevice):
     # makeCredential (CTAP 2.1 §6.1.2)
 
     def _make_credential(
-        self, params: Mapping[int, Any], cancelled: threading.Event
+        self, params: Mapping[int, Any], presence: Callable[[], None]
     ) -> dict[int, Any]:
         client_data_hash = _required(params, 1)
         rp_id = _text(_required(params, 2), "id", required=True)
         user = _user(_required(params, 3))
         alg = self._choose_algorithm(_required(params, 4))
         options = _options(params.get(7), ("rk", "up", "uv"))
-        _empty_pin_auth(params.get(8), self._pin.state.is_set, cancelled)
+        _empty_pin_auth(params.get(8), self._pin.state.is_set, presence)
         if options.get("up") is False or (options.get("uv") is True and 8 not in params):
             raise CtapError(ERR.INVALID_OPTION)
         uv = self._verify_user(params.get(9), params.get(8), client_data_hash, PERMISSION_MC, rp_id)
         rp_id_hash = hashlib.sha256(rp_id.encode()).digest()
         excluded = self._find(rp_id, _descriptors(params.get(5)))
-        _user_presence(cancelled)
+        presence()
         self._spend_token(8 in params)
         if excluded:
             raise CtapError(ERR.CREDENTIAL_EXCLUDED)
@@ -360,20 +457,20 @@ class EmulatedAuthenticator(CtapDevice):
         if self.attestation == "none":
             return "none", {}
         if self.attestation == "self":
-            return "packed", {"alg": credential.alg, "sig": credential.sign(signed)}
+            return "packed", {"alg": credential.alg, "sig": self._sig(credential.sign(signed))}
         pki = self.pki
-        return "packed", {"alg": -7, "sig": sign(pki.leaf_key, signed), "x5c": pki.x5c}
+        return "packed", {"alg": -7, "sig": self._sig(sign(pki.leaf_key, signed)), "x5c": pki.x5c}
 
     # getAssertion (CTAP 2.1 §6.2.2) and getNextAssertion (§6.3)
 
     def _get_assertion(
-        self, params: Mapping[int, Any], cancelled: threading.Event
+        self, params: Mapping[int, Any], presence: Callable[[], None]
     ) -> dict[int, Any]:
         rp_id = _required(params, 1)
         client_data_hash = _required(params, 2)
         allow = _descriptors(params.get(3))
         options = _options(params.get(5), ("rk", "up", "uv"))
-        _empty_pin_auth(params.get(6), self._pin.state.is_set, cancelled)
+        _empty_pin_auth(params.get(6), self._pin.state.is_set, presence)
         if "rk" in options:
             raise CtapError(ERR.UNSUPPORTED_OPTION)
         if options.get("uv") is True and 6 not in params:
@@ -390,7 +487,7 @@ class EmulatedAuthenticator(CtapDevice):
             raise CtapError(ERR.NO_CREDENTIALS)
         up = options.get("up", True)
         if up:
-            _user_presence(cancelled)
+            presence()
             self._spend_token(6 in params)
         flags = (FLAG_UP if up else 0) | (FLAG_UV if uv else 0) | self._backup_flag()
         response = self._assert(found[0], client_data_hash, flags, uv, allow is None)
@@ -421,7 +518,7 @@ class EmulatedAuthenticator(CtapDevice):
         response: dict[int, Any] = {
             1: {"id": credential.id, "type": "public-key"},
             2: auth_data,
-            3: credential.sign(auth_data + client_data_hash),
+            3: self._sig(credential.sign(auth_data + client_data_hash)),
         }
         if with_user:
             user = credential.user if uv else {"id": credential.user["id"]}
@@ -464,7 +561,42 @@ class EmulatedAuthenticator(CtapDevice):
         return FLAG_BE if self.backup_eligible else 0
 
     def _auth_data(self, rp_id_hash: bytes, flags: int, count: int) -> bytes:
+        faults = self.faults
+        if faults.other_rp:
+            other = faults.other_rp if isinstance(faults.other_rp, str) else OTHER_RP_ID
+            rp_id_hash = hashlib.sha256(other.encode()).digest()
+        flags &= ~faults.flags_mask & 0xFF
         return rp_id_hash + bytes([flags]) + count.to_bytes(4, "big")
+
+    def _sig(self, signature: bytes) -> bytes:
+        if not self.faults.bad_signature:
+            return signature
+        return signature[:-1] + bytes([signature[-1] ^ 0x01])
+
+    def _user_presence(self, keepalive: Callable[[int], None], cancelled: threading.Event) -> None:
+        """Wait for the touch :attr:`touch` describes, calling ``keepalive(UPNEEDED)`` every
+        100 ms.
+
+        :raises CtapError: ``KEEPALIVE_CANCEL`` (``cancelled`` set) or ``USER_ACTION_TIMEOUT``
+            (no touch within :attr:`touch_timeout`).
+        """
+        if cancelled.is_set():
+            raise CtapError(ERR.KEEPALIVE_CANCEL)
+        delay = self.touch.delay
+        if delay == 0:
+            return
+        start = time.monotonic()
+        deadline = start + self.touch_timeout
+        touched = start + delay if delay is not None else float("inf")
+        while True:
+            keepalive(int(STATUS.UPNEEDED))
+            now = time.monotonic()
+            if now >= touched:
+                return
+            if now >= deadline:
+                raise CtapError(ERR.USER_ACTION_TIMEOUT)
+            if cancelled.wait(min(KEEPALIVE_INTERVAL_S, touched - now, deadline - now)):
+                raise CtapError(ERR.KEEPALIVE_CANCEL)
 
     def _current(self, credential: StoredCredential) -> int:
         if self.counter == "zero":
@@ -566,15 +698,9 @@ def _descriptors(entries: list[Any] | None) -> list[bytes] | None:
     return ids
 
 
-def _empty_pin_auth(param: bytes | None, pin_set: bool, cancelled: threading.Event) -> None:
+def _empty_pin_auth(param: bytes | None, pin_set: bool, presence: Callable[[], None]) -> None:
     """A zero-length pinUvAuthParam asks for a touch, then whether a PIN is set (CTAP 2.1
     §6.1.2 step 1, the platform's device selection)."""
     if param is not None and not param:
-        _user_presence(cancelled)
+        presence()
         raise CtapError(ERR.PIN_INVALID if pin_set else ERR.PIN_NOT_SET)
-
-
-def _user_presence(cancelled: threading.Event) -> None:
-    """The user touches at once; a command already cancelled ends with ``KEEPALIVE_CANCEL``."""
-    if cancelled.is_set():
-        raise CtapError(ERR.KEEPALIVE_CANCEL)
