@@ -3,7 +3,7 @@
 A :class:`Proof` says which MIE was used (:class:`MieKind`), which factors it proved
 (:class:`Factor`) and which certificate chain verified; :func:`decide` grants the level of the
 first :class:`LevelRule` of :attr:`LevelPolicy.rules` it matches. DESFire badges are rows of the
-same table without a gamme (an MIE without certificate); FIDO2 keys will be more rows.
+same table without a gamme (an MIE without certificate), and so are FIDO2 security keys.
 
 Rules (``../shared/reference/ans-pki.md`` §1.2, §6): a card *authentication* certificate issued
 by ``AC IGC-SANTE FORT PERSONNES`` (CPS: smart card + PIN) gives ``substantial``; STANDARD
@@ -16,6 +16,12 @@ A DESFire badge (issue 9) has no chain: its proof carries a :class:`BadgeAttesta
 verifier re-ran the session). The badge alone proves possession and gives ``low``; with a PIN
 checked by the verifier against the store, two factors give ``substantial``; a legacy DES/3DES
 badge gets no level (``docs/rie-conformance.md``).
+
+A FIDO2 key (issue 10) has no chain either: its proof carries a :class:`FidoAttestation` (what
+the verifier established at registration and again at the assertion) and :class:`Property`
+flags. A key whose model is proven by attestation, that verified its user (PIN or biometrics)
+and whose credential cannot leave it gives ``substantial``; any other verified assertion gives
+``low``; ``high`` never (no public FIDO certification to eIDAS high mapping).
 
 These rows are inferred from the IGC-Santé gammes, not read in a published RIE table: an
 integrator whose RIE decides otherwise replaces them with :attr:`LevelPolicy.rules`.
@@ -79,6 +85,39 @@ class BadgeAttestation:
 LEGACY_SCHEME = "legacy"
 
 
+@unique
+class Property(Enum):
+    """What a proof establishes about the MIE beyond its factors (FIDO2 keys)."""
+
+    #: Packed full attestation verified to a root listed for the key's AAGUID, the AAGUID
+    #: allowlisted or in the FIDO metadata with an accepted status.
+    ATTESTED = "attested"
+    #: The credential cannot leave the key: backup eligibility (BE) clear, or allowed by policy.
+    DEVICE_BOUND = "device-bound"
+
+
+ATTESTED_TYPES = frozenset({"basic", "attca"})
+"""The attestation types (:attr:`FidoAttestation.type`) that prove the model: full packed
+attestation to a vendor root (``self`` and ``none`` prove nothing about it)."""
+
+
+@dataclass(frozen=True)
+class FidoAttestation:
+    """What the verifier established about a FIDO2 credential it checked an assertion of.
+
+    :param type: the attestation of its registration: ``basic``, ``attca``, ``self`` or
+        ``none``.
+    :param aaguid: the key model (16 bytes).
+    :param certification: the model's FIDO certification level (``L1``, ``L2``...), if known.
+    :param test: a TEST key (its attestation root or allowlist entry is marked TEST).
+    """
+
+    type: str
+    aaguid: bytes
+    certification: str | None
+    test: bool
+
+
 @dataclass(frozen=True)
 class Proof:
     """What a verification established, the input of the level decision.
@@ -88,8 +127,9 @@ class Proof:
         knowledge).
     :param chain: the verified certificate path, or ``None`` when no chain was checked.
     :param usage: what the certificate was verified for.
-    :param attestation: a verified attestation: a :class:`BadgeAttestation` for a badge (FIDO2,
-        later), or ``None``.
+    :param attestation: a verified attestation: a :class:`BadgeAttestation` for a badge, a
+        :class:`FidoAttestation` for a FIDO2 key, or ``None``.
+    :param properties: what else was established (:class:`Property`, FIDO2 keys).
     """
 
     mie: MieKind
@@ -97,6 +137,7 @@ class Proof:
     chain: VerificationResult | None
     usage: Usage = Usage.AUTH
     attestation: object | None = None
+    properties: frozenset[Property] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -110,6 +151,7 @@ class LevelRule:
     :param domain: the issuer's domain (``None``: any).
     :param level: the level granted.
     :param reason: the reason given when the row decides.
+    :param requires: properties the proof must have (a subset of :attr:`Proof.properties`).
     """
 
     mie: MieKind | None
@@ -118,11 +160,14 @@ class LevelRule:
     domain: Domain | None
     level: AssuranceLevel
     reason: str
+    requires: frozenset[Property] = frozenset()
 
     def matches(self, proof: Proof, issuer: CaClass | None) -> bool:
         """:return: whether ``proof``, whose leaf ``issuer`` issued (``None``: a proof without
         a chain), falls under this row."""
         if self.mie not in (None, proof.mie) or not self.factors <= proof.factors:
+            return False
+        if not self.requires <= proof.properties:
             return False
         if issuer is None:
             return self.gamme is None
@@ -133,6 +178,7 @@ _CARD_AND_PIN = frozenset({Factor.POSSESSION, Factor.KNOWLEDGE})
 _POSSESSION = frozenset({Factor.POSSESSION})
 _FORT_PERSONNES = "FORT PERSONNES card certificate: smart card and PIN, two factors"
 _NONE: frozenset[Factor] = frozenset()
+_ATTESTED = frozenset({Property.ATTESTED})
 
 DEFAULT_RULES: tuple[LevelRule, ...] = (
     # That the RIE grants substantial to card + PIN for FORT PERSONNES is inferred from the
@@ -185,6 +231,46 @@ DEFAULT_RULES: tuple[LevelRule, ...] = (
         AssuranceLevel.LOW,
         "DESFire badge alone: possession only",
     ),
+    # FIDO2 keys (no chain): inferred, no published RIE row (docs/rie-conformance.md). The
+    # user verification is a second factor whether it is a PIN or a fingerprint: the key says
+    # that it verified the user, not how.
+    LevelRule(
+        MieKind.FIDO2_KEY,
+        _CARD_AND_PIN,
+        None,
+        None,
+        AssuranceLevel.SUBSTANTIAL,
+        "FIDO2 key of an attested model that verified its user, credential bound to the key: "
+        "two factors",
+        frozenset({Property.ATTESTED, Property.DEVICE_BOUND}),
+    ),
+    LevelRule(
+        MieKind.FIDO2_KEY,
+        _CARD_AND_PIN,
+        None,
+        None,
+        AssuranceLevel.LOW,
+        "backup-eligible (syncable) FIDO2 credential: it can leave the key, not a hardware-bound "
+        "factor",
+        _ATTESTED,
+    ),
+    LevelRule(
+        MieKind.FIDO2_KEY,
+        _POSSESSION,
+        None,
+        None,
+        AssuranceLevel.LOW,
+        "FIDO2 key without user verification: possession only",
+        _ATTESTED,
+    ),
+    LevelRule(
+        MieKind.FIDO2_KEY,
+        _POSSESSION,
+        None,
+        None,
+        AssuranceLevel.LOW,
+        "FIDO2 key without attestation (self or none): its model and key protection are unproven",
+    ),
 )
 """The level table: the first row a proof matches decides."""
 
@@ -227,6 +313,8 @@ def decide(proof: Proof, policy: LevelPolicy | None = None) -> LevelDecision:
     result = proof.chain
     if result is None and proof.mie is MieKind.DESFIRE_BADGE:
         return _decide_badge(proof, policy)
+    if result is None and proof.mie is MieKind.FIDO2_KEY:
+        return _decide_fido(proof, policy)
     if result is None:
         return LevelDecision(None, ("certificate chain not verified: no level granted",))
     issuer = result.certificate(1) if len(result.path) > 1 else None
@@ -264,6 +352,31 @@ def _decide_badge(proof: Proof, policy: LevelPolicy) -> LevelDecision:
     if rule is None:
         return LevelDecision(None, ("no level rule matches",))
     return LevelDecision(rule.level, (rule.reason,))
+
+
+def _decide_fido(proof: Proof, policy: LevelPolicy) -> LevelDecision:
+    """A FIDO2 key has no chain: the rows without a gamme decide, on its factors and
+    properties, once an assertion was verified."""
+    attestation = proof.attestation
+    if not isinstance(attestation, FidoAttestation):
+        return LevelDecision(None, ("FIDO2 assertion not verified: no level granted",))
+    reasons = [f"FIDO2 key, attestation {attestation.type}"]
+    if attestation.certification is not None:
+        reasons.append(f"FIDO certification {attestation.certification}")
+    if attestation.test:
+        reasons.append("TEST key")
+    if Property.ATTESTED in proof.properties and attestation.type not in ATTESTED_TYPES:
+        # A caller's bug, not the key's: fail closed rather than trust the flag.
+        reasons.append(f"attested property with {attestation.type} attestation: no level granted")
+        return LevelDecision(None, tuple(reasons))
+    if Factor.KNOWLEDGE in proof.factors:
+        reasons.append("user verified by the key (PIN or biometrics)")
+    rule = next((r for r in policy.rules if r.matches(proof, None)), None)
+    if rule is None:
+        reasons.append("no level rule matches")
+        return LevelDecision(None, tuple(reasons))
+    reasons.append(rule.reason)
+    return LevelDecision(rule.level, tuple(reasons))
 
 
 def decide_level(

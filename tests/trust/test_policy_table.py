@@ -4,21 +4,26 @@ the answers it gave before the table."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from mie.emulation.testpki import Issued
+from mie.fido.levels import fido_proof
+from mie.fido.policy import FidoPolicy
 from mie.policy import (
     DEFAULT_RULES,
     AssuranceLevel,
     BadgeAttestation,
     Factor,
+    FidoAttestation,
     LevelPolicy,
     LevelRule,
     MieKind,
     Proof,
+    Property,
     decide,
     decide_level,
 )
@@ -229,8 +234,13 @@ def test_a_badge_proof_without_attestation_grants_no_level() -> None:
 
 
 def test_badge_rows_never_match_a_proof_with_a_chain_nor_card_rows_a_badge() -> None:
-    badge_rows = [r for r in DEFAULT_RULES if r.gamme is None]
+    badge_rows = [r for r in DEFAULT_RULES if r.gamme is None and r.mie is MieKind.DESFIRE_BADGE]
     assert [r.level for r in badge_rows] == [SUBSTANTIAL, LOW]
+    # The other rows without a gamme are the FIDO2 keys' (below).
+    assert {r.mie for r in DEFAULT_RULES if r.gamme is None} == {
+        MieKind.DESFIRE_BADGE,
+        MieKind.FIDO2_KEY,
+    }
     issuer = _result(FORT_PP).certificate(1)
     assert issuer is not None
     info = classify(issuer.subject)
@@ -252,3 +262,248 @@ def test_a_cpx_proof_without_chain_still_grants_no_level() -> None:
     decision = decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, None, attestation=attestation))
     assert decision == decide(Proof(MieKind.CPX_CARD, CARD_AND_PIN, None))
     assert decision.level is None
+
+
+# --- FIDO2 keys (issue 10): rows without a gamme, on factors and properties ------------------
+
+FIDO_SUBSTANTIAL = (
+    "FIDO2 key of an attested model that verified its user, credential bound to the key: "
+    "two factors"
+)
+FIDO_SYNCABLE = (
+    "backup-eligible (syncable) FIDO2 credential: it can leave the key, not a hardware-bound factor"
+)
+FIDO_NO_UV = "FIDO2 key without user verification: possession only"
+FIDO_UNATTESTED = (
+    "FIDO2 key without attestation (self or none): its model and key protection are unproven"
+)
+ATTESTED, BOUND = Property.ATTESTED, Property.DEVICE_BOUND
+AAGUID = bytes(range(16))
+
+
+def _fido(factors: frozenset[Factor], properties: set[Property], kind: str = "basic") -> Proof:
+    attestation = FidoAttestation(kind, AAGUID, None, False)
+    return Proof(
+        MieKind.FIDO2_KEY,
+        factors,
+        None,
+        attestation=attestation,
+        properties=frozenset(properties),
+    )
+
+
+@pytest.mark.parametrize(
+    ("factors", "properties", "kind", "level", "last"),
+    [
+        # attested model, UV, device-bound: the only substantial row
+        (CARD_AND_PIN, {ATTESTED, BOUND}, "basic", SUBSTANTIAL, FIDO_SUBSTANTIAL),
+        (CARD_AND_PIN, {ATTESTED, BOUND}, "attca", SUBSTANTIAL, FIDO_SUBSTANTIAL),
+        # biometrics count as the second factor too
+        (
+            CARD_AND_PIN | {Factor.INHERENCE},
+            {ATTESTED, BOUND},
+            "basic",
+            SUBSTANTIAL,
+            FIDO_SUBSTANTIAL,
+        ),
+        # backup-eligible (syncable): low
+        (CARD_AND_PIN, {ATTESTED}, "basic", LOW, FIDO_SYNCABLE),
+        # no UV (policy require_uv false): possession only
+        (POSSESSION, {ATTESTED, BOUND}, "basic", LOW, FIDO_NO_UV),
+        (POSSESSION, {ATTESTED}, "basic", LOW, FIDO_NO_UV),
+        # self / none attestation (policy attestation optional): low, UV or not
+        (CARD_AND_PIN, {BOUND}, "self", LOW, FIDO_UNATTESTED),
+        (CARD_AND_PIN, {BOUND}, "none", LOW, FIDO_UNATTESTED),
+        (POSSESSION, set(), "none", LOW, FIDO_UNATTESTED),
+        # a proof that proves not even possession matches no row
+        (NONE, {ATTESTED, BOUND}, "basic", None, "no level rule matches"),
+    ],
+)
+def test_fido_rows(
+    factors: frozenset[Factor],
+    properties: set[Property],
+    kind: str,
+    level: AssuranceLevel | None,
+    last: str,
+) -> None:
+    decision = decide(_fido(factors, properties, kind))
+    assert decision.level is level
+    assert decision.reasons[-1] == last
+    assert decision.reasons[0] == f"FIDO2 key, attestation {kind}"
+
+
+def test_fido_never_high_by_default() -> None:
+    everything = frozenset(Factor)
+    decision = decide(_fido(everything, set(Property)))
+    assert decision.level is SUBSTANTIAL
+    assert AssuranceLevel.HIGH not in {r.level for r in DEFAULT_RULES}
+
+
+def test_fido_reasons_name_certification_test_and_uv() -> None:
+    attestation = FidoAttestation("basic", AAGUID, "L2", True)
+    proof = Proof(
+        MieKind.FIDO2_KEY,
+        CARD_AND_PIN,
+        None,
+        attestation=attestation,
+        properties=frozenset({ATTESTED, BOUND}),
+    )
+    assert decide(proof).reasons == (
+        "FIDO2 key, attestation basic",
+        "FIDO certification L2",
+        "TEST key",
+        "user verified by the key (PIN or biometrics)",
+        FIDO_SUBSTANTIAL,
+    )
+
+
+def test_a_fido_proof_without_attestation_grants_no_level() -> None:
+    for attestation in (None, BadgeAttestation("ev2", True)):
+        proof = Proof(
+            MieKind.FIDO2_KEY,
+            CARD_AND_PIN,
+            None,
+            attestation=attestation,
+            properties=frozenset({ATTESTED, BOUND}),
+        )
+        decision = decide(proof)
+        assert decision.level is None
+        assert decision.reasons == ("FIDO2 assertion not verified: no level granted",)
+
+
+@pytest.mark.parametrize("kind", ["self", "none"])
+def test_an_attested_property_on_a_self_or_none_attestation_fails_closed(kind: str) -> None:
+    decision = decide(_fido(CARD_AND_PIN, {ATTESTED, BOUND}, kind))
+    assert decision.level is None
+    assert decision.reasons[-1] == (f"attested property with {kind} attestation: no level granted")
+
+
+def test_fido_rows_match_no_other_mie_and_other_rows_no_fido_proof() -> None:
+    fido_rows = [r for r in DEFAULT_RULES if r.mie is MieKind.FIDO2_KEY]
+    assert [r.level for r in fido_rows] == [SUBSTANTIAL, LOW, LOW, LOW]
+    assert all(r.gamme is None for r in fido_rows)
+    proof = _fido(CARD_AND_PIN, {ATTESTED, BOUND})
+    assert not any(r.matches(proof, None) for r in DEFAULT_RULES if r.mie is not MieKind.FIDO2_KEY)
+    badge = Proof(
+        MieKind.DESFIRE_BADGE,
+        CARD_AND_PIN,
+        None,
+        attestation=BadgeAttestation("ev2", True),
+        properties=frozenset({ATTESTED, BOUND}),
+    )
+    assert not any(r.matches(badge, None) for r in fido_rows)
+    # A badge's answer does not change with properties it never has.
+    assert decide(badge).reasons == (BADGE_AND_PIN,)
+
+
+def test_a_fido_row_requires_every_property() -> None:
+    rule = DEFAULT_RULES[[r.mie for r in DEFAULT_RULES].index(MieKind.FIDO2_KEY)]
+    assert rule.requires == frozenset({ATTESTED, BOUND})
+    for properties in (set(), {ATTESTED}, {BOUND}):
+        assert not rule.matches(_fido(CARD_AND_PIN, properties), None)
+    assert rule.matches(_fido(CARD_AND_PIN, {ATTESTED, BOUND}), None)
+
+
+def test_an_operator_row_can_grant_fido_high() -> None:
+    high = LevelRule(
+        MieKind.FIDO2_KEY,
+        CARD_AND_PIN,
+        None,
+        None,
+        AssuranceLevel.HIGH,
+        "operator rule: certified L3 keys",
+        frozenset({ATTESTED, BOUND}),
+    )
+    policy = LevelPolicy(rules=(high, *DEFAULT_RULES))
+    decision = decide(_fido(CARD_AND_PIN, {ATTESTED, BOUND}), policy)
+    assert (decision.level, decision.reasons[-1]) == (AssuranceLevel.HIGH, high.reason)
+    # Existing rows (no requires) keep matching proofs without properties.
+    assert all(r.requires == frozenset() for r in DEFAULT_RULES if r.mie is not MieKind.FIDO2_KEY)
+
+
+# --- mie.fido.levels.fido_proof: what the verifier established, as the proof decide() reads --
+
+
+def _policy(backup_eligible: str = "low") -> FidoPolicy:
+    return FidoPolicy(
+        "iam.example",
+        attestation="optional",
+        backup_eligible=backup_eligible,  # type: ignore[arg-type]
+    )
+
+
+def _level(policy: FidoPolicy, **changes: object) -> tuple[AssuranceLevel | None, str]:
+    values: dict[str, Any] = {
+        "attested": True,
+        "uv": True,
+        "backup_eligible": False,
+        "policy": policy,
+        "aaguid": AAGUID,
+        "certification": None,
+        "test": False,
+        "attestation_type": "basic",
+    }
+    values.update(changes)
+    decision = decide(fido_proof(**values))
+    return decision.level, decision.reasons[-1]
+
+
+@pytest.mark.parametrize(
+    ("changes", "backup", "level", "last"),
+    [
+        ({}, "low", SUBSTANTIAL, FIDO_SUBSTANTIAL),
+        ({"attestation_type": "attca"}, "low", SUBSTANTIAL, FIDO_SUBSTANTIAL),
+        ({"uv": False}, "low", LOW, FIDO_NO_UV),
+        ({"backup_eligible": True}, "low", LOW, FIDO_SYNCABLE),
+        # backup_eligible "refuse" is the verifier's refusal; described, it is not device-bound
+        ({"backup_eligible": True}, "refuse", LOW, FIDO_SYNCABLE),
+        ({"backup_eligible": True}, "allow", SUBSTANTIAL, FIDO_SUBSTANTIAL),
+        ({"attested": False, "attestation_type": "self"}, "low", LOW, FIDO_UNATTESTED),
+        ({"attested": False, "attestation_type": "none"}, "allow", LOW, FIDO_UNATTESTED),
+        # a packed full attestation whose model is not accepted (no allowlist/MDS entry)
+        ({"attested": False}, "low", LOW, FIDO_UNATTESTED),
+        ({"attested": False, "uv": False, "attestation_type": "none"}, "low", LOW, FIDO_UNATTESTED),
+    ],
+)
+def test_fido_proof_levels(
+    changes: dict[str, object], backup: str, level: AssuranceLevel, last: str
+) -> None:
+    assert _level(_policy(backup), **changes) == (level, last)
+
+
+def test_fido_proof_carries_what_was_verified() -> None:
+    proof = fido_proof(
+        attested=True,
+        uv=True,
+        backup_eligible=False,
+        policy=_policy(),
+        aaguid=AAGUID,
+        certification="L1",
+        test=True,
+        attestation_type="basic",
+    )
+    assert proof.mie is MieKind.FIDO2_KEY and proof.chain is None
+    assert proof.factors == CARD_AND_PIN
+    assert proof.properties == frozenset({ATTESTED, BOUND})
+    assert proof.attestation == FidoAttestation("basic", AAGUID, "L1", True)
+    assert "TEST key" in decide(proof).reasons
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"attested": True, "attestation_type": "self"}, ValueError),
+        ({"attested": True, "attestation_type": "none"}, ValueError),
+        ({"attestation_type": "fido-u2f"}, ValueError),
+        ({"aaguid": b"short"}, ValueError),
+        ({"uv": 1}, TypeError),
+        ({"attested": "false"}, TypeError),
+        ({"backup_eligible": None}, TypeError),
+        ({"test": "true"}, TypeError),
+    ],
+)
+def test_fido_proof_refuses_what_does_not_hold_together(
+    changes: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        _level(_policy(), **changes)
