@@ -25,6 +25,7 @@ from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, U
 from fido2.cose import CoseKey
 from fido2.ctap import STATUS, CtapError
 from fido2.ctap2.base import Ctap2
+from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 from fido2.hid import CTAPHID
 from fido2.server import Fido2Server
@@ -33,7 +34,9 @@ from fido2.webauthn import (
     AttestationObject,
     AttestedCredentialData,
     AuthenticatorData,
+    PublicKeyCredentialDescriptor,
     PublicKeyCredentialRpEntity,
+    PublicKeyCredentialType,
     PublicKeyCredentialUserEntity,
     ResidentKeyRequirement,
     UserVerificationRequirement,
@@ -157,7 +160,13 @@ def test_get_info_parses_strictly(pki: TestAttestationPki) -> None:
     info = Ctap2(_device(pki), strict_cbor=True).info
     assert info.versions == ["FIDO_2_0", "FIDO_2_1"]
     assert bytes(info.aaguid) == EMULATOR_AAGUID
-    assert info.options == {"rk": True, "up": True, "clientPin": True, "pinUvAuthToken": True}
+    assert info.options == {
+        "rk": True,
+        "up": True,
+        "clientPin": True,
+        "pinUvAuthToken": True,
+        "credMgmt": True,
+    }
     assert info.pin_uv_protocols == [2, 1]
     assert [a["alg"] for a in info.algorithms] == [-7, -8]
     assert (info.max_msg_size, info.max_creds_in_list, info.max_cred_id_length) == (1200, 8, 128)
@@ -1034,3 +1043,255 @@ def test_backup_eligible_in_assertions(pki: TestAttestationPki) -> None:
     assertion = ctap.get_assertion(RP_ID, CDH, [_descriptor(data.credential_id)])
     assert assertion.auth_data.flags == 0x09
     assert _device(pki, None).backup_eligible is False
+
+
+# authenticatorReset
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _with_credentials(
+    pki: TestAttestationPki, **kwargs: Any
+) -> tuple[EmulatedAuthenticator, Ctap2]:
+    device = _device(pki, counter="global", **kwargs)
+    ctap = Ctap2(device)
+    _make(ctap, _token(ctap), options={"rk": True})
+    _make(ctap, _token(ctap))
+    return device, ctap
+
+
+def test_reset_within_ten_seconds_wipes_credentials_and_pin(pki: TestAttestationPki) -> None:
+    clock = _Clock()
+    device, ctap = _with_credentials(pki, clock=clock)
+    client_pin = ClientPin(ctap)
+    with pytest.raises(CtapError):
+        client_pin.get_pin_token("9999", MC, RP_ID)
+    clock.now += 9.5
+    ctap.reset()
+    assert device.credentials == ()
+    info = ctap.get_info()
+    assert info.options["clientPin"] is False and info.remaining_disc_creds == 25
+    assert client_pin.get_pin_retries() == (8, False)
+    with pytest.raises(CtapError) as e:
+        client_pin.get_pin_token(PIN, MC, RP_ID)
+    assert e.value.code == ERR.PIN_NOT_SET
+    data = _make(ctap).auth_data.credential_data  # a fresh key: no PIN needed, counter from 0
+    assert data is not None
+    assert ctap.get_assertion(RP_ID, CDH, [_descriptor(data.credential_id)]).auth_data.counter == 1
+
+
+def test_reset_after_ten_seconds_is_not_allowed(pki: TestAttestationPki) -> None:
+    clock = _Clock()
+    device, ctap = _with_credentials(pki, clock=clock)
+    clock.now += 10.5
+    with pytest.raises(CtapError) as e:
+        ctap.reset()
+    assert e.value.code == ERR.NOT_ALLOWED
+    assert len(device.credentials) == 2
+    device.power_cycle()  # plugged again: a new window
+    clock.now += 3
+    ctap.reset()
+    assert not device.credentials
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_reset_needs_the_touch(pki: TestAttestationPki, cancel: bool) -> None:
+    device, ctap = _with_credentials(pki, touch_timeout=0.3)
+    device.touch = Touch.never()
+    seen = _Keepalives()
+    with pytest.raises(CtapError) as e:
+        ctap.reset(event=_cancel_soon(0.1) if cancel else None, on_keepalive=seen)
+    assert e.value.code == (ERR.KEEPALIVE_CANCEL if cancel else ERR.USER_ACTION_TIMEOUT)
+    assert seen.statuses and len(device.credentials) == 2
+    assert ctap.get_info().options["clientPin"] is True
+
+
+def test_reset_takes_no_parameters(pki: TestAttestationPki) -> None:
+    device, _ = _with_credentials(pki)
+    assert _raw(device, 0x07, b"\xa0") == bytes([ERR.INVALID_LENGTH])
+    assert len(device.credentials) == 2
+
+
+# authenticatorCredentialManagement through python-fido2's CredentialManagement
+
+CM = ClientPin.PERMISSION.CREDENTIAL_MGMT
+R = CredentialManagement.RESULT
+
+
+def _credman(ctap: Ctap2, rp_id: str | None = None, protocol: Any = None) -> CredentialManagement:
+    protocol = protocol or PinProtocolV2()
+    token = ClientPin(ctap, protocol).get_pin_token(PIN, CM, rp_id)
+    return CredentialManagement(ctap, protocol, token)
+
+
+def _resident(ctap: Ctap2, rp_id: str, user_id: bytes, name: str = "u") -> bytes:
+    token = _token(ctap, MC, rp_id)
+    made = ctap.make_credential(
+        CDH,
+        {"id": rp_id, "name": rp_id},
+        {"id": user_id, "name": name},
+        ES256,
+        options={"rk": True},
+        pin_uv_param=PinProtocolV2().authenticate(token, CDH),
+        pin_uv_protocol=2,
+    )
+    assert made.auth_data.credential_data is not None
+    return bytes(made.auth_data.credential_data.credential_id)
+
+
+def _pkcd(credential_id: bytes) -> PublicKeyCredentialDescriptor:
+    return PublicKeyCredentialDescriptor(type=PublicKeyCredentialType.PUBLIC_KEY, id=credential_id)
+
+
+def _three_residents(pki: TestAttestationPki) -> tuple[EmulatedAuthenticator, Ctap2, list[bytes]]:
+    device = _device(pki)
+    ctap = Ctap2(device, strict_cbor=True)
+    ids = [
+        _resident(ctap, RP_ID, b"user-a", "alice"),
+        _resident(ctap, RP_ID, b"user-b", "bob"),
+        _resident(ctap, "other.example", b"user-c", "carol"),
+    ]
+    _make(ctap, _token(ctap))  # not discoverable: never listed
+    return device, ctap, ids
+
+
+def test_credential_management_is_advertised(pki: TestAttestationPki) -> None:
+    info = Ctap2(_device(pki)).info
+    assert CredentialManagement.is_supported(info)
+    assert CredentialManagement.is_update_supported(info)
+
+
+@pytest.mark.parametrize("protocol", [PinProtocolV1, PinProtocolV2])
+def test_credential_management_metadata_and_enumeration(
+    pki: TestAttestationPki, protocol: Any
+) -> None:
+    _, ctap, ids = _three_residents(pki)
+    credman = _credman(ctap, protocol=protocol())
+    metadata = credman.get_metadata()
+    assert (metadata[R.EXISTING_CRED_COUNT], metadata[R.MAX_REMAINING_COUNT]) == (3, 22)
+    rps = credman.enumerate_rps()
+    assert [rp[R.RP]["id"] for rp in rps] == [RP_ID, "other.example"]
+    assert rps[0][R.TOTAL_RPS] == 2
+    assert rps[1][R.RP_ID_HASH] == hashlib.sha256(b"other.example").digest()
+    creds = credman.enumerate_creds(hashlib.sha256(RP_ID.encode()).digest())
+    assert [c[R.CREDENTIAL_ID]["id"] for c in creds] == ids[:2]
+    assert [c[R.USER]["name"] for c in creds] == ["alice", "bob"]
+    assert creds[0][R.TOTAL_CREDENTIALS] == 2
+    assert CoseKey.parse(creds[0][R.PUBLIC_KEY])[3] == -7
+    assert credman.enumerate_creds(hashlib.sha256(b"nobody.example").digest()) == []
+
+
+def test_credential_management_delete_then_update(pki: TestAttestationPki) -> None:
+    device, ctap, ids = _three_residents(pki)
+    credman = _credman(ctap)
+    credman.delete_cred(_pkcd(ids[0]))
+    assert ids[0] not in [c.id for c in device.credentials]
+    assert len(device.credentials) == 3
+    with pytest.raises(CtapError) as e:
+        credman.delete_cred(_pkcd(ids[0]))
+    assert e.value.code == ERR.NO_CREDENTIALS
+    credman.update_user_info(
+        _pkcd(ids[1]), PublicKeyCredentialUserEntity(id=b"user-b", name="robert")
+    )
+    assertion = ctap.get_assertion(
+        RP_ID,
+        CDH,
+        pin_uv_param=PinProtocolV2().authenticate(_token(ctap, GA), CDH),
+        pin_uv_protocol=2,
+    )
+    assert assertion.user == {"id": b"user-b", "name": "robert"}
+    with pytest.raises(CtapError) as e:
+        _credman(ctap).update_user_info(
+            _pkcd(ids[1]), PublicKeyCredentialUserEntity(id=b"x", name="y")
+        )
+    assert e.value.code == ERR.INVALID_PARAMETER
+
+
+def test_credential_management_token_bound_to_a_relying_party(pki: TestAttestationPki) -> None:
+    device, ctap, ids = _three_residents(pki)
+    credman = _credman(ctap, RP_ID)
+    for call in (credman.get_metadata, credman.enumerate_rps_begin):
+        with pytest.raises(CtapError) as e:
+            call()
+        assert e.value.code == ERR.PIN_AUTH_INVALID
+    with pytest.raises(CtapError) as e:
+        credman.enumerate_creds(hashlib.sha256(b"other.example").digest())
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+    with pytest.raises(CtapError) as e:
+        credman.delete_cred(_pkcd(ids[2]))
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+    assert len(credman.enumerate_creds(hashlib.sha256(RP_ID.encode()).digest())) == 2
+    credman.delete_cred(_pkcd(ids[0]))
+    assert len(device.credentials) == 3
+
+
+def test_credential_management_needs_the_cm_permission(pki: TestAttestationPki) -> None:
+    _, ctap, _ = _three_residents(pki)
+    token = ClientPin(ctap).get_pin_token(PIN, MC | GA, RP_ID)
+    credman = CredentialManagement(ctap, PinProtocolV2(), token)
+    with pytest.raises(CtapError) as e:
+        credman.get_metadata()
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+    wrong = CredentialManagement(ctap, PinProtocolV2(), bytes(32))
+    with pytest.raises(CtapError) as e:
+        wrong.get_metadata()
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+
+
+def test_credential_management_next_needs_a_begin(pki: TestAttestationPki) -> None:
+    _, ctap, _ = _three_residents(pki)
+    credman = _credman(ctap)
+    for call in (credman.enumerate_rps_next, credman.enumerate_creds_next):
+        with pytest.raises(CtapError) as e:
+            call()
+        assert e.value.code == ERR.NOT_ALLOWED
+    credman.enumerate_rps_begin()
+    ctap.get_info()  # any other command ends the enumeration
+    with pytest.raises(CtapError) as e:
+        credman.enumerate_rps_next()
+    assert e.value.code == ERR.NOT_ALLOWED
+    credman.enumerate_creds_begin(hashlib.sha256(RP_ID.encode()).digest())
+    with pytest.raises(CtapError) as e:
+        credman.enumerate_rps_next()  # not the enumeration begun
+    assert e.value.code == ERR.NOT_ALLOWED
+    first = credman.enumerate_rps_begin()
+    assert first[R.TOTAL_RPS] == 2
+    credman.enumerate_rps_next()
+    with pytest.raises(CtapError) as e:
+        credman.enumerate_rps_next()  # the list is spent
+    assert e.value.code == ERR.NOT_ALLOWED
+
+
+def test_credential_management_without_residents(pki: TestAttestationPki) -> None:
+    credman = _credman(Ctap2(_device(pki)))
+    assert credman.get_metadata()[R.EXISTING_CRED_COUNT] == 0
+    assert credman.enumerate_rps() == []
+    with pytest.raises(CtapError) as e:
+        credman.enumerate_rps_begin()
+    assert e.value.code == ERR.NO_CREDENTIALS
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({1: 1}, ERR.PUAT_REQUIRED),
+        ({1: 1, 4: bytes(32)}, ERR.MISSING_PARAMETER),
+        ({1: 0x42, 3: 2, 4: bytes(32)}, ERR.INVALID_SUBCOMMAND),
+        ({2: {}}, ERR.MISSING_PARAMETER),
+        ({1: "1"}, ERR.CBOR_UNEXPECTED_TYPE),
+        ({1: 4, 2: [1], 3: 2, 4: bytes(32)}, ERR.CBOR_UNEXPECTED_TYPE),
+        ({1: 1, 3: 2, 4: bytes(32)}, ERR.PIN_AUTH_INVALID),
+    ],
+)
+def test_credential_management_bad_requests(
+    pki: TestAttestationPki, params: dict[int, Any], status: int
+) -> None:
+    device, _, _ = _three_residents(pki)
+    assert _raw(device, 0x0A, cbor.encode(params)) == bytes([status])
+    assert len(device.credentials) == 4

@@ -6,8 +6,9 @@
 authenticatorMakeCredential (ES256 or EdDSA; packed attestation with the TEST batch key and its
 ``x5c``, self attestation, or none), authenticatorGetAssertion and authenticatorGetNextAssertion
 (allowList or discoverable credentials, UP/UV flags, signature counters),
-authenticatorClientPIN (protocols 2 and 1, :mod:`mie.emulation.ctap2_pin`) and
-authenticatorSelection.
+authenticatorClientPIN (protocols 2 and 1, :mod:`mie.emulation.ctap2_pin`), authenticatorReset
+(within 10 s of power-up, with a touch), authenticatorCredentialManagement (metadata, enumerate
+relying parties and credentials, delete, update the user) and authenticatorSelection.
 
 Requests are read with :func:`mie.core.cbor.decode` in canonical mode: anything else is
 ``INVALID_CBOR``, a parameter of the wrong type ``CBOR_UNEXPECTED_TYPE``, a missing one
@@ -27,6 +28,7 @@ No repr shows a PIN, a token or a key; nothing logs one.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -40,7 +42,14 @@ from fido2.hid import CAPABILITY, CTAPHID
 
 from mie.core import cbor
 from mie.core.errors import CborFormatError
-from mie.emulation.ctap2_pin import PERMISSION_GA, PERMISSION_MC, ClientPin, PinState, pin_hash
+from mie.emulation.ctap2_pin import (
+    PERMISSION_CM,
+    PERMISSION_GA,
+    PERMISSION_MC,
+    ClientPin,
+    PinState,
+    pin_hash,
+)
 from mie.emulation.ctap2_state import ALGORITHMS, StoredCredential, generate_key, sign
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 
@@ -56,8 +65,18 @@ CMD_MAKE_CREDENTIAL = 0x01
 CMD_GET_ASSERTION = 0x02
 CMD_GET_INFO = 0x04
 CMD_CLIENT_PIN = 0x06
+CMD_RESET = 0x07
 CMD_GET_NEXT_ASSERTION = 0x08
+CMD_CREDENTIAL_MANAGEMENT = 0x0A
 CMD_SELECTION = 0x0B
+
+CM_GET_METADATA = 0x01
+CM_RPS_BEGIN = 0x02
+CM_RPS_NEXT = 0x03
+CM_CREDS_BEGIN = 0x04
+CM_CREDS_NEXT = 0x05
+CM_DELETE = 0x06
+CM_UPDATE_USER = 0x07
 
 MAX_MSG_SIZE = 1200
 MAX_CREDS_IN_LIST = 8
@@ -67,6 +86,8 @@ CREDENTIAL_ID_SIZE = 48
 MAX_USER_ID = 64
 MAX_STRING = 64
 NEXT_ASSERTION_WINDOW_S = 30.0
+RESET_WINDOW_S = 10.0
+"""authenticatorReset is allowed only this long after power-up (CTAP 2.1 §6.6)."""
 TOUCH_TIMEOUT_S = 30.0
 """How long a command waits for the user's touch before ``USER_ACTION_TIMEOUT``."""
 KEEPALIVE_INTERVAL_S = 0.1
@@ -79,6 +100,7 @@ _MAP, _BYTES, _TEXT, _INT, _LIST = dict, bytes, str, int, list
 _MC_SCHEMA = {1: _BYTES, 2: _MAP, 3: _MAP, 4: _LIST, 5: _LIST, 6: _MAP, 7: _MAP, 8: _BYTES, 9: _INT}
 _GA_SCHEMA = {1: _TEXT, 2: _BYTES, 3: _LIST, 4: _MAP, 5: _MAP, 6: _BYTES, 7: _INT}
 _PIN_SCHEMA = {1: _INT, 2: _INT, 3: _MAP, 4: _BYTES, 5: _BYTES, 6: _BYTES, 9: _INT, 10: _TEXT}
+_CM_SCHEMA = {1: _INT, 2: _MAP, 3: _INT, 4: _BYTES}
 
 
 @dataclass(frozen=True)
@@ -165,6 +187,7 @@ class EmulatedAuthenticator(CtapDevice):
     :param pki: the attestation PKI (default: the TEST one of today).
     :param rng: random bytes (credential ids, tokens, IVs).
     :param transports: getInfo's transports.
+    :param clock: the monotonic clock of power-up and the reset window (tests move it).
     """
 
     def __init__(
@@ -181,6 +204,7 @@ class EmulatedAuthenticator(CtapDevice):
         pki: TestAttestationPki | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         transports: Sequence[str] = ("usb",),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if attestation not in ("packed", "self", "none"):
             raise ValueError(f"Unknown attestation {attestation!r}: packed, self or none")
@@ -218,6 +242,9 @@ class EmulatedAuthenticator(CtapDevice):
         self._sequence = 0
         self._global_counter = 0
         self._pending: _Pending | None = None
+        self._listing: tuple[int, list[dict[int, Any]]] | None = None
+        self._clock = clock
+        self._powered_up = clock()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -297,6 +324,8 @@ class EmulatedAuthenticator(CtapDevice):
             self._check_pulled()
             if cmd not in (CMD_GET_ASSERTION, CMD_GET_NEXT_ASSERTION):
                 self._pending = None
+            if cmd != CMD_CREDENTIAL_MANAGEMENT:
+                self._listing = None
             try:
                 response = self._dispatch(cmd, payload, keepalive, cancelled)
             except CtapError as e:
@@ -318,6 +347,8 @@ class EmulatedAuthenticator(CtapDevice):
         with self._lock:
             self._pin.power_cycle()
             self._pending = None
+            self._listing = None
+            self._powered_up = self._clock()
 
     def _dispatch(
         self,
@@ -352,7 +383,100 @@ class EmulatedAuthenticator(CtapDevice):
                 raise CtapError(ERR.INVALID_LENGTH)
             presence()
             return None
+        if cmd == CMD_RESET:
+            if payload:
+                raise CtapError(ERR.INVALID_LENGTH)
+            self._reset(presence)
+            return None
+        if cmd == CMD_CREDENTIAL_MANAGEMENT:
+            return self._credential_management(_parse(payload, _CM_SCHEMA))
         raise CtapError(ERR.INVALID_COMMAND)
+
+    # reset (CTAP 2.1 §6.6)
+
+    def _reset(self, presence: Callable[[], None]) -> None:
+        if self._clock() - self._powered_up > RESET_WINDOW_S:
+            raise CtapError(ERR.NOT_ALLOWED)
+        presence()
+        self._credentials = []
+        self._global_counter = 0
+        self._pin.reset()
+
+    # credentialManagement (CTAP 2.1 §6.8)
+
+    def _credential_management(self, params: Mapping[int, Any]) -> dict[int, Any]:
+        sub = _required(params, 1)
+        if sub in (CM_RPS_NEXT, CM_CREDS_NEXT):
+            return self._listing_next(sub)
+        self._listing = None
+        if sub not in (CM_GET_METADATA, CM_RPS_BEGIN, CM_CREDS_BEGIN, CM_DELETE, CM_UPDATE_USER):
+            raise CtapError(ERR.INVALID_SUBCOMMAND)
+        sub_params = params.get(2)
+        if 4 not in params:
+            raise CtapError(ERR.PUAT_REQUIRED)
+        message = bytes([sub]) + (cbor.encode(sub_params) if sub_params is not None else b"")
+        token = self._pin.use_token(params.get(3), params[4], message, PERMISSION_CM)
+        token_rp = (
+            hashlib.sha256(token.rp_id.encode()).digest() if token.rp_id is not None else None
+        )
+        discoverable = [c for c in self._credentials if c.discoverable]
+        if sub == CM_GET_METADATA:
+            if token_rp is not None:
+                raise CtapError(ERR.PIN_AUTH_INVALID)
+            return {1: len(discoverable), 2: MAX_DISCOVERABLE - len(discoverable)}
+        if sub == CM_RPS_BEGIN:
+            if token_rp is not None:
+                raise CtapError(ERR.PIN_AUTH_INVALID)
+            rps = list(dict.fromkeys((c.rp_id, c.rp_id_hash) for c in discoverable))
+            items = [{3: {"id": rp_id}, 4: rp_hash} for rp_id, rp_hash in rps]
+            return self._listing_begin(CM_RPS_NEXT, items, 5)
+        entries = _map(_required(params, 2))
+        if sub == CM_CREDS_BEGIN:
+            rp_hash = entries.get(1)
+            if rp_hash is None:
+                raise CtapError(ERR.MISSING_PARAMETER)
+            if not isinstance(rp_hash, bytes):
+                raise CtapError(ERR.CBOR_UNEXPECTED_TYPE)
+            if token_rp is not None and not hmac.compare_digest(token_rp, rp_hash):
+                raise CtapError(ERR.PIN_AUTH_INVALID)
+            found = sorted(
+                (c for c in discoverable if c.rp_id_hash == rp_hash), key=lambda c: c.created
+            )
+            listed = [
+                {6: dict(c.user), 7: {"id": c.id, "type": "public-key"}, 8: c.cose_key}
+                for c in found
+            ]
+            return self._listing_begin(CM_CREDS_NEXT, listed, 9)
+        ids = _descriptors([_required(entries, 2)])
+        target = next((c for c in discoverable if ids and c.id == ids[0]), None)
+        if target is None:
+            raise CtapError(ERR.NO_CREDENTIALS)
+        if token_rp is not None and not hmac.compare_digest(token_rp, target.rp_id_hash):
+            raise CtapError(ERR.PIN_AUTH_INVALID)
+        if sub == CM_DELETE:
+            self._credentials = [c for c in self._credentials if c is not target]
+            return {}
+        user = _user(_map(_required(entries, 3)))
+        if not hmac.compare_digest(user["id"], target.user["id"]):
+            raise CtapError(ERR.INVALID_PARAMETER)
+        target.user = user
+        return {}
+
+    def _listing_begin(
+        self, next_sub: int, items: list[dict[int, Any]], total_key: int
+    ) -> dict[int, Any]:
+        if not items:
+            raise CtapError(ERR.NO_CREDENTIALS)
+        first = {**items[0], total_key: len(items)}
+        self._listing = (next_sub, items[1:])
+        return first
+
+    def _listing_next(self, sub: int) -> dict[int, Any]:
+        listing = self._listing
+        if listing is None or listing[0] != sub or not listing[1]:
+            self._listing = None
+            raise CtapError(ERR.NOT_ALLOWED)
+        return listing[1].pop(0)
 
     def _get_info(self) -> dict[int, Any]:
         options = {
@@ -360,6 +484,7 @@ class EmulatedAuthenticator(CtapDevice):
             "up": True,
             "clientPin": self._pin.state.is_set,
             "pinUvAuthToken": True,
+            "credMgmt": True,
         }
         discoverable = sum(c.discoverable for c in self._credentials)
         return {
@@ -649,6 +774,12 @@ def _text(entity: Mapping[str, Any], name: str, *, required: bool = False) -> st
         return ""
     if not isinstance(value, str):
         raise CtapError(ERR.MISSING_PARAMETER if value is None else ERR.CBOR_UNEXPECTED_TYPE)
+    return value
+
+
+def _map(value: object) -> Mapping[Any, Any]:
+    if not isinstance(value, dict):
+        raise CtapError(ERR.CBOR_UNEXPECTED_TYPE)
     return value
 
 

@@ -39,7 +39,8 @@ TOKEN_MAX_USE_S = 600.0
 
 PERMISSION_MC = 0x01
 PERMISSION_GA = 0x02
-SUPPORTED_PERMISSIONS = PERMISSION_MC | PERMISSION_GA
+PERMISSION_CM = 0x04
+SUPPORTED_PERMISSIONS = PERMISSION_MC | PERMISSION_GA | PERMISSION_CM
 
 _HKDF_SALT = bytes(32)
 _ZERO_IV = bytes(16)
@@ -311,6 +312,12 @@ class ClientPin:
         self.token = None
         for protocol in self._protocols.values():
             protocol.regenerate()
+
+    def reset(self) -> None:
+        """authenticatorReset: no PIN, full retries, no token, new key agreement keys."""
+        self.state.hash16 = None
+        self.state.retries = PIN_RETRIES
+        self.power_cycle()
 
     def handle(self, params: Mapping[int, Any]) -> dict[int, Any]:
         """Run one clientPIN subcommand.
