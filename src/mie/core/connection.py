@@ -20,10 +20,12 @@ from mie.core.errors import ApduFormatError
 
 @unique
 class Transport(Enum):
-    """How the card is reached."""
+    """How the card (or security key) is reached."""
 
     CONTACT = "contact"
     CONTACTLESS = "contactless"
+    #: A FIDO2 security key on USB (HID).
+    USB = "usb"
 
 
 def transport_from_atr(atr: bytes | None) -> Transport:
