@@ -26,7 +26,7 @@ from fido2.webauthn import (
 from mie.core import cbor
 from mie.core.connection import SmartCardConnectionWrapper, Transport
 from mie.emulation.base import EmulatedConnection
-from mie.emulation.ctap2 import EmulatedAuthenticator
+from mie.emulation.ctap2 import EmulatedAuthenticator, Touch
 from mie.emulation.fido_applet import AID_FIDO, ATR, EmulatedFidoApplet
 from mie.emulation.fido_pki import TestAttestationPki
 from mie.emulation.iso7816 import demo_card
@@ -466,3 +466,28 @@ def test_fido2_ctap_pcsc_device_registers_and_authenticates(pki: TestAttestation
     response = client.get_assertion(request.public_key).get_response(0)
     server.authenticate_complete(auth_state, [credential], response)
     assert response.response.authenticator_data.counter == 1
+
+
+def test_the_engine_s_touch_wait_polls_with_upneeded_through_smart_card_ctap_device(
+    pki: TestAttestationPki,
+) -> None:
+    applet = EmulatedFidoApplet(EmulatedAuthenticator(pki=pki, touch=Touch.after(0.4)))
+    device, connection = _device(applet)
+    seen: list[int] = []
+    made = Ctap2(device).make_credential(CDH, RP, USER, ES256, on_keepalive=seen.append)
+    assert made.auth_data.is_user_present()
+    assert seen == [STATUS.UPNEEDED]
+    assert 0x9100 in connection.sws
+
+
+def test_a_cancelled_touch_wait_is_keepalive_cancel_and_nothing_is_made(
+    pki: TestAttestationPki,
+) -> None:
+    engine = EmulatedAuthenticator(pki=pki, touch=Touch.never())
+    device, _ = _device(EmulatedFidoApplet(engine))
+    event = threading.Event()
+    threading.Timer(0.3, event.set).start()
+    with pytest.raises(CtapError) as e:
+        Ctap2(device).make_credential(CDH, RP, USER, ES256, event=event)
+    assert e.value.code == ERR.KEEPALIVE_CANCEL
+    assert engine.credentials == ()

@@ -311,3 +311,41 @@ def test_a_key_pulled_mid_response_raises(pki: TestAttestationPki) -> None:
     device = CtapHidDevice(hid_descriptor(), InMemoryHidConnection(framing, fail_after=2))
     with pytest.raises(OSError, match="removed"):
         device.ping(b"z" * 200)
+
+
+def test_a_pull_through_the_transport_guard_is_card_removed(pki: TestAttestationPki) -> None:
+    from mie.errors import CardRemovedError
+    from mie.transport.ctap import removal_errors
+
+    _, framing = _key(pki)
+    device = CtapHidDevice(hid_descriptor(), InMemoryHidConnection(framing, fail_after=2))
+    with pytest.raises(CardRemovedError, match="removed") as e:
+        with removal_errors("emulator"):
+            device.ping(b"z" * 200)
+    assert isinstance(e.value.__cause__, OSError)
+
+
+def test_disconnect_drops_the_running_command_s_answer(pki: TestAttestationPki) -> None:
+    release = threading.Event()
+    seen: list[bool] = []
+
+    class _Slow:
+        capabilities = 0x05
+
+        def handle(
+            self, cmd: int, payload: bytes, *, keepalive: Any, cancelled: threading.Event
+        ) -> bytes:
+            seen.append(cancelled.wait(2.0))
+            release.set()
+            return b"\x00"
+
+    framing = CtapHidFraming(_Slow())
+    cid = _channel(framing)
+    framing.feed(_report(cid, CTAPHID.CBOR, b"\x04"))
+    framing.feed(_report(cid, CTAPHID.PING, b"a" * 57, length=100))  # busy: an error queued
+    framing.disconnect()
+    assert release.wait(2.0) and seen == [True]
+    assert framing.read(0.2) is None  # neither the error nor the late answer reaches anyone
+    assert not framing.busy
+    framing.feed(_report(cid, CTAPHID.PING, b"ok"))
+    assert _read(framing)[7:9] == b"ok"

@@ -107,6 +107,7 @@ class CtapHidFraming:
         self._out: deque[bytes] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._generation = 0
 
     def __repr__(self) -> str:
         return f"CtapHidFraming(channels={len(self._channels)}, busy={self._busy_cid is not None})"
@@ -116,6 +117,17 @@ class CtapHidFraming:
         """:return: whether a CBOR command is running."""
         with self._cond:
             return self._busy_cid is not None
+
+    def disconnect(self) -> None:
+        """The host went away (a socket client closed): a running command is cancelled and its
+        answer dropped, a half-received request and the queued reports are forgotten, so the
+        next host reads only its own answers. Channels stay allocated."""
+        with self._cond:
+            self._generation += 1
+            self._cancelled.set()
+            self._busy_cid = None
+            self._assembly = None
+            self._out.clear()
 
     def close(self) -> None:
         """Stop answering: later reports are dropped, a running command is cancelled."""
@@ -249,16 +261,17 @@ class CtapHidFraming:
             self._status = int(STATUS.PROCESSING)
             self._last_keepalive = time.monotonic()
             worker = threading.Thread(
-                target=self._run, args=(cid, data, self._cancelled), daemon=True
+                target=self._run, args=(cid, data, self._cancelled, self._generation), daemon=True
             )
             worker.start()
         else:  # MSG (no CTAP1), LOCK (not offered), vendor commands
             self._error(cid, ERR.INVALID_COMMAND)
 
-    def _run(self, cid: int, data: bytes, cancelled: threading.Event) -> None:
+    def _run(self, cid: int, data: bytes, cancelled: threading.Event, generation: int) -> None:
         def keepalive(status: int) -> None:
             with self._cond:
-                self._status = status
+                if generation == self._generation:
+                    self._status = status
 
         try:
             response = self._engine.handle(
@@ -268,6 +281,8 @@ class CtapHidFraming:
             log.exception("CTAP engine failed")
             response = bytes([ERR.OTHER])
         with self._cond:
+            if generation != self._generation:
+                return  # its host left (disconnect): the answer goes nowhere
             self._busy_cid = None
             if not self._closed:
                 self._send(cid, CTAPHID.CBOR, response)
