@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
+import re
+import shutil
+import stat
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +49,9 @@ from fido2.webauthn import (
 )
 
 from mie.core import cbor
+from mie.core.errors import JsonFormatError
+from mie.core.files import atomic_write
+from mie.emulation import ctap2_state
 from mie.emulation.ctap2 import EmulatedAuthenticator, Faults, Touch
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 
@@ -1295,3 +1304,248 @@ def test_credential_management_bad_requests(
     device, _, _ = _three_residents(pki)
     assert _raw(device, 0x0A, cbor.encode(params)) == bytes([status])
     assert len(device.credentials) == 4
+
+
+# The state file (mie-fido-state/1)
+
+
+def _state_device(
+    pki: TestAttestationPki, path: Path, pin: str | None = PIN, **kwargs: Any
+) -> EmulatedAuthenticator:
+    return EmulatedAuthenticator(pin, pki=pki, state=path, **kwargs)
+
+
+def _document(path: Path) -> dict[str, Any]:
+    obj = json.loads(path.read_bytes())
+    assert isinstance(obj, dict)
+    return obj
+
+
+def test_state_file_round_trip(pki: TestAttestationPki, tmp_path: Path) -> None:
+    path = tmp_path / "key" / "state.json"
+    device = _state_device(pki, path, counter="global")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    server, credential = _register(
+        pki, device, resident_key_requirement=ResidentKeyRequirement.REQUIRED
+    )
+    ctap = Ctap2(device)
+    eddsa = _make(ctap, _token(ctap), key_params=[{"type": "public-key", "alg": -8}])
+    assert _authenticate(server, device, credential).counter == 1
+    with pytest.raises(CtapError):
+        ClientPin(ctap).get_pin_token("9999", MC, RP_ID)
+    document = _document(path)
+    assert document["format"] == "mie-fido-state/1"
+    assert document["pin"]["retries"] == 7 and document["counter"] == {
+        "mode": "global",
+        "global": 1,
+    }
+    assert [c["discoverable"] for c in document["credentials"]] == [True, False]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    again = EmulatedAuthenticator(pki=pki, state=path, counter="global")  # plugged in again
+    assert [c.id for c in again.credentials] == [c.id for c in device.credentials]
+    assert ClientPin(Ctap2(again)).get_pin_retries() == (7, False)
+    assert _authenticate(server, again, credential).counter == 2
+    data = eddsa.auth_data.credential_data
+    assert data is not None
+    assertion = Ctap2(again).get_assertion(RP_ID, CDH, [_descriptor(data.credential_id)])
+    assertion.verify(CDH, CoseKey.parse(data.public_key))
+    assert assertion.auth_data.counter == 3
+    selection = _client(again).get_assertion(
+        server.authenticate_begin(user_verification=UserVerificationRequirement.REQUIRED)[
+            0
+        ].public_key
+    )
+    assert selection.get_assertions()[0].user == USER
+
+
+def test_a_copy_of_the_state_file_is_a_clone(pki: TestAttestationPki, tmp_path: Path) -> None:
+    original = _state_device(pki, tmp_path / "a.json")
+    server, credential = _register(pki, original)
+    assert _authenticate(server, original, credential).counter == 1
+    shutil.copyfile(tmp_path / "a.json", tmp_path / "b.json")
+    clone = _state_device(pki, tmp_path / "b.json")
+    assert _authenticate(server, original, credential).counter == 2
+    assert _authenticate(server, original, credential).counter == 3
+    assert _authenticate(server, clone, credential).counter == 2  # left behind: a clone
+    assert _state_device(pki, tmp_path / "a.json").credentials[0].sign_count == 3
+
+
+def test_state_written_before_answer(
+    pki: TestAttestationPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    device = _state_device(pki, path)
+    ctap = Ctap2(device)
+    token = _token(ctap)
+    before = path.read_bytes()
+    writes: list[bytes] = []
+
+    def failing(target: Any, data: bytes, **kwargs: Any) -> None:
+        writes.append(data)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ctap2_state, "atomic_write", failing)
+    with pytest.raises(OSError, match="No space"):
+        _make(ctap, token, options={"rk": True})
+    assert len(writes) == 1 and b'"rp_id": "example.com"' in writes[0]
+    assert device.credentials == () and path.read_bytes() == before
+    with pytest.raises(OSError):  # a wrong PIN costs no try it could not record
+        ClientPin(ctap).get_pin_token("9999", MC, RP_ID)
+    assert device._pin.state.retries == 8
+    assert _state_device(pki, path).credentials == ()
+
+    def recording(target: Any, data: bytes, **kwargs: Any) -> None:
+        atomic_write(target, data, **kwargs)
+        writes.append(path.read_bytes())
+
+    monkeypatch.setattr(ctap2_state, "atomic_write", recording)
+    made = _make(ctap, _token(ctap), options={"rk": True})
+    assert made.auth_data.credential_data is not None
+    assert made.auth_data.credential_data.credential_id.hex().encode() in writes[-1]
+    assert ClientPin(ctap).get_pin_retries() == (8, False)
+    assert len(_state_device(pki, path).credentials) == 1
+
+
+def test_reset_and_delete_reach_the_state_file(pki: TestAttestationPki, tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    device = _state_device(pki, path)
+    ctap = Ctap2(device)
+    first = _resident(ctap, RP_ID, b"user-a")
+    _resident(ctap, RP_ID, b"user-b")
+    _credman(ctap).delete_cred(_pkcd(first))
+    assert [c["id"] for c in _document(path)["credentials"]] == [device.credentials[0].id.hex()]
+    ctap.reset()
+    document = _document(path)
+    assert (document["pin"], document["credentials"]) == (None, [])
+    assert Ctap2(EmulatedAuthenticator(pki=pki, state=path)).info.options["clientPin"] is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"counter": "zero"}, "counter mode"),
+        ({"backup_eligible": True}, "backup_eligible"),
+        ({"aaguid": bytes(16)}, "AAGUID"),
+        ({"pin": "5678"}, "PIN given"),
+    ],
+)
+def test_state_file_contradicted_by_the_options(
+    pki: TestAttestationPki, tmp_path: Path, kwargs: dict[str, Any], named: str
+) -> None:
+    path = tmp_path / "state.json"
+    _state_device(pki, path)
+    kwargs.setdefault("pin", None)
+    with pytest.raises(ValueError, match=named) as e:
+        _state_device(pki, path, **kwargs)
+    assert "5678" not in str(e.value) and PIN not in str(e.value)
+    _state_device(pki, path)  # the same PIN again is fine
+
+
+def _valid_state(pki: TestAttestationPki, path: Path) -> dict[str, Any]:
+    device = _state_device(pki, path)
+    ctap = Ctap2(device)
+    _resident(ctap, RP_ID, b"user-a", "alice")
+    _make(ctap, _token(ctap), key_params=[{"type": "public-key", "alg": -8}])
+    return _document(path)
+
+
+def _ed25519_der() -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .hex()
+    )
+
+
+_STATE_CORRUPTIONS: list[tuple[str, Any, str]] = [
+    ("format", lambda d: d.update(format="mie-fido-state/2"), "format"),
+    ("extra field", lambda d: d.update(extra=1), "exactly the fields"),
+    ("missing field", lambda d: d.pop("pin"), "exactly the fields"),
+    ("aaguid short", lambda d: d.update(aaguid="00" * 15), "aaguid"),
+    ("aaguid upper", lambda d: d.update(aaguid="AB" * 16), "aaguid"),
+    ("backup_eligible", lambda d: d.update(backup_eligible=0), "backup_eligible"),
+    ("pin hash", lambda d: d["pin"].update(hash="00" * 32), "pin.hash"),
+    ("pin retries", lambda d: d["pin"].update(retries=9), "pin.retries"),
+    ("pin retries float", lambda d: d["pin"].update(retries=8.0), "pin.retries"),
+    ("pin retries bool", lambda d: d["pin"].update(retries=True), "pin.retries"),
+    ("counter mode", lambda d: d["counter"].update(mode="both"), "counter.mode"),
+    ("global counter", lambda d: d["counter"].update(**{"global": 2**32}), "counter.global"),
+    ("credentials", lambda d: d.update(credentials={}), "credentials"),
+    ("id", lambda d: d["credentials"][0].update(id="00" * 8), "credentials[0].id"),
+    ("repeated id", lambda d: d["credentials"][1].update(id=d["credentials"][0]["id"]), "repeated"),
+    ("rp_id", lambda d: d["credentials"][0].update(rp_id=""), "credentials[0].rp_id"),
+    ("rp_id long", lambda d: d["credentials"][0].update(rp_id="é" * 128), "rp_id"),
+    ("user id", lambda d: d["credentials"][0]["user"].update(id=""), "user.id"),
+    ("user name", lambda d: d["credentials"][0]["user"].update(name="x" * 65), "user.name"),
+    ("user field", lambda d: d["credentials"][0]["user"].pop("display_name"), "user"),
+    ("alg", lambda d: d["credentials"][0].update(alg=-257), "alg"),
+    ("alg text", lambda d: d["credentials"][0].update(alg="-7"), "alg"),
+    ("key garbage", lambda d: d["credentials"][0].update(private_key="3000"), "private_key"),
+    ("key of another alg", lambda d: d["credentials"][0].update(private_key=_ed25519_der()), "alg"),
+    ("sign_count", lambda d: d["credentials"][0].update(sign_count=-1), "sign_count"),
+    ("discoverable", lambda d: d["credentials"][0].update(discoverable="yes"), "discoverable"),
+    (
+        "two residents of one user",
+        lambda d: d["credentials"].append({**d["credentials"][0], "id": "11" * 48}),
+        "second discoverable",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "named"),
+    [pytest.param(c, n, id=i) for i, c, n in _STATE_CORRUPTIONS],
+)
+def test_malformed_state_file(
+    pki: TestAttestationPki, tmp_path: Path, corrupt: Any, named: str
+) -> None:
+    path = tmp_path / "state.json"
+    document = _valid_state(pki, path)
+    corrupt(document)
+    path.write_text(json.dumps(document))
+    with pytest.raises(JsonFormatError, match=re.escape(named)) as e:
+        EmulatedAuthenticator(pki=pki, state=path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b"", "not JSON"),
+        (b'{"format": 1, "format": 2}', "duplicate key"),
+        (b"[]", "not an object"),
+        (b"\xff", "not UTF-8"),
+        (b" " * (4 * 1024 * 1024 + 1), "larger than"),
+    ],
+)
+def test_state_file_that_is_not_a_document(
+    pki: TestAttestationPki, tmp_path: Path, content: bytes, named: str
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.raises(JsonFormatError, match=named):
+        EmulatedAuthenticator(pki=pki, state=path)
+
+
+def test_state_file_that_is_not_a_regular_file(pki: TestAttestationPki, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(JsonFormatError, match="not a regular file"):
+        EmulatedAuthenticator(pki=pki, state=fifo)  # never blocks on a FIFO without a writer
+    with pytest.raises(JsonFormatError, match="Cannot read"):
+        EmulatedAuthenticator(pki=pki, state=tmp_path)
+
+
+def test_state_file_repr_shows_no_secret(pki: TestAttestationPki, tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    device = _state_device(pki, path)
+    state = ctap2_state.decode_state(path.read_bytes())
+    assert state.pin_hash is not None and state.pin_hash.hex() not in repr(state)
+    assert state.pin_hash.hex() not in repr(device)

@@ -42,6 +42,7 @@ from fido2.hid import CAPABILITY, CTAPHID
 
 from mie.core import cbor
 from mie.core.errors import CborFormatError
+from mie.emulation import ctap2_state
 from mie.emulation.ctap2_pin import (
     PERMISSION_CM,
     PERMISSION_GA,
@@ -50,7 +51,17 @@ from mie.emulation.ctap2_pin import (
     PinState,
     pin_hash,
 )
-from mie.emulation.ctap2_state import ALGORITHMS, StoredCredential, generate_key, sign
+from mie.emulation.ctap2_state import (
+    ALGORITHMS,
+    MAX_COUNTER,
+    MAX_CREDENTIALS,
+    MAX_DISCOVERABLE,
+    MAX_RP_ID_BYTES,
+    KeyState,
+    StoredCredential,
+    generate_key,
+    sign,
+)
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 
 __all__ = ["EmulatedAuthenticator", "Faults", "StoredCredential", "Touch"]
@@ -81,7 +92,6 @@ CM_UPDATE_USER = 0x07
 MAX_MSG_SIZE = 1200
 MAX_CREDS_IN_LIST = 8
 MAX_CRED_ID_LENGTH = 128
-MAX_DISCOVERABLE = 25
 CREDENTIAL_ID_SIZE = 48
 MAX_USER_ID = 64
 MAX_STRING = 64
@@ -188,6 +198,13 @@ class EmulatedAuthenticator(CtapDevice):
     :param rng: random bytes (credential ids, tokens, IVs).
     :param transports: getInfo's transports.
     :param clock: the monotonic clock of power-up and the reset window (tests move it).
+    :param state: the ``mie-fido-state/1`` file: read when it exists (the key's AAGUID, counter
+        mode and BE setting must be the ones given, a ``pin`` given must be its PIN), else
+        created; every change is written to it, atomically and mode 0600, before the answer
+        leaves. A copy of the file makes a clone of the key.
+    :raises ValueError: an option out of range, or one the state file contradicts.
+    :raises JsonFormatError: the state file is not a valid ``mie-fido-state/1`` document.
+    :raises OSError: the state file cannot be created.
     """
 
     def __init__(
@@ -205,6 +222,7 @@ class EmulatedAuthenticator(CtapDevice):
         rng: Callable[[int], bytes] = os.urandom,
         transports: Sequence[str] = ("usb",),
         clock: Callable[[], float] = time.monotonic,
+        state: str | os.PathLike[str] | None = None,
     ) -> None:
         if attestation not in ("packed", "self", "none"):
             raise ValueError(f"Unknown attestation {attestation!r}: packed, self or none")
@@ -246,12 +264,73 @@ class EmulatedAuthenticator(CtapDevice):
         self._clock = clock
         self._powered_up = clock()
         self._lock = threading.Lock()
+        self._state_file = None if state is None else os.fspath(state)
+        self._saved = b""
+        if self._state_file is not None:
+            self._open_state(self._state_file, pin)
 
     def __repr__(self) -> str:
         return (
             f"EmulatedAuthenticator(attestation={self.attestation!r}, counter={self.counter!r},"
             f" pin_set={self._pin.state.is_set}, credentials={len(self._credentials)})"
         )
+
+    # The state file
+
+    def _key_state(self) -> KeyState:
+        return KeyState(
+            aaguid=self.aaguid,
+            counter_mode=self.counter,
+            global_counter=self._global_counter,
+            backup_eligible=self.backup_eligible,
+            pin_hash=self._pin.state.hash16,
+            pin_retries=self._pin.state.retries,
+            credentials=self._credentials,
+        )
+
+    def _restore(self, state: KeyState) -> None:
+        self._global_counter = state.global_counter
+        self._pin.state.hash16 = state.pin_hash
+        self._pin.state.retries = state.pin_retries
+        self._credentials = list(state.credentials)
+        self._sequence = len(self._credentials)
+        self._pending = None
+        self._listing = None
+
+    def _open_state(self, path: str, pin: str | None) -> None:
+        if not os.path.lexists(path):
+            self._saved = ctap2_state.encode_state(self._key_state())
+            ctap2_state.save_state(path, self._saved)
+            return
+        state, self._saved = ctap2_state.load_state(path)
+        for name, given, saved in (
+            ("AAGUID", self.aaguid.hex(), state.aaguid.hex()),
+            ("counter mode", self.counter, state.counter_mode),
+            ("backup_eligible", self.backup_eligible, state.backup_eligible),
+        ):
+            if given != saved:
+                raise ValueError(f"The state file {path!r} has {name} {saved!r}, not {given!r}")
+        if pin is not None and (
+            state.pin_hash is None or not hmac.compare_digest(pin_hash(pin), state.pin_hash)
+        ):
+            raise ValueError(f"The PIN given is not the one of the state file {path!r}")
+        self._restore(state)
+
+    def _persist(self) -> None:
+        """Write the state file if the command changed the key; on a failed write, go back to
+        what the file holds and raise (no answer leaves)."""
+        if self._state_file is None:
+            return
+        data = ctap2_state.encode_state(self._key_state())
+        if data == self._saved:
+            return
+        try:
+            ctap2_state.save_state(self._state_file, data)
+        except OSError:
+            log.debug("FIDO key state not written: the command is undone")
+            self._restore(ctap2_state.decode_state(self._saved))
+            raise
+        self._saved = data
 
     @property
     def capabilities(self) -> int:
@@ -318,7 +397,8 @@ class EmulatedAuthenticator(CtapDevice):
         :param keepalive: called with a keepalive status while the user is awaited.
         :param cancelled: set by the host to cancel a command waiting for the user.
         :return: the status byte, then the canonical CBOR response map if any.
-        :raises OSError: the key was pulled (:attr:`Faults.fail_after`).
+        :raises OSError: the key was pulled (:attr:`Faults.fail_after`), or the state file
+            could not be written (the command is undone, nothing answered).
         """
         with self._lock:
             self._check_pulled()
@@ -330,7 +410,10 @@ class EmulatedAuthenticator(CtapDevice):
                 response = self._dispatch(cmd, payload, keepalive, cancelled)
             except CtapError as e:
                 log.debug("CTAP2 command 0x%02x refused: %s", cmd, e.code)
+                # A refusal can change the key too (a wrong PIN costs a try).
+                self._persist()
                 return bytes([int(e.code)])
+            self._persist()
         return b"\x00" + (cbor.encode(response) if response is not None else b"")
 
     def _check_pulled(self) -> None:
@@ -509,6 +592,8 @@ class EmulatedAuthenticator(CtapDevice):
     ) -> dict[int, Any]:
         client_data_hash = _required(params, 1)
         rp_id = _text(_required(params, 2), "id", required=True)
+        if not 1 <= len(rp_id.encode("utf-8")) <= MAX_RP_ID_BYTES:
+            raise CtapError(ERR.INVALID_PARAMETER)
         user = _user(_required(params, 3))
         alg = self._choose_algorithm(_required(params, 4))
         options = _options(params.get(7), ("rk", "up", "uv"))
@@ -556,6 +641,8 @@ class EmulatedAuthenticator(CtapDevice):
             ]
             if sum(c.discoverable for c in self._credentials) >= MAX_DISCOVERABLE:
                 raise CtapError(ERR.KEY_STORE_FULL)
+        if len(self._credentials) >= MAX_CREDENTIALS:
+            raise CtapError(ERR.KEY_STORE_FULL)
         self._sequence += 1
         credential = StoredCredential(
             id=self._rng(CREDENTIAL_ID_SIZE),
@@ -730,10 +817,11 @@ class EmulatedAuthenticator(CtapDevice):
 
     def _next_count(self, credential: StoredCredential) -> int:
         # The counter moves before the signature is made, so no two signatures share a value.
+        # At 2**32 - 1 it stays there: a verifier then sees a repeat (a clone), never a wrap.
         if self.counter == "global":
-            self._global_counter += 1
+            self._global_counter = min(self._global_counter + 1, MAX_COUNTER)
         elif self.counter == "per-credential":
-            credential.sign_count += 1
+            credential.sign_count = min(credential.sign_count + 1, MAX_COUNTER)
         return self._current(credential)
 
 
