@@ -94,6 +94,7 @@ VERBATIM = {
     ("mie/relay/__init__.py", "AttributeError"),
     ("mie/errors.py", "AttributeError"),
     ("mie/fido/errors.py", "AttributeError"),
+    ("mie/fido/__init__.py", "AttributeError"),
 }
 """Messages that copy Python's wording: ``(file, exception)``."""
 
