@@ -1,8 +1,9 @@
 """Evidence: what an authenticator produced, for a verifier to check on its own.
 
 :class:`Evidence` is a tagged union: each kind has a ``type`` (``x509-signature`` here,
-``desfire-session`` in :mod:`mie.desfire.evidence`, loaded when :meth:`Evidence.from_json` first
-meets one; WebAuthn comes with its issue), registered with :meth:`Evidence.register`, and a
+``desfire-session`` in :mod:`mie.desfire.evidence` and ``webauthn-assertion`` in
+:mod:`mie.fido.evidence`, each loaded when :meth:`Evidence.from_json` first meets one),
+registered with :meth:`Evidence.register`, and a
 strict :meth:`~Evidence.to_json` / :meth:`Evidence.from_json` round trip. Every piece of
 evidence carries the ``nonce`` and ``origin`` of the request it answers, so
 :func:`mie.verify_evidence` can refuse one made for another relying party.
@@ -44,7 +45,10 @@ verified result reads back."""
 _SHOWN = 40
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
 # Kinds defined outside this module: the module that registers each, imported on first use.
-_LAZY_TYPES = {"desfire-session": "mie.desfire.evidence"}
+_LAZY_TYPES = {
+    "desfire-session": "mie.desfire.evidence",
+    "webauthn-assertion": "mie.fido.evidence",
+}
 
 E = TypeVar("E", bound="Evidence")
 

@@ -5,7 +5,8 @@
 nonce the evidence was made for (constant-time compares), the signed challenge bound to both,
 the strict parse of the leaf, the signature, then the certificate chain with revocation and the
 level. A ``desfire-session`` evidence goes to :func:`mie.desfire.verify.verify_badge_evidence`
-(imported only when one arrives: a verifier of CPx evidence loads no DESFire code).
+and a ``webauthn-assertion`` to :meth:`mie.fido.assertion.FidoVerifier.verify` (each imported
+only when one arrives: a verifier of CPx evidence loads no DESFire or FIDO2 code).
 :func:`login` is the device side and the verifier side in one process: what ``mie auth`` does.
 """
 
@@ -50,8 +51,10 @@ from mie.trust.verify import Verifier
 
 if TYPE_CHECKING:
     from mie.desfire.verify import BadgeVerifier
+    from mie.fido.assertion import FidoVerifier
 
 BADGE_EVIDENCE = "desfire-session"
+FIDO_EVIDENCE = "webauthn-assertion"
 CARD_AND_PIN = frozenset({Factor.POSSESSION, Factor.KNOWLEDGE})
 """What an ``x509-signature`` of a CPx card proves: the card and, since it signs only after its
 PIN was verified, the PIN."""
@@ -89,6 +92,7 @@ def verify_evidence(
     authenticator: AuthenticatorInfo | None = None,
     badges: BadgeVerifier | None = None,
     user: UserVerification | None = None,
+    fido: FidoVerifier | None = None,
 ) -> AuthResult:
     """Verify evidence the way an IAM does.
 
@@ -108,6 +112,8 @@ def verify_evidence(
         used for it.
     :param user: asked for a badge's second-factor PIN (the verifier checks it); not used for
         ``x509-signature`` evidence, whose card checked its own PIN.
+    :param fido: checks ``webauthn-assertion`` evidence (:class:`mie.fido.assertion.FidoVerifier`:
+        the FIDO policy and the credential store); ``policy``, when given, is its level table.
     :return: the valid result.
     :raises OriginMismatchError: the evidence was made for another origin.
     :raises NonceMismatchError: the evidence was made for another nonce.
@@ -116,13 +122,20 @@ def verify_evidence(
     :raises VerificationError: the leaf does not parse (``malformed``), or the chain,
         revocation or level policy check fails (its contract code).
     :raises EvidenceFormatError: a kind of evidence this verifier cannot check (badge evidence
-        without ``badges``), or a presented authenticator whose serial is not the one the
-        certificate binds.
+        without ``badges``, FIDO2 evidence without ``fido``), or a presented authenticator whose
+        serial is not the one the certificate binds.
     :raises MieError: for badge evidence, what :func:`mie.desfire.verify.verify_badge_evidence`
-        raises.
+        raises; for FIDO2 evidence, what :meth:`mie.fido.assertion.FidoVerifier.verify` raises.
     """
     if evidence.type == BADGE_EVIDENCE:
         return _verify_badge(evidence, expected, badges, user, policy, authenticator)
+    if evidence.type == FIDO_EVIDENCE:
+        if fido is None:
+            raise EvidenceFormatError(
+                "No FIDO2 verifier configured: webauthn-assertion evidence needs a FIDO policy "
+                "and a credential store"
+            )
+        return fido.verify(evidence, expected, level_policy=policy, authenticator=authenticator)
     if not isinstance(evidence, X509SignatureEvidence):
         raise EvidenceFormatError(f"No verifier for evidence of type {evidence.type!r}")
     _check_binding(evidence, expected)
@@ -295,6 +308,7 @@ def login(
     verifier: Verifier | None,
     policy: LevelPolicy | None = None,
     badges: BadgeVerifier | None = None,
+    fido: FidoVerifier | None = None,
 ) -> AuthResult:
     """Authenticate on the device and verify the evidence in the same process.
 
@@ -310,6 +324,7 @@ def login(
     :param verifier: see :func:`verify_evidence`.
     :param policy: the level policy.
     :param badges: see :func:`verify_evidence`.
+    :param fido: see :func:`verify_evidence`.
     :return: the valid result.
     :raises MieError: whatever authentication or verification raised.
     """
@@ -323,6 +338,7 @@ def login(
             authenticator=authenticator.info,
             badges=badges,
             user=user,
+            fido=fido,
         )
     except BaseException:
         authenticator.rejected(evidence)

@@ -204,3 +204,30 @@ def test_mie_errors_exports_every_fido2_error_class() -> None:
     for name in fido_errors.__all__:
         assert name in mie.errors.__all__, name
         assert getattr(mie.errors, name) is getattr(fido_errors, name)
+
+
+# The FIDO2 verifier (issue 10, plan D2): mie, cryptography and the store interface only.
+FIDO_CLIENT = ("fido2", "mie.auth", "mie.cards", "mie.transport", "mie.emulation", "smartcard")
+
+
+def test_the_fido_assertion_verifier_loads_no_python_fido2_or_device_code() -> None:
+    modules = imported_modules("import mie.fido.assertion")
+    assert "mie.fido.assertion" in modules and "mie.fido.evidence" in modules
+    assert [m for m in modules if any(m == d or m.startswith(d + ".") for d in FIDO_CLIENT)] == []
+    # No store backend either: the IAM hands its own.
+    assert [m for m in modules if m.startswith(("mie.store.sqlite", "mie.store.postgres"))] == []
+
+
+def test_the_verifier_loads_no_fido_code_until_fido_evidence_arrives() -> None:
+    modules = imported_modules("import mie.verification, mie.evidence")
+    assert [m for m in modules if m == "mie.fido" or m.startswith("mie.fido.")] == []
+    # Reading webauthn-assertion evidence loads its kind, and still neither fido2 nor the
+    # verifier (mie.fido.assertion comes with the FidoVerifier the IAM builds).
+    statement = (
+        "import mie.evidence; mie.evidence.Evidence.from_json({'type': 'webauthn-assertion'})"
+    )
+    script = f"try:\n    {statement}\nexcept Exception as e:\n    print(type(e).__name__)"
+    loaded = imported_modules(script)
+    assert "mie.fido.evidence" in loaded
+    assert "mie.fido.assertion" not in loaded
+    assert [m for m in loaded if m == "fido2" or m.startswith("fido2.")] == []
