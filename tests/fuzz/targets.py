@@ -31,6 +31,7 @@ from mie.emulation.cpx import FID_CERT_AUT
 from mie.emulation.iso7816 import EF, Iso7816Card
 from mie.transport import replay
 from tests.fuzz.context import CPX_KINDS, DATA, Context, run_session
+from tests.fuzz.ctap2_targets import CTAP2_TARGETS
 from tests.fuzz.desfire_targets import DESFIRE_TARGETS
 from tests.fuzz.enrol_targets import ENROL_TARGETS
 from tests.fuzz.fido_targets import FIDO_TARGETS
@@ -419,6 +420,7 @@ TARGETS: dict[str, Target] = {
         *ENROL_TARGETS,
         *RELAY_TARGETS,
         *FIDO_TARGETS,
+        *CTAP2_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),
