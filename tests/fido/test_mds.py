@@ -28,6 +28,7 @@ from mie.fido.errors import (
 )
 from mie.fido.mds import MDS_ROOT_SHA256, MetadataIndex, StatusReport, bundled_root, fetch_blob
 from mie.fido.policy import DEFAULT_REFUSE, MetadataPolicy
+from mie.trust import RevocationMode
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date()
@@ -213,6 +214,22 @@ def test_es256_signature_length(test_mds: TestMds) -> None:
     header, payload, signature = _parts(test_mds.blob([]))
     der_length = _b64url(base64.urlsafe_b64decode(signature + b"==") + b"\x00")
     _untrusted(test_mds, b".".join([header, payload, der_length]), "not 64 bytes")
+
+
+def test_current_crls_hard_revocation(test_mds: TestMds) -> None:
+    index = _load(test_mds, test_mds.blob([]), crls=test_mds.crls(), revocation=RevocationMode.HARD)
+    assert index.no == 1
+
+
+@pytest.mark.parametrize("mode", [RevocationMode.SOFT, RevocationMode.HARD])
+def test_revoked_signer(test_mds: TestMds, mode: RevocationMode) -> None:
+    crls = test_mds.crls(revoke_signer=True)
+    _untrusted(test_mds, test_mds.blob([]), "chain: revoked", crls=crls, revocation=mode)
+
+
+def test_hard_revocation_without_crls(test_mds: TestMds) -> None:
+    blob = test_mds.blob([])
+    _untrusted(test_mds, blob, "chain: revocation_unknown", revocation=RevocationMode.HARD)
 
 
 def test_test_blob_under_the_bundled_root(test_mds: TestMds) -> None:

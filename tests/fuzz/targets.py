@@ -45,6 +45,7 @@ from tests.fuzz.harness import (
     scratch,
     swallow,
 )
+from tests.fuzz.mds_targets import MDS_TARGETS
 from tests.fuzz.relay_targets import RELAY_TARGETS
 from tests.fuzz.trust_targets import TRUST_TARGETS
 
@@ -421,6 +422,7 @@ TARGETS: dict[str, Target] = {
         *RELAY_TARGETS,
         *FIDO_TARGETS,
         *CTAP2_TARGETS,
+        *MDS_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),

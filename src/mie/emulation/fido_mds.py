@@ -27,7 +27,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum, unique
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,6 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from mie.emulation.fido_pki import fixed_test_key
+
+if TYPE_CHECKING:
+    from mie.trust.crl import CrlSet
 
 ROOT_NAME = "mie TEST FIDO MDS Root"
 CA_NAME = "mie TEST FIDO MDS CA"
@@ -170,6 +173,11 @@ class TestMds:
         return cls(root.certificate, day, root, ca, signer)
 
     @property
+    def ca(self) -> x509.Certificate:
+        """:return: the TEST CA, the only issuer of signers (pathLen 0)."""
+        return self._ca.certificate
+
+    @property
     def root_pem(self) -> bytes:
         """:return: the TEST root in PEM (a policy's ``metadata.root`` file)."""
         return self.root.public_bytes(serialization.Encoding.PEM)
@@ -210,6 +218,22 @@ class TestMds:
             "leaf",
         )
         return signer, ca
+
+    def crls(self, *, revoke_signer: bool = False) -> CrlSet:
+        """Current CRLs (7 days) of the TEST root and CA, so a load checks revocation fully.
+
+        :param revoke_signer: list the ES256 signer as revoked (key compromise).
+        :return: the CRLs, for ``MetadataIndex.load(crls=...)``.
+        """
+        from mie.trust.crl import CrlIndex, CrlSet
+
+        revoked = [self._signer.certificate.serial_number] if revoke_signer else []
+        return CrlSet.of(
+            [
+                CrlIndex(_crl(self._root, [], self.day), "TEST MDS root CRL"),
+                CrlIndex(_crl(self._ca, revoked, self.day), "TEST MDS CA CRL"),
+            ]
+        )
 
     def entry(
         self,
@@ -347,6 +371,31 @@ class TestMds:
         if signer_fault is SignerFault.BAD_SIGNATURE:
             signature = bytes([signature[0] ^ 0x01]) + signature[1:]
         return message + b"." + _b64url(signature)
+
+
+def _crl(
+    issuer: _Issued, serials: Sequence[int], day: dt.datetime
+) -> x509.CertificateRevocationList:
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(day - _DAY)
+        .next_update(day + 7 * _DAY)
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(day - _DAY)
+            .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+            .build()
+        )
+    return builder.sign(issuer.key, hashes.SHA256())
 
 
 def _signature(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, message: bytes) -> bytes:

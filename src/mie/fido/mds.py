@@ -23,9 +23,11 @@ certified model by AAGUID with its status history and attestation roots.
 python-fido2 is imported only inside :meth:`MetadataIndex.load` (its ``parse_blob`` is not used:
 it checks chain signatures only, no dates, and reads JSON leniently). The view of one model
 (:class:`MetadataView`) is read from the raw entry, not from python-fido2's objects: those map a
-status they do not know to ``None``, and mie keeps it (an unknown status refuses nothing). A
-model whose entry is broken (a root that is not a certificate, a bad status report) raises
-:class:`MetadataFormatError` when it is looked up; the other models stay usable.
+status they do not know to ``None``, and mie keeps it (an unknown status refuses nothing).
+What python-fido2 cannot read (a date, base64 it cannot decode, a missing required member) in
+any entry refuses the whole blob; what only mie's stricter reading refuses in one model's entry
+(a root that is not a DER certificate, non-canonical base64, a bad status name) raises
+:class:`MetadataFormatError` when that model is looked up, the other models staying usable.
 
 The bundled MDS root, "GlobalSign Root CA - R3" (``mie/fido/anchors/mds-root.pem``, valid to
 2029-03-18), is checked against :data:`MDS_ROOT_SHA256` each time it is read.
@@ -244,6 +246,11 @@ class MetadataIndex:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def aaguids(self) -> tuple[bytes, ...]:
+        """:return: the AAGUIDs of the models listed, in the blob's order."""
+        return tuple(self._entries)
 
     def entry(self, aaguid: bytes) -> MetadataView | None:
         """:param aaguid: the 16-byte AAGUID of a key model.
