@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +20,8 @@ from mie.core.errors import (
     OriginMismatchError,
     SignatureInvalidError,
 )
+from mie.emulation.fido_mds import Status, TestMds
+from mie.emulation.fido_pki import EMULATOR_AAGUID
 from mie.evidence import X509SignatureEvidence
 from mie.fido.allowlist import AaguidAllowlist, AllowedKey
 from mie.fido.assertion import FidoVerifier
@@ -28,6 +30,7 @@ from mie.fido.errors import (
     AuthDataFormatError,
     ClientDataFormatError,
     FidoPolicyError,
+    MetadataStaleError,
     MetadataStatusError,
     RpIdMismatchError,
     UnknownAaguidError,
@@ -35,6 +38,7 @@ from mie.fido.errors import (
     UserNotVerifiedError,
 )
 from mie.fido.evidence import WebAuthnAssertionEvidence
+from mie.fido.mds import MetadataIndex
 from mie.fido.policy import MetadataPolicy
 from mie.policy import AssuranceLevel
 from mie.request import AuthRequest, UserVerification
@@ -466,47 +470,89 @@ def test_the_signature_is_checked_before_the_counter(store: MemoryStore, key: Ke
 # --- 6. The FIDO metadata now -----------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _View:
-    certification: str | None
+@pytest.fixture(scope="module")
+def mds() -> TestMds:
+    return TestMds.generate()
 
 
-class _Metadata:
-    """A metadata index whose entry for the emulator's model changes over time: REVOKED after
-    the registration (S's ``MetadataIndex.check`` refuses it the same way)."""
-
-    def __init__(self) -> None:
-        self.revoked = False
-        self.seen: list[tuple[bytes, dt.datetime]] = []
-
-    def check(
-        self,
-        aaguid: bytes,
-        *,
-        chain: Sequence[bytes] = (),
-        policy: MetadataPolicy,
-        at: dt.datetime,
-    ) -> _View | None:
-        self.seen.append((aaguid, at))
-        if self.revoked:
-            raise MetadataStatusError(f"AAGUID {aaguid.hex()}: REVOKED since 2026-12-01")
-        return _View("FIDO_CERTIFIED_L1")
+def _index(mds: TestMds, key: Key, *statuses: Status, no: int = 1) -> MetadataIndex:
+    """A verified TEST MDS blob listing the emulator's model with ``statuses``."""
+    entry = mds.entry(EMULATOR_AAGUID, [key.device.pki.root.certificate], statuses=statuses)
+    blob = mds.blob([entry], no=no)
+    return MetadataIndex.load(blob, root=mds.root, at=dt.datetime.now(dt.UTC))
 
 
-def test_a_model_revoked_after_registration(store: MemoryStore, key: Key, tmp_path: Any) -> None:
-    metadata = _Metadata()
-    fido_policy = policy(metadata=MetadataPolicy(blob=tmp_path / "mds.jwt"))
-    verifier = FidoVerifier(fido_policy, store, metadata=metadata)
+def _metadata_policy(tmp_path: Path, **changes: Any) -> Any:
+    return policy(metadata=MetadataPolicy(blob=tmp_path / "mds.jwt", **changes))
+
+
+CERTIFIED = ("FIDO_CERTIFIED_L1", "2026-01-01")
+
+
+def test_a_model_revoked_after_registration(
+    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+) -> None:
+    fido_policy = _metadata_policy(tmp_path)
+    before = FidoVerifier(fido_policy, store, metadata=_index(mds, key, CERTIFIED))
     evidence, expected = key.assertion()
-    result = verifier.verify(evidence, expected)
+    result = before.verify(evidence, expected)
     assert result.level is SUBSTANTIAL
-    assert "FIDO certification FIDO_CERTIFIED_L1" in result.reasons
-    assert metadata.seen[0][0] == key.record.aaguid
-    metadata.revoked = True
+    assert "FIDO certification L1" in result.reasons
+    # The next blob reports the model REVOKED: its registered keys are refused from now on.
+    revoked = _index(mds, key, CERTIFIED, ("REVOKED", "2026-11-30"), no=2)
+    after = FidoVerifier(fido_policy, store, metadata=revoked)
     evidence, expected = key.assertion()
-    with pytest.raises(MetadataStatusError, match="REVOKED"):
-        verifier.verify(evidence, expected)
+    with pytest.raises(MetadataStatusError, match="status REVOKED since 2026-11-30") as caught:
+        after.verify(evidence, expected)
+    assert caught.value.code is ErrorCode.METADATA_STATUS
     assert _stored(store, key).sign_count == 1  # refused before the counter moved
+
+
+def test_a_model_below_the_minimum_certification(
+    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+) -> None:
+    fido_policy = _metadata_policy(tmp_path, min_certification="L2")
+    verifier = FidoVerifier(fido_policy, store, metadata=_index(mds, key, CERTIFIED))
+    evidence, expected = key.assertion()
+    with pytest.raises(MetadataStatusError):
+        verifier.verify(evidence, expected)
+
+
+def test_a_model_missing_from_the_metadata(
+    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+) -> None:
+    empty = MetadataIndex.load(mds.blob([]), root=mds.root, at=dt.datetime.now(dt.UTC))
+    evidence, expected = key.assertion()
+    required = FidoVerifier(_metadata_policy(tmp_path), store, metadata=empty)
+    with pytest.raises(UnknownAaguidError, match="not in the FIDO metadata"):
+        required.verify(evidence, expected)
+    # Not required, and the allowlist lists it: still attested.
+    optional = FidoVerifier(_metadata_policy(tmp_path, required=False), store, metadata=empty)
+    result = optional.verify(evidence, expected)
+    assert result.level is SUBSTANTIAL
+    assert any("has no FIDO metadata entry" in r for r in result.reasons)
+
+
+def test_a_batch_compromise_refuses_the_model_at_assertion(
+    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+) -> None:
+    # The report names one attestation certificate; the store keeps no chain: fail closed.
+    leaf = key.device.pki.leaf.der
+    compromised = _index(mds, key, CERTIFIED, ("ATTESTATION_KEY_COMPROMISE", "2026-11-01", leaf))
+    verifier = FidoVerifier(_metadata_policy(tmp_path), store, metadata=compromised)
+    evidence, expected = key.assertion()
+    with pytest.raises(MetadataStatusError, match="chain is not kept"):
+        verifier.verify(evidence, expected)
+
+
+def test_a_stale_blob_at_assertion(
+    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+) -> None:
+    verifier = FidoVerifier(_metadata_policy(tmp_path), store, metadata=_index(mds, key, CERTIFIED))
+    evidence, expected = key.assertion()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=60)
+    with pytest.raises(MetadataStaleError):
+        verifier.verify(evidence, expected, at=later)
 
 
 def test_metadata_in_the_policy_needs_the_index(store: MemoryStore, tmp_path: Any) -> None:

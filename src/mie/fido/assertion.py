@@ -29,8 +29,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from mie.core.errors import EvidenceFormatError, NonceMismatchError, OriginMismatchError
 from mie.evidence import Evidence
@@ -42,6 +41,7 @@ from mie.fido.errors import (
     AuthDataFormatError,
     ClientDataFormatError,
     FidoPolicyError,
+    MetadataStatusError,
     RpIdMismatchError,
     UnknownAaguidError,
     UserNotPresentError,
@@ -57,7 +57,8 @@ from mie.store.errors import CloneSuspectedError, CredentialUnknownError
 from mie.trust.identity import Identity, parse_id_nat
 
 if TYPE_CHECKING:
-    from mie.fido.policy import FidoPolicy, MetadataPolicy
+    from mie.fido.mds import MetadataIndex, MetadataView
+    from mie.fido.policy import FidoPolicy
     from mie.verification import Expected
 
 AUTHENTICATOR_KIND = "fido2"
@@ -70,36 +71,6 @@ _SUMMARIES = {
     "packed/self": "self",
     "none": "none",
 }
-
-
-class MetadataView(Protocol):
-    """What the verifier reads of a model's FIDO metadata entry
-    (:class:`mie.fido.mds.MetadataView` is one)."""
-
-    @property
-    def certification(self) -> str | None:
-        """The model's highest FIDO certification level, if any."""
-        ...
-
-
-class MetadataChecker(Protocol):
-    """What the verifier needs of the FIDO metadata (:class:`mie.fido.mds.MetadataIndex` is
-    one)."""
-
-    def check(
-        self,
-        aaguid: bytes,
-        *,
-        chain: Sequence[bytes] = (),
-        policy: MetadataPolicy,
-        at: dt.datetime,
-    ) -> MetadataView | None:
-        """:return: the model's entry, or ``None`` when it has none and none is required.
-
-        :raises MieError: the model is refused (``aaguid_unknown``, ``metadata_status``,
-            ``metadata_stale``).
-        """
-        ...
 
 
 class FidoVerifier:
@@ -118,7 +89,7 @@ class FidoVerifier:
         policy: FidoPolicy,
         store: Store,
         *,
-        metadata: MetadataChecker | None = None,
+        metadata: MetadataIndex | None = None,
         level_policy: LevelPolicy | None = None,
     ) -> None:
         if policy.metadata is not None and metadata is None:
@@ -349,6 +320,7 @@ class FidoVerifier:
             if view is None:
                 reasons.append(f"AAGUID {aaguid} has no FIDO metadata entry (not required)")
             else:
+                _refuse_unknown_batch(view, policy.metadata.refuse, aaguid)
                 listed = True
                 reasons.append(f"AAGUID {aaguid}: FIDO metadata status accepted")
                 certification = view.certification or certification
@@ -363,6 +335,22 @@ class FidoVerifier:
 def _cose_key(public_key: bytes, algorithms: tuple[int, ...]) -> CoseKey:
     # A stored key is read on every assertion of its credential: parsed once per process.
     return CoseKey.from_bytes(public_key, algorithms=algorithms)
+
+
+def _refuse_unknown_batch(view: MetadataView, refuse: frozenset[str], aaguid: str) -> None:
+    """Refuse a model with a refused status that names one attestation certificate.
+
+    :meth:`~mie.fido.mds.MetadataIndex.check` refuses such a status only for a chain holding
+    that certificate; the store keeps no chain, so at an assertion nothing tells whether this
+    credential came from the compromised batch: fail closed.
+    """
+    for report in view.statuses:
+        if report.status in refuse and report.certificate is not None:
+            since = report.date.isoformat() if report.date else "an unknown date"
+            raise MetadataStatusError(
+                f"FIDO metadata of AAGUID {aaguid}: status {report.status} since {since} for "
+                "one attestation certificate, and the credential's chain is not kept: refused"
+            )
 
 
 def _attestation_type(record: CredentialRecord) -> str:
@@ -391,4 +379,4 @@ def _aaguid_text(aaguid: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-__all__ = ["AUTHENTICATOR_KIND", "FidoVerifier", "MetadataChecker", "MetadataView"]
+__all__ = ["AUTHENTICATOR_KIND", "FidoVerifier"]
