@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from mie._cli.output import warn
 from mie._cli.state import UsageError
 from mie.cards.cpx import CPX_PIN
-from mie.core.errors import JsonFormatError
+from mie.core.errors import JsonFormatError, PinFormatError
 from mie.emulation.base import EmulatedCard
 from mie.emulation.crlserver import CRL_PORT, CrlServer
 from mie.emulation.desfire import PRODUCTS, EmulatedDesfire, open_badge
 from mie.emulation.nfc_target import UdpTypeATarget
-from mie.emulation.registry import KINDS, CardOptions, build_card, default_pki_dir
+from mie.emulation.registry import (
+    KINDS,
+    CardOptions,
+    FidoKeyOptions,
+    build_card,
+    build_fido_key,
+    default_pki_dir,
+)
 from mie.emulation.testpki import CHAIN_FILE, parse_identity
 from mie.emulation.trace import TraceWriter
 from mie.emulation.vpcd import VPCD_PORT, VpcdHost
 from mie.trust.errors import VerificationError
 from mie.trust.identity import parse_id_nat
+
+if TYPE_CHECKING:
+    from mie.emulation.ctap2 import EmulatedAuthenticator
 
 _NOTICE_AFTER = 2.0
 _NFC_POLL = 0.1
@@ -35,6 +47,7 @@ _DEMO_SERIAL = re.compile(r"[\x21-\x7e]{1,32}")
 # The identity kinds each card type carries, as ANS issues them.
 _IDENTITY_KINDS = {"CPS": ("rpps", "adeli"), "CPE": ("finess", "siret"), "PSI": ("psi",)}
 _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "psi": "PSI"}
+_ALGORITHMS = {"es256": -7, "eddsa": -8}
 
 
 @click.command()
@@ -50,7 +63,8 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     "--pin",
     default="1234",
     show_default=True,
-    help="Not desfire: the cardholder PIN (4-8 digits).",
+    help="Not desfire: the cardholder PIN (4-8 digits); fido2: the key's PIN (4-63 characters,"
+    " none unless given).",
 )
 @click.option("--serial", help="Not desfire: the card serial (10 digits for CPx cards).")
 @click.option(
@@ -62,7 +76,8 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     "--pki",
     "pki_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="CPx: the TEST PKI directory (default: $MIE_TEST_PKI or ~/.cache/mie/testpki).",
+    help="CPx: the TEST PKI directory (default: $MIE_TEST_PKI or ~/.cache/mie/testpki);"
+    " fido2: where its TEST attestation PKI is (fido-attestation-root.pem, the root to trust).",
 )
 @click.option(
     "--crl-port",
@@ -80,7 +95,8 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     "--state",
     "state_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="desfire: the badge's state file (created blank when missing, saved on every change).",
+    help="desfire: the badge's state file (created blank when missing, saved on every change);"
+    " fido2: the key's (mie-fido-state/1: PIN, credentials, counters).",
 )
 @click.option("--uid", help="desfire: a new badge's UID (7 bytes, hex).")
 @click.option(
@@ -95,6 +111,43 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     help="desfire: serve nfcpy's udp reader on HOST:PORT instead of vpcd.",
 )
 @click.option(
+    "--vpcd",
+    "on_vpcd",
+    is_flag=True,
+    help="fido2: present the key's FIDO applet on vpcd (the default).",
+)
+@click.option(
+    "--hid-socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="fido2: serve the key's HID reports on this Unix socket instead of vpcd.",
+)
+@click.option(
+    "--attestation",
+    type=click.Choice(["packed", "self", "none"]),
+    help="fido2: packed (the TEST batch key, default), self or none.",
+)
+@click.option(
+    "--counter",
+    type=click.Choice(["per-credential", "global", "zero"]),
+    help="fido2: signature counters per credential (default), one global counter, or none.",
+)
+@click.option(
+    "--alg",
+    "algorithms",
+    multiple=True,
+    type=click.Choice(sorted(_ALGORITHMS)),
+    help="fido2: an algorithm offered, by preference (repeat; default es256 then eddsa).",
+)
+@click.option(
+    "--backup-eligible",
+    is_flag=True,
+    help="fido2: mark credentials backup-eligible (a syncable passkey).",
+)
+@click.option(
+    "--touch",
+    help="fido2: when the emulated user touches: auto (at once, default), SECONDS, or never.",
+)
+@click.option(
     "--stall-after",
     type=click.IntRange(0),
     hidden=True,
@@ -104,8 +157,9 @@ _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "ps
     "--fail-after",
     type=click.IntRange(0),
     hidden=True,
-    help="Test fault (desfire): answer this many APDUs, then the badge leaves the field and the"
-    " emulator exits with status 1; the state file keeps what the answered commands wrote.",
+    help="Test fault (desfire, fido2): answer this many APDUs (fido2 --hid-socket: take this many"
+    " reports), then the badge or key leaves and the emulator exits with status 1; the state"
+    " file keeps what the answered commands wrote.",
 )
 def emulate(
     kind: str,
@@ -120,6 +174,13 @@ def emulate(
     uid: str | None,
     product: str,
     nfc: str | None,
+    on_vpcd: bool,
+    hid_socket: Path | None,
+    attestation: str | None,
+    counter: str | None,
+    algorithms: tuple[str, ...],
+    backup_eligible: bool,
+    touch: str | None,
     stall_after: int | None,
     fail_after: int | None,
 ) -> int:
@@ -137,13 +198,46 @@ def emulate(
       desfire:     --state, --uid, --product, --nfc; it refuses --pin, --serial,
                    --identity, --pki and --crl-port (a badge has no PIN, serial or
                    certificate: mie desfire enroll writes its record), and the
-                   other kinds refuse these four
-      every kind:  --port, --trace (vpcd only)
+                   other kinds refuse these four (fido2 takes --state)
+      fido2:       --vpcd (default) or --hid-socket PATH, --pin, --state, --pki,
+                   --attestation, --counter, --alg, --backup-eligible, --touch; it
+                   refuses --serial, --identity, --crl-port, --uid, --product, --nfc
+                   and --trace, and the other kinds refuse the fido2 options
+      every kind:  --port, --trace (vpcd only; fido2: no --trace)
     """
+    fido_given = [
+        name
+        for name, given in (
+            ("--vpcd", on_vpcd),
+            ("--hid-socket", hid_socket is not None),
+            ("--attestation", attestation is not None),
+            ("--counter", counter is not None),
+            ("--alg", bool(algorithms)),
+            ("--backup-eligible", backup_eligible),
+            ("--touch", touch is not None),
+        )
+        if given
+    ]
+    if kind == "fido2":
+        key = FidoKeyOptions(
+            pin=_fido_pin(pin) if _given("pin") else None,
+            attestation=attestation or "packed",
+            counter=counter or "per-credential",
+            algorithms=tuple(_ALGORITHMS[a] for a in algorithms) or (-7, -8),
+            backup_eligible=backup_eligible,
+            touch=_touch(touch),
+            transports=("usb",) if hid_socket is not None else ("nfc",),
+            fail_after=fail_after,
+        )
+        _check_fido_options(serial, identity, uid, nfc, trace, on_vpcd, hid_socket, stall_after)
+        options = CardOptions(pki_dir=pki_dir, state=state_file, fido=key)
+        return _emulate_fido2(options, port, hid_socket, stall_after)
+    if fido_given:
+        raise UsageError(f"{', '.join(fido_given)}: only for mie emulate fido2")
     _check_options(kind, pin, serial, identity)
     badge_uid = _check_desfire_options(kind, state_file, uid, product, nfc)
     if fail_after is not None and kind != "desfire":
-        raise UsageError("--fail-after: only for mie emulate desfire")
+        raise UsageError("--fail-after: only for mie emulate desfire or fido2")
     options = CardOptions(
         pin=pin,
         serial=serial,
@@ -193,13 +287,13 @@ def _serve_vpcd(
         notice.cancel()
     if host.error is not None:
         raise UsageError(f"--port {port}: {host.error}")
-    return _gone(host.gone.is_set(), host.answered)
+    return _gone(host.gone.is_set(), host.answered, "key" if kind == "fido2" else "badge")
 
 
-def _gone(gone: bool, answered: int) -> int:
+def _gone(gone: bool, answered: int, what: str = "badge") -> int:
     if not gone:
         return 0
-    warn(f"--fail-after: the badge answered {answered} APDUs and left the field (test fault)")
+    warn(f"--fail-after: the {what} answered {answered} APDUs and left the field (test fault)")
     return 1
 
 
@@ -271,6 +365,120 @@ def _check_desfire_options(
     if len(badge_uid) != 7:
         raise UsageError(f"--uid {uid!r}: a DESFire UID is 7 bytes in hex")
     return badge_uid
+
+
+def _fido_pin(pin: str) -> str:
+    from mie.fido.pin import check_fido_pin
+
+    try:
+        return check_fido_pin(pin)
+    except PinFormatError as e:
+        raise UsageError(f"--pin: {e}") from e
+
+
+def _touch(touch: str | None) -> float | None:
+    """:return: the ``--touch`` delay in seconds, ``None`` for never."""
+    if touch is None or touch == "auto":
+        return 0.0
+    if touch == "never":
+        return None
+    try:
+        seconds = float(touch)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or not 0 <= seconds <= 3600:
+        raise UsageError(f"--touch {touch!r}: auto, never or a number of seconds (0 to 3600)")
+    return seconds
+
+
+def _check_fido_options(
+    serial: str | None,
+    identity: str | None,
+    uid: str | None,
+    nfc: str | None,
+    trace: str | None,
+    on_vpcd: bool,
+    hid_socket: Path | None,
+    stall_after: int | None,
+) -> None:
+    """Refuse, naming them, the card options a FIDO2 key has no use for."""
+    refused = [
+        name
+        for name, given in (
+            ("--serial", serial is not None),
+            ("--identity", identity is not None),
+            ("--crl-port", _given("crl_port")),
+            ("--uid", uid is not None),
+            ("--product", _given("product")),
+            ("--nfc", nfc is not None),
+            ("--trace", trace is not None),
+        )
+        if given
+    ]
+    if refused:
+        raise UsageError(f"{', '.join(refused)}: not for a FIDO2 key")
+    if hid_socket is not None:
+        vpcd_only = [
+            name
+            for name, given in (
+                ("--vpcd", on_vpcd),
+                ("--port", _given("port")),
+                ("--stall-after", stall_after is not None),
+            )
+            if given
+        ]
+        if vpcd_only:
+            raise UsageError(f"{', '.join(vpcd_only)}: with vpcd only, not with --hid-socket")
+
+
+def _emulate_fido2(
+    options: CardOptions, port: int, hid_socket: Path | None, stall_after: int | None
+) -> int:
+    try:
+        if hid_socket is not None:
+            engine = build_fido_key(options)
+        else:
+            card = build_card("fido2", options)
+    except JsonFormatError as e:
+        raise UsageError(f"--state: {e}") from e
+    except ValueError as e:
+        raise UsageError(f"--state {options.state}: {e}" if options.state else str(e)) from e
+    except OSError as e:
+        where = options.state or options.pki_dir or default_pki_dir()
+        raise UsageError(f"{where}: {e.strerror or e}") from e
+    from mie.emulation.fido_pki import ROOT_FILE
+
+    root = (options.pki_dir or default_pki_dir()) / ROOT_FILE
+    warn(f"TEST attestation root (the FIDO2 key's, to trust only in tests): {root}")
+    if hid_socket is None:
+        return _serve_vpcd(card, "fido2", port, None, stall_after)
+    fail_after = options.fido.fail_after if options.fido else None
+    return _serve_hid_socket(engine, hid_socket, fail_after)
+
+
+def _serve_hid_socket(engine: EmulatedAuthenticator, path: Path, fail_after: int | None) -> int:
+    from mie.emulation.ctaphid import CtapHidFraming
+    from mie.emulation.hid_socket import HidSocketHost
+
+    try:
+        host = HidSocketHost(CtapHidFraming(engine), path, fail_after=fail_after)
+    except OSError as e:
+        raise UsageError(f"--hid-socket {path}: {e.strerror or e}") from e
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        host.stop(timeout=0)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    warn(f"Emulating fido2 on the HID socket {path}; Ctrl-C to stop.")
+    try:
+        host.serve_forever()
+    finally:
+        host.close()
+    if not host.gone.is_set():
+        return 0
+    warn(f"--fail-after: the key took {host.received} reports and was pulled (test fault)")
+    return 1
 
 
 def _nfc_address(nfc: str) -> tuple[str, int]:

@@ -67,7 +67,11 @@ SW_CLA_UNKNOWN = 0x6E00
 
 #: The largest CTAP request taken, in chained pieces (CTAPHID's limit: 57 + 128 x 59 bytes).
 MAX_REQUEST = 7609
-#: How long an NFCCTAP command waits for the engine before answering ``9100`` (P1 ``80``).
+#: How long NFCCTAP_MSG (P1 ``80``) waits for the engine's answer before ``9100``, unless the
+#: engine says sooner that it awaits the user: a busy machine does not turn a quick command
+#: into polling.
+FIRST_WAIT_S = 1.0
+#: How long an NFCCTAP_GETRESPONSE poll waits for the engine before answering ``9100``.
 POLL_WAIT_S = 0.1
 #: How long an NFCCTAP command without polling (P1 ``00``) waits at most: longer than the
 #: engine's own 30 s user-presence timeout.
@@ -95,6 +99,7 @@ class _Job:
     def __init__(self, engine: FidoEngine, request: bytes) -> None:
         self.cancelled = threading.Event()
         self.done = threading.Event()
+        self.news = threading.Event()  # done, or the user awaited
         self.status = int(STATUS.PROCESSING)
         self.response = b""
         self.pulled: str | None = None
@@ -105,6 +110,8 @@ class _Job:
 
     def _keepalive(self, status: int) -> None:
         self.status = status
+        if status == STATUS.UPNEEDED:
+            self.news.set()
 
     def _run(self, engine: FidoEngine, request: bytes) -> None:
         try:
@@ -118,6 +125,7 @@ class _Job:
             self.response = bytes([CtapError.ERR.OTHER])
         finally:
             self.done.set()
+            self.news.set()
 
 
 class EmulatedFidoApplet(EmulatedCard):
@@ -231,8 +239,10 @@ class EmulatedFidoApplet(EmulatedCard):
             return b"", SW_WRONG_LENGTH
         self._out = b""
         self._job = _Job(self.engine, request)
-        polled = bool(command.p1 & P1_GETRESPONSE_SUPPORTED)
-        return self._answer(POLL_WAIT_S if polled else BLOCKING_WAIT_S, command.le)
+        if command.p1 & P1_GETRESPONSE_SUPPORTED:
+            self._job.news.wait(FIRST_WAIT_S)
+            return self._answer(0.0, command.le)
+        return self._answer(BLOCKING_WAIT_S, command.le)
 
     def _poll(self, command: CommandApdu) -> tuple[bytes, int]:
         job = self._job

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mie.core.paths import user_dir
 from mie.emulation.base import EmulatedCard
@@ -13,10 +14,37 @@ from mie.emulation.desfire import open_badge
 from mie.emulation.iso7816 import DEMO_PIN, demo_card
 from mie.emulation.testpki import TestPki, parse_identity
 
+if TYPE_CHECKING:
+    from mie.emulation.ctap2 import EmulatedAuthenticator
+
 
 def default_pki_dir() -> Path:
     """Where emulators keep the TEST PKI they share (``$MIE_TEST_PKI`` or the user cache)."""
     return user_dir("cache", "testpki", env="MIE_TEST_PKI")
+
+
+@dataclass(frozen=True)
+class FidoKeyOptions:
+    """What the operator may set on an emulated FIDO2 key (``mie emulate fido2``).
+
+    :param pin: the key's PIN (``None``: no PIN set, or the state file's).
+    :param attestation: ``packed`` (TEST batch key), ``self`` or ``none``.
+    :param counter: ``per-credential``, ``global`` or ``zero``.
+    :param algorithms: the COSE algorithms offered, by preference.
+    :param backup_eligible: set the BE flag (a syncable credential).
+    :param touch: seconds before the emulated user touches (0: at once), ``None`` never.
+    :param transports: getInfo's transports (``nfc`` on vpcd, ``usb`` on a HID socket).
+    :param fail_after: test fault: answer this many APDUs, then leave the field (vpcd).
+    """
+
+    pin: str | None = None
+    attestation: str = "packed"
+    counter: str = "per-credential"
+    algorithms: tuple[int, ...] = (-7, -8)
+    backup_eligible: bool = False
+    touch: float | None = 0.0
+    transports: tuple[str, ...] = ("nfc",)
+    fail_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +58,8 @@ class CardOptions:
     :param state: a DESFire badge's state file (created blank when missing).
     :param uid: a new DESFire badge's 7-byte UID.
     :param product: the DESFire product (``ev3``, ``ev2``, ``ev1``).
+    :param fido: a FIDO2 key's settings (its state file is :attr:`state`, its attestation
+        PKI in :attr:`pki_dir`).
     """
 
     pin: str = DEMO_PIN
@@ -39,6 +69,7 @@ class CardOptions:
     state: Path | None = None
     uid: bytes | None = None
     product: str = "ev3"
+    fido: FidoKeyOptions | None = None
 
     def pki(self) -> TestPki:
         """The TEST PKI, loaded from (or created in) :attr:`pki_dir`, with fresh CRLs published
@@ -83,6 +114,39 @@ def _chipdoc(card_type: str, label: str) -> Callable[[CardOptions], EmulatedCard
     return build
 
 
+def build_fido_key(options: CardOptions) -> EmulatedAuthenticator:
+    """The CTAP engine of an emulated FIDO2 key, its attestation PKI loaded from (or created
+    in) :attr:`CardOptions.pki_dir` (``fido-attestation-root.pem`` is the TEST root).
+
+    :raises ValueError: an option out of range, or one the state file contradicts.
+    :raises JsonFormatError: the state file is not a ``mie-fido-state/1`` document.
+    :raises OSError: the state file or the PKI directory cannot be written.
+    """
+    from mie.emulation.ctap2 import EmulatedAuthenticator, Touch
+    from mie.emulation.fido_pki import TestAttestationPki
+
+    key = options.fido or FidoKeyOptions()
+    touch = Touch.never() if key.touch is None else Touch.after(key.touch)
+    return EmulatedAuthenticator(
+        key.pin,
+        attestation=key.attestation,  # type: ignore[arg-type]  # checked by the engine
+        counter=key.counter,  # type: ignore[arg-type]
+        algorithms=key.algorithms,
+        backup_eligible=key.backup_eligible,
+        touch=touch,
+        pki=TestAttestationPki.load(options.pki_dir or default_pki_dir()),
+        transports=key.transports,
+        state=options.state,
+    )
+
+
+def _fido2(options: CardOptions) -> EmulatedCard:
+    from mie.emulation.fido_applet import EmulatedFidoApplet
+
+    fail_after = options.fido.fail_after if options.fido else None
+    return EmulatedFidoApplet(build_fido_key(options), fail_after=fail_after)
+
+
 KINDS: dict[str, Callable[[CardOptions], EmulatedCard]] = {
     "iso7816": _iso7816,
     "cps3": _ias_ecc(CPS3, "CPS"),
@@ -92,6 +156,7 @@ KINDS: dict[str, Callable[[CardOptions], EmulatedCard]] = {
     # Inferred: what the PSI card is is not public; mie emulates it as a ChipDoc card.
     "psi": _chipdoc("PSI", "PSIv1"),
     "desfire": _desfire,
+    "fido2": _fido2,
 }
 
 
