@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -412,3 +413,16 @@ def test_fixed_keys_are_the_pkis() -> None:
     assert TestAttestationPki.generate(
         now=NOW, fault=Fault.LEAF_WRONG_OU
     ).leaf_key.private_numbers() == (fixed_test_key("leaf").private_numbers())
+
+
+def test_unknown_revocation_is_a_reason_not_a_warning(
+    pki: TestAttestationPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = auth_data()
+    with caplog.at_level(logging.INFO, logger="mie"):
+        report = verify(packed(pki, data), data, policy(pki))
+    assert report.revocation is RevocationStatus.UNKNOWN
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # Outside an attestation check, mie.trust still warns.
+    logging.getLogger("mie.trust.verify").warning("Revocation status unknown (soft mode): x")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING]
