@@ -34,6 +34,7 @@ from tests.fuzz.context import CPX_KINDS, DATA, Context, run_session
 from tests.fuzz.ctap2_targets import CTAP2_TARGETS
 from tests.fuzz.desfire_targets import DESFIRE_TARGETS
 from tests.fuzz.enrol_targets import ENROL_TARGETS
+from tests.fuzz.fido_assertion_targets import FIDO_ASSERTION_TARGETS
 from tests.fuzz.fido_targets import FIDO_TARGETS
 from tests.fuzz.harness import (
     FuzzConnection,
@@ -423,6 +424,7 @@ TARGETS: dict[str, Target] = {
         *FIDO_TARGETS,
         *CTAP2_TARGETS,
         *MDS_TARGETS,
+        *FIDO_ASSERTION_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),
