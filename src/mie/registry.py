@@ -1,9 +1,10 @@
 """Which authenticator a connection holds: probes tried in order, and the PC/SC entry point.
 
-A probe looks at a connection (the ATR today; a SELECT, a DESFire GetVersion or a CTAP
-``authenticatorGetInfo`` later) and returns the authenticator for it, or ``None`` when the
-connection holds something else. :func:`open_authenticator` is what an application (and the
-``mie`` command) calls; no caller dispatches on ATRs itself.
+A probe looks at a connection (the ATR, a DESFire GetVersion, the FIDO applet's SELECT) and
+returns the authenticator for it, or ``None`` when the connection holds something else. They are
+tried in order: demo, CPx (by ATR), DESFire and FIDO2 (contactless only), so a CPS3-CL card or a
+DESFire badge is never sent the FIDO SELECT. :func:`open_authenticator` is what an application
+(and the ``mie`` command) calls; no caller dispatches on ATRs itself.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class AuthenticatorOptions:
         recognised, and refuses to authenticate).
     :param badge_keys: the key provider a badge authenticates with (``None``: the one
         ``badge`` names, opened for each authentication); it stays the caller's to close.
+    :param fido_rp_id: the relying party id a FIDO2 key authenticates for (``None``: the
+        host of each request's origin).
+    :param fido_credentials: the credential ids a FIDO2 key may use (empty: its discoverable
+        credentials).
+    :param fido_on_touch: called when a FIDO2 key waits for the user's touch.
     """
 
     cache: CertificateCache | None = None
@@ -47,6 +53,9 @@ class AuthenticatorOptions:
     chain_checked: bool = True
     badge: BadgeConfig | None = None
     badge_keys: KeyProvider | None = None
+    fido_rp_id: str | None = None
+    fido_credentials: tuple[bytes, ...] = ()
+    fido_on_touch: Callable[[], None] | None = None
 
 
 Probe = Callable[[SmartCardConnection, AuthenticatorOptions], Authenticator | None]
@@ -176,6 +185,46 @@ def _desfire_probe(
     )
 
 
+# SELECT of the FIDO applet (CTAP 2.1 §11.3.1), Le present.
+FIDO_SELECT = bytes.fromhex("00A4040008A0000006472F000100")
+_FIDO_VERSIONS = frozenset({b"FIDO_2_0", b"U2F_V2"})
+
+
+def _fido_probe(
+    connection: SmartCardConnection, options: AuthenticatorOptions
+) -> Authenticator | None:
+    """A contactless card whose FIDO applet answers the SELECT (a security key over NFC).
+
+    :raises UnsupportedCardError: the applet does not speak CTAP2 (a U2F-only key).
+    """
+    if connection.transport is not Transport.CONTACTLESS:
+        return None
+    data, sw = connection.send_and_receive(FIDO_SELECT)
+    if sw != 0x9000 or data not in _FIDO_VERSIONS:
+        return None
+    # Loaded only for a key: python-fido2 (the fido extra) is not needed for a card.
+    from mie.fido.authenticator import Fido2Authenticator
+    from mie.fido.errors import CtapStatusError
+    from mie.transport.ctap import SmartCardCtapDevice
+
+    name = getattr(connection, "reader", "") or "contactless FIDO key"
+    try:
+        device = SmartCardCtapDevice(connection, name=name)
+    except CtapStatusError as e:
+        raise UnsupportedCardError(
+            f"A FIDO key that does not speak CTAP2 ({data.decode('ascii')})", connection.atr
+        ) from e
+    return Fido2Authenticator(
+        device,
+        rp_id=options.fido_rp_id,
+        credentials=options.fido_credentials,
+        transport=Transport.CONTACTLESS,
+        atr=connection.atr,
+        on_touch=options.fido_on_touch,
+    )
+
+
 register_probe("demo", _demo_probe)
 register_probe("cpx", _cpx_probe)
 register_probe("desfire", _desfire_probe)
+register_probe("fido", _fido_probe)

@@ -1,4 +1,5 @@
-"""The authenticator registry: probes by ATR, the demo card, refusal of unknown cards."""
+"""The authenticator registry: probes by ATR, the demo card, DESFire badges and FIDO2 keys over
+NFC, refusal of unknown cards."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ import pytest
 from mie.auth import Authenticator, CpxAuthenticator, SerialBinding
 from mie.cards.demo import DEMO_ATR, DemoAuthenticator
 from mie.certcache import CertificateCache
-from mie.core.connection import SmartCardConnection
+from mie.core.connection import SmartCardConnection, Transport
+from mie.desfire.authenticator import DesfireAuthenticator
 from mie.emulation import EmulatedConnection, demo_card
+from mie.emulation.ctap2 import EmulatedAuthenticator
+from mie.emulation.fido_applet import ATR as FIDO_ATR
+from mie.emulation.fido_applet import EmulatedFidoApplet
+from mie.emulation.fido_pki import TestAttestationPki
 from mie.emulation.registry import CardOptions, build_card
 from mie.errors import UnsupportedCardError
+from mie.fido.authenticator import Fido2Authenticator, credential_ref
 from mie.registry import (
+    DESFIRE_GET_VERSION,
+    FIDO_SELECT,
     AuthenticatorOptions,
     authenticator_for,
     open_authenticator,
@@ -79,6 +88,10 @@ def test_probes_are_tried_demo_then_cpx() -> None:
     assert probes()[:2] == ("demo", "cpx")
 
 
+def test_probes_end_with_desfire_then_fido() -> None:
+    assert probes()[:4] == ("demo", "cpx", "desfire", "fido")
+
+
 def test_a_registered_probe_gets_its_turn_and_can_be_replaced() -> None:
     seen: list[bytes | None] = []
 
@@ -120,3 +133,100 @@ def test_open_authenticator_with_a_connection_returns_its_authenticator(
         connection=EmulatedConnection(build_card("cps4", options))
     )
     assert isinstance(authenticator, CpxAuthenticator)
+
+
+# FIDO2 keys over NFC (the fido probe, after DESFire)
+
+ORIGIN = "https://iam.chu-exemple.fr"
+
+
+@pytest.fixture(scope="module")
+def fido_pki() -> TestAttestationPki:
+    return TestAttestationPki.generate()
+
+
+def test_a_fido_key_over_nfc_gets_a_fido2_authenticator_that_works(
+    fido_pki: TestAttestationPki,
+) -> None:
+    engine = EmulatedAuthenticator("1234", pki=fido_pki, transports=("nfc",))
+    connection = RecordingConnection(EmulatedConnection(EmulatedFidoApplet(engine)))
+    authenticator = authenticator_for(connection, AuthenticatorOptions(fido_rp_id="chu-exemple.fr"))
+    assert isinstance(authenticator, Fido2Authenticator)
+    assert authenticator.rp_id == "chu-exemple.fr"
+    assert authenticator.info.transport is Transport.CONTACTLESS
+    assert authenticator.info.atr == FIDO_ATR and authenticator.info.kind == "fido2"
+    sent = [e.command for e in connection.exchanges]
+    # DESFire's GetVersion first (refused by the applet), then the FIDO SELECT.
+    assert sent[:2] == [DESFIRE_GET_VERSION.hex(), FIDO_SELECT.hex()]
+    data = authenticator.register(
+        AuthRequest.new(ORIGIN), user=StaticPin("1234"), user_name="a", display_name="A"
+    )
+    assert data.transports == ("nfc",) and data.rp_id == "chu-exemple.fr"
+    key = authenticator_for(
+        EmulatedConnection(EmulatedFidoApplet(engine)),
+        AuthenticatorOptions(fido_rp_id="chu-exemple.fr", fido_credentials=(data.credential_id,)),
+    )
+    assert isinstance(key, Fido2Authenticator)
+    user = StaticPin("1234")
+    evidence = key.authenticate(AuthRequest.new(ORIGIN), user=user)
+    assert evidence.credential_id == data.credential_id and user.asked == [8]
+    assert key.info.serial == credential_ref(data.credential_id)
+    assert engine.credentials[0].sign_count == 1
+
+
+def test_the_fido_probe_leaves_cps3_cl_and_desfire_alone(options: CardOptions) -> None:
+    cps3_cl = RecordingConnection(EmulatedConnection(build_card("cps3-cl", options)))
+    assert isinstance(authenticator_for(cps3_cl), CpxAuthenticator)
+    assert cps3_cl.exchanges == []
+    desfire = RecordingConnection(EmulatedConnection(build_card("desfire", options)))
+    assert isinstance(authenticator_for(desfire), DesfireAuthenticator)
+    assert [e.command for e in desfire.exchanges] == [DESFIRE_GET_VERSION.hex()]
+
+
+CONTACTLESS_ATR = bytes.fromhex("3B8F8001804F0CA0000003060300030000000068")
+
+
+def test_a_contactless_card_without_the_fido_applet_is_unsupported_after_two_commands() -> None:
+    connection = ScriptedConnection(
+        [(DESFIRE_GET_VERSION, b"", 0x6E00), (FIDO_SELECT, b"", 0x6A82)],
+        atr=CONTACTLESS_ATR,
+        transport=Transport.CONTACTLESS,
+    )
+    with pytest.raises(UnsupportedCardError):
+        authenticator_for(connection)
+    assert connection.remaining == 0
+
+
+@pytest.mark.parametrize("answer", [b"FIDO_2_1", b"", b"U2F_V3"])
+def test_a_select_answer_of_another_version_is_not_a_fido_key(answer: bytes) -> None:
+    connection = ScriptedConnection(
+        [(DESFIRE_GET_VERSION, b"", 0x6E00), (FIDO_SELECT, answer, 0x9000)],
+        atr=CONTACTLESS_ATR,
+        transport=Transport.CONTACTLESS,
+    )
+    with pytest.raises(UnsupportedCardError, match="ATR"):
+        authenticator_for(connection)
+    assert connection.remaining == 0
+
+
+def test_a_u2f_only_key_is_refused_as_not_ctap2() -> None:
+    connection = ScriptedConnection(
+        [
+            (DESFIRE_GET_VERSION, b"", 0x6E00),
+            (FIDO_SELECT, b"U2F_V2", 0x9000),
+            (FIDO_SELECT, b"U2F_V2", 0x9000),
+        ],
+        atr=CONTACTLESS_ATR,
+        transport=Transport.CONTACTLESS,
+    )
+    with pytest.raises(UnsupportedCardError, match="CTAP2") as raised:
+        authenticator_for(connection)
+    assert raised.value.atr == CONTACTLESS_ATR
+    assert connection.remaining == 0
+
+
+def test_a_contact_card_is_never_sent_the_fido_select() -> None:
+    connection = ScriptedConnection([], atr=UNKNOWN_ATR, transport=Transport.CONTACT)
+    with pytest.raises(UnsupportedCardError):
+        authenticator_for(connection)
+    assert connection.sent == []
