@@ -1,9 +1,11 @@
 """FIDO2 assertions verified per second: mie against python-fido2's and py_webauthn's servers.
 
 One ES256 credential is registered in process on ``mie.emulation.ctap2.EmulatedAuthenticator``
-(PIN set, packed attestation with the TEST batch key) through python-fido2's ``Fido2Client``;
-then ``--count`` assertions are made in advance, each for its own 32-byte nonce with the PIN
-verified (UV), and kept as W3C JSON dicts (base64url, what an IAM receives from a browser).
+(PIN set, packed attestation with the TEST batch key) through python-fido2's ``Fido2Client``,
+its registration verified by ``Fido2Server`` and by ``mie.fido.registration.verify_registration``
+(the policy trusts the TEST attestation root for the emulator's AAGUID only); then ``--count``
+assertions are made in advance, each for its own 32-byte nonce with the PIN verified (UV), kept
+as W3C JSON dicts (base64url, what an IAM receives from a browser).
 Every row verifies the same assertions, in counter order:
 
 - ``mie``: ``WebAuthnAssertionEvidence.from_webauthn`` + ``FidoVerifier.verify`` on a
@@ -31,7 +33,6 @@ import argparse
 import base64
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import secrets
@@ -59,8 +60,16 @@ from fido2.webauthn import (
 )
 
 from mie.emulation.ctap2 import EmulatedAuthenticator
-from mie.emulation.fido_pki import TestAttestationPki
+from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
+from mie.fido.allowlist import AaguidAllowlist, AllowedKey
+from mie.fido.assertion import FidoVerifier
+from mie.fido.evidence import WebAuthnAssertionEvidence
+from mie.fido.policy import FidoPolicy
+from mie.fido.registration import RegistrationData, verify_registration
+from mie.policy import AssuranceLevel
 from mie.store.base import CredentialRecord, Store
+from mie.trust.identity import Identity, parse_id_nat
+from mie.verification import Expected
 
 RP_ID = "iam.example"
 ORIGIN = "https://iam.example"
@@ -146,21 +155,25 @@ def make_setup(count: int) -> Setup:
     credential = server.register_complete(state, response).credential_data
     if credential is None:
         raise SystemExit("The registration gave no credential")
-    record = CredentialRecord(
+    # The same registration verified by mie: the record every mie row checks assertions with.
+    data = RegistrationData.from_webauthn(
+        _jsonable(response),
+        nonce=bytes(options.public_key.challenge),
+        origin=ORIGIN,
         rp_id=RP_ID,
-        credential_id=bytes(credential.credential_id),
         user_handle=bytes(user.id),
-        public_key=_cose(credential),
-        alg=-7,
-        aaguid=bytes(credential.aaguid),
-        sign_count=0,
-        backup_eligible=False,
-        attestation="packed/basic",
-        certification=None,
-        id_nat=ID_NAT,
-        test=True,
-        created_at=time.time(),
     )
+    id_type, number = parse_id_nat(ID_NAT)
+    registered = verify_registration(
+        data,
+        Expected(data.nonce, ORIGIN),
+        identity=Identity(ID_NAT, id_type, number, None, None, None, None, True),
+        policy=policy(pki),
+        store=None,
+    )
+    if registered.level_cap is not AssuranceLevel.SUBSTANTIAL:
+        raise SystemExit(f"Unexpected registration: {registered}")
+    record = registered.record
     assertions = []
     for _ in range(count):
         nonce = secrets.token_bytes(32)
@@ -182,11 +195,11 @@ def make_setup(count: int) -> Setup:
     return Setup(pki, credential, record, _jsonable(response), tuple(assertions))
 
 
-def _cose(credential: AttestedCredentialData) -> bytes:
-    """:return: the credential's COSE public key as the authenticator encoded it."""
-    from fido2 import cbor
-
-    return cbor.encode(dict(credential.public_key))
+def policy(pki: TestAttestationPki) -> FidoPolicy:
+    """The ``substantial`` profile (attested, UV, device-bound, counter) for this relying
+    party, trusting the TEST attestation root for the emulator's model only."""
+    model = AllowedKey(EMULATOR_AAGUID, "mie TEST emulated key", (pki.root.certificate,), test=True)
+    return FidoPolicy(rp_id=RP_ID, allowlist=AaguidAllowlist((model,), source="bench"))
 
 
 # The rows: a verifier of one assertion, raising when it refuses it.
@@ -243,15 +256,7 @@ def py_webauthn_row(setup: Setup) -> Verify:
 def mie_row(setup: Setup, store: Store) -> Verify:
     """``WebAuthnAssertionEvidence.from_webauthn`` + ``FidoVerifier.verify`` on ``store``: the
     assertion valid at level substantial for the registered professional."""
-    from mie.fido.assertion import FidoVerifier  # type: ignore[import-not-found,unused-ignore]
-
-    from mie.fido.evidence import (  # type: ignore[import-not-found,unused-ignore]
-        WebAuthnAssertionEvidence,
-    )
-    from mie.policy import AssuranceLevel
-    from mie.verification import Expected
-
-    verifier = FidoVerifier(_policy(setup), store)
+    verifier = FidoVerifier(policy(setup.pki), store)
 
     def verify(a: Assertion) -> None:
         evidence = WebAuthnAssertionEvidence.from_webauthn(
@@ -264,13 +269,6 @@ def mie_row(setup: Setup, store: Store) -> Verify:
             raise SystemExit(f"mie: unexpected identity {result.to_json()}")
 
     return verify
-
-
-def _policy(setup: Setup) -> Any:
-    """The policy of the ``substantial`` profile trusting the TEST attestation root."""
-    from mie.fido.policy import FidoPolicy
-
-    return FidoPolicy(rp_id=RP_ID, attestation="optional")
 
 
 # Timing
@@ -388,9 +386,6 @@ def run_rows(setup: Setup, work: Path, postgres: str | None) -> list[Row]:
                 row.per_s, row.accepted = time_row(row.name, peers[row.name], assertions)
                 continue
             store = opened[row.name]
-            if importlib.util.find_spec("mie.fido.assertion") is None:
-                row.reason = "mie.fido.assertion is not built yet"
-                continue
             if isinstance(store, str):
                 row.reason = store
                 continue

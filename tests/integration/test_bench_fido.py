@@ -4,7 +4,6 @@ asserted, never a time."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,9 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_fido.py"
 COUNT = 50
 ROWS = ("mie", "fido2_server", "py_webauthn", "floor", "mie_sqlite", "mie_postgres")
-# Until mie.fido.assertion lands (builder W), the mie rows are null with that reason.
-MIE_ROWS = ("mie", "mie_sqlite", "mie_postgres")
-BUILT = importlib.util.find_spec("mie.fido.assertion") is not None
 
 __all__ = ["postgres_database", "postgres_server"]
 
@@ -43,10 +39,8 @@ def test_every_row_accepts_every_assertion(postgres_database: str) -> None:
     lines, figures = _run("--postgres", postgres_database)
     assert list(figures) == [f"{row}_per_s" for row in ROWS] + ["count", "accepted"]
     assert figures["count"] == COUNT
-    assert figures["accepted"] == {
-        row: COUNT if BUILT or row not in MIE_ROWS else None for row in ROWS
-    }
-    for row in ROWS if BUILT else [r for r in ROWS if r not in MIE_ROWS]:
+    assert figures["accepted"] == {row: COUNT for row in ROWS}
+    for row in ROWS:
         rate = figures[f"{row}_per_s"]
         assert isinstance(rate, float) and rate > 0, row
     table = [line.split() for line in lines[:-1]]
@@ -67,6 +61,6 @@ def test_without_postgres_its_row_is_null_with_the_reason() -> None:
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert figures["mie_postgres_per_s"] is None
     assert figures["accepted"]["mie_postgres"] is None
-    if BUILT:
-        assert figures["accepted"]["mie"] == 5
-        assert "mie_postgres: no PostgreSQL given" in out.stderr
+    assert figures["accepted"]["mie"] == 5
+    assert figures["accepted"]["mie_sqlite"] == 5
+    assert "mie_postgres: no PostgreSQL given" in out.stderr
