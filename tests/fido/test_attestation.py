@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from mie.core import cbor
 from mie.core.errors import ErrorCode, MieError, SignatureInvalidError, VerificationError
+from mie.emulation.fido_mds import TestMds
 from mie.emulation.fido_pki import (
     EMULATOR_AAGUID,
     OTHER_AAGUID,
@@ -35,6 +36,7 @@ from mie.fido.errors import (
     MetadataStatusError,
     UnknownAaguidError,
 )
+from mie.fido.mds import MetadataIndex
 from mie.fido.policy import FidoPolicy, MetadataPolicy
 from mie.trust import RevocationStatus
 
@@ -426,3 +428,97 @@ def test_unknown_revocation_is_a_reason_not_a_warning(
     # Outside an attestation check, mie.trust still warns.
     logging.getLogger("mie.trust.verify").warning("Revocation status unknown (soft mode): x")
     assert [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# FIDO metadata (TestMds blobs read by mie.fido.mds)
+
+
+@pytest.fixture(scope="module")
+def mds() -> TestMds:
+    return TestMds.generate(now=NOW)
+
+
+def index(mds: TestMds, *entries: dict[str, Any], **load: Any) -> MetadataIndex:
+    blob_options = {k: load.pop(k) for k in ("next_update",) if k in load}
+    return MetadataIndex.load(
+        mds.blob(list(entries), **blob_options), root=mds.root, at=NOW, **load
+    )
+
+
+def test_metadata_entry_roots_and_certification(pki: TestAttestationPki, mds: TestMds) -> None:
+    entry = mds.entry(
+        EMULATOR_AAGUID, [pki.root.certificate], statuses=(("FIDO_CERTIFIED_L2", "2026-03-01"),)
+    )
+    rules = FidoPolicy(RP_ID, metadata=MetadataPolicy(Path("m.jwt"), min_certification="L2"))
+    data = auth_data()
+    report = verify(packed(pki, data), data, rules, metadata=index(mds, entry))
+    assert report.attested
+    assert report.certification == "L2"
+    assert report.entry is not None
+    assert report.allowed is None
+    assert report.test is True  # the TEST attestation root
+
+
+def test_allowlist_minimum_against_metadata(pki: TestAttestationPki, mds: TestMds) -> None:
+    entry = mds.entry(EMULATOR_AAGUID, [], statuses=(("FIDO_CERTIFIED_L1", "2026-03-01"),))
+    metadata = MetadataPolicy(Path("m.jwt"), min_certification=None)
+    data = auth_data()
+    for level, accepted in (("L1", True), ("L1plus", False), ("L2", False)):
+        allowed = AllowedKey(EMULATOR_AAGUID, "emulator", min_certification=level, test=True)
+        rules = policy(pki, allowlist=allowlist(allowed), metadata=metadata)
+        if accepted:
+            # The entry lists no root: the allowlisted model falls back to the policy's roots.
+            report = verify(packed(pki, data), data, rules, metadata=index(mds, entry))
+            assert report.certification == "L1"
+        else:
+            with pytest.raises(MetadataStatusError, match=f"asks {level} at least"):
+                verify(packed(pki, data), data, rules, metadata=index(mds, entry))
+
+
+def test_metadata_not_required_and_absent(pki: TestAttestationPki, mds: TestMds) -> None:
+    other = mds.entry(OTHER_AAGUID, [pki.root.certificate])
+    data = auth_data()
+    optional = MetadataPolicy(Path("m.jwt"), required=False)
+    # Absent from the metadata, not allowlisted: no root is listed for the model.
+    with pytest.raises(VerificationError, match="no attestation root is listed"):
+        verify(
+            packed(pki, data),
+            data,
+            FidoPolicy(RP_ID, metadata=optional),
+            metadata=index(mds, other),
+        )
+    required = FidoPolicy(RP_ID, metadata=MetadataPolicy(Path("m.jwt")))
+    with pytest.raises(UnknownAaguidError, match="not in the FIDO metadata"):
+        verify(packed(pki, data), data, required, metadata=index(mds, other))
+
+
+def test_stale_metadata(pki: TestAttestationPki, mds: TestMds) -> None:
+    entry = mds.entry(EMULATOR_AAGUID, [pki.root.certificate])
+    past = (NOW - dt.timedelta(days=2)).date()
+    data = auth_data()
+    warn = FidoPolicy(RP_ID, metadata=MetadataPolicy(Path("m.jwt"), stale="warn"))
+    report = verify(
+        packed(pki, data), data, warn, metadata=index(mds, entry, next_update=past, stale="warn")
+    )
+    assert any("nextUpdate" in reason for reason in report.reasons)
+    refuse = FidoPolicy(RP_ID, metadata=MetadataPolicy(Path("m.jwt")))
+    with pytest.raises(MieError) as info:
+        verify(
+            packed(pki, data),
+            data,
+            refuse,
+            metadata=index(mds, entry, next_update=past, stale="warn"),
+        )
+    assert info.value.code is ErrorCode.METADATA_STALE
+
+
+def test_self_attestation_checked_against_metadata(pki: TestAttestationPki, mds: TestMds) -> None:
+    entry = mds.entry(
+        EMULATOR_AAGUID,
+        [],
+        statuses=(("FIDO_CERTIFIED_L1", "2026-01-01"), ("REVOKED", "2026-05-01")),
+    )
+    rules = FidoPolicy(RP_ID, attestation="optional", metadata=MetadataPolicy(Path("m.jwt")))
+    data = auth_data()
+    with pytest.raises(MetadataStatusError, match="REVOKED since 2026-05-01"):
+        verify(self_statement(data), data, rules, metadata=index(mds, entry))
