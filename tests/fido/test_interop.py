@@ -28,15 +28,18 @@ from mie.core.errors import SignatureInvalidError
 from mie.emulation.ctap2 import EmulatedAuthenticator
 from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection, hid_descriptor
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
+from mie.evidence import Evidence
 from mie.fido.allowlist import AaguidAllowlist, AllowedKey
 from mie.fido.assertion import FidoVerifier
+from mie.fido.authenticator import Fido2Authenticator
 from mie.fido.evidence import WebAuthnAssertionEvidence
 from mie.fido.policy import FidoPolicy
 from mie.fido.registration import RegistrationData, verify_registration
 from mie.policy import AssuranceLevel
+from mie.request import AuthRequest, StaticPin
 from mie.store.memory import MemoryStore
 from mie.trust.identity import Identity
-from mie.verification import Expected
+from mie.verification import Expected, login, verify_evidence
 from tests.fido.assertion_kit import ID_NAT, ORIGIN, RP_ID, client
 
 USER_ID = bytes(range(16))
@@ -222,3 +225,35 @@ def test_the_verifiers_agree_on_a_broken_signature(pki: TestAttestationPki) -> N
     )
     with pytest.raises(SignatureInvalidError):
         FidoVerifier(policy, store).verify(evidence, Expected(nonce, ORIGIN))
+
+
+def test_mies_own_client_and_verifier_over_hid_and_login(pki: TestAttestationPki) -> None:
+    # mie's client (Fido2Authenticator over python-fido2) on the same CTAPHID device, mie's
+    # registration verifier, then login(): the device side and the verifier in one process.
+    emulator = EmulatedAuthenticator("1234", pki=pki)
+    key = Fido2Authenticator(_hid(emulator), rp_id=RP_ID)
+    enrolment = AuthRequest.new(ORIGIN)
+    data = key.register(
+        enrolment, user=StaticPin("1234"), user_name="dr.exemple", display_name="Dr Exemple"
+    )
+    policy, store = _policy(pki), MemoryStore()
+    registered = verify_registration(
+        data, enrolment, identity=_identity(), policy=policy, store=store
+    )
+    assert registered.level_cap is AssuranceLevel.SUBSTANTIAL
+    fido = FidoVerifier(policy, store)
+    signing_in = Fido2Authenticator(
+        _hid(emulator), rp_id=RP_ID, credentials=(registered.record.credential_id,)
+    )
+    result = login(
+        signing_in, AuthRequest.new(ORIGIN), user=StaticPin("1234"), verifier=None, fido=fido
+    )
+    assert result.level is AssuranceLevel.SUBSTANTIAL
+    assert result.identity is not None and result.identity.id_nat == ID_NAT
+    # Through verify_evidence too, with the evidence saved as JSON and read back.
+    request = AuthRequest.new(ORIGIN)
+    evidence = signing_in.authenticate(request, user=StaticPin("1234"))
+    saved = Evidence.from_json(json.loads(json.dumps(evidence.to_json())))
+    again = verify_evidence(saved, request, verifier=None, fido=fido)
+    assert again.level is AssuranceLevel.SUBSTANTIAL
+    assert store.get_credential(RP_ID, registered.record.credential_id).sign_count == 2
