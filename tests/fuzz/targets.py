@@ -37,7 +37,6 @@ from tests.fuzz.enrol_targets import ENROL_TARGETS
 from tests.fuzz.fido_assertion_targets import FIDO_ASSERTION_TARGETS
 from tests.fuzz.fido_targets import FIDO_TARGETS
 from tests.fuzz.fido_transport_targets import FIDO_TRANSPORT_TARGETS
-from tests.fuzz.fido_transport_targets import FIDO_TRANSPORT_TARGETS
 from tests.fuzz.fido_verifier_targets import FIDO_VERIFIER_TARGETS
 from tests.fuzz.harness import (
     FuzzConnection,
@@ -428,7 +427,6 @@ TARGETS: dict[str, Target] = {
         *CTAP2_TARGETS,
         *MDS_TARGETS,
         *FIDO_ASSERTION_TARGETS,
-        *FIDO_TRANSPORT_TARGETS,
         *FIDO_TRANSPORT_TARGETS,
         *FIDO_VERIFIER_TARGETS,
         _emulator_target("cps3"),
