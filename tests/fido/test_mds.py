@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from mie.fido.errors import (
 )
 from mie.fido.mds import MDS_ROOT_SHA256, MetadataIndex, StatusReport, bundled_root, fetch_blob
 from mie.fido.policy import DEFAULT_REFUSE, MetadataPolicy
-from mie.trust import RevocationMode
+from mie.trust import CrlCache, RevocationMode
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date()
@@ -629,3 +630,16 @@ def test_fetch_blob_https_only() -> None:
         fetch_blob("http://mds3.fidoalliance.org/")
     with pytest.raises(ValueError, match="https only"):
         fetch_blob("file:///etc/passwd")
+
+
+@pytest.mark.skipif(
+    os.environ.get("MIE_MDS_LIVE") != "1",
+    reason="network: set MIE_MDS_LIVE=1 to fetch the live blob",
+)
+def test_live_blob_verifies_against_the_bundled_root(tmp_path: Path) -> None:
+    blob = fetch_blob()
+    index = MetadataIndex.load(
+        blob, at=NOW, revocation=RevocationMode.HARD, crl_cache=CrlCache(tmp_path / "crls")
+    )
+    assert index.no > 0 and len(index) > 100
+    assert index.next_update >= TODAY

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from fido2.mds3 import MetadataBlobPayload
 
     from mie.fido.policy import MetadataPolicy
+    from mie.trust.cache import CrlCache
     from mie.trust.crl import CrlSet
     from mie.trust.verify import RevocationMode
 
@@ -170,6 +171,7 @@ class MetadataIndex:
         at: dt.datetime,
         crls: CrlSet | None = None,
         revocation: RevocationMode | None = None,
+        crl_cache: CrlCache | None = None,
         min_no: int | None = None,
         stale: Literal["refuse", "warn"] = "refuse",
     ) -> MetadataIndex:
@@ -181,6 +183,8 @@ class MetadataIndex:
         :param crls: CRLs of the signer's chain.
         :param revocation: :class:`~mie.trust.RevocationMode` of the chain check (default soft:
             the MDS signer's CRLs are checked only when given).
+        :param crl_cache: download the chain's CRLs through this cache (``mie fido mds fetch``
+            uses it with :attr:`~mie.trust.RevocationMode.HARD`).
         :param min_no: the ``no`` of the blob accepted before: this one must be above it.
         :param stale: ``refuse`` a blob past ``nextUpdate``, or ``warn`` (a reason).
         :return: the index.
@@ -194,7 +198,7 @@ class MetadataIndex:
         """
         when = _aware(at)
         if stale not in ("refuse", "warn"):
-            raise ValueError(f"stale is 'refuse' or 'warn', not {stale!r}")
+            raise ValueError(f"The stale choice is 'refuse' or 'warn', not {stale!r}")
         if not isinstance(blob, bytes):
             raise TypeError("The MDS blob is bytes")
         if len(blob) > MAX_BLOB_BYTES:
@@ -208,7 +212,7 @@ class MetadataIndex:
         header = _header(_b64url(header_b64, "header"))
         payload_bytes = _b64url(payload_b64, "payload")
         signature = _b64url(signature_b64, "signature")
-        signer = _verify_chain(header.x5c, root, when, crls, revocation)
+        signer = _verify_chain(header.x5c, root, when, crls, revocation, crl_cache)
         _verify_signature(signer, header.alg, header_b64 + b"." + payload_b64, signature)
         payload = _payload(payload_bytes)
         no, next_update, legal_header = _payload_fields(payload)
@@ -335,8 +339,10 @@ def bundled_root() -> x509.Certificate:
 
     :raises MetadataUntrustedError: the bundled file does not match its pin.
     """
+    from mie.trust.parse import load_certificates
+
     pem = (resources.files("mie.fido") / "anchors" / MDS_ROOT_FILE).read_bytes()
-    cert = x509.load_pem_x509_certificate(pem)
+    (cert,) = load_certificates(pem, MDS_ROOT_FILE)
     der = cert.public_bytes(serialization.Encoding.DER)
     if hashlib.sha256(der).hexdigest() != MDS_ROOT_SHA256:
         raise MetadataUntrustedError(f"The bundled MDS root {MDS_ROOT_FILE} does not match its pin")
@@ -459,6 +465,7 @@ def _verify_chain(
     at: dt.datetime,
     crls: CrlSet | None,
     revocation: RevocationMode | None,
+    crl_cache: CrlCache | None,
 ) -> x509.Certificate:
     from mie.trust.store import TrustStore
     from mie.trust.verify import RevocationMode, Usage, VerifierBuilder
@@ -474,6 +481,8 @@ def _verify_chain(
         )
         if crls is not None:
             builder = builder.crls(crls)
+        if crl_cache is not None:
+            builder = builder.crl_cache(crl_cache)
         result = builder.build().verify(x5c[0], x5c[1:])
         return result.leaf
     except VerificationError as e:
