@@ -37,7 +37,9 @@ from mie.core.errors import (
 )
 from mie.emulation.ctap2 import EmulatedAuthenticator, Touch
 from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection, hid_descriptor
-from mie.emulation.fido_pki import TestAttestationPki
+from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
+from mie.fido.allowlist import AaguidAllowlist, AllowedKey
+from mie.fido.assertion import FidoVerifier
 from mie.fido.authenticator import Fido2Authenticator, credential_ref
 from mie.fido.errors import (
     AlreadyRegisteredError,
@@ -46,12 +48,19 @@ from mie.fido.errors import (
     RpIdMismatchError,
     TouchTimeoutError,
 )
+from mie.fido.policy import FidoPolicy
+from mie.fido.registration import verify_registration
+from mie.policy import AssuranceLevel
 from mie.request import AuthRequest, StaticPin, UserVerification
+from mie.store.memory import MemoryStore
+from mie.trust.identity import Identity, parse_id_nat
+from mie.verification import login
 
 PIN = "1234"
 WRONG = "9999"
 ORIGIN = "https://iam.chu-exemple.fr"
 RP_ID = "iam.chu-exemple.fr"
+ID_NAT = "810100099877"
 GET_RETRIES = (0x06, 0x01)  # authenticatorClientPIN, getPINRetries
 
 
@@ -291,6 +300,39 @@ def test_hid_key_reports_usb_and_the_emulator_in_process_no_transport(build: Bui
     if key.connection is not None:
         hid = CtapHidDevice(hid_descriptor(), InMemoryHidConnection(CtapHidFraming(key.engine)))
         assert Fido2Authenticator(hid).info.transport is Transport.USB
+
+
+def test_mies_own_verifier_registers_then_logs_in_at_substantial(build: Build) -> None:
+    """The client end to end with mie's verifier: verify_registration stores the credential,
+    login() with the FidoVerifier checks the assertion (counter moved) and decides the level."""
+    key = build()
+    policy = FidoPolicy(
+        rp_id=RP_ID,
+        allowlist=AaguidAllowlist((AllowedKey(EMULATOR_AAGUID, "emulator", test=True),)),
+        attestation_roots=(key.engine.pki.root.certificate,),
+    )
+    store = MemoryStore()
+    request = AuthRequest.new(ORIGIN)
+    data = key.authenticator().register(
+        request, user=StaticPin(PIN), user_name="dr.martin", display_name="Dr Martin"
+    )
+    assert isinstance(data, mie.fido.RegistrationData)
+    assert type(data).from_json(data.to_json()) == data
+    id_type, number = parse_id_nat(ID_NAT)
+    identity = Identity(ID_NAT, id_type, number, None, None, None, None, True)
+    registered = verify_registration(data, request, identity=identity, policy=policy, store=store)
+    assert registered.level_cap is AssuranceLevel.SUBSTANTIAL
+    authenticator = key.authenticator(credentials=[data.credential_id])
+    result = login(
+        authenticator,
+        AuthRequest.new(ORIGIN),
+        user=StaticPin(PIN),
+        verifier=None,
+        fido=FidoVerifier(policy, store),
+    )
+    assert result.level is AssuranceLevel.SUBSTANTIAL
+    assert result.identity is not None and result.identity.id_nat == ID_NAT
+    assert store.get_credential(RP_ID, data.credential_id).sign_count == 1
 
 
 # PIN (plan D13)

@@ -84,6 +84,7 @@ from mie.fido.errors import (
 )
 from mie.fido.evidence import WebAuthnAssertionEvidence
 from mie.fido.pin import check_fido_pin
+from mie.fido.registration import RegistrationData
 from mie.request import AuthRequest, UserVerification
 from mie.result import AuthenticatorInfo, Identification
 
@@ -106,21 +107,6 @@ _TOUCH_TIMEOUTS = frozenset({ERR.KEEPALIVE_CANCEL, ERR.USER_ACTION_TIMEOUT, ERR.
 # What python-fido2 raises when a key's answer does not parse (non-canonical CBOR, a missing
 # member, a wrong type) or its CTAPHID framing breaks.
 _BAD_ANSWERS = (ValueError, KeyError, TypeError, ConnectionFailure)
-
-
-@dataclass(frozen=True)
-class RegistrationData:
-    """Stand-in for :class:`mie.fido.registration.RegistrationData` until it lands (same
-    fields)."""
-
-    nonce: bytes
-    origin: str
-    rp_id: str
-    credential_id: bytes
-    user_handle: bytes
-    client_data_json: bytes
-    attestation_object: bytes
-    transports: tuple[str, ...] = ()
 
 
 def credential_ref(credential_id: bytes) -> str:
