@@ -718,5 +718,7 @@ def test_import_mie_fido_loads_none_of_its_modules() -> None:
     assert run.stdout.strip() == "['mie.fido']"
     assert "Fido2Authenticator" in dir(mie.fido)
     assert mie.fido.Fido2Authenticator is Fido2Authenticator
+    for name in mie.fido.__all__:
+        assert getattr(mie.fido, name).__name__ == name
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         _ = mie.fido.Nothing

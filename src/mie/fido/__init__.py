@@ -14,7 +14,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# Public name -> the module that defines it.
+    from mie.fido.allowlist import AaguidAllowlist
+    from mie.fido.assertion import FidoVerifier
+    from mie.fido.authenticator import Fido2Authenticator
+    from mie.fido.evidence import WebAuthnAssertionEvidence
+    from mie.fido.mds import MetadataIndex
+    from mie.fido.policy import FidoPolicy
+    from mie.fido.registration import RegisteredCredential, RegistrationData, verify_registration
+
+# Public name -> the module that defines it (the TYPE_CHECKING imports above list the same).
 _EXPORTS = {
     "AaguidAllowlist": "mie.fido.allowlist",
     "Fido2Authenticator": "mie.fido.authenticator",
