@@ -643,3 +643,11 @@ def test_live_blob_verifies_against_the_bundled_root(tmp_path: Path) -> None:
     )
     assert index.no > 0 and len(index) > 100
     assert index.next_update >= TODAY
+
+
+def test_a_model_is_read_once(test_mds: TestMds, pki: TestAttestationPki) -> None:
+    # The verifier checks the model at every assertion: its roots are parsed once.
+    index = _one(test_mds, pki)
+    first = index.entry(EMULATOR_AAGUID)
+    assert first is not None and index.entry(EMULATOR_AAGUID) is first
+    assert index.check(EMULATOR_AAGUID, policy=_policy(), at=NOW) == first

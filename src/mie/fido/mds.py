@@ -43,7 +43,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
@@ -161,6 +161,8 @@ class MetadataIndex:
     _entries: Mapping[bytes, Mapping[str, Any]]
     _key_ids: Mapping[bytes, object]
     _at: dt.datetime
+    # Views built on first use (a model's roots are parsed once, not at every assertion).
+    _views: dict[bytes, MetadataView] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(
@@ -264,8 +266,15 @@ class MetadataIndex:
         """
         if not isinstance(aaguid, bytes) or len(aaguid) != 16:
             raise ValueError("An AAGUID is 16 bytes")
+        cached = self._views.get(aaguid)
+        if cached is not None:
+            return cached
         raw = self._entries.get(aaguid)
-        return None if raw is None else _view(raw, _aaguid_text(aaguid), self._at.date())
+        if raw is None:
+            return None
+        view = _view(raw, _aaguid_text(aaguid), self._at.date())
+        self._views[aaguid] = view
+        return view
 
     def entry_by_key_identifier(self, key_id: bytes) -> MetadataView | None:
         """:param key_id: an ``attestationCertificateKeyIdentifiers`` value (SHA-1 of a key).
