@@ -16,7 +16,7 @@ from mie.emulation.fido_applet import ATR as FIDO_ATR
 from mie.emulation.fido_applet import EmulatedFidoApplet
 from mie.emulation.fido_pki import TestAttestationPki
 from mie.emulation.registry import CardOptions, build_card
-from mie.errors import UnsupportedCardError
+from mie.errors import CardRemovedError, UnsupportedCardError
 from mie.fido.authenticator import Fido2Authenticator, credential_ref
 from mie.registry import (
     DESFIRE_GET_VERSION,
@@ -230,3 +230,39 @@ def test_a_contact_card_is_never_sent_the_fido_select() -> None:
     with pytest.raises(UnsupportedCardError):
         authenticator_for(connection)
     assert connection.sent == []
+
+
+class _PullOnGetAssertion(EmulatedConnection):
+    """The key leaves the field as the host sends the ``nth`` getAssertion (NFCCTAP_MSG whose
+    CTAP command is 0x02): the applet's own pull fault, armed at that moment."""
+
+    def __init__(self, applet: EmulatedFidoApplet, nth: int) -> None:
+        super().__init__(applet)
+        self.applet = applet
+        self.nth = nth
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        if apdu[:2] == bytes.fromhex("8010") and len(apdu) > 5 and apdu[5] == 0x02:
+            self.nth -= 1
+            if self.nth == 0:
+                self.applet.fail_after = self.applet.answered
+        return super().send_and_receive(apdu)
+
+
+def test_a_fido_key_pulled_mid_get_assertion_over_nfc_is_card_removed(
+    fido_pki: TestAttestationPki,
+) -> None:
+    engine = EmulatedAuthenticator("1234", pki=fido_pki)
+    key = authenticator_for(EmulatedConnection(EmulatedFidoApplet(engine)))
+    assert isinstance(key, Fido2Authenticator)
+    data = key.register(
+        AuthRequest.new(ORIGIN), user=StaticPin("1234"), user_name="a", display_name="A"
+    )
+    # With an allowList python-fido2 sends an up=false pre-flight getAssertion, then the real one.
+    connection = _PullOnGetAssertion(EmulatedFidoApplet(engine), nth=2)
+    options = AuthenticatorOptions(fido_credentials=(data.credential_id,))
+    pulled = authenticator_for(connection, options)
+    with pytest.raises(CardRemovedError):
+        pulled.authenticate(AuthRequest.new(ORIGIN), user=StaticPin("1234"))
+    assert connection.nth == 0
+    assert engine.credentials[0].sign_count == 0
