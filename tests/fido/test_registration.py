@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.hid import CtapHidDevice
 from fido2.webauthn import (
     AttestationConveyancePreference,
     AuthenticatorSelectionCriteria,
@@ -31,6 +32,7 @@ from fido2.webauthn import (
 from mie.core import cbor
 from mie.core.errors import ErrorCode, EvidenceFormatError, MieError
 from mie.emulation.ctap2 import EmulatedAuthenticator
+from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection, hid_descriptor
 from mie.emulation.fido_mds import TestMds
 from mie.emulation.fido_pki import EMULATOR_AAGUID, OTHER_AAGUID, Fault, TestAttestationPki
 from mie.fido.allowlist import AaguidAllowlist, AllowedKey
@@ -83,7 +85,7 @@ class _Pin(UserInteraction):
 
 
 def register(
-    device: EmulatedAuthenticator,
+    device: Any,
     *,
     nonce: bytes = NONCE,
     origin: str = ORIGIN,
@@ -178,6 +180,19 @@ def test_attested_key_registered(pki: TestAttestationPki, store: Store) -> None:
     assert registered.level_cap is AssuranceLevel.SUBSTANTIAL
     assert registered.stored
     assert NOT_STORED not in registered.reasons
+
+
+def test_registered_through_in_memory_hid(pki: TestAttestationPki, store: Store) -> None:
+    # python-fido2's real CTAPHID client (INIT, continuations, keepalives) over the emulator's
+    # device side: the bytes reach the verifier as a USB key would send them.
+    framing = CtapHidFraming(EmulatedAuthenticator(PIN, pki=pki))
+    try:
+        device = CtapHidDevice(hid_descriptor(), InMemoryHidConnection(framing))
+        registered = verify(register(device), policy(pki), store)
+    finally:
+        framing.close()
+    assert registered.level_cap is AssuranceLevel.SUBSTANTIAL
+    assert store.credentials_of(ID_NAT) == (registered.record,)
 
 
 def test_dry_run_stores_nothing(pki: TestAttestationPki) -> None:
