@@ -468,7 +468,8 @@ def _list_pcsc() -> list[KeyListing]:
     listings = []
     for reader in readers:
         try:
-            with PcscConnection(reader) as connection:
+            # No reset on close: a reset would end another process's session with the card.
+            with PcscConnection(reader, reset_on_close=False) as connection:
                 _, sw = connection.send_and_receive(SELECT_FIDO)
         except TransportError as e:
             log.debug("Reader %r: %s", reader, e)
