@@ -1,10 +1,14 @@
 """Fuzz target of the FIDO2 assertion verifier (mie.fido.evidence, mie.fido.assertion), see
 :mod:`tests.fuzz.targets`.
 
-One target, ``webauthn-evidence``: the input is JSON, read as ``webauthn-assertion`` evidence
-(:meth:`mie.evidence.Evidence.from_json`) or, when it has a ``rawId``, as the W3C
-``AuthenticationResponseJSON`` (:meth:`~mie.fido.evidence.WebAuthnAssertionEvidence.from_webauthn`
-for the fixed request), then verified by :class:`~mie.fido.assertion.FidoVerifier` under two
+One target, ``webauthn-evidence``, two modes chosen by the first byte of the input: even, the
+rest is JSON, read as ``webauthn-assertion`` evidence (:meth:`mie.evidence.Evidence.from_json`)
+or, when it has a ``rawId``, as the W3C ``AuthenticationResponseJSON``
+(:meth:`~mie.fido.evidence.WebAuthnAssertionEvidence.from_webauthn` for the fixed request); odd,
+the rest is length-prefixed records (credential id, authenticator data, client data JSON,
+signature, user handle) made into evidence for the fixed request, so mutations reach the
+authenticator data and client data parsers and the signature directly. The evidence is verified
+by :class:`~mie.fido.assertion.FidoVerifier` under two
 policies (the default attested-only one, and a relaxed one: no UV required, counterless keys and
 syncable credentials allowed), each on a fresh :class:`~mie.store.memory.MemoryStore` holding
 three registered credentials (ES256, EdDSA, ES256 backup-eligible).
@@ -45,7 +49,7 @@ from mie.store.errors import CloneSuspectedError
 from mie.store.memory import MemoryStore
 from mie.verification import Expected
 from tests.fuzz.context import Context
-from tests.fuzz.harness import OracleViolation, Run, Target
+from tests.fuzz.harness import OracleViolation, Reader, Run, Target, records
 
 RP_ID = "iam.chu-exemple.fr"
 ORIGIN = "https://iam.chu-exemple.fr"
@@ -54,6 +58,7 @@ ID_NAT = "810100099877"
 _RP_ID_HASH = hashlib.sha256(RP_ID.encode()).digest()
 _UP, _UV, _BE = 0x01, 0x04, 0x08
 _MAX_JSON = 64 * 1024
+_JSON, _FIELDS = b"\x00", b"\x01"
 _ALLOWLIST = AaguidAllowlist((AllowedKey(EMULATOR_AAGUID, "mie TEST", test=True),))
 _STRICT = FidoPolicy(RP_ID, allowlist=_ALLOWLIST)
 _RELAXED = FidoPolicy(
@@ -134,10 +139,31 @@ def _seeds(context: Context) -> list[bytes]:
         _evidence(0, _UP | _UV, 0),
         _evidence(1, _UV, 3),
     ]
-    seeds = [json.dumps(e.to_json()).encode() for e in made]
+    seeds = [_JSON + json.dumps(e.to_json()).encode() for e in made]
     assert isinstance(made[1], WebAuthnAssertionEvidence)
-    seeds.append(json.dumps(made[1].to_webauthn()).encode())
+    seeds.append(_JSON + json.dumps(made[1].to_webauthn()).encode())
+    for e in made:
+        assert isinstance(e, WebAuthnAssertionEvidence)
+        fields = [e.credential_id, e.authenticator_data, e.client_data_json, e.signature]
+        seeds.append(_FIELDS + records([*fields, e.user_handle or b""]))
     return seeds
+
+
+def _read(data: bytes) -> Evidence | None:
+    """:return: the evidence the input describes (``None``: fields out of their bounds)."""
+    if data[:1] and data[0] & 1:
+        fields = [*Reader(data[1:]).records(), b"", b"", b"", b"", b""][:5]
+        try:
+            credential_id, auth, client, signature, handle = fields
+            return WebAuthnAssertionEvidence(
+                NONCE, ORIGIN, RP_ID, credential_id, auth, client, signature, handle or None
+            )
+        except ValueError:
+            return None  # the constructor's bounds: what the JSON reader refuses
+    obj = strictjson.loads(data[1:], "fuzz evidence", max_bytes=_MAX_JSON)
+    if isinstance(obj, dict) and "rawId" in obj:
+        return WebAuthnAssertionEvidence.from_webauthn(obj, nonce=NONCE, origin=ORIGIN, rp_id=RP_ID)
+    return Evidence.from_json(obj)
 
 
 def _store() -> MemoryStore:
@@ -152,13 +178,9 @@ def _prepare(context: Context) -> Run:
     keys = {record.credential_id: (record, key) for record, key in _credentials()}
 
     def run(data: bytes) -> None:
-        obj = strictjson.loads(data, "fuzz evidence", max_bytes=_MAX_JSON)
-        if isinstance(obj, dict) and "rawId" in obj:
-            evidence: Evidence = WebAuthnAssertionEvidence.from_webauthn(
-                obj, nonce=NONCE, origin=ORIGIN, rp_id=RP_ID
-            )
-        else:
-            evidence = Evidence.from_json(obj)
+        evidence = _read(data)
+        if evidence is None:
+            return
         # Read back exactly: what is verified is what the JSON says.
         if Evidence.from_json(json.loads(json.dumps(evidence.to_json()))) != evidence:
             raise OracleViolation("webauthn: the evidence does not read back from its JSON")
