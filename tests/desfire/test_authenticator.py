@@ -49,7 +49,7 @@ from mie.emulation.desfire_state import KeyType
 from mie.evidence import Evidence
 from mie.keys import KeyProvider
 from mie.policy import AssuranceLevel
-from mie.registry import AuthenticatorOptions, authenticator_for
+from mie.registry import FIDO_SELECT, AuthenticatorOptions, authenticator_for
 from mie.request import AuthRequest, StaticPin, UserVerification
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.store.errors import SecondFactorLockedError, WrongSecondFactorError
@@ -659,7 +659,8 @@ def test_the_probe_leaves_other_cards_alone() -> None:
     other = _Other(connect(badge()))
     with pytest.raises(UnsupportedCardError):
         authenticator_for(other)
-    assert other.sent == [bytes.fromhex("9060000000")]
+    # GetVersion, then the next contactless probe's (fido) SELECT of the FIDO applet.
+    assert other.sent == [bytes.fromhex("9060000000"), FIDO_SELECT]
     contact = Counting(EmulatedConnection(badge(), Transport.CONTACT))
     with pytest.raises(UnsupportedCardError):
         authenticator_for(contact)
