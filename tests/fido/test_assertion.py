@@ -25,6 +25,7 @@ from mie.emulation.fido_pki import EMULATOR_AAGUID
 from mie.evidence import X509SignatureEvidence
 from mie.fido.allowlist import AaguidAllowlist, AllowedKey
 from mie.fido.assertion import FidoVerifier
+from mie.fido.authenticator import credential_ref
 from mie.fido.errors import (
     AttestationRefusedError,
     AuthDataFormatError,
@@ -127,6 +128,8 @@ def test_an_attested_uv_assertion_is_substantial(store: MemoryStore, key: Key) -
     assert (result.identity.id_nat, result.identity.id_type) == (ID_NAT, "RPPS")
     assert result.identity.test_card is True and result.identity.given_name is None
     assert result.authenticator is not None and result.authenticator.kind == "fido2"
+    # The serial names the credential as the client side does.
+    assert result.authenticator.serial == credential_ref(key.record.credential_id)
     assert result.evidence == evidence and result.revocation is None
     stored = _stored(store, key)
     assert stored.sign_count == 1 and stored.last_used_at is not None

@@ -24,7 +24,6 @@ never anything the key says. This module imports no python-fido2 (plan D2).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import functools
 import hashlib
@@ -370,8 +369,9 @@ def _identity(record: CredentialRecord) -> Identity:
 
 
 def _credential_ref(credential_id: bytes) -> str:
-    """:return: the credential id as WebAuthn names it (unpadded base64url)."""
-    return base64.urlsafe_b64encode(credential_id).rstrip(b"=").decode("ascii")
+    """:return: the credential's short name in results, the first 16 bytes of its SHA-256 in
+    hex: :func:`mie.fido.authenticator.credential_ref`'s rule (that module loads python-fido2)."""
+    return hashlib.sha256(credential_id).digest()[:16].hex()
 
 
 def _aaguid_text(aaguid: bytes) -> str:
