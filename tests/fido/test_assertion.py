@@ -265,20 +265,20 @@ def test_attested_credential_data_in_an_assertion(store: MemoryStore, key: Key) 
     assert "attested credential data" in str(error)
 
 
-def test_a_key_answering_for_another_relying_party(store: MemoryStore, key: Key) -> None:
+def test_rp_id_hash(store: MemoryStore, key: Key) -> None:
     key.device.faults.other_rp = True
     evidence, expected = key.assertion()
     error = _refused(store, key, evidence, expected, RpIdMismatchError, ErrorCode.RP_ID_MISMATCH)
     assert "rpIdHash" in str(error)
 
 
-def test_user_not_present(store: MemoryStore, key: Key) -> None:
+def test_up_clear(store: MemoryStore, key: Key) -> None:
     key.device.faults.flags_mask = UP_BIT
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, UserNotPresentError, ErrorCode.USER_NOT_PRESENT)
 
 
-def test_uv_less_is_refused_under_require_uv(store: MemoryStore, key: Key) -> None:
+def test_uv_clear_for_substantial(store: MemoryStore, key: Key) -> None:
     key.device.faults.flags_mask = UV_BIT
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, UserNotVerifiedError, ErrorCode.USER_NOT_VERIFIED)
@@ -567,7 +567,7 @@ def test_metadata_in_the_policy_needs_the_index(store: MemoryStore, tmp_path: An
 # --- 7. The signature counter (plan D9) -------------------------------------------------------
 
 
-def test_a_counter_going_back_suspends_the_credential(store: MemoryStore, key: Key) -> None:
+def test_counter_back_suspends(store: MemoryStore, key: Key) -> None:
     for _ in range(3):
         evidence, expected = key.assertion()
         _verify(store, evidence, expected)
