@@ -255,3 +255,17 @@ def test_a_host_serves_again_after_its_client_leaves_mid_command(
         again = open_ctap_device(f"socket:{socket_path}")
         assert Ctap2(again).get_info().aaguid
         again.close()
+
+
+def test_open_ctap_device_emulator_with_a_state_file_keeps_its_credentials(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "key.json"
+    ctap = Ctap2(open_ctap_device(f"emulator:{state}"))
+    made = ctap.make_credential(CDH, RP, USER, ES256, options={"rk": True})
+    data = made.auth_data.credential_data
+    assert data is not None and state.exists()
+    again = Ctap2(open_ctap_device(f"emulator:{state}"))
+    got = again.get_assertion("example.com", CDH)  # discoverable: no allow list
+    got.verify(CDH, data.public_key)
+    assert got.credential is not None and got.credential["id"] == data.credential_id
