@@ -836,8 +836,8 @@ def test_demo_runs_the_desfire_badge_enrolled_then_authenticated(
 
 def test_demo_json_entries_share_one_key_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["demo", "--json"]) == 0
-    generic, cps3, badge = json.loads(capsys.readouterr().out)["results"]
-    assert list(generic) == list(cps3) == list(badge)
+    generic, cps3, badge, key = json.loads(capsys.readouterr().out)["results"]
+    assert list(generic) == list(cps3) == list(badge) == list(key)
     assert generic["auth"] is None
     assert cps3["public_file_bytes"] is None and cps3["holder_after_verify"] is None
     assert cps3["serial"] == cps3["auth"]["authenticator"]["serial"] is not None

@@ -20,6 +20,7 @@ from mie._cli.cards import info, readers
 from mie._cli.demo import demo
 from mie._cli.desfire import EnrolmentFailedError, desfire_group
 from mie._cli.emulate import emulate
+from mie._cli.fido import fido_group
 from mie._cli.output import emit_json
 from mie._cli.state import CliState, UsageError
 from mie._cli.trust import crl_group, trust_group, verify_cert
@@ -28,6 +29,7 @@ from mie._cli.verify_evidence import verify_evidence_command
 from mie.core.errors import (
     ApduError,
     BadResponseError,
+    CborFormatError,
     ErrorCode,
     EvidenceFormatError,
     InvalidPinError,
@@ -47,9 +49,31 @@ from mie.core.errors import (
 )
 from mie.core.log import TRAFFIC, TRAFFIC_WARNING
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
+from mie.fido.errors import (
+    AttestationInvalidError,
+    AttestationRefusedError,
+    AuthDataFormatError,
+    ClientDataFormatError,
+    CoseKeyFormatError,
+    CtapStatusError,
+    MetadataStaleError,
+    MetadataStatusError,
+    MetadataUntrustedError,
+    PinNotSetError,
+    RpIdMismatchError,
+    UnknownAaguidError,
+    UserNotPresentError,
+    UserNotVerifiedError,
+)
 from mie.keys.base import KeyFileError, KeyProviderError
 from mie.relay.errors import RelayRefusedError
-from mie.store.errors import StoreError
+from mie.store.errors import (
+    AlreadyRegisteredError,
+    CloneSuspectedError,
+    CounterUnsupportedError,
+    CredentialUnknownError,
+    StoreError,
+)
 from mie.trust.errors import VerificationError
 
 logger = logging.getLogger("mie")
@@ -71,29 +95,54 @@ _LEVELS = {
 # (UnsupportedCardError); and by name: record_untrusted, record_copied, relay_refused, a record
 # on the badge that does not parse (malformed). The key provider or the second-factor store
 # failing while the command runs (a token that fails or refuses its PIN, a database unreachable
-# or too slow) is an operational failure, as a reader's: exit 1 (code reader_error).
+# or too slow) is an operational failure, as a reader's: exit 1 (code reader_error). The FIDO2
+# outcomes of issue 10 (plan D7) are failed checks too: every class below from mie.fido.errors
+# and the store's four credential outcomes; a key's answer or an assertion that does not parse
+# (CBOR, authenticator data, client data, COSE key) is a failed check on well-formed input, as a
+# card's bad response is; pin_auth_blocked (PinBlockedError) and a touch that never came
+# (TouchTimeoutError, a TransportError) through their bases. A FIDO policy, allowlist or
+# metadata file that cannot be read (FidoPolicyError, MetadataFormatError) is exit 2.
 _FAILED = (
     AuthFailedError,
     EnrolmentFailedError,
+    AlreadyRegisteredError,
     ApduError,
+    AttestationInvalidError,
+    AttestationRefusedError,
+    AuthDataFormatError,
     BadResponseError,
+    CborFormatError,
+    ClientDataFormatError,
+    CloneSuspectedError,
+    CoseKeyFormatError,
+    CounterUnsupportedError,
+    CredentialUnknownError,
+    CtapStatusError,
     EvidenceFormatError,
     InvalidPinError,
     KeyProviderError,
     LastTryRefusedError,
+    MetadataStaleError,
+    MetadataStatusError,
+    MetadataUntrustedError,
     NonceMismatchError,
     OriginMismatchError,
     PinBlockedError,
+    PinNotSetError,
     RecordCopiedError,
     RecordFormatError,
     RecordUntrustedError,
     RelayRefusedError,
     ReplayMismatchError,
+    RpIdMismatchError,
     SecureMessagingError,
     SignatureInvalidError,
     StoreError,
     TransportError,
+    UnknownAaguidError,
     UnsupportedCardError,
+    UserNotPresentError,
+    UserNotVerifiedError,
 )
 # What the command line named cannot be used at all: exit 2 (README: unknown reader, no pcscd;
 # a PIN the card's format rule refuses; a key file that cannot be read or parsed), whatever the
@@ -143,6 +192,7 @@ for _command in (
     trust_group,
     crl_group,
     desfire_group,
+    fido_group,
     agent,
 ):
     cli.add_command(_command)

@@ -10,6 +10,11 @@ A DESFire badge (issue 9) authenticates with the badge configuration (``--badge-
 authentication with its diversified keys, bound to the nonce and origin, then the identity
 record and, when the configuration has a second-factor store, the PIN, checked by the verifier.
 A badge and no configuration is bad usage (exit 2).
+
+A FIDO2 key over NFC (issue 10: the registry's ``fido`` probe finds its applet) authenticates
+with ``--fido-policy F --store URL``: the key signs the nonce bound to the origin, and the
+assertion is verified against the credential registered in the store (``mie fido register``).
+A key and neither option is bad usage (exit 2); ``mie fido auth`` serves USB keys too.
 """
 
 from __future__ import annotations
@@ -190,6 +195,17 @@ def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> 
     "Seconds the revocation step may take in all (every CRL/OCSP download of this login)."
 )
 @badge_config_option
+@click.option(
+    "--fido-policy",
+    "fido_policy",
+    type=click.Path(dir_okay=False),
+    help="A FIDO2 key: the FIDO policy file (mie-fido-policy/1).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    help="A FIDO2 key: the credential store (sqlite:PATH, sqlite:///PATH, postgresql://...).",
+)
 @json_option("Print the AuthResult as JSON.")
 @click.pass_obj
 def auth(
@@ -201,31 +217,53 @@ def auth(
     origin: str,
     trust_options: TrustOptions,
     badge_config: str | None,
+    fido_policy: str | None,
+    store_url: str | None,
     as_json: bool,
 ) -> int:
     """Authenticate the card holder: PIN, signature of the nonce bound to the origin,
     certificate chain, revocation, identity and level. A DESFire badge: mutual authentication
     with the keys of the badge configuration, its signed identity record, the second-factor
-    PIN if the configuration has a store, and the level."""
+    PIN if the configuration has a store, and the level. A FIDO2 key (NFC): --fido-policy and
+    --store."""
+    from mie._cli.fido import FIDO_NOT_A_RESULT, fido_verifier_for, load_metadata, load_policy
+
     # The CRL cache downloads a missing or stale CRL, except in a replay (read-only).
     verifier = trust_options.verifier(state.crl_cache(crl_directory()))
     request = _request(state, nonce_hex, parse_origin(origin), allow_last_try)
+    if (fido_policy is None) != (store_url is None):
+        raise UsageError("--fido-policy and --store go together (a FIDO2 key)")
+    if fido_policy is not None and state.replay is not None:
+        raise UsageError("A FIDO2 key session is not replayed (its store would be written)")
+    policy = load_policy(fido_policy) if fido_policy is not None else None
     presented: AuthenticatorInfo | None = None
     authenticator: Authenticator | None = None
     try:
         # Opened before any card is touched: a configuration named but unusable is bad usage.
-        with open_badge_verifier(badge_config) as badges, state.open_reader(reader) as connection:
+        with (
+            open_badge_verifier(badge_config) as badges,
+            fido_verifier_for(policy, store_url, load_metadata(policy)) as fido,
+            state.open_reader(reader) as connection,
+        ):
             presented = AuthenticatorInfo("unknown", None, connection.atr, connection.transport)
             options = AuthenticatorOptions(
                 badge=badges.config if badges else None,
                 badge_keys=badges.keys if badges else None,
+                fido_rp_id=policy.rp_id if policy else None,
             )
             authenticator = authenticator_for(connection, options)
             state.kind = authenticator.info.kind
+            if state.kind == "fido2" and fido is None:
+                raise UsageError("A FIDO2 key needs --fido-policy and --store (or mie fido auth)")
             result = login(
-                authenticator, request, user=CliPin(pin_stdin), verifier=verifier, badges=badges
+                authenticator,
+                request,
+                user=CliPin(pin_stdin),
+                verifier=verifier,
+                badges=badges,
+                fido=fido,
             )
-    except NOT_A_RESULT:
+    except (*NOT_A_RESULT, *FIDO_NOT_A_RESULT):
         raise
     except MieError as e:
         # The serial is in the authenticator's info once read, even when the chain failed.

@@ -31,6 +31,8 @@ from mie.verification import login
 DEMO_CPX_PIN = "1234"
 DEMO_BADGE_UID = bytes.fromhex("04958caa5c5e80")
 DEMO_BADGE_ID_NAT = "810100099877"
+DEMO_FIDO_PIN = "1234"
+DEMO_FIDO_ID_NAT = "810100099877"
 ENTRY_KEYS = (
     "card",
     "serial",
@@ -113,6 +115,53 @@ def _desfire() -> AuthResult:
     return login(authenticator, AuthRequest.new(), user=None, verifier=None, badges=badges)
 
 
+def _fido2() -> AuthResult:
+    """An emulated CTAP 2.1 key (PIN set, packed attestation with the TEST batch key) behind
+    python-fido2's own CTAPHID code (in-memory HID): registered for the demonstration
+    professional under a policy that trusts the TEST attestation root for the emulator's AAGUID
+    only, in a one-process store, then an authentication verified at once. Self-contained, like
+    the badge: not recorded."""
+    from fido2.hid import CtapHidDevice
+
+    from mie.emulation.ctap2 import EmulatedAuthenticator
+    from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection, hid_descriptor
+    from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
+    from mie.fido.allowlist import AaguidAllowlist, AllowedKey
+    from mie.fido.assertion import FidoVerifier
+    from mie.fido.authenticator import Fido2Authenticator
+    from mie.fido.policy import FidoPolicy
+    from mie.fido.registration import verify_registration
+    from mie.request import DEFAULT_ORIGIN
+    from mie.store.memory import MemoryStore
+    from mie.trust.identity import Identity, parse_id_nat
+    from mie.verification import Expected
+
+    pki = TestAttestationPki.generate()
+    key = EmulatedAuthenticator(DEMO_FIDO_PIN, pki=pki)
+    device = CtapHidDevice(hid_descriptor("mie-demo"), InMemoryHidConnection(CtapHidFraming(key)))
+    model = AllowedKey(EMULATOR_AAGUID, "mie TEST emulated key", (pki.root.certificate,), test=True)
+    policy = FidoPolicy(rp_id="localhost", allowlist=AaguidAllowlist((model,), source="mie demo"))
+    store = MemoryStore()
+    id_type, number = parse_id_nat(DEMO_FIDO_ID_NAT)
+    identity = Identity(DEMO_FIDO_ID_NAT, id_type, number, None, None, None, None, False)
+    pin = StaticPin(DEMO_FIDO_PIN)
+    desk = Fido2Authenticator(device, rp_id=policy.rp_id)
+    enrolment = AuthRequest.new(DEFAULT_ORIGIN)
+    data = desk.register(enrolment, user=pin, user_name=number, display_name=number)
+    expected = Expected(enrolment.nonce, enrolment.origin)
+    registered = verify_registration(data, expected, identity=identity, policy=policy, store=store)
+    # The login: the key may use the credential the store holds for the professional.
+    login_key = Fido2Authenticator(
+        device, rp_id=policy.rp_id, credentials=[registered.record.credential_id]
+    )
+    request = AuthRequest.new(DEFAULT_ORIGIN)
+    with login_key.connection:
+        evidence = login_key.authenticate(request, user=StaticPin(DEMO_FIDO_PIN))
+    verifier = FidoVerifier(policy, store)
+    expected = Expected(request.nonce, request.origin)
+    return verifier.verify(evidence, expected, authenticator=login_key.info)
+
+
 def _cps3(state: CliState) -> AuthResult:
     pki = TestPki()
     card = build_ias_ecc_card(CPS3, parse_identity(None, "CPS"), pki, pin=DEMO_CPX_PIN)
@@ -129,18 +178,22 @@ def _cps3(state: CliState) -> AuthResult:
 @click.command()
 @json_option()
 @click.option(
-    "--only", type=click.Choice(["iso7816", "cps3", "desfire"]), help="Run one card only."
+    "--only",
+    type=click.Choice(["iso7816", "cps3", "desfire", "fido2"]),
+    help="Run one authenticator only.",
 )
 @click.pass_obj
 def demo(state: CliState, as_json: bool, only: str | None) -> int:
-    """Run the emulated cards end to end, in process: no hardware, no daemon."""
+    """Run the emulated cards, badge and FIDO2 key end to end, in process: no hardware, no
+    daemon."""
     state.kind = only or "demo"
     generic = _generic(state) if only in (None, "iso7816") else None
     cps3 = _cps3(state) if only in (None, "cps3") else None
     badge = _desfire() if only in (None, "desfire") and state.replay is None else None
+    key = _fido2() if only in (None, "fido2") and state.replay is None else None
     if as_json:
         results = [generic] if generic else []
-        for name, result in (("cps3", cps3), ("desfire", badge)):
+        for name, result in (("cps3", cps3), ("desfire", badge), ("fido2", key)):
             if result is not None:
                 serial = result.authenticator.serial if result.authenticator else None
                 results.append(_entry(name, serial, auth=result.to_json()))
@@ -152,6 +205,8 @@ def demo(state: CliState, as_json: bool, only: str | None) -> int:
         _print_cps3(cps3)
     if badge is not None:
         _print_desfire(badge)
+    if key is not None:
+        _print_fido2(key)
     return 0
 
 
@@ -186,4 +241,18 @@ def _print_desfire(badge: AuthResult) -> None:
     level = badge.level.value if badge.level else "not established"
     click.echo(f"  level: {level}")
     for reason in badge.reasons:
+        click.echo(f"    - {reason}")
+
+
+def _print_fido2(key: AuthResult) -> None:
+    level = key.level.value if key.level else "not established"
+    click.echo(
+        "FIDO2 key (emulated CTAP 2.1, in process): registered (packed attestation, TEST root), "
+        f"authenticated, level {level}"
+    )
+    serial = key.authenticator.serial if key.authenticator else None
+    click.echo(f"  credential {serial}: assertion over the nonce, bound to its origin, verified")
+    if key.identity is not None:
+        click.echo(f"  authenticated: {key.identity.id_type} {key.identity.id}")
+    for reason in key.reasons:
         click.echo(f"    - {reason}")

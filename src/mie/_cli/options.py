@@ -19,6 +19,7 @@ from mie.trust.login import REVOCATION_BUDGET_S, login_verifier
 
 if TYPE_CHECKING:
     from mie.desfire.config import BadgeConfig
+    from mie.store.base import Store
 
 
 class Seconds(click.ParamType):
@@ -220,3 +221,58 @@ def _load_badge_config(path: str | os.PathLike[str]) -> BadgeConfig:
             f"Cannot read badge configuration {str(path)!r} (not a regular file)"
         )
     return BadgeConfig.load(path)
+
+
+STORE_NONE = "none"
+"""``--store none``: no credential store (a registration dry run: nothing saved)."""
+MAX_STORE_URL = 4096
+
+
+def parse_store_url(url: str) -> tuple[str, str] | None:
+    """Read a ``--store`` URL: ``sqlite:PATH`` (relative to the working directory),
+    ``sqlite:///ABSOLUTE``, ``postgresql://…`` or ``postgres://…`` (a libpq URI), or ``none``.
+
+    :return: the backend (``sqlite`` or ``postgresql``) and its path or connection string, or
+        ``None`` for ``none``.
+    :raises UsageError: any other form.
+    """
+    if url == STORE_NONE:
+        return None
+    if not 0 < len(url) <= MAX_STORE_URL:
+        raise UsageError(f"--store: a store URL has 1 to {MAX_STORE_URL} characters")
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql", url
+    if url.startswith("sqlite://"):
+        rest = url.removeprefix("sqlite://")
+        if not rest.startswith("/"):
+            raise UsageError("--store: sqlite:// needs an absolute path (sqlite:///PATH)")
+        return "sqlite", rest
+    if url.startswith("sqlite:") and url.removeprefix("sqlite:"):
+        return "sqlite", url.removeprefix("sqlite:")
+    shown = url if len(url) <= 60 else url[:57] + "..."
+    raise UsageError(
+        f"--store {shown!r}: sqlite:PATH, sqlite:///PATH, postgresql://... or none expected"
+    )
+
+
+def open_store(url: str) -> Store | None:
+    """Open the store a ``--store`` URL names (:func:`parse_store_url`).
+
+    :return: the store (the caller closes it), or ``None`` for ``none``.
+    :raises UsageError: a malformed URL, or PostgreSQL without psycopg installed.
+    :raises StoreError: the store cannot be opened (a database unreachable, a file not a
+        store).
+    """
+    parsed = parse_store_url(url)
+    if parsed is None:
+        return None
+    backend, where = parsed
+    if backend == "sqlite":
+        from mie.store.sqlite import SqliteStore
+
+        return SqliteStore(where)
+    try:
+        from mie.store.postgres import PostgresStore
+    except ImportError as e:
+        raise UsageError(f"--store postgresql needs psycopg: pip install 'mie[store]' ({e})") from e
+    return PostgresStore(where)

@@ -13,6 +13,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mie._cli.output import JsonOutput
 from mie.core.connection import SmartCardConnection
@@ -28,6 +29,9 @@ from mie.core.random import RandomSource, RecordingRandom
 from mie.emulation.base import EmulatedCard, EmulatedConnection
 from mie.transport.replay import RecordingConnection, ReplayConnection
 from mie.trust.cache import CrlCache, ReadOnlyCrlCache
+
+if TYPE_CHECKING:
+    from fido2.ctap import CtapDevice
 
 NFC_PREFIX = "nfc:"
 """How ``--reader`` names an nfcpy front end instead of a PC/SC reader."""
@@ -212,3 +216,34 @@ class CliState:
             return self._replayed()
         self.source = "emulator"
         return self._wrap(EmulatedConnection(card))
+
+    def open_key(self, spec: str | None) -> CtapDevice:
+        """Open the FIDO2 key ``--key`` names (:func:`mie.transport.ctap.open_ctap_device`:
+        ``hid:PATH``, ``socket:PATH``, ``pcsc:READER``, ``emulator[:STATE]``), or the only one
+        :func:`~mie.transport.ctap.list_ctap_devices` finds.
+
+        :raises UsageError: a spec of no known form, several keys and no ``--key``, or a
+            command under ``mie replay`` (a FIDO2 key is not an APDU session).
+        :raises NoCardError: no key attached (exit 1, ``no_card``).
+        """
+        if self.replay is not None or self.record:
+            raise UsageError("A FIDO2 key session cannot be recorded or replayed")
+        try:
+            from mie.transport.ctap import KeySpecError, list_ctap_devices, open_ctap_device
+        except ImportError as e:
+            raise UsageError(f"FIDO2 keys need python-fido2: pip install 'mie[fido]' ({e})") from e
+        if spec is None:
+            found = list_ctap_devices()
+            if not found:
+                raise NoCardError("No FIDO2 key found: plug one in, or name it with --key")
+            if len(found) > 1:
+                names = ", ".join(repr(k.spec) for k in found)
+                raise UsageError(f"Several FIDO2 keys ({names}): name one with --key")
+            spec = found[0].spec
+        try:
+            device = open_ctap_device(spec)
+        except KeySpecError as e:
+            raise UsageError(str(e)) from e
+        if spec.startswith(("emulator", "socket:")):
+            self.source = "emulator"
+        return device

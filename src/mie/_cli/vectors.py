@@ -39,13 +39,19 @@ REPLAYABLE: dict[str, frozenset[str]] = {
             "--at",
             "--timeout",
             "--badge-config",
+            "--fido-policy",
+            "--store",
             "--json",
         }
     ),
     "demo": frozenset({"--json", "--only"}),
 }
 # Options that read files of the machine running the replay: a vector may not name them.
-LOCAL_FILE_OPTIONS = frozenset({"--trust", "--intermediate", "--crl", "--badge-config"})
+# A FIDO2 policy and credential store too (and mie auth refuses them in a replay: the store
+# would be written).
+LOCAL_FILE_OPTIONS = frozenset(
+    {"--trust", "--intermediate", "--crl", "--badge-config", "--fido-policy", "--store"}
+)
 
 
 def check_replayable(command: list[str], origin: str | None) -> None:

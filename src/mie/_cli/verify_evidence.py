@@ -8,12 +8,15 @@ for another nonce or another relying party is refused (``nonce_mismatch``,
 downloads a missing or stale CRL). Badge evidence (``desfire-session``) is checked with the
 badge configuration (``--badge-config``, as for ``mie auth``): the session replayed with its
 keys, the record's signature and binding, originality; ``--pin-stdin`` gives the second-factor
-PIN the verifier checks (without it: the badge alone, level ``low``).
+PIN the verifier checks (without it: the badge alone, level ``low``). A FIDO2 assertion
+(``webauthn-assertion``) is checked with the FIDO policy (``--fido-policy``) and the credential
+store that holds its registration (``--store``): binding, client and authenticator data, the
+stored key's signature, the counter (advanced: the assertion is then spent), the level.
 
 Exit codes (decision D3 of issue 8): 0 verified; 1 a check failed, the file is JSON but not
 evidence (``malformed``), or the badge configuration's key provider or store failed
-(``reader_error``); 2 bad usage, a file that is not JSON at all, or a badge configuration or
-key file that cannot be read or parsed.
+(``reader_error``); 2 bad usage, a file that is not JSON at all, or a badge configuration,
+key file or FIDO policy that cannot be read or parsed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from mie._cli.auth import (
     parse_origin,
     print_result,
 )
+from mie._cli.fido import FIDO_NOT_A_RESULT, fido_verifier_for, load_metadata, load_policy
 from mie._cli.options import TrustOptions, badge_config_option, with_trust_options
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import UsageError
@@ -38,6 +42,8 @@ from mie.evidence import load_evidence_file
 from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from mie.result import AuthenticatorInfo
 from mie.verification import BADGE_EVIDENCE, Expected, verify_evidence
+
+FIDO_EVIDENCE = "webauthn-assertion"
 
 
 @click.command("verify-evidence")
@@ -58,6 +64,17 @@ from mie.verification import BADGE_EVIDENCE, Expected, verify_evidence
     is_flag=True,
     help="Badge evidence: read the second-factor PIN from the first line of stdin.",
 )
+@click.option(
+    "--fido-policy",
+    "fido_policy",
+    type=click.Path(dir_okay=False),
+    help="FIDO2 evidence: the FIDO policy file (mie-fido-policy/1).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    help="FIDO2 evidence: the credential store (sqlite:PATH, sqlite:///PATH, postgresql://...).",
+)
 @json_option("Print the AuthResult as JSON.")
 def verify_evidence_command(
     file: str,
@@ -66,23 +83,36 @@ def verify_evidence_command(
     trust_options: TrustOptions,
     badge_config: str | None,
     pin_stdin: bool,
+    fido_policy: str | None,
+    store_url: str | None,
     as_json: bool,
 ) -> int:
     """Verify FILE, saved `mie auth --json` output or an evidence object, for the nonce and
     origin given: signature, binding to nonce and origin, certificate chain, revocation,
     identity and level. Badge evidence: the session replayed with the keys of the badge
-    configuration, the record, originality; --pin-stdin for the second factor."""
+    configuration, the record, originality; --pin-stdin for the second factor. FIDO2
+    evidence: --fido-policy and --store (the stored credential, its counter, the level)."""
     expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
+    if (fido_policy is None) != (store_url is None):
+        raise UsageError("--fido-policy and --store go together (FIDO2 evidence)")
+    policy = load_policy(fido_policy) if fido_policy is not None else None
     verifier = trust_options.verifier()
     authenticator: AuthenticatorInfo | None = None
     try:
-        # As in mie auth: a badge configuration or key file that cannot be read is exit 2; its
-        # key provider or store failing (opened here, or used by the check) is exit 1.
-        with open_badge_verifier(badge_config) as badges:
+        # As in mie auth: a badge configuration, key file or FIDO policy that cannot be read is
+        # exit 2; its key provider or store failing (opened here, or used by the check) is 1.
+        with (
+            open_badge_verifier(badge_config) as badges,
+            fido_verifier_for(policy, store_url, load_metadata(policy)) as fido,
+        ):
             evidence, authenticator = load_evidence_file(file)
             if evidence.type == BADGE_EVIDENCE and badges is None:
                 raise UsageError(
                     "Badge evidence (desfire-session) needs a badge configuration (--badge-config)"
+                )
+            if evidence.type == FIDO_EVIDENCE and fido is None:
+                raise UsageError(
+                    "FIDO2 evidence (webauthn-assertion) needs --fido-policy and --store"
                 )
             result = verify_evidence(
                 evidence,
@@ -91,8 +121,9 @@ def verify_evidence_command(
                 authenticator=authenticator,
                 badges=badges,
                 user=CliPin(from_stdin=True) if pin_stdin else None,
+                fido=fido,
             )
-    except NOT_A_RESULT:
+    except (*NOT_A_RESULT, *FIDO_NOT_A_RESULT):
         raise  # not JSON at all, bad usage, unreadable configuration: exit 2
     except MieError as e:
         failure = failure_result(e, authenticator)

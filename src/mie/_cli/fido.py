@@ -1,0 +1,863 @@
+"""``mie fido``: FIDO2 security keys (issue 10): list, register, authenticate, verify, and the
+FIDO metadata (MDS3) blob.
+
+A key is named by ``--key``: ``hid:PATH`` (a USB key), ``socket:PATH`` (``mie emulate fido2
+--hid-socket PATH``), ``pcsc:READER`` (the FIDO applet of a contactless card) or
+``emulator[:STATE]`` (an emulated key in this process); without ``--key``, the only key
+:func:`mie.transport.ctap.list_ctap_devices` finds (several: exit 2 naming them; none: exit 1
+``no_card``).
+
+``mie fido register`` is an enrolment desk: both sides in one process. The key creates a
+credential for the ``--nonce`` and ``--origin`` (direct attestation), the registration is checked
+with the FIDO policy (``--policy``: attestation, AAGUID allowlist or metadata, user verification,
+algorithms) and stored in the credential store (``--store URL``) bound to the professional's
+national identifier (``--identity``); ``--store none`` is a dry run (checked, not stored).
+``mie fido auth`` has the key sign an assertion and verifies it at once as an IAM would
+(:class:`mie.fido.assertion.FidoVerifier`: binding, signature, counter, level); ``mie fido
+verify`` verifies a saved one (``mie fido auth --json`` output, bare evidence, or with
+``--webauthn`` a browser's W3C JSON).
+
+Exit codes (DESIGN.md): 0 valid; 1 a check failed or the key failed (the contract code in the
+error, e.g. ``attestation_refused``, ``aaguid_unknown``, ``suspected_clone``, ``invalid_pin``,
+``card_removed``); 2 bad usage or a file that cannot be read (a policy, allowlist or metadata
+blob that is not of its format, a saved result that is not JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mie._cli.auth import (
+    AuthFailedError,
+    CliPin,
+    failure_result,
+    parse_nonce,
+    parse_origin,
+    print_result,
+)
+from mie._cli.options import STORE_NONE, Seconds, open_store
+from mie._cli.output import emit_json, json_option, warn
+from mie._cli.state import CliState, UsageError
+from mie.core.errors import (
+    EvidenceFormatError,
+    JsonFormatError,
+    MieError,
+    PinFormatError,
+)
+from mie.fido.errors import CredentialUnknownError, FidoPolicyError, MetadataFormatError
+from mie.request import DEFAULT_NONCE_BYTES, MAX_NONCE_BYTES, MIN_NONCE_BYTES, AuthRequest
+from mie.result import AuthenticatorInfo, AuthResult, ErrorInfo
+
+if TYPE_CHECKING:
+    from mie.fido.assertion import FidoVerifier
+    from mie.fido.mds import MetadataIndex
+    from mie.fido.policy import FidoPolicy
+    from mie.fido.registration import RegisteredCredential, RegistrationData
+    from mie.store.base import Store
+    from mie.trust.identity import Identity
+
+DEFAULT_TOUCH_TIMEOUT = 30.0
+MAX_TOUCH_TIMEOUT = 600.0
+MAX_CREDENTIALS = 64
+MAX_USER_NAME = 64
+MAX_SAVED_BYTES = 64 * 1024
+"""The largest saved result or W3C JSON file ``mie fido verify`` reads."""
+MAX_MDS_BYTES = 64 * 1024 * 1024
+"""The largest FIDO metadata blob downloaded or read."""
+MDS_URL = "https://mds3.fidoalliance.org/"
+MDS_TIMEOUT = 60.0
+
+FIDO_NOT_A_RESULT = (FidoPolicyError, MetadataFormatError)
+"""A FIDO policy, allowlist or metadata file that cannot be read: exit 2, not an AuthResult."""
+# Bad usage or an unreadable file, found before the key is touched or after: the CLI's usage
+# exit (2), not an AuthResult.
+_NOT_A_RESULT = (UsageError, PinFormatError, JsonFormatError, *FIDO_NOT_A_RESULT)
+
+
+key_option = click.option(
+    "--key",
+    "key_spec",
+    help="The key: hid:PATH, socket:PATH, pcsc:READER or emulator[:STATE] "
+    "(default: the only key found).",
+)
+policy_option = click.option(
+    "--policy",
+    "policy_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The FIDO policy file (mie-fido-policy/1).",
+)
+store_option = click.option(
+    "--store",
+    "store_url",
+    required=True,
+    help="The credential store: sqlite:PATH, sqlite:///PATH or postgresql://...",
+)
+origin_option = click.option(
+    "--origin",
+    help="The relying party's origin, https://host[:port] (default: https:// + the rp id).",
+)
+rp_id_option = click.option("--rp-id", help="The relying party id (default: the policy's rp_id).")
+nonce_option = click.option(
+    "--nonce",
+    "nonce_hex",
+    help=f"The relying party's nonce, hex, {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes "
+    f"(default: {DEFAULT_NONCE_BYTES} random bytes).",
+)
+pin_options = (
+    click.option(
+        "--pin-stdin", is_flag=True, help="Read the key's PIN from the first line of stdin."
+    ),
+    click.option("--allow-last-try", is_flag=True, help="Present the PIN even with one try left."),
+)
+root_option = click.option(
+    "--root",
+    type=click.Path(dir_okay=False),
+    help="The MDS root certificate, PEM or DER (default: the bundled FIDO Alliance root).",
+)
+timeout_option = click.option(
+    "--timeout",
+    type=Seconds(maximum=MAX_TOUCH_TIMEOUT),
+    default=DEFAULT_TOUCH_TIMEOUT,
+    show_default=True,
+    help="Seconds the key may take, the touch included.",
+)
+
+
+def _with(*options: Any) -> Any:
+    def decorate(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+@click.group("fido")
+def fido_group() -> None:
+    """FIDO2 security keys: list, register, authenticate, verify; FIDO metadata."""
+
+
+# Shared steps
+
+
+def load_policy(path: str) -> FidoPolicy:
+    """:return: the FIDO policy in ``path``.
+
+    :raises FidoPolicyError: missing, unreadable or not of the format (exit 2).
+    """
+    from mie.fido.policy import FidoPolicy
+
+    return FidoPolicy.load(path)
+
+
+def load_metadata(policy: FidoPolicy | None) -> MetadataIndex | None:
+    """:return: the FIDO metadata index the policy names (its blob verified against its root,
+    or the bundled MDS root), or ``None`` when the policy uses none.
+
+    :raises MetadataFormatError: the blob cannot be read or parsed (exit 2).
+    :raises FidoPolicyError: the root file holds no single certificate (exit 2).
+    :raises MetadataUntrustedError: its signature or chain does not verify (exit 1).
+    :raises MetadataStaleError: it is past its next update under ``stale: "refuse"`` (exit 1).
+    """
+    if policy is None or policy.metadata is None:
+        return None
+    from mie.fido.mds import MetadataIndex
+
+    return MetadataIndex.from_policy(policy.metadata, at=dt.datetime.now(dt.UTC))
+
+
+@contextlib.contextmanager
+def opened_store(url: str, *, allow_none: bool = False) -> Iterator[Store | None]:
+    """The credential store ``--store`` names, closed at the end of the block.
+
+    :param allow_none: ``none`` is accepted (a dry run).
+    :raises UsageError: a malformed URL, or ``none`` where a store is needed.
+    :raises StoreError: the store cannot be opened (exit 1).
+    """
+    if url == STORE_NONE and not allow_none:
+        raise UsageError("--store none: this command needs a credential store")
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _origin(origin: str | None, rp_id: str) -> str:
+    return parse_origin(origin if origin is not None else f"https://{rp_id}")
+
+
+def _request(
+    state: CliState, nonce_hex: str | None, origin: str, *, uv: bool, allow_last_try: bool
+) -> AuthRequest:
+    if nonce_hex is None:
+        return AuthRequest.new(
+            origin, rng=state.rng, user_verification=uv, allow_last_try=allow_last_try
+        )
+    return AuthRequest(
+        parse_nonce(nonce_hex), origin, user_verification=uv, allow_last_try=allow_last_try
+    )
+
+
+def parse_credential(value: str) -> bytes:
+    """:return: a ``--credential`` id, given as unpadded base64url.
+
+    :raises UsageError: not base64url, or not 1 to 1023 bytes.
+    """
+    if not value or "=" in value or not value.isascii():
+        raise UsageError(f"--credential {value[:40]!r}: unpadded base64url expected")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError as e:
+        raise UsageError(f"--credential {value[:40]!r}: not base64url") from e
+    if _b64url(raw) != value or not 1 <= len(raw) <= 1023:
+        raise UsageError(f"--credential {value[:40]!r}: not a credential id (1 to 1023 bytes)")
+    return raw
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _failed(error: MieError, info: AuthenticatorInfo | None, as_json: bool) -> AuthFailedError:
+    """Print the failed ``AuthResult`` (under ``--json``); :return: the exit-1 error."""
+    failure = failure_result(error, info)
+    if as_json:
+        emit_json(failure.to_json())
+    assert failure.error is not None  # noqa: S101 - a failure result has its error
+    return AuthFailedError(failure.error.to_json())
+
+
+# mie fido list
+
+
+@fido_group.command("list")
+@json_option("Print the keys as JSON.")
+def list_command(as_json: bool) -> int:
+    """List the FIDO2 keys attached (USB keys, cards with a FIDO applet in PC/SC readers)."""
+    from mie.transport.ctap import list_ctap_devices
+
+    found = list_ctap_devices()
+    if as_json:
+        emit_json({"keys": [k.to_json() for k in found]})
+        return 0
+    if not found:
+        click.echo("No FIDO2 key found.")
+    for key in found:
+        click.echo(f"{key.spec}  ({key.transport}: {key.name})")
+    return 0
+
+
+# mie fido register
+
+
+@fido_group.command("register")
+@click.option("--identity", required=True, help="The professional: rpps=11 DIGITS or psi=UUID.")
+@policy_option
+@click.option(
+    "--store",
+    "store_url",
+    required=True,
+    help="The credential store: sqlite:PATH, sqlite:///PATH, postgresql://... or none "
+    "(a dry run: checked, not stored).",
+)
+@key_option
+@origin_option
+@rp_id_option
+@nonce_option
+@click.option("--resident-key", is_flag=True, help="Make a discoverable credential.")
+@click.option(
+    "--user-name", help="The account name the key may show (default: the identity's number)."
+)
+@_with(*pin_options)
+@timeout_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Also write the registration (webauthn-registration JSON) to this file.",
+)
+@json_option("Print the registration outcome as JSON.")
+@click.pass_obj
+def register_command(
+    state: CliState,
+    identity: str,
+    policy_path: str,
+    store_url: str,
+    key_spec: str | None,
+    origin: str | None,
+    rp_id: str | None,
+    nonce_hex: str | None,
+    resident_key: bool,
+    user_name: str | None,
+    pin_stdin: bool,
+    allow_last_try: bool,
+    timeout: float,
+    out: str | None,
+    as_json: bool,
+) -> int:
+    """Register a FIDO2 key for a professional: the key makes a credential (attested), checked
+    with the policy (attestation, AAGUID, user verification) and stored with the identity."""
+    from mie._cli.desfire import parse_identity_option
+
+    id_nat = parse_identity_option(identity)
+    policy = load_policy(policy_path)
+    rp = rp_id if rp_id is not None else policy.rp_id
+    request = _request(
+        state, nonce_hex, _origin(origin, rp), uv=True, allow_last_try=allow_last_try
+    )
+    name = user_name if user_name is not None else identity.partition("=")[2]
+    if not 0 < len(name) <= MAX_USER_NAME:
+        raise UsageError(f"--user-name must have 1 to {MAX_USER_NAME} characters")
+    info: AuthenticatorInfo | None = None
+    data = None
+    try:
+        metadata = load_metadata(policy)
+        with opened_store(store_url, allow_none=True) as store:
+            from mie.fido.authenticator import Fido2Authenticator
+            from mie.fido.registration import verify_registration
+
+            device = state.open_key(key_spec)
+            authenticator = Fido2Authenticator(device, rp_id=rp, timeout=timeout)
+            info = authenticator.info
+            with authenticator.connection:
+                data = authenticator.register(
+                    request,
+                    user=CliPin(pin_stdin),
+                    user_name=name,
+                    display_name=name,
+                    resident_key=resident_key,
+                )
+            if out is not None:
+                _write(out, data.to_json())
+            registered = verify_registration(
+                data,
+                _expected(request),
+                identity=_identity(id_nat),
+                policy=policy,
+                store=store,
+                metadata=metadata,
+            )
+    except _NOT_A_RESULT:
+        raise
+    except MieError as e:
+        failure = failure_result(e, info)
+        assert failure.error is not None  # noqa: S101 - a failure result has its error
+        if as_json:
+            emit_json(
+                {
+                    "valid": False,
+                    "error": failure.error.to_json(),
+                    "credential": None,
+                    "registration": data.to_json() if data is not None else None,
+                }
+            )
+        raise AuthFailedError(failure.error.to_json()) from e
+    _print_registration(registered, data, resident_key, as_json)
+    return 0
+
+
+def _expected(request: AuthRequest) -> Any:
+    from mie.verification import Expected
+
+    return Expected(request.nonce, request.origin)
+
+
+def _identity(id_nat: str, *, test: bool = False) -> Identity:
+    from mie.trust.identity import Identity, parse_id_nat
+
+    id_type, number = parse_id_nat(id_nat)
+    return Identity(id_nat, id_type, number, None, None, None, None, test)
+
+
+def _write(path: str, obj: Any) -> None:
+    import json
+
+    from mie.trust.cache import atomic_write
+
+    try:
+        atomic_write(Path(path), (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+    except OSError as e:
+        raise UsageError(f"--out {path!r}: cannot write ({e.strerror or e})") from e
+
+
+def _print_registration(
+    registered: RegisteredCredential, data: RegistrationData, discoverable: bool, as_json: bool
+) -> None:
+    credential = credential_json(registered, discoverable=discoverable)
+    if as_json:
+        emit_json(
+            {
+                "valid": True,
+                "error": None,
+                "credential": credential,
+                "registration": data.to_json(),
+            }
+        )
+        return
+    verb = "Registered" if registered.stored else "Checked (dry run, not stored)"
+    click.echo(f"{verb}: credential {credential['credential_ref']} for {credential['rp_id']}")
+    identity = credential["identity"]
+    click.echo(f"  professional: {identity['id_type']} {identity['id']}")
+    attestation = credential["attestation"]
+    anchor = attestation["trust_anchor"] or "no trust anchor"
+    kind = (
+        attestation["format"]
+        if attestation["format"] == "none"
+        else (f"{attestation['format']}/{attestation['type']}")
+    )
+    click.echo(f"  attestation: {kind} ({anchor})")
+    click.echo(f"  model: {credential['aaguid']}, {credential['alg']}")
+    click.echo(f"  level cap: {credential['level_cap'] or 'none'}")
+    for reason in credential["reasons"]:
+        click.echo(f"    - {reason}")
+
+
+def credential_json(registered: RegisteredCredential, *, discoverable: bool) -> dict[str, Any]:
+    """:return: the ``credential`` object of ``mie fido register --json`` (plan §6.1)."""
+    from mie.fido.authenticator import credential_ref
+    from mie.fido.cose import ALGORITHM_NAMES
+
+    record = registered.record
+    report = registered.report
+    entry = report.entry
+    return {
+        "rp_id": record.rp_id,
+        "credential_id": _b64url(record.credential_id),
+        "credential_ref": credential_ref(record.credential_id),
+        "aaguid": str(uuid.UUID(bytes=record.aaguid)),
+        "alg": ALGORITHM_NAMES.get(record.alg, str(record.alg)),
+        "sign_count": record.sign_count,
+        "backup_eligible": record.backup_eligible,
+        "discoverable": discoverable,
+        "attestation": {
+            "format": report.format,
+            "type": report.type,
+            "chain": [_subject(der) for der in report.chain],
+            "trust_anchor": report.anchor,
+            "metadata": None
+            if entry is None
+            else {
+                "description": entry.description,
+                "status": _status(entry),
+                "certification": entry.certification,
+            },
+            "allowlisted": report.allowed is not None,
+        },
+        "identity": _identity(record.id_nat, test=record.test).to_json(),
+        "level_cap": registered.level_cap.value if registered.level_cap else None,
+        "reasons": list(registered.reasons),
+    }
+
+
+def _subject(der: bytes) -> str:
+    from mie.trust.parse import load_certificate_der
+
+    return load_certificate_der(der, "attestation chain").subject.rfc4514_string()
+
+
+def _status(entry: object) -> str | None:
+    """:return: the latest status the metadata reports for the model (a
+    :class:`~mie.fido.mds.MetadataView`), or ``None``."""
+    statuses = getattr(entry, "statuses", ())
+    return str(statuses[-1].status) if statuses else None
+
+
+# mie fido auth
+
+
+@fido_group.command("auth")
+@policy_option
+@store_option
+@key_option
+@origin_option
+@rp_id_option
+@nonce_option
+@click.option(
+    "--credential",
+    "credentials",
+    multiple=True,
+    help="A credential id the key may use, base64url (repeat; default: the key's "
+    "discoverable credentials).",
+)
+@click.option(
+    "--identity",
+    help="The professional, rpps=11 DIGITS or psi=UUID: the key may use the credentials the "
+    "store holds for them (added to --credential).",
+)
+@click.option("--no-uv", is_flag=True, help="Do not ask the key to verify the user (no PIN).")
+@_with(*pin_options)
+@timeout_option
+@json_option("Print the AuthResult as JSON.")
+@click.pass_obj
+def auth_command(
+    state: CliState,
+    policy_path: str,
+    store_url: str,
+    key_spec: str | None,
+    origin: str | None,
+    rp_id: str | None,
+    nonce_hex: str | None,
+    credentials: tuple[str, ...],
+    identity: str | None,
+    no_uv: bool,
+    pin_stdin: bool,
+    allow_last_try: bool,
+    timeout: float,
+    as_json: bool,
+) -> int:
+    """Authenticate with a FIDO2 key: the key signs the nonce bound to the origin, and the
+    assertion is verified at once (policy, stored credential, signature, counter, level)."""
+    if len(credentials) > MAX_CREDENTIALS:
+        raise UsageError(f"--credential: at most {MAX_CREDENTIALS}")
+    ids = [parse_credential(c) for c in credentials]
+    id_nat = None
+    if identity is not None:
+        from mie._cli.desfire import parse_identity_option
+
+        id_nat = parse_identity_option(identity)
+    policy = load_policy(policy_path)
+    rp = rp_id if rp_id is not None else policy.rp_id
+    request = _request(
+        state, nonce_hex, _origin(origin, rp), uv=not no_uv, allow_last_try=allow_last_try
+    )
+    info: AuthenticatorInfo | None = None
+    try:
+        metadata = load_metadata(policy)
+        with opened_store(store_url) as store:
+            assert store is not None  # noqa: S101 - opened_store refuses none here
+            from mie.fido.authenticator import Fido2Authenticator
+
+            verifier = _fido_verifier(policy, store, metadata)
+            if id_nat is not None:
+                stored = store.credentials_of(id_nat, policy.rp_id)
+                if not stored:
+                    raise CredentialUnknownError(
+                        f"No credential registered for {identity} on {policy.rp_id}"
+                    )
+                ids += [r.credential_id for r in stored if r.credential_id not in ids]
+            device = state.open_key(key_spec)
+            authenticator = Fido2Authenticator(device, rp_id=rp, credentials=ids, timeout=timeout)
+            info = authenticator.info
+            with authenticator.connection:
+                evidence = authenticator.authenticate(
+                    request, user=CliPin(pin_stdin) if not no_uv else None
+                )
+            info = authenticator.info
+            state.kind = "fido2"
+            result = verifier.verify(evidence, _expected(request), authenticator=info)
+    except _NOT_A_RESULT:
+        raise
+    except MieError as e:
+        raise _failed(e, info, as_json) from e
+    _print(result, as_json, "Authenticated")
+    return 0
+
+
+def _fido_verifier(
+    policy: FidoPolicy, store: Store, metadata: MetadataIndex | None
+) -> FidoVerifier:
+    from mie.fido.assertion import FidoVerifier
+
+    return FidoVerifier(policy, store, metadata=metadata)
+
+
+@contextlib.contextmanager
+def fido_verifier_for(
+    policy: FidoPolicy | None, store_url: str | None, metadata: MetadataIndex | None
+) -> Iterator[FidoVerifier | None]:
+    """The FIDO2 verifier of ``--fido-policy`` and ``--store`` (``mie verify-evidence``,
+    ``mie auth``), its store closed at the end of the block.
+
+    :return: the verifier, or ``None`` when neither was given.
+    :raises UsageError: a malformed store URL, or ``none``.
+    :raises StoreError: the store cannot be opened (exit 1).
+    """
+    if policy is None or store_url is None:
+        yield None
+        return
+    with opened_store(store_url) as store:
+        assert store is not None  # noqa: S101 - opened_store refuses none here
+        yield _fido_verifier(policy, store, metadata)
+
+
+def _print(result: AuthResult, as_json: bool, verb: str) -> None:
+    if not result.valid:
+        # FidoVerifier raises on a failed check; a result not valid is refused the same way.
+        error = result.error or ErrorInfo.from_exception(EvidenceFormatError("not valid"))
+        raise AuthFailedError(error.to_json())
+    print_result(result, as_json, verb=verb)
+
+
+# mie fido verify
+
+
+@fido_group.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--nonce",
+    "nonce_hex",
+    required=True,
+    help=f"The nonce this verifier issued, hex, {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes.",
+)
+@click.option(
+    "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
+)
+@policy_option
+@store_option
+@click.option(
+    "--webauthn",
+    is_flag=True,
+    help="FILE is a browser's W3C JSON (AuthenticationResponseJSON), not mie's evidence.",
+)
+@rp_id_option
+@json_option("Print the AuthResult as JSON.")
+def verify_command(
+    file: str,
+    nonce_hex: str,
+    origin: str,
+    policy_path: str,
+    store_url: str,
+    webauthn: bool,
+    rp_id: str | None,
+    as_json: bool,
+) -> int:
+    """Verify a saved FIDO2 assertion (mie fido auth --json output, an evidence object, or with
+    --webauthn a browser's W3C JSON) for the nonce and origin given, as an IAM would."""
+    from mie.verification import Expected
+
+    expected = Expected(parse_nonce(nonce_hex), parse_origin(origin))
+    policy = load_policy(policy_path)
+    if rp_id is not None and not webauthn:
+        raise UsageError("--rp-id goes with --webauthn (mie's evidence names its rp id)")
+    info: AuthenticatorInfo | None = None
+    try:
+        metadata = load_metadata(policy)
+        with opened_store(store_url) as store:
+            assert store is not None  # noqa: S101 - opened_store refuses none here
+            verifier = _fido_verifier(policy, store, metadata)
+            if webauthn:
+                evidence = _webauthn_file(file, expected, rp_id or policy.rp_id)
+            else:
+                from mie.evidence import load_evidence_file
+
+                evidence, info = load_evidence_file(file)
+                if evidence.type != "webauthn-assertion":
+                    raise EvidenceFormatError(
+                        f"{file}: {evidence.type} evidence, not a FIDO2 assertion "
+                        "(webauthn-assertion): use mie verify-evidence"
+                    )
+            result = verifier.verify(evidence, expected)
+    except _NOT_A_RESULT:
+        raise
+    except MieError as e:
+        raise _failed(e, info, as_json) from e
+    _print(result, as_json, "Verified")
+    return 0
+
+
+def _webauthn_file(file: str, expected: Any, rp_id: str) -> Any:
+    """:return: the evidence of a W3C ``AuthenticationResponseJSON`` file.
+
+    :raises JsonFormatError: not strict JSON, or too large (exit 2).
+    :raises EvidenceFormatError: JSON of another shape (exit 1).
+    """
+    from mie.core import strictjson
+    from mie.fido.evidence import WebAuthnAssertionEvidence
+
+    obj = strictjson.loads(
+        _read(file, MAX_SAVED_BYTES), f"WebAuthn response {file!r}", max_bytes=MAX_SAVED_BYTES
+    )
+    return WebAuthnAssertionEvidence.from_webauthn(
+        obj, nonce=expected.nonce, origin=expected.origin, rp_id=rp_id
+    )
+
+
+def _read(file: str, limit: int) -> bytes:
+    """:return: the bytes of a regular file of at most ``limit`` bytes.
+
+    :raises JsonFormatError: missing, unreadable, not a regular file or too large (exit 2).
+    """
+    import os
+    import stat
+
+    try:
+        with open(file, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise JsonFormatError(f"Cannot read {file!r}: not a regular file")
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise JsonFormatError(f"Cannot read {file!r}: {e.strerror or e}") from e
+    if len(data) > limit:
+        raise JsonFormatError(f"{file!r} is larger than {limit} bytes")
+    return data
+
+
+# mie fido mds
+
+
+@fido_group.group("mds")
+def mds_group() -> None:
+    """The FIDO metadata (MDS3) blob: fetch it, show what it says."""
+
+
+@mds_group.command("fetch")
+@click.option("--url", default=MDS_URL, show_default=True, help="Where the blob is published.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="The blob file to write."
+)
+@root_option
+@json_option("Print the fetched blob's summary as JSON.")
+def mds_fetch_command(url: str, out: str, root: str | None, as_json: bool) -> int:
+    """Download the FIDO metadata blob (HTTPS, at most 64 MiB, 60 s), verify it (signature,
+    chain to the MDS root, next update), and write it to --out only if its number is above the
+    one of the blob already there."""
+    from mie.fido.mds import MetadataIndex, fetch_blob
+    from mie.trust.cache import atomic_write
+
+    if not url.lower().startswith("https://"):
+        raise UsageError(f"--url {url[:60]!r}: the blob is fetched over https only")
+    anchor = _root(root)
+    now = dt.datetime.now(dt.UTC)
+    previous = _previous_no(Path(out), anchor, now)
+    blob = fetch_blob(url, deadline=MDS_TIMEOUT, max_bytes=MAX_MDS_BYTES)
+    index = MetadataIndex.load(blob, root=anchor, at=now, min_no=previous)
+    try:
+        atomic_write(Path(out), blob)
+    except OSError as e:
+        raise UsageError(f"--out {out!r}: cannot write ({e.strerror or e})") from e
+    _print_mds(index, None, as_json, verb=f"Fetched to {out}:")
+    return 0
+
+
+def _previous_no(path: Path, root: Any, now: dt.datetime) -> int | None:
+    """:return: the number of the blob already in ``path`` (verified, stale or not), or
+    ``None`` when there is none. One that does not verify is replaced, with a warning."""
+    from mie.fido.mds import MetadataIndex
+
+    if not path.exists():
+        return None
+    try:
+        return MetadataIndex.load(_read_blob(str(path)), root=root, at=now, stale="warn").no
+    except MieError as e:
+        warn(f"mie: warning: replacing {str(path)!r}, which does not verify ({e})")
+        return None
+
+
+@mds_group.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--aaguid", help="Show the entry of this AAGUID (xxxxxxxx-xxxx-...).")
+@root_option
+@click.option(
+    "--stale",
+    type=click.Choice(["refuse", "warn"]),
+    default="warn",
+    show_default=True,
+    help="A blob past its next update: refused (exit 1), or shown with the reason.",
+)
+@json_option("Print the blob's summary as JSON.")
+def mds_show_command(
+    file: str, aaguid: str | None, root: str | None, stale: str, as_json: bool
+) -> int:
+    """Verify a FIDO metadata blob and show its number, next update, signer and number of
+    entries, and with --aaguid that model's entry."""
+    from mie.fido.mds import MetadataIndex
+
+    wanted = None
+    if aaguid is not None:
+        try:
+            wanted = uuid.UUID(aaguid).bytes
+        except ValueError as e:
+            raise UsageError(f"--aaguid {aaguid[:40]!r} is not a UUID") from e
+    anchor = _root(root)
+    blob = _read_blob(file)
+    index = MetadataIndex.load(
+        blob, root=anchor, at=dt.datetime.now(dt.UTC), stale="warn" if stale == "warn" else "refuse"
+    )
+    _print_mds(index, wanted, as_json)
+    return 0
+
+
+def _read_blob(file: str) -> bytes:
+    from mie.fido.errors import MetadataFormatError
+
+    try:
+        return _read(file, MAX_MDS_BYTES)
+    except JsonFormatError as e:
+        raise MetadataFormatError(str(e)) from e
+
+
+def _root(path: str | None) -> Any:
+    """:return: the ``--root`` certificate, or ``None`` for the bundled MDS root."""
+    if path is None:
+        return None
+    from mie.fido.mds import load_root
+
+    return load_root(path)
+
+
+def mds_summary(index: MetadataIndex, aaguid: bytes | None) -> dict[str, Any]:
+    """:return: the JSON of ``mie fido mds show``: ``{"no", "next_update", "signer",
+    "entries", "reasons", "entry"}``, ``entry`` the model's view (or ``null``)."""
+    entry = None
+    if aaguid is not None:
+        view = index.entry(aaguid)
+        entry = (
+            None
+            if view is None
+            else {
+                "aaguid": str(uuid.UUID(bytes=aaguid)),
+                "description": view.description,
+                "certification": view.certification,
+                "statuses": [
+                    {
+                        "status": r.status,
+                        "date": r.date.isoformat() if r.date else None,
+                        "certificate": r.certificate is not None,
+                    }
+                    for r in view.statuses
+                ],
+                "roots": [r.subject.rfc4514_string() for r in view.roots],
+            }
+        )
+    return {
+        "no": index.no,
+        "next_update": index.next_update.isoformat(),
+        "signer": index.signer.subject.rfc4514_string(),
+        "entries": len(index),
+        "reasons": list(index.reasons),
+        "entry": entry,
+    }
+
+
+def _print_mds(
+    index: MetadataIndex, aaguid: bytes | None, as_json: bool, *, verb: str = "FIDO metadata"
+) -> None:
+    summary = mds_summary(index, aaguid)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"{verb} blob {summary['no']}, next update {summary['next_update']}")
+    click.echo(f"  signer: {summary['signer']}")
+    click.echo(f"  entries: {summary['entries']}")
+    for reason in summary["reasons"]:
+        click.echo(f"  - {reason}")
+    if aaguid is None:
+        return
+    entry = summary["entry"]
+    if entry is None:
+        click.echo(f"  {uuid.UUID(bytes=aaguid)}: not listed")
+        return
+    click.echo(f"  {entry['aaguid']}: {entry['description'] or '(no description)'}")
+    click.echo(f"    certification: {entry['certification'] or 'none'}")
+    for status in entry["statuses"]:
+        click.echo(f"    {status['status']} since {status['date'] or 'an unknown date'}")

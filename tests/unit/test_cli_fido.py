@@ -1,0 +1,679 @@
+"""`mie fido list|register|auth|verify|mds` and `mie verify-evidence` on FIDO2 assertions, in
+process: the emulated key (``mie.emulation.ctap2.EmulatedAuthenticator``) behind python-fido2's
+own CTAPHID code (in-memory HID), a SQLite credential store in a temporary directory, a policy
+trusting the TEST attestation root with the emulator's AAGUID allowlisted. Also the exit-code
+contract of every FIDO2 error class and the ``--store`` URLs."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fido2.ctap import CtapDevice
+from fido2.hid import CtapHidDevice
+
+from mie._cli.__main__ import run
+from mie._cli.app import exit_code_for
+from mie._cli.options import parse_store_url
+from mie._cli.state import CliState, UsageError
+from mie.core.errors import MieError, PinAuthBlockedError
+from mie.emulation.ctap2 import EmulatedAuthenticator
+from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection, hid_descriptor
+from mie.emulation.fido_mds import TestMds
+from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
+from mie.fido import errors as fido_errors
+from mie.request import AuthRequest, StaticPin
+from mie.store import errors as store_errors
+
+ORIGIN = "https://iam.example"
+RP_ID = "iam.example"
+NONCE = "00" * 15 + "01" + "22" * 16
+RPPS = "10100099877"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI configures the 'mie' logger; give it back as it was after each test."""
+    monkeypatch.chdir(tmp_path)
+    logger = logging.getLogger("mie")
+    handlers, level = list(logger.handlers), logger.level
+    logger.handlers[:] = []
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mie: error: ")
+    return lines[0]
+
+
+# The exit-code contract (plan §6.1, D7)
+
+FAILED_CHECKS = [
+    fido_errors.RpIdMismatchError("x"),
+    fido_errors.UserNotPresentError("x"),
+    fido_errors.UserNotVerifiedError("x"),
+    fido_errors.AttestationRefusedError("x"),
+    fido_errors.AttestationInvalidError("x"),
+    fido_errors.UnknownAaguidError("x"),
+    fido_errors.MetadataStatusError("x"),
+    fido_errors.MetadataUntrustedError("x"),
+    fido_errors.MetadataStaleError("x"),
+    fido_errors.PinNotSetError("x"),
+    fido_errors.TouchTimeoutError("x"),
+    fido_errors.CtapStatusError(0x7F),
+    fido_errors.AuthDataFormatError("x"),
+    fido_errors.ClientDataFormatError("x"),
+    fido_errors.CoseKeyFormatError("x"),
+    fido_errors.CborFormatError("x", 0),
+    PinAuthBlockedError("x"),
+    store_errors.CredentialUnknownError("x"),
+    store_errors.AlreadyRegisteredError("x"),
+    store_errors.CloneSuspectedError("x"),
+    store_errors.CounterUnsupportedError("x"),
+]
+
+
+@pytest.mark.parametrize("error", FAILED_CHECKS, ids=lambda e: type(e).__name__)
+def test_every_fido_outcome_is_a_failed_check(error: MieError) -> None:
+    assert exit_code_for(error) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [fido_errors.FidoPolicyError("x"), fido_errors.MetadataFormatError("x")],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_unreadable_policy_or_metadata_file_is_bad_input(error: MieError) -> None:
+    assert exit_code_for(error) == 2
+
+
+# --store URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "parsed"),
+    [
+        ("none", None),
+        ("sqlite:mie.db", ("sqlite", "mie.db")),
+        ("sqlite:///var/lib/mie/mie.db", ("sqlite", "/var/lib/mie/mie.db")),
+        ("postgresql://mie@db/mie", ("postgresql", "postgresql://mie@db/mie")),
+        ("postgres://mie@db/mie", ("postgresql", "postgres://mie@db/mie")),
+    ],
+)
+def test_store_urls(url: str, parsed: tuple[str, str] | None) -> None:
+    assert parse_store_url(url) == parsed
+
+
+@pytest.mark.parametrize(
+    "url", ["", "sqlite:", "sqlite://relative.db", "mysql://db", "mie.db", "x" * 5000]
+)
+def test_bad_store_urls(url: str) -> None:
+    with pytest.raises(UsageError):
+        parse_store_url(url)
+
+
+# Usage
+
+
+def test_fido_is_a_command_group(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["fido", "--help"]) == 0
+    listed = capsys.readouterr().out
+    for command in ("list", "register", "auth", "verify", "mds"):
+        assert f"  {command} " in listed
+    assert run(["fido", "mds", "--help"]) == 0
+    listed = capsys.readouterr().out
+    assert "  fetch " in listed and "  show " in listed
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fido", "auth", "--store", "sqlite:mie.db"],
+        ["fido", "register", "--policy", "p.json", "--store", "none"],
+        ["fido", "verify", "f.json", "--origin", ORIGIN, "--policy", "p.json", "--store", "x"],
+    ],
+)
+def test_a_missing_option_exits_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(args) == 2
+    assert "Missing option" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_missing_policy_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["fido", "auth", "--policy", "absent.json", "--store", "sqlite:mie.db"]) == 2
+    assert "absent.json" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_malformed_policy_exits_2_with_json_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.json").write_text('{"format": "mie-fido-policy/1", "rp_id": 7}')
+    args = ["fido", "auth", "--policy", "p.json", "--store", "sqlite:mie.db", "--json"]
+    assert run(args) == 2
+    captured = capsys.readouterr()
+    assert "rp_id" in one_error_line(captured.err)
+    assert json.loads(captured.out)["error"]["code"] == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--store", "mysql://db"], "--store"),
+        (["--store", "none"], "needs a credential store"),
+        (["--store", "sqlite:mie.db", "--nonce", "zz"], "--nonce must be hex"),
+        (["--store", "sqlite:mie.db", "--nonce", "00"], "16 to 1024 bytes"),
+        (["--store", "sqlite:mie.db", "--origin", "ftp://x"], "--origin"),
+        (["--store", "sqlite:mie.db", "--credential", "a=="], "--credential"),
+        (["--store", "sqlite:mie.db", "--timeout", "nan"], "--timeout"),
+    ],
+)
+def test_fido_auth_bad_usage_exits_2(
+    extra: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "p.json"
+    # Not attested-only: the policy needs no allowlist for this usage check.
+    policy.write_text(
+        json.dumps({"format": "mie-fido-policy/1", "rp_id": RP_ID, "attestation": "optional"})
+    )
+    assert run(["fido", "auth", "--policy", str(policy), "--key", "emulator", *extra]) == 2
+    assert fragment in one_error_line(capsys.readouterr().err)
+
+
+# mie fido mds show | fetch (the TEST MDS publisher; fetch_blob is the network edge)
+
+
+@pytest.fixture(scope="module")
+def mds() -> TestMds:
+    return TestMds.generate()
+
+
+def _blob(mds: TestMds, tmp_path: Path, name: str = "mds.jwt", **kwargs: Any) -> Path:
+    pki = TestAttestationPki.generate()
+    entry = mds.entry(EMULATOR_AAGUID, [pki.root.certificate])
+    path = tmp_path / name
+    path.write_bytes(mds.blob([entry], **kwargs))
+    return path
+
+
+def _root_file(mds: TestMds, tmp_path: Path) -> Path:
+    path = tmp_path / "mds-root.pem"
+    path.write_bytes(mds.root_pem)
+    return path
+
+
+def test_mds_show_verifies_and_summarises(
+    mds: TestMds, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blob, root = _blob(mds, tmp_path, no=7), _root_file(mds, tmp_path)
+    args = ["fido", "mds", "show", str(blob), "--root", str(root), "--json"]
+    assert run([*args, "--aaguid", str(uuid.UUID(bytes=EMULATOR_AAGUID))]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["no"] == 7 and summary["entries"] == 1 and summary["reasons"] == []
+    assert "mie TEST FIDO MDS" in summary["signer"]
+    entry = summary["entry"]
+    assert entry["description"] == "mie TEST emulated authenticator"
+    assert entry["certification"] == "L1"
+    assert [s["status"] for s in entry["statuses"]] == ["FIDO_CERTIFIED_L1"]
+    assert run([*args, "--aaguid", "00000000-0000-0000-0000-000000000001"]) == 0
+    assert json.loads(capsys.readouterr().out)["entry"] is None
+    assert run(["fido", "mds", "show", str(blob), "--root", str(root)]) == 0
+    assert "blob 7, next update" in capsys.readouterr().out
+
+
+def test_mds_show_refuses_a_blob_not_signed_under_the_root(
+    mds: TestMds, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without --root, the bundled FIDO Alliance root: the TEST blob does not chain to it.
+    assert run(["fido", "mds", "show", str(_blob(mds, tmp_path)), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error"]["code"] == "metadata_untrusted"
+    one_error_line(captured.err)
+
+
+def test_mds_show_of_a_stale_blob(
+    mds: TestMds, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = dt.date.today() - dt.timedelta(days=3)
+    blob, root = _blob(mds, tmp_path, next_update=old), _root_file(mds, tmp_path)
+    args = ["fido", "mds", "show", str(blob), "--root", str(root), "--json"]
+    assert run(args) == 0
+    assert "past its nextUpdate" in json.loads(capsys.readouterr().out)["reasons"][0]
+    assert run([*args, "--stale", "refuse"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "metadata_stale"
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"), [(b"not a jws", "not a compact JWS"), (None, "Cannot read")]
+)
+def test_mds_show_of_an_unreadable_blob_exits_2(
+    content: bytes | None, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "mds.jwt"
+    if content is not None:
+        path.write_bytes(content)
+    assert run(["fido", "mds", "show", str(path)]) == 2
+    assert fragment in one_error_line(capsys.readouterr().err)
+
+
+def test_mds_fetch_writes_only_a_newer_verified_blob(
+    mds: TestMds,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mie.fido.mds
+
+    served: list[bytes] = []
+    monkeypatch.setattr(mie.fido.mds, "fetch_blob", lambda url, **kw: served[-1])
+    root, out = _root_file(mds, tmp_path), tmp_path / "cache" / "mds.jwt"
+    out.parent.mkdir()
+    args = ["fido", "mds", "fetch", "--out", str(out), "--root", str(root), "--json"]
+    served.append(_blob(mds, tmp_path, "b2", no=2).read_bytes())
+    assert run(args) == 0
+    assert json.loads(capsys.readouterr().out)["no"] == 2
+    kept = out.read_bytes()
+    assert kept == served[-1]
+    # The same number again, or an older one: a replay that could hide a revocation.
+    for no in (2, 1):
+        served.append(_blob(mds, tmp_path, f"b{no}x", no=no).read_bytes())
+        assert run(args) == 1
+        assert json.loads(capsys.readouterr().out)["error"]["code"] == "metadata_stale"
+        assert out.read_bytes() == kept
+    # A blob that is not one, or signed under another root, is never written.
+    served.append(b"x.x.x")
+    assert run(args) == 2
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "malformed"
+    served.append(_blob(TestMds.generate(), tmp_path, "other", no=9).read_bytes())
+    assert run(args) == 0  # the same TEST root: accepted
+    capsys.readouterr()
+    assert out.read_bytes() == served[-1]
+    bundled = ["fido", "mds", "fetch", "--out", str(tmp_path / "new.jwt"), "--json"]
+    assert run(bundled) == 1  # the bundled FIDO Alliance root: not the TEST one
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "metadata_untrusted"
+    assert not (tmp_path / "new.jwt").exists()
+    assert run(["fido", "mds", "fetch", "--out", str(out), "--url", "http://mds.example/"]) == 2
+    assert "https only" in one_error_line(capsys.readouterr().err)
+
+
+# Registration and authentication on the emulated key, through python-fido2's CTAPHID code
+
+PIN = "1234"
+
+
+class KeyState(CliState):
+    """A CLI state whose ``--key`` is always ``key`` behind an in-memory HID connection."""
+
+    def __init__(self, key: EmulatedAuthenticator) -> None:
+        super().__init__()
+        self.key = key
+        self.specs: list[str | None] = []
+
+    def open_key(self, spec: str | None) -> CtapDevice:
+        self.specs.append(spec)
+        framing = CtapHidFraming(self.key)
+        return CtapHidDevice(hid_descriptor("emulator"), InMemoryHidConnection(framing))
+
+
+@dataclass(frozen=True)
+class Desk:
+    """A relying party's files: the policy (its allowlist and the TEST root) and the store."""
+
+    directory: Path
+    pki: TestAttestationPki
+
+    @property
+    def policy(self) -> str:
+        return str(self.directory / "fido-policy.json")
+
+    @property
+    def store(self) -> str:
+        return f"sqlite:{self.directory / 'mie.db'}"
+
+    def write(self, *, aaguid: bytes = EMULATOR_AAGUID, **policy: Any) -> None:
+        (self.directory / "fido-root.pem").write_bytes(self.pki.root.pem)
+        key = {
+            "aaguid": str(uuid.UUID(bytes=aaguid)),
+            "name": "mie TEST emulated key",
+            "roots": ["fido-root.pem"],
+            "test": True,
+        }
+        aaguids = {
+            "format": "mie-fido-aaguids/1",
+            "source": "tests",
+            "updated": "2026-12-01",
+            "keys": [key],
+        }
+        (self.directory / "aaguids.json").write_text(json.dumps(aaguids))
+        content = {"format": "mie-fido-policy/1", "rp_id": RP_ID, "allowlist": "aaguids.json"}
+        Path(self.policy).write_text(json.dumps(content | policy))
+
+    def credentials(self) -> tuple[Any, ...]:
+        from mie.store.sqlite import SqliteStore
+
+        with SqliteStore(self.directory / "mie.db") as store:
+            return store.credentials_of("8" + RPPS)
+
+
+@pytest.fixture(scope="module")
+def pki() -> TestAttestationPki:
+    return TestAttestationPki.generate()
+
+
+@pytest.fixture
+def desk(tmp_path: Path, pki: TestAttestationPki) -> Desk:
+    made = Desk(tmp_path, pki)
+    made.write()
+    return made
+
+
+@pytest.fixture
+def pin_stdin(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    def give(pin: str = PIN) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(pin + "\n"))
+
+    give()
+    return give
+
+
+def _key(pki: TestAttestationPki, **options: Any) -> EmulatedAuthenticator:
+    return EmulatedAuthenticator(PIN, pki=pki, **options)
+
+
+def register(
+    state: CliState, desk: Desk, capsys: pytest.CaptureFixture[str], *extra: str, code: int = 0
+) -> dict[str, Any]:
+    args = ["fido", "register", "--identity", f"rpps={RPPS}", "--policy", desk.policy]
+    assert run([*args, "--store", desk.store, "--pin-stdin", "--json", *extra], state) == code
+    captured = capsys.readouterr()
+    if code:
+        one_error_line(captured.err)
+    outcome: dict[str, Any] = json.loads(captured.out)
+    return outcome
+
+
+def authenticate(
+    state: CliState, desk: Desk, capsys: pytest.CaptureFixture[str], *extra: str, code: int = 0
+) -> dict[str, Any]:
+    args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--origin", ORIGIN]
+    assert run([*args, "--pin-stdin", "--json", *extra], state) == code, capsys.readouterr()
+    captured = capsys.readouterr()
+    if code:
+        one_error_line(captured.err)
+    result: dict[str, Any] = json.loads(captured.out)
+    return result
+
+
+def test_register_then_authenticate_at_substantial(
+    desk: Desk,
+    pki: TestAttestationPki,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    state = KeyState(_key(pki))
+    outcome = register(state, desk, capsys, "--origin", ORIGIN, "--nonce", NONCE)
+    assert outcome["valid"] is True and outcome["error"] is None
+    credential = outcome["credential"]
+    assert credential["rp_id"] == RP_ID
+    assert credential["aaguid"] == str(uuid.UUID(bytes=EMULATOR_AAGUID))
+    assert credential["alg"] == "ES256" and credential["backup_eligible"] is False
+    attestation = credential["attestation"]
+    assert (attestation["format"], attestation["type"]) == ("packed", "basic")
+    assert attestation["allowlisted"] is True and attestation["metadata"] is None
+    assert "mie TEST" in attestation["trust_anchor"]
+    assert credential["identity"]["id_nat"] == "8" + RPPS
+    assert credential["identity"]["test_card"] is True
+    assert credential["level_cap"] == "substantial"
+    registration = outcome["registration"]
+    assert registration["type"] == "webauthn-registration"
+    assert registration["nonce"] == NONCE and registration["origin"] == ORIGIN
+    (stored,) = desk.credentials()
+    assert (
+        base64.urlsafe_b64encode(stored.credential_id).rstrip(b"=").decode()
+        == (credential["credential_id"])
+    )
+
+    pin_stdin(PIN)
+    result = authenticate(state, desk, capsys, "--identity", f"rpps={RPPS}")
+    assert result["valid"] is True and result["level"] == "substantial"
+    assert result["identity"]["id_nat"] == "8" + RPPS
+    assert result["authenticator"]["kind"] == "fido2"
+    # The serial names the credential (plan §3.1: its credential_ref; the verifier may name it
+    # by its base64url id).
+    assert result["authenticator"]["serial"] in (
+        credential["credential_ref"],
+        credential["credential_id"],
+    )
+    assert result["evidence"]["type"] == "webauthn-assertion"
+    assert result["evidence"]["origin"] == ORIGIN
+    assert desk.credentials()[0].sign_count > stored.sign_count
+
+    pin_stdin(PIN)
+    args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--origin", ORIGIN]
+    assert run([*args, "--credential", credential["credential_id"], "--pin-stdin"], state) == 0
+    shown = capsys.readouterr().out
+    assert "level: substantial" in shown and f"RPPS {RPPS}" in shown
+
+
+def test_a_dry_run_stores_nothing(
+    desk: Desk,
+    pki: TestAttestationPki,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    state = KeyState(_key(pki))
+    args = ["fido", "register", "--identity", f"rpps={RPPS}", "--policy", desk.policy]
+    assert run([*args, "--store", "none", "--pin-stdin"], state) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("Checked (dry run, not stored): credential ")
+    assert "level cap: substantial" in shown
+    assert desk.credentials() == ()
+    pin_stdin(PIN)
+    result = authenticate(state, desk, capsys, "--identity", f"rpps={RPPS}", code=1)
+    assert result["error"]["code"] == "credential_unknown"
+    assert "No credential registered for rpps=" in result["error"]["message"]
+    # Without a credential named, the key's discoverable ones: it has none.
+    pin_stdin(PIN)
+    assert authenticate(state, desk, capsys, code=1)["error"]["code"] == "credential_unknown"
+
+
+@pytest.mark.parametrize(
+    ("key_options", "policy", "code"),
+    [
+        ({"attestation": "self"}, {}, "attestation_refused"),
+        ({"attestation": "none"}, {}, "attestation_refused"),
+        # The leaf's AAGUID extension names the emulator's model, the authData another one.
+        ({"aaguid": bytes(range(1, 17))}, {}, "attestation_invalid"),
+        # The emulator's model is not the one the allowlist lists.
+        ({}, {"aaguid": bytes(range(1, 17))}, "aaguid_unknown"),
+        ({"backup_eligible": True}, {"backup_eligible": "refuse"}, None),
+    ],
+)
+def test_a_refused_registration_exits_1_and_stores_nothing(
+    key_options: dict[str, Any],
+    policy: dict[str, Any],
+    code: str | None,
+    desk: Desk,
+    pki: TestAttestationPki,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    desk.write(**policy)
+    outcome = register(KeyState(_key(pki, **key_options)), desk, capsys, code=1)
+    assert outcome["valid"] is False and outcome["credential"] is None
+    if code is not None:
+        assert outcome["error"]["code"] == code
+    assert outcome["registration"]["type"] == "webauthn-registration"
+    assert desk.credentials() == ()
+
+
+def test_a_wrong_pin_says_the_tries_left(
+    desk: Desk,
+    pki: TestAttestationPki,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    pin_stdin("9999")
+    outcome = register(KeyState(_key(pki)), desk, capsys, code=1)
+    assert outcome["error"]["code"] == "invalid_pin"
+    assert outcome["error"]["tries_left"] == 7
+    assert outcome["registration"] is None
+
+
+def test_an_assertion_is_verified_once(
+    desk: Desk,
+    pki: TestAttestationPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    from mie.fido.authenticator import Fido2Authenticator
+
+    key = _key(pki)
+    register(KeyState(key), desk, capsys)
+    device = KeyState(key).open_key(None)
+    request = AuthRequest(bytes.fromhex(NONCE), ORIGIN)
+    ids = [c.credential_id for c in desk.credentials()]
+    authenticator = Fido2Authenticator(device, rp_id=RP_ID, credentials=ids)
+    evidence = authenticator.authenticate(request, user=StaticPin(PIN))
+    saved = tmp_path / "assertion.json"
+    saved.write_text(json.dumps(evidence.to_json()))
+    browser = tmp_path / "browser.json"
+    browser.write_text(json.dumps(evidence.to_webauthn()))
+    verify = ["fido", "verify", "--nonce", NONCE, "--origin", ORIGIN, "--policy", desk.policy]
+    verify += ["--store", desk.store, "--json"]
+    # Another nonce: refused before the counter moves.
+    other = [*verify[:3], "ab" * 32, *verify[4:]]
+    assert run([*other, str(saved)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "nonce_mismatch"
+    assert run([*verify, "--webauthn", str(browser)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["valid"] is True and result["level"] == "substantial"
+    # The same assertion again (the saved evidence, or through verify-evidence): a replay.
+    assert run([*verify, str(saved)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "suspected_clone"
+    evidence_args = ["verify-evidence", str(saved), "--nonce", NONCE, "--origin", ORIGIN]
+    assert run([*evidence_args, "--fido-policy", desk.policy, "--store", desk.store]) == 1
+    assert "suspected_clone" in one_error_line(capsys.readouterr().err)
+    assert run(evidence_args) == 2
+    assert "--fido-policy and --store" in one_error_line(capsys.readouterr().err)
+    assert run([*evidence_args, "--fido-policy", desk.policy]) == 2
+    assert "go together" in one_error_line(capsys.readouterr().err)
+
+
+def test_verify_evidence_checks_a_fresh_assertion(
+    desk: Desk,
+    pki: TestAttestationPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    from mie.fido.authenticator import Fido2Authenticator
+
+    key = _key(pki)
+    register(KeyState(key), desk, capsys)
+    request = AuthRequest(bytes.fromhex(NONCE), ORIGIN)
+    device = KeyState(key).open_key(None)
+    ids = [c.credential_id for c in desk.credentials()]
+    authenticator = Fido2Authenticator(device, rp_id=RP_ID, credentials=ids)
+    evidence = authenticator.authenticate(request, user=StaticPin(PIN))
+    saved = tmp_path / "assertion.json"
+    saved.write_text(json.dumps(evidence.to_json()))
+    args = ["verify-evidence", str(saved), "--nonce", NONCE, "--origin", ORIGIN, "--json"]
+    assert run([*args, "--fido-policy", desk.policy, "--store", desk.store]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["level"] == "substantial" and result["identity"]["id_nat"] == "8" + RPPS
+
+
+def test_no_key_or_several(
+    desk: Desk, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mie.transport.ctap as ctap
+
+    listed: list[Any] = []
+    monkeypatch.setattr(ctap, "list_ctap_devices", lambda: listed)
+    result = authenticate(CliState(), desk, capsys, code=1)
+    assert result["error"]["code"] == "no_card"
+    listed += [
+        ctap.KeyListing("hid:/dev/hidraw1", "hid", "a"),
+        ctap.KeyListing("pcsc:R", "pcsc", "R"),
+    ]
+    args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--origin", ORIGIN]
+    assert run(args, CliState()) == 2
+    assert "'hid:/dev/hidraw1', 'pcsc:R'" in one_error_line(capsys.readouterr().err)
+    assert run(["fido", "list", "--json"]) == 0
+    assert [k["spec"] for k in json.loads(capsys.readouterr().out)["keys"]] == [
+        "hid:/dev/hidraw1",
+        "pcsc:R",
+    ]
+    assert run(["fido", "list"]) == 0
+    assert "pcsc:R  (pcsc: R)" in capsys.readouterr().out
+    assert run([*args, "--key", "usb:1"], CliState()) == 2
+    assert "--key 'usb:1'" in one_error_line(capsys.readouterr().err)
+
+
+def test_auth_of_a_fido_key_needs_both_options(
+    desk: Desk, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["auth", "--fido-policy", desk.policy]) == 2
+    assert "go together" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_discoverable_credential_needs_no_credential_named(
+    desk: Desk,
+    pki: TestAttestationPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    state = KeyState(_key(pki))
+    saved = tmp_path / "registration.json"
+    outcome = register(state, desk, capsys, "--resident-key", "--out", str(saved))
+    assert outcome["credential"]["discoverable"] is True
+    assert json.loads(saved.read_text()) == outcome["registration"]
+    pin_stdin(PIN)
+    result = authenticate(state, desk, capsys)
+    assert result["level"] == "substantial"
+    # Without user verification the key signs on a touch alone: the policy requires UV.
+    result = authenticate(state, desk, capsys, "--no-uv", code=1)
+    assert result["error"]["code"] == "user_not_verified"
+
+
+# mie demo: the FIDO2 key
+
+
+def test_demo_registers_then_authenticates_the_emulated_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(["demo", "--only", "fido2", "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["results"]
+    assert entry["card"] == "fido2"
+    auth = entry["auth"]
+    assert auth["valid"] is True and auth["level"] == "substantial"
+    assert entry["serial"] == auth["authenticator"]["serial"] is not None
+    assert auth["authenticator"]["kind"] == "fido2"
+    assert auth["authenticator"]["transport"] == "usb"
+    assert auth["identity"]["id_nat"] == "810100099877"
+    assert auth["identity"]["test_card"] is True
+    assert auth["evidence"]["type"] == "webauthn-assertion"
+    assert auth["evidence"]["origin"] == "https://localhost"
+    assert "user verified by the key (PIN or biometrics)" in auth["reasons"]
+    assert run(["demo", "--only", "fido2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(
+        "FIDO2 key (emulated CTAP 2.1, in process): registered (packed attestation, TEST root), "
+        "authenticated, level substantial\n"
+    )
