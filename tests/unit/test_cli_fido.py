@@ -45,6 +45,7 @@ RPPS = "10100099877"
 def isolated_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The CLI configures the 'mie' logger; give it back as it was after each test."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MIE_CRL_DIR", str(tmp_path / "crl"))
     logger = logging.getLogger("mie")
     handlers, level = list(logger.handlers), logger.level
     logger.handlers[:] = []
@@ -282,6 +283,12 @@ def test_mds_fetch_writes_only_a_newer_verified_blob(
     root, out = _root_file(mds, tmp_path), tmp_path / "cache" / "mds.jwt"
     out.parent.mkdir()
     args = ["fido", "mds", "fetch", "--out", str(out), "--root", str(root), "--json"]
+    # The TEST MDS chain names no CRL: the default hard revocation refuses it.
+    served.append(_blob(mds, tmp_path, "b1", no=1).read_bytes())
+    assert run(args) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "metadata_untrusted"
+    assert not out.exists()
+    args.append("--revocation=soft")
     served.append(_blob(mds, tmp_path, "b2", no=2).read_bytes())
     assert run(args) == 0
     assert json.loads(capsys.readouterr().out)["no"] == 2
@@ -302,6 +309,7 @@ def test_mds_fetch_writes_only_a_newer_verified_blob(
     capsys.readouterr()
     assert out.read_bytes() == served[-1]
     bundled = ["fido", "mds", "fetch", "--out", str(tmp_path / "new.jwt"), "--json"]
+    bundled.append("--revocation=soft")
     assert run(bundled) == 1  # the bundled FIDO Alliance root: not the TEST one
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "metadata_untrusted"
     assert not (tmp_path / "new.jwt").exists()

@@ -716,13 +716,26 @@ def mds_group() -> None:
     "--out", required=True, type=click.Path(dir_okay=False), help="The blob file to write."
 )
 @root_option
+@click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft"]),
+    default="hard",
+    show_default=True,
+    help="The signer chain's revocation: hard (its CRLs downloaded through the CRL cache and "
+    "checked) or soft (an unknown status accepted, reported).",
+)
 @json_option("Print the fetched blob's summary as JSON.")
-def mds_fetch_command(url: str, out: str, root: str | None, as_json: bool) -> int:
+@click.pass_obj
+def mds_fetch_command(
+    state: CliState, url: str, out: str, root: str | None, revocation: str, as_json: bool
+) -> int:
     """Download the FIDO metadata blob (HTTPS, at most 64 MiB, 60 s), verify it (signature,
-    chain to the MDS root, next update), and write it to --out only if its number is above the
-    one of the blob already there."""
+    chain to the MDS root with revocation, next update), and write it to --out only if its
+    number is above the one of the blob already there."""
     from mie.fido.mds import MetadataIndex, fetch_blob
+    from mie.trust import RevocationMode
     from mie.trust.cache import atomic_write
+    from mie.trust.login import crl_directory
 
     if not url.lower().startswith("https://"):
         raise UsageError(f"--url {url[:60]!r}: the blob is fetched over https only")
@@ -730,7 +743,14 @@ def mds_fetch_command(url: str, out: str, root: str | None, as_json: bool) -> in
     now = dt.datetime.now(dt.UTC)
     previous = _previous_no(Path(out), anchor, now)
     blob = fetch_blob(url, deadline=MDS_TIMEOUT, max_bytes=MAX_MDS_BYTES)
-    index = MetadataIndex.load(blob, root=anchor, at=now, min_no=previous)
+    index = MetadataIndex.load(
+        blob,
+        root=anchor,
+        at=now,
+        min_no=previous,
+        revocation=RevocationMode(revocation),
+        crl_cache=state.crl_cache(crl_directory()),
+    )
     try:
         atomic_write(Path(out), blob)
     except OSError as e:
