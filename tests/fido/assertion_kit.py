@@ -2,16 +2,14 @@
 python-fido2's own client (``Fido2Client``), the way a browser would: the key signs real
 authenticator data over real client data, nothing is built by hand.
 
-:func:`record_of` writes the :class:`~mie.store.base.CredentialRecord` from the registration's
-authenticator data as parsed by mie's strict reader (a registration verifier in miniature:
-no attestation check, which ``verify_registration`` does).
+:func:`enrol` makes the :class:`~mie.store.base.CredentialRecord` with ``verify_registration``
+(a dry run under a lenient policy), as an IAM's enrolment desk would.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,10 +32,11 @@ from fido2.webauthn import (
 from mie.emulation.ctap2 import EmulatedAuthenticator
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 from mie.fido.allowlist import AaguidAllowlist, AllowedKey
-from mie.fido.authdata import AuthenticatorData
 from mie.fido.evidence import WebAuthnAssertionEvidence
 from mie.fido.policy import FidoPolicy
+from mie.fido.registration import RegistrationData, verify_registration
 from mie.store.base import CredentialRecord
+from mie.trust.identity import Identity
 from mie.verification import Expected
 
 PIN = "1234"
@@ -109,38 +108,6 @@ def register(
     return client(device, origin=origin).make_credential(options)
 
 
-def record_of(
-    response: RegistrationResponse,
-    *,
-    rp_id: str = RP_ID,
-    user_id: bytes,
-    id_nat: str = ID_NAT,
-    attestation: str = "packed/basic",
-    test: bool = True,
-    certification: str | None = None,
-) -> CredentialRecord:
-    """:return: the store record of a registration, from its authenticator data (mie's
-    strict parse)."""
-    auth = AuthenticatorData.parse(bytes(response.response.attestation_object.auth_data))
-    credential = auth.credential
-    assert credential is not None
-    return CredentialRecord(
-        rp_id=rp_id,
-        credential_id=credential.credential_id,
-        user_handle=user_id,
-        public_key=credential.raw_key,
-        alg=credential.public_key.alg,
-        aaguid=credential.aaguid,
-        sign_count=auth.sign_count,
-        backup_eligible=auth.flags.be,
-        attestation=attestation,
-        certification=certification,
-        id_nat=id_nat,
-        test=test,
-        created_at=time.time(),
-    )
-
-
 @dataclasses.dataclass
 class Key:
     """An emulated key with one registered credential (its record written to a store)."""
@@ -182,18 +149,50 @@ class Key:
         return evidence, Expected(challenge, self.origin)
 
 
+def enrol(
+    device: EmulatedAuthenticator,
+    response: RegistrationResponse,
+    *,
+    user_id: bytes,
+    rp_id: str = RP_ID,
+    origin: str = ORIGIN,
+) -> CredentialRecord:
+    """:return: the record ``verify_registration`` makes of a registration (a dry run: not
+    stored), under a lenient policy (attestation optional with the key's TEST root trusted, UV
+    not required, backup-eligible credentials allowed) so every emulator setting registers."""
+    lenient = FidoPolicy(
+        rp_id,
+        attestation="optional",
+        allowlist=ALLOWLIST,
+        attestation_roots=(device.pki.root.certificate,),
+        require_uv=False,
+        backup_eligible="allow",
+    )
+    challenge = response.response.client_data.challenge
+    data = RegistrationData.from_webauthn(
+        dict(response), nonce=challenge, origin=origin, rp_id=rp_id, user_handle=user_id
+    )
+    identity = Identity(ID_NAT, "RPPS", ID_NAT[1:], None, None, None, None, True)
+    registered = verify_registration(
+        data, Expected(challenge, origin), identity=identity, policy=lenient, store=None
+    )
+    return registered.record
+
+
 def new_key(
     store: Any | None = None,
     *,
     pki: TestAttestationPki | None = None,
     pin: str | None = PIN,
-    attestation_summary: str = "packed/basic",
+    attestation_summary: str | None = None,
     user_id: bytes | None = None,
     resident_key: bool = False,
     configure: Callable[[EmulatedAuthenticator], None] | None = None,
     **device: Any,
 ) -> Key:
-    """A new emulated key with one credential registered; its record put in ``store``."""
+    """A new emulated key with one credential registered by ``verify_registration``; its
+    record put in ``store``, with ``attestation_summary`` instead of the verified one when
+    given (a credential registered under another policy, or by another version)."""
     emulator = EmulatedAuthenticator(pin, pki=pki, **device)
     if configure is not None:
         configure(emulator)
@@ -204,7 +203,9 @@ def new_key(
         else UserVerificationRequirement.DISCOURAGED
     )
     response = register(emulator, uv=uv, user_id=handle, resident_key=resident_key)
-    record = record_of(response, user_id=handle, attestation=attestation_summary)
+    record = enrol(emulator, response, user_id=handle)
+    if attestation_summary is not None:
+        record = dataclasses.replace(record, attestation=attestation_summary)
     if store is not None:
         store.put_credential(record)
     return Key(emulator, record)

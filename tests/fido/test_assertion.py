@@ -379,11 +379,12 @@ def test_a_backup_eligible_credential_under_allow_and_refuse(store: MemoryStore)
     assert result.level is SUBSTANTIAL
 
 
-@pytest.mark.parametrize("summary", ["packed/self", "none"])
+@pytest.mark.parametrize(("attestation", "summary"), [("self", "packed/self"), ("none", "none")])
 def test_an_unattested_credential_under_required_and_optional(
-    store: MemoryStore, summary: str
+    store: MemoryStore, attestation: str, summary: str
 ) -> None:
-    key = new_key(store, attestation_summary=summary)
+    key = new_key(store, attestation=attestation)
+    assert key.record.attestation == summary  # as verify_registration recorded it
     evidence, expected = key.assertion()
     error = _refused(
         store, key, evidence, expected, AttestationRefusedError, ErrorCode.ATTESTATION_REFUSED
