@@ -233,11 +233,10 @@ def test_mies_own_client_and_verifier_over_hid_and_login(pki: TestAttestationPki
     emulator = EmulatedAuthenticator("1234", pki=pki)
     key = Fido2Authenticator(_hid(emulator), rp_id=RP_ID)
     enrolment = AuthRequest.new(ORIGIN)
-    made = key.register(
+    data = key.register(
         enrolment, user=StaticPin("1234"), user_name="dr.exemple", display_name="Dr Exemple"
     )
-    # Until C2 returns mie.fido.registration's class (its stand-in has the same fields).
-    data = made if isinstance(made, RegistrationData) else RegistrationData(**vars(made))
+    assert isinstance(data, RegistrationData)
     policy, store = _policy(pki), MemoryStore()
     registered = verify_registration(
         data, enrolment, identity=_identity(), policy=policy, store=store
