@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,10 @@ from mie.fido.policy import MetadataPolicy
 from mie.policy import AssuranceLevel
 from mie.request import AuthRequest, UserVerification
 from mie.result import AuthenticatorInfo, AuthResult
-from mie.store.base import CredentialRecord
+from mie.store.base import CredentialRecord, Store
 from mie.store.errors import CloneSuspectedError, CounterUnsupportedError, CredentialUnknownError
 from mie.store.memory import MemoryStore
+from mie.store.sqlite import SqliteStore
 from mie.verification import Expected, login, verify_evidence
 from tests.fido.assertion_kit import (
     BE_BIT,
@@ -68,26 +70,31 @@ TWO_FACTORS = (
 )
 
 
-@pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The one-process store, and the default shared backend (one SQLite file)."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    with SqliteStore(tmp_path / "mie.sqlite") as opened:
+        yield opened
 
 
 @pytest.fixture
-def key(store: MemoryStore) -> Key:
+def key(store: Store) -> Key:
     return new_key(store)
 
 
-def _verify(store: MemoryStore, evidence: Any, expected: Any, **changes: Any) -> AuthResult:
+def _verify(store: Store, evidence: Any, expected: Any, **changes: Any) -> AuthResult:
     return FidoVerifier(policy(**changes), store).verify(evidence, expected)
 
 
-def _stored(store: MemoryStore, key: Key) -> CredentialRecord:
+def _stored(store: Store, key: Key) -> CredentialRecord:
     return store.get_credential(RP_ID, key.record.credential_id)
 
 
 def _refused(
-    store: MemoryStore,
+    store: Store,
     key: Key,
     evidence: Any,
     expected: Any,
@@ -105,7 +112,7 @@ def _refused(
     return caught.value
 
 
-def _registered(store: MemoryStore, key: Key) -> bool:
+def _registered(store: Store, key: Key) -> bool:
     try:
         _stored(store, key)
     except CredentialUnknownError:
@@ -116,7 +123,7 @@ def _registered(store: MemoryStore, key: Key) -> bool:
 # --- Accepted ---------------------------------------------------------------------------------
 
 
-def test_an_attested_uv_assertion_is_substantial(store: MemoryStore, key: Key) -> None:
+def test_an_attested_uv_assertion_is_substantial(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     result = _verify(store, evidence, expected)
     assert result.valid and result.level is SUBSTANTIAL
@@ -137,7 +144,7 @@ def test_an_attested_uv_assertion_is_substantial(store: MemoryStore, key: Key) -
     assert AuthResult.from_json(json.loads(json.dumps(result.to_json()))) == result
 
 
-def test_an_eddsa_credential_is_substantial(store: MemoryStore) -> None:
+def test_an_eddsa_credential_is_substantial(store: Store) -> None:
     key = new_key(store, algorithms=(-8,))
     evidence, expected = key.assertion()
     result = _verify(store, evidence, expected)
@@ -145,21 +152,21 @@ def test_an_eddsa_credential_is_substantial(store: MemoryStore) -> None:
     assert result.reasons[0] == "FIDO2 assertion signature verified (EdDSA)"
 
 
-def test_successive_assertions_move_the_counter(store: MemoryStore, key: Key) -> None:
+def test_successive_assertions_move_the_counter(store: Store, key: Key) -> None:
     for count in (1, 2, 3):
         evidence, expected = key.assertion()
         assert _verify(store, evidence, expected).valid
         assert _stored(store, key).sign_count == count
 
 
-def test_a_discoverable_credential_with_its_user_handle(store: MemoryStore) -> None:
+def test_a_discoverable_credential_with_its_user_handle(store: Store) -> None:
     key = new_key(store, resident_key=True)
     evidence, expected = key.assertion(allow=False)
     assert evidence.user_handle == key.record.user_handle
     assert _verify(store, evidence, expected).level is SUBSTANTIAL
 
 
-def test_a_transport_presented_is_kept(store: MemoryStore, key: Key) -> None:
+def test_a_transport_presented_is_kept(store: Store, key: Key) -> None:
     from mie.core.connection import Transport
 
     evidence, expected = key.assertion()
@@ -173,26 +180,26 @@ def test_a_transport_presented_is_kept(store: MemoryStore, key: Key) -> None:
 # --- 1. The evidence's binding ----------------------------------------------------------------
 
 
-def test_another_origin_is_refused(store: MemoryStore, key: Key) -> None:
+def test_another_origin_is_refused(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     other = Expected(expected.nonce, "https://evil.example")
     _refused(store, key, evidence, other, OriginMismatchError, ErrorCode.ORIGIN_MISMATCH)
 
 
-def test_another_nonce_is_refused(store: MemoryStore, key: Key) -> None:
+def test_another_nonce_is_refused(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     other = Expected(bytes(32), expected.origin)
     _refused(store, key, evidence, other, NonceMismatchError, ErrorCode.NONCE_MISMATCH)
 
 
-def test_evidence_for_another_rp_id_is_refused(store: MemoryStore, key: Key) -> None:
+def test_evidence_for_another_rp_id_is_refused(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     other = dataclasses.replace(evidence, rp_id="other.example")
     error = _refused(store, key, other, expected, RpIdMismatchError, ErrorCode.RP_ID_MISMATCH)
     assert "other.example" in str(error)
 
 
-def test_evidence_of_another_kind_is_refused(store: MemoryStore, key: Key) -> None:
+def test_evidence_of_another_kind_is_refused(store: Store, key: Key) -> None:
     _, expected = key.assertion()
     x509 = X509SignatureEvidence(expected.nonce, ORIGIN, bytes(64), b"\x01", (b"\x30",))
     with pytest.raises(EvidenceFormatError, match="x509-signature"):
@@ -202,9 +209,7 @@ def test_evidence_of_another_kind_is_refused(store: MemoryStore, key: Key) -> No
 # --- 2. The client data: what the key signed must say what the evidence says --------------------
 
 
-def test_evidence_fields_and_client_data_disagreeing_on_the_nonce(
-    store: MemoryStore, key: Key
-) -> None:
+def test_evidence_fields_and_client_data_disagreeing_on_the_nonce(store: Store, key: Key) -> None:
     evidence, _ = key.assertion()
     forged = bytes(range(32))
     lying = dataclasses.replace(evidence, nonce=forged)
@@ -214,9 +219,7 @@ def test_evidence_fields_and_client_data_disagreeing_on_the_nonce(
     assert "client data challenge" in str(error)
 
 
-def test_evidence_fields_and_client_data_disagreeing_on_the_origin(
-    store: MemoryStore, key: Key
-) -> None:
+def test_evidence_fields_and_client_data_disagreeing_on_the_origin(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     lying = dataclasses.replace(evidence, origin="https://other.example")
     other = Expected(expected.nonce, "https://other.example")
@@ -239,7 +242,7 @@ def _client_data(evidence: WebAuthnAssertionEvidence, **changes: Any) -> bytes:
         (lambda e: b'{"type":"webauthn.get","type":"webauthn.get"}', "duplicate"),
     ],
 )
-def test_client_data_is_strict(store: MemoryStore, key: Key, make: Any, message: str) -> None:
+def test_client_data_is_strict(store: Store, key: Key, make: Any, message: str) -> None:
     evidence, expected = key.assertion()
     bad = dataclasses.replace(evidence, client_data_json=make(evidence))
     error = _refused(store, key, bad, expected, ClientDataFormatError, ErrorCode.MALFORMED)
@@ -249,14 +252,14 @@ def test_client_data_is_strict(store: MemoryStore, key: Key, make: Any, message:
 # --- 3. The authenticator data ----------------------------------------------------------------
 
 
-def test_authenticator_data_with_trailing_bytes(store: MemoryStore, key: Key) -> None:
+def test_authenticator_data_with_trailing_bytes(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     bad = dataclasses.replace(evidence, authenticator_data=evidence.authenticator_data + b"\x00")
     error = _refused(store, key, bad, expected, AuthDataFormatError, ErrorCode.MALFORMED)
     assert "trailing" in str(error)
 
 
-def test_attested_credential_data_in_an_assertion(store: MemoryStore, key: Key) -> None:
+def test_attested_credential_data_in_an_assertion(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     registration = register(key.device)
     auth_data = bytes(registration.response.attestation_object.auth_data)
@@ -265,26 +268,26 @@ def test_attested_credential_data_in_an_assertion(store: MemoryStore, key: Key) 
     assert "attested credential data" in str(error)
 
 
-def test_rp_id_hash(store: MemoryStore, key: Key) -> None:
+def test_rp_id_hash(store: Store, key: Key) -> None:
     key.device.faults.other_rp = True
     evidence, expected = key.assertion()
     error = _refused(store, key, evidence, expected, RpIdMismatchError, ErrorCode.RP_ID_MISMATCH)
     assert "rpIdHash" in str(error)
 
 
-def test_up_clear(store: MemoryStore, key: Key) -> None:
+def test_up_clear(store: Store, key: Key) -> None:
     key.device.faults.flags_mask = UP_BIT
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, UserNotPresentError, ErrorCode.USER_NOT_PRESENT)
 
 
-def test_uv_clear_for_substantial(store: MemoryStore, key: Key) -> None:
+def test_uv_clear_for_substantial(store: Store, key: Key) -> None:
     key.device.faults.flags_mask = UV_BIT
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, UserNotVerifiedError, ErrorCode.USER_NOT_VERIFIED)
 
 
-def test_uv_less_is_low_under_require_uv_false(store: MemoryStore, key: Key) -> None:
+def test_uv_less_is_low_under_require_uv_false(store: Store, key: Key) -> None:
     key.device.faults.flags_mask = UV_BIT
     evidence, expected = key.assertion()
     result = _verify(store, evidence, expected, require_uv=False)
@@ -293,7 +296,7 @@ def test_uv_less_is_low_under_require_uv_false(store: MemoryStore, key: Key) -> 
     assert "user verified by the key (PIN or biometrics)" not in result.reasons
 
 
-def test_uv_less_is_refused_when_the_request_asks_for_uv(store: MemoryStore, key: Key) -> None:
+def test_uv_less_is_refused_when_the_request_asks_for_uv(store: Store, key: Key) -> None:
     key.device.faults.flags_mask = UV_BIT
     evidence, expected = key.assertion()
     request = AuthRequest(expected.nonce, expected.origin, user_verification=True)
@@ -302,7 +305,7 @@ def test_uv_less_is_refused_when_the_request_asks_for_uv(store: MemoryStore, key
     assert _verify(store, evidence, relaxed, require_uv=False).level is LOW
 
 
-def test_a_key_without_pin_is_low_under_require_uv_false(store: MemoryStore) -> None:
+def test_a_key_without_pin_is_low_under_require_uv_false(store: Store) -> None:
     from fido2.webauthn import UserVerificationRequirement
 
     key = new_key(store, pin=None)
@@ -314,20 +317,20 @@ def test_a_key_without_pin_is_low_under_require_uv_false(store: MemoryStore) -> 
 # --- 4. The stored credential -----------------------------------------------------------------
 
 
-def test_an_unknown_credential(store: MemoryStore) -> None:
+def test_an_unknown_credential(store: Store) -> None:
     key = new_key(None)
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, CredentialUnknownError, ErrorCode.CREDENTIAL_UNKNOWN)
 
 
-def test_the_credential_of_another_relying_party_is_unknown(store: MemoryStore) -> None:
+def test_the_credential_of_another_relying_party_is_unknown(store: Store) -> None:
     key = new_key(None)
     store.put_credential(dataclasses.replace(key.record, rp_id="other.example"))
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, CredentialUnknownError, ErrorCode.CREDENTIAL_UNKNOWN)
 
 
-def test_a_user_handle_of_another(store: MemoryStore) -> None:
+def test_a_user_handle_of_another(store: Store) -> None:
     key = new_key(store, resident_key=True)
     evidence, expected = key.assertion(allow=False)
     other = dataclasses.replace(evidence, user_handle=b"someone else")
@@ -338,7 +341,7 @@ def test_a_user_handle_of_another(store: MemoryStore) -> None:
 
 
 @pytest.mark.parametrize("reason", ["revoked", "clone-suspected"])
-def test_a_suspended_credential(store: MemoryStore, key: Key, reason: str) -> None:
+def test_a_suspended_credential(store: Store, key: Key, reason: str) -> None:
     store.suspend_credential(RP_ID, key.record.credential_id, reason)
     evidence, expected = key.assertion()
     error = _refused(store, key, evidence, expected, CloneSuspectedError, ErrorCode.SUSPECTED_CLONE)
@@ -346,7 +349,7 @@ def test_a_suspended_credential(store: MemoryStore, key: Key, reason: str) -> No
     assert _stored(store, key).sign_count == 0
 
 
-def test_backup_eligibility_changed(store: MemoryStore) -> None:
+def test_backup_eligibility_changed(store: Store) -> None:
     key = new_key(store, backup_eligible=True)
     key.device.faults.flags_mask = BE_BIT
     evidence, expected = key.assertion()
@@ -354,7 +357,7 @@ def test_backup_eligibility_changed(store: MemoryStore) -> None:
     assert "Backup eligibility changed" in str(error)
 
 
-def test_a_backup_eligible_credential_is_low(store: MemoryStore) -> None:
+def test_a_backup_eligible_credential_is_low(store: Store) -> None:
     key = new_key(store, backup_eligible=True)
     evidence, expected = key.assertion()
     result = _verify(store, evidence, expected)
@@ -363,7 +366,7 @@ def test_a_backup_eligible_credential_is_low(store: MemoryStore) -> None:
     assert "backup-eligible credential (policy low)" in result.reasons
 
 
-def test_a_backup_eligible_credential_under_allow_and_refuse(store: MemoryStore) -> None:
+def test_a_backup_eligible_credential_under_allow_and_refuse(store: Store) -> None:
     key = new_key(store, backup_eligible=True)
     evidence, expected = key.assertion()
     _refused(
@@ -381,7 +384,7 @@ def test_a_backup_eligible_credential_under_allow_and_refuse(store: MemoryStore)
 
 @pytest.mark.parametrize(("attestation", "summary"), [("self", "packed/self"), ("none", "none")])
 def test_an_unattested_credential_under_required_and_optional(
-    store: MemoryStore, attestation: str, summary: str
+    store: Store, attestation: str, summary: str
 ) -> None:
     key = new_key(store, attestation=attestation)
     assert key.record.attestation == summary  # as verify_registration recorded it
@@ -395,7 +398,7 @@ def test_an_unattested_credential_under_required_and_optional(
     assert result.reasons[-1].startswith("FIDO2 key without attestation (self or none)")
 
 
-def test_an_attestation_summary_mie_does_not_verify(store: MemoryStore) -> None:
+def test_an_attestation_summary_mie_does_not_verify(store: Store) -> None:
     key = new_key(store, attestation_summary="fido-u2f/basic")
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, AttestationRefusedError, ErrorCode.ATTESTATION_REFUSED)
@@ -404,7 +407,7 @@ def test_an_attestation_summary_mie_does_not_verify(store: MemoryStore) -> None:
 OTHER_MODEL = AaguidAllowlist((AllowedKey(b"\x42" * 16, "another model"),))
 
 
-def test_a_model_no_longer_allowlisted(store: MemoryStore, key: Key) -> None:
+def test_a_model_no_longer_allowlisted(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     _refused(
         store,
@@ -421,7 +424,7 @@ def test_a_model_no_longer_allowlisted(store: MemoryStore, key: Key) -> None:
     assert any("not in the allowlist" in r for r in result.reasons)
 
 
-def test_a_packed_credential_without_any_list_is_not_attested(store: MemoryStore, key: Key) -> None:
+def test_a_packed_credential_without_any_list_is_not_attested(store: Store, key: Key) -> None:
     # attestation optional, no allowlist, no metadata: nothing lists the model now.
     evidence, expected = key.assertion()
     result = _verify(store, evidence, expected, attestation="optional", allowlist=None)
@@ -431,13 +434,13 @@ def test_a_packed_credential_without_any_list_is_not_attested(store: MemoryStore
 # --- 5. The signature -------------------------------------------------------------------------
 
 
-def test_a_broken_signature(store: MemoryStore, key: Key) -> None:
+def test_a_broken_signature(store: Store, key: Key) -> None:
     key.device.faults.bad_signature = True
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, SignatureInvalidError, ErrorCode.SIGNATURE_INVALID)
 
 
-def test_a_signature_over_other_authenticator_data(store: MemoryStore, key: Key) -> None:
+def test_a_signature_over_other_authenticator_data(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     data = bytearray(evidence.authenticator_data)
     data[36] ^= 0x10  # the counter: a replay trying a higher count
@@ -445,7 +448,7 @@ def test_a_signature_over_other_authenticator_data(store: MemoryStore, key: Key)
     _refused(store, key, bad, expected, SignatureInvalidError, ErrorCode.SIGNATURE_INVALID)
 
 
-def test_a_key_algorithm_the_policy_no_longer_takes(store: MemoryStore) -> None:
+def test_a_key_algorithm_the_policy_no_longer_takes(store: Store) -> None:
     key = new_key(store, algorithms=(-8,))
     evidence, expected = key.assertion()
     error = _refused(
@@ -460,7 +463,7 @@ def test_a_key_algorithm_the_policy_no_longer_takes(store: MemoryStore) -> None:
     assert "EdDSA" in str(error)
 
 
-def test_the_signature_is_checked_before_the_counter(store: MemoryStore, key: Key) -> None:
+def test_the_signature_is_checked_before_the_counter(store: Store, key: Key) -> None:
     for _ in range(3):
         evidence, expected = key.assertion()
         _verify(store, evidence, expected)
@@ -494,7 +497,7 @@ CERTIFIED = ("FIDO_CERTIFIED_L1", "2026-01-01")
 
 
 def test_a_model_revoked_after_registration(
-    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+    store: Store, key: Key, mds: TestMds, tmp_path: Path
 ) -> None:
     fido_policy = _metadata_policy(tmp_path)
     before = FidoVerifier(fido_policy, store, metadata=_index(mds, key, CERTIFIED))
@@ -513,7 +516,7 @@ def test_a_model_revoked_after_registration(
 
 
 def test_a_model_below_the_minimum_certification(
-    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+    store: Store, key: Key, mds: TestMds, tmp_path: Path
 ) -> None:
     fido_policy = _metadata_policy(tmp_path, min_certification="L2")
     verifier = FidoVerifier(fido_policy, store, metadata=_index(mds, key, CERTIFIED))
@@ -523,7 +526,7 @@ def test_a_model_below_the_minimum_certification(
 
 
 def test_a_model_missing_from_the_metadata(
-    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+    store: Store, key: Key, mds: TestMds, tmp_path: Path
 ) -> None:
     empty = MetadataIndex.load(mds.blob([]), root=mds.root, at=dt.datetime.now(dt.UTC))
     evidence, expected = key.assertion()
@@ -538,7 +541,7 @@ def test_a_model_missing_from_the_metadata(
 
 
 def test_a_batch_compromise_refuses_the_model_at_assertion(
-    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
+    store: Store, key: Key, mds: TestMds, tmp_path: Path
 ) -> None:
     # The report names one attestation certificate; the store keeps no chain: fail closed.
     leaf = key.device.pki.leaf.der
@@ -549,9 +552,7 @@ def test_a_batch_compromise_refuses_the_model_at_assertion(
         verifier.verify(evidence, expected)
 
 
-def test_a_stale_blob_at_assertion(
-    store: MemoryStore, key: Key, mds: TestMds, tmp_path: Path
-) -> None:
+def test_a_stale_blob_at_assertion(store: Store, key: Key, mds: TestMds, tmp_path: Path) -> None:
     verifier = FidoVerifier(_metadata_policy(tmp_path), store, metadata=_index(mds, key, CERTIFIED))
     evidence, expected = key.assertion()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=60)
@@ -559,7 +560,7 @@ def test_a_stale_blob_at_assertion(
         verifier.verify(evidence, expected, at=later)
 
 
-def test_metadata_in_the_policy_needs_the_index(store: MemoryStore, tmp_path: Any) -> None:
+def test_metadata_in_the_policy_needs_the_index(store: Store, tmp_path: Any) -> None:
     fido_policy = policy(metadata=MetadataPolicy(blob=tmp_path / "mds.jwt"))
     with pytest.raises(FidoPolicyError, match="metadata index"):
         FidoVerifier(fido_policy, store)
@@ -568,7 +569,7 @@ def test_metadata_in_the_policy_needs_the_index(store: MemoryStore, tmp_path: An
 # --- 7. The signature counter (plan D9) -------------------------------------------------------
 
 
-def test_counter_back_suspends(store: MemoryStore, key: Key) -> None:
+def test_counter_back_suspends(store: Store, key: Key) -> None:
     for _ in range(3):
         evidence, expected = key.assertion()
         _verify(store, evidence, expected)
@@ -585,7 +586,7 @@ def test_counter_back_suspends(store: MemoryStore, key: Key) -> None:
     assert "suspended" in str(error)
 
 
-def test_an_equal_counter_is_refused_but_suspends_nothing(store: MemoryStore, key: Key) -> None:
+def test_an_equal_counter_is_refused_but_suspends_nothing(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     _verify(store, evidence, expected)
     error = _refused(store, key, evidence, expected, CloneSuspectedError, ErrorCode.SUSPECTED_CLONE)
@@ -596,7 +597,7 @@ def test_an_equal_counter_is_refused_but_suspends_nothing(store: MemoryStore, ke
     assert _verify(store, evidence, expected).valid  # the key goes on working
 
 
-def test_a_counterless_key(store: MemoryStore) -> None:
+def test_a_counterless_key(store: Store) -> None:
     key = new_key(store, counter="zero")
     evidence, expected = key.assertion()
     _refused(store, key, evidence, expected, CounterUnsupportedError, ErrorCode.COUNTER_UNSUPPORTED)
@@ -610,7 +611,7 @@ def test_a_counterless_key(store: MemoryStore) -> None:
 # --- The verification dispatch ----------------------------------------------------------------
 
 
-def test_verify_evidence_dispatches_to_the_fido_verifier(store: MemoryStore, key: Key) -> None:
+def test_verify_evidence_dispatches_to_the_fido_verifier(store: Store, key: Key) -> None:
     evidence, expected = key.assertion()
     with pytest.raises(EvidenceFormatError, match="No FIDO2 verifier configured"):
         verify_evidence(evidence, expected, verifier=None)
@@ -644,7 +645,7 @@ class _Prover:
         self.heard.append("rejected")
 
 
-def test_login_with_a_fido_verifier(store: MemoryStore, key: Key) -> None:
+def test_login_with_a_fido_verifier(store: Store, key: Key) -> None:
     prover = _Prover(key)
     fido = FidoVerifier(policy(), store)
     request = AuthRequest.new(ORIGIN)
