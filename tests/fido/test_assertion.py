@@ -42,7 +42,15 @@ from mie.fido.errors import (
 from mie.fido.evidence import WebAuthnAssertionEvidence
 from mie.fido.mds import MetadataIndex
 from mie.fido.policy import MetadataPolicy
-from mie.policy import AssuranceLevel
+from mie.policy import (
+    DEFAULT_RULES,
+    AssuranceLevel,
+    Factor,
+    LevelPolicy,
+    LevelRule,
+    MieKind,
+    Property,
+)
 from mie.request import AuthRequest, UserVerification
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.store.base import CredentialRecord, Store
@@ -655,3 +663,25 @@ def test_login_with_a_fido_verifier(store: Store, key: Key) -> None:
     with pytest.raises(SignatureInvalidError):
         login(prover, AuthRequest.new(ORIGIN), user=None, verifier=None, fido=fido)
     assert prover.heard == ["accepted", "rejected"]
+
+
+def test_the_level_table_of_verify_evidence_reaches_the_fido_verifier(
+    store: Store, key: Key
+) -> None:
+    high = LevelRule(
+        MieKind.FIDO2_KEY,
+        frozenset({Factor.POSSESSION, Factor.KNOWLEDGE}),
+        None,
+        None,
+        AssuranceLevel.HIGH,
+        "operator rule",
+        frozenset({Property.ATTESTED, Property.DEVICE_BOUND}),
+    )
+    table = LevelPolicy(rules=(high, *DEFAULT_RULES))
+    fido = FidoVerifier(policy(), store)
+    evidence, expected = key.assertion()
+    result = verify_evidence(evidence, expected, verifier=None, policy=table, fido=fido)
+    assert (result.level, result.reasons[-1]) == (AssuranceLevel.HIGH, "operator rule")
+    # The verifier's own table otherwise (the default one here).
+    evidence, expected = key.assertion()
+    assert verify_evidence(evidence, expected, verifier=None, fido=fido).level is SUBSTANTIAL
