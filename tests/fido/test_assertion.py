@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fido2.webauthn import UserVerificationRequirement
 
+from mie.core.connection import Transport
 from mie.core.errors import (
     ErrorCode,
     EvidenceFormatError,
@@ -175,8 +177,6 @@ def test_a_discoverable_credential_with_its_user_handle(store: Store) -> None:
 
 
 def test_a_transport_presented_is_kept(store: Store, key: Key) -> None:
-    from mie.core.connection import Transport
-
     evidence, expected = key.assertion()
     presented = AuthenticatorInfo("fido2", "claimed", None, Transport.USB)
     result = FidoVerifier(policy(), store).verify(evidence, expected, authenticator=presented)
@@ -314,8 +314,6 @@ def test_uv_less_is_refused_when_the_request_asks_for_uv(store: Store, key: Key)
 
 
 def test_a_key_without_pin_is_low_under_require_uv_false(store: Store) -> None:
-    from fido2.webauthn import UserVerificationRequirement
-
     key = new_key(store, pin=None)
     evidence, expected = key.assertion(uv=UserVerificationRequirement.DISCOURAGED)
     _refused(store, key, evidence, expected, UserNotVerifiedError, ErrorCode.USER_NOT_VERIFIED)
