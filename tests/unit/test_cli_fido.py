@@ -26,9 +26,12 @@ from mie._cli.__main__ import run
 from mie._cli.app import exit_code_for
 from mie._cli.options import parse_store_url
 from mie._cli.state import CliState, UsageError
+from mie.core.connection import SmartCardConnection
 from mie.core.errors import MieError, PinAuthBlockedError
+from mie.emulation.base import EmulatedConnection
 from mie.emulation.ctap2 import EmulatedAuthenticator
 from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection, hid_descriptor
+from mie.emulation.fido_applet import EmulatedFidoApplet
 from mie.emulation.fido_mds import TestMds
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 from mie.fido import errors as fido_errors
@@ -685,3 +688,31 @@ def test_demo_registers_then_authenticates_the_emulated_key(
         "FIDO2 key (emulated CTAP 2.1, in process): registered (packed attestation, TEST root), "
         "authenticated, level substantial\n"
     )
+
+
+class KeyAndReaderState(KeyState):
+    """The same emulated key as ``--key`` and, through its FIDO applet, in the PC/SC reader."""
+
+    def open_reader(self, reader: str | None) -> SmartCardConnection:
+        return EmulatedConnection(EmulatedFidoApplet(self.key))
+
+
+def test_mie_auth_of_a_key_over_nfc_takes_the_fido_policy_and_store(
+    desk: Desk,
+    pki: TestAttestationPki,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    state = KeyAndReaderState(_key(pki))
+    register(state, desk, capsys, "--resident-key")
+    # The registry's fido probe finds the applet; without the FIDO options: bad usage.
+    pin_stdin(PIN)
+    assert run(["auth", "--origin", ORIGIN, "--pin-stdin"], state) == 2
+    assert "needs --fido-policy and --store" in one_error_line(capsys.readouterr().err)
+    pin_stdin(PIN)
+    args = ["auth", "--origin", ORIGIN, "--pin-stdin", "--json"]
+    assert run([*args, "--fido-policy", desk.policy, "--store", desk.store], state) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["level"] == "substantial"
+    assert result["authenticator"]["transport"] == "contactless"
+    assert result["identity"]["id_nat"] == "8" + RPPS
