@@ -620,18 +620,21 @@ def test_no_key_or_several(
     assert result["error"]["code"] == "no_card"
     listed += [
         ctap.KeyListing("hid:/dev/hidraw1", "hid", "a"),
-        ctap.KeyListing("pcsc:R", "pcsc", "R"),
+        ctap.KeyListing("hid:/dev/hidraw2", "hid", "b"),
     ]
     args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--origin", ORIGIN]
     assert run(args, CliState()) == 2
-    assert "'hid:/dev/hidraw1', 'pcsc:R'" in one_error_line(capsys.readouterr().err)
+    assert "'hid:/dev/hidraw1', 'hid:/dev/hidraw2'" in one_error_line(capsys.readouterr().err)
+    # Listed but gone (no such hidraw node): each entry says why it cannot be read.
     assert run(["fido", "list", "--json"]) == 0
-    assert [k["spec"] for k in json.loads(capsys.readouterr().out)["keys"]] == [
-        "hid:/dev/hidraw1",
-        "pcsc:R",
+    keys = json.loads(capsys.readouterr().out)["keys"]
+    assert [(k["key"], k["transport"]) for k in keys] == [
+        ("hid:/dev/hidraw1", "usb"),
+        ("hid:/dev/hidraw2", "usb"),
     ]
+    assert all(k["error"] and k["aaguid"] is None for k in keys)
     assert run(["fido", "list"]) == 0
-    assert "pcsc:R  (pcsc: R)" in capsys.readouterr().out
+    assert "hid:/dev/hidraw2  (usb: b)" in capsys.readouterr().out
     assert run([*args, "--key", "usb:1"], CliState()) == 2
     assert "--key 'usb:1'" in one_error_line(capsys.readouterr().err)
 
@@ -716,3 +719,21 @@ def test_mie_auth_of_a_key_over_nfc_takes_the_fido_policy_and_store(
     assert result["level"] == "substantial"
     assert result["authenticator"]["transport"] == "contactless"
     assert result["identity"]["id_nat"] == "8" + RPPS
+
+
+def test_list_says_what_each_key_is(
+    pki: TestAttestationPki, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mie.transport.ctap as ctap
+
+    listing = [ctap.KeyListing("hid:/dev/hidraw7", "hid", "mie emulated FIDO2 key")]
+    monkeypatch.setattr(ctap, "list_ctap_devices", lambda: listing)
+    state = KeyState(_key(pki))
+    assert run(["fido", "list", "--json"], state) == 0
+    (key,) = json.loads(capsys.readouterr().out)["keys"]
+    assert key["aaguid"] == str(uuid.UUID(bytes=EMULATOR_AAGUID))
+    assert "FIDO_2_1" in key["versions"] and key["options"]["clientPin"] is True
+    assert key["pin_retries"] == 8 and key["error"] is None
+    assert state.specs == ["hid:/dev/hidraw7"]
+    assert run(["fido", "list"], state) == 0
+    assert "PIN set, 8 tries left" in capsys.readouterr().out

@@ -243,19 +243,65 @@ def _failed(error: MieError, info: AuthenticatorInfo | None, as_json: bool) -> A
 
 @fido_group.command("list")
 @json_option("Print the keys as JSON.")
-def list_command(as_json: bool) -> int:
-    """List the FIDO2 keys attached (USB keys, cards with a FIDO applet in PC/SC readers)."""
+@click.pass_obj
+def list_command(state: CliState, as_json: bool) -> int:
+    """List the FIDO2 keys attached (USB keys, cards with a FIDO applet in PC/SC readers): what
+    each says of itself (getInfo) and its PIN tries left. No PIN is asked, no try spent."""
     from mie.transport.ctap import list_ctap_devices
 
-    found = list_ctap_devices()
+    keys = [_describe(state, k.spec, k.transport, k.name) for k in list_ctap_devices()]
     if as_json:
-        emit_json({"keys": [k.to_json() for k in found]})
+        emit_json({"keys": keys})
         return 0
-    if not found:
+    if not keys:
         click.echo("No FIDO2 key found.")
-    for key in found:
-        click.echo(f"{key.spec}  ({key.transport}: {key.name})")
+    for key in keys:
+        click.echo(f"{key['key']}  ({key['transport']}: {key['product']})")
+        if key["error"] is not None:
+            click.echo(f"  not readable: {key['error']}")
+            continue
+        retries = key["pin_retries"]
+        pin = "no PIN set" if retries is None else f"PIN set, {retries} tries left"
+        click.echo(f"  model {key['aaguid']}, {', '.join(key['versions'])}; {pin}")
     return 0
+
+
+_TRANSPORTS = {"hid": "usb", "pcsc": "contactless"}
+
+
+def _describe(state: CliState, spec: str, transport: str, product: str) -> dict[str, Any]:
+    """:return: one ``mie fido list --json`` entry: ``{"key", "transport", "product",
+    "aaguid", "versions", "options", "pin_retries", "error"}`` (``error`` the one line a key
+    that cannot be read gives, the other fields then ``null``)."""
+    entry: dict[str, Any] = {
+        "key": spec,
+        "transport": _TRANSPORTS.get(transport, transport),
+        "product": product,
+        "aaguid": None,
+        "versions": None,
+        "options": None,
+        "pin_retries": None,
+        "error": None,
+    }
+    from fido2.ctap2.base import Ctap2
+
+    from mie.fido.authenticator import Fido2Authenticator
+
+    try:
+        device = state.open_key(spec)
+        authenticator = Fido2Authenticator(device)
+        with authenticator.connection:
+            authenticator.identify()
+            info = Ctap2(device).info
+            entry.update(
+                aaguid=str(uuid.UUID(bytes=bytes(info.aaguid))),
+                versions=list(info.versions),
+                options={str(k): bool(v) for k, v in info.options.items()},
+                pin_retries=authenticator.pin_retries(),
+            )
+    except MieError as e:
+        entry["error"] = " ".join(str(e).split())
+    return entry
 
 
 # mie fido register
