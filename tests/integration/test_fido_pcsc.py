@@ -197,3 +197,38 @@ def test_fail_after_on_vpcd_leaves_the_field_and_exits_1(pcscd: Pcscd, tmp_path:
         process.wait(15)
     settle_after_failure()
     assert process.returncode == 1
+
+
+def test_mie_fido_register_and_auth_through_pcscd_then_a_pull_mid_assertion(
+    pcscd: Pcscd, tmp_path: Path
+) -> None:
+    """`mie fido register|auth --key pcsc:READER` (their own processes) on the key behind
+    pcscd; then the emulator killed while `mie fido auth` waits for the touch: card_removed,
+    and the stored counter has not moved."""
+    from mie.emulation.fido_pki import TestAttestationPki
+    from tests.integration.test_fido_cli import authenticate, register
+    from tests.unit.test_cli_fido import Desk
+
+    key = f"pcsc:{READER0}"
+    desk = Desk(tmp_path, TestAttestationPki.load(tmp_path / "pki"))
+    desk.write()
+    with fido_key(tmp_path, "--pin", PIN):
+        code, outcome, err = register(desk, key)
+        assert code == 0, err
+        assert outcome["credential"]["level_cap"] == "substantial"
+        code, result, err = authenticate(desk, key)
+        assert code == 0, err
+        assert result["level"] == "substantial" and result["valid"] is True
+    counter = desk.credentials()[0].sign_count
+    assert counter >= 1
+    with fido_key(tmp_path, "--pin", PIN, "--touch", "30") as process:
+        killer = threading.Timer(5.0, process.kill)  # mid-getAssertion: the touch is 30 s away
+        killer.start()
+        try:
+            code, result, err = authenticate(desk, key)
+        finally:
+            killer.cancel()
+    settle_after_failure()
+    assert code == 1, err
+    assert result["error"]["code"] == "card_removed", result
+    assert desk.credentials()[0].sign_count == counter
