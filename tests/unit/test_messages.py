@@ -85,6 +85,10 @@ FRAGMENTS = {
     ("mie/relay/agent.py", "RelayRefusedError"),
     # The problem of a CBOR refusal, quoted as "CBOR at offset {offset}: {problem}".
     ("mie/core/cbor.py", "CborFormatError"),
+    # The problem of a file field, quoted as "{file title}: {problem}" by the readers' fail().
+    ("mie/emulation/ctap2_state.py", "fail"),
+    ("mie/fido/allowlist.py", "fail"),
+    ("mie/fido/policy.py", "fail"),
 }
 """Reason fragments raised by public classes: ``(file, exception)``."""
 VERBATIM = {

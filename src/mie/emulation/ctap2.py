@@ -233,7 +233,7 @@ class EmulatedAuthenticator(CtapDevice):
         if len(aaguid) != 16:
             raise ValueError(f"An AAGUID is 16 bytes, got {len(aaguid)}")
         if touch is not None and not isinstance(touch, Touch):
-            raise ValueError(f"touch must be a Touch, not {touch!r}")
+            raise ValueError(f"The touch option must be a Touch, not {touch!r}")
         if isinstance(touch_timeout, bool) or not 0 < touch_timeout < float("inf"):
             raise ValueError(
                 f"touch_timeout must be a positive number of seconds, not {touch_timeout!r}"

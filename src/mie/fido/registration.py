@@ -158,7 +158,7 @@ class RegistrationData:
             raise ValueError(f"rp_id {self.rp_id[:60]!r} is not a lower-case host name")
         transports = self.transports
         if isinstance(transports, str) or not isinstance(transports, list | tuple):
-            raise TypeError("transports must be a sequence of strings")
+            raise TypeError("The transports must be a sequence of strings")
         if len(transports) > MAX_TRANSPORTS:
             raise ValueError(f"More than {MAX_TRANSPORTS} transports")
         for transport in transports:
