@@ -59,7 +59,9 @@ def isolated_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 
 def one_error_line(stderr: str) -> str:
     assert "Traceback" not in stderr
+    # Diagnostics may precede it (a chain checked under soft revocation logs a warning).
     lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("WARNING mie.")]
     assert len(lines) == 1, lines
     assert lines[0].startswith("mie: error: ")
     return lines[0]
@@ -737,3 +739,45 @@ def test_list_says_what_each_key_is(
     assert state.specs == ["hid:/dev/hidraw7"]
     assert run(["fido", "list"], state) == 0
     assert "PIN set, 8 tries left" in capsys.readouterr().out
+
+
+def test_the_fido_metadata_of_the_policy_decides_the_model(
+    desk: Desk,
+    pki: TestAttestationPki,
+    mds: TestMds,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    def publish(*statuses: tuple[str, str], no: int) -> None:
+        entry = mds.entry(EMULATOR_AAGUID, [pki.root.certificate], statuses=statuses)
+        (desk.directory / "mds.jwt").write_bytes(mds.blob([entry], no=no))
+
+    _root_file(mds, desk.directory)
+    publish(("FIDO_CERTIFIED_L1", "2026-01-01"), no=1)
+    metadata = {"blob": "mds.jwt", "root": "mds-root.pem"}
+    desk.write(allowlist=None, metadata=metadata)
+    state = KeyState(_key(pki))
+    outcome = register(state, desk, capsys)
+    attestation = outcome["credential"]["attestation"]
+    assert attestation["allowlisted"] is False
+    assert attestation["metadata"] == {
+        "description": "mie TEST emulated authenticator",
+        "status": "FIDO_CERTIFIED_L1",
+        "certification": "L1",
+    }
+    assert outcome["credential"]["level_cap"] == "substantial"
+    # The model revoked since: the next login is refused, and so is a new registration.
+    publish(("FIDO_CERTIFIED_L1", "2026-01-01"), ("REVOKED", "2026-11-30"), no=2)
+    pin_stdin(PIN)
+    result = authenticate(state, desk, capsys, "--identity", f"rpps={RPPS}", code=1)
+    assert result["error"]["code"] == "metadata_status"
+    assert "REVOKED since 2026-11-30" in result["error"]["message"]
+    pin_stdin(PIN)
+    assert register(state, desk, capsys, code=1)["error"]["code"] == "metadata_status"
+    assert len(desk.credentials()) == 1
+    # A blob that does not parse is unreadable input: exit 2.
+    (desk.directory / "mds.jwt").write_bytes(b"not a blob")
+    pin_stdin(PIN)
+    args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--origin", ORIGIN]
+    assert run(args, state) == 2
+    assert "compact JWS" in one_error_line(capsys.readouterr().err)
