@@ -781,3 +781,31 @@ def test_the_fido_metadata_of_the_policy_decides_the_model(
     args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--origin", ORIGIN]
     assert run(args, state) == 2
     assert "compact JWS" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["register", "--identity", "rpps=1", "--store", "none"], "--identity 'rpps=1'"),
+        (["register", "--identity", "adeli=1", "--store", "none"], "rpps=11 DIGITS or psi=UUID"),
+        (
+            ["register", "--identity", f"rpps={RPPS}", "--store", "none", "--user-name", "x" * 65],
+            "--user-name",
+        ),
+        (["register", "--identity", f"rpps={RPPS}", "--store", "x:"], "--store 'x:'"),
+        (["auth", "--store", "sqlite:a.db", "--identity", "psi=x"], "--identity 'psi=x'"),
+        (
+            ["verify", "f.json", "--nonce", NONCE, "--origin", ORIGIN, "--rp-id", RP_ID],
+            "--rp-id goes with --webauthn",
+        ),
+    ],
+)
+def test_bad_usage_exits_2_before_the_key_is_touched(
+    args: list[str], fragment: str, desk: Desk, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = KeyState(EmulatedAuthenticator(PIN))
+    if args[0] == "verify":
+        args = [*args, "--store", "sqlite:a.db"]
+    assert run(["fido", *args, "--policy", desk.policy], state) == 2
+    assert fragment in one_error_line(capsys.readouterr().err)
+    assert state.specs == []
