@@ -209,12 +209,30 @@ def test_a_select_answer_of_another_version_is_not_a_fido_key(answer: bytes) -> 
     assert connection.remaining == 0
 
 
+def test_a_dual_protocol_key_answering_u2f_v2_is_a_fido2_key(
+    fido_pki: TestAttestationPki,
+) -> None:
+    # Most NFC keys (YubiKey 5 NFC) answer U2F_V2 to the SELECT and speak CTAP2 too.
+    engine = EmulatedAuthenticator("1234", pki=fido_pki, transports=("nfc",))
+    applet = EmulatedFidoApplet(engine, select_version=b"U2F_V2")
+    key = authenticator_for(
+        EmulatedConnection(applet), AuthenticatorOptions(fido_rp_id="chu-exemple.fr")
+    )
+    assert isinstance(key, Fido2Authenticator)
+    data = key.register(
+        AuthRequest.new(ORIGIN), user=StaticPin("1234"), user_name="a", display_name="A"
+    )
+    assert engine.credentials[0].id == data.credential_id
+
+
 def test_a_u2f_only_key_is_refused_as_not_ctap2() -> None:
+    # SELECT answers U2F_V2; getInfo (NFCCTAP_MSG) is an unknown instruction.
     connection = ScriptedConnection(
         [
             (DESFIRE_GET_VERSION, b"", 0x6E00),
             (FIDO_SELECT, b"U2F_V2", 0x9000),
             (FIDO_SELECT, b"U2F_V2", 0x9000),
+            (bytes.fromhex("80108000010400"), b"", 0x6D00),
         ],
         atr=CONTACTLESS_ATR,
         transport=Transport.CONTACTLESS,

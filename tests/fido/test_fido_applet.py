@@ -491,3 +491,61 @@ def test_a_cancelled_touch_wait_is_keepalive_cancel_and_nothing_is_made(
         Ctap2(device).make_credential(CDH, RP, USER, ES256, event=event)
     assert e.value.code == ERR.KEEPALIVE_CANCEL
     assert engine.credentials == ()
+
+
+# A dual-protocol key (CTAP 2.1 §11.3.3): SELECT answers U2F_V2, CTAP2 is decided by getInfo
+
+
+def test_the_applet_can_answer_u2f_v2_like_a_dual_protocol_key(pki: TestAttestationPki) -> None:
+    applet = EmulatedFidoApplet(EmulatedAuthenticator(pki=pki), select_version=b"U2F_V2")
+    assert _send(applet, SELECT + b"\x00") == (b"U2F_V2", 0x9000)
+    with pytest.raises(ValueError, match="U2F_V2"):
+        EmulatedFidoApplet(EmulatedAuthenticator(pki=pki), select_version=b"FIDO_2_1")
+
+
+def test_smart_card_ctap_device_takes_a_u2f_v2_key_that_speaks_ctap2(
+    pki: TestAttestationPki,
+) -> None:
+    applet = EmulatedFidoApplet(EmulatedAuthenticator(pki=pki), select_version=b"U2F_V2")
+    device, connection = _device(applet)
+    assert connection.sent[:2] == [SELECT + b"\x00", bytes.fromhex("80108000010400")]
+    ctap = Ctap2(device, strict_cbor=True)
+    made = ctap.make_credential(CDH, RP, USER, ES256)
+    data = made.auth_data.credential_data
+    assert data is not None
+    got = ctap.get_assertion("example.com", CDH, [{"type": "public-key", "id": data.credential_id}])
+    got.verify(CDH, data.public_key)
+
+
+def test_python_fido2_takes_the_same_u2f_v2_key(pki: TestAttestationPki) -> None:
+    # The independent host: CtapPcscDevice accepts U2F_V2 and finds CTAP2 by getInfo.
+    applet = EmulatedFidoApplet(EmulatedAuthenticator(pki=pki), select_version=b"U2F_V2")
+    device = CtapPcscDevice(_PyscardLike(applet), "emulated")
+    assert "FIDO_2_1" in Ctap2(device).get_info().versions
+
+
+class _U2fOnly(SmartCardConnectionWrapper):
+    """A U2F-only key: SELECT answers U2F_V2, NFCCTAP_MSG is an unknown instruction."""
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        if apdu[:2] == b"\x80\x10":
+            return b"", 0x6D00
+        return super().send_and_receive(apdu)
+
+
+def test_smart_card_ctap_device_refuses_a_u2f_only_key_after_get_info(
+    pki: TestAttestationPki,
+) -> None:
+    applet = EmulatedFidoApplet(EmulatedAuthenticator(pki=pki), select_version=b"U2F_V2")
+    with pytest.raises(CtapStatusError, match=r"U2F_V2.*does not speak CTAP2.*6D00"):
+        SmartCardCtapDevice(_U2fOnly(EmulatedConnection(applet)), name="reader")
+
+
+@pytest.mark.parametrize("answer", [b"FIDO_2_1", b"", b"U2F_V3"])
+def test_smart_card_ctap_device_refuses_another_select_answer(answer: bytes) -> None:
+    class _Answer(SmartCardConnectionWrapper):
+        def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+            return answer, 0x9000
+
+    with pytest.raises(CtapStatusError, match="to its SELECT"):
+        SmartCardCtapDevice(_Answer(EmulatedConnection(demo_card())), name="reader")

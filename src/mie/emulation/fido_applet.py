@@ -6,8 +6,9 @@ python-fido2's ``fido2.pcsc.CtapPcscDevice`` and mie's
 (:meth:`mie.emulation.ctap2.EmulatedAuthenticator.handle`), hosted on vpcd like the other
 emulated cards. It answers:
 
-- SELECT ``00 A4 04 00 08 A0000006472F0001`` with ``FIDO_2_0`` (CTAP2 only, no ``U2F_V2``);
-  any other command before it ``6985``;
+- SELECT ``00 A4 04 00 08 A0000006472F0001`` with ``FIDO_2_0`` (a CTAP2-only key), or with
+  ``U2F_V2`` as most real NFC keys answer (``select_version``: they also speak CTAP1, which
+  this applet does not; a host decides CTAP2 by getInfo); any other command before it ``6985``;
 - NFCCTAP_MSG ``80 10 P1 00 Lc data``, the request in pieces of CLA ``90`` (each ``9000``)
   then one of CLA ``80``. The engine runs on a worker thread; with P1 ``80`` (the host polls)
   a command still waiting for the user is answered ``9100`` and one keepalive status byte
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 ATR = bytes.fromhex("3B80800101")
 AID_FIDO = bytes.fromhex("A0000006472F0001")
 VERSION = b"FIDO_2_0"
+#: The SELECT answers of CTAP 2.1 §11.3.3: CTAP2 only, or CTAP1 too (a dual-protocol key).
+SELECT_VERSIONS = (VERSION, b"U2F_V2")
 
 CLA_ISO = 0x00
 CLA_PROPRIETARY = 0x80
@@ -135,11 +138,23 @@ class EmulatedFidoApplet(EmulatedCard):
     :param fail_after: test fault: answer this many APDUs, then leave the field (the next one
         raises :class:`~mie.emulation.base.CardGone` unanswered), as a key pulled from the
         reader mid-operation (``mie emulate fido2 --fail-after``); ``None`` never.
+    :param select_version: the SELECT answer, ``b"FIDO_2_0"`` or ``b"U2F_V2"`` (a key like the
+        YubiKey 5 NFC; CTAP1 commands are still ``6D00``).
+    :raises ValueError: another ``select_version``.
     """
 
-    def __init__(self, engine: FidoEngine, *, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: FidoEngine,
+        *,
+        fail_after: int | None = None,
+        select_version: bytes = VERSION,
+    ) -> None:
+        if select_version not in SELECT_VERSIONS:
+            raise ValueError(f"A FIDO applet answers FIDO_2_0 or U2F_V2, not {select_version!r}")
         self.engine = engine
         self.fail_after = fail_after
+        self.select_version = bytes(select_version)
         self.answered = 0
         self._selected = False
         self._chain = bytearray()
@@ -223,7 +238,7 @@ class EmulatedFidoApplet(EmulatedCard):
         if command.data != AID_FIDO:
             return b"", SW_NOT_FOUND
         self._selected = True
-        return VERSION, SW_OK
+        return self.select_version, SW_OK
 
     def _message(self, command: CommandApdu, chained: bool) -> tuple[bytes, int]:
         if self._job is not None:

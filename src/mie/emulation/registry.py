@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,9 +35,11 @@ class FidoKeyOptions:
     :param touch: seconds before the emulated user touches (0: at once), ``None`` never.
     :param transports: getInfo's transports (``nfc`` on vpcd, ``usb`` on a HID socket).
     :param fail_after: test fault: answer this many APDUs, then leave the field (vpcd).
+    :param select_version: the applet's SELECT answer on vpcd, ``FIDO_2_0`` or ``U2F_V2`` (a
+        dual-protocol key, as most real NFC keys).
     """
 
-    pin: str | None = None
+    pin: str | None = field(default=None, repr=False)
     attestation: str = "packed"
     counter: str = "per-credential"
     algorithms: tuple[int, ...] = (-7, -8)
@@ -45,6 +47,7 @@ class FidoKeyOptions:
     touch: float | None = 0.0
     transports: tuple[str, ...] = ("nfc",)
     fail_after: int | None = None
+    select_version: str = "FIDO_2_0"
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,12 @@ def build_fido_key(options: CardOptions) -> EmulatedAuthenticator:
 def _fido2(options: CardOptions) -> EmulatedCard:
     from mie.emulation.fido_applet import EmulatedFidoApplet
 
-    fail_after = options.fido.fail_after if options.fido else None
-    return EmulatedFidoApplet(build_fido_key(options), fail_after=fail_after)
+    key = options.fido or FidoKeyOptions()
+    return EmulatedFidoApplet(
+        build_fido_key(options),
+        fail_after=key.fail_after,
+        select_version=key.select_version.encode("ascii"),
+    )
 
 
 KINDS: dict[str, Callable[[CardOptions], EmulatedCard]] = {

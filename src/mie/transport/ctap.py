@@ -63,7 +63,10 @@ POLL_INTERVAL_S = 0.1
 #: How long a command may wait for the user (the key's own limit is 30 s).
 USER_WAIT_S = 45.0
 _SPECS = "hid:PATH, socket:PATH, pcsc:READER or emulator[:STATE] expected"
-_SPECS = "hid:PATH, socket:PATH, pcsc:READER or emulator[:STATE] expected"
+#: What a FIDO applet answers to its SELECT (CTAP 2.1 §11.3.3): ``U2F_V2`` for a key that also
+#: speaks CTAP1 (most NFC keys, the YubiKey 5 NFC among them), ``FIDO_2_0`` for a CTAP2-only
+#: one. Neither says whether CTAP2 is there: getInfo decides.
+SELECT_VERSIONS = ("FIDO_2_0", "U2F_V2")
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,8 @@ class SmartCardCtapDevice(CtapDevice):
     """A FIDO applet on a smart card (NFC, CTAP 2.1 §11.3) as a python-fido2 device, over any
     mie connection (PC/SC with its deadlines and removal errors, or an emulated card).
 
-    Selects the applet and probes CTAP2 with getInfo. Requests go in NFCCTAP_MSG with P1 ``80``
+    Selects the applet (``U2F_V2`` or ``FIDO_2_0``, as python-fido2's ``CtapPcscDevice`` takes)
+    and decides CTAP2 by getInfo, as it does. Requests go in NFCCTAP_MSG with P1 ``80``
     (``90`` pieces of 250 bytes before the last), a ``9100`` answer is polled every 100 ms with
     NFCCTAP_GETRESPONSE (P1 ``11`` once ``event`` is set: a cancel), ``61xx`` answers are read
     with GET RESPONSE. Each call holds a transaction on the connection.
@@ -170,7 +174,12 @@ class SmartCardCtapDevice(CtapDevice):
         self._user_wait = user_wait
         with self._guard():
             version = self._select()
-            info = self.call(CTAPHID.CBOR, b"\x04")
+            try:
+                info = self.call(CTAPHID.CBOR, b"\x04")
+            except CtapStatusError as e:  # a U2F-only applet: NFCCTAP_MSG unknown (6D00)
+                raise CtapStatusError(
+                    ERR.OTHER, f"{name}: the FIDO applet ({version}) does not speak CTAP2 ({e})"
+                ) from e
         if not info or info[0] != 0:
             status = info[0] if info else ERR.OTHER
             raise CtapStatusError(status, f"{name}: the FIDO applet ({version}) refused getInfo")
@@ -225,9 +234,9 @@ class SmartCardCtapDevice(CtapDevice):
         if sw != 0x9000:
             raise CtapStatusError(ERR.OTHER, f"{self._name}: no FIDO applet (SELECT: SW {sw:04X})")
         version = data.decode("ascii", "replace")
-        if version != "FIDO_2_0":
+        if version not in SELECT_VERSIONS:
             raise CtapStatusError(
-                ERR.OTHER, f"{self._name}: the FIDO applet speaks {version!r}, not CTAP2"
+                ERR.OTHER, f"{self._name}: the FIDO applet answered {version!r} to its SELECT"
             )
         return version
 
