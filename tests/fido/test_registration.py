@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.hid import CtapHidDevice
 from fido2.webauthn import (
@@ -560,6 +561,13 @@ METADATA_CASES: dict[str, tuple[Any, dict[str, Any], ErrorCode]] = {
         {},
         ErrorCode.METADATA_STATUS,
     ),
+    # The report names the model's attestation root: the key's x5c does not carry it, the
+    # verified path ends at it.
+    "compromise-of-this-root": (
+        "root",
+        {},
+        ErrorCode.METADATA_STATUS,
+    ),
     "l1-below-l2": (
         (("FIDO_CERTIFIED_L1", "2026-01-01"),),
         {"min_certification": "L2"},
@@ -578,6 +586,13 @@ def test_metadata_refusal_leaves_no_row(
         statuses = (
             ("FIDO_CERTIFIED_L1", "2026-01-01"),
             ("ATTESTATION_KEY_COMPROMISE", "2026-06-01", _leaf_der(pki)),
+        )
+    if statuses == "root":
+        root_der = pki.root.certificate.public_bytes(serialization.Encoding.DER)
+        assert root_der not in pki.x5c
+        statuses = (
+            ("FIDO_CERTIFIED_L1", "2026-01-01"),
+            ("ATTESTATION_KEY_COMPROMISE", "2026-06-01", root_der),
         )
     if statuses is None:
         other = mds.entry(OTHER_AAGUID, [pki.root.certificate])

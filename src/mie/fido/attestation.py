@@ -26,7 +26,8 @@ A packed full statement is checked in this order, each step raising:
    checked by :mod:`mie.trust` (dates, CA constraints, pathLen, signatures; CRLs when given,
    soft revocation: attestation CAs rarely publish CRLs, the metadata's compromise statuses are
    the revocation channel) and a failure keeps its code (``expired``, ``not_ca``,
-   ``untrusted``...), the message prefixed ``attestation chain:``.
+   ``untrusted``...), the message prefixed ``attestation chain:``; the metadata's compromise
+   reports are checked again on the verified path (one naming its root refuses it).
 
 Self and none attestation prove nothing of the model: the AAGUID is what the key claims. They
 are accepted only under ``attestation: "optional"``, and the AAGUID rules of step 4 still
@@ -243,6 +244,10 @@ def verify_attestation(
     allowed, entry, reasons = _model(credential.aaguid, ders, policy, metadata, when)
     anchors = _anchors(credential.aaguid, allowed, entry, policy)
     result = _path(leaf, certificates[1:], anchors, policy, when)
+    if entry is not None and metadata is not None and policy.metadata is not None:
+        # Again on the verified path: a compromise report may name the root it ends at, which
+        # the key's x5c does not carry.
+        metadata.check(credential.aaguid, chain=result.chain, policy=policy.metadata, at=when)
     if result.revocation is RevocationStatus.UNKNOWN:
         reasons.append("attestation chain revocation not checked (no CRL of its CAs)")
     test = (allowed is not None and allowed.test) or result.anchor.test
