@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from mie.fido.errors import (
 )
 from mie.fido.mds import MDS_ROOT_SHA256, MetadataIndex, StatusReport, bundled_root, fetch_blob
 from mie.fido.policy import DEFAULT_REFUSE, MetadataPolicy
-from mie.trust import CrlCache, RevocationMode
+from mie.trust import CrlCache, RevocationMode, RevocationStatus
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date()
@@ -220,6 +221,20 @@ def test_es256_signature_length(test_mds: TestMds) -> None:
 def test_current_crls_hard_revocation(test_mds: TestMds) -> None:
     index = _load(test_mds, test_mds.blob([]), crls=test_mds.crls(), revocation=RevocationMode.HARD)
     assert index.no == 1
+    assert index.signer_revocation is RevocationStatus.GOOD
+
+
+def test_soft_load_without_crls_is_not_a_warning(
+    test_mds: TestMds, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A blob read from its file has no CRL: kept on the index, not warned about at every load.
+    with caplog.at_level(logging.INFO, logger="mie"):
+        index = _load(test_mds, test_mds.blob([]))
+    assert index.signer_revocation is RevocationStatus.UNKNOWN
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # Outside a blob load, mie.trust still warns.
+    logging.getLogger("mie.trust.verify").warning("Revocation status unknown (soft mode): x")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize("mode", [RevocationMode.SOFT, RevocationMode.HARD])

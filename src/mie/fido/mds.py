@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import datetime as dt
 import hashlib
+import logging
 import re
 import time
 import urllib.parse
@@ -72,7 +74,7 @@ if TYPE_CHECKING:
 
     from mie.fido.policy import MetadataPolicy
     from mie.trust.cache import CrlCache
-    from mie.trust.crl import CrlSet
+    from mie.trust.crl import CrlSet, RevocationStatus
     from mie.trust.verify import RevocationMode
 
 MDS_URL = "https://mds3.fidoalliance.org/"
@@ -106,6 +108,18 @@ _COMPROMISE = frozenset(
 )
 _CERTIFIED_PREFIX = "FIDO_CERTIFIED_"
 _AMBIGUOUS = object()
+# Soft revocation makes mie.trust warn when no CRL covers a chain. A blob read from its file
+# (checked under hard revocation when ``mie fido mds fetch`` wrote it) has none: the normal case
+# at every load, kept as :attr:`MetadataIndex.signer_revocation` rather than warned about.
+_LOADING = contextvars.ContextVar("mie_fido_mds_signer_chain", default=False)
+
+
+class _QuietUnknownRevocation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_LOADING.get() and str(record.msg).startswith("Revocation status unknown"))
+
+
+logging.getLogger("mie.trust.verify").addFilter(_QuietUnknownRevocation())
 
 
 class StatusReport(NamedTuple):
@@ -150,6 +164,8 @@ class MetadataIndex:
     :param reasons: why the blob was accepted with a reservation (past ``nextUpdate`` under
         ``stale="warn"``).
     :param payload: python-fido2's reading of the payload.
+    :param signer_revocation: what the CRLs said of the signer's chain (``unknown`` under soft
+        revocation without CRLs: not warned about at each load).
     """
 
     no: int
@@ -161,6 +177,7 @@ class MetadataIndex:
     _entries: Mapping[bytes, Mapping[str, Any]]
     _key_ids: Mapping[bytes, object]
     _at: dt.datetime
+    signer_revocation: RevocationStatus | None = None
     # Views built on first use (a model's roots are parsed once, not at every assertion).
     _views: dict[bytes, MetadataView] = field(default_factory=dict, compare=False, repr=False)
 
@@ -214,7 +231,9 @@ class MetadataIndex:
         header = _header(_b64url(header_b64, "header"))
         payload_bytes = _b64url(payload_b64, "payload")
         signature = _b64url(signature_b64, "signature")
-        signer = _verify_chain(header.x5c, root, when, crls, revocation, crl_cache)
+        signer, signer_revocation = _verify_chain(
+            header.x5c, root, when, crls, revocation, crl_cache
+        )
         _verify_signature(signer, header.alg, header_b64 + b"." + payload_b64, signature)
         payload = _payload(payload_bytes)
         no, next_update, legal_header = _payload_fields(payload)
@@ -229,7 +248,16 @@ class MetadataIndex:
         entries, key_ids = _index(payload["entries"])
         parsed = _fido2_payload(payload)
         return cls(
-            no, next_update, legal_header, signer, tuple(reasons), parsed, entries, key_ids, when
+            no,
+            next_update,
+            legal_header,
+            signer,
+            tuple(reasons),
+            parsed,
+            entries,
+            key_ids,
+            when,
+            signer_revocation,
         )
 
     @classmethod
@@ -475,7 +503,7 @@ def _verify_chain(
     crls: CrlSet | None,
     revocation: RevocationMode | None,
     crl_cache: CrlCache | None,
-) -> x509.Certificate:
+) -> tuple[x509.Certificate, RevocationStatus]:
     from mie.trust.store import TrustStore
     from mie.trust.verify import RevocationMode, Usage, VerifierBuilder
 
@@ -492,8 +520,12 @@ def _verify_chain(
             builder = builder.crls(crls)
         if crl_cache is not None:
             builder = builder.crl_cache(crl_cache)
-        result = builder.build().verify(x5c[0], x5c[1:])
-        return result.leaf
+        token = _LOADING.set(True)
+        try:
+            result = builder.build().verify(x5c[0], x5c[1:])
+        finally:
+            _LOADING.reset(token)
+        return result.leaf, result.revocation
     except VerificationError as e:
         if e.code is ErrorCode.MALFORMED:
             raise MetadataFormatError(f"MDS blob signer chain: {e.message}") from e
