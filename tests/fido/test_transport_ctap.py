@@ -86,6 +86,35 @@ def test_a_stale_socket_is_replaced_and_a_live_one_or_a_file_refused(
         HidSocketHost(framing, socket_path)
 
 
+def test_a_live_socket_with_a_full_backlog_is_not_taken_for_a_stale_one(
+    pki: TestAttestationPki, socket_path: Path
+) -> None:
+    # A busy emulator (its one-client backlog full) answers a connect with EAGAIN, not
+    # ECONNREFUSED: its path must stay, not be unlinked and served by a second emulator.
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    busy.bind(str(socket_path))
+    busy.listen(1)
+    waiting: list[socket.socket] = []
+    try:
+        while True:
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            client.setblocking(False)
+            waiting.append(client)
+            try:
+                client.connect(str(socket_path))
+            except BlockingIOError:
+                break
+            assert len(waiting) < 16, "the backlog never filled"
+        framing = CtapHidFraming(EmulatedAuthenticator(pki=pki))
+        with pytest.raises(FileExistsError, match="Another emulator"):
+            HidSocketHost(framing, socket_path)
+        assert stat.S_ISSOCK(socket_path.lstat().st_mode)
+    finally:
+        for client in waiting:
+            client.close()
+        busy.close()
+
+
 def test_fido2_hid_device_over_the_socket_makes_and_gets(host: HidSocketHost) -> None:
     device = CtapHidDevice(hid_descriptor(str(host.path)), SocketHidConnection(host.path))
     ctap = Ctap2(device, strict_cbor=True)

@@ -190,9 +190,12 @@ def _remove_stale(path: Path) -> None:
     probe.settimeout(1.0)
     try:
         probe.connect(str(path))
-    except OSError:
-        path.unlink()  # nobody listens: a socket a dead emulator left
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)  # nobody listens: a socket a dead emulator left
         return
+    except OSError as e:
+        # A full backlog (EAGAIN) or a timeout: someone listens, and is busy.
+        raise FileExistsError(f"Another emulator serves {path} ({e.strerror or e})") from e
     finally:
         probe.close()
     raise FileExistsError(f"Another emulator serves {path}")
