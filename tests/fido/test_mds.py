@@ -252,6 +252,21 @@ def test_test_blob_under_the_bundled_root(test_mds: TestMds) -> None:
     _untrusted(test_mds, test_mds.blob([]), "signer chain: untrusted", root=None)
 
 
+def test_under_the_bundled_root_the_signer_is_the_fido_alliances(
+    test_mds: TestMds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GlobalSign Root CA - R3 issues certificates to anyone: a blob signed by one chaining to
+    # it, but not the FIDO Alliance's, is refused. Here the TEST root stands for the bundled one.
+    monkeypatch.setattr(mds, "bundled_root", lambda: test_mds.root)
+    blob = test_mds.blob([])
+    _untrusted(test_mds, blob, "not the FIDO Alliance's", root=None)
+    # The signer named as the FIDO Alliance's is accepted; an operator's own root names none.
+    monkeypatch.setattr(mds, "MDS_SIGNER_NAMES", frozenset({"mie test fido mds signer"}))
+    assert _load(test_mds, blob, root=None).no == 1
+    monkeypatch.setattr(mds, "MDS_SIGNER_NAMES", frozenset({"mds.fidoalliance.org"}))
+    assert _load(test_mds, blob).no == 1
+
+
 # --- stale blobs -----------------------------------------------------------------------------
 
 

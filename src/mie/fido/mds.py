@@ -9,7 +9,8 @@ certified model by AAGUID with its status history and attestation roots.
 2. a strict JSON header ``{"alg": "RS256" | "ES256", "typ": "JWT", "x5c": [1..5 DER]}``; a
    header with ``x5u`` (a key URL) or without ``x5c`` is refused: mie fetches no key;
 3. the ``x5c`` chain verified to the MDS root by :mod:`mie.trust` (dates, CA constraints,
-   signatures; revocation when CRLs are given);
+   signatures; revocation when CRLs are given); under the bundled root (a public CA's) the
+   signer must be the FIDO Alliance's (:data:`MDS_SIGNER_NAMES`);
 4. the JWS signature over ``header.payload`` with the signer's key (RS256: PKCS#1 v1.5;
    ES256: the raw 64-byte ``r || s`` of RFC 7518 §3.4);
 5. a strict JSON payload (duplicate keys refused) with ``legalHeader``, ``no``, ``nextUpdate``
@@ -82,6 +83,10 @@ MDS_URL = "https://mds3.fidoalliance.org/"
 MDS_ROOT_FILE = "mds-root.pem"
 MDS_ROOT_SHA256 = "cbb522d7b7f127ad6a0113865bdf1cd4102e7d0759af635a7cf4720dc963c53b"
 """SHA-256 of the DER of "GlobalSign Root CA - R3", the MDS3 blob's root (pinned)."""
+MDS_SIGNER_NAMES = frozenset({"mds.fidoalliance.org", "mds3.fidoalliance.org"})
+"""Under the bundled root, the names (subject CN or DNS subjectAltName) the blob's signer must
+carry: GlobalSign Root CA - R3 issues certificates to anyone, and only the FIDO Alliance's may
+sign the metadata."""
 MAX_BLOB_BYTES = 64 * 1024 * 1024
 """Largest blob read (the live one is a few MB)."""
 MAX_HEADER_BYTES = 64 * 1024
@@ -525,11 +530,28 @@ def _verify_chain(
             result = builder.build().verify(x5c[0], x5c[1:])
         finally:
             _LOADING.reset(token)
-        return result.leaf, result.revocation
     except VerificationError as e:
         if e.code is ErrorCode.MALFORMED:
             raise MetadataFormatError(f"MDS blob signer chain: {e.message}") from e
         raise MetadataUntrustedError(f"MDS blob signer chain: {e.code.value}: {e.message}") from e
+    if root is None:
+        _check_signer_name(result.leaf)
+    return result.leaf, result.revocation
+
+
+def _check_signer_name(signer: x509.Certificate) -> None:
+    names = [str(a.value) for a in signer.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    try:
+        alt = signer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += alt.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        pass
+    if not MDS_SIGNER_NAMES.intersection(name.lower() for name in names):
+        raise MetadataUntrustedError(
+            "The MDS blob signer is not the FIDO Alliance's (no CN or DNS name "
+            f"{' or '.join(sorted(MDS_SIGNER_NAMES))}): "
+            f"{one_line(signer.subject.rfc4514_string())[:120]}"
+        )
 
 
 def _verify_signature(signer: x509.Certificate, alg: str, message: bytes, signature: bytes) -> None:
@@ -747,6 +769,7 @@ __all__ = [
     "CERTIFICATION_LEVELS",
     "MAX_BLOB_BYTES",
     "MDS_ROOT_SHA256",
+    "MDS_SIGNER_NAMES",
     "MDS_URL",
     "MetadataIndex",
     "MetadataView",
