@@ -522,3 +522,34 @@ def test_self_attestation_checked_against_metadata(pki: TestAttestationPki, mds:
     data = auth_data()
     with pytest.raises(MetadataStatusError, match="REVOKED since 2026-05-01"):
         verify(self_statement(data), data, rules, metadata=index(mds, entry))
+
+
+@pytest.mark.parametrize("fmt", ["packed", "none"])
+def test_unattested_key_of_a_model_with_a_batch_compromise(
+    pki: TestAttestationPki, mds: TestMds, fmt: str
+) -> None:
+    # A compromise report naming one batch's certificate: a self or none attested key shows no
+    # chain, so nothing tells it is not of that batch: refused, as its assertions would be.
+    entry = mds.entry(
+        EMULATOR_AAGUID,
+        [],
+        statuses=(
+            ("FIDO_CERTIFIED_L1", "2026-01-01"),
+            ("ATTESTATION_KEY_COMPROMISE", "2026-05-01", pki.x5c[0]),
+        ),
+    )
+    rules = FidoPolicy(RP_ID, attestation="optional", metadata=MetadataPolicy(Path("m.jwt")))
+    data = auth_data()
+    statement = self_statement(data) if fmt == "packed" else {}
+    with pytest.raises(MetadataStatusError, match="ATTESTATION_KEY_COMPROMISE since 2026-05-01"):
+        verify(statement, data, rules, fmt=fmt, metadata=index(mds, entry))
+    # Not refused under a policy that does not refuse the status.
+    lenient = FidoPolicy(
+        RP_ID,
+        attestation="optional",
+        metadata=MetadataPolicy(Path("m.jwt"), refuse=frozenset({"REVOKED"})),
+    )
+    assert verify(statement, data, lenient, fmt=fmt, metadata=index(mds, entry)).type in (
+        "self",
+        "none",
+    )

@@ -31,7 +31,9 @@ A packed full statement is checked in this order, each step raising:
 
 Self and none attestation prove nothing of the model: the AAGUID is what the key claims. They
 are accepted only under ``attestation: "optional"``, and the AAGUID rules of step 4 still
-apply (a claimed model not on the allowlist, or refused by the metadata, is refused).
+apply (a claimed model not on the allowlist, or refused by the metadata, is refused; so is one
+with a refused status naming one batch's certificate: such a key shows no chain to tell its
+batch).
 """
 
 from __future__ import annotations
@@ -292,11 +294,26 @@ def _unattested(
     credential = auth_data.credential
     assert credential is not None  # noqa: S101 (checked by the caller)
     allowed, entry, reasons = _model(credential.aaguid, (), policy, metadata, at)
+    if entry is not None and policy.metadata is not None:
+        _refuse_batch_reports(entry, policy.metadata, credential.aaguid)
     reasons.insert(0, f"{kind} attestation: the key model (AAGUID) is claimed, not proven")
     test = allowed is not None and allowed.test
     return AttestationReport(
         fmt, kind, credential.aaguid, (), None, entry, allowed, test, None, tuple(reasons)
     )
+
+
+def _refuse_batch_reports(entry: MetadataEntry, rules: MetadataPolicy, aaguid: bytes) -> None:
+    """A refused status naming one batch's certificate: :meth:`MetadataSource.check` refuses it
+    only for chains holding the certificate, and a self or none attested key shows no chain, so
+    nothing tells it is not of that batch (fail closed, as its assertions are)."""
+    for report in getattr(entry, "statuses", ()):
+        if report.status in rules.refuse and report.certificate is not None:
+            since = report.date.isoformat() if report.date else "an unknown date"
+            raise MetadataStatusError(
+                f"FIDO metadata of AAGUID {aaguid_text(aaguid)}: status {report.status} since "
+                f"{since} for one attestation certificate, and this key shows no chain"
+            )
 
 
 def _check_members(att_stmt: Mapping[Any, Any]) -> None:
