@@ -5,6 +5,7 @@ raising card_removed."""
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import stat
 import tempfile
@@ -17,6 +18,7 @@ import pytest
 from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.hid import CTAPHID, ConnectionFailure, CtapHidDevice
+from fido2.hid.base import CtapHidConnection, HidDescriptor
 
 from mie.emulation.ctap2 import EmulatedAuthenticator
 from mie.emulation.ctaphid import CtapHidFraming, hid_descriptor
@@ -200,6 +202,65 @@ def test_a_report_of_the_wrong_size_is_refused(socket_path: Path) -> None:
         connection.close()
     finally:
         listener.close()
+
+
+class _SilentNode(CtapHidConnection):
+    """A hidraw node (a file descriptor, as python-fido2's Linux backend has) that never
+    answers: a key hung while plugged."""
+
+    def __init__(self) -> None:
+        self.handle, self._peer = os.pipe()
+        self.closed = False
+
+    def write_packet(self, data: bytes) -> None:
+        pass
+
+    def read_packet(self) -> bytes:
+        return os.read(self.handle, 64)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.handle)
+            os.close(self._peer)
+
+
+def test_a_silent_hid_node_is_a_timeout_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fido2.hid
+
+    node = _SilentNode()
+    descriptor = HidDescriptor("/dev/hidraw-test", 0x1050, 0x0407, 64, 64, "Silent key", None)
+    monkeypatch.setattr(fido2.hid, "get_descriptor", lambda path: descriptor)
+    monkeypatch.setattr(fido2.hid, "open_connection", lambda d: node)
+    monkeypatch.setattr(transport, "HID_SILENCE_S", 0.3)
+    outcome: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            open_ctap_device("hid:/dev/hidraw-test")
+        except BaseException as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=open_it, daemon=True)
+    worker.start()
+    worker.join(5.0)
+    if worker.is_alive():  # python-fido2's bare os.read: free the thread before failing
+        os.write(node._peer, bytes(64))
+        worker.join(5.0)
+        node.close()
+        pytest.fail("opening a silent HID key hung")
+    assert len(outcome) == 1 and isinstance(outcome[0], TransportTimeoutError)
+    assert "sent nothing for 0.3 s" in str(outcome[0]) and node.closed
+
+
+def test_a_hid_node_that_answers_is_read_through_the_deadline() -> None:
+    node = _SilentNode()
+    try:
+        connection = transport._DeadlineHidConnection(node, "key", 1.0)
+        os.write(node._peer, b"\x01" * 64)
+        assert connection.read_packet() == b"\x01" * 64
+    finally:
+        node.close()
 
 
 def test_open_ctap_device_emulator_spec() -> None:

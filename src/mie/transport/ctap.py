@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -62,6 +63,8 @@ MAX_RESPONSE = 8192
 POLL_INTERVAL_S = 0.1
 #: How long a command may wait for the user (the key's own limit is 30 s).
 USER_WAIT_S = 45.0
+#: How long a USB key may stay silent (while it works it sends a keepalive every 100 ms).
+HID_SILENCE_S = 10.0
 _SPECS = "hid:PATH, socket:PATH, pcsc:READER or emulator[:STATE] expected"
 #: What a FIDO applet answers to its SELECT (CTAP 2.1 §11.3.3): ``U2F_V2`` for a key that also
 #: speaks CTAP1 (most NFC keys, the YubiKey 5 NFC among them), ``FIDO_2_0`` for a CTAP2-only
@@ -410,13 +413,53 @@ def _hid(connection: CtapHidConnection, path: str, name: str) -> CtapDevice:
     return _Guarded(device, name)
 
 
+class _DeadlineHidConnection(CtapHidConnection):
+    """A HID node whose reads end: python-fido2's hidraw ``read_packet`` is a bare blocking
+    ``os.read``, so a key that hangs while plugged would hold the caller for ever. A read waits
+    at most ``timeout`` seconds for the node to be readable (on a backend with a file
+    descriptor: Linux and the BSDs), then raises :class:`~mie.errors.TransportTimeoutError`."""
+
+    def __init__(self, inner: CtapHidConnection, name: str, timeout: float = HID_SILENCE_S):
+        self._inner = inner
+        self._name = name
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"HidConnection({self._name!r})"
+
+    def write_packet(self, data: bytes) -> None:
+        self._inner.write_packet(data)
+
+    def read_packet(self) -> bytes:
+        handle = getattr(self._inner, "handle", None)
+        if isinstance(handle, int):
+            ready, _, _ = select.select([handle], [], [], self._timeout)
+            if not ready:
+                raise TransportTimeoutError(
+                    f"The FIDO key {self._name} sent nothing for {self._timeout:g} s"
+                )
+        return self._inner.read_packet()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def _open_hid(path: str) -> CtapDevice:
-    from fido2.hid import open_device
+    from fido2.hid import get_descriptor, open_connection
 
     try:
-        device = open_device(path)
+        descriptor = get_descriptor(path)
+        connection = _DeadlineHidConnection(open_connection(descriptor), path, HID_SILENCE_S)
     except (OSError, ConnectionFailure) as e:
         raise NoCardError(f"No FIDO key at {path}: {e}") from e
+    try:
+        device = CtapHidDevice(descriptor, connection)
+    except (OSError, ConnectionFailure) as e:
+        connection.close()
+        raise NoCardError(f"No FIDO key at {path}: {e}") from e
+    except BaseException:
+        connection.close()
+        raise
     return _Guarded(device, path)
 
 
