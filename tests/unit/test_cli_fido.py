@@ -464,12 +464,11 @@ def test_register_then_authenticate_at_substantial(
     assert result["valid"] is True and result["level"] == "substantial"
     assert result["identity"]["id_nat"] == "8" + RPPS
     assert result["authenticator"]["kind"] == "fido2"
-    # The serial names the credential (plan §3.1: its credential_ref; the verifier may name it
-    # by its base64url id).
-    assert result["authenticator"]["serial"] in (
-        credential["credential_ref"],
-        credential["credential_id"],
-    )
+    # The serial names the credential by its credential_ref (plan §3.1, the name register
+    # printed), never by its base64url id.
+    assert result["authenticator"]["serial"] == credential["credential_ref"]
+    assert len(credential["credential_ref"]) == 32
+    int(credential["credential_ref"], 16)
     assert result["evidence"]["type"] == "webauthn-assertion"
     assert result["evidence"]["origin"] == ORIGIN
     assert desk.credentials()[0].sign_count > stored.sign_count
@@ -479,6 +478,9 @@ def test_register_then_authenticate_at_substantial(
     assert run([*args, "--credential", credential["credential_id"], "--pin-stdin"], state) == 0
     shown = capsys.readouterr().out
     assert "level: substantial" in shown and f"RPPS {RPPS}" in shown
+    # A key is not a card: the text names the credential as register did.
+    ref = credential["credential_ref"]
+    assert shown.startswith(f"Authenticated: fido2 key, credential {ref}\n")
 
 
 def test_a_dry_run_stores_nothing(
@@ -809,3 +811,47 @@ def test_bad_usage_exits_2_before_the_key_is_touched(
     assert run(["fido", *args, "--policy", desk.policy], state) == 2
     assert fragment in one_error_line(capsys.readouterr().err)
     assert state.specs == []
+
+
+def test_a_failed_verification_names_the_credential_not_the_files_claim(
+    desk: Desk,
+    pki: TestAttestationPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    import hashlib
+
+    state = KeyState(_key(pki))
+    register(state, desk, capsys)
+    pin_stdin(PIN)
+    result = authenticate(state, desk, capsys, "--identity", f"rpps={RPPS}", "--nonce", NONCE)
+    ref = result["authenticator"]["serial"]
+    credential_id = bytes.fromhex(result["evidence"]["credential_id"])
+    assert ref == hashlib.sha256(credential_id).digest()[:16].hex()
+    # A saved result claiming another authenticator (a CPS3 card of another serial): the
+    # failed result (here a replay) must not repeat the claim as if it had been checked.
+    result["authenticator"] |= {"kind": "cps3", "serial": "2800000001"}
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(result))
+    browser = tmp_path / "browser.json"
+    from mie.fido.evidence import WebAuthnAssertionEvidence
+
+    evidence = WebAuthnAssertionEvidence.from_json(result["evidence"])
+    assert isinstance(evidence, WebAuthnAssertionEvidence)
+    browser.write_text(json.dumps(evidence.to_webauthn()))
+    common = ["--nonce", NONCE, "--origin", ORIGIN, "--json"]
+    for args in (
+        ["fido", "verify", str(forged), "--policy", desk.policy, "--store", desk.store],
+        ["fido", "verify", str(browser), "--webauthn", "--policy", desk.policy],
+        ["verify-evidence", str(forged), "--fido-policy", desk.policy],
+    ):
+        if args[-1] == desk.policy:
+            args = [*args, "--store", desk.store]
+        assert run([*args, *common]) == 1, args
+        captured = capsys.readouterr()
+        one_error_line(captured.err)
+        failure = json.loads(captured.out)
+        assert failure["error"]["code"] == "suspected_clone"
+        assert failure["authenticator"]["kind"] == "fido2", args
+        assert failure["authenticator"]["serial"] == ref, args

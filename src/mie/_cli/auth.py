@@ -314,6 +314,9 @@ def print_result(result: AuthResult, as_json: bool, verb: str = "Authenticated")
         return
     card = result.authenticator
     shown = f"{card.kind} card {card.serial or '(serial not read)'}" if card else "card"
+    if card is not None and card.kind == "fido2":
+        # A FIDO2 key is no card, and its serial is the credential's name (credential_ref).
+        shown = f"fido2 key, credential {card.serial or '(not named)'}"
     click.echo(f"{verb}: {shown}")
     if result.identity is not None:
         identity = result.identity

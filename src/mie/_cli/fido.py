@@ -229,6 +229,23 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def fido_authenticator(evidence: Any, presented: AuthenticatorInfo | None) -> AuthenticatorInfo:
+    """:return: what a failed result says of the key behind FIDO2 ``evidence``: kind ``fido2``
+    and the ``credential_ref`` of the credential that signed, as a valid result says (the
+    :class:`~mie.fido.assertion.FidoVerifier` rule), never the kind or serial a saved file
+    claims; only the presented transport is kept, as the verifier keeps it."""
+    import hashlib
+
+    from mie.fido.assertion import AUTHENTICATOR_KIND
+
+    return AuthenticatorInfo(
+        AUTHENTICATOR_KIND,
+        hashlib.sha256(evidence.credential_id).digest()[:16].hex(),
+        None,
+        presented.transport if presented is not None else None,
+    )
+
+
 def _failed(error: MieError, info: AuthenticatorInfo | None, as_json: bool) -> AuthFailedError:
     """Print the failed ``AuthResult`` (under ``--json``); :return: the exit-1 error."""
     failure = failure_result(error, info)
@@ -702,6 +719,7 @@ def verify_command(
                         f"{file}: {evidence.type} evidence, not a FIDO2 assertion "
                         "(webauthn-assertion): use mie verify-evidence"
                     )
+            info = fido_authenticator(evidence, info)
             result = verifier.verify(evidence, expected)
     except _NOT_A_RESULT:
         raise

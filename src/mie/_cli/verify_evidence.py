@@ -33,7 +33,13 @@ from mie._cli.auth import (
     parse_origin,
     print_result,
 )
-from mie._cli.fido import FIDO_NOT_A_RESULT, fido_verifier_for, load_metadata, load_policy
+from mie._cli.fido import (
+    FIDO_NOT_A_RESULT,
+    fido_authenticator,
+    fido_verifier_for,
+    load_metadata,
+    load_policy,
+)
 from mie._cli.options import TrustOptions, badge_config_option, with_trust_options
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import UsageError
@@ -114,6 +120,9 @@ def verify_evidence_command(
                 raise UsageError(
                     "FIDO2 evidence (webauthn-assertion) needs --fido-policy and --store"
                 )
+            if evidence.type == FIDO_EVIDENCE:
+                # A failed result names the credential that signed, not the file's claim.
+                authenticator = fido_authenticator(evidence, authenticator)
             result = verify_evidence(
                 evidence,
                 expected,
