@@ -200,6 +200,8 @@ def _fido_probe(
     if connection.transport is not Transport.CONTACTLESS:
         return None
     data, sw = connection.send_and_receive(FIDO_SELECT)
+    if sw >> 8 == 0x61:  # the answer waits for GET RESPONSE (T=0 style), as python-fido2 reads it
+        data, sw = connection.send_and_receive(bytes([0x00, 0xC0, 0x00, 0x00, sw & 0xFF]))
     if sw != 0x9000 or data not in _FIDO_VERSIONS:
         return None
     # Loaded only for a key: python-fido2 (the fido extra) is not needed for a card.

@@ -225,6 +225,24 @@ def test_a_dual_protocol_key_answering_u2f_v2_is_a_fido2_key(
     assert engine.credentials[0].id == data.credential_id
 
 
+def test_a_select_answer_in_61xx_is_read_with_get_response(fido_pki: TestAttestationPki) -> None:
+    class _SelectIn61xx(EmulatedConnection):
+        pending = b""
+
+        def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+            if apdu == FIDO_SELECT:
+                self.pending, _ = super().send_and_receive(apdu)
+                return b"", 0x6100 | len(self.pending)
+            if apdu[:4] == bytes.fromhex("00C00000") and self.pending:
+                data, self.pending = self.pending, b""
+                return data, 0x9000
+            return super().send_and_receive(apdu)
+
+    engine = EmulatedAuthenticator(pki=fido_pki, transports=("nfc",))
+    key = authenticator_for(_SelectIn61xx(EmulatedFidoApplet(engine)))
+    assert isinstance(key, Fido2Authenticator)
+
+
 def test_a_u2f_only_key_is_refused_as_not_ctap2() -> None:
     # SELECT answers U2F_V2; getInfo (NFCCTAP_MSG) is an unknown instruction.
     connection = ScriptedConnection(

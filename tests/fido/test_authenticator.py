@@ -36,6 +36,7 @@ from mie.core.errors import (
     UnsupportedCardError,
 )
 from mie.emulation.ctap2 import EmulatedAuthenticator, Touch
+from mie.emulation.ctap2_pin import pin_hash
 from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection, hid_descriptor
 from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
 from mie.fido.allowlist import AaguidAllowlist, AllowedKey
@@ -722,3 +723,27 @@ def test_import_mie_fido_loads_none_of_its_modules() -> None:
         assert getattr(mie.fido, name).__name__ == name
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         _ = mie.fido.Nothing
+
+
+def test_the_pin_is_in_no_log_record_error_or_repr(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every logger at its lowest level (python-fido2's TRAFFIC level included): a right PIN,
+    # then a wrong one; neither appears in a record, the error, its chain, or a repr.
+    caplog.set_level(1)
+    right, wrong = "Pz7-right!", "Qw8-wrong?"
+    key = build(pin=right)
+    data, _ = _register(key, pin=right)
+    client = key.authenticator(credentials=[data.credential_id])
+    with pytest.raises(InvalidPinError) as raised:
+        client.authenticate(AuthRequest.new(ORIGIN), user=StaticPin(wrong))
+    texts = [r.getMessage() for r in caplog.records]
+    error: BaseException | None = raised.value
+    while error is not None:
+        texts += [str(error), repr(error), repr(error.args)]
+        error = error.__cause__ or error.__context__
+    texts += [repr(client), repr(key.engine), repr(key.device)]
+    assert len(caplog.records) > 0
+    for secret in (right, wrong):
+        for form in (secret, secret.encode().hex(), pin_hash(secret).hex()):
+            assert not [t for t in texts if form in t]

@@ -549,3 +549,27 @@ def test_smart_card_ctap_device_refuses_another_select_answer(answer: bytes) -> 
 
     with pytest.raises(CtapStatusError, match="to its SELECT"):
         SmartCardCtapDevice(_Answer(EmulatedConnection(demo_card())), name="reader")
+
+
+class _SelectIn61xx(SmartCardConnectionWrapper):
+    """A reader that hands the SELECT answer over in a 61xx GET RESPONSE."""
+
+    pending = b""
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        if apdu[:4] == bytes.fromhex("00A40400"):
+            data, sw = super().send_and_receive(apdu)
+            assert sw == 0x9000
+            self.pending = data
+            return b"", 0x6100 | len(data)
+        if apdu[:4] == bytes.fromhex("00C00000") and self.pending:
+            data, self.pending = self.pending, b""
+            return data, 0x9000
+        return super().send_and_receive(apdu)
+
+
+def test_smart_card_ctap_device_reads_a_select_answer_given_in_61xx(
+    pki: TestAttestationPki,
+) -> None:
+    device = SmartCardCtapDevice(_SelectIn61xx(EmulatedConnection(_applet(pki))), name="reader")
+    assert "FIDO_2_0" in Ctap2(device).get_info().versions

@@ -233,7 +233,7 @@ class SmartCardCtapDevice(CtapDevice):
         return removal_errors(self._name)
 
     def _select(self) -> str:
-        data, sw = self._exchange(SELECT_FIDO)
+        data, sw = self._read(SELECT_FIDO)  # an answer in 61xx pieces too, as python-fido2's
         if sw != 0x9000:
             raise CtapStatusError(ERR.OTHER, f"{self._name}: no FIDO applet (SELECT: SW {sw:04X})")
         version = data.decode("ascii", "replace")
