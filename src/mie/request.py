@@ -33,6 +33,10 @@ _ORIGIN = re.compile(
     rf"(?P<host>{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])"
     rf"(?::(?P<port>[1-9][0-9]{{0,4}}))?"
 )
+# Origins check_origin accepted (plain str only: a subclass may compare equal to one and differ);
+# bounded, so origins from hostile client data cannot grow it without limit.
+_CHECKED_ORIGINS: set[str] = set()
+_MAX_CHECKED_ORIGINS = 256
 
 
 def check_origin(origin: str) -> str:
@@ -46,6 +50,9 @@ def check_origin(origin: str) -> str:
     :return: ``origin``, unchanged.
     :raises ValueError: anything else (the message quotes at most the first 60 characters).
     """
+    if type(origin) is str and origin in _CHECKED_ORIGINS:
+        # A relying party has a few origins, checked on every request: each parsed once.
+        return origin
     if not isinstance(origin, str):
         raise TypeError(f"Origin must be a str, not {type(origin).__name__}")
     if len(origin) > MAX_ORIGIN_LENGTH:
@@ -57,6 +64,8 @@ def check_origin(origin: str) -> str:
         )
     if match["scheme"] == "http" and match["host"] != "localhost":
         raise ValueError(f"Origin {_shown(origin)}: plain http is only for localhost")
+    if type(origin) is str and len(_CHECKED_ORIGINS) < _MAX_CHECKED_ORIGINS:
+        _CHECKED_ORIGINS.add(origin)
     return origin
 
 

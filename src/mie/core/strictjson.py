@@ -46,15 +46,18 @@ def loads(data: bytes, name: str, *, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise JsonFormatError(f"{title} is larger than {max_bytes} bytes")
     try:
+        text = data.decode("utf-8")
         obj = json.loads(
-            data.decode("utf-8"),
+            text,
             parse_int=Number,
             parse_float=Number,
             parse_constant=_constant,
             object_pairs_hook=_unique_keys,
         )
-        # Encoding back refuses lone surrogates, which JSON escapes (\udXXX) can carry.
-        json.dumps(obj, ensure_ascii=False, default=lambda _: None).encode("utf-8")
+        # Encoding back refuses lone surrogates, which only JSON escapes (\udXXX) can carry:
+        # the UTF-8 decoder refused encoded ones, so text without a \u escape has none.
+        if "\\u" in text:
+            json.dumps(obj, ensure_ascii=False, default=lambda _: None).encode("utf-8")
     except (UnicodeDecodeError, UnicodeEncodeError) as e:
         raise JsonFormatError(f"Cannot read {name}: not UTF-8 text ({e.reason})") from e
     except RecursionError as e:
@@ -83,7 +86,10 @@ class _DuplicateKeyError(Exception):
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    obj = {}
     for key, value in pairs:
         if key in obj:
             raise _DuplicateKeyError(key)

@@ -48,7 +48,7 @@ from mie.fido.errors import (
 )
 from mie.fido.evidence import WebAuthnAssertionEvidence
 from mie.fido.levels import fido_proof
-from mie.policy import ATTESTED_TYPES, LevelPolicy, decide
+from mie.policy import ATTESTED_TYPES, LevelDecision, LevelPolicy, decide
 from mie.request import AuthRequest
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.store.base import CredentialRecord, Store, credential_name
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 AUTHENTICATOR_KIND = "fido2"
 """The :attr:`mie.result.AuthenticatorInfo.kind` of a FIDO2 key."""
 _KEY_CACHE = 1024
+_DECISION_CACHE = 1024
+_IDENTITY_CACHE = 4096
 # The attestation summaries verify_registration stores (AttestationReport.summary) -> type.
 _SUMMARIES = {
     "packed/basic": "basic",
@@ -101,6 +103,7 @@ class FidoVerifier:
         self.metadata = metadata if policy.metadata is not None else None
         self.level_policy = level_policy
         self._rp_id_hash = hashlib.sha256(policy.rp_id.encode("ascii")).digest()
+        self._decisions: dict[tuple[object, ...], tuple[LevelPolicy | None, LevelDecision]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -175,17 +178,14 @@ class FidoVerifier:
             reasons.append(f"signature counter {auth.sign_count} above {record.sign_count}")
         if record.backup_eligible:
             reasons.append(f"backup-eligible credential (policy {policy.backup_eligible})")
-        proof = fido_proof(
+        decision = self._decision(
             attested=attested,
             uv=auth.flags.uv,
-            backup_eligible=record.backup_eligible,
-            policy=policy,
-            aaguid=record.aaguid,
+            record=record,
             certification=certification,
-            test=record.test,
             attestation_type=attestation_type,
+            level_policy=level_policy or self.level_policy,
         )
-        decision = decide(proof, level_policy or self.level_policy)
         reasons.extend(decision.reasons)
         return AuthResult(
             valid=True,
@@ -200,6 +200,61 @@ class FidoVerifier:
             reasons=tuple(reasons),
             evidence=evidence,
         )
+
+    def _decision(
+        self,
+        *,
+        attested: bool,
+        uv: bool,
+        record: CredentialRecord,
+        certification: str | None,
+        attestation_type: str,
+        level_policy: LevelPolicy | None,
+    ) -> LevelDecision:
+        """:return: :func:`~mie.policy.decide` of :func:`~mie.fido.levels.fido_proof`, memoised:
+        a pure function of these inputs, the policy's ``backup_eligible`` choice and the level
+        table (held by the entry, so the ``is`` check below cannot match a reused id)."""
+        policy = self.policy
+        backup_eligible, test = record.backup_eligible, record.test
+        cacheable = (
+            # Exactly bool: 1 == True would otherwise find the entry of a valid proof.
+            type(attested) is bool
+            and type(uv) is bool
+            and type(backup_eligible) is bool
+            and type(test) is bool
+            and (level_policy is None or type(level_policy.rules) is tuple)
+        )
+        key = (
+            attested,
+            uv,
+            backup_eligible,
+            test,
+            record.aaguid,
+            certification,
+            attestation_type,
+            policy.backup_eligible,
+            id(level_policy),
+        )
+        if cacheable:
+            found = self._decisions.get(key)
+            if found is not None and found[0] is level_policy:
+                return found[1]
+        proof = fido_proof(
+            attested=attested,
+            uv=uv,
+            backup_eligible=backup_eligible,
+            policy=policy,
+            aaguid=record.aaguid,
+            certification=certification,
+            test=test,
+            attestation_type=attestation_type,
+        )
+        decision = decide(proof, level_policy)
+        if cacheable:
+            if len(self._decisions) >= _DECISION_CACHE:
+                self._decisions.clear()
+            self._decisions[key] = (level_policy, decision)
+        return decision
 
     def _check_binding(
         self, evidence: WebAuthnAssertionEvidence, expected: Expected | AuthRequest
@@ -364,16 +419,24 @@ def _attestation_type(record: CredentialRecord) -> str:
 
 
 def _identity(record: CredentialRecord) -> Identity:
-    id_type, ident = parse_id_nat(record.id_nat)
-    return Identity(record.id_nat, id_type, ident, None, None, None, None, record.test)
+    return _identity_of(record.id_nat, record.test)
 
 
+@functools.lru_cache(maxsize=_IDENTITY_CACHE, typed=True)
+def _identity_of(id_nat: str, test: bool) -> Identity:
+    # A pure function of the stored id_nat (Identity is frozen): parsed once per professional.
+    id_type, ident = parse_id_nat(id_nat)
+    return Identity(id_nat, id_type, ident, None, None, None, None, test)
+
+
+@functools.lru_cache(maxsize=_IDENTITY_CACHE)
 def _credential_ref(credential_id: bytes) -> str:
     """:return: the credential's short name in results, the first 16 bytes of its SHA-256 in
     hex: :func:`mie.fido.authenticator.credential_ref`'s rule (that module loads python-fido2)."""
     return hashlib.sha256(credential_id).digest()[:16].hex()
 
 
+@functools.lru_cache(maxsize=_KEY_CACHE)
 def _aaguid_text(aaguid: bytes) -> str:
     h = aaguid.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -53,6 +53,10 @@ class AuthFlags:
         return cls(*(bool(value & bit) for bit in (UP, UV, BE, BS, AT, ED)))
 
 
+# Every flags byte's AuthFlags (frozen, so shared): built once, not at every parse.
+_FLAGS = tuple(AuthFlags.from_byte(value) for value in range(256))
+
+
 @dataclass(frozen=True)
 class AttestedCredential:
     """The attested credential data of a registration.
@@ -116,7 +120,7 @@ class AuthenticatorData:
             raise AuthDataFormatError(
                 f"Authenticator data flags {flags_byte:02x}: reserved bits set"
             )
-        flags = AuthFlags.from_byte(flags_byte)
+        flags = _FLAGS[flags_byte]
         if flags.bs and not flags.be:
             raise AuthDataFormatError("Authenticator data flags: backed up (BS) but not eligible")
         pos, credential, extensions = MIN_LENGTH, None, None

@@ -40,6 +40,10 @@ _CURVES = {ES256: 1, EDDSA: 6}
 _MIN_RSA_BYTES, _MAX_RSA_BYTES = 256, 512
 _MAX_ECDSA_SIGNATURE = 72
 
+# Stateless parameters, built once rather than at every verification.
+_SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(_SHA256)
+
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
 
@@ -117,9 +121,9 @@ class CoseKey:
         key = self.public_key
         try:
             if isinstance(key, ec.EllipticCurvePublicKey):
-                key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+                key.verify(signature, data, _ECDSA_SHA256)
             elif isinstance(key, rsa.RSAPublicKey):
-                key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+                key.verify(signature, data, padding.PKCS1v15(), _SHA256)
             else:
                 key.verify(signature, data)
         except (InvalidSignature, ValueError) as e:

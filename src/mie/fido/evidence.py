@@ -22,14 +22,14 @@ python-fido2's ``AuthenticationResponse``, which is such a mapping). Nothing her
 from __future__ import annotations
 
 import base64
-import binascii
-import re
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from mie.core.errors import EvidenceFormatError
 from mie.evidence import Evidence, check_fields, hex_field, shown, str_field
+from mie.fido import _base64url
 from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES, check_origin
 from mie.store.base import RP_ID_PATTERN
 
@@ -47,7 +47,6 @@ _SIZES = {
     "signature": range(1, MAX_SIGNATURE + 1),
 }
 _USER_HANDLE_SIZES = range(1, MAX_USER_HANDLE + 1)
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _ATTACHMENTS = (None, "platform", "cross-platform")
 _CREDENTIAL = ("id", "rawId", "type", "response")
 _CREDENTIAL_OPTIONAL = ("clientExtensionResults", "authenticatorAttachment")
@@ -242,7 +241,18 @@ def _members(
     # check_fields, for any mapping (python-fido2's response objects are mappings, not dicts).
     if not isinstance(obj, Mapping):
         raise EvidenceFormatError(f"The {what} is not a JSON object")
-    return check_fields(dict(obj), what, required, optional)
+    fields = obj if type(obj) is dict else dict(obj)
+    needed, allowed = _key_sets(required, optional)
+    if needed <= fields.keys() <= allowed:
+        return fields
+    return check_fields(fields, what, required, optional)  # raises, naming the member
+
+
+@functools.lru_cache(maxsize=8)
+def _key_sets(
+    required: tuple[str, ...], optional: tuple[str, ...]
+) -> tuple[frozenset[str], frozenset[str]]:
+    return frozenset(required), frozenset({*required, *optional})
 
 
 def _b64(data: bytes) -> str:
@@ -256,14 +266,10 @@ def _b64_field(obj: Mapping[str, Any], key: str, what: str, sizes: range) -> byt
         raise EvidenceFormatError(
             f"{what}.{key} is not base64url of at most {sizes.stop - 1} bytes"
         )
-    if not _BASE64URL.fullmatch(value) or len(value) % 4 == 1:
-        raise EvidenceFormatError(f"{what}.{key} is not unpadded base64url")
     try:
-        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise EvidenceFormatError(f"{what}.{key} is not base64url") from e
-    if _b64(data) != value:
-        raise EvidenceFormatError(f"{what}.{key} is not canonical base64url")
+        data = _base64url.decode(value)
+    except _base64url.Base64UrlError as e:
+        raise EvidenceFormatError(f"{what}.{key} is {e}") from e
     if len(data) not in sizes:
         raise EvidenceFormatError(
             f"{what}.{key} has {len(data)} bytes, not {sizes.start} to {sizes.stop - 1}"
