@@ -561,6 +561,23 @@ def test_discoverable_credentials_and_get_next_assertion(pki: TestAttestationPki
     assert e.value.code == ERR.NOT_ALLOWED
 
 
+def test_get_next_assertion_window_is_30_s_from_the_last_call(pki: TestAttestationPki) -> None:
+    # CTAP 2.1 §6.3: the timer restarts at each getNextAssertion; past 30 s, NOT_ALLOWED.
+    clock = _Clock()
+    ctap = Ctap2(_device(pki, None, clock=clock))
+    for user_id in (b"user-a", b"user-b", b"user-c", b"user-d"):
+        _make(ctap, options={"rk": True}, user={"id": user_id, "name": user_id.decode()})
+    assert ctap.get_assertion(RP_ID, CDH).number_of_credentials == 4
+    clock.now += 25.0
+    assert ctap.get_next_assertion().user == {"id": b"user-c"}
+    clock.now += 25.0  # 50 s after getAssertion, 25 s after the last getNextAssertion
+    assert ctap.get_next_assertion().user == {"id": b"user-b"}
+    clock.now += 30.5
+    with pytest.raises(CtapError) as e:
+        ctap.get_next_assertion()
+    assert e.value.code == ERR.NOT_ALLOWED
+
+
 def test_get_next_assertion_without_a_list(pki: TestAttestationPki) -> None:
     with pytest.raises(CtapError) as e:
         Ctap2(_device(pki, None)).get_next_assertion()

@@ -197,7 +197,8 @@ class EmulatedAuthenticator(CtapDevice):
     :param pki: the attestation PKI (default: the TEST one of today).
     :param rng: random bytes (credential ids, tokens, IVs).
     :param transports: getInfo's transports.
-    :param clock: the monotonic clock of power-up and the reset window (tests move it).
+    :param clock: the monotonic clock of power-up, the reset window and the getNextAssertion
+        window (tests move it).
     :param state: the ``mie-fido-state/1`` file: read when it exists (the key's AAGUID, counter
         mode and BE setting must be the ones given, a ``pin`` given must be its PIN), else
         created; every change is written to it, atomically and mode 0600, before the answer
@@ -705,15 +706,18 @@ class EmulatedAuthenticator(CtapDevice):
         response = self._assert(found[0], client_data_hash, flags, uv, allow is None)
         if len(found) > 1:
             response[5] = len(found)
-            deadline = time.monotonic() + NEXT_ASSERTION_WINDOW_S
+            deadline = self._clock() + NEXT_ASSERTION_WINDOW_S
             self._pending = _Pending(found[1:], client_data_hash, flags, uv, deadline)
         return response
 
     def _get_next_assertion(self) -> dict[int, Any]:
         pending = self._pending
-        if pending is None or not pending.credentials or time.monotonic() > pending.deadline:
+        now = self._clock()
+        if pending is None or not pending.credentials or now > pending.deadline:
             self._pending = None
             raise CtapError(ERR.NOT_ALLOWED)
+        # CTAP 2.1 §6.3: 30 s from the last getAssertion or getNextAssertion (the timer restarts).
+        pending.deadline = now + NEXT_ASSERTION_WINDOW_S
         credential = pending.credentials.pop(0)
         return self._assert(credential, pending.client_data_hash, pending.flags, pending.uv, True)
 
