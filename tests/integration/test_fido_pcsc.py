@@ -232,3 +232,25 @@ def test_mie_fido_register_and_auth_through_pcscd_then_a_pull_mid_assertion(
     assert code == 1, err
     assert result["error"]["code"] == "card_removed", result
     assert desk.credentials()[0].sign_count == counter
+
+
+def test_a_dual_protocol_key_answering_u2f_v2_works_through_pcscd(pcscd: Pcscd) -> None:
+    # Most real NFC keys (YubiKey 5 NFC) answer U2F_V2 to the FIDO SELECT and speak CTAP2 too:
+    # python-fido2's CtapPcscDevice and mie's SmartCardCtapDevice both take the key by getInfo.
+    from mie.emulation.ctap2 import EmulatedAuthenticator
+    from mie.emulation.fido_applet import EmulatedFidoApplet
+    from tests.harness import attached
+
+    engine = EmulatedAuthenticator(transports=("nfc",))
+    with attached(EmulatedFidoApplet(engine, select_version=b"U2F_V2")):
+        device = open_ctap_device(f"pcsc:{READER0}")
+        try:
+            assert isinstance(device, SmartCardCtapDevice)
+            assert "FIDO_2_1" in Ctap2(device, strict_cbor=True).get_info().versions
+        finally:
+            device.close()
+        theirs = _fido2_pcsc_device()
+        try:
+            assert "FIDO_2_1" in Ctap2(theirs).get_info().versions
+        finally:
+            theirs.close()
