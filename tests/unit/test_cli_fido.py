@@ -855,3 +855,43 @@ def test_a_failed_verification_names_the_credential_not_the_files_claim(
         assert failure["error"]["code"] == "suspected_clone"
         assert failure["authenticator"]["kind"] == "fido2", args
         assert failure["authenticator"]["serial"] == ref, args
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_an_out_path_that_is_not_a_regular_file_is_refused_before_anything_is_done(
+    kind: str,
+    desk: Desk,
+    pki: TestAttestationPki,
+    mds: TestMds,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --out is written atomically (a new file renamed over the path): /dev/null (here a FIFO,
+    # the same to os.replace) or a link would be replaced by a regular file, not written to.
+    import os
+    import stat
+
+    import mie.fido.mds
+
+    out = tmp_path / "out"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        (tmp_path / "target").write_text("kept")
+        out.symlink_to(tmp_path / "target")
+    fetched: list[str] = []
+    monkeypatch.setattr(mie.fido.mds, "fetch_blob", lambda url, **kw: fetched.append(url))
+    state = KeyState(_key(pki))
+    args = ["fido", "register", "--identity", f"rpps={RPPS}", "--policy", desk.policy]
+    assert run([*args, "--store", "none", "--out", str(out)], state) == 2
+    assert "not a regular file" in one_error_line(capsys.readouterr().err)
+    assert state.specs == []
+    root = _root_file(mds, tmp_path)
+    assert run(["fido", "mds", "fetch", "--out", str(out), "--root", str(root)], state) == 2
+    assert "not a regular file" in one_error_line(capsys.readouterr().err)
+    assert fetched == []
+    mode = os.lstat(out).st_mode
+    assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISLNK(mode)
+    if kind == "symlink":
+        assert (tmp_path / "target").read_text() == "kept"

@@ -381,6 +381,8 @@ def register_command(
     name = user_name if user_name is not None else identity.partition("=")[2]
     if not 0 < len(name) <= MAX_USER_NAME:
         raise UsageError(f"--user-name must have 1 to {MAX_USER_NAME} characters")
+    if out is not None:
+        check_out(out)
     info: AuthenticatorInfo | None = None
     data = None
     try:
@@ -440,6 +442,29 @@ def _identity(id_nat: str, *, test: bool = False) -> Identity:
 
     id_type, number = parse_id_nat(id_nat)
     return Identity(id_nat, id_type, number, None, None, None, None, test)
+
+
+def check_out(path: str, option: str = "--out") -> None:
+    """Refuse an output path that is there and is not a regular file, before anything is done:
+    the file is written atomically (a new file renamed over the path), so ``/dev/null``, a FIFO
+    or a symbolic link would be replaced, not written to.
+
+    :raises UsageError: the path is a device, FIFO, socket or symbolic link, or cannot be
+        examined.
+    """
+    import os
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError(f"{option} {path!r}: {e.strerror or e}") from e
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{option} {path!r}: not a regular file (the file is replaced, not written to)"
+        )
 
 
 def _write(path: str, obj: Any) -> None:
@@ -803,6 +828,7 @@ def mds_fetch_command(
 
     if not url.lower().startswith("https://"):
         raise UsageError(f"--url {url[:60]!r}: the blob is fetched over https only")
+    check_out(out)
     anchor = _root(root)
     now = dt.datetime.now(dt.UTC)
     previous = _previous_no(Path(out), anchor, now)
