@@ -895,3 +895,27 @@ def test_an_out_path_that_is_not_a_regular_file_is_refused_before_anything_is_do
     assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISLNK(mode)
     if kind == "symlink":
         assert (tmp_path / "target").read_text() == "kept"
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_sqlite_store_that_is_not_a_regular_file_is_bad_usage(
+    kind: str,
+    desk: Desk,
+    pki: TestAttestationPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # SQLite fails on it only after creating its journal beside it (/dev/zero-journal).
+    import os
+
+    where = tmp_path / "store"
+    if kind == "directory":
+        where.mkdir()
+    else:
+        os.mkfifo(where)
+    state = KeyState(_key(pki))
+    args = ["fido", "auth", "--policy", desk.policy, "--store", f"sqlite:{where}"]
+    assert run(args, state) == 2
+    assert "not a regular file" in one_error_line(capsys.readouterr().err)
+    assert state.specs == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("store")) == ["store"]

@@ -255,6 +255,24 @@ def parse_store_url(url: str) -> tuple[str, str] | None:
     )
 
 
+def _check_sqlite_path(url: str, path: str) -> None:
+    """Refuse a SQLite path that is there and is not a regular file (a directory, a device, a
+    FIFO): SQLite would fail on it only after creating its journal beside it (``/dev/zero``
+    gains ``/dev/zero-journal``). A link to a regular file is a database like another.
+
+    :raises UsageError: the path is not a regular file, or cannot be examined.
+    """
+    shown = url if len(url) <= 60 else url[:57] + "..."
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError(f"--store {shown!r}: {e.strerror or e}") from e
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"--store {shown!r}: not a regular file (a SQLite database file)")
+
+
 def open_store(url: str) -> Store | None:
     """Open the store a ``--store`` URL names (:func:`parse_store_url`).
 
@@ -270,6 +288,7 @@ def open_store(url: str) -> Store | None:
     if backend == "sqlite":
         from mie.store.sqlite import SqliteStore
 
+        _check_sqlite_path(url, where)
         return SqliteStore(where)
     try:
         from mie.store.postgres import PostgresStore
