@@ -48,6 +48,7 @@ from mie.fido.errors import (
     PinNotSetError,
     RpIdMismatchError,
     TouchTimeoutError,
+    UserNotVerifiedError,
 )
 from mie.fido.policy import FidoPolicy
 from mie.fido.registration import verify_registration
@@ -747,3 +748,37 @@ def test_the_pin_is_in_no_log_record_error_or_repr(
     for secret in (right, wrong):
         for form in (secret, secret.encode().hex(), pin_hash(secret).hex()):
             assert not [t for t in texts if form in t]
+
+
+class _FingerprintMismatch(CtapDevice):
+    """A key with built-in verification whose fingerprint check fails: getAssertion answers
+    CTAP ``UV_INVALID`` (0x3F)."""
+
+    def __init__(self, inner: EmulatedAuthenticator) -> None:
+        self.inner = inner
+
+    @property
+    def capabilities(self) -> int:
+        return int(self.inner.capabilities)
+
+    def call(
+        self, cmd: int, data: bytes = b"", event: Any = None, on_keepalive: Any = None
+    ) -> bytes:
+        if cmd == CTAPHID.CBOR and data[:1] == b"\x02":
+            return bytes([CtapError.ERR.UV_INVALID])
+        return self.inner.call(cmd, data, event, on_keepalive)
+
+    @classmethod
+    def list_devices(cls) -> Iterator[CtapDevice]:
+        return iter(())
+
+
+def test_a_failed_built_in_verification_is_user_not_verified_not_pin_not_set(
+    pki: TestAttestationPki,
+) -> None:
+    # UV_INVALID is a fingerprint that did not match, not a key without a PIN.
+    device = _FingerprintMismatch(EmulatedAuthenticator(None, pki=pki))
+    request = AuthRequest.new(ORIGIN, user_verification=False)
+    with pytest.raises(UserNotVerifiedError, match="UV_INVALID") as raised:
+        Fido2Authenticator(device, credentials=[bytes(32)]).authenticate(request)
+    assert raised.value.code is ErrorCode.USER_NOT_VERIFIED

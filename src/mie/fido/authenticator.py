@@ -81,6 +81,7 @@ from mie.fido.errors import (
     PinNotSetError,
     RpIdMismatchError,
     TouchTimeoutError,
+    UserNotVerifiedError,
 )
 from mie.fido.evidence import WebAuthnAssertionEvidence
 from mie.fido.pin import check_fido_pin
@@ -597,8 +598,12 @@ def _ctap_error(e: CtapError, interaction: _Interaction | None, rp_id: str | Non
         raise CredentialUnknownError(
             f"The key holds no usable credential for relying party {rp_id!r}"
         ) from e
-    if code in (ERR.PIN_NOT_SET, ERR.UV_INVALID):
+    if code == ERR.PIN_NOT_SET:
         raise PinNotSetError("The key has no PIN set (nor built-in verification)") from e
+    if code == ERR.UV_INVALID:  # built-in verification failed: a fingerprint did not match
+        raise UserNotVerifiedError(
+            "The key's built-in user verification failed (CTAP UV_INVALID)"
+        ) from e
     if code in _TOUCH_TIMEOUTS:
         raise TouchTimeoutError(f"Nobody touched the key in time (CTAP {code.name})") from e
     if code == ERR.PIN_AUTH_BLOCKED:
