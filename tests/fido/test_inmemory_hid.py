@@ -243,6 +243,35 @@ def test_cancel_reaches_the_engine(pki: TestAttestationPki) -> None:
     assert struct.unpack_from(">IBHB", reply) == (cid, 0x80 | CTAPHID.CBOR, 1, ERR.KEEPALIVE_CANCEL)
 
 
+def test_init_on_a_busy_channel_aborts_its_command(pki: TestAttestationPki) -> None:
+    # CTAP 2.1, CTAPHID_INIT: INIT on an allocated channel aborts its transaction, so the host
+    # that resynchronised never reads the old command's answer as the answer to its next one.
+    seen: list[bool] = []
+
+    class _Waiting:
+        capabilities = 0x05
+
+        def handle(
+            self, cmd: int, payload: bytes, *, keepalive: Any, cancelled: threading.Event
+        ) -> bytes:
+            seen.append(cancelled.wait(2.0))
+            return b"\x00stale answer"
+
+    framing = CtapHidFraming(_Waiting())
+    cid = _channel(framing)
+    framing.feed(_report(cid, CTAPHID.CBOR, b"\x02"))
+    framing.feed(_report(cid, CTAPHID.INIT, b"abcdefgh"))
+    while (reply := _read(framing))[4] == 0x80 | CTAPHID.KEEPALIVE:
+        pass
+    assert reply[4] == 0x80 | CTAPHID.INIT and reply[7:15] == b"abcdefgh"
+    assert not framing.busy
+    deadline = time.monotonic() + 2.0
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [True]  # the engine saw the cancel
+    assert framing.read(0.3) is None  # and its answer went nowhere
+
+
 def test_wrong_sequence_is_refused(pki: TestAttestationPki) -> None:
     _, framing = _key(pki)
     cid = _channel(framing)

@@ -205,9 +205,13 @@ class CtapHidFraming:
         if cid == BROADCAST_CID:
             new_cid = self._allocate()
         elif cid in self._channels:
-            new_cid = cid  # resynchronise: abort what this channel was sending
+            new_cid = cid  # resynchronise: abort what this channel was sending or running
             if self._assembly is not None and self._assembly.cid == cid:
                 self._assembly = None
+            if self._busy_cid == cid:  # its running command is cancelled, its answer dropped
+                self._generation += 1
+                self._cancelled.set()
+                self._busy_cid = None
         else:
             self._error(cid, ERR.INVALID_CHANNEL)
             return
