@@ -1,10 +1,12 @@
 """The embedded default store: one SQLite file in WAL mode, safe across processes.
 
-Every operation opens its own connection and runs in ``BEGIN IMMEDIATE``, which takes the
-database's write lock before reading: two processes reserving a guess for one badge are
-serialised by SQLite, the second one reading the counter the first one wrote. ``synchronous =
-FULL`` makes a reserved guess durable before the PIN is checked, so a power loss cannot give it
-back.
+Every operation runs in its own ``BEGIN IMMEDIATE`` transaction, which takes the database's
+write lock before reading: two processes reserving a guess for one badge are serialised by
+SQLite, the second one reading the counter the first one wrote. ``synchronous = FULL`` makes a
+reserved guess (and a moved signature counter) durable before the operation returns, so a power
+loss cannot give it back. Each thread of each process keeps one connection to the file, opened
+at its first operation (a connection is never shared between threads, nor kept across a
+``fork``), and drops it after any SQLite error; :meth:`SqliteStore.close` closes them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -126,6 +129,11 @@ class SqliteStore(Store):
             raise StoreInputError(f"Busy timeout must be above 0 and at most {MAX_BUSY_TIMEOUT} s")
         self._busy_timeout = busy_timeout
         self._clock = clock
+        # This thread's connection, with the process and the close() generation it belongs to.
+        self._local = threading.local()
+        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        self._opened_lock = threading.Lock()
+        self._generation = 0
         self._create_schema()
 
     @property
@@ -335,8 +343,15 @@ class SqliteStore(Store):
         return tuple(credential_from_row(row) for row in rows)
 
     def close(self) -> None:
-        # Every operation closes its own connection: nothing stays open.
-        return None
+        """Close the connections this store opened in this process; a later operation opens
+        its thread's connection again."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+            self._generation += 1
+        for pid, db in opened:
+            if pid == os.getpid():  # a connection inherited through fork is not this process's
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(
@@ -352,31 +367,60 @@ class SqliteStore(Store):
             raise
         return db
 
+    def _connection(self) -> sqlite3.Connection:
+        """:return: this thread's connection, opened at its first use (again after a fork, a
+        :meth:`close` or an error)."""
+        mine = getattr(self._local, "connection", None)
+        if mine is not None and mine[0] == os.getpid() and mine[1] == self._generation:
+            db: sqlite3.Connection = mine[2]
+            return db
+        db = self._connect()
+        with self._opened_lock:
+            self._opened.append((os.getpid(), db))
+            self._local.connection = (os.getpid(), self._generation, db)
+        return db
+
+    def _drop_connection(self, db: sqlite3.Connection) -> None:
+        # After an SQLite error the connection's state is not trusted: the next operation of
+        # this thread opens a new one.
+        self._local.connection = None
+        with self._opened_lock:
+            self._opened = [(pid, kept) for pid, kept in self._opened if kept is not db]
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            finally:
-                db.close()
+            db = self._connection()
         except sqlite3.Error as e:
             raise _translate(e) from e
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._drop_connection(db)
+            raise _translate(e) from e
+        except BaseException:
+            # Rolled back: the connection serves again; anything else: a new one next time.
+            if not _idle(db):
+                self._drop_connection(db)
+            raise
 
     def _create_schema(self) -> None:
         try:
-            db = self._connect()
+            db = self._connection()
             try:
                 (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
-            finally:
-                db.close()
+            except BaseException:
+                self._drop_connection(db)
+                raise
         except sqlite3.Error as e:
             raise _translate(e) from e
         if mode != "wal":
@@ -384,6 +428,14 @@ class SqliteStore(Store):
         with self._transaction() as db:
             for statement in SCHEMA:
                 db.execute(statement)
+
+
+def _idle(db: sqlite3.Connection) -> bool:
+    """:return: whether ``db`` is open with no transaction in progress."""
+    try:
+        return not db.in_transaction
+    except sqlite3.Error:
+        return False
 
 
 def _row(badge: str, cursor: sqlite3.Cursor) -> tuple[str, int, int, int]:
