@@ -505,3 +505,72 @@ def test_a_failing_command_or_other_output_fails(tmp_path: Path, test_pki_dir: P
         run_command(block, Command(2, "sleep 1 &"), env)
     with pytest.raises(AssertionError, match="no-such-subcommand"):
         run_dry(Block("x.md", 1, "sh", "dry-run", "mie no-such-subcommand\n"), env)
+
+
+# Issue 10, Done when: "The benchmark table is in docs/performance.md".
+
+FIDO_BENCH_ROWS = {
+    "mie_per_s": "mie:",
+    "fido2_server_per_s": "python-fido2",
+    "py_webauthn_per_s": "py_webauthn",
+    "floor_per_s": "floor:",
+}
+
+
+def fido_bench_section(markdown: str) -> str:
+    """:return: the ``bench_fido.py`` section of performance.md (up to the next ``## ``)."""
+    start = markdown.index("(`benchmarks/bench_fido.py`)")
+    end = markdown.find("\n## ", start)
+    return markdown[start : end if end != -1 else len(markdown)]
+
+
+def fido_bench_figures(section: str) -> tuple[dict[str, float], dict[str, object]]:
+    """:return: the per-second figure of each row of the section's table (keyed by the JSON
+    name of :data:`FIDO_BENCH_ROWS`), and the JSON line the script printed.
+
+    :raises AssertionError: a row or the JSON line missing, or not a figure.
+    """
+    import json
+
+    rows: dict[str, float] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        for name, prefix in FIDO_BENCH_ROWS.items():
+            if line.startswith("|") and cells[0].startswith(prefix) and name not in rows:
+                rows[name] = float(cells[1].replace(",", ""))
+    assert set(rows) == set(FIDO_BENCH_ROWS), f"rows of the table: {sorted(rows)}"
+    lines = [ln.strip("`") for ln in section.splitlines() if ln.startswith('`{"mie_per_s"')]
+    assert len(lines) == 1, "the JSON line bench_fido.py printed"
+    figures = json.loads(lines[0])
+    assert isinstance(figures, dict)
+    return rows, figures
+
+
+def test_the_fido2_benchmark_table_is_in_performance_md() -> None:
+    section = fido_bench_section((ROOT / "docs" / "performance.md").read_text(encoding="utf-8"))
+    rows, figures = fido_bench_figures(section)
+    for name, shown in rows.items():
+        value = figures[name]
+        assert isinstance(value, float) and value > 0, name
+        # The table shows the JSON line's figure, rounded.
+        assert abs(shown - value) <= 1, (name, shown, value)
+    count = figures["count"]
+    accepted = figures["accepted"]
+    assert isinstance(accepted, dict)
+    assert all(accepted[name.removesuffix("_per_s")] == count for name in FIDO_BENCH_ROWS)
+
+
+def test_the_fido2_benchmark_check_can_fail() -> None:
+    good = (
+        "(`benchmarks/bench_fido.py`)\n\n| verifier | per second |\n|---|---:|\n"
+        "| mie: x | 6,056 |\n| python-fido2 x | 1,594 |\n| py_webauthn x | 6,766 |\n"
+        "| floor: x | 15,046 |\n\n"
+        '`{"mie_per_s": 6055.9, "fido2_server_per_s": 1593.8, "py_webauthn_per_s": 6765.7, '
+        '"floor_per_s": 15046.0}`\n'
+    )
+    rows, figures = fido_bench_figures(fido_bench_section(good))
+    assert rows["mie_per_s"] == 6056 and figures["floor_per_s"] == 15046.0
+    with pytest.raises(AssertionError, match="rows of the table"):
+        fido_bench_figures(good.replace("| floor: x | 15,046 |\n", ""))
+    with pytest.raises(AssertionError, match="JSON line"):
+        fido_bench_figures(good.replace('`{"mie_per_s"', '`{"other"'))
