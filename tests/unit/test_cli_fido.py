@@ -919,3 +919,39 @@ def test_a_sqlite_store_that_is_not_a_regular_file_is_bad_usage(
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
     assert state.specs == []
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("store")) == ["store"]
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "fragment"),
+    [
+        (None, 2, "Cannot read WebAuthn response"),
+        ("fifo", 2, "Cannot read WebAuthn response 'w3c.json': not a regular file"),
+        (b" " * (64 * 1024 + 1), 2, "WebAuthn response 'w3c.json' is larger than 65536 bytes"),
+        (b'{"id": ', 2, "WebAuthn response 'w3c.json'"),
+        # JSON of another shape: a failed check on well-formed input, as a card's bad answer.
+        (b'{"id": "AAAA", "rawId": "AAAA=", "type": "public-key", "response": {}}', 1, "padded"),
+    ],
+    ids=["missing", "fifo", "too-large", "not-json", "padded"],
+)
+def test_a_webauthn_file_that_cannot_be_used(
+    content: bytes | str | None,
+    code: int,
+    fragment: str,
+    desk: Desk,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import os
+
+    path = tmp_path / "w3c.json"
+    if content == "fifo":
+        os.mkfifo(path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    args = ["fido", "verify", "w3c.json", "--webauthn", "--nonce", NONCE, "--origin", ORIGIN]
+    assert run([*args, "--policy", desk.policy, "--store", desk.store, "--json"]) == code
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    assert fragment in line, line
+    assert json.loads(captured.out)["error"]["code"] == "malformed"
+    assert desk.credentials() == ()

@@ -764,15 +764,18 @@ def _webauthn_file(file: str, expected: Any, rp_id: str) -> Any:
     from mie.fido.evidence import WebAuthnAssertionEvidence
 
     obj = strictjson.loads(
-        _read(file, MAX_SAVED_BYTES), f"WebAuthn response {file!r}", max_bytes=MAX_SAVED_BYTES
+        _read(file, MAX_SAVED_BYTES, "WebAuthn response"),
+        f"WebAuthn response {file!r}",
+        max_bytes=MAX_SAVED_BYTES,
     )
     return WebAuthnAssertionEvidence.from_webauthn(
         obj, nonce=expected.nonce, origin=expected.origin, rp_id=rp_id
     )
 
 
-def _read(file: str, limit: int) -> bytes:
-    """:return: the bytes of a regular file of at most ``limit`` bytes.
+def _read(file: str, limit: int, what: str) -> bytes:
+    """:return: the bytes of a regular file of at most ``limit`` bytes (``what`` it is, for the
+    messages).
 
     :raises JsonFormatError: missing, unreadable, not a regular file or too large (exit 2).
     """
@@ -782,12 +785,12 @@ def _read(file: str, limit: int) -> bytes:
     try:
         with open(file, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise JsonFormatError(f"Cannot read {file!r}: not a regular file")
+                raise JsonFormatError(f"Cannot read {what} {file!r}: not a regular file")
             data = f.read(limit + 1)
     except OSError as e:
-        raise JsonFormatError(f"Cannot read {file!r}: {e.strerror or e}") from e
+        raise JsonFormatError(f"Cannot read {what} {file!r}: {e.strerror or e}") from e
     if len(data) > limit:
-        raise JsonFormatError(f"{file!r} is larger than {limit} bytes")
+        raise JsonFormatError(f"{what} {file!r} is larger than {limit} bytes")
     return data
 
 
@@ -901,7 +904,7 @@ def _read_blob(file: str) -> bytes:
     from mie.fido.errors import MetadataFormatError
 
     try:
-        return _read(file, MAX_MDS_BYTES)
+        return _read(file, MAX_MDS_BYTES, "FIDO metadata blob")
     except JsonFormatError as e:
         raise MetadataFormatError(str(e)) from e
 
