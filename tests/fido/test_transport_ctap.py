@@ -29,6 +29,7 @@ from mie.transport import ctap as transport
 from mie.transport.ctap import (
     KeyListing,
     KeySpecError,
+    SmartCardCtapDevice,
     SocketHidConnection,
     list_ctap_devices,
     open_ctap_device,
@@ -359,3 +360,25 @@ def test_open_ctap_device_emulator_with_a_state_file_keeps_its_credentials(
     got = again.get_assertion("example.com", CDH)  # discoverable: no allow list
     got.verify(CDH, data.public_key)
     assert got.credential is not None and got.credential["id"] == data.credential_id
+
+
+def test_a_fido2_authenticator_on_an_opened_key_reports_its_transport(
+    pki: TestAttestationPki, host: HidSocketHost
+) -> None:
+    # open_ctap_device's devices hide python-fido2's behind the pull guard: the transport is
+    # still known (USB for HID reports, the card's for a FIDO applet).
+    from mie.core.connection import Transport
+    from mie.emulation.base import EmulatedConnection
+    from mie.emulation.fido_applet import EmulatedFidoApplet
+    from mie.fido.authenticator import Fido2Authenticator
+
+    for spec in ("emulator", f"socket:{host.path}"):
+        device = open_ctap_device(spec)
+        try:
+            assert Fido2Authenticator(device).info.transport is Transport.USB
+        finally:
+            device.close()
+    card = SmartCardCtapDevice(
+        EmulatedConnection(EmulatedFidoApplet(EmulatedAuthenticator(pki=pki))), name="reader"
+    )
+    assert Fido2Authenticator(card).info.transport is Transport.CONTACTLESS

@@ -141,7 +141,9 @@ class Fido2Authenticator(Authenticator):
     :param credentials: the credential ids an authentication may use (the ``allowList``);
         empty: the key's discoverable credentials for the relying party (the newest).
     :param name: the ``kind`` reported in :attr:`info`.
-    :param transport: how the key is reached; ``None``: USB for a HID device, else not known.
+    :param transport: how the key is reached; ``None``: USB for a HID device (also as
+        :func:`~mie.transport.ctap.open_ctap_device` returns it), the card connection's for a
+        FIDO applet on a smart card, else not known.
     :param atr: the ATR, for a key reached over PC/SC.
     :param timeout: seconds an operation may take, the user's touch included (then
         ``TouchTimeoutError``).
@@ -180,8 +182,8 @@ class Fido2Authenticator(Authenticator):
         self.credentials = _credential_ids(credentials, "credentials")
         self.timeout = float(timeout)
         self.on_touch = on_touch
-        if transport is None and isinstance(device, CtapHidDevice):
-            transport = Transport.USB
+        if transport is None:
+            transport = _transport_of(device)
         self._info = AuthenticatorInfo(name, None, atr, transport)
 
     def __repr__(self) -> str:
@@ -500,6 +502,15 @@ def _ctap2(device: CtapDevice) -> Ctap2:
             f"Not a CTAP2 key: getInfo names versions {list(ctap2.info.versions)[:4]}"
         )
     return ctap2
+
+
+def _transport_of(device: CtapDevice) -> Transport | None:
+    """USB for a HID key; what a :mod:`mie.transport.ctap` device says it is (its
+    ``transport``: a HID key behind the pull guard, a FIDO applet on a card); else not known."""
+    if isinstance(device, CtapHidDevice):
+        return Transport.USB
+    transport = getattr(device, "transport", None)
+    return transport if isinstance(transport, Transport) else None
 
 
 def _uv(request: AuthRequest) -> UserVerificationRequirement:

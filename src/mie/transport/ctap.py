@@ -29,7 +29,7 @@ from fido2.ctap import STATUS, CtapDevice, CtapError
 from fido2.hid import CAPABILITY, CTAPHID, ConnectionFailure, CtapHidDevice
 from fido2.hid.base import CtapHidConnection
 
-from mie.core.connection import SmartCardConnection
+from mie.core.connection import SmartCardConnection, Transport
 from mie.core.errors import (
     CardRemovedError,
     ErrorCode,
@@ -114,11 +114,16 @@ def removal_errors(name: str) -> Iterator[None]:
 
 
 class _Guarded(CtapDevice):
-    """A python-fido2 device whose pulls raise :class:`~mie.errors.CardRemovedError`."""
+    """A python-fido2 device whose pulls raise :class:`~mie.errors.CardRemovedError`.
 
-    def __init__(self, inner: CtapDevice, name: str) -> None:
+    :param transport: how the key is reached (USB for HID reports), as
+        :class:`~mie.fido.authenticator.Fido2Authenticator` reports it.
+    """
+
+    def __init__(self, inner: CtapDevice, name: str, transport: Transport | None = None) -> None:
         self._inner = inner
         self._name = name
+        self.transport = transport
 
     def __repr__(self) -> str:
         return f"CtapDevice({self._name!r})"
@@ -200,6 +205,11 @@ class SmartCardCtapDevice(CtapDevice):
     def connection(self) -> SmartCardConnection:
         """:return: the card's connection."""
         return self._connection
+
+    @property
+    def transport(self) -> Transport:
+        """:return: how the card is reached (contactless for a key on an NFC reader)."""
+        return self._connection.transport
 
     @classmethod
     def list_devices(cls) -> Iterator[CtapDevice]:
@@ -410,7 +420,7 @@ def _hid(connection: CtapHidConnection, path: str, name: str) -> CtapDevice:
     except BaseException:
         connection.close()
         raise
-    return _Guarded(device, name)
+    return _Guarded(device, name, Transport.USB)
 
 
 class _DeadlineHidConnection(CtapHidConnection):
@@ -460,7 +470,7 @@ def _open_hid(path: str) -> CtapDevice:
     except BaseException:
         connection.close()
         raise
-    return _Guarded(device, path)
+    return _Guarded(device, path, Transport.USB)
 
 
 def _open_pcsc(reader: str) -> CtapDevice:
