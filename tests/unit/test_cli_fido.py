@@ -697,6 +697,19 @@ def test_demo_registers_then_authenticates_the_emulated_key(
     )
 
 
+def test_the_emulated_key_is_the_design_contracts() -> None:
+    # DESIGN.md (contract): mie.emulation.ctap2.EmulatedAuthenticator(pin=...) is a
+    # fido2.ctap.CtapDevice; issue 10: with that PIN set and packed attestation.
+    from fido2.ctap2 import Ctap2
+
+    key = EmulatedAuthenticator(pin="1234")
+    assert isinstance(key, CtapDevice)
+    info = Ctap2(key).info
+    assert info.options["clientPin"] is True
+    assert bytes(info.aaguid) == EMULATOR_AAGUID
+    assert key.attestation == "packed"
+
+
 class KeyAndReaderState(KeyState):
     """The same emulated key as ``--key`` and, through its FIDO applet, in the PC/SC reader."""
 
@@ -955,3 +968,42 @@ def test_a_webauthn_file_that_cannot_be_used(
     assert fragment in line, line
     assert json.loads(captured.out)["error"]["code"] == "malformed"
     assert desk.credentials() == ()
+
+
+def test_the_pin_is_in_no_output_log_or_file_of_the_cli(
+    desk: Desk,
+    pki: TestAttestationPki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    pin_stdin: Callable[[str], None],
+) -> None:
+    # Every logger at its lowest level (traffic included): a registration, a login, a wrong PIN
+    # (its error and JSON result): neither PIN, nor its hex or CTAP hash, is anywhere.
+    from mie.emulation.ctap2_pin import pin_hash
+
+    right, wrong = "Pz7-right!", "Qw8-wrong?"
+    state = KeyState(EmulatedAuthenticator(right, pki=pki))
+    caplog.set_level(1)
+    saved = tmp_path / "registration.json"
+    texts: list[str] = []
+    pin_stdin(right)
+    args = ["--log-level", "traffic", "fido", "register", "--identity", f"rpps={RPPS}"]
+    args += ["--policy", desk.policy, "--store", desk.store, "--out", str(saved), "--json"]
+    assert run([*args, "--pin-stdin"], state) == 0
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err, saved.read_text()]
+    for pin, code in ((right, 0), (wrong, 1)):
+        pin_stdin(pin)
+        args = ["--log-level", "traffic", "fido", "auth", "--policy", desk.policy]
+        args += ["--store", desk.store, "--origin", ORIGIN, "--identity", f"rpps={RPPS}"]
+        assert run([*args, "--pin-stdin", "--json"], state) == code
+        captured = capsys.readouterr()
+        texts += [captured.out, captured.err]
+    assert '"invalid_pin"' in texts[-2]
+    texts += [r.getMessage() for r in caplog.records]
+    # The traffic was logged (python-fido2's CTAP exchanges among it): the check saw it.
+    assert {r.name.split(".")[0] for r in caplog.records} >= {"mie", "fido2"}
+    for secret in (right, wrong):
+        for form in (secret, secret.encode().hex(), pin_hash(secret).hex()):
+            assert not [t for t in texts if form in t], form
