@@ -47,13 +47,9 @@ def loads(data: bytes, name: str, *, max_bytes: int) -> Any:
         raise JsonFormatError(f"{title} is larger than {max_bytes} bytes")
     try:
         text = data.decode("utf-8")
-        obj = json.loads(
-            text,
-            parse_int=Number,
-            parse_float=Number,
-            parse_constant=_constant,
-            object_pairs_hook=_unique_keys,
-        )
+        if text.startswith("\ufeff"):  # what json.loads refuses before it decodes
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        obj = _DECODER.decode(text)
         # Encoding back refuses lone surrogates, which only JSON escapes (\udXXX) can carry:
         # the UTF-8 decoder refused encoded ones, so text without a \u escape has none.
         if "\\u" in text:
@@ -95,3 +91,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _DuplicateKeyError(key)
         obj[key] = value
     return obj
+
+
+# Built once (json.loads builds one per call when given hooks); it keeps no state between calls.
+_DECODER = json.JSONDecoder(
+    parse_int=Number,
+    parse_float=Number,
+    parse_constant=_constant,
+    object_pairs_hook=_unique_keys,
+)

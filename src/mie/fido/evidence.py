@@ -46,6 +46,10 @@ _SIZES = {
     "client_data_json": range(1, MAX_CLIENT_DATA + 1),
     "signature": range(1, MAX_SIGNATURE + 1),
 }
+_CREDENTIAL_ID_SIZES = _SIZES["credential_id"]
+_AUTHENTICATOR_DATA_SIZES = _SIZES["authenticator_data"]
+_CLIENT_DATA_SIZES = _SIZES["client_data_json"]
+_SIGNATURE_SIZES = _SIZES["signature"]
 _USER_HANDLE_SIZES = range(1, MAX_USER_HANDLE + 1)
 _ATTACHMENTS = (None, "platform", "cross-platform")
 _CREDENTIAL = ("id", "rawId", "type", "response")
@@ -113,8 +117,12 @@ class WebAuthnAssertionEvidence(Evidence):
             )
         check_origin(self.origin)
         check_rp_id(self.rp_id)
-        for name, sizes in _SIZES.items():
-            value = getattr(self, name)
+        for name, value, sizes in (
+            ("credential_id", self.credential_id, _CREDENTIAL_ID_SIZES),
+            ("authenticator_data", self.authenticator_data, _AUTHENTICATOR_DATA_SIZES),
+            ("client_data_json", self.client_data_json, _CLIENT_DATA_SIZES),
+            ("signature", self.signature, _SIGNATURE_SIZES),
+        ):
             if not isinstance(value, bytes):
                 raise TypeError(f"The {name} must be bytes")
             if len(value) not in sizes:
