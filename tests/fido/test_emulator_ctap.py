@@ -433,7 +433,10 @@ def test_set_pin_then_change_pin(pki: TestAttestationPki) -> None:
     assert ctap.get_info().options["clientPin"] is True
     with pytest.raises(CtapError) as e:
         ClientPin(ctap).set_pin("654321")
-    assert e.value.code == ERR.NOT_ALLOWED
+    # CTAP 2.1 §6.5.5.5: "If a PIN has already been set, authenticator returns
+    # CTAP2_ERR_PIN_AUTH_INVALID error".
+    assert e.value.code == ERR.PIN_AUTH_INVALID
+    assert ClientPin(ctap).get_pin_retries()[0] == 8  # no try spent
     with pytest.raises(CtapError) as e:
         ClientPin(ctap).change_pin("000000", "abcdef")
     assert e.value.code == ERR.PIN_INVALID

@@ -349,8 +349,8 @@ class ClientPin:
 
     def _set_pin(self, protocol: PinProtocol, params: Mapping[int, Any]) -> None:
         peer, param, new_pin_enc = (_required(params, k) for k in (3, 4, 5))
-        if self.state.is_set:
-            raise CtapError(ERR.NOT_ALLOWED)
+        if self.state.is_set:  # CTAP 2.1 §6.5.5.5: PIN_AUTH_INVALID, not NOT_ALLOWED
+            raise CtapError(ERR.PIN_AUTH_INVALID)
         secret = protocol.decapsulate(peer)
         protocol.verify(secret, _sized(new_pin_enc, protocol.NEW_PIN_ENC_SIZE), param)
         pin = decode_new_pin(protocol.decrypt(secret, new_pin_enc))
