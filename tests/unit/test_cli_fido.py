@@ -700,7 +700,7 @@ def test_demo_registers_then_authenticates_the_emulated_key(
 def test_the_emulated_key_is_the_design_contracts() -> None:
     # DESIGN.md (contract): mie.emulation.ctap2.EmulatedAuthenticator(pin=...) is a
     # fido2.ctap.CtapDevice; issue 10: with that PIN set and packed attestation.
-    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.base import Ctap2
 
     key = EmulatedAuthenticator(pin="1234")
     assert isinstance(key, CtapDevice)
