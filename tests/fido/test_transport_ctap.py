@@ -382,3 +382,35 @@ def test_a_fido2_authenticator_on_an_opened_key_reports_its_transport(
         EmulatedConnection(EmulatedFidoApplet(EmulatedAuthenticator(pki=pki))), name="reader"
     )
     assert Fido2Authenticator(card).info.transport is Transport.CONTACTLESS
+
+
+def test_list_ctap_devices_lists_the_readers_whose_fido_applet_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mie.transport.pcsc as pcsc
+
+    answers = {"Key 9000": 0x9000, "Key 61xx": 0x6108, "Card 6A82": 0x6A82}
+
+    class _Reader:
+        def __init__(self, name: str) -> None:
+            self.name, self.card_present = name, True
+
+    class _Connection:
+        def __init__(self, reader: str, *, reset_on_close: bool = True) -> None:
+            assert reset_on_close is False
+            self.reader = reader
+
+        def __enter__(self) -> _Connection:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+            assert apdu == transport.SELECT_FIDO
+            return b"", answers[self.reader]
+
+    monkeypatch.setattr(transport, "_list_hid", lambda: [])
+    monkeypatch.setattr(pcsc, "list_readers", lambda: [_Reader(n) for n in answers])
+    monkeypatch.setattr(pcsc, "PcscConnection", _Connection)
+    assert [k.spec for k in list_ctap_devices()] == ["pcsc:Key 9000", "pcsc:Key 61xx"]

@@ -536,6 +536,6 @@ def _list_pcsc() -> list[KeyListing]:
         except TransportError as e:
             log.debug("Reader %r: %s", reader, e)
             continue
-        if sw == 0x9000:
+        if sw == 0x9000 or sw >> 8 == 0x61:  # 61xx: the answer waits for GET RESPONSE
             listings.append(KeyListing(f"pcsc:{reader}", "pcsc", reader))
     return listings
