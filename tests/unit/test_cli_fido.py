@@ -1007,3 +1007,18 @@ def test_the_pin_is_in_no_output_log_or_file_of_the_cli(
     for secret in (right, wrong):
         for form in (secret, secret.encode().hex(), pin_hash(secret).hex()):
             assert not [t for t in texts if form in t], form
+
+
+@pytest.mark.parametrize("member", ["blob", "root"])
+def test_a_metadata_file_of_the_policy_that_is_a_fifo_is_refused_not_waited_on(
+    member: str, desk: Desk, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: the command would wait forever.
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    metadata = {"blob": "mds.jwt", member: "fifo"}
+    desk.write(allowlist=None, metadata=metadata)
+    args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--key", "emulator"]
+    assert run(args) == 2
+    assert "not a regular file" in one_error_line(capsys.readouterr().err)

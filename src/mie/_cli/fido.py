@@ -172,7 +172,29 @@ def load_metadata(policy: FidoPolicy | None) -> MetadataIndex | None:
         return None
     from mie.fido.mds import MetadataIndex
 
+    for path, what in ((policy.metadata.blob, "MDS blob"), (policy.metadata.root, "MDS root")):
+        _regular_file(path, what)
     return MetadataIndex.from_policy(policy.metadata, at=dt.datetime.now(dt.UTC))
+
+
+def _regular_file(path: Path | None, what: str) -> None:
+    """Refuse a file the policy names that is there and is not a regular file, before it is
+    opened: a FIFO would block the open with no deadline, ``/dev/zero`` be read to the size
+    bound. A missing file is left to the reader (its own message).
+
+    :raises MetadataFormatError: not a regular file (exit 2).
+    """
+    import os
+    import stat
+
+    if path is None:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise MetadataFormatError(f"Cannot read the {what} {path}: not a regular file")
 
 
 @contextlib.contextmanager
