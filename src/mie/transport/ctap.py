@@ -63,8 +63,10 @@ MAX_RESPONSE = 8192
 POLL_INTERVAL_S = 0.1
 #: How long a command may wait for the user (the key's own limit is 30 s).
 USER_WAIT_S = 45.0
-#: How long a USB key may stay silent (while it works it sends a keepalive every 100 ms).
-HID_SILENCE_S = 10.0
+#: How long a USB key may stay silent. Keys should send a keepalive every 100 ms while they
+#: work, but one that does not may stay quiet until its own user-presence timeout (30 s): the
+#: bound is above it and above :data:`USER_WAIT_S`.
+HID_SILENCE_S = 60.0
 _SPECS = "hid:PATH, socket:PATH, pcsc:READER or emulator[:STATE] expected"
 #: What a FIDO applet answers to its SELECT (CTAP 2.1 §11.3.3): ``U2F_V2`` for a key that also
 #: speaks CTAP1 (most NFC keys, the YubiKey 5 NFC among them), ``FIDO_2_0`` for a CTAP2-only
