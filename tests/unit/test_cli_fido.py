@@ -1022,3 +1022,17 @@ def test_a_metadata_file_of_the_policy_that_is_a_fifo_is_refused_not_waited_on(
     args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--key", "emulator"]
     assert run(args) == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
+
+
+def test_an_mds_root_that_is_a_fifo_is_refused_not_waited_on(
+    mds: TestMds, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    blob = _blob(mds, tmp_path)
+    assert run(["fido", "mds", "show", str(blob), "--root", str(tmp_path / "fifo")]) == 2
+    assert "not a regular file" in one_error_line(capsys.readouterr().err)
+    out = ["--out", str(tmp_path / "new.jwt"), "--root", str(tmp_path / "fifo")]
+    assert run(["fido", "mds", "fetch", *out]) == 2
+    assert "not a regular file" in one_error_line(capsys.readouterr().err)

@@ -937,6 +937,7 @@ def _root(path: str | None) -> Any:
         return None
     from mie.fido.mds import load_root
 
+    _regular_file(Path(path), "MDS root")  # a FIFO would block the open
     return load_root(path)
 
 
