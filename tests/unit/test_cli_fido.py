@@ -1036,3 +1036,23 @@ def test_an_mds_root_that_is_a_fifo_is_refused_not_waited_on(
     out = ["--out", str(tmp_path / "new.jwt"), "--root", str(tmp_path / "fifo")]
     assert run(["fido", "mds", "fetch", *out]) == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
+
+
+def test_mie_auth_of_a_key_over_nfc_finds_a_discoverable_credential_only(
+    desk: Desk,
+    pki: TestAttestationPki,
+    capsys: pytest.CaptureFixture[str],
+    pin_stdin: Callable[[str], None],
+) -> None:
+    # mie auth names no credential to the key (README, architecture.md): a credential made
+    # without --resident-key is not found there; mie fido auth --identity finds it.
+    state = KeyAndReaderState(_key(pki))
+    register(state, desk, capsys)
+    pin_stdin(PIN)
+    args = ["auth", "--origin", ORIGIN, "--pin-stdin", "--json"]
+    assert run([*args, "--fido-policy", desk.policy, "--store", desk.store], state) == 1
+    captured = capsys.readouterr()
+    one_error_line(captured.err)
+    assert json.loads(captured.out)["error"]["code"] == "credential_unknown"
+    pin_stdin(PIN)
+    assert authenticate(state, desk, capsys, "--identity", f"rpps={RPPS}")["valid"] is True
