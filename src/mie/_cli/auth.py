@@ -54,6 +54,24 @@ from mie.core.errors import (
 )
 from mie.desfire.config import BadgeConfigError
 from mie.desfire.errors import RecordCopiedError, RecordFormatError, RecordUntrustedError
+from mie.fido.errors import (
+    AttestationInvalidError,
+    AttestationRefusedError,
+    AuthDataFormatError,
+    ClientDataFormatError,
+    CloneSuspectedError,
+    CounterUnsupportedError,
+    CredentialUnknownError,
+    CtapStatusError,
+    MetadataStaleError,
+    MetadataStatusError,
+    MetadataUntrustedError,
+    PinNotSetError,
+    RpIdMismatchError,
+    UnknownAaguidError,
+    UserNotPresentError,
+    UserNotVerifiedError,
+)
 from mie.keys.base import KeyFileError
 from mie.registry import AuthenticatorOptions, authenticator_for
 from mie.request import (
@@ -88,6 +106,23 @@ _AUTH_FAILED = (
     SignatureInvalidError,
     UnsupportedCardError,
     VerificationError,
+    # A FIDO2 key over NFC (issue 10): its outcomes, named by their code as mie fido auth does.
+    AttestationInvalidError,
+    AttestationRefusedError,
+    AuthDataFormatError,
+    ClientDataFormatError,
+    CloneSuspectedError,
+    CounterUnsupportedError,
+    CredentialUnknownError,
+    CtapStatusError,
+    MetadataStaleError,
+    MetadataStatusError,
+    MetadataUntrustedError,
+    PinNotSetError,
+    RpIdMismatchError,
+    UnknownAaguidError,
+    UserNotPresentError,
+    UserNotVerifiedError,
 )
 # Bad usage or unreadable input (no PIN source, a PIN of the wrong format, a badge and no badge
 # configuration; a configuration or key file that cannot be read or parsed, found before any
