@@ -16,7 +16,9 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from mie.core.errors import MieError
 from mie.store.base import (
@@ -129,9 +131,10 @@ class SqliteStore(Store):
             raise StoreInputError(f"Busy timeout must be above 0 and at most {MAX_BUSY_TIMEOUT} s")
         self._busy_timeout = busy_timeout
         self._clock = clock
-        # This thread's connection, with the process and the close() generation it belongs to.
+        # This thread's connection, with the process and the close() generation it belongs to;
+        # the set only refers to them weakly: a thread that ends takes its connection along.
         self._local = threading.local()
-        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._opened_lock = threading.Lock()
         self._generation = 0
         self._create_schema()
@@ -346,19 +349,20 @@ class SqliteStore(Store):
         """Close the connections this store opened in this process; a later operation opens
         its thread's connection again."""
         with self._opened_lock:
-            opened, self._opened = self._opened, []
+            opened, self._opened = list(self._opened), weakref.WeakSet()
             self._generation += 1
-        for pid, db in opened:
-            if pid == os.getpid():  # a connection inherited through fork is not this process's
+        for db in opened:
+            if db.pid == os.getpid():  # a connection inherited through fork is not this process's
                 with contextlib.suppress(sqlite3.Error):
                     db.close()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         db = sqlite3.connect(
             self._path,
             timeout=self._busy_timeout,
             isolation_level=None,
             check_same_thread=False,
+            factory=_Connection,
         )
         try:
             db.execute("PRAGMA synchronous = FULL")
@@ -367,25 +371,25 @@ class SqliteStore(Store):
             raise
         return db
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> _Connection:
         """:return: this thread's connection, opened at its first use (again after a fork, a
         :meth:`close` or an error)."""
         mine = getattr(self._local, "connection", None)
-        if mine is not None and mine[0] == os.getpid() and mine[1] == self._generation:
-            db: sqlite3.Connection = mine[2]
+        if mine is not None and mine[0] == self._generation and mine[1].pid == os.getpid():
+            db: _Connection = mine[1]
             return db
         db = self._connect()
         with self._opened_lock:
-            self._opened.append((os.getpid(), db))
-            self._local.connection = (os.getpid(), self._generation, db)
+            self._opened.add(db)
+            self._local.connection = (self._generation, db)
         return db
 
-    def _drop_connection(self, db: sqlite3.Connection) -> None:
+    def _drop_connection(self, db: _Connection) -> None:
         # After an SQLite error the connection's state is not trusted: the next operation of
         # this thread opens a new one.
         self._local.connection = None
         with self._opened_lock:
-            self._opened = [(pid, kept) for pid, kept in self._opened if kept is not db]
+            self._opened.discard(db)
         with contextlib.suppress(sqlite3.Error):
             db.close()
 
@@ -425,9 +429,17 @@ class SqliteStore(Store):
             raise _translate(e) from e
         if mode != "wal":
             raise StoreError(f"SQLite file {self._path} refuses WAL mode (journal mode {mode})")
-        with self._transaction() as db:
+        with self._transaction() as schema:
             for statement in SCHEMA:
-                db.execute(statement)
+                schema.execute(statement)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that knows the process that opened it (and that a weak set can hold)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pid = os.getpid()
 
 
 def _idle(db: sqlite3.Connection) -> bool:
