@@ -64,6 +64,9 @@ AUTHENTICATOR_KIND = "fido2"
 """The :attr:`mie.result.AuthenticatorInfo.kind` of a FIDO2 key."""
 _KEY_CACHE = 1024
 _DECISION_CACHE = 1024
+_SIGNATURE_REASONS = {
+    alg: f"FIDO2 assertion signature verified ({name})" for alg, name in ALGORITHM_NAMES.items()
+}
 _IDENTITY_CACHE = 4096
 # The attestation summaries verify_registration stores (AttestationReport.summary) -> type.
 _SUMMARIES = {
@@ -164,7 +167,7 @@ class FidoVerifier:
         attestation_type = _attestation_type(record)
         key = _cose_key(record.public_key, policy.algorithms)
         key.verify(evidence.signature, auth.raw + client.hash)
-        reasons = [f"FIDO2 assertion signature verified ({ALGORITHM_NAMES[key.alg]})"]
+        reasons = [_SIGNATURE_REASONS[key.alg]]
         attested, certification = self._model(record, attestation_type, at, reasons)
         updated = self.store.advance_counter(
             record.rp_id,
@@ -314,25 +317,25 @@ class FidoVerifier:
     ) -> CredentialRecord:
         policy = self.policy
         record = self.store.get_credential(policy.rp_id, evidence.credential_id)
-        name = credential_name(record.rp_id, record.credential_id)
         if record.suspended is not None:
             raise CloneSuspectedError(
-                f"Assertion refused: {name} is suspended ({record.suspended})",
+                f"Assertion refused: {_name(record)} is suspended ({record.suspended})",
                 suspended=record.suspended,
             )
         handle = evidence.user_handle
         if handle is not None and not hmac.compare_digest(handle, record.user_handle):
             raise CredentialUnknownError(
-                f"The user handle is not the one {name} was registered with"
+                f"The user handle is not the one {_name(record)} was registered with"
             )
         if auth.flags.be != record.backup_eligible:
             raise AuthDataFormatError(
-                f"Backup eligibility changed: BE {int(auth.flags.be)} for {name}, registered "
-                f"with {int(record.backup_eligible)} (fixed for a credential's life)"
+                f"Backup eligibility changed: BE {int(auth.flags.be)} for {_name(record)}, "
+                f"registered with {int(record.backup_eligible)} (fixed for a credential's life)"
             )
         if record.backup_eligible and policy.backup_eligible == "refuse":
             raise AttestationRefusedError(
-                f"{name} is backup-eligible (syncable): the policy refuses such credentials"
+                f"{_name(record)} is backup-eligible (syncable): the policy refuses such "
+                "credentials"
             )
         return record
 
@@ -416,6 +419,10 @@ def _attestation_type(record: CredentialRecord) -> str:
             f"{record.attestation!r} is not one mie verifies"
         )
     return kind
+
+
+def _name(record: CredentialRecord) -> str:
+    return credential_name(record.rp_id, record.credential_id)
 
 
 def _identity(record: CredentialRecord) -> Identity:
