@@ -361,15 +361,13 @@ class FidoVerifier:
         # metadata's (plan D6), whatever the registration found then.
         listed = False
         if policy.allowlist is not None:
+            # An allowlist is the operator's list of accepted models under either attestation
+            # setting, as at registration: a model dropped from it is refused from then on.
             entry = policy.allowlist.entry(record.aaguid)
-            if entry is None and policy.attestation == "required":
+            if entry is None:
                 raise UnknownAaguidError(f"AAGUID {aaguid} is not in the allowlist")
-            listed = entry is not None
-            reasons.append(
-                f"AAGUID {aaguid} allowlisted ({entry.name})"
-                if entry is not None
-                else f"AAGUID {aaguid} not in the allowlist"
-            )
+            listed = True
+            reasons.append(f"AAGUID {aaguid} allowlisted ({entry.name})")
         certification = record.certification
         if self.metadata is not None and policy.metadata is not None:
             when = at if at is not None else dt.datetime.now(dt.UTC)
