@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,99 @@ def test_processes_loading_a_fresh_test_pki_directory_at_once_share_one_pki(
     assert all(process.returncode == 0 for process in processes)
     saved = TestPki.load(directory).roots[Gamme.FORT].certificate
     assert printed == {saved.fingerprint(saved.signature_hash_algorithm).hex()}  # type: ignore[arg-type]
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _socket(path: Path) -> Path:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()
+    return path
+
+
+def _link(path: Path) -> Path:
+    target = path.with_name("linked")
+    target.write_bytes(b"old")
+    path.symlink_to(target)
+    return path
+
+
+def _directory(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (_fifo, "a FIFO"),
+        (_socket, "a socket"),
+        (_link, "a symbolic link"),
+        (_directory, "a directory"),
+    ],
+)
+def test_atomic_write_refuses_a_destination_that_is_not_a_regular_file(
+    tmp_path: Path, make: Any, kind: str
+) -> None:
+    # Review of issue 10: the rename replaced whatever was there (a FIFO, a socket, a link by a
+    # file; /dev/null itself when run as root).
+    from mie.core.errors import ErrorCode, MieError
+    from mie.core.files import NotARegularFileError
+
+    target = make(tmp_path / "out")
+    before = sorted(os.listdir(tmp_path))
+    mode = os.lstat(target).st_mode
+    with pytest.raises(NotARegularFileError) as caught:
+        atomic_write(target, b"new")
+    error = caught.value
+    assert isinstance(error, MieError) and isinstance(error, OSError)
+    assert error.code is ErrorCode.USAGE and error.filename == str(target)
+    assert str(error) == f"{target}: {kind}, not a regular file: not replaced"
+    assert sorted(os.listdir(tmp_path)) == before  # no temporary left, nothing replaced
+    assert os.lstat(target).st_mode == mode
+    if kind == "a symbolic link":
+        assert (tmp_path / "linked").read_bytes() == b"old"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can replace /dev/null")
+def test_atomic_write_as_root_leaves_dev_null_a_device(tmp_path: Path) -> None:
+    from mie.core.files import NotARegularFileError
+
+    with pytest.raises(NotARegularFileError, match="a character device"):
+        atomic_write("/dev/null", b"new", parents=False)
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert not [p for p in os.listdir("/dev") if p.startswith(".tmp-")]
+
+
+def test_atomic_write_still_replaces_a_regular_file(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o644)
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_callers_refuse_a_fifo_and_the_cli_says_it_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mie._cli.__main__ import run
+    from mie.core.files import NotARegularFileError
+    from mie.emulation import ctap2_state
+
+    fifo = _fifo(tmp_path / "fifo")
+    with pytest.raises(NotARegularFileError):
+        VECTOR.save(fifo)
+    with pytest.raises(NotARegularFileError):
+        ctap2_state.save_state(fifo, b"{}")
+    assert run(["record", "--out", str(fifo), "--", "demo", "--only", "iso7816"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err == f"mie: error: {fifo}: a FIFO, not a regular file: not replaced\n"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -2,13 +2,63 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from mie.core.errors import ErrorCode, MieError
 
 TEMPORARY_PREFIX = ".tmp-"
 """Name prefix of the temporary file :func:`atomic_write` renames into place (a directory
 that finds ``.tmp-*`` leftovers after a crash may delete them)."""
+
+
+class NotARegularFileError(MieError, OSError):
+    """:func:`atomic_write` was given a destination that exists and is not a regular file (a
+    device, a FIFO, a directory, a socket, a symbolic link); nothing was written.
+
+    Also an :class:`OSError` (``EEXIST``, with ``filename``), what the writer raised before for
+    a file it could not write, so callers that turn an :class:`OSError` into a usage error keep
+    doing so. ``code`` is ``usage``: the caller named the wrong path.
+    """
+
+    code = ErrorCode.USAGE
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(errno.EEXIST, f"{kind}, not a regular file: not replaced", os.fspath(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def check_destination(path: str | os.PathLike[str]) -> None:
+    """Refuse a destination that exists and is not a regular file (see :func:`atomic_write`).
+
+    :raises NotARegularFileError: it is a device, FIFO, directory, socket or symbolic link.
+    :raises OSError: it cannot be examined (other than being absent).
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise NotARegularFileError(path, _kind(mode))
 
 
 def atomic_write(
@@ -20,13 +70,25 @@ def atomic_write(
     flushed to disk, given ``mode``, and renamed over ``path``; the directory is then flushed
     too, so the rename survives a crash.
 
+    A destination that exists and is not a regular file is refused before anything is written:
+    the rename would replace a device (``/dev/null`` for root), a FIFO, a socket or an empty
+    directory with a file. A symbolic link is refused too: the rename replaces the link itself,
+    not the file it names, so the write would not go where the link points (the file there
+    keeps its old content) and the link would be gone; and a link planted in a shared
+    directory must not decide where the bytes go. (The check runs before the rename, not
+    atomically with it: it stops a mistaken path, not a race by someone who can write to the
+    directory.)
+
     :param path: the destination file.
     :param data: the whole new content.
     :param mode: the file's permission bits (``0o600`` keeps it private to the user).
     :param parents: create the directory (and its parents) when missing.
+    :raises NotARegularFileError: ``path`` exists and is not a regular file (an
+        :class:`OSError` too); nothing was written.
     :raises OSError: the file cannot be written (the temporary file is removed).
     """
     target = Path(path)
+    check_destination(target)
     directory = target.parent
     if parents:
         directory.mkdir(parents=True, exist_ok=True)
