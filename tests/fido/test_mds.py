@@ -135,6 +135,66 @@ def test_from_policy_missing_blob(test_mds: TestMds, tmp_path: Path) -> None:
         MetadataIndex.from_policy(policy, at=NOW)
 
 
+def _within(seconds: float, call: Callable[[], object], unblock: Path | None = None) -> object:
+    """:return: what ``call`` raised, or failed with, within ``seconds`` (a call still waiting
+    then is a failure; ``unblock``, a FIFO, is opened for writing so the thread can end)."""
+    import threading
+
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call())
+        except Exception as e:  # the outcome is judged by the test
+            outcome.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive() and unblock is not None:
+        os.close(os.open(unblock, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"the call waited on {unblock} for over {seconds} s")
+    assert outcome, "the call did not end"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("name", ["root", "blob"])
+def test_a_fifo_is_refused_not_waited_on(test_mds: TestMds, tmp_path: Path, name: str) -> None:
+    # Review of issue 10: mds._read_file opened without O_NONBLOCK, so a FIFO with no writer
+    # hung the library caller (the CLI checks first; a library caller had no guard).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "root.pem").write_bytes(test_mds.root_pem)
+    if name == "root":
+        call: Callable[[], object] = lambda: mds.load_root(fifo)  # noqa: E731
+    else:
+        policy = MetadataPolicy(blob=fifo, root=tmp_path / "root.pem")
+        call = lambda: MetadataIndex.from_policy(policy, at=NOW)  # noqa: E731
+    error = _within(5.0, call, unblock=fifo)
+    assert isinstance(error, MetadataFormatError)
+    assert str(error) == f"Cannot read the MDS {name} {fifo}: not a regular file"
+
+
+def test_a_device_is_refused_not_read_to_the_bound(test_mds: TestMds, tmp_path: Path) -> None:
+    # /dev/zero was read to 64 MiB before the size refusal; now refused at once, unread.
+    (tmp_path / "root.pem").write_bytes(test_mds.root_pem)
+    policy = MetadataPolicy(blob=Path("/dev/zero"), root=tmp_path / "root.pem")
+    with pytest.raises(MetadataFormatError) as caught:
+        MetadataIndex.from_policy(policy, at=NOW)
+    assert str(caught.value) == "Cannot read the MDS blob /dev/zero: not a regular file"
+    with pytest.raises(MetadataFormatError, match="not a regular file"):
+        mds.load_root("/dev/zero")
+
+
+def test_an_oversized_file_is_refused_by_its_size(tmp_path: Path) -> None:
+    big = tmp_path / "root.pem"
+    with big.open("wb") as handle:
+        handle.truncate(1024 * 1024 + 1)  # sparse: its size, not its bytes
+    with pytest.raises(MetadataFormatError, match=r"is larger than 1048576 bytes"):
+        mds.load_root(big)
+
+
 def test_root_file_with_two_certificates(test_mds: TestMds, tmp_path: Path) -> None:
     (tmp_path / "root.pem").write_bytes(test_mds.root_pem * 2)
     with pytest.raises(FidoPolicyError, match="2 certificates"):

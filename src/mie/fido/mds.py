@@ -42,7 +42,9 @@ import contextvars
 import datetime as dt
 import hashlib
 import logging
+import os
 import re
+import stat
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -755,12 +757,24 @@ def _check_certification(model: str, view: MetadataView, minimum: str) -> None:
 
 
 def _read_file(path: str | Path, limit: int, what: str) -> bytes:
+    """Read a local input file as :func:`mie.fido.allowlist.read_file` does: opened
+    non-blocking (a FIFO with no writer never stalls the caller), a regular file only (not
+    ``/dev/zero``, read to the bound), at most ``limit`` bytes (a larger one is refused by its
+    size, before it is read).
+
+    :raises MetadataFormatError: missing, unreadable, not a regular file, or too large.
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise MetadataFormatError(f"Cannot read the {what} {path}: not a regular file")
+            data = b"" if info.st_size > limit else handle.read(limit + 1)
+            size = max(info.st_size, len(data))
     except OSError as e:
         raise MetadataFormatError(f"Cannot read the {what} {path}: {e.strerror or e}") from e
-    if len(data) > limit:
+    if size > limit:
         raise MetadataFormatError(f"The {what} {path} is larger than {limit} bytes")
     return data
 
