@@ -704,6 +704,35 @@ def test_bad_parameters(pki: TestAttestationPki, cmd: int, params: Any, status: 
     assert ClientPin(Ctap2(device)).get_pin_retries() == (8, False)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({3: -7}, id="alg-es256"),
+        pytest.param({3: 25}, id="alg-positive"),
+        pytest.param({1: 1}, id="kty-okp"),
+        pytest.param({-1: 2}, id="crv-p384"),
+        pytest.param({-1: True}, id="crv-true"),
+        pytest.param({1: 2, 3: -25, -1: 1}, id="control"),
+    ],
+)
+def test_key_agreement_must_be_ecdh_es_hkdf_256_on_p256(
+    pki: TestAttestationPki, change: dict[int, Any]
+) -> None:
+    # Review of issue 10: decapsulate checked kty and crv (as ==, so True passed for 1) but not
+    # alg: a platform key that says alg -7 was taken. A real key answers INVALID_PARAMETER.
+    device = _device(pki)
+    client_pin = ClientPin(Ctap2(device), PinProtocolV2())
+    key_agreement, secret = client_pin._get_shared_secret()
+    peer = {**dict(key_agreement), **change}
+    hash_enc = client_pin.protocol.encrypt(secret, hashlib.sha256(PIN.encode()).digest()[:16])
+    answer = _raw(device, 0x06, cbor.encode({1: 2, 2: 5, 3: peer, 6: hash_enc}))
+    if change == {1: 2, 3: -25, -1: 1}:  # the key python-fido2 sends: a token
+        assert answer[:1] == b"\x00" and set(cbor.decode(answer[1:], canonical=True)) == {2}
+    else:
+        assert answer == bytes([ERR.INVALID_PARAMETER])
+    assert ClientPin(Ctap2(device)).get_pin_retries() == (8, False)
+
+
 def test_unknown_command_and_sizes(pki: TestAttestationPki) -> None:
     device = _device(pki)
     assert _raw(device, 0x42) == bytes([ERR.INVALID_COMMAND])

@@ -83,12 +83,18 @@ class PinProtocol:
 
     def decapsulate(self, peer: object) -> bytes:
         """:return: the shared secret with the platform's key agreement key ``peer``.
-        :raises CtapError: ``INVALID_PARAMETER`` when ``peer`` is not a P-256 COSE point."""
+        :raises CtapError: ``INVALID_PARAMETER`` when ``peer`` is not the COSE key CTAP 2.1
+            §6.5.6 asks for: kty 2 (EC2), alg -25 (ECDH-ES+HKDF-256), crv 1 (P-256) and a
+            point on the curve (what a real key answers to another key; each an integer, not a
+            boolean)."""
         if not isinstance(peer, Mapping) or set(peer) != {1, 3, -1, -2, -3}:
             raise CtapError(ERR.INVALID_PARAMETER)
         x, y = peer[-2], peer[-3]
-        if (peer[1], peer[-1]) != (2, 1) or not all(
-            isinstance(v, bytes) and len(v) == 32 for v in (x, y)
+        header = (peer[1], peer[3], peer[-1])
+        if (
+            any(type(v) is not int for v in header)
+            or header != (2, -25, 1)
+            or not all(isinstance(v, bytes) and len(v) == 32 for v in (x, y))
         ):
             raise CtapError(ERR.INVALID_PARAMETER)
         try:
