@@ -8,6 +8,7 @@ of skipping it: CI must never pass by testing nothing.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -32,10 +34,30 @@ START_TIMEOUT = 15.0
 
 
 def missing(reason: str) -> NoReturn:
-    """Skip for a missing tool or daemon, or fail under CI where nothing may be missing."""
+    """Skip for a missing tool or daemon, or fail under CI where nothing may be missing (in a
+    test, a fixture, or at a test module's top level: then the whole module)."""
     if IN_CI:
         pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """Import a module the suite needs: :func:`pytest.importorskip` that fails under CI=true.
+
+    ``importorskip`` skips for a missing module even under CI=true, where the project's rule is
+    that anything missing is a failure (CI must never pass by testing nothing). Usable at a test
+    module's top level (a missing module skips or fails the whole module) or inside a test.
+
+    :param name: the module (``webauthn``, ``fido2.cbor``).
+    :param reason: what needs it and how it is installed, for the skip or failure message.
+    :return: the module.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (name == e.name or name.startswith(f"{e.name}.")):
+            raise  # the module is there and broken: an error, not a skip
+        missing(f"{name} is not installed: {reason}")
 
 
 class Pcscd:

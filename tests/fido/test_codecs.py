@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 from typing import Any
 
@@ -33,12 +32,10 @@ from mie.fido.errors import (
     ClientDataFormatError,
     CoseKeyFormatError,
 )
-from tests.harness import IN_CI
+from tests.harness import require_module
 
-if IN_CI and importlib.util.find_spec("fido2") is None:
-    pytest.fail("CI=true and python-fido2 (mie[fido]) is not installed", pytrace=False)
-webauthn = pytest.importorskip("fido2.webauthn", reason="python-fido2 (mie[fido]) builds the data")
-fido2_cose = pytest.importorskip("fido2.cose", reason="python-fido2 (mie[fido]) builds the keys")
+webauthn = require_module("fido2.webauthn", "python-fido2 (mie[fido]) builds the data")
+fido2_cose = require_module("fido2.cose", "python-fido2 (mie[fido]) builds the keys")
 
 RP_ID_HASH = hashlib.sha256(b"iam.chu-exemple.fr").digest()
 AAGUID = bytes.fromhex("6d69652054455354206669646f320001")

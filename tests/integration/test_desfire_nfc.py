@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.harness import require_module
 from tests.unit.test_cli_desfire import write_badge_setup
 
-pytest.importorskip("nfc")
+require_module("nfc", "nfcpy (mie[nfc]) drives the udp reader")
 
 UID = bytes.fromhex("04a1b2c3d4e5f6")
 COMMAND_TIMEOUT = 60

@@ -33,12 +33,12 @@ from fido2.webauthn import (
 from mie.emulation.fido_pki import ROOT_FILE
 from mie.errors import CardRemovedError
 from mie.transport.ctap import SmartCardCtapDevice, list_ctap_devices, open_ctap_device
-from tests.harness import READER0, Pcscd, settle_after_failure
+from tests.harness import READER0, Pcscd, require_module, settle_after_failure
 from tests.integration.test_fido_socket import ORIGIN, PIN, RP_ID, Pin, spawn, stop
 
 pytestmark = pytest.mark.pcsc
 
-webauthn = pytest.importorskip("webauthn")
+webauthn = require_module("webauthn", "py_webauthn (mie[dev]) is the independent verifier")
 from webauthn.helpers.exceptions import InvalidRegistrationResponse  # noqa: E402
 from webauthn.helpers.structs import AttestationFormat  # noqa: E402
 

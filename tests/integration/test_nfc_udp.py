@@ -25,8 +25,9 @@ from mie.desfire.session import DesfireSession
 from mie.emulation.desfire import EmulatedDesfire
 from mie.emulation.desfire_state import BadgeKey, BadgeState, KeyType, personalise
 from mie.emulation.nfc_target import UdpTypeATarget
+from tests.harness import require_module
 
-nfc = pytest.importorskip("nfc")
+nfc = require_module("nfc", "nfcpy (mie[nfc]) is the reader side")
 from nfc.clf import RemoteTarget  # noqa: E402
 from nfc.tag.tt4 import Type4ATag  # noqa: E402
 

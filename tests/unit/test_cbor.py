@@ -3,7 +3,6 @@ encode byte for byte as python-fido2's encoder (the independent oracle)."""
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
@@ -12,11 +11,9 @@ from hypothesis import strategies as st
 
 from mie.core import cbor
 from mie.core.errors import CborFormatError, ErrorCode
-from tests.harness import IN_CI
+from tests.harness import require_module
 
-if IN_CI and importlib.util.find_spec("fido2") is None:
-    pytest.fail("CI=true and python-fido2 (mie[fido]), the oracle, is not installed", pytrace=False)
-fido2_cbor = pytest.importorskip("fido2.cbor", reason="python-fido2 (mie[fido]) is the oracle")
+fido2_cbor = require_module("fido2.cbor", "python-fido2 (mie[fido]) is the oracle")
 
 # RFC 8949 Appendix A, the items of the CTAP2 data model (no floats, tags, null, undefined).
 RFC_8949 = [

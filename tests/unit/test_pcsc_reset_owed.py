@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-scard = pytest.importorskip("smartcard.scard")
+from tests.harness import require_module
+
+scard = require_module("smartcard.scard", "pyscard (mie[pcsc]) is the PC/SC edge faked here")
 
 from mie.errors import TransportTimeoutError  # noqa: E402
 from mie.transport.pcsc import PcscConnection  # noqa: E402
