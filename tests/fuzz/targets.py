@@ -35,6 +35,7 @@ from tests.fuzz.ctap2_targets import CTAP2_TARGETS
 from tests.fuzz.desfire_targets import DESFIRE_TARGETS
 from tests.fuzz.enrol_targets import ENROL_TARGETS
 from tests.fuzz.fido_assertion_targets import FIDO_ASSERTION_TARGETS
+from tests.fuzz.fido_input_targets import FIDO_INPUT_TARGETS
 from tests.fuzz.fido_targets import FIDO_TARGETS
 from tests.fuzz.fido_transport_targets import FIDO_TRANSPORT_TARGETS
 from tests.fuzz.fido_verifier_targets import FIDO_VERIFIER_TARGETS
@@ -429,6 +430,7 @@ TARGETS: dict[str, Target] = {
         *FIDO_ASSERTION_TARGETS,
         *FIDO_TRANSPORT_TARGETS,
         *FIDO_VERIFIER_TARGETS,
+        *FIDO_INPUT_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),
         _emulator_target("cps4"),
