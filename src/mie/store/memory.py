@@ -48,6 +48,21 @@ from mie.store.errors import (
 )
 
 
+def _used(record: CredentialRecord, counter: int, at: float) -> CredentialRecord:
+    """:return: ``dataclasses.replace(record, sign_count=counter, last_used_at=at)``, the same
+    value built without running ``__init__`` (about 0.6 µs instead of 4, the largest cost of an
+    assertion after its signature check). Equivalent because :class:`CredentialRecord` is a
+    frozen dataclass without ``__post_init__`` or slots: its state is its ``__dict__`` of fields
+    (tests/store/test_memory_counter.py checks both). The new record is complete before the
+    caller publishes it under the store's lock, as before."""
+    updated = object.__new__(type(record))
+    state = updated.__dict__
+    state.update(record.__dict__)
+    state["sign_count"] = counter
+    state["last_used_at"] = at
+    return updated
+
+
 @dataclasses.dataclass
 class _Secret:
     secret_hash: str
@@ -183,9 +198,7 @@ class MemoryStore(Store):
                 and found.suspended is None
                 and (found.sign_count < counter or (zero and counter == 0 == found.sign_count))
             ):
-                updated = dataclasses.replace(
-                    found, sign_count=counter, last_used_at=float(self._clock())
-                )
+                updated = _used(found, counter, float(self._clock()))
                 self._credentials[key] = updated
                 return updated
             verdict = counter_refusal(
