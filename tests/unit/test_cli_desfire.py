@@ -868,7 +868,7 @@ def test_a_bad_csv_exits_2_with_one_line_before_any_badge(
         ((), "", "Give --identity (one badge) or --csv FILE"),
         (("--identity", "rpps=1", "--csv", "x.csv"), "", "Give --identity"),
         (("--identity", "adeli=123456789"), "", "--identity 'adeli=123456789': rpps="),
-        (("--identity", "rpps=12345"), "", "--identity 'rpps=12345': the identifier"),
+        (("--identity", "rpps=12345"), "", "--identity 'rpps=12345': rpps=11 DIGITS expected"),
         (("--identity", "psi=not-a-uuid"), "", "--identity 'psi=not-a-uuid'"),
         (("--identity", f"rpps={RPPS[1:]}", "--issued", "30/11/2026"), "", "--issued"),
         (("--identity", f"rpps={RPPS[1:]}", "--issued", "2026-02-30"), "", "--issued"),
@@ -1517,3 +1517,31 @@ def test_enroll_one_badge_whose_token_fails_midway_reports_the_badge_left_incomp
     message = report["error"]["message"]
     assert "The token failed (test)" in message and "left incomplete" in message
     assert one_error_line(captured.err)[12:] == message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("rpps=10100099877", "810100099877"),
+        ("RPPS=10100099877", "810100099877"),
+        ("psi=3F2504E0-4F89-41D3-9A0C-0305E82C3301", "3f2504e0-4f89-41d3-9a0c-0305e82c3301"),
+        ("rpps=810100099877", "error: rpps=11 DIGITS expected"),  # the 8 is mie's to add
+        ("rpps=123", "error: rpps=11 DIGITS expected"),
+        ("rpps=10100099870", "error: Luhn check digit"),
+        ("rpps= 10100099877", "error: rpps=11 DIGITS expected"),
+        ("psi=not-a-uuid", "error: psi=UUID expected"),
+        ("adeli=123456789", "error: rpps=11 DIGITS or psi=UUID expected"),
+    ],
+)
+def test_the_identity_option_messages_say_what_its_help_says(value: str, expected: str) -> None:
+    # L1: the refusal said "(8 + 11 digits)" where the help says rpps=11 DIGITS.
+    from mie._cli.desfire import parse_identity_option
+    from mie._cli.state import UsageError
+
+    if expected.startswith("error: "):
+        with pytest.raises(UsageError) as raised:
+            parse_identity_option(value)
+        message = str(raised.value)
+        assert expected.removeprefix("error: ") in message and "8 + 11" not in message
+    else:
+        assert parse_identity_option(value) == expected

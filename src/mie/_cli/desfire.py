@@ -296,9 +296,14 @@ def parse_identity_option(value: str) -> str:
     if not sep or kind not in ("rpps", "psi"):
         raise UsageError(f"--identity {value!r}: rpps=11 DIGITS or psi=UUID expected")
     id_nat = "8" + number if kind == "rpps" else number.lower()
-    problem = id_nat_problem(id_nat)
-    if problem is not None:
-        raise UsageError(f"--identity {value!r}: the identifier {problem}")
+    if id_nat_problem(id_nat) is not None:
+        # The help's own terms: the 11 digits of the RPPS number (mie adds the 8), or a UUID.
+        if kind == "rpps":
+            raise UsageError(
+                f"--identity {value!r}: rpps=11 DIGITS expected (an RPPS number, its last digit"
+                " the Luhn check digit)"
+            )
+        raise UsageError(f"--identity {value!r}: psi=UUID expected (a PSI identifier)")
     return id_nat
 
 
