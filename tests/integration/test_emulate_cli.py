@@ -39,7 +39,7 @@ def _emulate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
         (("cpe", "--identity", "finess=12/x"), "--identity"),
         (("cps3", "--identity", "finess=760021832/000000018"), "--identity"),
         (("cps3", "--pin", "12"), "--pin"),
-        (("iso7816", "--trace", "/nonexistent/t.json"), "--trace /nonexistent/t.json"),
+        (("iso7816", "--trace", "/dev/null/t.json"), "--trace /dev/null/t.json"),  # never a dir
     ],
 )
 def test_bad_emulator_options_are_refused_at_start_naming_the_option(

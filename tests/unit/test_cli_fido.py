@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from fido2.ctap import CtapDevice
+from fido2.ctap2.base import Ctap2
 from fido2.hid import CtapHidDevice
 
 from mie._cli.__main__ import run
@@ -65,6 +66,30 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, lines
     assert lines[0].startswith("mie: error: ")
     return lines[0]
+
+
+def run_by_deadline(
+    argv: list[str], fifo: Path, state: CliState | None = None, deadline: float = 20.0
+) -> int:
+    """``run(argv, state)`` in a thread: still running after ``deadline`` seconds (waiting on
+    the FIFO ``fifo``), a writer opens the FIFO so that the command returns, and the test
+    fails rather than hangs."""
+    import os
+    import threading
+
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(run(argv, state)), daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        try:  # the reader waits in open(): a writer lets it through, its EOF ends the read
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        worker.join(deadline)
+        pytest.fail(f"mie {' '.join(argv)} waited on the FIFO {fifo}")
+    assert len(codes) == 1, "the command raised"
+    return codes[0]
 
 
 # The exit-code contract (plan §6.1, D7)
@@ -897,11 +922,12 @@ def test_an_out_path_that_is_not_a_regular_file_is_refused_before_anything_is_do
     monkeypatch.setattr(mie.fido.mds, "fetch_blob", lambda url, **kw: fetched.append(url))
     state = KeyState(_key(pki))
     args = ["fido", "register", "--identity", f"rpps={RPPS}", "--policy", desk.policy]
-    assert run([*args, "--store", "none", "--out", str(out)], state) == 2
+    assert run_by_deadline([*args, "--store", "none", "--out", str(out)], out, state) == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
     assert state.specs == []
     root = _root_file(mds, tmp_path)
-    assert run(["fido", "mds", "fetch", "--out", str(out), "--root", str(root)], state) == 2
+    fetch = ["fido", "mds", "fetch", "--out", str(out), "--root", str(root)]
+    assert run_by_deadline(fetch, out, state) == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
     assert fetched == []
     mode = os.lstat(out).st_mode
@@ -928,7 +954,7 @@ def test_a_sqlite_store_that_is_not_a_regular_file_is_bad_usage(
         os.mkfifo(where)
     state = KeyState(_key(pki))
     args = ["fido", "auth", "--policy", desk.policy, "--store", f"sqlite:{where}"]
-    assert run(args, state) == 2
+    assert run_by_deadline(args, where, state) == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
     assert state.specs == []
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("store")) == ["store"]
@@ -962,7 +988,8 @@ def test_a_webauthn_file_that_cannot_be_used(
     elif isinstance(content, bytes):
         path.write_bytes(content)
     args = ["fido", "verify", "w3c.json", "--webauthn", "--nonce", NONCE, "--origin", ORIGIN]
-    assert run([*args, "--policy", desk.policy, "--store", desk.store, "--json"]) == code
+    args += ["--policy", desk.policy, "--store", desk.store, "--json"]
+    assert run_by_deadline(args, path) == code
     captured = capsys.readouterr()
     line = one_error_line(captured.err)
     assert fragment in line, line
@@ -1020,7 +1047,7 @@ def test_a_metadata_file_of_the_policy_that_is_a_fifo_is_refused_not_waited_on(
     metadata = {"blob": "mds.jwt", member: "fifo"}
     desk.write(allowlist=None, metadata=metadata)
     args = ["fido", "auth", "--policy", desk.policy, "--store", desk.store, "--key", "emulator"]
-    assert run(args) == 2
+    assert run_by_deadline(args, tmp_path / "fifo") == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
 
 
@@ -1031,10 +1058,11 @@ def test_an_mds_root_that_is_a_fifo_is_refused_not_waited_on(
 
     os.mkfifo(tmp_path / "fifo")
     blob = _blob(mds, tmp_path)
-    assert run(["fido", "mds", "show", str(blob), "--root", str(tmp_path / "fifo")]) == 2
+    fifo = tmp_path / "fifo"
+    assert run_by_deadline(["fido", "mds", "show", str(blob), "--root", str(fifo)], fifo) == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
-    out = ["--out", str(tmp_path / "new.jwt"), "--root", str(tmp_path / "fifo")]
-    assert run(["fido", "mds", "fetch", *out]) == 2
+    out = ["--out", str(tmp_path / "new.jwt"), "--root", str(fifo)]
+    assert run_by_deadline(["fido", "mds", "fetch", *out], fifo) == 2
     assert "not a regular file" in one_error_line(capsys.readouterr().err)
 
 
@@ -1057,3 +1085,143 @@ def test_mie_auth_of_a_key_over_nfc_finds_a_discoverable_credential_only(
     assert json.loads(captured.out)["error"]["code"] == "credential_unknown"
     pin_stdin(PIN)
     assert authenticate(state, desk, capsys, "--identity", f"rpps={RPPS}")["valid"] is True
+
+
+# L1: mie emulate fido2, --key emulator:STATE, mie fido verify of a browser's JSON
+
+
+@pytest.fixture
+def emulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """``mie emulate fido2`` in process, served nowhere: what it would serve is kept (the
+    engine, the vpcd card), its TEST PKI in ``tmp_path/pki``."""
+    from mie._cli import emulate
+    from mie.emulation.registry import build_fido_key
+
+    monkeypatch.setenv("MIE_TEST_PKI", str(tmp_path / "pki"))
+    served: list[Any] = []
+
+    def build(options: Any) -> EmulatedAuthenticator:
+        served.append(build_fido_key(options))
+        return served[-1]
+
+    def serve_vpcd(card: Any, *args: Any) -> int:
+        served.append(card)
+        return 0
+
+    def serve_hid_socket(host: Any, path: Path) -> int:
+        host.close()
+        return 0
+
+    monkeypatch.setattr(emulate, "build_fido_key", build)
+    monkeypatch.setattr(emulate, "_serve_vpcd", serve_vpcd)
+    monkeypatch.setattr(emulate, "_serve_hid_socket", serve_hid_socket)
+    return served
+
+
+def _client_pin_set(engine: EmulatedAuthenticator) -> bool:
+    device = CtapHidDevice(
+        hid_descriptor("emulator"), InMemoryHidConnection(CtapHidFraming(engine))
+    )
+    return bool(Ctap2(device).get_info().options.get("clientPin"))
+
+
+def test_emulate_fido2_help_and_key_agree_on_the_pin(
+    emulated: list[Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The help showed --pin [default: 1234], and the key had no PIN: mie fido register then said
+    # pin_not_set. The default is the cards' only; a FIDO2 key has the PIN --pin gives it.
+    assert run(["emulate", "fido2", "--help"]) == 0
+    options = " ".join(capsys.readouterr().out.partition("Options:")[2].split())
+    pin_help = options.partition("--pin TEXT")[2].partition("--serial")[0]
+    assert "[default: 1234]" not in pin_help
+    assert "default 1234, cards only" in pin_help and "no PIN set unless given" in pin_help
+    socket_path = tmp_path / "k.sock"
+    assert run(["emulate", "fido2", "--hid-socket", str(socket_path)]) == 0
+    assert not _client_pin_set(emulated[-1])
+    assert run(["emulate", "fido2", "--hid-socket", str(socket_path), "--pin", "1234"]) == 0
+    assert _client_pin_set(emulated[-1])
+
+
+@pytest.mark.parametrize("select", [None, "fido2", "u2f"])
+def test_emulate_fido2_select_sets_the_applets_select_answer(
+    select: str | None, emulated: list[Any]
+) -> None:
+    from mie.transport.ctap import SELECT_FIDO
+
+    assert run(["emulate", "fido2", *(["--select", select] if select else [])]) == 0
+    data, sw = EmulatedConnection(emulated[-1]).send_and_receive(SELECT_FIDO)
+    assert sw == 0x9000 and data == (b"U2F_V2" if select == "u2f" else b"FIDO_2_0")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--select", "u2f", "--hid-socket", "k.sock"], "--select: with vpcd only"),
+        (["--hid-socket", "missing/k.sock"], "--hid-socket missing/k.sock: No such file"),
+        (["--pki", "file/pki"], "--pki file/pki: not a directory"),
+    ],
+)
+def test_emulate_fido2_bad_options_are_one_line_naming_the_option(
+    args: list[str],
+    message: str,
+    emulated: list[Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "file").write_text("")
+    assert run(["emulate", "fido2", *args]) == 2  # served, it would have been 0
+    assert message in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("kind", ["fido2", "cps3"])
+def test_emulate_with_mie_test_pki_a_file_names_it(
+    kind: str,
+    emulated: list[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MIE_TEST_PKI", str(tmp_path / "file"))
+    assert run(["emulate", kind, "--crl-port", "0"] if kind == "cps3" else ["emulate", kind]) == 2
+    assert "$MIE_TEST_PKI" in one_error_line(capsys.readouterr().err)
+    assert emulated == []
+
+
+def test_an_emulator_state_in_a_missing_directory_is_bad_usage(
+    desk: Desk, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It made the directories and a blank key, and the user was told pin_not_set.
+    state = tmp_path / "no" / "such" / "k.json"
+    args = ["fido", "register", "--identity", f"rpps={RPPS}", "--policy", desk.policy]
+    assert run([*args, "--store", "none", "--key", f"emulator:{state}"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(state.parent) in line and "is not there" in line
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_new_emulator_state_file_in_an_existing_directory_is_a_new_key(tmp_path: Path) -> None:
+    from mie.transport.ctap import open_ctap_device
+
+    state = tmp_path / "k.json"
+    device = open_ctap_device(f"emulator:{state}")
+    try:
+        assert Ctap2(device).get_info().options.get("clientPin") is False  # no PIN set
+    finally:
+        device.close()
+    assert state.is_file()
+
+
+def test_fido_verify_of_a_browsers_json_without_webauthn_says_to_add_it(
+    desk: Desk, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    browser = tmp_path / "w3c.json"
+    browser.write_text(json.dumps({"id": "AAAA", "rawId": "AAAA", "type": "public-key"}))
+    args = ["fido", "verify", str(browser), "--nonce", NONCE, "--origin", ORIGIN]
+    assert run([*args, "--policy", desk.policy, "--store", desk.store]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "W3C WebAuthn JSON" in line and "add --webauthn --rp-id" in line, line
+    # Evidence of another unknown type keeps the evidence reader's own message.
+    browser.write_text(json.dumps({"type": "carrier-pigeon"}))
+    assert run([*args, "--policy", desk.policy, "--store", desk.store]) == 1
+    assert "Unknown evidence type 'carrier-pigeon'" in one_error_line(capsys.readouterr().err)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -36,6 +38,7 @@ from mie.trust.identity import parse_id_nat
 
 if TYPE_CHECKING:
     from mie.emulation.ctap2 import EmulatedAuthenticator
+    from mie.emulation.hid_socket import HidSocketHost
 
 _NOTICE_AFTER = 2.0
 _NFC_POLL = 0.1
@@ -48,6 +51,7 @@ _DEMO_SERIAL = re.compile(r"[\x21-\x7e]{1,32}")
 _IDENTITY_KINDS = {"CPS": ("rpps", "adeli"), "CPE": ("finess", "siret"), "PSI": ("psi",)}
 _CARD_TYPES = {"cps3": "CPS", "cps3-cl": "CPS", "cps4": "CPS", "cpe": "CPE", "psi": "PSI"}
 _ALGORITHMS = {"es256": -7, "eddsa": -8}
+_SELECT_VERSIONS = {"fido2": "FIDO_2_0", "u2f": "U2F_V2"}
 
 
 @click.command()
@@ -62,9 +66,9 @@ _ALGORITHMS = {"es256": -7, "eddsa": -8}
 @click.option(
     "--pin",
     default="1234",
-    show_default=True,
-    help="Not desfire: the cardholder PIN (4-8 digits); fido2: the key's PIN (4-63 characters,"
-    " none unless given).",
+    help="Not desfire: the cardholder PIN (4-8 digits; default 1234, cards only); fido2: the"
+    " key's PIN (4-63 characters; no default: a new key has no PIN set unless given, a --state"
+    " file keeps its own).",
 )
 @click.option("--serial", help="Not desfire: the card serial (10 digits for CPx cards).")
 @click.option(
@@ -148,6 +152,13 @@ _ALGORITHMS = {"es256": -7, "eddsa": -8}
     help="fido2: when the emulated user touches: auto (at once, default), SECONDS, or never.",
 )
 @click.option(
+    "--select",
+    "select_as",
+    type=click.Choice(sorted(_SELECT_VERSIONS)),
+    help="fido2 on vpcd: what the FIDO applet answers to SELECT: fido2 (FIDO_2_0, default) or"
+    " u2f (U2F_V2, a dual-protocol key as most real NFC keys; CTAP2 is then found by getInfo).",
+)
+@click.option(
     "--stall-after",
     type=click.IntRange(0),
     hidden=True,
@@ -181,6 +192,7 @@ def emulate(
     algorithms: tuple[str, ...],
     backup_eligible: bool,
     touch: str | None,
+    select_as: str | None,
     stall_after: int | None,
     fail_after: int | None,
 ) -> int:
@@ -200,7 +212,8 @@ def emulate(
                    certificate: mie desfire enroll writes its record), and the
                    other kinds refuse these four (fido2 takes --state)
       fido2:       --vpcd (default) or --hid-socket PATH, --pin, --state, --pki,
-                   --attestation, --counter, --alg, --backup-eligible, --touch; it
+                   --attestation, --counter, --alg, --backup-eligible, --touch,
+                   --select (vpcd); a new key has no PIN unless --pin; it
                    refuses --serial, --identity, --crl-port, --uid, --product, --nfc
                    and --trace, and the other kinds refuse the fido2 options
       every kind:  --port, --trace (vpcd only; fido2: no --trace)
@@ -215,6 +228,7 @@ def emulate(
             ("--alg", bool(algorithms)),
             ("--backup-eligible", backup_eligible),
             ("--touch", touch is not None),
+            ("--select", select_as is not None),
         )
         if given
     ]
@@ -228,6 +242,7 @@ def emulate(
             touch=_touch(touch),
             transports=("usb",) if hid_socket is not None else ("nfc",),
             fail_after=fail_after,
+            select_version=_SELECT_VERSIONS[select_as or "fido2"],
         )
         _check_fido_options(serial, identity, uid, nfc, trace, on_vpcd, hid_socket, stall_after)
         options = CardOptions(pki_dir=pki_dir, state=state_file, fido=key)
@@ -251,7 +266,12 @@ def emulate(
         return _emulate_desfire(options, port, trace, nfc, stall_after, fail_after)
     # Everything is written (TEST PKI, CRLs, trace) before the card is presented, so whoever
     # waits for the card (mie readers --wait) finds the files.
-    card = build_card(kind, options)
+    if kind == "iso7816":
+        card = build_card(kind, options)
+    else:
+        built: list[EmulatedCard] = []
+        _pki_ready(options, lambda: built.append(build_card(kind, options)))
+        card = built[0]
     observer = _trace_writer(trace, kind, card.atr) if trace else None
     if kind != "iso7816":
         chain = (options.pki_dir or default_pki_dir()) / CHAIN_FILE
@@ -424,6 +444,7 @@ def _check_fido_options(
                 ("--vpcd", on_vpcd),
                 ("--port", _given("port")),
                 ("--stall-after", stall_after is not None),
+                ("--select", _given("select_as")),
             )
             if given
         ]
@@ -434,6 +455,10 @@ def _check_fido_options(
 def _emulate_fido2(
     options: CardOptions, port: int, hid_socket: Path | None, stall_after: int | None
 ) -> int:
+    from mie.emulation.fido_pki import ROOT_FILE, TestAttestationPki
+
+    directory = options.pki_dir or default_pki_dir()
+    _pki_ready(options, lambda: TestAttestationPki.load(directory))
     try:
         if hid_socket is not None:
             engine = build_fido_key(options)
@@ -444,27 +469,49 @@ def _emulate_fido2(
     except ValueError as e:
         raise UsageError(f"--state {options.state}: {e}" if options.state else str(e)) from e
     except OSError as e:
-        where = options.state or options.pki_dir or default_pki_dir()
+        where = options.state or directory
         raise UsageError(f"{where}: {e.strerror or e}") from e
-    from mie.emulation.fido_pki import ROOT_FILE
-
-    root = (options.pki_dir or default_pki_dir()) / ROOT_FILE
-    warn(f"TEST attestation root (the FIDO2 key's, to trust only in tests): {root}")
-    if hid_socket is None:
-        return _serve_vpcd(card, "fido2", port, None, stall_after)
     fail_after = options.fido.fail_after if options.fido else None
-    return _serve_hid_socket(engine, hid_socket, fail_after)
+    # The socket is bound before anything is said: a path it cannot take is the one line.
+    host = _hid_socket_host(engine, hid_socket, fail_after) if hid_socket is not None else None
+    root = directory / ROOT_FILE
+    warn(f"TEST attestation root (the FIDO2 key's, to trust only in tests): {root}")
+    if host is None or hid_socket is None:
+        return _serve_vpcd(card, "fido2", port, None, stall_after)
+    return _serve_hid_socket(host, hid_socket)
 
 
-def _serve_hid_socket(engine: EmulatedAuthenticator, path: Path, fail_after: int | None) -> int:
+def _pki_ready(options: CardOptions, load: Callable[[], object]) -> None:
+    """Run ``load`` (which builds or reads the TEST PKI); a directory it cannot use is a usage
+    error naming where it came from (``--pki``, ``$MIE_TEST_PKI`` or the user cache)."""
+    directory = options.pki_dir or default_pki_dir()
+    if options.pki_dir is not None:
+        source = "--pki"
+    elif os.environ.get("MIE_TEST_PKI"):
+        source = "$MIE_TEST_PKI"
+    else:
+        source = "the TEST PKI directory"
+    try:
+        load()
+    except (FileExistsError, NotADirectoryError) as e:
+        raise UsageError(f"{source} {directory}: not a directory (or under a file)") from e
+    except OSError as e:
+        raise UsageError(f"{source} {directory}: cannot write it ({e.strerror or e})") from e
+
+
+def _hid_socket_host(
+    engine: EmulatedAuthenticator, path: Path, fail_after: int | None
+) -> HidSocketHost:
     from mie.emulation.ctaphid import CtapHidFraming
     from mie.emulation.hid_socket import HidSocketHost
 
     try:
-        host = HidSocketHost(CtapHidFraming(engine), path, fail_after=fail_after)
+        return HidSocketHost(CtapHidFraming(engine), path, fail_after=fail_after)
     except OSError as e:
         raise UsageError(f"--hid-socket {path}: {e.strerror or e}") from e
 
+
+def _serve_hid_socket(host: HidSocketHost, path: Path) -> int:
     def handler(signum: int, frame: FrameType | None) -> None:
         host.stop(timeout=0)
 

@@ -758,9 +758,7 @@ def verify_command(
             if webauthn:
                 evidence = _webauthn_file(file, expected, rp_id or policy.rp_id)
             else:
-                from mie.evidence import load_evidence_file
-
-                evidence, info = load_evidence_file(file)
+                evidence, info = _evidence_file(file)
                 if evidence.type != "webauthn-assertion":
                     raise EvidenceFormatError(
                         f"{file}: {evidence.type} evidence, not a FIDO2 assertion "
@@ -774,6 +772,29 @@ def verify_command(
         raise _failed(e, info, as_json) from e
     _print(result, as_json, "Verified")
     return 0
+
+
+def _evidence_file(file: str) -> tuple[Any, AuthenticatorInfo | None]:
+    """:return: :func:`~mie.evidence.load_evidence_file`'s evidence and authenticator; a
+    browser's W3C JSON (``"type": "public-key"``) is refused with the option it needs."""
+    from mie.evidence import load_evidence_file
+
+    try:
+        return load_evidence_file(file)
+    except EvidenceFormatError as e:
+        from mie.core import strictjson
+
+        try:
+            data = _read(file, MAX_SAVED_BYTES, "evidence")
+            obj = strictjson.loads(data, file, max_bytes=MAX_SAVED_BYTES)
+        except MieError:
+            raise e from None
+        if isinstance(obj, dict) and obj.get("type") == "public-key":
+            raise EvidenceFormatError(
+                f"{file}: a W3C WebAuthn JSON (type public-key), not mie's evidence: add"
+                " --webauthn --rp-id RP_ID (default: the policy's)"
+            ) from e
+        raise
 
 
 def _webauthn_file(file: str, expected: Any, rp_id: str) -> Any:

@@ -394,10 +394,12 @@ def open_ctap_device(spec: str) -> CtapDevice:
     - ``socket:PATH``: ``mie emulate fido2 --hid-socket PATH``;
     - ``pcsc:READER``: the FIDO applet of the card in a PC/SC reader (a unique part of its name);
     - ``emulator`` or ``emulator:STATE``: an emulated key in this process, over python-fido2's
-      own CTAPHID code (its credentials kept in the state file ``STATE`` when given).
+      own CTAPHID code (its credentials kept in the state file ``STATE`` when given; a
+      ``STATE`` not there yet, in a directory that is, is a new key with no PIN set).
 
     :return: a python-fido2 device; a pull raises :class:`~mie.errors.CardRemovedError`.
-    :raises KeySpecError: a spec of no known form.
+    :raises KeySpecError: a spec of no known form, or an ``emulator:STATE`` whose directory
+        is not there (a mistyped path would otherwise make a new, blank key).
     :raises NoCardError: nothing at that socket, or no card in that reader.
     :raises CtapStatusError: the card has no FIDO applet.
     """
@@ -490,6 +492,11 @@ def _emulator(state: Path | None) -> CtapDevice:
     from mie.emulation.ctap2 import EmulatedAuthenticator
     from mie.emulation.ctaphid import CtapHidFraming, InMemoryHidConnection
 
+    if state is not None and not state.parent.is_dir():
+        raise KeySpecError(
+            f"--key emulator:{state}: the directory {str(state.parent)!r} is not there"
+            " (a new key's state file goes in a directory that is)"
+        )
     options: dict[str, Any] = {} if state is None else {"state": state}
     engine = EmulatedAuthenticator(**options)
     return _hid(InMemoryHidConnection(CtapHidFraming(engine)), "emulator", "emulator")
