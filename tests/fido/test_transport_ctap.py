@@ -414,3 +414,29 @@ def test_list_ctap_devices_lists_the_readers_whose_fido_applet_answers(
     monkeypatch.setattr(pcsc, "list_readers", lambda: [_Reader(n) for n in answers])
     monkeypatch.setattr(pcsc, "PcscConnection", _Connection)
     assert [k.spec for k in list_ctap_devices()] == ["pcsc:Key 9000", "pcsc:Key 61xx"]
+
+
+def test_a_card_answering_6100_with_no_data_for_ever_is_refused_not_looped_on() -> None:
+    # L1 (L2's fuzz review): GET RESPONSE was asked again for as long as the card said 61xx; an
+    # answer with no data never grew the response to its bound, so the loop had no end.
+    from mie.core.connection import SmartCardConnection
+    from mie.errors import CtapStatusError
+    from mie.transport.ctap import SmartCardCtapDevice
+
+    class _Empty61(SmartCardConnection):
+        sent = 0
+
+        @property
+        def atr(self) -> bytes | None:
+            return None
+
+        def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+            self.sent += 1
+            if self.sent > 10_000:  # the test's own bound: fail, not hang, if the loop is back
+                raise AssertionError("GET RESPONSE asked for ever")
+            return b"", 0x6100
+
+    card = _Empty61()
+    with pytest.raises(CtapStatusError, match="GET RESPONSE answered 6100 with no data"):
+        SmartCardCtapDevice(card, name="reader")
+    assert card.sent == 2

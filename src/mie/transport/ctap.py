@@ -292,7 +292,9 @@ class SmartCardCtapDevice(CtapDevice):
         return response
 
     def _read(self, apdu: bytes) -> tuple[bytes, int]:
-        """Exchange ``apdu`` and read a ``61xx`` answer to its end."""
+        """Exchange ``apdu`` and read a ``61xx`` answer to its end: each GET RESPONSE must
+        bring data (a card answering ``6100`` with none, for ever, would never reach the size
+        bound), so at most :data:`MAX_RESPONSE` + 1 rounds."""
         data, sw = self._exchange(apdu)
         response = bytearray(data)
         while sw >> 8 == 0x61:
@@ -301,6 +303,10 @@ class SmartCardCtapDevice(CtapDevice):
                     ERR.OTHER, f"{self._name}: an answer longer than {MAX_RESPONSE} bytes"
                 )
             data, sw = self._exchange(bytes([0x00, 0xC0, 0x00, 0x00, sw & 0xFF]))
+            if not data and sw >> 8 == 0x61:
+                raise CtapStatusError(
+                    ERR.OTHER, f"{self._name}: a GET RESPONSE answered {sw:04X} with no data"
+                )
             response += data
         return bytes(response), sw
 
