@@ -1225,3 +1225,17 @@ def test_fido_verify_of_a_browsers_json_without_webauthn_says_to_add_it(
     browser.write_text(json.dumps({"type": "carrier-pigeon"}))
     assert run([*args, "--policy", desk.policy, "--store", desk.store]) == 1
     assert "Unknown evidence type 'carrier-pigeon'" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("kind", ["fido2", "desfire"])
+def test_emulate_state_in_a_missing_directory_is_bad_usage(
+    kind: str, emulated: list[Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As --key emulator:STATE: the state file's writer made the directories and a blank key.
+    state = tmp_path / "no" / "such" / "k.json"
+    assert run(["emulate", kind, "--state", str(state)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"--state {state}" in line and "is not there" in line
+    assert not (tmp_path / "no").exists()
+    assert run(["emulate", "cps3", "--state", str(state)]) == 2  # not for a card, as before
+    assert "only for mie emulate desfire" in one_error_line(capsys.readouterr().err)

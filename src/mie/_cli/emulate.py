@@ -232,6 +232,12 @@ def emulate(
         )
         if given
     ]
+    if kind in ("desfire", "fido2") and state_file and not state_file.parent.is_dir():
+        # The state file's writer makes missing directories: a mistyped path would be a new
+        # blank badge or key, saved somewhere unexpected.
+        raise UsageError(
+            f"--state {state_file}: the directory {str(state_file.parent)!r} is not there"
+        )
     if kind == "fido2":
         key = FidoKeyOptions(
             pin=_fido_pin(pin) if _given("pin") else None,
