@@ -4,7 +4,7 @@
 #   test: Debian packages for the real PC/SC stack (pcscd, vsmartcard-vpcd, OpenSC, pcsc-lite
 #         headers and swig for pyscard builds), SoftHSM2 (PKCS#11 keys) and PostgreSQL (shared
 #         state), installed with apt-get when run as root, and a virtualenv with
-#         mie[pcsc,nfc,fido,hsm,store,relay,dev] pinned by constraints.txt.
+#         mie[pcsc,nfc,fido,hsm,store,relay,service,dev] pinned by constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-test}
@@ -62,6 +62,6 @@ virtualenv() {
 need_python
 case $mode in
   demo) virtualenv "" ;;
-  test) system_packages; virtualenv "pcsc,nfc,fido,hsm,store,relay,dev" ;;
+  test) system_packages; virtualenv "pcsc,nfc,fido,hsm,store,relay,service,dev" ;;
   *) say "usage: scripts/setup.sh demo|test"; exit 2 ;;
 esac
