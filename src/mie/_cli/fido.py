@@ -43,7 +43,7 @@ from mie._cli.auth import (
     parse_origin,
     print_result,
 )
-from mie._cli.options import STORE_NONE, Seconds, open_store
+from mie._cli.options import STORE_NONE, Seconds, open_store, with_evidence_arguments
 from mie._cli.output import emit_json, json_option, warn
 from mie._cli.state import CliState, UsageError
 from mie.core.errors import (
@@ -643,11 +643,9 @@ def auth_command(
     info: AuthenticatorInfo | None = None
     try:
         metadata = load_metadata(policy)
-        with opened_store(store_url) as store:
-            assert store is not None  # noqa: S101 - opened_store refuses none here
+        with _opened_verifier(policy, store_url, metadata) as (store, verifier):
             from mie.fido.authenticator import Fido2Authenticator
 
-            verifier = _fido_verifier(policy, store, metadata)
             if id_nat is not None:
                 stored = store.credentials_of(id_nat, policy.rp_id)
                 if not stored:
@@ -695,9 +693,23 @@ def fido_verifier_for(
     if policy is None or store_url is None:
         yield None
         return
+    with _opened_verifier(policy, store_url, metadata) as (_, verifier):
+        yield verifier
+
+
+@contextlib.contextmanager
+def _opened_verifier(
+    policy: FidoPolicy, store_url: str, metadata: MetadataIndex | None
+) -> Iterator[tuple[Store, FidoVerifier]]:
+    """:return: the store ``store_url`` names (closed at the end of the block) and the
+    verifier of ``policy`` on it.
+
+    :raises UsageError: a malformed store URL, or ``none``.
+    :raises StoreError: the store cannot be opened.
+    """
     with opened_store(store_url) as store:
         assert store is not None  # noqa: S101 - opened_store refuses none here
-        yield _fido_verifier(policy, store, metadata)
+        yield store, _fido_verifier(policy, store, metadata)
 
 
 def _print(result: AuthResult, as_json: bool, verb: str) -> None:
@@ -712,16 +724,7 @@ def _print(result: AuthResult, as_json: bool, verb: str) -> None:
 
 
 @fido_group.command("verify")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "--nonce",
-    "nonce_hex",
-    required=True,
-    help=f"The nonce this verifier issued, hex, {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes.",
-)
-@click.option(
-    "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
-)
+@with_evidence_arguments
 @policy_option
 @store_option
 @click.option(
@@ -752,9 +755,7 @@ def verify_command(
     info: AuthenticatorInfo | None = None
     try:
         metadata = load_metadata(policy)
-        with opened_store(store_url) as store:
-            assert store is not None  # noqa: S101 - opened_store refuses none here
-            verifier = _fido_verifier(policy, store, metadata)
+        with _opened_verifier(policy, store_url, metadata) as (_, verifier):
             if webauthn:
                 evidence = _webauthn_file(file, expected, rp_id or policy.rp_id)
             else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mie._cli.state import UsageError
+from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from mie.trust import CrlCache, RevocationMode, Verifier
 from mie.trust.login import REVOCATION_BUDGET_S, login_verifier
 
@@ -169,6 +170,21 @@ def with_trust_options(timeout_help: str) -> Callable[[Callable[..., Any]], Call
         return decorated
 
     return decorate
+
+
+def with_evidence_arguments(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``FILE``, ``--nonce`` and ``--origin``, all required: the saved evidence and what this
+    verifier expects of it (``mie verify-evidence``, ``mie fido verify``)."""
+    command = click.option(
+        "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
+    )(command)
+    command = click.option(
+        "--nonce",
+        "nonce_hex",
+        required=True,
+        help=f"The nonce this verifier issued, hex, {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes.",
+    )(command)
+    return click.argument("file", type=click.Path(dir_okay=False))(command)
 
 
 badge_config_option = click.option(

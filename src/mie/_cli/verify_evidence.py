@@ -40,12 +40,16 @@ from mie._cli.fido import (
     load_metadata,
     load_policy,
 )
-from mie._cli.options import TrustOptions, badge_config_option, with_trust_options
+from mie._cli.options import (
+    TrustOptions,
+    badge_config_option,
+    with_evidence_arguments,
+    with_trust_options,
+)
 from mie._cli.output import emit_json, json_option
 from mie._cli.state import UsageError
 from mie.core.errors import MieError
 from mie.evidence import load_evidence_file
-from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES
 from mie.result import AuthenticatorInfo
 from mie.verification import BADGE_EVIDENCE, Expected, verify_evidence
 
@@ -53,16 +57,7 @@ FIDO_EVIDENCE = "webauthn-assertion"
 
 
 @click.command("verify-evidence")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "--nonce",
-    "nonce_hex",
-    required=True,
-    help=f"The nonce this verifier issued, hex, {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes.",
-)
-@click.option(
-    "--origin", required=True, help="This relying party's origin, e.g. https://iam.example."
-)
+@with_evidence_arguments
 @with_trust_options("Seconds the revocation step may take in all (every CRL/OCSP download).")
 @badge_config_option
 @click.option(
