@@ -33,6 +33,35 @@ def shown(name: str) -> str:
     return repr(name) if len(name) <= _MAX_KEY_SHOWN else repr(name[: _MAX_KEY_SHOWN - 3]) + "..."
 
 
+class FieldChecks:
+    """Field checks for one parsed document, each failure a :class:`JsonFormatError` naming
+    the document and the field; a format's reader subclasses it with its own fields.
+
+    :param name: what messages call the document (a file name).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def fail(self, text: str) -> JsonFormatError:
+        """:return: the error; ``text`` names the field first."""
+        return JsonFormatError(f"{self.name}: {text}")
+
+    def object(self, value: Any, where: str, fields: set[str]) -> dict[str, Any]:
+        """:return: ``value``, an object with exactly ``fields``."""
+        if not isinstance(value, dict):
+            raise self.fail(f"{where} is not an object")
+        if set(value) != fields:
+            raise self.fail(f"{where} must have exactly the fields {sorted(fields)}")
+        return value
+
+    def flag(self, value: Any, where: str) -> bool:
+        """:return: ``value``, true or false."""
+        if not isinstance(value, bool):
+            raise self.fail(f"{where} is not true or false")
+        return value
+
+
 def loads(data: bytes, name: str, *, max_bytes: int) -> Any:
     """Parse JSON strictly.
 

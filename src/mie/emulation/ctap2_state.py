@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from mie.core import strictjson
 from mie.core.errors import JsonFormatError
 from mie.core.files import atomic_write
-from mie.core.strictjson import Number
+from mie.core.strictjson import FieldChecks, Number
 
 ES256 = -7
 EDDSA = -8
@@ -189,21 +189,8 @@ def encode_state(state: KeyState) -> bytes:
     return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-class _Reader:
+class _Reader(FieldChecks):
     """Field checks for one document; every failure names the field."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def fail(self, text: str) -> JsonFormatError:
-        return JsonFormatError(f"{self.name}: {text}")
-
-    def object(self, value: Any, where: str, fields: set[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(f"{where} is not an object")
-        if set(value) != fields:
-            raise self.fail(f"{where} must have exactly the fields {sorted(fields)}")
-        return value
 
     def hex(self, value: Any, where: str, sizes: range) -> bytes:
         if not isinstance(value, str) or not _HEX.fullmatch(value) or len(value) // 2 not in sizes:
@@ -220,11 +207,6 @@ class _Reader:
         ):
             raise self.fail(f"{where} is not an integer 0..{most}")
         return int(value.text)
-
-    def flag(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(f"{where} is not true or false")
-        return value
 
     def text(self, value: Any, where: str, most: int, *, empty: bool) -> str:
         if not isinstance(value, str) or len(value.encode("utf-8")) > most or not (empty or value):

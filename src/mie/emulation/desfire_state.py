@@ -19,9 +19,8 @@ from typing import Any
 
 from mie.core import strictjson
 from mie.core.channel import CommMode
-from mie.core.errors import JsonFormatError
 from mie.core.files import atomic_write
-from mie.core.strictjson import Number
+from mie.core.strictjson import FieldChecks, Number
 
 UID_SIZE = 7
 AID_SIZE = 3
@@ -253,21 +252,8 @@ def encode_state(state: BadgeState) -> bytes:
     return json.dumps(document, indent=1).encode("utf-8") + b"\n"
 
 
-class _Reader:
+class _Reader(FieldChecks):
     """Field checks for one document; every failure names the field."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def fail(self, text: str) -> JsonFormatError:
-        return JsonFormatError(f"{self.name}: {text}")
-
-    def object(self, value: Any, where: str, fields: set[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(f"{where} is not an object")
-        if set(value) != fields:
-            raise self.fail(f"{where} must have exactly the fields {sorted(fields)}")
-        return value
 
     def items(self, value: Any, where: str, most: int) -> list[Any]:
         if not isinstance(value, list) or len(value) > most:
@@ -286,11 +272,6 @@ class _Reader:
         if number > most:
             raise self.fail(f"{where} is not an integer 0..{most}")
         return number
-
-    def flag(self, value: Any, where: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(f"{where} is not true or false")
-        return value
 
     def key(self, value: Any, where: str) -> BadgeKey:
         obj = self.object(value, where, {"type", "key", "version"})
