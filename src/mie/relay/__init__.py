@@ -1,7 +1,8 @@
 """The relay: the IAM drives a badge in a workstation's reader over a WebSocket (issue 9, item 6).
 
-:mod:`mie.relay.iam` is the IAM side (:class:`~mie.relay.iam.RelayServer`,
-:class:`~mie.relay.iam.RelayConnection`), :mod:`mie.relay.agent` the workstation side
+:mod:`mie.relay.iam` is the IAM side (:class:`~mie.relay.iam.RelaySessions` on any
+:class:`~mie.relay.iam.RelaySocket`, served by :class:`~mie.relay.iam.RelayServer` or by
+``mie serve``; :class:`~mie.relay.iam.RelayConnection`), :mod:`mie.relay.agent` the workstation side
 (:class:`~mie.relay.agent.Agent`, run by ``mie agent``), :mod:`mie.relay.protocol` the wire
 format and :mod:`mie.relay.policy` what the agent forwards. Both peers need the ``websockets``
 package (``pip install 'mie[relay]'``); the names below load on first use, so importing
@@ -22,7 +23,14 @@ from mie.relay.errors import (
 
 if TYPE_CHECKING:
     from mie.relay.agent import Agent, AgentTimeouts
-    from mie.relay.iam import PendingSession, RelayConnection, RelayPin, RelayServer
+    from mie.relay.iam import (
+        PendingSession,
+        RelayConnection,
+        RelayPin,
+        RelayServer,
+        RelaySessions,
+        RelaySocket,
+    )
     from mie.relay.protocol import session_id
 
 _EXPORTS = {
@@ -32,6 +40,8 @@ _EXPORTS = {
     "RelayConnection": "mie.relay.iam",
     "RelayPin": "mie.relay.iam",
     "RelayServer": "mie.relay.iam",
+    "RelaySessions": "mie.relay.iam",
+    "RelaySocket": "mie.relay.iam",
     "session_id": "mie.relay.protocol",
 }
 
@@ -45,6 +55,8 @@ __all__ = [
     "RelayProtocolError",
     "RelayRefusedError",
     "RelayServer",
+    "RelaySessions",
+    "RelaySocket",
     "RelayTimeoutError",
     "session_id",
 ]

@@ -1,7 +1,11 @@
-"""The IAM side of the relay: a WebSocket server whose sessions are card connections.
+"""The IAM side of the relay: WebSocket sessions that are card connections.
 
-The IAM :meth:`RelayServer.expect`\\ s one session per :class:`~mie.request.AuthRequest` and
-sends the workstation the session URL (``…/relay/<session_id(nonce)>``). When ``mie agent``
+:class:`RelaySessions` keeps the sessions (expect, claim, open) on any socket implementing
+:class:`RelaySocket`; :class:`RelayServer` is its own WebSocket server on a thread (the
+``websockets`` package), and ``mie serve`` gives the same sessions an ASGI WebSocket
+(:mod:`mie.service.relay`). The IAM :meth:`RelaySessions.expect`\\ s one session per
+:class:`~mie.request.AuthRequest` and sends the workstation the session URL
+(``…/relay/<session_id(nonce)>``). When ``mie agent``
 connects and has checked its card, :meth:`PendingSession.connection` gives a
 :class:`RelayConnection`: a :class:`~mie.core.connection.SmartCardConnection` whose APDUs go to
 the agent's reader, so the IAM runs ``DesfireAuthenticator`` with the keys it holds exactly as it
@@ -24,8 +28,10 @@ import logging
 import ssl as ssl_module
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from http import HTTPStatus
+from typing import Protocol
 
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -81,6 +87,39 @@ SESSION_TIMEOUT = 60.0
 """Default seconds a session may last, from :meth:`RelayServer.expect` to its end."""
 
 
+class RelaySocket(Protocol):
+    """What :class:`RelaySessions` needs of the agent's WebSocket, once the handshake is done.
+
+    ``websockets``' sync ``ServerConnection`` is one; :class:`mie.service.relay.AsgiRelaySocket`
+    another. A peer that went away raises ``websockets.exceptions.ConnectionClosed`` from
+    :meth:`send` and :meth:`recv`.
+    """
+
+    def send(self, message: str) -> None:
+        """Send one text frame.
+
+        :param message: the frame.
+        :raises websockets.exceptions.ConnectionClosed: the peer went away.
+        """
+
+    def recv(self, timeout: float) -> str | bytes:
+        """Wait for the next frame.
+
+        :param timeout: seconds to wait.
+        :return: the frame.
+        :raises TimeoutError: none within ``timeout``.
+        :raises websockets.exceptions.ConnectionClosed: the peer went away.
+        """
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close the WebSocket (a second call does nothing); bounded by
+        :data:`~mie.relay.protocol.CLOSE_TIMEOUT`.
+
+        :param code: the close code.
+        :param reason: the close reason.
+        """
+
+
 class RelayConnection(SmartCardConnection):
     """The card in the agent's reader, seen from the IAM.
 
@@ -95,7 +134,7 @@ class RelayConnection(SmartCardConnection):
 
     def __init__(
         self,
-        websocket: ServerConnection,
+        websocket: RelaySocket,
         card: Card,
         *,
         deadline: float,
@@ -255,13 +294,18 @@ class PendingSession:
     :param request: the authentication request (its nonce names the session).
     :param url: where the agent connects.
     :param deadline: the session's end (``time.monotonic()`` value).
+    :param context: what the IAM keeps with the session (:attr:`context`; the relay never reads
+        it).
     """
 
-    def __init__(self, request: AuthRequest, url: str, deadline: float) -> None:
+    def __init__(
+        self, request: AuthRequest, url: str, deadline: float, context: object = None
+    ) -> None:
         self.request = request
         self.session = session_id(request.nonce)
         self.url = url
         self.deadline = deadline
+        self.context = context
         self.claimed = False
         self.abandoned = False
         self._ready = threading.Event()
@@ -303,87 +347,61 @@ class PendingSession:
         self._ready.set()
 
 
-class RelayServer:
-    """The IAM's relay endpoint: a WebSocket server on a thread.
+class RelaySessions:
+    """The IAM's relay sessions, on whatever carries the agent's WebSocket.
 
-    :param host: the address to listen on.
-    :param port: the port (``0``: any free one, see :attr:`port`).
-    :param ssl: a server TLS context (``wss://``); ``None``: plain ``ws://``, for tests on
-        127.0.0.1 only.
+    A transport (:class:`RelayServer`, or ``mie serve``'s ASGI route) checks the handshake, then
+    hands the socket and the session id from the URL to :meth:`serve` (or to :meth:`claim` and
+    :meth:`open`).
+
+    :param url: the URL the agent opens a session at (``None``: :meth:`expect` is given it).
     :param apdu_timeout: seconds a :class:`RelayConnection` waits for each answer.
     :param pin_timeout: seconds it waits for the user's PIN.
-    :param hello_timeout: seconds the server waits for the agent's card after its hello.
+    :param hello_timeout: seconds to wait for the agent's card after the hello.
     """
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
+        url: Callable[[str], str] | None = None,
         *,
-        ssl: ssl_module.SSLContext | None = None,
         apdu_timeout: float = APDU_TIMEOUT,
         pin_timeout: float = PIN_TIMEOUT,
         hello_timeout: float = HELLO_TIMEOUT,
     ) -> None:
+        self._url = url
         self.apdu_timeout = apdu_timeout
         self.pin_timeout = pin_timeout
         self.hello_timeout = hello_timeout
-        self._scheme = "wss" if ssl is not None else "ws"
         self._lock = threading.Lock()
         self._sessions: dict[str, PendingSession] = {}
         self._open_connections: list[RelayConnection] = []
-        self._server: Server = serve(
-            self._handle,
-            host,
-            port,
-            ssl=ssl,
-            compression=None,
-            max_size=MAX_MESSAGE,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            process_request=self._check_path,
-            server_header=None,
-            open_timeout=HELLO_TIMEOUT,
-            close_timeout=CLOSE_TIMEOUT,
-            logger=WIRE_LOGGER,
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="mie-relay-server", daemon=True
-        )
-        self._thread.start()
 
-    def __enter__(self) -> RelayServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def host(self) -> str:
-        """The address the server listens on."""
-        return str(self._server.socket.getsockname()[0])
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on."""
-        return int(self._server.socket.getsockname()[1])
-
-    def url(self, session: str) -> str:
-        """:return: the URL the agent opens ``session`` at."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self._scheme}://{host}:{self.port}{RELAY_PATH}{check_session(session)}"
-
-    def expect(self, request: AuthRequest, *, timeout: float = SESSION_TIMEOUT) -> PendingSession:
+    def expect(
+        self,
+        request: AuthRequest,
+        *,
+        timeout: float = SESSION_TIMEOUT,
+        url: str | None = None,
+        context: object = None,
+    ) -> PendingSession:
         """Open a session for ``request``: an agent may connect to it once, within ``timeout``.
 
         :param request: the authentication request (a fresh nonce: one session per nonce).
         :param timeout: seconds the whole session may last, connection included (at most 120).
+        :param url: the session's URL (default: the one the ``url`` given at construction makes).
+        :param context: kept as the session's :attr:`PendingSession.context`.
         :return: the pending session; send its :attr:`~PendingSession.url` to the workstation.
-        :raises ValueError: a session for this nonce exists, or the timeout is out of range.
+        :raises ValueError: a session for this nonce exists, the timeout is out of range, or
+            there is no URL.
         """
         if not 0 < timeout <= MAX_DEADLINE_MS / 1000:
             raise ValueError(f"A relay session lasts 0 to {MAX_DEADLINE_MS // 1000} s")
         session = session_id(request.nonce)
-        pending = PendingSession(request, self.url(session), time.monotonic() + timeout)
+        if url is None:
+            if self._url is None:
+                raise ValueError("A relay session needs a URL")
+            url = self._url(session)
+        pending = PendingSession(request, url, time.monotonic() + timeout, context)
         with self._lock:
             self._forget_expired()
             if session in self._sessions:
@@ -392,31 +410,46 @@ class RelayServer:
         logger.info("Relay session %s expected", session)
         return pending
 
+    def find(self, session: str) -> PendingSession | None:
+        """:return: the session of that id still kept (constant-time compare), claimed or not;
+        ``None`` if unknown or past its deadline by more than a second."""
+        with self._lock:
+            self._forget_expired()
+            found = None
+            for known, candidate in self._sessions.items():
+                if hmac.compare_digest(known, session):
+                    found = candidate
+            return found
+
+    def forget(self, pending: PendingSession) -> None:
+        """Drop ``pending`` (its result was delivered): its id is then unknown."""
+        with self._lock:
+            if self._sessions.get(pending.session) is pending:
+                del self._sessions[pending.session]
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._forget_expired()
+            return len(self._sessions)
+
     def close(self) -> None:
-        """Stop listening and end every session."""
+        """End every open session."""
         with self._lock:
             connections, self._open_connections = self._open_connections, []
         for connection in connections:
             connection.close(CLOSE_NORMAL, "server closing")
-        self._server.shutdown()
-        self._thread.join(timeout=5)
 
     def _forget_expired(self) -> None:
         now = time.monotonic()
         for session in [s for s, p in self._sessions.items() if p.deadline + 1 < now]:
             del self._sessions[session]
 
-    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
-        if "Origin" in request.headers:
-            # A browser sends Origin on every WebSocket handshake, mie agent never does: a
-            # cross-site page that learnt a session URL must not claim the session.
-            return connection.respond(HTTPStatus.FORBIDDEN, "Not a relay agent\n")
-        path = request.path
-        if not path.startswith(RELAY_PATH) or len(path) != len(RELAY_PATH) + 32:
-            return connection.respond(HTTPStatus.NOT_FOUND, "Not a relay session\n")
-        return None
+    def claim(self, session: str) -> PendingSession | None:
+        """Take ``session`` for the agent that opened its URL: once, before its deadline.
 
-    def _claim(self, session: str) -> PendingSession | None:
+        :param session: the id from the URL.
+        :return: the pending session, or ``None`` (unknown, used, abandoned or expired).
+        """
         with self._lock:
             pending = None
             for known, candidate in self._sessions.items():
@@ -429,29 +462,57 @@ class RelayServer:
             pending.claimed = True
             return pending
 
-    def _handle(self, websocket: ServerConnection) -> None:
-        session = websocket.request.path[len(RELAY_PATH) :] if websocket.request else ""
-        pending = self._claim(session)
+    def serve(
+        self,
+        websocket: RelaySocket,
+        session: str,
+        run: Callable[[PendingSession, RelayConnection], None] | None = None,
+    ) -> PendingSession | None:
+        """Run one agent's connection to the end: claim, hello, card, then hold the socket until
+        the IAM ends the session (or its deadline).
+
+        :param websocket: the agent's socket, handshake done.
+        :param session: the session id from the URL.
+        :param run: called on this thread with the open connection (``None``: the IAM takes it
+            from :meth:`PendingSession.connection` on another thread).
+        :return: the claimed session (``None``: refused, the socket closed with
+            :data:`~mie.relay.protocol.CLOSE_UNKNOWN_SESSION`).
+        """
+        pending = self.claim(session)
         if pending is None:
             logger.info("Relay connection refused: unknown, used or expired session")
             websocket.close(CLOSE_UNKNOWN_SESSION, "unknown, used or expired session")
-            return
-        connection = self._open(websocket, pending)
+            return None
+        connection = self.open(websocket, pending)
         if connection is None:
-            return
-        # The handler's return closes the WebSocket: hold it until the IAM ends the session.
+            return pending
+        if run is not None:
+            try:
+                run(pending, connection)
+            finally:
+                connection.close(CLOSE_NORMAL, "")
+            return pending
+        # The transport closes the WebSocket when this returns: hold it until the session ends.
         if not connection.wait_closed(max(pending.deadline - time.monotonic(), 0.0) + 1.0):
             connection.close(CLOSE_TIMED_OUT, "session deadline")
+        return pending
 
-    def _open(self, websocket: ServerConnection, pending: PendingSession) -> RelayConnection | None:
+    def open(self, websocket: RelaySocket, pending: PendingSession) -> RelayConnection | None:
+        """Send the hello and wait for the agent's card; deliver the outcome to ``pending``.
+
+        :param websocket: the agent's socket.
+        :param pending: the session it claimed.
+        :return: the card connection, or ``None`` (refused, broken, timed out or gone: the
+            error is what :meth:`PendingSession.connection` raises).
+        """
         left = pending.deadline - time.monotonic()
         deadline_ms = max(1, min(int(left * 1000), MAX_DEADLINE_MS))
         request = pending.request
         try:
             hello = Hello(pending.session, request.nonce, request.origin, deadline_ms)
             websocket.send(encode(hello))
-            message = parse_agent_message(websocket.recv(timeout=min(self.hello_timeout, left)))
-            card = _card(message, pending.session)
+            frame = websocket.recv(timeout=min(self.hello_timeout, left))
+            card = _card(parse_agent_message(frame), pending.session)
         except TimeoutError:
             websocket.close(CLOSE_TIMED_OUT, "timeout")
             pending._deliver(None, RelayTimeoutError("The agent announced no card in time"))
@@ -480,6 +541,121 @@ class RelayServer:
         if pending.abandoned:
             connection.close(CLOSE_TIMED_OUT, "abandoned")
         return connection
+
+
+class RelayServer:
+    """The IAM's relay endpoint: a WebSocket server on a thread, serving :class:`RelaySessions`.
+
+    :param host: the address to listen on.
+    :param port: the port (``0``: any free one, see :attr:`port`).
+    :param ssl: a server TLS context (``wss://``); ``None``: plain ``ws://``, for tests on
+        127.0.0.1 only.
+    :param apdu_timeout: seconds a :class:`RelayConnection` waits for each answer.
+    :param pin_timeout: seconds it waits for the user's PIN.
+    :param hello_timeout: seconds the server waits for the agent's card after its hello.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        apdu_timeout: float = APDU_TIMEOUT,
+        pin_timeout: float = PIN_TIMEOUT,
+        hello_timeout: float = HELLO_TIMEOUT,
+    ) -> None:
+        self.sessions = RelaySessions(
+            self.url,
+            apdu_timeout=apdu_timeout,
+            pin_timeout=pin_timeout,
+            hello_timeout=hello_timeout,
+        )
+        self._scheme = "wss" if ssl is not None else "ws"
+        self._server: Server = serve(
+            self._handle,
+            host,
+            port,
+            ssl=ssl,
+            compression=None,
+            max_size=MAX_MESSAGE,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            process_request=self._check_path,
+            server_header=None,
+            open_timeout=HELLO_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
+            logger=WIRE_LOGGER,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="mie-relay-server", daemon=True
+        )
+        self._thread.start()
+
+    def __enter__(self) -> RelayServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def apdu_timeout(self) -> float:
+        """Seconds a :class:`RelayConnection` waits for each answer."""
+        return self.sessions.apdu_timeout
+
+    @property
+    def pin_timeout(self) -> float:
+        """Seconds a :class:`RelayConnection` waits for the user's PIN."""
+        return self.sessions.pin_timeout
+
+    @property
+    def hello_timeout(self) -> float:
+        """Seconds the server waits for the agent's card after its hello."""
+        return self.sessions.hello_timeout
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return str(self._server.socket.getsockname()[0])
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return int(self._server.socket.getsockname()[1])
+
+    def url(self, session: str) -> str:
+        """:return: the URL the agent opens ``session`` at."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self._scheme}://{host}:{self.port}{RELAY_PATH}{check_session(session)}"
+
+    def expect(self, request: AuthRequest, *, timeout: float = SESSION_TIMEOUT) -> PendingSession:
+        """Open a session for ``request`` (see :meth:`RelaySessions.expect`).
+
+        :param request: the authentication request (a fresh nonce: one session per nonce).
+        :param timeout: seconds the whole session may last, connection included (at most 120).
+        :return: the pending session; send its :attr:`~PendingSession.url` to the workstation.
+        :raises ValueError: a session for this nonce exists, or the timeout is out of range.
+        """
+        return self.sessions.expect(request, timeout=timeout)
+
+    def close(self) -> None:
+        """Stop listening and end every session."""
+        self.sessions.close()
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if "Origin" in request.headers:
+            # A browser sends Origin on every WebSocket handshake, mie agent never does: a
+            # cross-site page that learnt a session URL must not claim the session.
+            return connection.respond(HTTPStatus.FORBIDDEN, "Not a relay agent\n")
+        path = request.path
+        if not path.startswith(RELAY_PATH) or len(path) != len(RELAY_PATH) + 32:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not a relay session\n")
+        return None
+
+    def _handle(self, websocket: ServerConnection) -> None:
+        session = websocket.request.path[len(RELAY_PATH) :] if websocket.request else ""
+        self.sessions.serve(websocket, session)
 
 
 def _card(message: AgentMessage, session: str) -> Card:
