@@ -1287,12 +1287,14 @@ def test_enroll_csv_reports_a_row_that_cannot_be_enrolled_and_goes_on(
 
 # --- exit codes of the key provider and the store (Rv-H) ----------------------------------------
 # DESIGN.md: exit 1 when a check or an operation failed during the run (the key provider's
-# token failing, the second-factor store unreachable: code reader_error, as a reader's failure);
+# token failing: code reader_error, as a reader's failure; the second-factor store unreachable:
+# store_unavailable since issue 11, reader_error before);
 # exit 2 when the input cannot be read (a key file or configuration that cannot be read or
 # parsed), found before any card is touched. mie auth gave 2 for both, mie verify-evidence 1 for
 # a token failing and 2 for a store unreachable, mie desfire info/enroll 2 for both.
 
 UNREACHABLE = "postgresql://mie@127.0.0.1:1/mie"  # nothing listens on port 1: refused at once
+FAULT_CODE = {"store": "store_unavailable", "token": "reader_error"}
 
 
 def with_store(setup: BadgeSetup, store: str) -> None:
@@ -1354,7 +1356,7 @@ def test_auth_whose_store_or_token_fails_is_a_failed_authentication_exit_1(
     badge = enrolled(setup, tmp_path, monkeypatch)
     break_setup(setup, fault, monkeypatch)
     result = auth_json(badge, setup, capsys, expect=1)
-    assert result["valid"] is False and result["error"]["code"] == "reader_error"
+    assert result["valid"] is False and result["error"]["code"] == FAULT_CODE[fault]
     assert result["level"] is None and result["identity"] is None
 
 
@@ -1388,8 +1390,8 @@ def test_verify_evidence_whose_store_or_token_fails_exits_1_with_the_result(
     assert run([*verify, "--badge-config", str(setup.config)]) == 1
     captured = capsys.readouterr()
     result = json.loads(captured.out)
-    assert result["valid"] is False and result["error"]["code"] == "reader_error"
-    assert one_error_line(captured.err).startswith("mie: error: reader_error: ")
+    assert result["valid"] is False and result["error"]["code"] == FAULT_CODE[fault]
+    assert one_error_line(captured.err).startswith(f"mie: error: {FAULT_CODE[fault]}: ")
 
 
 def test_info_with_a_key_file_that_cannot_be_used_exits_2(
@@ -1443,7 +1445,7 @@ def test_enroll_whose_store_or_token_fails_exits_1(
     captured = capsys.readouterr()
     assert code == 1, captured.err
     assert PIN not in captured.out + captured.err
-    assert json.loads(captured.out)["error"]["code"] == "reader_error"
+    assert json.loads(captured.out)["error"]["code"] == FAULT_CODE[fault]
     if fault == "store":
         assert state.opened == 0  # the store is opened before the badge is touched
 

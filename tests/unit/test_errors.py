@@ -43,8 +43,8 @@ from mie.core.errors import (
 from mie.emulation import EmulatedConnection, demo_card
 from mie.emulation.iso7816 import DEMO_PIN_RULE
 
-# DESIGN.md: the chain codes, then the authentication codes (nonce_unknown comes with the
-# service), then the `usage` code of `--json` usage failures.
+# DESIGN.md: the chain codes, then the authentication codes, the DESFire, FIDO2 and service
+# codes, then the `usage` code of `--json` usage failures.
 CONTRACT_CODES = {
     "expired",
     "not_yet_valid",
@@ -94,6 +94,14 @@ CONTRACT_CODES = {
     "metadata_stale",
     "pin_auth_blocked",
     "pin_not_set",
+    # The verification service and its shared state (issue 11, plan D4).
+    "nonce_unknown",
+    "store_unavailable",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "too_large",
+    "internal_error",
     "usage",
 }
 

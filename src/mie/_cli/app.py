@@ -72,7 +72,11 @@ from mie.store.errors import (
     CloneSuspectedError,
     CounterUnsupportedError,
     CredentialUnknownError,
+    MieRevokedError,
+    NonceUnknownError,
     StoreError,
+    TemporaryExpiredError,
+    TemporaryIdentityError,
 )
 from mie.trust.errors import VerificationError
 
@@ -89,19 +93,21 @@ _LEVELS = {
     "traffic": TRAFFIC,
 }
 # A check failed on well-formed input, or the card or reader failed during the session (a card
-# removed, reset or silent, a reader held by another process): exit 1. The DESFire codes of
-# issue 9 (plan D8) are here through their bases: key_mismatch (ApduError), suspected_clone and
+# removed, reset or silent, a reader held by another process): exit 1. The DESFire codes of issue 9
+# (plan D8) are here through their bases: key_mismatch (ApduError), suspected_clone and
 # integrity_error (SecureMessagingError), not_genuine (SignatureInvalidError), legacy_crypto
-# (UnsupportedCardError); and by name: record_untrusted, record_copied, relay_refused, a record
-# on the badge that does not parse (malformed). The key provider or the second-factor store
-# failing while the command runs (a token that fails or refuses its PIN, a database unreachable
-# or too slow) is an operational failure, as a reader's: exit 1 (code reader_error). The FIDO2
-# outcomes of issue 10 (plan D7) are failed checks too: every class below from mie.fido.errors
-# and the store's four credential outcomes; a key's answer or an assertion that does not parse
-# (CBOR, authenticator data, client data, COSE key) is a failed check on well-formed input, as a
-# card's bad response is; pin_auth_blocked (PinBlockedError) and a touch that never came
-# (TouchTimeoutError, a TransportError) through their bases. A FIDO policy, allowlist or
-# metadata file that cannot be read (FidoPolicyError, MetadataFormatError) is exit 2.
+# (UnsupportedCardError); and by name: record_untrusted, record_copied, relay_refused, a record on
+# the badge that does not parse (malformed). The key provider or the second-factor store failing
+# while the command runs (a token that fails or refuses its PIN, a database unreachable or too slow)
+# is an operational failure, as a reader's: exit 1 (codes reader_error and store_unavailable). A
+# nonce the store does not hold (nonce_unknown), a revoked MIE and a temporary one outside its grant
+# (issue 11: revoked, expired, policy) are failed checks: exit 1. The FIDO2 outcomes of issue 10
+# (plan D7) are failed checks too: every class below from mie.fido.errors and the store's four
+# credential outcomes; a key's answer or an assertion that does not parse (CBOR, authenticator data,
+# client data, COSE key) is a failed check on well-formed input, as a card's bad response is;
+# pin_auth_blocked (PinBlockedError) and a touch that never came (TouchTimeoutError, a
+# TransportError) through their bases. A FIDO policy, allowlist or metadata file that cannot be read
+# (FidoPolicyError, MetadataFormatError) is exit 2.
 _FAILED = (
     AuthFailedError,
     EnrolmentFailedError,
@@ -125,7 +131,9 @@ _FAILED = (
     MetadataStaleError,
     MetadataStatusError,
     MetadataUntrustedError,
+    MieRevokedError,
     NonceMismatchError,
+    NonceUnknownError,
     OriginMismatchError,
     PinBlockedError,
     PinNotSetError,
@@ -138,6 +146,8 @@ _FAILED = (
     SecureMessagingError,
     SignatureInvalidError,
     StoreError,
+    TemporaryExpiredError,
+    TemporaryIdentityError,
     TransportError,
     UnknownAaguidError,
     UnsupportedCardError,

@@ -70,6 +70,14 @@ class ErrorCode(StrEnum):
     METADATA_STALE = "metadata_stale"
     PIN_AUTH_BLOCKED = "pin_auth_blocked"
     PIN_NOT_SET = "pin_not_set"
+    # The verification service and its shared state (issue 11, plan D4).
+    NONCE_UNKNOWN = "nonce_unknown"
+    STORE_UNAVAILABLE = "store_unavailable"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    INTERNAL_ERROR = "internal_error"
     # The command line could not be carried out as given.
     USAGE = "usage"
 

@@ -4,11 +4,12 @@ A wrong PIN and a locked PIN are the same contract outcomes as on a card, so the
 :class:`~mie.errors.InvalidPinError` and :class:`~mie.errors.PinBlockedError`. No message ever
 contains a PIN, a hash or a salt.
 
-The contract has no codes yet for the verifier's own state; until it does, the classes below
-carry the nearest existing code, named in each docstring with the code proposed for it:
-``store_unavailable`` (:class:`StoreError`), ``not_enrolled`` (:class:`NotEnrolledError`),
-``already_enrolled`` (:class:`AlreadyEnrolledError`) and ``nonce_unknown``
-(:class:`NonceUnknownError`, named by DESIGN.md).
+The verifier's own state has two codes of its own (issue 11, plan D4): ``store_unavailable``
+(:class:`StoreError` and its subclasses) and ``nonce_unknown`` (:class:`NonceUnknownError`). The
+lifecycle of a MIE (a revoked badge or key, a temporary grant) reuses the certificate codes
+``revoked``, ``expired`` and ``policy``. Two classes still carry the nearest existing code, named
+in their docstrings with the code proposed for them: ``not_enrolled`` (:class:`NotEnrolledError`)
+and ``already_enrolled`` (:class:`AlreadyEnrolledError`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ class StoreInputError(MieError, ValueError):
 class StoreError(MieError):
     """The shared state could not be read or written (database unreachable, query failed).
 
-    Nothing was decided: the caller must fail closed. Code ``reader_error`` for now (the
-    verifier could not reach what the check needs; ``store_unavailable`` proposed).
+    Nothing was decided: the caller must fail closed. Code ``store_unavailable`` (the CLI exits
+    1, as for a reader that fails; the service answers 503).
     """
 
-    code = ErrorCode.READER_ERROR
+    code = ErrorCode.STORE_UNAVAILABLE
 
 
 class StoreTimeoutError(StoreError):
@@ -67,15 +68,67 @@ class SecondFactorChangedError(StoreError):
 
 class NonceUnknownError(MieError):
     """A challenge nonce the store does not hold: never issued, already used, or expired (one
-    outcome, so a caller learns nothing about other sessions' nonces).
-
-    Code ``nonce_mismatch`` for now (``nonce_unknown`` of DESIGN.md proposed).
+    outcome, so a caller learns nothing about other sessions' nonces), or one bound to another
+    caller's session. Code ``nonce_unknown`` (DESIGN.md).
     """
 
-    code = ErrorCode.NONCE_MISMATCH
+    code = ErrorCode.NONCE_UNKNOWN
 
     def __init__(self) -> None:
         super().__init__("Nonce unknown, already used or expired")
+
+
+class AuditConflictError(StoreError):
+    """The audit record's place in its node's chain (node, sequence number) is already taken:
+    another writer appended to the same chain first. Nothing was written; the caller may read
+    the new head and retry."""
+
+
+class MieRevokedError(MieError):
+    """The MIE (a badge or a FIDO2 key) was revoked: it proves nothing any more, whatever it
+    signs. Checked before its PIN or signature counter, so neither is asked nor moved.
+
+    :param message: one line naming the MIE, the reason and the time (``badge 04a1… revoked
+        (lost) at 2026-12-01T10:00:00Z``).
+    :param revocation: the store's revocation record (:class:`mie.store.base.Revocation`), or
+        ``None`` when the reason is not known (a credential suspended ``revoked`` without a
+        lifecycle row).
+    """
+
+    code = ErrorCode.REVOKED
+
+    def __init__(self, message: str, *, revocation: object | None = None) -> None:
+        super().__init__(message)
+        self.revocation = revocation
+
+
+class TemporaryExpiredError(MieError):
+    """A temporary MIE (a spare badge or key granted for a few days) used after its grant
+    expired.
+
+    :param message: one line naming the MIE and when its grant expired.
+    :param grant: the expired grant (:class:`mie.store.base.TemporaryGrant`), when known.
+    """
+
+    code = ErrorCode.EXPIRED
+
+    def __init__(self, message: str, *, grant: object | None = None) -> None:
+        super().__init__(message)
+        self.grant = grant
+
+
+class TemporaryIdentityError(MieError):
+    """A temporary MIE presenting another identity (idNat) than the one it was granted for.
+
+    :param message: one line naming the MIE (never the identities' full records).
+    :param grant: the grant (:class:`mie.store.base.TemporaryGrant`), when known.
+    """
+
+    code = ErrorCode.POLICY
+
+    def __init__(self, message: str, *, grant: object | None = None) -> None:
+        super().__init__(message)
+        self.grant = grant
 
 
 class WrongSecondFactorError(InvalidPinError):
