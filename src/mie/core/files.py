@@ -1,4 +1,5 @@
-"""Writing files atomically: a reader sees the old content or the new, never a part."""
+"""Writing files atomically (a reader sees the old content or the new, never a part), and
+reading small input files without ever blocking."""
 
 from __future__ import annotations
 
@@ -108,3 +109,31 @@ def atomic_write(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class NotARegularInputError(OSError):
+    """:func:`read_regular_file` was given a path that is not a regular file (a FIFO, a device,
+    a directory); nothing was read. An :class:`OSError` too, so a caller that turns every
+    :class:`OSError` into its own error keeps doing so.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(errno.EINVAL, "not a regular file", os.fspath(path))
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """Read a small input file: opened non-blocking (a FIFO with no writer never stalls the
+    caller), a regular file only (not ``/dev/zero``, which would be read to the bound), at most
+    ``limit + 1`` bytes (so the caller sees a file over the limit by its length).
+
+    :param path: the file.
+    :param limit: the largest size the caller accepts.
+    :return: the bytes read.
+    :raises NotARegularInputError: ``path`` is not a regular file.
+    :raises OSError: it cannot be opened or read (:class:`FileNotFoundError`: not there).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NotARegularInputError(path)
+        return handle.read(limit + 1)

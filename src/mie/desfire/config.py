@@ -42,7 +42,6 @@ from __future__ import annotations
 import enum
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mie.core import strictjson
 from mie.core.errors import ErrorCode, MieError
+from mie.core.files import NotARegularInputError, read_regular_file
 from mie.core.paths import user_dir
 from mie.desfire.crypto import NXP_ORIGINALITY_KEYS, OriginalityKey
 from mie.desfire.errors import DesfireInputError
@@ -316,12 +316,9 @@ class BadgeConfig:
         file = Path(path) if path is not None else default_path()
         name = f"badge configuration {str(file)!r}"
         try:
-            # Non-blocking: a FIFO or a device named as the configuration must not stall an IAM.
-            fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise BadgeConfigError(f"Cannot read {name}: not a regular file")
-                data = handle.read(MAX_CONFIG_BYTES + 1)
+            data = read_regular_file(file, MAX_CONFIG_BYTES)
+        except NotARegularInputError as e:
+            raise BadgeConfigError(f"Cannot read {name}: not a regular file") from e
         except FileNotFoundError as e:
             raise BadgeConfigError(f"No badge configuration: {str(file)!r} does not exist") from e
         except OSError as e:
@@ -576,12 +573,9 @@ class _Reader:
     def public_key(self, value: object, name: str) -> ec.EllipticCurvePublicKey:
         path = self.path(value, name)
         try:
-            # Non-blocking: a FIFO or a device named here must not stall the reader.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise self.fail(f"{name} is not a regular file", name)
-                data = handle.read(MAX_PEM_BYTES + 1)
+            data = read_regular_file(path, MAX_PEM_BYTES)
+        except NotARegularInputError as e:
+            raise self.fail(f"{name} is not a regular file", name) from e
         except OSError as e:
             raise self.fail(f"{name} cannot be read ({e.strerror})", name) from e
         if len(data) > MAX_PEM_BYTES:

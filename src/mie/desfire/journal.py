@@ -50,6 +50,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from mie.core.errors import ErrorCode, MieError
+from mie.core.files import NotARegularInputError, read_regular_file
 
 if TYPE_CHECKING:
     from mie.core.pin import PinRule
@@ -568,11 +569,9 @@ def read_enrolment_csv(
     file = Path(path)
     name = f"enrolment CSV {str(file)!r}"
     try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise EnrolmentCsvError(f"The {name} is not a regular file")
-            data = handle.read(MAX_CSV_BYTES + 1)
+        data = read_regular_file(file, MAX_CSV_BYTES)
+    except NotARegularInputError as e:
+        raise EnrolmentCsvError(f"The {name} is not a regular file") from e
     except OSError as e:
         raise EnrolmentCsvError(f"Cannot read the {name} ({e.strerror})") from e
     return parse_enrolment_csv(data, name, pin_rule=pin_rule)

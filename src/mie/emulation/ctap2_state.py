@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from mie.core import strictjson
 from mie.core.errors import JsonFormatError
-from mie.core.files import atomic_write
+from mie.core.files import NotARegularInputError, atomic_write, read_regular_file
 from mie.core.strictjson import FieldChecks, Number
 
 ES256 = -7
@@ -317,11 +316,9 @@ def load_state(path: str | os.PathLike[str]) -> tuple[KeyState, bytes]:
     """
     name = f"FIDO key state {os.fspath(path)!r}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise JsonFormatError(f"Cannot read {name} (not a regular file)")
-            data = handle.read(MAX_STATE_BYTES + 1)
+        data = read_regular_file(path, MAX_STATE_BYTES)
+    except NotARegularInputError as e:
+        raise JsonFormatError(f"Cannot read {name} (not a regular file)") from e
     except OSError as e:
         raise JsonFormatError(f"Cannot read {name} ({e.strerror})") from e
     return decode_state(data, name), data

@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import stat
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from mie.core import strictjson
 from mie.core.errors import JsonFormatError, MieError
+from mie.core.files import NotARegularInputError, read_regular_file
 from mie.fido.errors import FidoPolicyError
 
 ALLOWLIST_FORMAT = "mie-fido-aaguids/1"
@@ -104,11 +104,9 @@ def read_file(path: Path, limit: int, what: str) -> bytes:
     """
     name = f"{what} {str(path)!r}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise FidoPolicyError(f"Cannot read {name}: not a regular file")
-            data = handle.read(limit + 1)
+        data = read_regular_file(path, limit)
+    except NotARegularInputError as e:
+        raise FidoPolicyError(f"Cannot read {name}: not a regular file") from e
     except FileNotFoundError as e:
         raise FidoPolicyError(f"No {name}: the file does not exist") from e
     except OSError as e:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
+from mie.core.files import NotARegularInputError, read_regular_file
 from mie.core.paths import user_dir
 from mie.policy import AssuranceLevel, LevelPolicy, Proof, decide
 from mie.trust.cache import CrlCache, OfflineCrlCache, ReadOnlyCrlCache
@@ -55,12 +55,9 @@ def read_input(path: PathLike) -> bytes:
     """
     limit = max(max_crl_bytes(), MAX_CERTIFICATE_FILE_BYTES)
     try:
-        # Non-blocking open, then a regular file only: a FIFO with no writer never blocks.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise malformed(f"{os.fspath(path)}: cannot read (not a regular file)")
-            data = handle.read(limit + 1)
+        data = read_regular_file(path, limit)
+    except NotARegularInputError as e:
+        raise malformed(f"{os.fspath(path)}: cannot read (not a regular file)") from e
     except OSError as e:
         raise malformed(f"{os.fspath(path)}: cannot read ({e.strerror})") from e
     if len(data) > limit:
