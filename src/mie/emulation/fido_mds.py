@@ -127,6 +127,28 @@ def _issue(
     return _Issued(certificate, key)
 
 
+def _chain(
+    day: dt.datetime, label: str, root_name: str, root_key: str
+) -> tuple[_Issued, _Issued, _Issued]:
+    """:return: a root (``root_name``, the fixed key ``root_key``), its CA and the CA's signer,
+    valid from the day before ``day``; serials from ``label`` + ``root``, ``ca``, ``signer``."""
+    root = _issue(
+        f"{label}root", root_name, fixed_test_key(root_key), None, (day - _DAY, day + 20 * _YEAR), 1
+    )
+    ca = _issue(
+        f"{label}ca", CA_NAME, fixed_test_key("mds-ca"), root, (day - _DAY, day + 10 * _YEAR), 0
+    )
+    signer = _issue(
+        f"{label}signer",
+        SIGNER_NAME,
+        fixed_test_key("mds-signer"),
+        ca,
+        (day - _DAY, day + _YEAR),
+        "leaf",
+    )
+    return root, ca, signer
+
+
 @dataclass(frozen=True)
 class TestMds:
     """A TEST MDS3 publisher; build it with :meth:`generate`.
@@ -156,20 +178,7 @@ class TestMds:
             raise ValueError("The TEST MDS time must be timezone-aware")
         utc = utc.astimezone(dt.UTC)
         day = dt.datetime(utc.year, utc.month, utc.day, tzinfo=dt.UTC)
-        root = _issue(
-            "root", ROOT_NAME, fixed_test_key("mds-root"), None, (day - _DAY, day + 20 * _YEAR), 1
-        )
-        ca = _issue(
-            "ca", CA_NAME, fixed_test_key("mds-ca"), root, (day - _DAY, day + 10 * _YEAR), 0
-        )
-        signer = _issue(
-            "signer",
-            SIGNER_NAME,
-            fixed_test_key("mds-signer"),
-            ca,
-            (day - _DAY, day + _YEAR),
-            "leaf",
-        )
+        root, ca, signer = _chain(day, "", ROOT_NAME, "mds-root")
         return cls(root.certificate, day, root, ca, signer)
 
     @property
@@ -197,26 +206,7 @@ class TestMds:
 
     @functools.cached_property
     def _other_chain(self) -> tuple[_Issued, _Issued]:
-        day = self.day
-        other = _issue(
-            "other-root",
-            "mie TEST FIDO MDS Other Root",
-            fixed_test_key("mds-other-root"),
-            None,
-            (day - _DAY, day + 20 * _YEAR),
-            1,
-        )
-        ca = _issue(
-            "other-ca", CA_NAME, fixed_test_key("mds-ca"), other, (day - _DAY, day + 10 * _YEAR), 0
-        )
-        signer = _issue(
-            "other-signer",
-            SIGNER_NAME,
-            fixed_test_key("mds-signer"),
-            ca,
-            (day - _DAY, day + _YEAR),
-            "leaf",
-        )
+        _, ca, signer = _chain(self.day, "other-", "mie TEST FIDO MDS Other Root", "mds-other-root")
         return signer, ca
 
     def crls(self, *, revoke_signer: bool = False) -> CrlSet:
