@@ -284,9 +284,46 @@ def _chain_from_json(value: object) -> tuple[bytes, ...]:
         raise EvidenceFormatError(e.message) from e
 
 
+def parse_evidence_document(obj: object, name: str) -> tuple[Evidence, AuthenticatorInfo | None]:
+    """Read evidence from a parsed JSON document in any of the forms an authenticator's output
+    is passed on: a bare evidence object (``{"type": …}``), an object holding the evidence alone
+    (``{"evidence": {…}}``), or a whole ``mie auth --json`` result (its ``evidence`` and
+    ``authenticator``).
+
+    :param obj: the parsed JSON value (from :func:`mie.core.strictjson.loads`, so already bounded).
+    :param name: what the document is, for messages (``"evidence file 'a.json'"``, ``"request
+        body"``); shown as given.
+    :return: the evidence, and the authenticator a whole result names (``None`` otherwise).
+        Neither is verified yet: see :func:`mie.verify_evidence`.
+    :raises EvidenceFormatError: another shape: not an object, an unknown ``type``, a missing or
+        extra field, bad hex, or a result (or ``{"evidence": null}``) without evidence, as a
+        failed authentication is.
+    """
+    from mie.result import AuthResult
+
+    if isinstance(obj, dict) and "type" in obj:
+        return Evidence.from_json(obj), None
+    if isinstance(obj, dict) and obj.keys() == {"evidence"}:
+        if obj["evidence"] is None:
+            raise EvidenceFormatError(f"The {_bare(name)} holds no evidence (it is null)")
+        return Evidence.from_json(obj["evidence"]), None
+    if isinstance(obj, dict) and "evidence" in obj:
+        result = AuthResult.from_json(obj)
+        if result.evidence is None:
+            raise EvidenceFormatError(f"The result in {name} holds no evidence (it failed)")
+        return result.evidence, result.authenticator
+    raise EvidenceFormatError(f"{name[:1].upper()}{name[1:]} holds neither evidence nor a result")
+
+
+def _bare(name: str) -> str:
+    # "the evidence file 'x'" reads better than "the  evidence file"; a name given with its own
+    # article keeps it.
+    return name[4:] if name.lower().startswith("the ") else name
+
+
 def load_evidence_file(path: str | os.PathLike[str]) -> tuple[Evidence, AuthenticatorInfo | None]:
-    """Read evidence saved by an authenticator: a bare evidence object, or a whole
-    ``mie auth --json`` result (its ``evidence`` and ``authenticator``).
+    """Read evidence saved by an authenticator: a bare evidence object, the evidence alone under
+    ``"evidence"``, or a whole ``mie auth --json`` result (see :func:`parse_evidence_document`).
 
     :param path: the file (at most :data:`MAX_EVIDENCE_BYTES`).
     :return: the evidence, and the authenticator a saved result names (``None`` for bare
@@ -296,8 +333,6 @@ def load_evidence_file(path: str | os.PathLike[str]) -> tuple[Evidence, Authenti
     :raises EvidenceFormatError: JSON of another shape: an unknown ``type``, a missing or extra
         field, bad hex, or a saved result without evidence (a failed authentication).
     """
-    from mie.result import AuthResult
-
     # The path is the caller's, not the file's content: it is shown whole.
     name = f"evidence file {os.fspath(path)!r}"
     try:
@@ -310,14 +345,7 @@ def load_evidence_file(path: str | os.PathLike[str]) -> tuple[Evidence, Authenti
     except OSError as e:
         raise JsonFormatError(f"Cannot read {name} ({e.strerror})") from e
     obj = strictjson.loads(data, name, max_bytes=MAX_EVIDENCE_BYTES)
-    if isinstance(obj, dict) and "type" in obj:
-        return Evidence.from_json(obj), None
-    if isinstance(obj, dict) and "evidence" in obj:
-        result = AuthResult.from_json(obj)
-        if result.evidence is None:
-            raise EvidenceFormatError(f"The result in {name} holds no evidence (it failed)")
-        return result.evidence, result.authenticator
-    raise EvidenceFormatError(f"{name[:1].upper()}{name[1:]} holds neither evidence nor a result")
+    return parse_evidence_document(obj, name)
 
 
 __all__ = [
@@ -328,4 +356,5 @@ __all__ = [
     "Evidence",
     "X509SignatureEvidence",
     "load_evidence_file",
+    "parse_evidence_document",
 ]
