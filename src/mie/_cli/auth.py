@@ -30,6 +30,7 @@ from mie._cli.options import (
     TrustOptions,
     badge_config_option,
     load_badge_config,
+    with_fido_options,
     with_trust_options,
 )
 from mie._cli.output import emit_json, json_option
@@ -230,17 +231,7 @@ def failure_result(error: MieError, authenticator: AuthenticatorInfo | None) -> 
     "Seconds the revocation step may take in all (every CRL/OCSP download of this login)."
 )
 @badge_config_option
-@click.option(
-    "--fido-policy",
-    "fido_policy",
-    type=click.Path(dir_okay=False),
-    help="A FIDO2 key: the FIDO policy file (mie-fido-policy/1).",
-)
-@click.option(
-    "--store",
-    "store_url",
-    help="A FIDO2 key: the credential store (sqlite:PATH, sqlite:///PATH, postgresql://...).",
-)
+@with_fido_options("A FIDO2 key")
 @json_option("Print the AuthResult as JSON.")
 @click.pass_obj
 def auth(

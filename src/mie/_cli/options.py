@@ -187,6 +187,29 @@ def with_evidence_arguments(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("file", type=click.Path(dir_okay=False))(command)
 
 
+def with_fido_options(subject: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--fido-policy FILE`` and ``--store URL``, both optional: what verifies a FIDO2 key's
+    assertion in a command that takes other cards too (``mie auth``, ``mie verify-evidence``).
+
+    :param subject: what their help says they are for (``A FIDO2 key``).
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--store",
+            "store_url",
+            help=f"{subject}: the credential store (sqlite:PATH, sqlite:///PATH, postgresql://...).",
+        )(command)
+        return click.option(
+            "--fido-policy",
+            "fido_policy",
+            type=click.Path(dir_okay=False),
+            help=f"{subject}: the FIDO policy file (mie-fido-policy/1).",
+        )(command)
+
+    return decorate
+
+
 badge_config_option = click.option(
     "--badge-config",
     "badge_config",

@@ -44,6 +44,7 @@ from mie._cli.options import (
     TrustOptions,
     badge_config_option,
     with_evidence_arguments,
+    with_fido_options,
     with_trust_options,
 )
 from mie._cli.output import emit_json, json_option
@@ -65,17 +66,7 @@ FIDO_EVIDENCE = "webauthn-assertion"
     is_flag=True,
     help="Badge evidence: read the second-factor PIN from the first line of stdin.",
 )
-@click.option(
-    "--fido-policy",
-    "fido_policy",
-    type=click.Path(dir_okay=False),
-    help="FIDO2 evidence: the FIDO policy file (mie-fido-policy/1).",
-)
-@click.option(
-    "--store",
-    "store_url",
-    help="FIDO2 evidence: the credential store (sqlite:PATH, sqlite:///PATH, postgresql://...).",
-)
+@with_fido_options("FIDO2 evidence")
 @json_option("Print the AuthResult as JSON.")
 def verify_evidence_command(
     file: str,
