@@ -16,6 +16,7 @@ ticket)``): wrong guesses reserved meanwhile by other nodes stay counted.
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
 import secrets
@@ -47,6 +48,10 @@ MIN_NONCE_LENGTH = 16
 MAX_NONCE_LENGTH = 64
 #: The longest lifetime of a nonce, in seconds.
 MAX_NONCE_LIFETIME = 3600.0
+#: The longest session binding kept with a nonce, in bytes (the service's is a 32-byte digest).
+MAX_BINDING_LENGTH = 64
+#: The longest context kept with a nonce, in characters (opaque text to the store).
+MAX_CONTEXT_LENGTH = 2048
 #: A relying party id: a lower-case host name of 1 to 253 characters (labels of 1 to 63
 #: characters among ``a-z0-9-``, no hyphen at either end).
 RP_ID_PATTERN = re.compile(
@@ -167,6 +172,55 @@ def check_lifetime(lifetime: float) -> float:
     ):
         raise StoreInputError(f"Nonce lifetime must be above 0 and at most {MAX_NONCE_LIFETIME} s")
     return float(lifetime)
+
+
+def check_binding(binding: bytes | None) -> bytes | None:
+    """:return: ``binding``, checked (``None``: a nonce bound to no session).
+
+    :raises StoreInputError: not 1 to 64 bytes of type bytes.
+    """
+    if binding is None:
+        return None
+    if not isinstance(binding, bytes) or not 0 < len(binding) <= MAX_BINDING_LENGTH:
+        raise StoreInputError(
+            f"Nonce binding must be 1 to {MAX_BINDING_LENGTH} bytes of type bytes"
+        )
+    return binding
+
+
+def check_context(context: str | None) -> str | None:
+    """:return: ``context``, checked: opaque text the store keeps with a nonce.
+
+    :raises StoreInputError: not a string of 1 to 2048 characters, valid UTF-8 without NUL.
+    """
+    if context is None:
+        return None
+    if (
+        not isinstance(context, str)
+        or not 0 < len(context) <= MAX_CONTEXT_LENGTH
+        or "\x00" in context
+        or not _encodes(context)
+    ):
+        raise StoreInputError(
+            f"Nonce context must be 1 to {MAX_CONTEXT_LENGTH} characters of UTF-8 text, no NUL"
+        )
+    return context
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def binding_matches(stored: bytes | None, given: bytes | None) -> bool:
+    """:return: whether a consumed nonce's stored binding is the one presented: both absent, or
+    equal (compared in constant time, so a caller learns nothing of another session's binding)."""
+    if stored is None or given is None:
+        return stored is None and given is None
+    return hmac.compare_digest(stored, given)
 
 
 @dataclass(frozen=True)
@@ -514,7 +568,14 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+    def issue_nonce(
+        self,
+        nonce: bytes,
+        lifetime: float,
+        *,
+        binding: bytes | None = None,
+        context: str | None = None,
+    ) -> None:
         """Keep ``nonce`` for ``lifetime`` seconds, for one :meth:`consume_nonce`.
 
         Expired nonces are purged here. PostgreSQL measures lifetimes on the database's clock,
@@ -522,16 +583,35 @@ class Store(ABC):
 
         :param nonce: the challenge, 16 to 64 random bytes.
         :param lifetime: seconds until it expires.
-        :raises StoreInputError: a bad nonce or lifetime, or a nonce already issued.
+        :param binding: the session the nonce is bound to (1 to 64 bytes, e.g. a digest of the
+            caller and its session); only a consumer presenting the same binding gets it.
+        :param context: opaque text kept with the nonce (at most 2048 characters), returned by
+            :meth:`consume_nonce`: the ceremony state another node needs.
+        :raises StoreInputError: a bad nonce, lifetime, binding or context, or a nonce already
+            issued.
         """
 
     @abstractmethod
-    def consume_nonce(self, nonce: bytes) -> None:
+    def consume_nonce(self, nonce: bytes, *, binding: bytes | None = None) -> str | None:
         """Use up ``nonce``: of several nodes consuming it at once, exactly one succeeds.
 
-        :raises NonceUnknownError: never issued, already consumed, or expired.
-        :raises StoreInputError: not 16 to 64 bytes.
+        The first use consumes the nonce whatever its outcome: a nonce presented with another
+        binding (or with one when issued without, or the reverse) is deleted too, and refused.
+
+        :param binding: the binding presented, compared in constant time with the issued one.
+        :return: the context issued with the nonce (``None`` if none).
+        :raises NonceUnknownError: never issued, already consumed, expired, or bound to another
+            binding (one outcome).
+        :raises StoreInputError: not 16 to 64 bytes, or a bad binding.
         """
+
+    def ping(self) -> None:
+        """Check the backend answers (a health check): one trivial query, with the deadlines of
+        every operation.
+
+        :raises StoreError: the backend is unreachable or failed.
+        """
+        raise StoreError(f"{type(self).__name__} cannot be checked")
 
     def put_credential(self, record: CredentialRecord) -> None:
         """Register a FIDO2 credential, in one atomic insert.

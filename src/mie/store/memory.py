@@ -19,7 +19,10 @@ from mie.store.base import (
     Reservation,
     SecretStatus,
     Store,
+    binding_matches,
     check_badge,
+    check_binding,
+    check_context,
     check_credential,
     check_credential_id,
     check_hash,
@@ -82,7 +85,8 @@ class MemoryStore(Store):
         self._clock = clock
         self._lock = threading.Lock()
         self._secrets: dict[str, _Secret] = {}
-        self._nonces: dict[str, float] = {}
+        # nonce -> (expires_at, binding, context)
+        self._nonces: dict[str, tuple[float, bytes | None, str | None]] = {}
         self._credentials: dict[tuple[str, str], CredentialRecord] = {}
 
     def put_secret(self, badge: str, secret_hash: str, *, replace: bool = False) -> None:
@@ -144,24 +148,42 @@ class MemoryStore(Store):
             found = self._secret(badge)
             return SecretStatus(found.reserved - found.cleared, found.generation)
 
-    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+    def issue_nonce(
+        self,
+        nonce: bytes,
+        lifetime: float,
+        *,
+        binding: bytes | None = None,
+        context: str | None = None,
+    ) -> None:
         key = check_nonce(nonce)
         check_lifetime(lifetime)
+        check_binding(binding)
+        check_context(context)
         now = self._clock()
         with self._lock:
-            for expired in [k for k, t in self._nonces.items() if t <= now]:
+            for expired in [k for k, row in self._nonces.items() if row[0] <= now]:
                 del self._nonces[expired]
             if key in self._nonces:
                 raise StoreInputError("Nonce was already issued")
-            self._nonces[key] = now + lifetime
+            self._nonces[key] = (now + lifetime, binding, context)
 
-    def consume_nonce(self, nonce: bytes) -> None:
+    def consume_nonce(self, nonce: bytes, *, binding: bytes | None = None) -> str | None:
         key = check_nonce(nonce)
+        check_binding(binding)
         now = self._clock()
         with self._lock:
-            expires_at = self._nonces.pop(key, None)
-        if expires_at is None or expires_at <= now:
+            found = self._nonces.pop(key, None)
+        if found is None:
             raise NonceUnknownError()
+        expires_at, stored, context = found
+        if expires_at <= now or not binding_matches(stored, binding):
+            raise NonceUnknownError()
+        return context
+
+    def ping(self) -> None:
+        # Always reachable: the state is this process's memory.
+        return None
 
     def put_credential(self, record: CredentialRecord) -> None:
         check_credential(record)

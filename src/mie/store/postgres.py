@@ -5,10 +5,17 @@ locks the row and evaluates the condition again on the row another node has just
 concurrent reservations for one badge are serialised and none passes the lockout. Every
 connection has a connect timeout and a statement timeout (which also bounds waiting for a row
 lock).
+
+A store keeps a bounded pool of connections (``pool_size``, autocommit), reused last-in first-out.
+A connection that raised is closed; when the error says the server went away
+(``OperationalError``), every idle connection is closed too, so a restart costs one failed call
+per call in flight, not one per pooled connection. No statement is ever retried by the store:
+whether to repeat a call whose reply was lost is the caller's decision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,7 +32,10 @@ from mie.store.base import (
     Reservation,
     SecretStatus,
     Store,
+    binding_matches,
     check_badge,
+    check_binding,
+    check_context,
     check_credential,
     check_credential_id,
     check_hash,
@@ -93,9 +103,26 @@ SCHEMA = (
     ")",
     "CREATE INDEX IF NOT EXISTS mie_fido_credential_id_nat ON mie_fido_credential (id_nat)",
 )
+#: Columns added to tables of an older schema (issue 11): ``(table, column, declaration)``.
+#: Each ``ALTER TABLE`` runs only when ``information_schema`` lacks the column (it would take
+#: the table's exclusive lock even with ``IF NOT EXISTS``), under the schema's advisory lock.
+COLUMNS = (
+    (
+        "mie_nonce",
+        "binding",
+        "bytea CHECK (binding IS NULL OR length(binding) BETWEEN 1 AND 64)",
+    ),
+    (
+        "mie_nonce",
+        "context",
+        "text CHECK (context IS NULL OR length(context) BETWEEN 1 AND 2048)",
+    ),
+)
 #: The advisory lock key of the schema step (``mie`` in ASCII).
 SCHEMA_LOCK = 0x6D6965
 MAX_TIMEOUT = 600.0
+#: The largest connection pool of one store.
+MAX_POOL_SIZE = 64
 
 #: The columns of a credential, in the order of :class:`~mie.store.base.CredentialRecord`
 #: (times as seconds since the epoch).
@@ -117,29 +144,59 @@ _SELECT = (
 class PostgresStore(Store):
     """State in a PostgreSQL database shared by every node of a cluster.
 
-    One connection per store (opened again after a failure), used by one thread at a time.
+    At most ``pool_size`` connections (opened on demand, again after a failure), each used by
+    one thread at a time; a thread finding them all busy waits for one, within the deadline of
+    a connection and a statement.
 
     :param conninfo: a libpq connection string or URI (``postgresql://user@host:5432/db``).
     :param connect_timeout: the deadline, in seconds, to connect (libpq rounds it up to whole
         seconds, at least 2).
     :param statement_timeout: the deadline, in seconds, of every statement, waiting for a row
         lock included.
-    :raises StoreInputError: a timeout out of range.
+    :param pool_size: the most connections open at once, 1 to 64 (1: every call of the
+        process is serialised).
+    :raises StoreInputError: a timeout or pool size out of range.
     :raises StoreError: the database cannot be reached or the schema cannot be created.
     """
 
     def __init__(
-        self, conninfo: str, *, connect_timeout: float = 5.0, statement_timeout: float = 5.0
+        self,
+        conninfo: str,
+        *,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 5.0,
+        pool_size: int = 1,
     ) -> None:
         for name, value in (("Connect", connect_timeout), ("Statement", statement_timeout)):
-            if not 0 < value <= MAX_TIMEOUT:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= MAX_TIMEOUT
+            ):
                 raise StoreInputError(f"{name} timeout must be above 0 and at most {MAX_TIMEOUT} s")
+        if (
+            isinstance(pool_size, bool)
+            or not isinstance(pool_size, int)
+            or not 1 <= pool_size <= MAX_POOL_SIZE
+        ):
+            raise StoreInputError(f"Pool size must be a number from 1 to {MAX_POOL_SIZE}")
         self._conninfo = conninfo
         self._connect_timeout = max(2, math.ceil(connect_timeout))
         self._statement_ms = max(1, round(statement_timeout * 1000))
+        # Waiting for a free connection: as long as one call may hold it (connect + statement).
+        self._wait_s = self._connect_timeout + statement_timeout
+        self._pool_size = pool_size
+        self._slots = threading.BoundedSemaphore(pool_size)
         self._lock = threading.Lock()
-        self._connection: psycopg.Connection[Any] | None = None
+        self._idle: list[psycopg.Connection[Any]] = []
+        # Bumped by close(): a connection in use at that moment is closed when it comes back.
+        self._generation = 0
         self._create_schema()
+
+    @property
+    def pool_size(self) -> int:
+        """:return: the most connections this store opens at once."""
+        return self._pool_size
 
     def put_secret(self, badge: str, secret_hash: str, *, replace: bool = False) -> None:
         check_badge(badge)
@@ -202,29 +259,60 @@ class PostgresStore(Store):
             _, reserved, cleared, generation = _row(badge, cursor.fetchone())
         return SecretStatus(reserved - cleared, generation)
 
-    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+    def issue_nonce(
+        self,
+        nonce: bytes,
+        lifetime: float,
+        *,
+        binding: bytes | None = None,
+        context: str | None = None,
+    ) -> None:
         key = check_nonce(nonce)
         check_lifetime(lifetime)
+        check_binding(binding)
+        check_context(context)
         with self._cursor() as cursor:
             cursor.execute("DELETE FROM mie_nonce WHERE expires_at <= now()")
             cursor.execute(
-                "INSERT INTO mie_nonce VALUES (%s, now() + make_interval(secs => %s))"
+                "INSERT INTO mie_nonce (nonce, expires_at, binding, context)"
+                " VALUES (%s, now() + make_interval(secs => %s), %s, %s)"
                 " ON CONFLICT (nonce) DO NOTHING",
-                (key, lifetime),
+                (key, lifetime, binding, context),
             )
             issued = cursor.rowcount
         if issued != 1:
             raise StoreInputError("Nonce was already issued")
 
-    def consume_nonce(self, nonce: bytes) -> None:
+    def consume_nonce(self, nonce: bytes, *, binding: bytes | None = None) -> str | None:
         key = check_nonce(nonce)
+        check_binding(binding)
         with self._cursor() as cursor:
+            # One statement in autocommit: of several nodes, exactly one gets the row back,
+            # and it is gone whatever the binding check below decides.
             cursor.execute(
-                "DELETE FROM mie_nonce WHERE nonce = %s RETURNING expires_at > now()", (key,)
+                "DELETE FROM mie_nonce WHERE nonce = %s"
+                " RETURNING expires_at > now(), binding, context",
+                (key,),
             )
             found = cursor.fetchone()
-        if found is None or found[0] is not True:
+        if found is None:
             raise NonceUnknownError()
+        alive, stored, context = found
+        if isinstance(stored, memoryview):
+            stored = bytes(stored)
+        if (
+            alive is not True
+            or not isinstance(stored, bytes | None)
+            or not isinstance(context, str | None)
+            or not binding_matches(stored, binding)
+        ):
+            raise NonceUnknownError()
+        return context
+
+    def ping(self) -> None:
+        with self._cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
 
     def put_credential(self, record: CredentialRecord) -> None:
         check_credential(record)
@@ -358,10 +446,12 @@ class PostgresStore(Store):
         return tuple(credential_from_row(row) for row in rows)
 
     def close(self) -> None:
+        """Close the idle connections (and each one in use when it is given back); a later
+        call opens a connection again."""
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            idle, self._idle = self._idle, []
+            self._generation += 1
+        _close_all(idle)
 
     def _change_one(self, badge: str, statement: str) -> None:
         with self._cursor() as cursor:
@@ -372,35 +462,88 @@ class PostgresStore(Store):
 
     @contextmanager
     def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
-        with self._lock:
+        if not self._slots.acquire(timeout=self._wait_s):
+            raise StoreTimeoutError(
+                f"No PostgreSQL connection of the pool ({self._pool_size}) was free in time"
+            )
+        try:
+            connection, generation = self._take()
+            # A connection that raised a psycopg error is closed; after any other exception
+            # (a refusal the caller raises mid-block) it serves again if no transaction is open.
+            reusable = True
             try:
-                connection = self._connect()
-                with connection.cursor() as cursor:
-                    yield cursor
-            except psycopg.Error as e:
-                self._drop()
-                raise _translate(e) from e
+                try:
+                    if connection is None:
+                        connection = self._connect()
+                    with connection.cursor() as cursor:
+                        yield cursor
+                except psycopg.Error as e:
+                    reusable = False
+                    if isinstance(e, psycopg.OperationalError):
+                        # The server (or the network) went away: the idle connections are
+                        # as dead as this one.
+                        self._close_idle()
+                    raise _translate(e) from e
+            finally:
+                self._give_back(connection, generation, reusable)
+        finally:
+            self._slots.release()
+
+    def _take(self) -> tuple[psycopg.Connection[Any] | None, int]:
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+            return connection, self._generation
+
+    def _give_back(
+        self, connection: psycopg.Connection[Any] | None, generation: int, reusable: bool
+    ) -> None:
+        if connection is None:
+            return
+        keep = (
+            reusable
+            and not connection.closed
+            and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
+        with self._lock:
+            if keep and generation == self._generation:
+                self._idle.append(connection)
+                return
+        _close_all([connection])
+
+    def _close_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        _close_all(idle)
 
     def _connect(self) -> psycopg.Connection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(
-                self._conninfo,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                options=f"-c statement_timeout={self._statement_ms}",
-            )
-        return self._connection
-
-    def _drop(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        return psycopg.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=self._connect_timeout,
+            options=f"-c statement_timeout={self._statement_ms}",
+        )
 
     def _create_schema(self) -> None:
         with self._cursor() as cursor, cursor.connection.transaction():
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             for statement in SCHEMA:
                 cursor.execute(statement)
+            for table, column, declaration in COLUMNS:
+                cursor.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema ="
+                    " current_schema() AND table_name = %s AND column_name = %s",
+                    (table, column),
+                )
+                if cursor.fetchone() is None:
+                    cursor.execute(
+                        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {declaration}"
+                    )
+
+
+def _close_all(connections: list[psycopg.Connection[Any]]) -> None:
+    for connection in connections:
+        with contextlib.suppress(psycopg.Error):
+            connection.close()
 
 
 def _row(badge: str, found: Sequence[Any] | None) -> tuple[str, int, int, int]:

@@ -27,7 +27,10 @@ from mie.store.base import (
     Reservation,
     SecretStatus,
     Store,
+    binding_matches,
     check_badge,
+    check_binding,
+    check_context,
     check_credential,
     check_credential_id,
     check_hash,
@@ -90,6 +93,12 @@ SCHEMA = (
     " PRIMARY KEY (rp_id, credential_id)"
     ")",
     "CREATE INDEX IF NOT EXISTS mie_fido_credential_id_nat ON mie_fido_credential (id_nat)",
+)
+#: Columns added to tables of an older schema (issue 11): ``(table, column, declaration)``;
+#: each is added, once, by the schema step when ``PRAGMA table_info`` lacks it.
+COLUMNS = (
+    ("mie_nonce", "binding", "BLOB CHECK (binding IS NULL OR length(binding) BETWEEN 1 AND 64)"),
+    ("mie_nonce", "context", "TEXT CHECK (context IS NULL OR length(context) BETWEEN 1 AND 2048)"),
 )
 _SELECT_CREDENTIAL = (
     "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
@@ -209,26 +218,53 @@ class SqliteStore(Store):
             _, reserved, cleared, generation = _row(badge, db.execute(_SELECT, (badge,)))
         return SecretStatus(reserved - cleared, generation)
 
-    def issue_nonce(self, nonce: bytes, lifetime: float) -> None:
+    def issue_nonce(
+        self,
+        nonce: bytes,
+        lifetime: float,
+        *,
+        binding: bytes | None = None,
+        context: str | None = None,
+    ) -> None:
         key = check_nonce(nonce)
         check_lifetime(lifetime)
+        check_binding(binding)
+        check_context(context)
         now = self._clock()
         with self._transaction() as db:
             db.execute("DELETE FROM mie_nonce WHERE expires_at <= ?", (now,))
             if db.execute("SELECT 1 FROM mie_nonce WHERE nonce = ?", (key,)).fetchone():
                 raise StoreInputError("Nonce was already issued")
-            db.execute("INSERT INTO mie_nonce VALUES (?, ?)", (key, now + lifetime))
+            db.execute(
+                "INSERT INTO mie_nonce (nonce, expires_at, binding, context) VALUES (?, ?, ?, ?)",
+                (key, now + lifetime, binding, context),
+            )
 
-    def consume_nonce(self, nonce: bytes) -> None:
+    def consume_nonce(self, nonce: bytes, *, binding: bytes | None = None) -> str | None:
         key = check_nonce(nonce)
+        check_binding(binding)
         now = self._clock()
         with self._transaction() as db:
             found = db.execute(
-                "SELECT expires_at FROM mie_nonce WHERE nonce = ?", (key,)
+                "SELECT expires_at, binding, context FROM mie_nonce WHERE nonce = ?", (key,)
             ).fetchone()
             db.execute("DELETE FROM mie_nonce WHERE nonce = ?", (key,))
-        if found is None or not isinstance(found[0], float) or found[0] <= now:
+        if found is None:
             raise NonceUnknownError()
+        expires_at, stored, context = found
+        if (
+            not isinstance(expires_at, float)
+            or expires_at <= now
+            or not isinstance(stored, bytes | None)
+            or not isinstance(context, str | None)
+            or not binding_matches(stored, binding)
+        ):
+            raise NonceUnknownError()
+        return context
+
+    def ping(self) -> None:
+        with self._transaction() as db:
+            db.execute("SELECT 1").fetchone()
 
     def put_credential(self, record: CredentialRecord) -> None:
         check_credential(record)
@@ -429,9 +465,15 @@ class SqliteStore(Store):
             raise _translate(e) from e
         if mode != "wal":
             raise StoreError(f"SQLite file {self._path} refuses WAL mode (journal mode {mode})")
+        # Inside BEGIN IMMEDIATE: two processes upgrading at once are serialised, and the
+        # second one finds the columns the first added.
         with self._transaction() as schema:
             for statement in SCHEMA:
                 schema.execute(statement)
+            for table, column, declaration in COLUMNS:
+                present = {row[1] for row in schema.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    schema.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 class _Connection(sqlite3.Connection):
