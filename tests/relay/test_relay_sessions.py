@@ -221,3 +221,11 @@ def test_close_ends_every_open_session() -> None:
     book.close()
     thread.join(5)
     assert connection.closed and socket.closes == [(CLOSE_NORMAL, "server closing")]
+
+
+def test_a_session_lingers_after_its_deadline_for_its_outcome() -> None:
+    book = RelaySessions(lambda s: s, linger=30.0)
+    pending = expect(book, timeout=0.05)
+    time.sleep(0.1)
+    assert book.claim(SESSION) is None  # too late for an agent
+    assert book.find(SESSION) is pending  # still there for the IAM's poll

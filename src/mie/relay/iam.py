@@ -358,6 +358,8 @@ class RelaySessions:
     :param apdu_timeout: seconds a :class:`RelayConnection` waits for each answer.
     :param pin_timeout: seconds it waits for the user's PIN.
     :param hello_timeout: seconds to wait for the agent's card after the hello.
+    :param linger: seconds a session stays known (:meth:`find`) after its deadline, so that its
+        outcome can still be fetched.
     """
 
     def __init__(
@@ -367,8 +369,10 @@ class RelaySessions:
         apdu_timeout: float = APDU_TIMEOUT,
         pin_timeout: float = PIN_TIMEOUT,
         hello_timeout: float = HELLO_TIMEOUT,
+        linger: float = 1.0,
     ) -> None:
         self._url = url
+        self.linger = linger
         self.apdu_timeout = apdu_timeout
         self.pin_timeout = pin_timeout
         self.hello_timeout = hello_timeout
@@ -412,7 +416,7 @@ class RelaySessions:
 
     def find(self, session: str) -> PendingSession | None:
         """:return: the session of that id still kept (constant-time compare), claimed or not;
-        ``None`` if unknown or past its deadline by more than a second."""
+        ``None`` if unknown or past its deadline by more than ``linger`` seconds."""
         with self._lock:
             self._forget_expired()
             found = None
@@ -441,7 +445,7 @@ class RelaySessions:
 
     def _forget_expired(self) -> None:
         now = time.monotonic()
-        for session in [s for s, p in self._sessions.items() if p.deadline + 1 < now]:
+        for session in [s for s, p in self._sessions.items() if p.deadline + self.linger < now]:
             del self._sessions[session]
 
     def claim(self, session: str) -> PendingSession | None:
