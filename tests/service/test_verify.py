@@ -1,0 +1,193 @@
+"""POST /v1/verify: a valid CPx evidence, and every nonce and binding refusal (issue 11, "Bad
+input"): each answer has the status of its code, and the service keeps serving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mie.emulation.testpki import CardCredentials
+from mie.result import AuthResult
+from mie.service import ServiceConfig
+from mie.service.errors import STATUS
+from tests.service.conftest import (
+    ORIGIN,
+    LiveService,
+    challenge,
+    cpx_evidence,
+    headers,
+    post_verify,
+    still_serving,
+)
+
+
+def _refused(answer: Any, status: int, code: str) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert body["valid"] is False
+    assert body["error"]["code"] == code
+    assert STATUS[code] == status
+    return body
+
+
+def test_valid_cpx_evidence_is_accepted(service: LiveService, card: CardCredentials) -> None:
+    nonce = challenge(service)
+    answer = post_verify(service, cpx_evidence(card, nonce))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["valid"] is True and body["error"] is None
+    assert body["level"] == "substantial"
+    assert body["identity"]["test_card"] is True
+    assert body["evidence"]["revocation"] == "good"
+    assert "psc_claims" in body and "audit" in body
+    # The answer reads back as a result (without the service's two members).
+    AuthResult.from_json({k: v for k, v in body.items() if k not in ("psc_claims", "audit")})
+
+
+def test_a_whole_result_and_an_evidence_wrapper_are_taken(
+    service: LiveService, card: CardCredentials
+) -> None:
+    nonce = challenge(service)
+    evidence = cpx_evidence(card, nonce)
+    result = AuthResult(True, evidence=evidence, reasons=("made on the workstation",))
+    assert post_verify(service, result.to_json()).status_code == 200
+    nonce = challenge(service)
+    wrapped = {"evidence": cpx_evidence(card, nonce).to_json()}
+    assert post_verify(service, wrapped).status_code == 200
+
+
+def test_nonce_reused(service: LiveService, card: CardCredentials) -> None:
+    evidence = cpx_evidence(card, challenge(service))
+    assert post_verify(service, evidence).status_code == 200
+    _refused(post_verify(service, evidence), 409, "nonce_unknown")
+    still_serving(service, card)
+
+
+def test_nonce_expired(
+    live_service: Callable[[ServiceConfig], LiveService],
+    make_config: Callable[..., ServiceConfig],
+    card: CardCredentials,
+) -> None:
+    live = live_service(make_config())
+    # The shortest lifetime a configuration takes is 30 s: the store's clock is moved instead.
+    nonce = challenge(live)
+    clock = live.ctx.store._clock
+    live.ctx.store._clock = lambda: clock() + 301
+    try:
+        _refused(post_verify(live, cpx_evidence(card, nonce)), 409, "nonce_unknown")
+    finally:
+        live.ctx.store._clock = clock
+    still_serving(live, card)
+
+
+def test_nonce_never_issued(service: LiveService, card: CardCredentials) -> None:
+    _refused(post_verify(service, cpx_evidence(card, bytes(32))), 409, "nonce_unknown")
+    # Another size than the service's 32 bytes was never issued: refused the same way.
+    _refused(post_verify(service, cpx_evidence(card, bytes(16))), 409, "nonce_unknown")
+    still_serving(service, card)
+
+
+def test_nonce_other_session(service: LiveService, card: CardCredentials) -> None:
+    nonce = challenge(service, session="session-1")
+    evidence = cpx_evidence(card, nonce)
+    _refused(post_verify(service, evidence, session="session-2"), 409, "nonce_unknown")
+    # First use, valid or not: the nonce is burnt for its own session too.
+    _refused(post_verify(service, evidence, session="session-1"), 409, "nonce_unknown")
+    still_serving(service, card)
+
+
+def test_nonce_other_client(service: LiveService, card: CardCredentials) -> None:
+    nonce = challenge(service, "keycloak", "session-1")
+    evidence = cpx_evidence(card, nonce)
+    _refused(post_verify(service, evidence, "esso", "session-1"), 409, "nonce_unknown")
+    _refused(post_verify(service, evidence, "keycloak", "session-1"), 409, "nonce_unknown")
+    still_serving(service, card)
+
+
+def test_origin_differs(service: LiveService, card: CardCredentials) -> None:
+    # A rogue site relayed the service's nonce: the card signed for the rogue origin.
+    nonce = challenge(service)
+    evidence = cpx_evidence(card, nonce, "https://rogue.example")
+    _refused(post_verify(service, evidence), 422, "origin_mismatch")
+    # The nonce is burnt: the same nonce signed for the right origin is refused too.
+    _refused(post_verify(service, cpx_evidence(card, nonce)), 409, "nonce_unknown")
+    still_serving(service, card)
+
+
+def test_challenge_of_another_nonce(service: LiveService, card: CardCredentials) -> None:
+    nonce = challenge(service)
+    from mie.request import bound_challenge
+
+    evidence = cpx_evidence(card, nonce, challenge=bound_challenge(ORIGIN, bytes(32)))
+    _refused(post_verify(service, evidence), 422, "signature_invalid")
+    still_serving(service, card)
+
+
+def test_signature_by_another_key(service: LiveService, card: CardCredentials, pki: object) -> None:
+    import dataclasses
+
+    nonce = challenge(service)
+    evidence = cpx_evidence(card, nonce)
+    forged = dataclasses.replace(evidence, signature=bytes(len(evidence.signature)))
+    _refused(post_verify(service, forged), 422, "signature_invalid")
+    still_serving(service, card)
+
+
+def test_unknown_evidence_kind(service: LiveService, card: CardCredentials) -> None:
+    answer = post_verify(service, {"type": "x-future", "nonce": "00" * 32})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "malformed"
+    still_serving(service, card)
+
+
+def test_unknown_kind_consumes_no_nonce(service: LiveService, card: CardCredentials) -> None:
+    nonce = challenge(service)
+    answer = post_verify(service, {"type": "x-future", "nonce": nonce.hex()})
+    assert answer.status_code == 400
+    # A body that does not parse names no nonce: it is still there.
+    assert post_verify(service, cpx_evidence(card, nonce)).status_code == 200
+
+
+def test_fido_evidence_without_a_fido_policy(service: LiveService, card: CardCredentials) -> None:
+    from mie.fido.evidence import WebAuthnAssertionEvidence
+
+    nonce = challenge(service)
+    evidence = WebAuthnAssertionEvidence(
+        nonce, ORIGIN, "iam.example", b"\x01" * 16, b"\x00" * 37, b"{}", b"\x30" * 8, None
+    )
+    answer = post_verify(service, evidence.to_json())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "malformed"
+    assert "No FIDO2 verifier configured" in answer.json()["error"]["message"]
+    still_serving(service, card)
+
+
+def test_badge_evidence_without_a_badge_configuration(
+    service: LiveService, card: CardCredentials
+) -> None:
+    nonce = challenge(service)
+    answer = service.client.post(
+        "/v1/verify",
+        headers=headers(),
+        json={"type": "desfire-session", "nonce": nonce.hex()},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "malformed"
+    still_serving(service, card)
+
+
+@pytest.mark.parametrize("key", ["", "x"])
+def test_verify_needs_the_verify_scope(
+    service: LiveService, card: CardCredentials, key: str
+) -> None:
+    nonce = challenge(service)
+    answer = service.client.post(
+        "/v1/verify", headers=headers("desk"), json=cpx_evidence(card, nonce).to_json()
+    )
+    assert answer.status_code == 403
+    # Refused before the body is read: the nonce is still there.
+    assert post_verify(service, cpx_evidence(card, nonce)).status_code == 200
+    time.sleep(0)
