@@ -15,6 +15,7 @@ import click
 
 from mie import __version__
 from mie._cli.agent import agent
+from mie._cli.audit import audit_group
 from mie._cli.auth import AuthFailedError, auth
 from mie._cli.cards import info, readers
 from mie._cli.demo import demo
@@ -22,6 +23,7 @@ from mie._cli.desfire import EnrolmentFailedError, desfire_group
 from mie._cli.emulate import emulate
 from mie._cli.fido import fido_group
 from mie._cli.output import emit_json
+from mie._cli.serve import serve
 from mie._cli.state import CliState, UsageError
 from mie._cli.trust import crl_group, trust_group, verify_cert
 from mie._cli.vectors import record, replay
@@ -204,6 +206,8 @@ for _command in (
     desfire_group,
     fido_group,
     agent,
+    serve,
+    audit_group,
 ):
     cli.add_command(_command)
 
