@@ -585,6 +585,15 @@ class FileSink:
         self._head = (report.records, report.head) if report.head is not None else None
         self._lock = threading.Lock()
 
+    @property
+    def chain_node(self) -> str | None:
+        """:return: the node whose chain the file held when opened (``None``: empty)."""
+        return self.report.node
+
+    def last_time(self) -> dt.datetime | None:
+        """:return: the time of the file's last record when opened, or ``None``."""
+        return self.report.last_time
+
     def __repr__(self) -> str:
         return f"FileSink({str(self.path)!r}, {self._head[0] if self._head else 0} records)"
 
@@ -763,6 +772,26 @@ class StoreSink:
     def __repr__(self) -> str:
         return f"StoreSink({self.node!r})"
 
+    @property
+    def chain_node(self) -> str:
+        """:return: the node whose chain this is."""
+        return self.node
+
+    def last_time(self) -> dt.datetime | None:
+        """:return: the time of the node's last record in the store, or ``None`` (none, or
+        unreadable: the chain's check will say).
+
+        :raises StoreError: the store failed.
+        """
+        head = self.store.audit_head(self.node)
+        if head is None:
+            return None
+        found = self.store.audit_lines(self.node, after=int(head[0]) - 1, limit=1)
+        try:
+            return _parse_time(json.loads(found[0])["time"])
+        except (IndexError, KeyError, TypeError, ValueError):
+            return None
+
     def head(self) -> tuple[int, str] | None:
         """:return: the store's ``(seq, digest)`` of the node's last record, or ``None``.
 
@@ -812,7 +841,7 @@ class AuditTrail:
     :param sinks: where records go (at least one).
     :param clock: ``clock() -> datetime`` (UTC now by default); a clock that steps back is
         held at the last time written, so the trail's times never go back.
-    :raises AuditError: a bad node, or no sink.
+    :raises AuditError: a bad node, no sink, or a sink holding another node's chain.
     :raises AuditUnavailableError: a sink's head cannot be read.
     """
 
@@ -828,8 +857,16 @@ class AuditTrail:
         self._clock = clock if clock is not None else _utc_now
         self._lock = threading.Lock()
         self._last: dt.datetime | None = None
+        for sink in self.sinks:
+            owner = getattr(sink, "chain_node", None)
+            if owner is not None and owner != node:
+                raise AuditError(f"{sink!r} holds the chain of node {owner}, not {node}")
         self._heads: list[tuple[int, str] | None] = [self._read_head(s) for s in self.sinks]
         self._stale = [False] * len(self.sinks)
+        # The trail's times never go back, from one run to the next either.
+        self._last = max(
+            (t for t in (self._read_time(s) for s in self.sinks) if t is not None), default=None
+        )
 
     def __repr__(self) -> str:
         return f"AuditTrail({self.node!r}, {list(self.sinks)!r})"
@@ -840,6 +877,17 @@ class AuditTrail:
             return sink.head()
         except StoreError as e:
             raise AuditUnavailableError(f"Cannot read the head of {sink!r} ({e})") from e
+
+    @staticmethod
+    def _read_time(sink: AuditSink) -> dt.datetime | None:
+        last_time = getattr(sink, "last_time", None)
+        if last_time is None:
+            return None
+        try:
+            found = last_time()
+        except StoreError as e:
+            raise AuditUnavailableError(f"Cannot read the head of {sink!r} ({e})") from e
+        return found if isinstance(found, dt.datetime) else None
 
     def heads(self) -> tuple[tuple[int, str] | None, ...]:
         """:return: per sink, ``(seq, digest)`` of its last record as this trail knows it."""

@@ -19,7 +19,6 @@ import datetime as dt
 import importlib.resources
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from mie.core import strictjson
 from mie.core.errors import ErrorCode, JsonFormatError, MieError
+from mie.core.files import NotARegularInputError, read_regular_file
 from mie.policy import AssuranceLevel, MieKind
 from mie.result import AuthResult
 
@@ -154,11 +154,9 @@ class PscMapping:
         """
         name = f"PSC claims mapping {str(Path(path))!r}"
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise PscMappingError(f"Cannot read the {name}: not a regular file")
-                data = handle.read(MAX_MAPPING_BYTES + 1)
+            data = read_regular_file(path, MAX_MAPPING_BYTES)
+        except NotARegularInputError as e:
+            raise PscMappingError(f"Cannot read the {name}: not a regular file") from e
         except FileNotFoundError as e:
             raise PscMappingError(f"No {name}: the file does not exist") from e
         except OSError as e:

@@ -52,6 +52,7 @@ from tests.fuzz.harness import (
 from tests.fuzz.mds_targets import MDS_TARGETS
 from tests.fuzz.relay_targets import RELAY_TARGETS
 from tests.fuzz.service_body_targets import SERVICE_BODY_TARGETS
+from tests.fuzz.service_targets import SERVICE_TARGETS
 from tests.fuzz.trust_targets import TRUST_TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -432,6 +433,7 @@ TARGETS: dict[str, Target] = {
         *FIDO_TRANSPORT_TARGETS,
         *FIDO_VERIFIER_TARGETS,
         *FIDO_INPUT_TARGETS,
+        *SERVICE_TARGETS,
         *SERVICE_BODY_TARGETS,
         _emulator_target("cps3"),
         _emulator_target("cps3-cl"),

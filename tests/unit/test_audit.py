@@ -635,3 +635,31 @@ def test_a_trail_needs_a_sink_a_node_and_a_readable_head() -> None:
     table.down = True
     with pytest.raises(AuditUnavailableError, match="down"):
         AuditTrail("node-a", [StoreSink(table, "node-a")])
+
+
+def test_a_trail_refuses_a_sink_holding_another_nodes_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_trail(path, 3)
+    with FileSink.open(path) as sink:
+        assert sink.chain_node == "node-a"
+        with pytest.raises(AuditError, match="chain of node node-a, not node-b"):
+            AuditTrail("node-b", [sink])
+    with pytest.raises(AuditError, match="chain of node node-a, not node-b"):
+        AuditTrail("node-b", [StoreSink(AuditTable(), "node-a")])
+
+
+def test_times_never_go_back_from_one_run_to_the_next(tmp_path: Path) -> None:
+    # The file's last record is at T0 + 30 ms; the next run's clock says an hour before.
+    path = tmp_path / "audit.jsonl"
+    write_trail(path, 3)
+    table = AuditTable()
+    AuditTrail("node-a", [StoreSink(table, "node-a")], clock=Ticks()).append(event(1))
+    earlier = T0 - dt.timedelta(hours=1)
+    for sink in (FileSink.open(path), StoreSink(table, "node-a")):
+        trail = AuditTrail("node-a", [sink], clock=lambda: earlier)
+        trail.append(event(9))
+        trail.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[-1])["time"] == json.loads(lines[-2])["time"]
+    assert verify_trail(lines).records == 4
+    assert verify_trail(table.lines("node-a")).records == 2
