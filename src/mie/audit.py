@@ -832,10 +832,12 @@ def _utc_now() -> dt.datetime:
 class AuditTrail:
     """Writes each event to every sink, each in its own chain (its own ``seq`` and ``prev``).
 
-    Thread-safe: one lock orders the records. An event is recorded when :meth:`append` returns;
-    if a sink fails, :class:`AuditUnavailableError` is raised (after the other sinks were
-    tried: a sink that succeeded keeps its record), that sink's head does not move, and it
-    re-reads its head before its next record (a store whose reply was lost may hold it).
+    Thread-safe: one lock orders the records. A torn last line a :class:`FileSink` cut at open
+    is noted in that sink's next ``start`` record (``detail.torn_bytes``). An event is recorded
+    when :meth:`append` returns; if a sink fails, :class:`AuditUnavailableError` is raised
+    (after the other sinks were tried: a sink that succeeded keeps its record), that sink's
+    head does not move, and it re-reads its head before its next record (a store whose reply
+    was lost may hold it).
 
     :param node: the node (1 to 64 of ``A-Z a-z 0-9 . _ : -``).
     :param sinks: where records go (at least one).
@@ -863,6 +865,8 @@ class AuditTrail:
                 raise AuditError(f"{sink!r} holds the chain of node {owner}, not {node}")
         self._heads: list[tuple[int, str] | None] = [self._read_head(s) for s in self.sinks]
         self._stale = [False] * len(self.sinks)
+        # A torn tail a FileSink cut at open is noted in that sink's next start record.
+        self._torn = [int(getattr(s, "torn", 0) or 0) for s in self.sinks]
         # The trail's times never go back, from one run to the next either.
         self._last = max(
             (t for t in (self._read_time(s) for s in self.sinks) if t is not None), default=None
@@ -933,10 +937,15 @@ class AuditTrail:
             self._stale[index] = False
         head = self._heads[index]
         seq, prev = (head[0] + 1, head[1]) if head is not None else (1, ZERO_DIGEST)
+        torn = self._torn[index]
+        if torn and fields["event"] == "start":
+            fields = {**fields, "detail": {**(fields["detail"] or {}), "torn_bytes": torn}}
         line = encode_record(fields, seq=seq, prev=prev, time=now, node=self.node)
         digest = record_digest(line)
         sink.append(seq, line, digest)
         self._heads[index] = (seq, digest)
+        if fields["event"] == "start":
+            self._torn[index] = 0
         return seq, digest
 
     def close(self) -> None:

@@ -440,12 +440,19 @@ def test_a_torn_tail_is_cut_reported_and_the_chain_continues(
     assert sink.torn == 25 and "torn line of 25 bytes" in caplog.text
     assert path.read_bytes() == b"".join(lines) and sink.head() == (5, head_of(lines))
     trail = AuditTrail("node-a", [sink], clock=Ticks(T0 + dt.timedelta(seconds=5)))
-    stamp = trail.append(AuditEvent("start", detail={"torn": sink.torn}))
-    assert stamp.seq == 6 and stamp.node == "node-a"
+    trail.append(event(6))
+    stamp = trail.append(AuditEvent("start", detail={"version": "1"}))
+    assert stamp.seq == 7 and stamp.node == "node-a"
+    trail.append(AuditEvent("start"))
     trail.close()
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert records[5]["detail"] is None  # not a start record
+    assert records[6]["detail"] == {"version": "1", "torn_bytes": 25}
+    assert records[7]["detail"] is None  # noted once
     with FileSink.open(path) as again:
-        assert again.torn == 0 and again.head() == stamp.heads[0]
-    assert verify_trail(path.read_bytes().splitlines(keepends=True)).records == 6
+        reopened = again.head()
+        assert again.torn == 0 and reopened is not None and reopened[0] == 8
+    assert verify_trail(path.read_bytes().splitlines(keepends=True)).records == 8
 
 
 def test_a_broken_file_is_refused_at_open(tmp_path: Path) -> None:
