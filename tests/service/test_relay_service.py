@@ -399,6 +399,21 @@ def test_a_node_without_a_badge_configuration_refuses_the_session() -> None:
         service.close()
 
 
+def test_a_node_keeps_a_bounded_number_of_sessions(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_relay, "MAX_SESSIONS", 2)
+    first, _ = service.open_session(), service.open_session()
+    answer = service.http.post("/v1/relay/sessions", content=b"{}", headers=HEADERS)
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "relay_refused"
+    assert len(service.core.nonces) == 2  # no nonce issued for the refused one
+    # A fetched outcome frees its place.
+    agent = start_agent(first["url"], reader(), origin=ORIGIN, pin=StaticPin(PIN))
+    assert service.result(first["session"]).status_code == 200
+    agent.join(20)
+    service.open_session()
+
+
 # Found here: uvicorn hands the WebSocket library its uvicorn.error logger, whose DEBUG lines
 # quote every frame, the pin frame included (mie.service.relay.NoFrames drops them).
 def test_the_pin_reaches_no_log_even_at_debug(

@@ -85,6 +85,8 @@ DEFAULT_WAIT = 25
 POLL_INTERVAL = 0.05
 LINGER = 2 * MAX_WAIT
 """Seconds an outcome stays fetchable after the session's deadline."""
+MAX_SESSIONS = 4096
+"""Relay sessions a node keeps at once (open, pending or with an outcome not yet fetched)."""
 UVICORN_LOGGER = "uvicorn.error"
 """The logger uvicorn hands the WebSocket library (its sans-I/O protocol): see
 :class:`NoFrames`."""
@@ -385,7 +387,7 @@ async def relay_session(request: Request) -> Response:
     """``POST /v1/relay/sessions``: issue a relay nonce and expect its session.
 
     :return: 201 ``{"session", "url", "nonce", "origin", "expires_at"}``; 422
-        ``relay_refused`` on a node with no badge configuration.
+        ``relay_refused`` on a node with no badge configuration or :data:`MAX_SESSIONS` sessions.
     """
     ctx = request.app.state.mie
     who = caller(request, ctx.config.clients, "verify")
@@ -396,6 +398,9 @@ async def relay_session(request: Request) -> Response:
         # Refused before a nonce is issued: no agent could log in here.
         raise RelayRefusedError("this node has no badge configuration")
     sessions = _sessions(ctx)
+    if len(sessions) >= MAX_SESSIONS:
+        # A bound on what a node keeps in memory; the IAM retries or another node takes it.
+        raise RelayRefusedError(f"this node keeps {MAX_SESSIONS} relay sessions already")
     core = _core(request.app.state)
     challenge = await anyio.to_thread.run_sync(core.issue, who, "relay", None)
     now = time.time()
