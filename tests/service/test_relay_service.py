@@ -37,6 +37,7 @@ from mie.desfire.record import IdentityRecord  # noqa: E402
 from mie.desfire.verify import BadgeVerifier  # noqa: E402
 from mie.policy import AssuranceLevel  # noqa: E402
 from mie.relay.protocol import (  # noqa: E402
+    CLOSE_PROTOCOL,
     CLOSE_UNKNOWN_SESSION,
     SUBPROTOCOL,
     Card,
@@ -131,7 +132,12 @@ class NonceCore:
 class Service:
     """uvicorn serving the relay routes on 127.0.0.1, on a thread."""
 
-    def __init__(self, badges: BadgeVerifier | None, session_timeout: int = 30) -> None:
+    def __init__(
+        self,
+        badges: BadgeVerifier | None,
+        session_timeout: int = 30,
+        ws_max_size: int = 16 * 1024,
+    ) -> None:
         relay = SimpleNamespace(public_url=None, session_timeout=session_timeout)
         cfg = SimpleNamespace(clients=(), limits=SimpleNamespace(body_bytes=16384), relay=relay)
         self.ctx = SimpleNamespace(config=cfg, relay=None, badges=badges)
@@ -152,7 +158,7 @@ class Service:
             uvicorn.Config(
                 app,
                 ws="websockets-sansio",
-                ws_max_size=16 * 1024,
+                ws_max_size=ws_max_size,
                 ws_per_message_deflate=False,
                 lifespan="off",
                 log_config=None,
@@ -287,6 +293,22 @@ def test_a_frame_over_16_kib_ends_the_session(service: Service) -> None:
     answer = service.result(opened["session"])
     assert answer.status_code >= 400 and answer.json()["valid"] is False
     assert service.core.consumed == [bytes.fromhex(opened["nonce"])]
+
+
+def test_a_frame_over_16_kib_is_refused_without_uvicorns_bound(badges: BadgeVerifier) -> None:
+    service = Service(badges, ws_max_size=1024 * 1024)
+    try:
+        opened = service.open_session()
+        with raw_agent(opened["url"]) as ws:
+            parse_iam_message(ws.recv(5))
+            ws.send(" " * (16 * 1024) + "{}")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_PROTOCOL
+        answer = service.result(opened["session"])
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "malformed"
+    finally:
+        service.close()
 
 
 def test_a_browser_handshake_is_refused_and_leaves_the_session_to_the_agent(
