@@ -933,7 +933,7 @@ class AuditTrail:
         self, index: int, sink: AuditSink, fields: Mapping[str, Any], now: dt.datetime
     ) -> tuple[int, str]:
         if self._stale[index]:
-            self._heads[index] = sink.head()
+            self._heads[index] = self._read_head(sink)
             self._stale[index] = False
         head = self._heads[index]
         seq, prev = (head[0] + 1, head[1]) if head is not None else (1, ZERO_DIGEST)
@@ -942,7 +942,12 @@ class AuditTrail:
             fields = {**fields, "detail": {**(fields["detail"] or {}), "torn_bytes": torn}}
         line = encode_record(fields, seq=seq, prev=prev, time=now, node=self.node)
         digest = record_digest(line)
-        sink.append(seq, line, digest)
+        try:
+            sink.append(seq, line, digest)
+        except AuditError as e:
+            # A sink that cannot take the record (closed after a failed cut-back, or behind its
+            # file): unavailable, as a failed write is, not the caller's usage error.
+            raise AuditUnavailableError(str(e)) from e
         self._heads[index] = (seq, digest)
         if fields["event"] == "start":
             self._torn[index] = 0
