@@ -1,5 +1,7 @@
 """Shared state of a verifier: the badge second factor (issue 9), single-use challenge
-nonces and FIDO2 credentials with their signature counters (issue 10).
+nonces and FIDO2 credentials with their signature counters (issue 10); the nonces' session
+binding and context, the MIE lifecycle (revocations, temporary grants) and the audit chains of
+the service (issue 11).
 
 :class:`~mie.store.base.Store` is the interface; :class:`~mie.store.sqlite.SqliteStore` (one
 file, WAL, safe across processes) is the default and :class:`~mie.store.postgres.PostgresStore`
@@ -11,13 +13,24 @@ loads no backend.
 
 from __future__ import annotations
 
-from mie.store.base import CredentialRecord, Reservation, SecretStatus, Store
+from mie.store.base import (
+    CredentialRecord,
+    LifecycleRecord,
+    MieRef,
+    Reservation,
+    Revocation,
+    SecretStatus,
+    Store,
+    TemporaryGrant,
+)
 from mie.store.errors import (
     AlreadyEnrolledError,
     AlreadyRegisteredError,
+    AuditConflictError,
     CloneSuspectedError,
     CounterUnsupportedError,
     CredentialUnknownError,
+    MieRevokedError,
     NonceUnknownError,
     NotEnrolledError,
     SecondFactorChangedError,
@@ -26,19 +39,26 @@ from mie.store.errors import (
     StoreError,
     StoreInputError,
     StoreTimeoutError,
+    TemporaryExpiredError,
+    TemporaryIdentityError,
     WrongSecondFactorError,
 )
 
 __all__ = [
     "AlreadyEnrolledError",
     "AlreadyRegisteredError",
+    "AuditConflictError",
     "CloneSuspectedError",
     "CounterUnsupportedError",
     "CredentialRecord",
     "CredentialUnknownError",
+    "LifecycleRecord",
+    "MieRef",
+    "MieRevokedError",
     "NonceUnknownError",
     "NotEnrolledError",
     "Reservation",
+    "Revocation",
     "SecondFactorChangedError",
     "SecondFactorLockedError",
     "SecretStatus",
@@ -47,5 +67,8 @@ __all__ = [
     "StoreError",
     "StoreInputError",
     "StoreTimeoutError",
+    "TemporaryExpiredError",
+    "TemporaryGrant",
+    "TemporaryIdentityError",
     "WrongSecondFactorError",
 ]

@@ -16,6 +16,9 @@ ticket)``): wrong guesses reserved meanwhile by other nodes stay counted.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import hmac
 import math
 import re
@@ -28,9 +31,11 @@ from typing import Self
 
 from mie.core.errors import MieError
 from mie.store.errors import (
+    AuditConflictError,
     CloneSuspectedError,
     CounterUnsupportedError,
     CredentialUnknownError,
+    MieRevokedError,
     StoreCorruptError,
     StoreError,
     StoreInputError,
@@ -245,6 +250,8 @@ class CredentialRecord:
         microsecond).
     :param last_used_at: the time of the last accepted assertion, if any.
     :param suspended: ``None``, ``"clone-suspected"`` or ``"revoked"``.
+    :param temporary: the grant of a temporary credential (a spare key registered for a
+        professional who lost their MIE), read with the credential; ``None``: a permanent one.
     """
 
     rp_id: str
@@ -262,6 +269,7 @@ class CredentialRecord:
     created_at: float
     last_used_at: float | None = None
     suspended: str | None = None
+    temporary: TemporaryGrant | None = None
 
 
 def check_rp_id(rp_id: str) -> str:
@@ -392,7 +400,487 @@ def check_credential(record: CredentialRecord) -> CredentialRecord:
         _check_time(record.last_used_at, "Last use time")
     if record.suspended is not None:
         check_suspension(record.suspended)
+    if record.temporary is not None:
+        check_grant(record.temporary)
     return record
+
+
+# --- MIE lifecycle (issue 11): revocations and temporary grants -------------------------------
+
+#: The kinds of MIE the store keeps a lifecycle for (a CPS card is revoked by the ANS CRL).
+MIE_KINDS = ("badge", "fido2")
+#: Why a MIE was revoked.
+REVOCATION_REASONS = ("lost", "stolen", "damaged", "left", "compromised", "other")
+#: Why a temporary MIE was granted: a replacement for a lost one (``pvd``), or an arrival
+#: nobody announced (``unannounced``).
+TEMPORARY_REASONS = ("pvd", "unannounced")
+#: The levels a temporary grant may cap at (never ``high``).
+TEMPORARY_LEVELS = ("low", "substantial")
+#: The longest a temporary grant lasts, in seconds (7 days).
+MAX_TEMPORARY_S = 7 * 86400
+#: The length of a badge UID, in bytes.
+BADGE_UID_LENGTH = 7
+#: The longest revocation note, in characters.
+MAX_NOTE_LENGTH = 200
+#: Who revoked or granted: an operator's or an API client's name.
+ACTOR_PATTERN = re.compile(r"[A-Za-z0-9._:@/+-]{1,128}")
+_BADGE_SUBJECT = re.compile(r"[0-9a-f]{14}")
+#: A MIE's text form: ``badge:<14 hex>`` or ``fido2:<credential id in base64url>``.
+MIE_REF_PATTERN = re.compile(r"badge:[0-9a-f]{14}|fido2:[A-Za-z0-9_-]{2,1364}")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _from_b64url(text: str) -> bytes:
+    if re.fullmatch(r"[A-Za-z0-9_-]+", text) is None or len(text) % 4 == 1:
+        raise ValueError(text)
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64url(raw) != text:  # one spelling only: no stray bits in the last character
+        raise ValueError(text)
+    return raw
+
+
+@dataclass(frozen=True)
+class MieRef:
+    """A badge or a FIDO2 credential, as the lifecycle table keys it.
+
+    :param kind: ``badge`` or ``fido2``.
+    :param subject: a badge's UID in lower-case hex; a credential's ``rp_id:hex id``.
+    """
+
+    kind: str
+    subject: str
+
+    @classmethod
+    def badge(cls, uid: bytes) -> MieRef:
+        """:return: the ref of the badge with this 7-byte UID.
+
+        :raises StoreInputError: not 7 bytes.
+        """
+        _check_bytes(uid, "Badge UID", BADGE_UID_LENGTH, BADGE_UID_LENGTH)
+        return cls("badge", uid.hex())
+
+    @classmethod
+    def fido2(cls, rp_id: str, credential_id: bytes) -> MieRef:
+        """:return: the ref of a FIDO2 credential.
+
+        :raises StoreInputError: a bad relying party id or credential id.
+        """
+        return cls("fido2", f"{check_rp_id(rp_id)}:{check_credential_id(credential_id)}")
+
+    @classmethod
+    def parse(cls, text: str, *, rp_id: str) -> MieRef:
+        """:return: the ref written ``badge:<14 hex>`` or ``fido2:<base64url id>`` (the
+        credential of ``rp_id``).
+
+        :raises StoreInputError: neither form.
+        """
+        if not isinstance(text, str) or MIE_REF_PATTERN.fullmatch(text) is None:
+            raise StoreInputError(
+                "A MIE is badge:<UID in 14 lower-case hex digits> or fido2:<credential id in"
+                " base64url>"
+            )
+        kind, _, value = text.partition(":")
+        if kind == "badge":
+            return cls.badge(bytes.fromhex(value))
+        try:
+            credential_id = _from_b64url(value)
+        except (ValueError, binascii.Error) as e:
+            raise StoreInputError("A fido2: MIE's credential id is not base64url") from e
+        return cls.fido2(rp_id, credential_id)
+
+    @property
+    def uid(self) -> bytes:
+        """:return: a badge's UID.
+
+        :raises StoreInputError: not a badge.
+        """
+        if self.kind != "badge":
+            raise StoreInputError(f"{self} is not a badge")
+        return bytes.fromhex(self.subject)
+
+    @property
+    def rp_id(self) -> str:
+        """:return: a credential's relying party id.
+
+        :raises StoreInputError: not a FIDO2 credential.
+        """
+        if self.kind != "fido2":
+            raise StoreInputError(f"{self} is not a FIDO2 credential")
+        return self.subject.rpartition(":")[0]
+
+    @property
+    def credential_id(self) -> bytes:
+        """:return: a credential's id.
+
+        :raises StoreInputError: not a FIDO2 credential.
+        """
+        if self.kind != "fido2":
+            raise StoreInputError(f"{self} is not a FIDO2 credential")
+        return bytes.fromhex(self.subject.rpartition(":")[2])
+
+    def __str__(self) -> str:
+        if self.kind == "fido2":
+            return f"fido2:{_b64url(self.credential_id)}"
+        return f"{self.kind}:{self.subject}"
+
+
+def check_ref(ref: MieRef) -> MieRef:
+    """:return: ``ref``, checked.
+
+    :raises StoreInputError: not a :class:`MieRef` of a badge (7-byte UID in hex) or of a
+        FIDO2 credential (``rp_id:hex id``).
+    """
+    if not isinstance(ref, MieRef) or not isinstance(ref.subject, str):
+        raise StoreInputError("A MIE must be a MieRef")
+    if ref.kind == "badge":
+        if _BADGE_SUBJECT.fullmatch(ref.subject) is None:
+            raise StoreInputError("A badge MIE's subject must be its UID in 14 lower-case hex")
+        return ref
+    if ref.kind == "fido2":
+        rp_id, _, hex_id = ref.subject.rpartition(":")
+        check_rp_id(rp_id)
+        if re.fullmatch(r"(?:[0-9a-f]{2}){1,1023}", hex_id) is None:
+            raise StoreInputError("A fido2 MIE's subject must be rp_id:credential id in hex")
+        return ref
+    raise StoreInputError(f"A MIE's kind must be one of {', '.join(MIE_KINDS)}")
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A MIE revoked: it proves nothing any more.
+
+    :param ref: the MIE.
+    :param reason: one of :data:`REVOCATION_REASONS`.
+    :param note: a short free text (at most 200 printable characters), or ``None``.
+    :param revoked_at: when, in seconds since the epoch.
+    :param by: who revoked it (an operator, an API client).
+    """
+
+    ref: MieRef
+    reason: str
+    note: str | None
+    revoked_at: float
+    by: str
+
+
+@dataclass(frozen=True)
+class TemporaryGrant:
+    """A temporary MIE: a spare badge or key granted to one professional for a few days.
+
+    :param ref: the spare MIE.
+    :param id_nat: the professional it is granted to (the only idNat it may present).
+    :param reason: one of :data:`TEMPORARY_REASONS`.
+    :param issued_at: when, in seconds since the epoch.
+    :param expires_at: its end, above ``issued_at`` and at most 7 days after it.
+    :param max_level: the highest level it gives, ``low`` or ``substantial``.
+    :param replaces: the lost MIE's text form (``badge:…``, ``fido2:…``), or ``None``.
+    :param by: who granted it.
+    """
+
+    ref: MieRef
+    id_nat: str
+    reason: str
+    issued_at: float
+    expires_at: float
+    max_level: str
+    replaces: str | None
+    by: str
+
+
+@dataclass(frozen=True)
+class LifecycleRecord:
+    """What the store holds of one MIE's lifecycle.
+
+    :param ref: the MIE.
+    :param revocation: its revocation, or ``None``.
+    :param temporary: its temporary grant, or ``None`` (a permanent MIE).
+    """
+
+    ref: MieRef
+    revocation: Revocation | None
+    temporary: TemporaryGrant | None
+
+
+def _check_actor(by: str) -> str:
+    if not isinstance(by, str) or ACTOR_PATTERN.fullmatch(by) is None:
+        raise StoreInputError(
+            "Who revoked or granted must be 1 to 128 of A-Z a-z 0-9 . _ : @ / + -"
+        )
+    return by
+
+
+def check_revocation(revocation: Revocation) -> Revocation:
+    """:return: ``revocation``, every field checked.
+
+    :raises StoreInputError: a field of the wrong type or out of its bound.
+    """
+    if not isinstance(revocation, Revocation):
+        raise StoreInputError("A revocation must be a Revocation")
+    check_ref(revocation.ref)
+    if revocation.reason not in REVOCATION_REASONS:
+        raise StoreInputError(f"Revocation reason must be one of {', '.join(REVOCATION_REASONS)}")
+    note = revocation.note
+    if note is not None and (
+        not isinstance(note, str) or not 0 < len(note) <= MAX_NOTE_LENGTH or not note.isprintable()
+    ):
+        raise StoreInputError(
+            f"Revocation note must be 1 to {MAX_NOTE_LENGTH} printable characters"
+        )
+    _check_time(revocation.revoked_at, "Revocation time")
+    _check_actor(revocation.by)
+    return revocation
+
+
+def check_grant(grant: TemporaryGrant) -> TemporaryGrant:
+    """:return: ``grant``, every field checked (at most 7 days, a level below ``high``).
+
+    :raises StoreInputError: a field of the wrong type or out of its bound.
+    """
+    if not isinstance(grant, TemporaryGrant):
+        raise StoreInputError("A temporary grant must be a TemporaryGrant")
+    check_ref(grant.ref)
+    check_id_nat(grant.id_nat)
+    if grant.reason not in TEMPORARY_REASONS:
+        raise StoreInputError(f"Temporary reason must be one of {', '.join(TEMPORARY_REASONS)}")
+    issued = _check_time(grant.issued_at, "Grant time")
+    expires = _check_time(grant.expires_at, "Grant expiry")
+    if not issued < expires <= issued + MAX_TEMPORARY_S:
+        raise StoreInputError("A temporary grant must expire after its grant and within 7 days")
+    if grant.max_level not in TEMPORARY_LEVELS:
+        raise StoreInputError("A temporary grant's level cap must be 'low' or 'substantial'")
+    if grant.replaces is not None and (
+        not isinstance(grant.replaces, str) or MIE_REF_PATTERN.fullmatch(grant.replaces) is None
+    ):
+        raise StoreInputError("A grant replaces badge:<14 hex> or fido2:<base64url id>")
+    _check_actor(grant.by)
+    return grant
+
+
+#: The lifecycle table's columns after ``kind, subject``, in :func:`lifecycle_from_row`'s order.
+LIFECYCLE_COLUMNS = (
+    "revoked_at",
+    "revoke_reason",
+    "revoke_note",
+    "revoked_by",
+    "id_nat",
+    "temp_reason",
+    "issued_at",
+    "expires_at",
+    "max_level",
+    "replaces",
+    "granted_by",
+)
+
+
+def revocation_row(revocation: Revocation) -> tuple[object, ...]:
+    """:return: the revocation columns of :data:`LIFECYCLE_COLUMNS` (the first four)."""
+    return (
+        float(revocation.revoked_at),
+        revocation.reason,
+        revocation.note,
+        revocation.by,
+    )
+
+
+def grant_row(grant: TemporaryGrant) -> tuple[object, ...]:
+    """:return: the grant columns of :data:`LIFECYCLE_COLUMNS` (the last seven)."""
+    return (
+        grant.id_nat,
+        grant.reason,
+        float(grant.issued_at),
+        float(grant.expires_at),
+        grant.max_level,
+        grant.replaces,
+        grant.by,
+    )
+
+
+def lifecycle_from_row(ref: MieRef, row: Sequence[object]) -> LifecycleRecord:
+    """:return: the lifecycle of ``ref`` from the 11 columns of :data:`LIFECYCLE_COLUMNS`,
+    checked like a new one.
+
+    :raises StoreCorruptError: the row is not what a backend writes.
+    """
+    try:
+        if len(row) != len(LIFECYCLE_COLUMNS):
+            raise ValueError(row)
+        revocation = None
+        if row[0] is not None:
+            revocation = check_revocation(
+                Revocation(
+                    ref=ref,
+                    reason=row[1],  # type: ignore[arg-type]
+                    note=row[2],  # type: ignore[arg-type]
+                    revoked_at=row[0],  # type: ignore[arg-type]
+                    by=row[3],  # type: ignore[arg-type]
+                )
+            )
+        grant = grant_from_row(ref, row[4:])
+        return LifecycleRecord(ref, revocation, grant)
+    except (ValueError, TypeError, StoreInputError) as e:
+        raise StoreCorruptError(f"The lifecycle row of {ref} has the wrong types or bounds") from e
+
+
+def grant_from_row(ref: MieRef, row: Sequence[object]) -> TemporaryGrant | None:
+    """:return: the grant of ``ref`` from the 7 grant columns (``None``: all null).
+
+    :raises StoreInputError: a field out of its bound.
+    """
+    if len(row) != 7:
+        raise ValueError(row)
+    if row[0] is None:
+        return None
+    id_nat, reason, issued_at, expires_at, max_level, replaces, by = row
+    return check_grant(
+        TemporaryGrant(
+            ref=ref,
+            id_nat=id_nat,  # type: ignore[arg-type]
+            reason=reason,  # type: ignore[arg-type]
+            issued_at=issued_at,  # type: ignore[arg-type]
+            expires_at=expires_at,  # type: ignore[arg-type]
+            max_level=max_level,  # type: ignore[arg-type]
+            replaces=replaces,  # type: ignore[arg-type]
+            by=by,  # type: ignore[arg-type]
+        )
+    )
+
+
+def credential_grant(
+    record: CredentialRecord, temporary: TemporaryGrant | None
+) -> TemporaryGrant | None:
+    """:return: the grant :meth:`Store.put_credential` writes with ``record``: ``temporary``,
+    else the record's own.
+
+    :raises StoreInputError: two different grants, or a grant of another MIE or idNat.
+    """
+    if temporary is not None and record.temporary is not None and temporary != record.temporary:
+        raise StoreInputError("The credential carries another temporary grant than the one given")
+    grant = temporary if temporary is not None else record.temporary
+    if grant is None:
+        return None
+    check_grant(grant)
+    if grant.ref != MieRef.fido2(record.rp_id, record.credential_id):
+        raise StoreInputError(f"The temporary grant is for {grant.ref}, not this credential")
+    if not hmac.compare_digest(grant.id_nat.encode(), record.id_nat.encode()):
+        raise StoreInputError("The temporary grant is for another idNat than the credential's")
+    return grant
+
+
+def revoked_refusal(revocation: Revocation) -> MieRevokedError:
+    """:return: the refusal to register a credential again after its revocation."""
+    return MieRevokedError(
+        f"{revocation.ref} was revoked ({revocation.reason}): it is never registered again",
+        revocation=revocation,
+    )
+
+
+def badge_only(grant: TemporaryGrant) -> MieRef:
+    """:return: the grant's ref, a badge's (a credential's grant is written with it, by
+    :meth:`Store.put_credential`).
+
+    :raises StoreInputError: a FIDO2 credential's grant.
+    """
+    if grant.ref.kind != "badge":
+        raise StoreInputError(
+            "A FIDO2 key's temporary grant is written with it: put_credential(temporary=)"
+        )
+    return grant.ref
+
+
+def refuse_grant(found: LifecycleRecord | None, grant: TemporaryGrant) -> None:
+    """Refuse a new grant for a revoked MIE, or for one whose grant has not expired at the
+    new grant's time.
+
+    :raises StoreInputError: either.
+    """
+    if found is None:
+        return
+    if found.revocation is not None:
+        raise StoreInputError(f"{found.ref} is revoked: it gets no temporary grant")
+    held = found.temporary
+    if held is not None and held.expires_at > grant.issued_at:
+        raise StoreInputError(f"{found.ref} already has a temporary grant until it expires")
+
+
+def lifecycle_of(ref: MieRef, found: Sequence[object] | None) -> LifecycleRecord | None:
+    """:return: :func:`lifecycle_from_row` of a row read (``None``: no row, or one with
+    neither a revocation nor a grant)."""
+    if found is None:
+        return None
+    record = lifecycle_from_row(ref, found)
+    if record.revocation is None and record.temporary is None:
+        return None
+    return record
+
+
+def stored_revocation(ref: MieRef, found: Sequence[object] | None) -> Revocation:
+    """:return: the revocation a backend's revoking upsert returned (its four columns).
+
+    :raises StoreCorruptError: not a revocation.
+    """
+    if found is None or len(found) != 4:
+        raise StoreCorruptError(f"The revocation of {ref} did not read back")
+    record = lifecycle_from_row(ref, (*found, *(None,) * 7))
+    if record.revocation is None:
+        raise StoreCorruptError(f"The revocation of {ref} did not read back")
+    return record.revocation
+
+
+# --- audit (issue 11): one hash chain per node ---------------------------------------------
+
+#: A node's name in the audit table.
+NODE_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: The longest audit line (a record is at most 16 KiB of UTF-8).
+MAX_AUDIT_LINE = 16384
+#: A record digest: SHA-256 in lower-case hex.
+DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
+#: The most lines :meth:`Store.audit_lines` returns at once.
+MAX_AUDIT_LIMIT = 10000
+
+
+def check_node(node: str) -> str:
+    """:return: ``node``, checked.
+
+    :raises StoreInputError: not 1 to 64 of ``A-Za-z0-9._:-``.
+    """
+    if not isinstance(node, str) or NODE_PATTERN.fullmatch(node) is None:
+        raise StoreInputError("Node name must be 1 to 64 characters among A-Z a-z 0-9 . _ : -")
+    return node
+
+
+def check_audit(node: str, seq: int, line: str, digest: str) -> None:
+    """Check an audit record before it is appended.
+
+    :raises StoreInputError: a bad node, a sequence number not from 1 to 2**63 - 1, a line
+        that is not one line of at most 16 KiB of UTF-8 without NUL, or a digest that is not
+        64 lower-case hex digits.
+    """
+    check_node(node)
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 < seq < 2**63:
+        raise StoreInputError("Audit sequence number must be a number from 1 to 2**63 - 1")
+    if (
+        not isinstance(line, str)
+        or not line
+        or "\n" in line
+        or "\r" in line
+        or "\x00" in line
+        or not _encodes(line)
+        or len(line.encode("utf-8")) > MAX_AUDIT_LINE
+    ):
+        raise StoreInputError(f"Audit line must be one line of 1 to {MAX_AUDIT_LINE} bytes, no NUL")
+    if not isinstance(digest, str) or DIGEST_PATTERN.fullmatch(digest) is None:
+        raise StoreInputError("Audit digest must be 64 lower-case hex digits")
+
+
+def check_audit_range(after: int, limit: int) -> None:
+    """:raises StoreInputError: ``after`` not from 0, or ``limit`` not from 1 to 10000."""
+    if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63:
+        raise StoreInputError("Audit 'after' must be a sequence number from 0")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_AUDIT_LIMIT:
+        raise StoreInputError(f"Audit limit must be a number from 1 to {MAX_AUDIT_LIMIT}")
 
 
 #: :func:`counter_refusal`'s verdicts besides an error: suspend the credential, or decide again.
@@ -465,9 +953,12 @@ def credential_from_row(row: Sequence[object]) -> CredentialRecord:
     """:return: the record of a row, read back through the same checks as a new one.
 
     :raises StoreCorruptError: the row is not what a backend's ``put_credential`` writes (the
-        15 columns in the order of :class:`CredentialRecord`, the credential id in hex).
+        15 columns in the order of :class:`CredentialRecord`, the credential id in hex), with
+        or without the 7 grant columns of its lifecycle row (all null: no grant).
     """
     try:
+        grant_columns = row[15:]
+        row = row[:15]
         (
             rp_id,
             hex_id,
@@ -504,8 +995,11 @@ def credential_from_row(row: Sequence[object]) -> CredentialRecord:
             last_used_at=last_used_at,  # type: ignore[arg-type]
             suspended=suspended,  # type: ignore[arg-type]
         )
+        if grant_columns:
+            ref = MieRef.fido2(record.rp_id, record.credential_id)
+            record = dataclasses.replace(record, temporary=grant_from_row(ref, grant_columns))
         return check_credential(record)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, StoreInputError) as e:
         raise StoreCorruptError("A FIDO2 credential row has the wrong types or bounds") from e
 
 
@@ -613,21 +1107,27 @@ class Store(ABC):
         """
         raise StoreError(f"{type(self).__name__} cannot be checked")
 
-    def put_credential(self, record: CredentialRecord) -> None:
-        """Register a FIDO2 credential, in one atomic insert.
+    def put_credential(
+        self, record: CredentialRecord, *, temporary: TemporaryGrant | None = None
+    ) -> None:
+        """Register a FIDO2 credential, in one atomic transaction with its temporary grant.
 
         The credential methods are not abstract, so a store written before them keeps working:
         this default (and every one below) raises :class:`~mie.store.errors.StoreError`.
 
-        :raises StoreInputError: a field out of its bound.
+        :param temporary: register a temporary credential with this grant (its ref is the
+            credential's, its idNat the credential's); default: ``record.temporary``.
+        :raises StoreInputError: a field out of its bound, or a grant of another MIE or idNat.
         :raises AlreadyRegisteredError: a credential with this rp_id and id is stored; nothing
-            was written.
+            was written (no grant either).
+        :raises MieRevokedError: the credential was revoked before (deleted since): a revoked
+            key is never registered again.
         """
         raise _no_credentials(self)
 
     def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
         """:return: the credential registered for ``rp_id`` and ``credential_id``, suspended
-        or not.
+        or not, with its temporary grant (``temporary``).
 
         :raises CredentialUnknownError: none is stored.
         """
@@ -664,7 +1164,7 @@ class Store(ABC):
         raise _no_credentials(self)
 
     def delete_credential(self, rp_id: str, credential_id: bytes) -> None:
-        """Remove a credential.
+        """Remove a credential and its temporary grant (a revocation stays).
 
         :raises CredentialUnknownError: no credential is stored.
         """
@@ -674,6 +1174,53 @@ class Store(ABC):
         """:return: the credentials registered for ``id_nat`` (for ``rp_id`` only, if given),
         oldest first."""
         raise _no_credentials(self)
+
+    def revoke(self, revocation: Revocation) -> Revocation:
+        """Revoke a MIE, idempotently: a MIE already revoked keeps its first revocation.
+
+        A FIDO2 credential is suspended ``revoked`` in the same transaction, so the conditional
+        update of :meth:`advance_counter` refuses it from then on, on every node.
+
+        :return: the revocation stored (the first one, if the MIE was revoked already).
+        :raises StoreInputError: a field out of its bound.
+        :raises CredentialUnknownError: a FIDO2 credential the store does not hold.
+        """
+        raise _no_lifecycle(self)
+
+    def grant_temporary(self, grant: TemporaryGrant) -> None:
+        """Write a temporary grant for a MIE (a badge, before it is enrolled).
+
+        :raises StoreInputError: a field out of its bound, the MIE is revoked, or it has a grant
+            that has not expired at ``grant.issued_at``.
+        """
+        raise _no_lifecycle(self)
+
+    def lifecycle(self, ref: MieRef) -> LifecycleRecord | None:
+        """:return: the revocation and temporary grant of ``ref``, or ``None`` (a permanent MIE,
+        not revoked). Never cached: read at every verification.
+
+        :raises StoreInputError: not a :class:`MieRef`.
+        """
+        raise _no_lifecycle(self)
+
+    def audit_head(self, node: str) -> tuple[int, str] | None:
+        """:return: the sequence number and digest of ``node``'s last audit record, or ``None``
+        (no record yet)."""
+        raise _no_audit(self)
+
+    def append_audit(self, node: str, seq: int, line: str, digest: str) -> None:
+        """Append one audit record to ``node``'s chain, in one insert.
+
+        :raises StoreInputError: a bad node, sequence number, line or digest.
+        :raises AuditConflictError: ``(node, seq)`` is taken (another writer of the same chain
+            came first); nothing was written.
+        """
+        raise _no_audit(self)
+
+    def audit_lines(self, node: str, *, after: int = 0, limit: int = 1000) -> tuple[str, ...]:
+        """:return: the lines of ``node``'s chain with a sequence number above ``after``, in
+        order, at most ``limit`` (1 to 10000)."""
+        raise _no_audit(self)
 
     @abstractmethod
     def close(self) -> None:
@@ -693,3 +1240,47 @@ class Store(ABC):
 
 def _no_credentials(store: Store) -> StoreError:
     return StoreError(f"{type(store).__name__} keeps no FIDO2 credentials")
+
+
+def _no_lifecycle(store: Store) -> StoreError:
+    return StoreError(f"{type(store).__name__} keeps no MIE lifecycle")
+
+
+def _no_audit(store: Store) -> StoreError:
+    return StoreError(f"{type(store).__name__} keeps no audit trail")
+
+
+def audit_conflict(node: str, seq: int) -> AuditConflictError:
+    """:return: the refusal of a record whose place is taken (or not next) in its chain."""
+    return AuditConflictError(
+        f"Audit record {seq} of node {node} is taken, or not the next of its chain"
+    )
+
+
+def audit_head_of(node: str, found: Sequence[object] | None) -> tuple[int, str] | None:
+    """:return: a head row read, checked.
+
+    :raises StoreCorruptError: not ``(seq, digest)``.
+    """
+    if found is None:
+        return None
+    seq, digest = found
+    if (
+        isinstance(seq, bool)
+        or not isinstance(seq, int)
+        or not isinstance(digest, str)
+        or DIGEST_PATTERN.fullmatch(digest) is None
+    ):
+        raise StoreCorruptError(f"The audit head of node {node} has the wrong types")
+    return seq, digest
+
+
+def audit_lines_of(node: str, rows: Sequence[Sequence[object]]) -> tuple[str, ...]:
+    """:return: the lines of rows read, checked.
+
+    :raises StoreCorruptError: a line that is not text.
+    """
+    lines = tuple(row[0] for row in rows)
+    if not all(isinstance(line, str) for line in lines):
+        raise StoreCorruptError(f"An audit line of node {node} is not text")
+    return lines  # type: ignore[return-value]

@@ -16,27 +16,42 @@ from mie.core.errors import MieError
 from mie.store.base import (
     SUSPEND,
     CredentialRecord,
+    LifecycleRecord,
+    MieRef,
     Reservation,
+    Revocation,
     SecretStatus,
     Store,
+    TemporaryGrant,
+    audit_conflict,
+    badge_only,
     binding_matches,
+    check_audit,
+    check_audit_range,
     check_badge,
     check_binding,
     check_context,
     check_credential,
     check_credential_id,
+    check_grant,
     check_hash,
     check_id_nat,
     check_lifetime,
     check_limit,
+    check_node,
     check_nonce,
+    check_ref,
+    check_revocation,
     check_rp_id,
     check_sign_count,
     check_suspension,
     clone_suspended,
     counter_refusal,
+    credential_grant,
     credential_name,
     new_generation,
+    refuse_grant,
+    revoked_refusal,
     unknown_credential,
 )
 from mie.store.errors import (
@@ -88,6 +103,9 @@ class MemoryStore(Store):
         # nonce -> (expires_at, binding, context)
         self._nonces: dict[str, tuple[float, bytes | None, str | None]] = {}
         self._credentials: dict[tuple[str, str], CredentialRecord] = {}
+        self._lifecycle: dict[MieRef, LifecycleRecord] = {}
+        # node -> [(line, digest)], record seq at index seq - 1
+        self._audit: dict[str, list[tuple[str, str]]] = {}
 
     def put_secret(self, badge: str, secret_hash: str, *, replace: bool = False) -> None:
         check_badge(badge)
@@ -185,10 +203,17 @@ class MemoryStore(Store):
         # Always reachable: the state is this process's memory.
         return None
 
-    def put_credential(self, record: CredentialRecord) -> None:
+    def put_credential(
+        self, record: CredentialRecord, *, temporary: TemporaryGrant | None = None
+    ) -> None:
         check_credential(record)
+        grant = credential_grant(record, temporary)
+        ref = MieRef.fido2(record.rp_id, record.credential_id)
         key = (record.rp_id, record.credential_id.hex())
         with self._lock:
+            found = self._lifecycle.get(ref)
+            if found is not None and found.revocation is not None:
+                raise revoked_refusal(found.revocation)
             if key in self._credentials:
                 raise AlreadyRegisteredError(
                     f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
@@ -197,7 +222,10 @@ class MemoryStore(Store):
                 record,
                 created_at=float(record.created_at),
                 last_used_at=None if record.last_used_at is None else float(record.last_used_at),
+                temporary=grant,
             )
+            if grant is not None:
+                self._lifecycle[ref] = LifecycleRecord(ref, None, grant)
 
     def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
         key = _credential_key(rp_id, credential_id)
@@ -253,6 +281,11 @@ class MemoryStore(Store):
         with self._lock:
             if self._credentials.pop(key, None) is None:
                 raise unknown_credential(rp_id, credential_id)
+            # Its grant goes with it; a revocation stays (never registered again).
+            ref = MieRef.fido2(rp_id, credential_id)
+            found = self._lifecycle.pop(ref, None)
+            if found is not None and found.revocation is not None:
+                self._lifecycle[ref] = LifecycleRecord(ref, found.revocation, None)
 
     def credentials_of(self, id_nat: str, rp_id: str | None = None) -> tuple[CredentialRecord, ...]:
         check_id_nat(id_nat)
@@ -264,6 +297,65 @@ class MemoryStore(Store):
                 if r.id_nat == id_nat and scope in (None, r.rp_id)
             ]
         return tuple(sorted(found, key=lambda r: (r.created_at, r.rp_id, r.credential_id.hex())))
+
+    def revoke(self, revocation: Revocation) -> Revocation:
+        check_revocation(revocation)
+        ref = revocation.ref
+        with self._lock:
+            found = self._lifecycle.get(ref)
+            if found is not None and found.revocation is not None:
+                return found.revocation
+            if ref.kind == "fido2":
+                key = (ref.rp_id, ref.credential_id.hex())
+                credential = self._credentials.get(key)
+                if credential is None:
+                    raise unknown_credential(ref.rp_id, ref.credential_id)
+                self._credentials[key] = dataclasses.replace(credential, suspended="revoked")
+            stored = dataclasses.replace(revocation, revoked_at=float(revocation.revoked_at))
+            grant = None if found is None else found.temporary
+            self._lifecycle[ref] = LifecycleRecord(ref, stored, grant)
+            return stored
+
+    def grant_temporary(self, grant: TemporaryGrant) -> None:
+        check_grant(grant)
+        ref = badge_only(grant)
+        with self._lock:
+            refuse_grant(self._lifecycle.get(ref), grant)
+            self._lifecycle[ref] = LifecycleRecord(
+                ref,
+                None,
+                dataclasses.replace(
+                    grant,
+                    issued_at=float(grant.issued_at),
+                    expires_at=float(grant.expires_at),
+                ),
+            )
+
+    def lifecycle(self, ref: MieRef) -> LifecycleRecord | None:
+        check_ref(ref)
+        with self._lock:
+            return self._lifecycle.get(ref)
+
+    def audit_head(self, node: str) -> tuple[int, str] | None:
+        check_node(node)
+        with self._lock:
+            chain = self._audit.get(node)
+            return (len(chain), chain[-1][1]) if chain else None
+
+    def append_audit(self, node: str, seq: int, line: str, digest: str) -> None:
+        check_audit(node, seq, line, digest)
+        with self._lock:
+            chain = self._audit.setdefault(node, [])
+            if seq != len(chain) + 1:
+                raise audit_conflict(node, seq)
+            chain.append((line, digest))
+
+    def audit_lines(self, node: str, *, after: int = 0, limit: int = 1000) -> tuple[str, ...]:
+        check_node(node)
+        check_audit_range(after, limit)
+        with self._lock:
+            chain = self._audit.get(node, [])
+            return tuple(line for line, _ in chain[after : after + limit])
 
     def close(self) -> None:
         # Nothing to release; the state stays readable until the object is dropped.

@@ -29,28 +29,49 @@ from mie.core.errors import MieError
 from mie.store.base import (
     SUSPEND,
     CredentialRecord,
+    LifecycleRecord,
+    MieRef,
     Reservation,
+    Revocation,
     SecretStatus,
     Store,
+    TemporaryGrant,
+    audit_conflict,
+    audit_head_of,
+    audit_lines_of,
+    badge_only,
     binding_matches,
+    check_audit,
+    check_audit_range,
     check_badge,
     check_binding,
     check_context,
     check_credential,
     check_credential_id,
+    check_grant,
     check_hash,
     check_id_nat,
     check_lifetime,
     check_limit,
+    check_node,
     check_nonce,
+    check_ref,
+    check_revocation,
     check_rp_id,
     check_sign_count,
     check_suspension,
     clone_suspended,
     counter_refusal,
     credential_from_row,
+    credential_grant,
     credential_name,
+    grant_row,
+    lifecycle_of,
     new_generation,
+    refuse_grant,
+    revocation_row,
+    revoked_refusal,
+    stored_revocation,
     unknown_credential,
 )
 from mie.store.errors import (
@@ -102,6 +123,34 @@ SCHEMA = (
     " PRIMARY KEY (rp_id, credential_id)"
     ")",
     "CREATE INDEX IF NOT EXISTS mie_fido_credential_id_nat ON mie_fido_credential (id_nat)",
+    # The MIE lifecycle (issue 11): a revocation and a temporary grant per badge or credential;
+    # times in seconds since the epoch (the callers' clocks, as the grants' bounds).
+    "CREATE TABLE IF NOT EXISTS mie_lifecycle ("
+    " kind text NOT NULL CHECK (kind IN ('badge', 'fido2')),"
+    " subject text NOT NULL CHECK (length(subject) BETWEEN 1 AND 2300),"
+    " revoked_at float8,"
+    " revoke_reason text,"
+    " revoke_note text,"
+    " revoked_by text,"
+    " id_nat text,"
+    " temp_reason text,"
+    " issued_at float8,"
+    " expires_at float8,"
+    " max_level text,"
+    " replaces text,"
+    " granted_by text,"
+    " CHECK ((revoked_at IS NULL) = (revoke_reason IS NULL)),"
+    " CHECK ((id_nat IS NULL) = (expires_at IS NULL)),"
+    " PRIMARY KEY (kind, subject)"
+    ")",
+    # The audit trail (issue 11): one hash chain per node, its records numbered from 1.
+    "CREATE TABLE IF NOT EXISTS mie_audit ("
+    " node text NOT NULL CHECK (length(node) BETWEEN 1 AND 64),"
+    " seq bigint NOT NULL CHECK (seq > 0),"
+    " line text NOT NULL,"
+    " digest text NOT NULL CHECK (length(digest) = 64),"
+    " PRIMARY KEY (node, seq)"
+    ")",
 )
 #: Columns added to tables of an older schema (issue 11): ``(table, column, declaration)``.
 #: Each ``ALTER TABLE`` runs only when ``information_schema`` lacks the column (it would take
@@ -126,11 +175,75 @@ MAX_POOL_SIZE = 64
 
 #: The columns of a credential, in the order of :class:`~mie.store.base.CredentialRecord`
 #: (times as seconds since the epoch).
+_CREDENTIAL_COLUMNS = (
+    "c.rp_id, c.credential_id, c.user_handle, c.public_key, c.alg, c.aaguid, c.sign_count,"
+    " c.backup_eligible, c.attestation, c.certification, c.id_nat, c.test,"
+    " extract(epoch FROM c.created_at)::float8, extract(epoch FROM c.last_used_at)::float8,"
+    " c.suspended, l.id_nat, l.temp_reason, l.issued_at, l.expires_at, l.max_level, l.replaces,"
+    " l.granted_by"
+)
+#: The join of a credential with its grant (a temporary credential's lifecycle row).
+_CREDENTIAL_JOIN = (
+    " LEFT JOIN mie_lifecycle l"
+    " ON l.kind = 'fido2' AND l.subject = c.rp_id || ':' || c.credential_id"
+)
+# The statements below join constants of this module only (no input): S608 does not apply.
 _SELECT_CREDENTIAL = (
-    "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
-    " backup_eligible, attestation, certification, id_nat, test,"
-    " extract(epoch FROM created_at)::float8, extract(epoch FROM last_used_at)::float8,"
-    " suspended FROM mie_fido_credential WHERE rp_id = %s AND credential_id = %s"
+    f"SELECT {_CREDENTIAL_COLUMNS} FROM mie_fido_credential c{_CREDENTIAL_JOIN}"  # noqa: S608
+    " WHERE c.rp_id = %s AND c.credential_id = %s"
+)
+_CREDENTIALS_OF = (
+    f"SELECT {_CREDENTIAL_COLUMNS} FROM mie_fido_credential c{_CREDENTIAL_JOIN}"  # noqa: S608
+    " WHERE c.id_nat = %s AND (%s::text IS NULL OR c.rp_id = %s)"
+    " ORDER BY c.created_at, c.rp_id, c.credential_id"
+)
+#: The counter's guard (plan D9), returning the credential with its grant.
+_ADVANCE = (
+    "WITH c AS (UPDATE mie_fido_credential SET sign_count = %s, last_used_at = now()"  # noqa: S608
+    " WHERE rp_id = %s AND credential_id = %s AND suspended IS NULL"
+    " AND (sign_count < %s OR (%s AND %s = 0 AND sign_count = 0))"
+    f" RETURNING *) SELECT {_CREDENTIAL_COLUMNS} FROM c{_CREDENTIAL_JOIN}"
+)
+_SELECT_LIFECYCLE = (
+    "SELECT revoked_at, revoke_reason, revoke_note, revoked_by, id_nat, temp_reason, issued_at,"
+    " expires_at, max_level, replaces, granted_by FROM mie_lifecycle"
+    " WHERE kind = %s AND subject = %s"
+)
+#: Revoke once: a row revoked already keeps its first revocation (one statement).
+_REVOKE = (
+    "INSERT INTO mie_lifecycle (kind, subject, revoked_at, revoke_reason, revoke_note, revoked_by)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (kind, subject) DO UPDATE SET"
+    " revoke_reason = coalesce(mie_lifecycle.revoke_reason, EXCLUDED.revoke_reason),"
+    " revoke_note = CASE WHEN mie_lifecycle.revoked_at IS NULL THEN EXCLUDED.revoke_note"
+    " ELSE mie_lifecycle.revoke_note END,"
+    " revoked_by = coalesce(mie_lifecycle.revoked_by, EXCLUDED.revoked_by),"
+    " revoked_at = coalesce(mie_lifecycle.revoked_at, EXCLUDED.revoked_at)"
+    " RETURNING revoked_at, revoke_reason, revoke_note, revoked_by"
+)
+_GRANT = (
+    "INSERT INTO mie_lifecycle (kind, subject, id_nat, temp_reason, issued_at, expires_at,"
+    " max_level, replaces, granted_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (kind, subject) DO UPDATE SET id_nat = EXCLUDED.id_nat,"
+    " temp_reason = EXCLUDED.temp_reason, issued_at = EXCLUDED.issued_at,"
+    " expires_at = EXCLUDED.expires_at, max_level = EXCLUDED.max_level,"
+    " replaces = EXCLUDED.replaces, granted_by = EXCLUDED.granted_by"
+)
+_CLEAR_GRANT = (
+    "UPDATE mie_lifecycle SET id_nat = NULL, temp_reason = NULL, issued_at = NULL,"
+    " expires_at = NULL, max_level = NULL, replaces = NULL, granted_by = NULL"
+    " WHERE kind = 'fido2' AND subject = %s"
+)
+_DROP_EMPTY = (
+    "DELETE FROM mie_lifecycle WHERE kind = 'fido2' AND subject = %s AND revoked_at IS NULL"
+    " AND id_nat IS NULL"
+)
+#: Append a record only as the next of its chain: ``(node, seq)`` free and ``seq - 1`` the
+#: head (a gap or a taken number is a conflict, never a fork; two writers racing for one
+#: number meet on the primary key).
+_APPEND = (
+    "INSERT INTO mie_audit (node, seq, line, digest) SELECT %s, %s, %s, %s"
+    " WHERE coalesce((SELECT max(seq) FROM mie_audit WHERE node = %s), 0) = %s - 1"
+    " ON CONFLICT (node, seq) DO NOTHING"
 )
 #: How many times :meth:`PostgresStore.advance_counter` decides again when the row changed
 #: between its update and its read (deleted and registered again).
@@ -314,8 +427,12 @@ class PostgresStore(Store):
             cursor.execute("SELECT 1")
             cursor.fetchone()
 
-    def put_credential(self, record: CredentialRecord) -> None:
+    def put_credential(
+        self, record: CredentialRecord, *, temporary: TemporaryGrant | None = None
+    ) -> None:
         check_credential(record)
+        grant = credential_grant(record, temporary)
+        ref = MieRef.fido2(record.rp_id, record.credential_id)
         row = (
             record.rp_id,
             record.credential_id.hex(),
@@ -333,18 +450,23 @@ class PostgresStore(Store):
             None if record.last_used_at is None else float(record.last_used_at),
             record.suspended,
         )
-        with self._cursor() as cursor:
+        with self._cursor() as cursor, cursor.connection.transaction():
+            cursor.execute(_SELECT_LIFECYCLE, (ref.kind, ref.subject))
+            found = lifecycle_of(ref, cursor.fetchone())
+            if found is not None and found.revocation is not None:
+                raise revoked_refusal(found.revocation)
             cursor.execute(
                 "INSERT INTO mie_fido_credential VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
                 " %s, %s, to_timestamp(%s), to_timestamp(%s), %s)"
                 " ON CONFLICT (rp_id, credential_id) DO NOTHING",
                 row,
             )
-            inserted = cursor.rowcount
-        if inserted != 1:
-            raise AlreadyRegisteredError(
-                f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
-            )
+            if cursor.rowcount != 1:
+                raise AlreadyRegisteredError(
+                    f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
+                )
+            if grant is not None:
+                cursor.execute(_GRANT, (ref.kind, ref.subject, *grant_row(grant)))
 
     def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
         key = _credential_key(rp_id, credential_id)
@@ -365,16 +487,7 @@ class PostgresStore(Store):
             with self._cursor() as cursor:
                 # The guard: one statement, so PostgreSQL re-checks the condition on the row
                 # another node has just updated, and of several nodes exactly one advances.
-                cursor.execute(
-                    "UPDATE mie_fido_credential SET sign_count = %s, last_used_at = now()"
-                    " WHERE rp_id = %s AND credential_id = %s AND suspended IS NULL"
-                    " AND (sign_count < %s OR (%s AND %s = 0 AND sign_count = 0))"
-                    " RETURNING rp_id, credential_id, user_handle, public_key, alg, aaguid,"
-                    " sign_count, backup_eligible, attestation, certification, id_nat, test,"
-                    " extract(epoch FROM created_at)::float8,"
-                    " extract(epoch FROM last_used_at)::float8, suspended",
-                    (counter, *key, counter, zero, counter),
-                )
+                cursor.execute(_ADVANCE, (counter, *key, counter, zero, counter))
                 updated = cursor.fetchone()
                 if updated is not None:
                     return credential_from_row(updated)
@@ -421,29 +534,97 @@ class PostgresStore(Store):
 
     def delete_credential(self, rp_id: str, credential_id: bytes) -> None:
         key = _credential_key(rp_id, credential_id)
-        with self._cursor() as cursor:
+        with self._cursor() as cursor, cursor.connection.transaction():
             cursor.execute(
                 "DELETE FROM mie_fido_credential WHERE rp_id = %s AND credential_id = %s", key
             )
-            changed = cursor.rowcount
-        if changed != 1:
-            raise unknown_credential(rp_id, credential_id)
+            if cursor.rowcount != 1:
+                raise unknown_credential(rp_id, credential_id)
+            # Its grant goes with it; a revocation stays (never registered again).
+            subject = ":".join(key)
+            cursor.execute(_CLEAR_GRANT, (subject,))
+            cursor.execute(_DROP_EMPTY, (subject,))
 
     def credentials_of(self, id_nat: str, rp_id: str | None = None) -> tuple[CredentialRecord, ...]:
         check_id_nat(id_nat)
         scope = None if rp_id is None else check_rp_id(rp_id)
         with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
-                " backup_eligible, attestation, certification, id_nat, test,"
-                " extract(epoch FROM created_at)::float8,"
-                " extract(epoch FROM last_used_at)::float8, suspended FROM mie_fido_credential"
-                " WHERE id_nat = %s AND (%s::text IS NULL OR rp_id = %s)"
-                " ORDER BY created_at, rp_id, credential_id",
-                (id_nat, scope, scope),
-            )
+            cursor.execute(_CREDENTIALS_OF, (id_nat, scope, scope))
             rows = cursor.fetchall()
         return tuple(credential_from_row(row) for row in rows)
+
+    def revoke(self, revocation: Revocation) -> Revocation:
+        check_revocation(revocation)
+        ref = revocation.ref
+        with self._cursor() as cursor, cursor.connection.transaction():
+            if ref.kind == "fido2":
+                cursor.execute(
+                    "UPDATE mie_fido_credential SET suspended = 'revoked'"
+                    " WHERE rp_id = %s AND credential_id = %s",
+                    (ref.rp_id, ref.credential_id.hex()),
+                )
+                if cursor.rowcount != 1:
+                    raise unknown_credential(ref.rp_id, ref.credential_id)
+            cursor.execute(_REVOKE, (ref.kind, ref.subject, *revocation_row(revocation)))
+            stored = cursor.fetchone()
+        return stored_revocation(ref, stored)
+
+    def grant_temporary(self, grant: TemporaryGrant) -> None:
+        check_grant(grant)
+        ref = badge_only(grant)
+        with self._cursor() as cursor, cursor.connection.transaction():
+            # The row exists (empty if new), then is locked: two nodes granting at once are
+            # serialised on it, and the second one sees the first one's grant.
+            cursor.execute(
+                "INSERT INTO mie_lifecycle (kind, subject) VALUES (%s, %s)"
+                " ON CONFLICT (kind, subject) DO NOTHING",
+                (ref.kind, ref.subject),
+            )
+            cursor.execute(_SELECT_LIFECYCLE + " FOR UPDATE", (ref.kind, ref.subject))
+            refuse_grant(lifecycle_of(ref, cursor.fetchone()), grant)
+            cursor.execute(_GRANT, (ref.kind, ref.subject, *grant_row(grant)))
+
+    def lifecycle(self, ref: MieRef) -> LifecycleRecord | None:
+        check_ref(ref)
+        with self._cursor() as cursor:
+            cursor.execute(_SELECT_LIFECYCLE, (ref.kind, ref.subject))
+            found = cursor.fetchone()
+        return lifecycle_of(ref, found)
+
+    def audit_head(self, node: str) -> tuple[int, str] | None:
+        check_node(node)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT seq, digest FROM mie_audit WHERE node = %s ORDER BY seq DESC LIMIT 1",
+                (node,),
+            )
+            found = cursor.fetchone()
+        return audit_head_of(node, found)
+
+    def append_audit(self, node: str, seq: int, line: str, digest: str) -> None:
+        check_audit(node, seq, line, digest)
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(_APPEND, (node, seq, line, digest, node, seq))
+                inserted = cursor.rowcount
+        except StoreError as e:
+            # Two writers past the head check at once: the second meets the primary key.
+            if isinstance(e.__cause__, pg_errors.UniqueViolation):
+                raise audit_conflict(node, seq) from e
+            raise
+        if inserted != 1:
+            raise audit_conflict(node, seq)
+
+    def audit_lines(self, node: str, *, after: int = 0, limit: int = 1000) -> tuple[str, ...]:
+        check_node(node)
+        check_audit_range(after, limit)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT line FROM mie_audit WHERE node = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (node, after, limit),
+            )
+            rows = cursor.fetchall()
+        return audit_lines_of(node, rows)
 
     def close(self) -> None:
         """Close the idle connections (and each one in use when it is given back); a later

@@ -24,28 +24,50 @@ from mie.core.errors import MieError
 from mie.store.base import (
     SUSPEND,
     CredentialRecord,
+    LifecycleRecord,
+    MieRef,
     Reservation,
+    Revocation,
     SecretStatus,
     Store,
+    TemporaryGrant,
+    audit_conflict,
+    audit_head_of,
+    audit_lines_of,
+    badge_only,
     binding_matches,
+    check_audit,
+    check_audit_range,
     check_badge,
     check_binding,
     check_context,
     check_credential,
     check_credential_id,
+    check_grant,
     check_hash,
     check_id_nat,
     check_lifetime,
     check_limit,
+    check_node,
     check_nonce,
+    check_ref,
+    check_revocation,
     check_rp_id,
     check_sign_count,
     check_suspension,
     clone_suspended,
     counter_refusal,
     credential_from_row,
+    credential_grant,
     credential_name,
+    grant_row,
+    lifecycle_from_row,
+    lifecycle_of,
     new_generation,
+    refuse_grant,
+    revocation_row,
+    revoked_refusal,
+    stored_revocation,
     unknown_credential,
 )
 from mie.store.errors import (
@@ -93,6 +115,34 @@ SCHEMA = (
     " PRIMARY KEY (rp_id, credential_id)"
     ")",
     "CREATE INDEX IF NOT EXISTS mie_fido_credential_id_nat ON mie_fido_credential (id_nat)",
+    # The MIE lifecycle (issue 11): a revocation and a temporary grant per badge or credential;
+    # times in seconds since the epoch (the callers' clocks, as the grants' bounds).
+    "CREATE TABLE IF NOT EXISTS mie_lifecycle ("
+    " kind TEXT NOT NULL CHECK (kind IN ('badge', 'fido2')),"
+    " subject TEXT NOT NULL CHECK (length(subject) BETWEEN 1 AND 2300),"
+    " revoked_at REAL,"
+    " revoke_reason TEXT,"
+    " revoke_note TEXT,"
+    " revoked_by TEXT,"
+    " id_nat TEXT,"
+    " temp_reason TEXT,"
+    " issued_at REAL,"
+    " expires_at REAL,"
+    " max_level TEXT,"
+    " replaces TEXT,"
+    " granted_by TEXT,"
+    " CHECK ((revoked_at IS NULL) = (revoke_reason IS NULL)),"
+    " CHECK ((id_nat IS NULL) = (expires_at IS NULL)),"
+    " PRIMARY KEY (kind, subject)"
+    ")",
+    # The audit trail (issue 11): one hash chain per node, its records numbered from 1.
+    "CREATE TABLE IF NOT EXISTS mie_audit ("
+    " node TEXT NOT NULL CHECK (length(node) BETWEEN 1 AND 64),"
+    " seq INTEGER NOT NULL CHECK (seq > 0),"
+    " line TEXT NOT NULL,"
+    " digest TEXT NOT NULL CHECK (length(digest) = 64),"
+    " PRIMARY KEY (node, seq)"
+    ")",
 )
 #: Columns added to tables of an older schema (issue 11): ``(table, column, declaration)``;
 #: each is added, once, by the schema step when ``PRAGMA table_info`` lacks it.
@@ -100,10 +150,38 @@ COLUMNS = (
     ("mie_nonce", "binding", "BLOB CHECK (binding IS NULL OR length(binding) BETWEEN 1 AND 64)"),
     ("mie_nonce", "context", "TEXT CHECK (context IS NULL OR length(context) BETWEEN 1 AND 2048)"),
 )
-_SELECT_CREDENTIAL = (
-    "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
-    " backup_eligible, attestation, certification, id_nat, test, created_at, last_used_at,"
-    " suspended FROM mie_fido_credential WHERE rp_id = ? AND credential_id = ?"
+#: A credential's columns with its grant's (a temporary credential's lifecycle row), in the
+#: order :func:`~mie.store.base.credential_from_row` reads.
+_CREDENTIAL_COLUMNS = (
+    "c.rp_id, c.credential_id, c.user_handle, c.public_key, c.alg, c.aaguid, c.sign_count,"
+    " c.backup_eligible, c.attestation, c.certification, c.id_nat, c.test, c.created_at,"
+    " c.last_used_at, c.suspended, l.id_nat, l.temp_reason, l.issued_at, l.expires_at,"
+    " l.max_level, l.replaces, l.granted_by FROM mie_fido_credential c LEFT JOIN mie_lifecycle l"
+    " ON l.kind = 'fido2' AND l.subject = c.rp_id || ':' || c.credential_id"
+)
+_SELECT_CREDENTIAL = f"SELECT {_CREDENTIAL_COLUMNS} WHERE c.rp_id = ? AND c.credential_id = ?"
+_SELECT_LIFECYCLE = (
+    "SELECT revoked_at, revoke_reason, revoke_note, revoked_by, id_nat, temp_reason, issued_at,"
+    " expires_at, max_level, replaces, granted_by FROM mie_lifecycle WHERE kind = ? AND subject = ?"
+)
+#: Revoke once: a row revoked already keeps its first revocation (one statement).
+_REVOKE = (
+    "INSERT INTO mie_lifecycle (kind, subject, revoked_at, revoke_reason, revoke_note, revoked_by)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, subject) DO UPDATE SET"
+    " revoke_reason = coalesce(mie_lifecycle.revoke_reason, excluded.revoke_reason),"
+    " revoke_note = CASE WHEN mie_lifecycle.revoked_at IS NULL THEN excluded.revoke_note"
+    " ELSE mie_lifecycle.revoke_note END,"
+    " revoked_by = coalesce(mie_lifecycle.revoked_by, excluded.revoked_by),"
+    " revoked_at = coalesce(mie_lifecycle.revoked_at, excluded.revoked_at)"
+    " RETURNING revoked_at, revoke_reason, revoke_note, revoked_by"
+)
+_GRANT = (
+    "INSERT INTO mie_lifecycle (kind, subject, id_nat, temp_reason, issued_at, expires_at,"
+    " max_level, replaces, granted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (kind, subject) DO UPDATE SET id_nat = excluded.id_nat,"
+    " temp_reason = excluded.temp_reason, issued_at = excluded.issued_at,"
+    " expires_at = excluded.expires_at, max_level = excluded.max_level,"
+    " replaces = excluded.replaces, granted_by = excluded.granted_by"
 )
 
 #: How many times :meth:`SqliteStore.advance_counter` decides again when the row changed under
@@ -266,8 +344,12 @@ class SqliteStore(Store):
         with self._transaction() as db:
             db.execute("SELECT 1").fetchone()
 
-    def put_credential(self, record: CredentialRecord) -> None:
+    def put_credential(
+        self, record: CredentialRecord, *, temporary: TemporaryGrant | None = None
+    ) -> None:
         check_credential(record)
+        grant = credential_grant(record, temporary)
+        ref = MieRef.fido2(record.rp_id, record.credential_id)
         row = (
             record.rp_id,
             record.credential_id.hex(),
@@ -286,16 +368,19 @@ class SqliteStore(Store):
             record.suspended,
         )
         with self._transaction() as db:
+            _refuse_revoked(db, ref)
             inserted = db.execute(
                 "INSERT INTO mie_fido_credential"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (rp_id, credential_id) DO NOTHING",
                 row,
             ).rowcount
-        if inserted != 1:
-            raise AlreadyRegisteredError(
-                f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
-            )
+            if inserted != 1:
+                raise AlreadyRegisteredError(
+                    f"Already registered: {credential_name(record.rp_id, record.credential_id)}"
+                )
+            if grant is not None:
+                db.execute(_GRANT, (ref.kind, ref.subject, *grant_row(grant)))
 
     def get_credential(self, rp_id: str, credential_id: bytes) -> CredentialRecord:
         key = _credential_key(rp_id, credential_id)
@@ -322,7 +407,12 @@ class SqliteStore(Store):
                     (counter, self._clock(), *key, counter, int(bool(allow_zero)), counter),
                 ).fetchone()
                 if updated is not None:
-                    return credential_from_row(updated)
+                    grant = db.execute(
+                        "SELECT id_nat, temp_reason, issued_at, expires_at, max_level, replaces,"
+                        " granted_by FROM mie_lifecycle WHERE kind = 'fido2' AND subject = ?",
+                        (":".join(key),),
+                    ).fetchone()
+                    return credential_from_row(tuple(updated) + tuple(grant or (None,) * 7))
                 found = db.execute(
                     "SELECT sign_count, suspended FROM mie_fido_credential"
                     " WHERE rp_id = ? AND credential_id = ?",
@@ -364,22 +454,81 @@ class SqliteStore(Store):
             changed = db.execute(
                 "DELETE FROM mie_fido_credential WHERE rp_id = ? AND credential_id = ?", key
             ).rowcount
-        if changed != 1:
-            raise unknown_credential(rp_id, credential_id)
+            if changed != 1:
+                raise unknown_credential(rp_id, credential_id)
+            # Its grant goes with it; a revocation stays (never registered again).
+            subject = ":".join(key)
+            db.execute(_CLEAR_GRANT, (subject,))
+            db.execute(_DROP_EMPTY, (subject,))
 
     def credentials_of(self, id_nat: str, rp_id: str | None = None) -> tuple[CredentialRecord, ...]:
         check_id_nat(id_nat)
         scope = None if rp_id is None else check_rp_id(rp_id)
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT rp_id, credential_id, user_handle, public_key, alg, aaguid, sign_count,"
-                " backup_eligible, attestation, certification, id_nat, test, created_at,"
-                " last_used_at, suspended FROM mie_fido_credential"
-                " WHERE id_nat = ? AND (? IS NULL OR rp_id = ?)"
-                " ORDER BY created_at, rp_id, credential_id",
+                f"SELECT {_CREDENTIAL_COLUMNS} WHERE c.id_nat = ? AND (? IS NULL OR c.rp_id = ?)"
+                " ORDER BY c.created_at, c.rp_id, c.credential_id",
                 (id_nat, scope, scope),
             ).fetchall()
         return tuple(credential_from_row(row) for row in rows)
+
+    def revoke(self, revocation: Revocation) -> Revocation:
+        check_revocation(revocation)
+        ref = revocation.ref
+        with self._transaction() as db:
+            if ref.kind == "fido2":
+                changed = db.execute(
+                    "UPDATE mie_fido_credential SET suspended = 'revoked'"
+                    " WHERE rp_id = ? AND credential_id = ?",
+                    (ref.rp_id, ref.credential_id.hex()),
+                ).rowcount
+                if changed != 1:
+                    raise unknown_credential(ref.rp_id, ref.credential_id)
+            stored = db.execute(
+                _REVOKE, (ref.kind, ref.subject, *revocation_row(revocation))
+            ).fetchone()
+        return stored_revocation(ref, stored)
+
+    def grant_temporary(self, grant: TemporaryGrant) -> None:
+        check_grant(grant)
+        ref = badge_only(grant)
+        with self._transaction() as db:
+            found = db.execute(_SELECT_LIFECYCLE, (ref.kind, ref.subject)).fetchone()
+            if found is not None:
+                refuse_grant(lifecycle_from_row(ref, found), grant)
+            db.execute(_GRANT, (ref.kind, ref.subject, *grant_row(grant)))
+
+    def lifecycle(self, ref: MieRef) -> LifecycleRecord | None:
+        check_ref(ref)
+        with self._transaction() as db:
+            found = db.execute(_SELECT_LIFECYCLE, (ref.kind, ref.subject)).fetchone()
+        return lifecycle_of(ref, found)
+
+    def audit_head(self, node: str) -> tuple[int, str] | None:
+        check_node(node)
+        with self._transaction() as db:
+            found = db.execute(
+                "SELECT seq, digest FROM mie_audit WHERE node = ? ORDER BY seq DESC LIMIT 1",
+                (node,),
+            ).fetchone()
+        return audit_head_of(node, found)
+
+    def append_audit(self, node: str, seq: int, line: str, digest: str) -> None:
+        check_audit(node, seq, line, digest)
+        with self._transaction() as db:
+            inserted = db.execute(_APPEND, (node, seq, line, digest, node, seq)).rowcount
+        if inserted != 1:
+            raise audit_conflict(node, seq)
+
+    def audit_lines(self, node: str, *, after: int = 0, limit: int = 1000) -> tuple[str, ...]:
+        check_node(node)
+        check_audit_range(after, limit)
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT line FROM mie_audit WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (node, after, limit),
+            ).fetchall()
+        return audit_lines_of(node, rows)
 
     def close(self) -> None:
         """Close the connections this store opened in this process; a later operation opens
@@ -474,6 +623,31 @@ class SqliteStore(Store):
                 present = {row[1] for row in schema.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
                     schema.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
+_CLEAR_GRANT = (
+    "UPDATE mie_lifecycle SET id_nat = NULL, temp_reason = NULL, issued_at = NULL,"
+    " expires_at = NULL, max_level = NULL, replaces = NULL, granted_by = NULL"
+    " WHERE kind = 'fido2' AND subject = ?"
+)
+_DROP_EMPTY = (
+    "DELETE FROM mie_lifecycle WHERE kind = 'fido2' AND subject = ? AND revoked_at IS NULL"
+    " AND id_nat IS NULL"
+)
+#: Append a record only as the next of its chain: ``(node, seq)`` free and ``seq - 1`` the
+#: head (a gap or a taken number is a conflict, never a fork).
+_APPEND = (
+    "INSERT INTO mie_audit (node, seq, line, digest) SELECT ?, ?, ?, ?"
+    " WHERE coalesce((SELECT max(seq) FROM mie_audit WHERE node = ?), 0) = ? - 1"
+    " ON CONFLICT (node, seq) DO NOTHING"
+)
+
+
+def _refuse_revoked(db: sqlite3.Connection, ref: MieRef) -> None:
+    found = db.execute(_SELECT_LIFECYCLE, (ref.kind, ref.subject)).fetchone()
+    record = lifecycle_of(ref, found)
+    if record is not None and record.revocation is not None:
+        raise revoked_refusal(record.revocation)
 
 
 class _Connection(sqlite3.Connection):
