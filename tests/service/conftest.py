@@ -208,3 +208,77 @@ def still_serving(live: LiveService, card: CardCredentials) -> None:
     answer = post_verify(live, cpx_evidence(card, nonce))
     assert answer.status_code == 200, answer.text
     assert answer.json()["valid"] is True
+
+
+@pytest.fixture(scope="session")
+def psc_allowing_test(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PSC claims mapping that is the packaged one, but emits claims for TEST identities."""
+    import importlib.resources
+    import json
+
+    data = json.loads(importlib.resources.files("mie").joinpath("psc-claims.json").read_text())
+    data["test_identities"] = "allow"
+    path = tmp_path_factory.mktemp("psc") / "psc-claims.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def fido_policy_file(test_pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A FIDO policy for the service's origin: attestation required, the emulator's TEST model
+    allowlisted, its TEST attestation root trusted."""
+    import json
+
+    from mie.emulation.fido_pki import EMULATOR_AAGUID, TestAttestationPki
+
+    pki = TestAttestationPki.load(test_pki_dir)
+    directory = tmp_path_factory.mktemp("fido-policy")
+    (directory / "root.pem").write_bytes(
+        pki.root.certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    import uuid
+
+    allowlist = {
+        "format": "mie-fido-aaguids/1",
+        "source": "the service tests",
+        "updated": "2026-12-01",
+        "keys": [{"aaguid": str(uuid.UUID(bytes=EMULATOR_AAGUID)), "name": "TEST", "test": True}],
+    }
+    (directory / "aaguids.json").write_text(json.dumps(allowlist))
+    policy = {
+        "format": "mie-fido-policy/1",
+        "rp_id": "iam.example",
+        "attestation": "required",
+        "allowlist": "aaguids.json",
+        "metadata": None,
+        "attestation_roots": ["root.pem"],
+        "crls": [],
+        "require_uv": True,
+        "backup_eligible": "low",
+        "counter": "required",
+        "algorithms": ["ES256", "EdDSA"],
+    }
+    (directory / "policy.json").write_text(json.dumps(policy))
+    return str(directory / "policy.json")
+
+
+@pytest.fixture
+def device(test_pki_dir: Path) -> Any:
+    """An emulated FIDO2 key (PIN 1234) attested by the run's TEST attestation PKI."""
+    from mie.emulation.ctap2 import EmulatedAuthenticator
+    from mie.emulation.fido_pki import TestAttestationPki
+
+    return EmulatedAuthenticator("1234", pki=TestAttestationPki.load(test_pki_dir))
+
+
+@pytest.fixture
+def fido_config(
+    make_config: Callable[..., ServiceConfig], fido_policy_file: str, psc_allowing_test: str
+) -> Callable[..., ServiceConfig]:
+    """A factory of configurations with FIDO2 (the TEST policy) and a PSC mapping allowing
+    TEST identities."""
+
+    def make(**changes: Any) -> ServiceConfig:
+        return make_config(fido_policy=fido_policy_file, psc_claims=psc_allowing_test, **changes)
+
+    return make

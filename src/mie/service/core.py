@@ -37,6 +37,7 @@ NONCE_BYTES = 32
 MAX_CONTEXT = 2048
 PURPOSES = ("verify", "relay", "fido.register", "fido.authenticate")
 _LEVELS = {AssuranceLevel.SUBSTANTIAL, AssuranceLevel.HIGH}
+_SYSTEM = Caller("mie", frozenset())
 
 
 def utc_text(seconds: float) -> str:
@@ -126,6 +127,18 @@ class VerifyCore:
             raise
         self.ctx.metrics.challenges.labels(purpose).inc()
         return Challenge(nonce, self.ctx.origin, now + lifetime)
+
+    def started(self) -> None:
+        """Record the node's ``start`` event (its version)."""
+        import mie
+
+        self.record_event("start", _SYSTEM, None, None, detail={"version": mie.__version__})
+
+    def stopped(self) -> None:
+        """Record the node's ``stop`` event (the heads of its chains)."""
+        heads = self.ctx.audit.heads() if self.ctx.audit is not None else ()
+        detail = {"heads": [None if h is None else h[1] for h in heads]}
+        self.record_event("stop", _SYSTEM, None, None, detail=detail)
 
     def consume(self, nonce: bytes, caller: Caller, purposes: Sequence[str]) -> dict[str, Any]:
         """Consume ``nonce`` (first use, valid or not) and return its context.
@@ -251,6 +264,47 @@ class VerifyCore:
             nonce=nonce,
             binding=caller.binding,
             request_id=request_id,
+            detail=dict(detail) if detail else None,
+        )
+        stamp = trail.append(record)
+        for sink in getattr(trail, "sinks", ()):
+            self.ctx.metrics.audit_records.labels(type(sink).__name__).inc()
+        return stamp
+
+    def record_event(
+        self,
+        event: str,
+        caller: Caller,
+        nonce: bytes | None,
+        request_id: str | None,
+        *,
+        mie_ref: str | None = None,
+        identity: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Append an audit record that is not a verification's (a revocation, a grant).
+
+        :return: the stamp, or ``None`` with no trail.
+        :raises MieError: a sink failed (``store_unavailable``).
+        """
+        trail = self.ctx.audit
+        if trail is None:
+            return None
+        from mie.audit import AuditEvent, short_digest  # type: ignore[import-not-found,unused-ignore]
+
+        mie = None
+        if mie_ref is not None:
+            kind = mie_ref.partition(":")[0]
+            mie = {"kind": kind, "serial": None, "credential": mie_ref, "evidence": None}
+        record = AuditEvent(
+            event,
+            request=request_id,
+            rp=self.ctx.origin,
+            client=caller.client,
+            mie=mie,
+            identity=dict(identity) if identity else None,
+            nonce=short_digest(nonce) if nonce is not None else None,
+            session=short_digest(caller.binding) if caller.binding is not None else None,
             detail=dict(detail) if detail else None,
         )
         stamp = trail.append(record)

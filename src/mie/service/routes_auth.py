@@ -118,10 +118,9 @@ def _health(ctx: ServiceContext) -> tuple[int, dict[str, Any]]:
             status="unavailable", store="unavailable", error={"code": e.code, "message": str(e)}
         )
         return 503, body
-    head = getattr(ctx.audit, "head", None)
-    if callable(head):
+    if ctx.audit is not None:
         try:
-            body["audit_head"] = head()
+            body["audit_heads"] = [None if h is None else h[1] for h in ctx.audit.heads()]
         except MieError as e:
             body.update(
                 status="unavailable", audit="unavailable", error={"code": e.code, "message": str(e)}
