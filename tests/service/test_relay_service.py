@@ -49,6 +49,7 @@ from mie.request import StaticPin  # noqa: E402
 from mie.result import AuthResult  # noqa: E402
 from mie.service import relay as service_relay  # noqa: E402
 from mie.service.callers import Caller  # noqa: E402
+from mie.service.core import VerifyCore  # noqa: E402
 from mie.service.errors import error_response, status_of  # noqa: E402
 from mie.store.errors import NonceUnknownError  # noqa: E402
 from mie.store.secondfactor import Argon2Parameters, SecondFactor  # noqa: E402
@@ -127,6 +128,15 @@ class NonceCore:
         self.finished.append((event, result))
         status = 200 if result.valid else status_of(result.error.code if result.error else "")
         return Outcome(result, status)
+
+
+def the_services_core_is_a_relay_core(core: VerifyCore) -> service_relay.RelayCore:
+    """mypy checks here that VerifyCore has what mie.service.relay calls (RelayCore)."""
+    return core
+
+
+def the_stub_is_a_relay_core(core: NonceCore) -> service_relay.RelayCore:
+    return core
 
 
 class Service:

@@ -111,16 +111,29 @@ if not any(isinstance(f, NoFrames) for f in _uvicorn_logger.filters):
 class Challenge(Protocol):
     """What :meth:`RelayCore.issue` answers (``mie.service.core.Challenge``)."""
 
-    nonce: bytes
-    origin: str
-    expires_at: float
+    @property
+    def nonce(self) -> bytes:
+        """The 32-byte nonce."""
+
+    @property
+    def origin(self) -> str:
+        """The origin evidence must be bound to."""
+
+    @property
+    def expires_at(self) -> float:
+        """Its expiry, seconds since the epoch."""
 
 
 class Outcome(Protocol):
     """What a verification answers (``mie.service.core.Outcome``)."""
 
-    result: AuthResult
-    status: int
+    @property
+    def result(self) -> AuthResult:
+        """The result (``valid`` false with its error on a failure)."""
+
+    @property
+    def status(self) -> int:
+        """The HTTP status."""
 
     def to_json(self) -> dict[str, Any]:
         """:return: the ``/v1/verify`` answer's body."""
