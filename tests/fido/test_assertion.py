@@ -56,7 +56,12 @@ from mie.policy import (
 from mie.request import AuthRequest, UserVerification
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.store.base import CredentialRecord, Store
-from mie.store.errors import CloneSuspectedError, CounterUnsupportedError, CredentialUnknownError
+from mie.store.errors import (
+    CloneSuspectedError,
+    CounterUnsupportedError,
+    CredentialUnknownError,
+    MieRevokedError,
+)
 from mie.store.memory import MemoryStore
 from mie.store.sqlite import SqliteStore
 from mie.verification import Expected, login, verify_evidence
@@ -346,12 +351,22 @@ def test_a_user_handle_of_another(store: Store) -> None:
     assert "user handle" in str(error)
 
 
-@pytest.mark.parametrize("reason", ["revoked", "clone-suspected"])
-def test_a_suspended_credential(store: Store, key: Key, reason: str) -> None:
-    store.suspend_credential(RP_ID, key.record.credential_id, reason)
+def test_a_credential_suspected_a_clone(store: Store, key: Key) -> None:
+    store.suspend_credential(RP_ID, key.record.credential_id, "clone-suspected")
     evidence, expected = key.assertion()
     error = _refused(store, key, evidence, expected, CloneSuspectedError, ErrorCode.SUSPECTED_CLONE)
-    assert getattr(error, "suspended", None) == reason
+    assert getattr(error, "suspended", None) == "clone-suspected"
+    assert _stored(store, key).sign_count == 0
+
+
+def test_a_revoked_credential_is_revoked_not_a_clone(store: Store, key: Key) -> None:
+    # Suspended 'revoked' without a lifecycle row (a store written before issue 11): still
+    # refused as revoked, not as a suspected clone; the counter does not move.
+    store.suspend_credential(RP_ID, key.record.credential_id, "revoked")
+    evidence, expected = key.assertion()
+    error = _refused(store, key, evidence, expected, MieRevokedError, ErrorCode.REVOKED)
+    assert not isinstance(error, CloneSuspectedError)
+    assert "revoked" in str(error)
     assert _stored(store, key).sign_count == 0
 
 

@@ -8,15 +8,22 @@
    origin (what the key signed must say what the evidence says);
 3. the authenticator data, strictly: no attested credential data, the rpIdHash of the policy's
    relying party, UP set, UV set when the policy (or the request) requires it;
-4. the stored credential: registered, not suspended, the user handle it was registered with,
-   the same backup eligibility, an attestation and model the policy still takes;
+4. the stored credential: registered, not suspended (a revoked one is ``revoked``), the user
+   handle it was registered with, the same backup eligibility, an attestation and model the
+   policy still takes; a temporary credential's grant not expired and bound to its idNat
+   (:func:`mie.lifecycle.check_temporary`), so an expired temporary key moves nothing;
 5. the signature, with the stored COSE key, over ``authenticatorData ‖ SHA-256(clientDataJSON)``;
 6. the FIDO metadata of the model now, when configured (a model revoked after registration is
    refused);
 7. the signature counter, moved by :meth:`mie.store.base.Store.advance_counter` only after the
    signature verified: the one atomic step that makes the assertion single-use across
    verifier nodes (plan D9);
-8. the level, by :func:`mie.policy.decide` on :func:`mie.fido.levels.fido_proof`.
+8. the level, by :func:`mie.policy.decide` on :func:`mie.fido.levels.fido_proof`, capped by a
+   temporary credential's grant (:func:`mie.lifecycle.cap_level`).
+
+The lifecycle is read from the store at every assertion (plan D7): a revocation committed by
+another node while an assertion is checked still wins, as ``advance_counter`` refuses a
+suspended credential in its one conditional update.
 
 The identity is the one the enrolment desk registered with the credential (its ``id_nat``),
 never anything the key says. This module imports no python-fido2 (plan D2).
@@ -28,6 +35,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import time
 from typing import TYPE_CHECKING
 
 from mie.core.errors import EvidenceFormatError, NonceMismatchError, OriginMismatchError
@@ -48,11 +56,17 @@ from mie.fido.errors import (
 )
 from mie.fido.evidence import WebAuthnAssertionEvidence
 from mie.fido.levels import fido_proof
+from mie.lifecycle import cap_level, check_temporary, revoked_error
 from mie.policy import ATTESTED_TYPES, LevelDecision, LevelPolicy, decide
 from mie.request import AuthRequest
 from mie.result import AuthenticatorInfo, AuthResult
 from mie.store.base import CredentialRecord, Store, credential_name
-from mie.store.errors import CloneSuspectedError, CredentialUnknownError
+from mie.store.errors import (
+    CloneSuspectedError,
+    CredentialUnknownError,
+    MieRevokedError,
+    StoreError,
+)
 from mie.trust.identity import Identity, parse_id_nat
 
 if TYPE_CHECKING:
@@ -129,7 +143,8 @@ class FidoVerifier:
         :param expected: the nonce and origin of the request. An
             :class:`~mie.request.AuthRequest` asking for user verification requires UV even
             when the policy does not.
-        :param at: the time the FIDO metadata is checked at (default: now).
+        :param at: the time the FIDO metadata and a temporary grant's expiry are checked at
+            (default: now).
         :param level_policy: the level table for this call (default: the verifier's).
         :param authenticator: what was presented, for its transport only (the kind and the
             serial are the credential's).
@@ -144,7 +159,12 @@ class FidoVerifier:
         :raises UserNotPresentError: UP clear.
         :raises UserNotVerifiedError: UV clear while required.
         :raises CredentialUnknownError: no such credential, or another user handle.
-        :raises CloneSuspectedError: the credential is suspended, or the counter is not
+        :raises MieRevokedError: the credential is revoked (also when the revocation lands
+            while the assertion is checked).
+        :raises TemporaryExpiredError: a temporary credential whose grant expired; the
+            counter was not moved.
+        :raises TemporaryIdentityError: a temporary credential granted to another idNat.
+        :raises CloneSuspectedError: the credential is suspected a clone, or the counter is not
             above the stored one (a counter that went back suspends it).
         :raises CounterUnsupportedError: a counter of 0 after 0 under ``counter: required``.
         :raises AttestationRefusedError: the credential's attestation, key algorithm or
@@ -164,17 +184,28 @@ class FidoVerifier:
         )
         auth = self._authenticator_data(evidence, uv_required=uv_required)
         record = self._credential(evidence, auth)
+        grant = check_temporary(
+            record.temporary,
+            id_nat=record.id_nat,
+            at=at.timestamp() if at is not None else time.time(),
+        )
         attestation_type = _attestation_type(record)
         key = _cose_key(record.public_key, policy.algorithms)
         key.verify(evidence.signature, auth.raw + client.hash)
         reasons = [_SIGNATURE_REASONS[key.alg]]
         attested, certification = self._model(record, attestation_type, at, reasons)
-        updated = self.store.advance_counter(
-            record.rp_id,
-            record.credential_id,
-            auth.sign_count,
-            allow_zero=policy.counter == "allow-zero",
-        )
+        try:
+            updated = self.store.advance_counter(
+                record.rp_id,
+                record.credential_id,
+                auth.sign_count,
+                allow_zero=policy.counter == "allow-zero",
+            )
+        except CloneSuspectedError as e:
+            if e.suspended == "revoked":
+                # Revoked by another node since the read above.
+                raise self._revoked(record) from e
+            raise
         if auth.sign_count == 0:
             reasons.append("no signature counter (0): no clone detection (policy allow-zero)")
         else:
@@ -190,6 +221,8 @@ class FidoVerifier:
             level_policy=level_policy or self.level_policy,
         )
         reasons.extend(decision.reasons)
+        level, capped = cap_level(decision.level, grant)
+        reasons.extend(capped)
         return AuthResult(
             valid=True,
             authenticator=AuthenticatorInfo(
@@ -199,7 +232,7 @@ class FidoVerifier:
                 authenticator.transport if authenticator is not None else None,
             ),
             identity=_identity(updated),
-            level=decision.level,
+            level=level,
             reasons=tuple(reasons),
             evidence=evidence,
         )
@@ -317,6 +350,8 @@ class FidoVerifier:
     ) -> CredentialRecord:
         policy = self.policy
         record = self.store.get_credential(policy.rp_id, evidence.credential_id)
+        if record.suspended == "revoked":
+            raise self._revoked(record)
         if record.suspended is not None:
             raise CloneSuspectedError(
                 f"Assertion refused: {_name(record)} is suspended ({record.suspended})",
@@ -338,6 +373,19 @@ class FidoVerifier:
                 "credentials"
             )
         return record
+
+    def _revoked(self, record: CredentialRecord) -> MieRevokedError:
+        """:return: the refusal of a revoked credential, with the revocation's reason when the
+        store holds its lifecycle row (read only on this path)."""
+        from mie.store.base import MieRef
+
+        try:
+            row = self.store.lifecycle(MieRef.fido2(record.rp_id, record.credential_id))
+        except StoreError:
+            row = None
+        if row is not None and row.revocation is not None:
+            return revoked_error(row.revocation)
+        return MieRevokedError(f"Assertion refused: {_name(record)} is revoked")
 
     def _model(
         self,

@@ -27,20 +27,26 @@ one back (the relying party supplies the nonce, origin, relying party id and use
    ``user_not_verified``; the key's algorithm among the policy's → ``attestation_refused``;
    backup eligibility under ``backup_eligible: "refuse"`` → ``attestation_refused``;
 5. the attestation (:func:`mie.fido.attestation.verify_attestation`);
-6. the store: one :meth:`~mie.store.base.Store.put_credential` → ``already_registered``.
+6. the store: one :meth:`~mie.store.base.Store.put_credential` → ``already_registered``; a
+   spare key registered for a professional who lost their MIE (``temporary=``) has its
+   :class:`~mie.store.base.TemporaryGrant` written in the same transaction, so the key never
+   exists as a permanent one, and its level cap is the grant's.
 
 Nothing is stored before the last step, so a refused registration leaves no row; ``store=None``
 is a dry run (the record is returned unsaved, with the reason ``not stored``).
+:func:`credential_summary` is the ``credential`` object ``mie fido register --json`` prints.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -63,12 +69,15 @@ from mie.fido.errors import (
     UserNotVerifiedError,
 )
 from mie.fido.policy import FidoPolicy
+from mie.lifecycle import cap_level
 from mie.request import MAX_NONCE_BYTES, MIN_NONCE_BYTES, check_origin
 from mie.store.base import RP_ID_PATTERN, CredentialRecord, Store, check_credential
+from mie.store.errors import TemporaryIdentityError
 
 if TYPE_CHECKING:
     from mie.policy import AssuranceLevel, LevelPolicy
     from mie.request import AuthRequest
+    from mie.store.base import TemporaryGrant
     from mie.trust.identity import Identity
     from mie.verification import Expected
 
@@ -284,10 +293,11 @@ class RegistrationData:
 class RegisteredCredential:
     """A verified registration.
 
-    :param record: the credential record (stored, unless the store was ``None``).
+    :param record: the credential record (stored, unless the store was ``None``); its
+        ``temporary`` is the grant of a temporary credential.
     :param report: the attestation report.
     :param level_cap: the level an assertion of this credential with user verification gets
-        now (``None``: no level).
+        now, under a temporary grant's cap (``None``: no level).
     :param reasons: why (the level decision, the attestation's reservations, ``not stored``).
     """
 
@@ -312,6 +322,7 @@ def verify_registration(
     metadata: MetadataSource | None = None,
     at: dt.datetime | None = None,
     level_policy: LevelPolicy | None = None,
+    temporary: TemporaryGrant | None = None,
 ) -> RegisteredCredential:
     """Verify a registration and store its credential (order in the module docstring).
 
@@ -325,7 +336,11 @@ def verify_registration(
     :param metadata: the verified FIDO metadata (required when the policy names metadata).
     :param at: an aware time to verify at (default: now).
     :param level_policy: the level table (default: :data:`mie.policy.DEFAULT_RULES`).
+    :param temporary: register a temporary credential: this grant (from
+        :func:`mie.lifecycle.new_grant`; its ``ref`` is replaced by the verified credential's)
+        is stored with it in one transaction.
     :return: the registered credential.
+    :raises TemporaryIdentityError: the grant names another idNat than ``identity``.
     :raises MieError: the first failed check, with its code (see the module docstring).
     """
     from mie.fido.levels import fido_proof
@@ -374,11 +389,116 @@ def verify_registration(
     )
     decision = decide(proof, level_policy)
     reasons = [*decision.reasons, *report.reasons]
+    grant = _grant(temporary, record, identity)
+    level, capped = cap_level(decision.level, grant)
+    reasons.extend(capped)
     if store is None:
         reasons.append(NOT_STORED)
-    else:
+    elif grant is None:
         store.put_credential(record)
-    return RegisteredCredential(record, report, decision.level, tuple(reasons))
+    else:
+        store.put_credential(record, temporary=grant)
+    if grant is not None:
+        record = dataclasses.replace(record, temporary=grant)
+    return RegisteredCredential(record, report, level, tuple(reasons))
+
+
+def _grant(
+    temporary: TemporaryGrant | None, record: CredentialRecord, identity: Identity
+) -> TemporaryGrant | None:
+    """:return: the grant of ``temporary`` for the verified credential, or ``None``."""
+    if temporary is None:
+        return None
+    from mie.store.base import MieRef
+
+    if not hmac.compare_digest(temporary.id_nat.encode(), record.id_nat.encode()):
+        raise TemporaryIdentityError(
+            f"The temporary grant is for another professional than {identity.id_nat[:64]}",
+            grant=temporary,
+        )
+    return dataclasses.replace(temporary, ref=MieRef.fido2(record.rp_id, record.credential_id))
+
+
+def credential_summary(
+    registered: RegisteredCredential, *, discoverable: bool | None = None
+) -> dict[str, Any]:
+    """:return: the ``credential`` object of ``mie fido register --json`` (issue 10 plan §6.1),
+    which the service's registration answers too; ``temporary`` is the grant's JSON or ``None``.
+
+    :param registered: what :func:`verify_registration` returned.
+    :param discoverable: whether the key holds the credential as discoverable (``None``: not
+        known to the caller).
+    """
+    from mie.fido.cose import ALGORITHM_NAMES
+    from mie.trust.identity import Identity, parse_id_nat
+
+    record = registered.record
+    report = registered.report
+    entry = report.entry
+    id_type, number = parse_id_nat(record.id_nat)
+    identity = Identity(record.id_nat, id_type, number, None, None, None, None, record.test)
+    return {
+        "rp_id": record.rp_id,
+        "credential_id": _b64(record.credential_id),
+        # mie.fido.authenticator.credential_ref's rule (that module loads python-fido2).
+        "credential_ref": hashlib.sha256(record.credential_id).digest()[:16].hex(),
+        "aaguid": str(uuid.UUID(bytes=record.aaguid)),
+        "alg": ALGORITHM_NAMES.get(record.alg, str(record.alg)),
+        "sign_count": record.sign_count,
+        "backup_eligible": record.backup_eligible,
+        "discoverable": discoverable,
+        "attestation": {
+            "format": report.format,
+            "type": report.type,
+            "chain": [_subject(der) for der in report.chain],
+            "trust_anchor": report.anchor,
+            "metadata": None
+            if entry is None
+            else {
+                "description": entry.description,
+                "status": _status(entry),
+                "certification": entry.certification,
+            },
+            "allowlisted": report.allowed is not None,
+        },
+        "identity": identity.to_json(),
+        "level_cap": registered.level_cap.value if registered.level_cap else None,
+        "temporary": None if record.temporary is None else grant_json(record.temporary),
+        "reasons": list(registered.reasons),
+    }
+
+
+def grant_json(grant: TemporaryGrant) -> dict[str, Any]:
+    """:return: a temporary grant as JSON (times ISO 8601 UTC with ``Z``), the shape of the
+    service's ``POST /v1/mie/temporary`` answer."""
+    return {
+        "mie": str(grant.ref),
+        "id_nat": grant.id_nat,
+        "reason": grant.reason,
+        "issued_at": _iso(grant.issued_at),
+        "expires_at": _iso(grant.expires_at),
+        "max_level": grant.max_level,
+        "replaces": grant.replaces,
+        "by": grant.by,
+    }
+
+
+def _iso(seconds: float) -> str:
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC).replace(microsecond=0)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _subject(der: bytes) -> str:
+    from mie.trust.parse import load_certificate_der
+
+    return load_certificate_der(der, "attestation chain").subject.rfc4514_string()
+
+
+def _status(entry: object) -> str | None:
+    """:return: the latest status the metadata reports for the model (a
+    :class:`~mie.fido.mds.MetadataView`), or ``None``."""
+    statuses = getattr(entry, "statuses", ())
+    return str(statuses[-1].status) if statuses else None
 
 
 def _aware(at: dt.datetime | None) -> dt.datetime:
@@ -529,5 +649,7 @@ __all__ = [
     "REGISTRATION_TYPE",
     "RegisteredCredential",
     "RegistrationData",
+    "credential_summary",
+    "grant_json",
     "verify_registration",
 ]
