@@ -8,6 +8,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mie.store.base import (
     MAX_TEMPORARY_S,
@@ -332,3 +334,15 @@ def test_deleting_a_temporary_credential_deletes_its_grant(any_store: Store) -> 
     assert any_store.lifecycle(KEY) is None
     any_store.put_credential(RECORD)  # registered again, permanent this time
     assert any_store.get_credential(RP, CRED).temporary is None
+
+
+@given(st.one_of(st.text(max_size=80), st.from_regex(r"\A(badge|fido2):[0-9a-fA-F_=-]{0,30}\Z")))
+def test_ref_parsing_refuses_or_round_trips(text: str) -> None:
+    # MieRef.parse reads an operator's or API client's text: a typed refusal, or a ref whose
+    # text is exactly the input (one spelling per MIE).
+    try:
+        ref = MieRef.parse(text, rp_id=RP)
+    except StoreInputError:
+        return
+    assert str(ref) == text
+    assert MieRef.parse(str(ref), rp_id=RP) == ref

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mie.store.errors import NonceUnknownError, NotEnrolledError, StoreError, StoreInputError
+from tests.pg import PostgresServer
 
 
 def _connections(admin_conninfo: str, database: str) -> int:
@@ -120,3 +121,30 @@ def test_a_refusal_raised_mid_call_keeps_the_connection(postgres_database: str) 
         with pytest.raises(NotEnrolledError):
             store.reserve_guess("nobody", 3)
         assert store._idle == [first] and not first.closed
+
+
+def test_a_server_restart_costs_at_most_one_failed_call(
+    restartable_postgres: PostgresServer,
+) -> None:
+    from mie.store.postgres import PostgresStore
+
+    server = restartable_postgres
+    with PostgresStore(server.conninfo, pool_size=4, connect_timeout=2.0) as store:
+        nonce = os.urandom(32)
+        store.issue_nonce(nonce, 300, binding=b"s" * 32, context="{}")
+        server.stop()
+        with pytest.raises(StoreError):
+            store.ping()  # down: a typed error within the connect deadline, no retry
+        server.start()
+        failures = 0
+        for _ in range(2):
+            try:
+                store.ping()
+            except StoreError:
+                failures += 1
+        assert failures <= 1
+        store.ping()
+        # The nonce issued before the restart is still there, once.
+        assert store.consume_nonce(nonce, binding=b"s" * 32) == "{}"
+        with pytest.raises(NonceUnknownError):
+            store.consume_nonce(nonce, binding=b"s" * 32)
