@@ -3,7 +3,9 @@
 :class:`Enroller` runs the steps of :class:`~mie.desfire.journal.Step` on a badge, each one
 announced in the journal (``intent``, fsynced) before it starts and confirmed (``done``) after::
 
-    BEGIN          the real UID (GetVersion: a blank badge has random UID off)
+    BEGIN          the real UID (GetVersion: a blank badge has random UID off); a temporary
+                   badge's grant (``Enroller(temporary=)``) written to the lifecycle store,
+                   before anything is written to the badge
     PICC_KEY       ISO authentication to the DES default key (mie.hazmat, once), ChangeKey to
                    the diversified AES PICC master key (version 01), EV2 authentication with it
     APPLICATION    CreateApplication: AID from the configuration, key settings 0B, 5 AES keys
@@ -53,6 +55,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -96,6 +99,7 @@ from mie.desfire.types import AccessRights, KeySettings, KeyType
 from mie.keys.base import KeyProvider
 
 if TYPE_CHECKING:
+    from mie.store.base import Store, TemporaryGrant
     from mie.store.secondfactor import SecondFactor
 
 logger = logging.getLogger(__name__)
@@ -321,6 +325,12 @@ class Enroller:
     :param second_factor: where PINs are enrolled; needed when a request has a PIN.
     :param today: the issue date of requests without one.
     :param rng: RndA of every authentication (the system's CSPRNG by default).
+    :param temporary: enrol temporary badges (a spare for a lost card, an unannounced
+        arrival): this grant (from :func:`mie.lifecycle.new_grant`; its ``ref`` is replaced by
+        each badge's) is written at ``BEGIN``, before any badge write, so a badge never exists
+        as a permanent one by accident (a grant left by a run that failed only caps).
+    :param lifecycle: where the grant goes; ``None``: the second factor's store.
+    :param clock: now, in seconds since the epoch (whether a badge's grant is still valid).
     """
 
     def __init__(
@@ -332,11 +342,19 @@ class Enroller:
         second_factor: SecondFactor | None = None,
         today: Callable[[], dt.date] = dt.date.today,
         rng: Rng | None = None,
+        temporary: TemporaryGrant | None = None,
+        lifecycle: Store | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.keys = keys
         self.journal = journal
         self.second_factor = second_factor
+        self.temporary = temporary
+        self.lifecycle = (
+            lifecycle if lifecycle is not None or second_factor is None else second_factor.store
+        )
+        self._clock = clock
         self._today = today
         self._rng = rng
         self._authority: AuthorityKey | None = None
@@ -526,6 +544,15 @@ class Enroller:
                 raise EnrolmentInputError(
                     "A PIN was given but no second-factor store is configured"
                 )
+            if self.temporary is not None:
+                if self.lifecycle is None:
+                    raise EnrolmentInputError(
+                        "A temporary badge needs a store for its grant: none is configured"
+                    )
+                if not hmac.compare_digest(self.temporary.id_nat.encode(), request.id_nat.encode()):
+                    raise EnrolmentInputError(
+                        "The temporary grant is for another professional than the request's"
+                    )
             self.authority()
             with connection.transaction():
                 return self._enrol(
@@ -561,6 +588,8 @@ class Enroller:
             # can copy them from an incomplete one. Before a key or a record is sent to it, or
             # the journal believes what it shows, it proves this badge's PICC key.
             run.prove_picc()
+        # Before the first badge write, whether the run starts or resumes.
+        self._grant(uid, request)
         if status.journal is None:
             run.mark(Step.BEGIN)
             run.plan_second_factor(request.pin)
@@ -579,6 +608,32 @@ class Enroller:
         run.verified(record)
         logger.info("Badge %s enrolled (row %s)", uid.hex(), row)
         return EnrolledBadge(row, uid, record, run.resumed_at, tuple(run.steps))
+
+    def _grant(self, uid: bytes, request: EnrolmentRequest) -> None:
+        """Write the temporary grant of ``uid`` (nothing when the enroller has none, or the
+        store holds this professional's unexpired grant: a resumed run).
+
+        :raises MieRevokedError: the badge is revoked (a revoked badge is never reissued).
+        :raises StoreInputError: another unexpired grant exists for it.
+        """
+        template = self.temporary
+        store = self.lifecycle
+        if template is None or store is None:
+            return
+        import dataclasses
+
+        from mie.lifecycle import revoked_error
+        from mie.store.base import MieRef
+
+        ref = MieRef.badge(uid)
+        row = store.lifecycle(ref)
+        if row is not None and row.revocation is not None:
+            raise revoked_error(row.revocation)
+        held = row.temporary if row is not None else None
+        if held is not None and held.id_nat == request.id_nat and self._clock() < held.expires_at:
+            return
+        store.grant_temporary(dataclasses.replace(template, ref=ref))
+        logger.info("Badge %s: temporary grant (%s) written", uid.hex(), template.reason)
 
     def _admit(self, status: BadgeStatus, row: str) -> None:
         last = status.journal

@@ -19,10 +19,16 @@
    reads it where the configuration's ``originality_read`` says (``full``: last, inside the
    session, its protected answer's MAC checked; ``plain``: first, in clear), so the evidence's
    ``originality`` is what that answer held;
-6. the second factor: the PIN is asked (``user.request_pin(tries_left)``) and checked against
+6. the lifecycle, read from the store at every verification (issue 11 plan D7): a revoked
+   badge is refused (``revoked``) before its PIN is asked, so its PIN is neither asked nor
+   counted; a temporary badge's grant must not have expired (``expired``) and must be for the
+   record's idNat (``policy``). Without a lifecycle store the result says the revocation list
+   was not checked;
+7. the second factor: the PIN is asked (``user.request_pin(tries_left)``) and checked against
    the store; a wrong one is counted (``invalid_pin``), a locked badge refused (``pin_blocked``);
-7. the level (:func:`mie.policy.decide`): the badge alone is possession (``low``), with the PIN
-   two factors (``substantial``), a legacy DES badge none.
+8. the level (:func:`mie.policy.decide`): the badge alone is possession (``low``), with the PIN
+   two factors (``substantial``), a legacy DES badge none; a temporary badge's is capped at its
+   grant's (:func:`mie.lifecycle.cap_level`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from mie.core.connection import Transport
@@ -55,6 +62,7 @@ from mie.desfire.reading import BoundRndA, read_identity
 from mie.desfire.record import AuthorityKey, IdentityRecord, SignedRecord, check_binding, verify
 from mie.desfire.session import DesfireSession
 from mie.keys.base import KeyProvider
+from mie.lifecycle import cap_level, check_lifecycle
 from mie.policy import BadgeAttestation, Factor, LevelPolicy, MieKind, Proof, decide
 from mie.request import AuthRequest, UserVerification, bound_challenge
 from mie.result import AuthenticatorInfo, AuthResult
@@ -62,7 +70,9 @@ from mie.store.errors import NotEnrolledError, SecondFactorLockedError
 from mie.transport.replay import Exchange, ReplayConnection, Vector
 
 if TYPE_CHECKING:
-    from mie.store.base import Store
+    from collections.abc import Callable
+
+    from mie.store.base import Store, TemporaryGrant
     from mie.store.secondfactor import SecondFactor
     from mie.verification import Expected
 
@@ -71,6 +81,7 @@ logger = logging.getLogger(__name__)
 _NATIVE_CLA = 0x90
 _FIRST_AUTHENTICATIONS = frozenset({c.AUTH_EV2_FIRST, c.AUTH_AES, c.AUTH_ISO})
 NOT_REPLAYED = "badge session not re-verified: no key provider"
+NO_LIFECYCLE = "revocation list not checked (no store)"
 _SCHEMES = {
     BadgeScheme.EV2: "EV2 AES mutual authentication with a diversified key",
     BadgeScheme.EV1_AES: "EV1 AES mutual authentication with a diversified key",
@@ -85,6 +96,10 @@ class BadgeVerifier:
     :param keys: the key provider, to re-run the session; ``None``: the record is checked,
         the session is not, and no level is granted. It stays the caller's to close.
     :param second_factor: the PIN store; ``None``: possession only (``low``).
+    :param lifecycle: the store of revocations and temporary grants, read at every
+        verification; ``None``: the second factor's store, if any (otherwise nothing is
+        checked, and the result says so).
+    :param clock: now, in seconds since the epoch (a temporary grant's expiry).
     """
 
     def __init__(
@@ -93,10 +108,14 @@ class BadgeVerifier:
         *,
         keys: KeyProvider | None,
         second_factor: SecondFactor | None = None,
+        lifecycle: Store | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.keys = keys
         self.second_factor = second_factor
+        self._lifecycle = lifecycle
+        self.clock = clock
         self._owned: list[KeyProvider | Store] = []
 
     @classmethod
@@ -119,6 +138,18 @@ class BadgeVerifier:
             verifier.close()
             raise
         return verifier
+
+    @property
+    def lifecycle(self) -> Store | None:
+        """:return: the store the lifecycle is read from: the one given, else the second
+        factor's."""
+        if self._lifecycle is not None:
+            return self._lifecycle
+        return self.second_factor.store if self.second_factor is not None else None
+
+    @lifecycle.setter
+    def lifecycle(self, store: Store | None) -> None:
+        self._lifecycle = store
 
     def close(self) -> None:
         """Close what :meth:`open` opened (nothing for a verifier built directly)."""
@@ -194,6 +225,10 @@ def verify_badge_evidence(
     :raises RecordUntrustedError: no trusted authority signed the record.
     :raises RecordCopiedError: the record names another badge or application.
     :raises OriginalitySignatureError: required, and missing or not verifying.
+    :raises MieRevokedError: the badge is revoked (its PIN was not asked).
+    :raises TemporaryExpiredError: a temporary badge whose grant expired.
+    :raises TemporaryIdentityError: a temporary badge whose record is another professional's.
+    :raises StoreError: the lifecycle store failed (nothing decided).
     :raises LegacyCryptoError: a legacy session and the configuration does not opt in.
     :raises UnsupportedCardError: an EV1 AES session and the configuration requires EV2.
     :raises WrongSecondFactorError: the PIN is wrong (counted; ``tries_left``).
@@ -223,6 +258,7 @@ def verify_badge_evidence(
     originality = _check_originality(evidence, config, reasons)
     # Before the PIN: it is asked only once every other check passed.
     presented = _presented(authenticator, evidence)
+    grant = _check_lifecycle(evidence, badges, signed, reasons)
     factors = {Factor.POSSESSION}
     if replayed:
         if _second_factor(evidence, expected, badges, signed, user, reasons):
@@ -234,8 +270,9 @@ def verify_badge_evidence(
         attestation = BadgeAttestation(evidence.scheme.value, originality)
         proof = Proof(MieKind.DESFIRE_BADGE, frozenset(factors), None, attestation=attestation)
         decision = decide(proof, policy)
-        level = decision.level
         reasons.extend(decision.reasons)
+        level, capped = cap_level(decision.level, grant)
+        reasons.extend(capped)
     else:
         reasons.append("no level granted")
     return AuthResult(
@@ -319,6 +356,26 @@ def _check_record(
     return signed, authority
 
 
+def _check_lifecycle(
+    evidence: DesfireSessionEvidence,
+    badges: BadgeVerifier,
+    signed: SignedRecord,
+    reasons: list[str],
+) -> TemporaryGrant | None:
+    """:return: the badge's temporary grant, if any (a revoked badge, an expired grant or one
+    of another professional raises: see :func:`~mie.lifecycle.check_lifecycle`)."""
+    store = badges.lifecycle
+    if store is None:
+        reasons.append(NO_LIFECYCLE)
+        return None
+    from mie.store.base import MieRef
+
+    row = store.lifecycle(MieRef.badge(evidence.uid))
+    grant = check_lifecycle(row, id_nat=signed.record.id_nat, at=badges.clock())
+    reasons.append("badge not revoked" if grant is None else "badge not revoked, temporary")
+    return grant
+
+
 def _check_originality(
     evidence: DesfireSessionEvidence, config: BadgeConfig, reasons: list[str]
 ) -> bool:
@@ -390,6 +447,7 @@ def _presented(
 
 __all__ = [
     "NOT_REPLAYED",
+    "NO_LIFECYCLE",
     "BadgeVerifier",
     "verify_badge_evidence",
 ]
