@@ -165,6 +165,8 @@ def test_a_revoked_key_deleted_is_never_registered_again(any_store: Store) -> No
     assert refused.value.revocation == first
     with pytest.raises(CredentialUnknownError):
         any_store.get_credential(RP, CRED)
+    # Revoking it again stays idempotent, the key gone or not.
+    assert any_store.revoke(revocation(KEY, reason="other")) == first
 
 
 @pytest.mark.parametrize(

@@ -557,6 +557,10 @@ class PostgresStore(Store):
         check_revocation(revocation)
         ref = revocation.ref
         with self._cursor() as cursor, cursor.connection.transaction():
+            cursor.execute(_SELECT_LIFECYCLE, (ref.kind, ref.subject))
+            found = lifecycle_of(ref, cursor.fetchone())
+            if found is not None and found.revocation is not None:
+                return found.revocation  # the first one (the key may be deleted since)
             if ref.kind == "fido2":
                 cursor.execute(
                     "UPDATE mie_fido_credential SET suspended = 'revoked'"

@@ -476,6 +476,11 @@ class SqliteStore(Store):
         check_revocation(revocation)
         ref = revocation.ref
         with self._transaction() as db:
+            found = lifecycle_of(
+                ref, db.execute(_SELECT_LIFECYCLE, (ref.kind, ref.subject)).fetchone()
+            )
+            if found is not None and found.revocation is not None:
+                return found.revocation  # the first one (the key may be deleted since)
             if ref.kind == "fido2":
                 changed = db.execute(
                     "UPDATE mie_fido_credential SET suspended = 'revoked'"
