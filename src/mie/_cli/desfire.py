@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mie._cli.options import Seconds, badge_config_option, load_badge_config
+from mie._cli.lifecycle import REVOCATION_REASONS, TemporaryOptions, temporary_options
+from mie._cli.options import Seconds, badge_config_option, load_badge_config, open_store
 from mie._cli.output import emit_json, json_option, warn
 from mie._cli.state import CliState, UsageError, read_stdin_pin
 from mie.core.connection import SmartCardConnection
@@ -333,6 +334,40 @@ def _read_pin() -> str:
 
 
 @desfire_group.command()
+@click.option("--uid", required=True, help="The badge's UID, 7 bytes in hex.")
+@click.option(
+    "--reason", required=True, type=click.Choice(REVOCATION_REASONS), help="Why it is revoked."
+)
+@click.option("--note", help="A short note (at most 200 printable characters).")
+@click.option(
+    "--store",
+    "store_url",
+    required=True,
+    help="The store every node reads (the service's): sqlite:PATH, sqlite:///PATH or "
+    "postgresql://...",
+)
+@json_option(
+    'Print {"mie", "reason", "note", "revoked_at", "by", "node", "already_revoked", "audit"}.'
+)
+def revoke(uid: str, reason: str, note: str | None, store_url: str, as_json: bool) -> int:
+    """Revoke a badge (lost, stolen, damaged, its holder left...): every node refuses it from
+    its next verification, before its PIN is asked. Revoking it again changes nothing (the
+    first revocation is shown). Audited in the store's chain of node cli:HOSTNAME."""
+    from mie._cli.lifecycle import print_revoked
+    from mie._cli.lifecycle import revoke as revoke_mie
+    from mie.store.base import MieRef
+
+    ref = MieRef.badge(parse_hex(uid, "--uid", range(UID_BYTES, UID_BYTES + 1)))
+    store = open_store(store_url)
+    if store is None:
+        raise UsageError("--store none: a revocation is written to the store every node reads")
+    with store:
+        done = revoke_mie(store, ref, reason, note)
+    print_revoked(done, as_json)
+    return 0
+
+
+@desfire_group.command()
 @click.option("--reader", "-r", help="Reader name or a unique part of it, or nfc:PATH (nfcpy).")
 @badge_config_option
 @click.option("--identity", help="One badge, for this professional: rpps=11 DIGITS or psi=UUID.")
@@ -367,9 +402,10 @@ def _read_pin() -> str:
     show_default=True,
     help="With --csv: seconds to wait for each badge to be presented, then removed.",
 )
+@temporary_options
 @json_option(
     'Print {"enrolled": [...], "incomplete": [...], "failed": [{row, code, message}], '
-    '"error": {code, message} | null}.'
+    '"error": {code, message} | null} (with --temporary, "temporary": [grant...]).'
 )
 @click.pass_obj
 def enroll(
@@ -384,6 +420,11 @@ def enroll(
     journal: str | None,
     reset_incomplete: bool,
     wait: float,
+    temporary: str | None,
+    expires: str | None,
+    max_level: str | None,
+    replaces: str | None,
+    replaces_reason: str | None,
     as_json: bool,
 ) -> int:
     """Personalise blank DESFire badges: the MIE application with diversified AES keys, the
@@ -397,6 +438,11 @@ def enroll(
         raise UsageError("Give --identity (one badge) or --csv FILE (one badge per row)")
     if pin_stdin and csv_file is not None:
         raise UsageError("--pin-stdin: with --identity only (--csv takes PINs from its pin column)")
+    from mie._cli.lifecycle import parse_temporary
+
+    spare = parse_temporary(temporary, expires, max_level, replaces, replaces_reason, rp_id=None)
+    if spare is not None and csv_file is not None:
+        raise UsageError("--temporary: with --identity only (one spare badge for one person)")
     day = parse_issued(issued)
     if issuer is not None and (problem := issuer_problem(issuer)) is not None:
         raise UsageError(f"--issuer: the issuer {problem}")
@@ -417,10 +463,16 @@ def enroll(
     pin = _read_pin() if pin_stdin else None
     if (pin is not None or any(r.pin for r in rows)) and config.second_factor is None:
         raise UsageError("A PIN needs a second_factor store in the badge configuration")
+    if spare is not None and config.second_factor is None:
+        raise UsageError(
+            "--temporary: the grant is written to the badge configuration's second_factor "
+            "store, and it names none"
+        )
     requests = [_request(r, issuer, day, pin) for r in rows]
+    grants: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         opened = stack.enter_context(Journal.open(_journal_path(journal, csv_file)))
-        enroller = _enroller(config, opened, stack)
+        enroller = _enroller(config, opened, stack, spare, rows[0].id_nat)
         run = _Enrolment(state, enroller, reader, reset_incomplete, wait)
         try:
             if csv_file is None:
@@ -430,6 +482,8 @@ def enroll(
         except EnrolmentFailedError as e:
             run.failed(e)  # no badge presented in time: the run stops, and says what it did
         incomplete = opened.incomplete()
+        if spare is not None:
+            grants = _granted(enroller, run.enrolled, spare)
     failure = run.failure
     failed = run.failed_rows_line()
     if incomplete or failed:
@@ -442,7 +496,7 @@ def enroll(
             count = f"{len(incomplete)} badge{'s' if len(incomplete) != 1 else ''}"
             parts.append(f"{count} left incomplete (run again to finish): {shown}")
         failure = EnrolmentFailedError("; ".join(parts), run.first_error)
-    _report(run, incomplete, as_json, failure)
+    _report(run, incomplete, as_json, failure, grants if spare is not None else None)
     if failure is not None:
         raise failure
     return 0
@@ -468,9 +522,36 @@ def _journal_path(journal: str | None, csv_file: str | None) -> Path:
     return path
 
 
-def _enroller(config: BadgeConfig, journal: Journal, stack: contextlib.ExitStack) -> Enroller:
+def _granted(
+    enroller: Enroller, enrolled: Sequence[EnrolledBadge], spare: TemporaryOptions
+) -> list[dict[str, Any]]:
+    """Audit the grant of each temporary badge enrolled (and revoke what it replaces).
+
+    :return: each grant's JSON (:func:`mie._cli.lifecycle.granted`).
+    """
+    from mie._cli.lifecycle import granted
+    from mie.store.base import MieRef
+
+    store = enroller.lifecycle
+    out = []
+    for badge in enrolled:
+        held = store.lifecycle(MieRef.badge(badge.uid)) if store is not None else None
+        if store is None or held is None or held.temporary is None:
+            continue
+        out.append(granted(store, held.temporary, spare))
+    return out
+
+
+def _enroller(
+    config: BadgeConfig,
+    journal: Journal,
+    stack: contextlib.ExitStack,
+    spare: TemporaryOptions | None = None,
+    id_nat: str | None = None,
+) -> Enroller:
     """:return: the enroller of ``config``, its key provider and second-factor store closed by
-    ``stack``."""
+    ``stack``; with ``spare``, its badges are temporary ones of ``id_nat`` (the grant written
+    to the second-factor store before any badge write)."""
     from mie.desfire.config import open_keys
     from mie.desfire.enrol import Enroller
 
@@ -491,7 +572,13 @@ def _enroller(config: BadgeConfig, journal: Journal, stack: contextlib.ExitStack
             store = PostgresStore(settings.location)
         stack.callback(store.close)
         second_factor = SecondFactor(store, max_failures=settings.max_failures)
-    return Enroller(config, keys, journal=journal, second_factor=second_factor)
+    temporary = None
+    if spare is not None and id_nat is not None:
+        from mie.store.base import MieRef
+
+        # The template's ref is replaced by each badge's own at its BEGIN.
+        temporary = spare.grant(MieRef.badge(bytes(UID_BYTES)), id_nat)
+    return Enroller(config, keys, journal=journal, second_factor=second_factor, temporary=temporary)
 
 
 def _operational() -> tuple[type[MieError], ...]:
@@ -681,7 +768,11 @@ class _Enrolment:
 
 
 def _report(
-    run: _Enrolment, incomplete: Sequence[Incomplete], as_json: bool, failure: MieError | None
+    run: _Enrolment,
+    incomplete: Sequence[Incomplete],
+    as_json: bool,
+    failure: MieError | None,
+    grants: Sequence[dict[str, Any]] | None = None,
 ) -> None:
     """Print what the run did; under ``--json``, with the ``error`` object of the failure that
     ends it with exit 1 (``null`` when it succeeded), as the stderr line says."""
@@ -708,11 +799,19 @@ def _report(
                     for row, e in run.failed_rows
                 ],
                 "error": error,
+                **({"temporary": list(grants)} if grants is not None else {}),
             }
         )
         return
     for badge in run.enrolled:
         click.echo(f"Enrolled: row {badge.row}, badge {badge.uid.hex()}")
+    for grant in grants or ():
+        click.echo(
+            f"Temporary: {grant['mie']} for {grant['id_nat']} ({grant['reason']}) until "
+            f"{grant['expires_at']}, level at most {grant['max_level']}"
+        )
+        if grant["replaced"] is not None:
+            click.echo(f"Revoked: {grant['replaced']['mie']} ({grant['replaced']['reason']})")
     for item in incomplete:
         click.echo(f"Incomplete: {item.describe()}")
     for row, e in run.failed_rows:

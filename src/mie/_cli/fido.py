@@ -43,6 +43,7 @@ from mie._cli.auth import (
     parse_origin,
     print_result,
 )
+from mie._cli.lifecycle import REVOCATION_REASONS, temporary_options
 from mie._cli.options import STORE_NONE, Seconds, open_store, with_evidence_arguments
 from mie._cli.output import emit_json, json_option, warn
 from mie._cli.state import CliState, UsageError
@@ -371,6 +372,7 @@ def _describe(state: CliState, spec: str, transport: str, product: str) -> dict[
     type=click.Path(dir_okay=False),
     help="Also write the registration (webauthn-registration JSON) to this file.",
 )
+@temporary_options
 @json_option("Print the registration outcome as JSON.")
 @click.pass_obj
 def register_command(
@@ -388,15 +390,32 @@ def register_command(
     allow_last_try: bool,
     timeout: float,
     out: str | None,
+    temporary: str | None,
+    expires: str | None,
+    max_level: str | None,
+    replaces: str | None,
+    replaces_reason: str | None,
     as_json: bool,
 ) -> int:
     """Register a FIDO2 key for a professional: the key makes a credential (attested), checked
-    with the policy (attestation, AAGUID, user verification) and stored with the identity."""
+    with the policy (attestation, AAGUID, user verification) and stored with the identity.
+    With --temporary, a spare key until --expires, its level capped, stored with its grant in
+    one transaction and audited (--replaces ... --replaces-reason revokes the MIE replaced)."""
     from mie._cli.desfire import parse_identity_option
+    from mie._cli.lifecycle import parse_temporary
 
     id_nat = parse_identity_option(identity)
     policy = load_policy(policy_path)
     rp = rp_id if rp_id is not None else policy.rp_id
+    spare = parse_temporary(temporary, expires, max_level, replaces, replaces_reason, rp_id=rp)
+    if spare is not None and store_url == STORE_NONE:
+        raise UsageError("--temporary: the grant is stored with the credential (not --store none)")
+    grant = None
+    if spare is not None:
+        from mie.store.base import MieRef
+
+        # The template's ref is replaced by the verified credential's.
+        grant = spare.grant(MieRef.fido2(rp, b"\0"), id_nat)
     request = _request(
         state, nonce_hex, _origin(origin, rp), uv=True, allow_last_try=allow_last_try
     )
@@ -433,7 +452,15 @@ def register_command(
                 policy=policy,
                 store=store,
                 metadata=metadata,
+                temporary=grant,
             )
+            lifecycle = None
+            if spare is not None and store is not None and registered.record.temporary:
+                from mie._cli.lifecycle import granted
+
+                lifecycle = granted(
+                    store, registered.record.temporary, spare, test=registered.record.test
+                )
     except _NOT_A_RESULT:
         raise
     except MieError as e:
@@ -449,7 +476,7 @@ def register_command(
                 }
             )
         raise AuthFailedError(failure.error.to_json()) from e
-    _print_registration(registered, data, resident_key, as_json)
+    _print_registration(registered, data, resident_key, as_json, lifecycle)
     return 0
 
 
@@ -501,7 +528,11 @@ def _write(path: str, obj: Any) -> None:
 
 
 def _print_registration(
-    registered: RegisteredCredential, data: RegistrationData, discoverable: bool, as_json: bool
+    registered: RegisteredCredential,
+    data: RegistrationData,
+    discoverable: bool,
+    as_json: bool,
+    temporary: dict[str, Any] | None = None,
 ) -> None:
     credential = credential_json(registered, discoverable=discoverable)
     if as_json:
@@ -511,6 +542,7 @@ def _print_registration(
                 "error": None,
                 "credential": credential,
                 "registration": data.to_json(),
+                **({"temporary": temporary} if temporary is not None else {}),
             }
         )
         return
@@ -530,56 +562,74 @@ def _print_registration(
     click.echo(f"  level cap: {credential['level_cap'] or 'none'}")
     for reason in credential["reasons"]:
         click.echo(f"    - {reason}")
+    if temporary is not None:
+        click.echo(
+            f"  temporary: {temporary['reason']} until {temporary['expires_at']}, level at most "
+            f"{temporary['max_level']}"
+        )
+        if temporary["replaced"] is not None:
+            replaced = temporary["replaced"]
+            click.echo(f"  revoked: {replaced['mie']} ({replaced['reason']})")
 
 
 def credential_json(registered: RegisteredCredential, *, discoverable: bool) -> dict[str, Any]:
-    """:return: the ``credential`` object of ``mie fido register --json`` (plan §6.1)."""
-    from mie.fido.authenticator import credential_ref
-    from mie.fido.cose import ALGORITHM_NAMES
+    """:return: the ``credential`` object of ``mie fido register --json`` (issue 10 plan §6.1;
+    the service's registration answers it too): :func:`mie.fido.registration.credential_summary`."""
+    from mie.fido.registration import credential_summary
 
-    record = registered.record
-    report = registered.report
-    entry = report.entry
-    return {
-        "rp_id": record.rp_id,
-        "credential_id": _b64url(record.credential_id),
-        "credential_ref": credential_ref(record.credential_id),
-        "aaguid": str(uuid.UUID(bytes=record.aaguid)),
-        "alg": ALGORITHM_NAMES.get(record.alg, str(record.alg)),
-        "sign_count": record.sign_count,
-        "backup_eligible": record.backup_eligible,
-        "discoverable": discoverable,
-        "attestation": {
-            "format": report.format,
-            "type": report.type,
-            "chain": [_subject(der) for der in report.chain],
-            "trust_anchor": report.anchor,
-            "metadata": None
-            if entry is None
-            else {
-                "description": entry.description,
-                "status": _status(entry),
-                "certification": entry.certification,
-            },
-            "allowlisted": report.allowed is not None,
-        },
-        "identity": _identity(record.id_nat, test=record.test).to_json(),
-        "level_cap": registered.level_cap.value if registered.level_cap else None,
-        "reasons": list(registered.reasons),
-    }
+    return credential_summary(registered, discoverable=discoverable)
 
 
-def _subject(der: bytes) -> str:
-    from mie.trust.parse import load_certificate_der
-
-    return load_certificate_der(der, "attestation chain").subject.rfc4514_string()
+# mie fido revoke
 
 
-def _status(entry: object) -> str | None:
-    """:return: the latest status the metadata reports for the model (a
-    :class:`~mie.fido.mds.MetadataView`), or ``None``."""
-    statuses = getattr(entry, "statuses", ())
-    return str(statuses[-1].status) if statuses else None
+@fido_group.command("revoke")
+@click.option(
+    "--credential",
+    "credential_id",
+    required=True,
+    help="The credential id, base64url (as mie fido register prints it).",
+)
+@click.option("--rp-id", help="The relying party id (or --policy: the policy's).")
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False),
+    help="The FIDO policy file whose rp_id names the relying party.",
+)
+@click.option(
+    "--reason", required=True, type=click.Choice(REVOCATION_REASONS), help="Why it is revoked."
+)
+@click.option("--note", help="A short note (at most 200 printable characters).")
+@store_option
+@json_option(
+    'Print {"mie", "reason", "note", "revoked_at", "by", "node", "already_revoked", "audit"}.'
+)
+def revoke_command(
+    credential_id: str,
+    rp_id: str | None,
+    policy_path: str | None,
+    reason: str,
+    note: str | None,
+    store_url: str,
+    as_json: bool,
+) -> int:
+    """Revoke a FIDO2 key's credential (lost, stolen, its holder left...): every node refuses
+    it from its next assertion. Revoking it again changes nothing (the first revocation is
+    shown). Audited in the store's chain of node cli:HOSTNAME."""
+    from mie._cli.lifecycle import print_revoked
+    from mie._cli.lifecycle import revoke as revoke_mie
+    from mie.store.base import MieRef
+
+    if (rp_id is None) == (policy_path is None):
+        raise UsageError("give --rp-id RP or --policy FILE (one of them)")
+    rp = rp_id if rp_id is not None else load_policy(str(policy_path)).rp_id
+    raw = parse_credential(credential_id)
+    with opened_store(store_url) as store:
+        assert store is not None  # noqa: S101 - opened_store refuses none here
+        done = revoke_mie(store, MieRef.fido2(rp, raw), reason, note)
+    print_revoked(done, as_json)
+    return 0
 
 
 # mie fido auth
