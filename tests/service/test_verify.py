@@ -3,8 +3,10 @@ input"): each answer has the status of its code, and the service keeps serving."
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from mie.emulation.testpki import CardCredentials
 from mie.result import AuthResult
 from mie.service import ServiceConfig
+from mie.service.config import AuditConfig
 from mie.service.errors import STATUS
 from tests.service.conftest import (
     ORIGIN,
@@ -191,3 +194,88 @@ def test_verify_needs_the_verify_scope(
     # Refused before the body is read: the nonce is still there.
     assert post_verify(service, cpx_evidence(card, nonce)).status_code == 200
     time.sleep(0)
+
+
+def test_psc_claims_at_substantial(
+    live_service: Callable[[ServiceConfig], LiveService],
+    make_config: Callable[..., ServiceConfig],
+    card: CardCredentials,
+    psc_allowing_test: str,
+) -> None:
+    live = live_service(make_config(psc_claims=psc_allowing_test))
+    answer = post_verify(live, cpx_evidence(card, challenge(live)))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    claims = body["psc_claims"]
+    assert claims["SubjectNameID"] == body["identity"]["id_nat"]
+    assert claims["acr"] == "eidas1" and claims["amr"] == ["sc", "pin", "mfa"]
+    assert claims["family_name"] == "DUPONT" and isinstance(claims["auth_time"], int)
+
+
+def test_the_packaged_mapping_refuses_test_identities(
+    service: LiveService, card: CardCredentials
+) -> None:
+    body = post_verify(service, cpx_evidence(card, challenge(service))).json()
+    assert body["valid"] is True and body["psc_claims"] is None
+    assert any(r.startswith("PSC claims not emitted") for r in body["reasons"])
+
+
+def test_every_verification_is_audited(
+    live_service: Callable[[ServiceConfig], LiveService],
+    make_config: Callable[..., ServiceConfig],
+    card: CardCredentials,
+    tmp_path: Path,
+) -> None:
+    from mie.audit import verify_trail
+
+    trail = tmp_path / "audit.jsonl"
+    live = live_service(make_config(audit=AuditConfig(file=str(trail), store=True)))
+    evidence = cpx_evidence(card, challenge(live))
+    answer = post_verify(live, evidence)
+    assert answer.status_code == 200, answer.text
+    stamp = answer.json()["audit"]
+    assert stamp == {"node": "node-a", "seq": 2}  # after the start record
+    assert post_verify(live, evidence).status_code == 409
+    lines = trail.read_bytes().splitlines(keepends=True)
+    report = verify_trail(lines)
+    assert report.records == 3
+    records = [json.loads(line) for line in lines]
+    assert [r["event"] for r in records] == ["start", "verify", "verify"]
+    assert records[1]["level"] == "substantial" and records[1]["error"] is None
+    assert records[2]["error"]["code"] == "nonce_unknown"
+    assert records[1]["client"] == "keycloak" and records[1]["request"]
+    # Never the nonce or the session, only digests of them.
+    text = trail.read_text()
+    assert evidence.nonce.hex() not in text and "session-1" not in text
+    # The store's chain holds the same records.
+    assert len(live.ctx.store.audit_lines("node-a")) == 3
+
+
+def test_a_success_the_audit_cannot_record_is_withheld(
+    live_service: Callable[[ServiceConfig], LiveService],
+    make_config: Callable[..., ServiceConfig],
+    card: CardCredentials,
+) -> None:
+    from mie.store.errors import StoreError
+
+    live = live_service(make_config(audit=AuditConfig(file=None, store=True)))
+    store = live.ctx.store
+    before = len(store.audit_lines("node-a"))
+    append = store.append_audit
+
+    def down(*args: object) -> None:
+        raise StoreError("the audit table is down")
+
+    store.append_audit = down
+    evidence = cpx_evidence(card, challenge(live))
+    try:
+        answer = post_verify(live, evidence)
+    finally:
+        store.append_audit = append
+    body = _refused(answer, 503, "store_unavailable")
+    assert body["identity"] is None and body["level"] is None
+    assert answer.headers["retry-after"] == "1"
+    assert len(store.audit_lines("node-a")) == before
+    # The nonce stays consumed; the service serves again once the sink is back.
+    _refused(post_verify(live, evidence), 409, "nonce_unknown")
+    still_serving(live, card)
