@@ -251,3 +251,26 @@ def test_a_temporary_key_is_capped_and_replaces_the_lost_one(
     answer = authenticate(live, spare)
     assert answer.status_code == 200, answer.text
     assert answer.json()["level"] == "low" and answer.json()["psc_claims"] is None
+
+
+def test_an_authentication_begun_for_another_professional_is_refused(
+    live_service: Callable[[ServiceConfig], LiveService],
+    fido_config: Callable[..., ServiceConfig],
+    device: EmulatedAuthenticator,
+) -> None:
+    live = live_service(fido_config())
+    credential = register(live, device)["credential"]["credential_id"]
+    other = "810100099885"
+    begun = live.client.post(
+        "/v1/fido/authentications", headers=headers(), json={"id_nat": other}
+    ).json()
+    assert begun["options"]["allowCredentials"] == []
+    # The browser is handed ID_NAT's key anyway: the service refuses the other professional.
+    begun["options"]["allowCredentials"] = [{"type": "public-key", "id": credential}]
+    options = PublicKeyCredentialRequestOptions.from_dict(begun["options"])
+    response = dict(_client(device).get_assertion(options).get_response(0))
+    body = {"nonce": begun["nonce"], "credential": response}
+    answer = live.client.post("/v1/fido/authentications/complete", headers=headers(), json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "policy"
+    assert authenticate(live, device).status_code == 200

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mie.core.errors import MieError
+from mie.core.errors import ErrorCode, MieError, VerificationError
 from mie.evidence import Evidence
 from mie.policy import AssuranceLevel
 from mie.result import AuthenticatorInfo, AuthResult
@@ -178,7 +178,7 @@ class VerifyCore:
         started = time.perf_counter()
         kind = kind_of(evidence.type)
         try:
-            self.consume(evidence.nonce, caller, purposes)
+            context = self.consume(evidence.nonce, caller, purposes)
             result = verify_evidence(
                 evidence,
                 Expected(evidence.nonce, self.ctx.origin),
@@ -188,6 +188,7 @@ class VerifyCore:
                 user=None,
                 fido=self.ctx.fido,
             )
+            _check_professional(context, result)
         except MieError as e:
             result = AuthResult.failure(e, authenticator)
         return self.finish(
@@ -311,6 +312,22 @@ class VerifyCore:
         for sink in getattr(trail, "sinks", ()):
             self.ctx.metrics.audit_records.labels(type(sink).__name__).inc()
         return stamp
+
+
+def _check_professional(context: Mapping[str, Any], result: AuthResult) -> None:
+    """Refuse a result for another professional than the one the ceremony was begun for (a
+    FIDO2 authentication begun with an idNat: ``allowCredentials`` binds only the browser).
+
+    :raises VerificationError: ``policy``.
+    """
+    wanted = context.get("id_nat")
+    if wanted is None or result.identity is None:
+        return
+    if result.identity.id_nat != wanted:
+        raise VerificationError(
+            ErrorCode.POLICY,
+            "The authentication was begun for another professional than the key's",
+        )
 
 
 def _code(result: AuthResult) -> str | None:
