@@ -681,3 +681,53 @@ def test_times_never_go_back_from_one_run_to_the_next(tmp_path: Path) -> None:
     assert verify_trail(lines).records == 4
     assert verify_trail(table.lines("node-a")).records == 2
 
+
+# --- the store sink on the real stores ------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def real_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from mie.store.memory import MemoryStore
+    from mie.store.sqlite import SqliteStore
+
+    store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "mie.db")
+    yield store
+    store.close()
+
+
+def store_lines(store: Any, node: str) -> list[bytes]:
+    return [line.encode() + b"\n" for line in store.audit_lines(node)]
+
+
+def test_a_store_sink_on_a_real_store(real_store: Any, tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    trail = AuditTrail(
+        "node-a", [FileSink.open(path), StoreSink(real_store, "node-a")], clock=Ticks()
+    )
+    for i in range(20):
+        trail.append(event(i))
+    trail.close()
+    file_lines = path.read_bytes().splitlines(keepends=True)
+    assert store_lines(real_store, "node-a") == file_lines  # one chain each, the same records
+    head = real_store.audit_head("node-a")
+    assert head == (20, head_of(file_lines))
+    assert verify_trail(store_lines(real_store, "node-a"), head=head[1]).records == 20
+    # A restart continues the store's chain where it stands.
+    again = AuditTrail("node-a", [StoreSink(real_store, "node-a")], clock=Ticks())
+    assert again.append(event(99)).seq == 21
+    assert verify_trail(store_lines(real_store, "node-a")).records == 21
+    assert real_store.audit_lines("node-b") == ()
+
+
+def test_two_writers_of_one_node_chain_on_a_real_store(real_store: Any) -> None:
+    one = AuditTrail("node-a", [StoreSink(real_store, "node-a")], clock=Ticks())
+    two = AuditTrail("node-a", [StoreSink(real_store, "node-a")], clock=Ticks())
+    one.append(event(1))
+    with pytest.raises(AuditUnavailableError) as raised:
+        two.append(event(2))
+    assert isinstance(raised.value.__cause__, AuditConflictError) or "taken" in str(raised.value)
+    assert two.append(event(3)).seq == 2  # re-read head: one chain, never a fork
+    with pytest.raises(AuditUnavailableError):
+        one.append(event(4))  # its head is behind now: refused, then re-read
+    assert one.append(event(5)).seq == 3
+    assert verify_trail(store_lines(real_store, "node-a")).records == 3
