@@ -121,3 +121,21 @@ def test_revoked_refused_on_the_other_node(
     found = node_b.client.get(f"/v1/mie/fido2:{credential}", headers=DESK).json()
     assert found["credential"]["suspended"] == "revoked"
     assert found["revocation"]["reason"] == "compromised"
+
+
+def test_a_temporary_badge_replacing_an_unknown_key_stores_nothing(service: LiveService) -> None:
+    # RS1: the grant was stored before the replaced key was revoked; an unknown key then
+    # failed the request with the grant left behind and nothing revoked.
+    grant = {
+        "mie": f"badge:{UID}",
+        "id_nat": ID_NAT,
+        "reason": "pvd",
+        "expires_in": 86400,
+        "replaces": {"mie": "fido2:AAAAAAAAAAAAAAAAAAAAAA", "reason": "lost"},
+    }
+    answer = service.client.post("/v1/mie/temporary", headers=DESK, json=grant)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["code"] == "not_found"
+    assert service.client.get(f"/v1/mie/badge:{UID}", headers=DESK).status_code == 404
+    del grant["replaces"]
+    assert service.client.post("/v1/mie/temporary", headers=DESK, json=grant).status_code == 201

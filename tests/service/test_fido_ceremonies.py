@@ -274,3 +274,46 @@ def test_an_authentication_begun_for_another_professional_is_refused(
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "policy"
     assert authenticate(live, device).status_code == 200
+
+
+def _replacing(mie: str) -> dict[str, Any]:
+    return {
+        "reason": "pvd",
+        "expires_in": 3600,
+        "replaces": {"mie": mie, "reason": "lost"},
+    }
+
+
+def test_a_temporary_key_replacing_a_bad_or_unknown_mie_is_refused_before_any_nonce(
+    live_service: Callable[[ServiceConfig], LiveService],
+    fido_config: Callable[..., ServiceConfig],
+    device: EmulatedAuthenticator,
+) -> None:
+    # RS1: the replaced MIE was read only after the spare key was stored: a bad or unknown
+    # ref left a temporary key registered with nothing revoked (half-written).
+    live = live_service(fido_config())
+    url = "/v1/fido/registrations"
+    for mie in ("nonsense", "fido2:AAAAAAAAAAAAAAAAAAAAAA"):
+        body = {"id_nat": ID_NAT, "user_name": "x", "temporary": _replacing(mie)}
+        answer = live.client.post(url, headers=headers("desk"), json=body)
+        assert answer.status_code in (400, 404), (mie, answer.text)
+        assert answer.json()["error"]["code"] in ("malformed", "not_found"), answer.text
+    ctx = live.app.state.mie
+    assert not ctx.store.credentials_of(ID_NAT, ctx.fido.policy.rp_id)
+    assert register(live, device)["temporary"] is None
+
+
+def test_a_temporary_key_cannot_revoke_another_professionals_key(
+    live_service: Callable[[ServiceConfig], LiveService],
+    fido_config: Callable[..., ServiceConfig],
+    device: EmulatedAuthenticator,
+) -> None:
+    # RS1: the enrol scope revoked any MIE by naming it in replaces (revocation is admin's).
+    live = live_service(fido_config())
+    victim = register(live, device)["credential"]["credential_id"]
+    other = "810100099885"
+    body = {"id_nat": other, "user_name": "x", "temporary": _replacing(f"fido2:{victim}")}
+    answer = live.client.post("/v1/fido/registrations", headers=headers("desk"), json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "policy"
+    assert authenticate(live, device).status_code == 200

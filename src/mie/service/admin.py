@@ -17,7 +17,7 @@ from mie.service.bodies import parse_query, read_json
 from mie.service.callers import Caller
 from mie.service.core import VerifyCore, utc_text
 from mie.service.errors import NotFoundError
-from mie.service.fido import _id_nat, _temporary, b64url, grant_json
+from mie.service.fido import _id_nat, _temporary, b64url, grant_json, replaced
 from mie.service.routes_auth import authorised, context, core, json_response, request_id, run_sync
 from mie.store.errors import CredentialUnknownError
 
@@ -145,6 +145,9 @@ def _grant(vcore: VerifyCore, who: Caller, body: object, rid: str) -> dict[str, 
     id_nat = _id_nat(fields["id_nat"], what)
     request = _temporary({k: v for k, v in fields.items() if k not in ("mie", "id_nat")}, id_nat)
     assert request is not None  # noqa: S101 - a dict was given
+    # The replaced MIE is checked before the grant is stored (RS1): a revocation that
+    # failed after it left a grant with nothing revoked.
+    replaced(vcore.ctx, request, id_nat, rp_id_of(vcore))
     now = time.time()
     replaces = request["replaces"]
     grant = new_grant(

@@ -136,6 +136,41 @@ def _temporary(value: object, id_nat: str) -> dict[str, Any] | None:
     }
 
 
+def replaced(
+    ctx: ServiceContext, temporary: Mapping[str, Any] | None, id_nat: str, rp_id: str
+) -> Any:
+    """Check the MIE a temporary key replaces, before anything is issued or stored.
+
+    :return: its ref, or ``None`` when nothing is replaced.
+    :raises EvidenceFormatError: not a MIE reference.
+    :raises NotFoundError: a FIDO2 key the store does not hold.
+    :raises VerificationError: a FIDO2 key of another professional (``policy``): the
+        ``enrol`` scope revokes only the lost MIE of the professional it enrols.
+    """
+    from mie.core.errors import ErrorCode, VerificationError
+    from mie.service.errors import NotFoundError
+    from mie.store.base import MieRef
+    from mie.store.errors import CredentialUnknownError, StoreInputError
+
+    replaces = None if temporary is None else temporary.get("replaces")
+    if replaces is None:
+        return None
+    try:
+        ref = MieRef.parse(replaces["mie"], rp_id=rp_id)
+    except StoreInputError as e:
+        raise EvidenceFormatError(f"temporary.replaces.mie: {e}") from e
+    if ref.kind == "fido2":
+        try:
+            old = ctx.store.get_credential(ref.rp_id, ref.credential_id)
+        except CredentialUnknownError as e:
+            raise NotFoundError(f"No FIDO2 credential {ref}") from e
+        if old.id_nat != id_nat:
+            raise VerificationError(
+                ErrorCode.POLICY, f"{ref} is another professional's key: it is not replaced"
+            )
+    return ref
+
+
 def _begin_registration(vcore: VerifyCore, who: Caller, body: object) -> dict[str, Any]:
     ctx = vcore.ctx
     fido = _fido(ctx)
@@ -145,6 +180,7 @@ def _begin_registration(vcore: VerifyCore, who: Caller, body: object) -> dict[st
     user_name = _text(fields, "user_name", what)
     display = _text(fields, "display_name", what, optional=True)
     temporary = _temporary(fields.get("temporary"), id_nat)
+    replaced(ctx, temporary, id_nat, fido.policy.rp_id)
     policy = fido.policy
     handle = secrets.token_bytes(USER_HANDLE_BYTES)
     existing = ctx.store.credentials_of(id_nat, policy.rp_id)
@@ -218,6 +254,8 @@ def _complete_registration(
         id_type, number = parse_id_nat(id_nat)
         identity = Identity(id_nat, id_type, number, None, None, None, None, False)
         temporary = state.get("temporary")
+        # Checked again before the key is stored: a revocation must not fail after it.
+        old = replaced(ctx, temporary, id_nat, policy.rp_id)
         grant = None
         if temporary is not None:
             replaces = temporary.get("replaces")
@@ -248,8 +286,7 @@ def _complete_registration(
     stored_grant = getattr(record, "temporary", None)
     credential = credential_summary(registered)
     ref = str(MieRef.fido2(record.rp_id, record.credential_id))
-    if temporary is not None and temporary.get("replaces") is not None:
-        old = MieRef.parse(temporary["replaces"]["mie"], rp_id=policy.rp_id)
+    if old is not None and temporary is not None:
         revocation = ctx.store.revoke(
             Revocation(
                 old, temporary["replaces"]["reason"], f"replaced by {ref}"[:200], now, who.client
@@ -395,4 +432,5 @@ __all__ = [
     "grant_json",
     "registrations",
     "registrations_complete",
+    "replaced",
 ]
