@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,26 @@ def test_open_mode_caller_is_local(
     live = live_service(make_config(clients=()))
     answer = live.client.post("/v1/challenges", headers={"Mie-Session": SESSION}, json={})
     assert answer.status_code == 201, answer.text
+
+
+def test_open_mode_on_a_localhost_resolving_elsewhere_is_refused(
+    make_config: Callable[..., ServiceConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RS1: "localhost" was taken for loopback by its name; an /etc/hosts (or resolver) that
+    # maps it to another address exposed the key-less service there.
+    import socket
+
+    config = make_config(clients=())
+    app = create_app(config)
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "localhost":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    with pytest.raises(ServiceConfigError, match="open mode"):
+        uvicorn_config(app, config, "localhost", 0)
+    monkeypatch.setattr(socket, "getaddrinfo", real)
+    uvicorn_config(app, config, "localhost", 0)

@@ -218,11 +218,20 @@ class ServiceConfig:
 
 
 def is_loopback(host: str) -> bool:
-    """:return: whether ``host`` is ``localhost`` or a loopback IP address."""
+    """:return: whether ``host`` is a loopback IP address, or ``localhost`` when every address
+    it resolves to is one (a name mapped elsewhere, or that does not resolve, is not)."""
     if host == "localhost":
-        return True
+        try:
+            found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return False
+        return bool(found) and all(_loopback_ip(str(info[4][0])) for info in found)
+    return _loopback_ip(host.strip("[]"))
+
+
+def _loopback_ip(text: str) -> bool:
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(text.partition("%")[0]).is_loopback
     except ValueError:
         return False
 
