@@ -122,3 +122,28 @@ def test_open_mode_on_a_localhost_resolving_elsewhere_is_refused(
         uvicorn_config(app, config, "localhost", 0)
     monkeypatch.setattr(socket, "getaddrinfo", real)
     uvicorn_config(app, config, "localhost", 0)
+
+
+@pytest.mark.parametrize("peer", ["192.0.2.1", "::ffff:192.0.2.1", "2001:db8::1"])
+def test_open_mode_refuses_a_caller_that_is_not_on_loopback(peer: str) -> None:
+    # RS1: open mode was checked only where mie binds its socket (uvicorn_config, mie serve);
+    # the app served by another ASGI server on a public address took every caller as local.
+    from starlette.requests import Request
+
+    from mie.service.callers import caller
+    from mie.service.errors import UnauthorizedError
+
+    def request(host: str) -> Request:
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/challenges",
+            "headers": [(b"mie-session", SESSION.encode())],
+            "client": (host, 40000),
+        }
+        return Request(scope)
+
+    with pytest.raises(UnauthorizedError, match="loopback"):
+        caller(request(peer), (), "verify")
+    for host in ("127.0.0.1", "::1"):
+        assert caller(request(host), (), "verify").client == "local"

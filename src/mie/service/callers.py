@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from mie.service.config import SCOPES, Client
+from mie.service.config import SCOPES, Client, is_loopback_ip
 from mie.service.errors import ForbiddenError, RequestUsageError, UnauthorizedError
 
 SESSION_HEADER = "mie-session"
@@ -90,6 +90,13 @@ def caller(
     :raises ForbiddenError: the client lacks ``scope`` (403).
     :raises RequestUsageError: a missing or malformed ``Mie-Session`` (400 ``usage``).
     """
+    if not clients:
+        # Open mode: loopback callers only, whatever address the server was bound to.
+        peer = request.client
+        if peer is None or not is_loopback_ip(peer.host):
+            raise UnauthorizedError(
+                "No clients configured (open mode): only a caller on loopback is served"
+            )
     name, scopes = authenticate(request.headers.get("authorization"), clients)
     if scope is not None and scope not in scopes:
         raise ForbiddenError(f"Client {name!r} has no {scope!r} scope")

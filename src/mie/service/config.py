@@ -225,11 +225,12 @@ def is_loopback(host: str) -> bool:
             found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
             return False
-        return bool(found) and all(_loopback_ip(str(info[4][0])) for info in found)
-    return _loopback_ip(host.strip("[]"))
+        return bool(found) and all(is_loopback_ip(str(info[4][0])) for info in found)
+    return is_loopback_ip(host.strip("[]"))
 
 
-def _loopback_ip(text: str) -> bool:
+def is_loopback_ip(text: str) -> bool:
+    """:return: whether ``text`` is a loopback IP address (a scope id ignored)."""
     try:
         return ipaddress.ip_address(text.partition("%")[0]).is_loopback
     except ValueError:
@@ -440,5 +441,6 @@ __all__ = [
     "TlsConfig",
     "TrustConfig",
     "is_loopback",
+    "is_loopback_ip",
     "load_config",
 ]
