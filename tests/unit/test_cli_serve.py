@@ -4,6 +4,7 @@ extra. The live tests run the real command in a process on 127.0.0.1, port 0."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -14,10 +15,11 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,3 +307,44 @@ def test_a_store_unreachable_at_start_is_one_line_exit_1() -> None:
     assert out.returncode == 1, out.stderr
     _one_error_line(out.stderr)
     assert LISTENING not in out.stderr
+
+
+# The lifespan guard, on a scripted ASGI exchange.
+
+
+class _Failing:
+    """An ASGI app whose lifespan raises at ``phase`` (``startup`` or ``shutdown``)."""
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if self.phase == "startup":
+            raise ValueError("store unreachable")
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        raise ValueError("stop record not written")
+
+
+@pytest.mark.parametrize("phase", ["startup", "shutdown"])
+def test_the_lifespan_guard_keeps_the_error_and_sends_no_traceback(phase: str) -> None:
+    from mie._cli.serve import _StartupGuard
+
+    guard = _StartupGuard(_Failing(phase))
+    sent: list[MutableMapping[str, Any]] = []
+    incoming: list[MutableMapping[str, Any]] = [
+        {"type": "lifespan.startup"},
+        {"type": "lifespan.shutdown"},
+    ]
+
+    async def receive() -> MutableMapping[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(guard({"type": "lifespan"}, receive, send))
+    assert isinstance(guard.error, ValueError)
+    assert sent[-1] == {"type": f"lifespan.{phase}.failed", "message": ""}
+    assert all("Traceback" not in str(m) for m in sent)

@@ -163,8 +163,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 class _StartupGuard:
     """Wraps the application's lifespan: an exception while it starts (a store unreachable, a
-    file unreadable) is kept, to be reported as one line, and uvicorn is told without the
-    traceback it would otherwise log."""
+    file unreadable) or stops is kept, to be reported as one line, and uvicorn is told without
+    the traceback it would otherwise log."""
 
     def __init__(self, app: _App) -> None:
         self.app = app
@@ -174,21 +174,23 @@ class _StartupGuard:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
-        sent_failure = False
+        sent: set[str] = set()
 
         async def guarded_send(message: _Message) -> None:
-            nonlocal sent_failure
-            if message.get("type") == "lifespan.startup.failed":
-                sent_failure = True
-                message = {"type": "lifespan.startup.failed", "message": ""}
+            kind = str(message.get("type"))
+            sent.add(kind)
+            if kind.endswith(".failed"):
+                message = {"type": kind, "message": ""}
             await send(message)
 
         try:
             await self.app(scope, receive, guarded_send)
         except Exception as e:
             self.error = e
-            if not sent_failure:
-                await send({"type": "lifespan.startup.failed", "message": ""})
+            # uvicorn waits for the phase's answer: failed, without the traceback as message.
+            phase = "shutdown" if "lifespan.startup.complete" in sent else "startup"
+            if not {f"lifespan.{phase}.failed", f"lifespan.{phase}.complete"} & sent:
+                await send({"type": f"lifespan.{phase}.failed", "message": ""})
 
 
 def _listening_url(host: str, port: int, tls: bool) -> str:
@@ -202,7 +204,11 @@ def _quiet_uvicorn() -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").addFilter(
-        lambda record: "Application startup failed" not in record.getMessage()
+        lambda record: (
+            not record.getMessage().startswith(
+                ("Application startup failed", "Application shutdown failed")
+            )
+        )
     )
 
 
@@ -266,7 +272,7 @@ def _serve(
 def _start_failure(error: BaseException) -> Exception:
     if isinstance(error, MieError | OSError | ValueError | ImportError):
         return error
-    return UsageError(f"the service did not start: {type(error).__name__}: {error}")
+    return UsageError(f"the service failed: {type(error).__name__}: {error}")
 
 
 @click.command("serve")
