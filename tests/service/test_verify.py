@@ -4,6 +4,7 @@ input"): each answer has the status of its code, and the service keeps serving."
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -279,3 +280,31 @@ def test_a_success_the_audit_cannot_record_is_withheld(
     # The nonce stays consumed; the service serves again once the sink is back.
     _refused(post_verify(live, evidence), 409, "nonce_unknown")
     still_serving(live, card)
+
+
+def test_health_names_no_store_internals(
+    service: LiveService, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RS1: the unauthenticated /v1/health answered the store error's text, which names the
+    # database's address (psycopg's "connection to server at ..."): it is logged instead.
+    from mie.store.errors import StoreError
+
+    store = service.ctx.store
+    ping = store.ping
+    text = 'PostgreSQL store unreachable: connection to server at "10.9.8.7", port 5432 failed'
+
+    def down() -> None:
+        raise StoreError(text)
+
+    caplog.set_level(logging.WARNING, logger="mie")
+    store.ping = down
+    try:
+        answer = service.client.get("/v1/health")
+    finally:
+        store.ping = ping
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["status"] == "unavailable" and body["error"]["code"] == "store_unavailable"
+    assert "10.9.8.7" not in answer.text
+    assert "10.9.8.7" in caplog.text
+    assert service.client.get("/v1/health").status_code == 200

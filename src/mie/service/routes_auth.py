@@ -8,6 +8,7 @@ node's limiter.
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from mie.service.core import Outcome, VerifyCore
 from mie.service.errors import RequestUsageError, error_response, response_headers
 from mie.store.errors import StoreError
 
+log = logging.getLogger("mie.service")
 T = TypeVar("T")
 HEALTH_DEADLINE = 1.0
 
@@ -111,19 +113,26 @@ def _health(ctx: ServiceContext) -> tuple[int, dict[str, Any]]:
         "store": "ok",
         "audit": "ok" if ctx.audit is not None else "off",
     }
+    # Anyone may ask: the error's text (a database address, a path) is logged, not answered.
     try:
         ctx.store.ping()
     except StoreError as e:
+        log.warning("health: the store is unavailable: %s", e)
+        message = "The store is unavailable (see the service's log)"
         body.update(
-            status="unavailable", store="unavailable", error={"code": e.code, "message": str(e)}
+            status="unavailable", store="unavailable", error={"code": e.code, "message": message}
         )
         return 503, body
     if ctx.audit is not None:
         try:
             body["audit_heads"] = [None if h is None else h[1] for h in ctx.audit.heads()]
         except MieError as e:
+            log.warning("health: the audit trail is unavailable: %s", e)
+            message = "The audit trail is unavailable (see the service's log)"
             body.update(
-                status="unavailable", audit="unavailable", error={"code": e.code, "message": str(e)}
+                status="unavailable",
+                audit="unavailable",
+                error={"code": e.code, "message": message},
             )
             return 503, body
     return 200, body
