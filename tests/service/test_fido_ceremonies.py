@@ -317,3 +317,29 @@ def test_a_temporary_key_cannot_revoke_another_professionals_key(
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "policy"
     assert authenticate(live, device).status_code == 200
+
+
+def test_a_refused_registration_nonce_is_audited(
+    live_service: Callable[[ServiceConfig], LiveService],
+    fido_config: Callable[..., ServiceConfig],
+    device: EmulatedAuthenticator,
+) -> None:
+    # RS1: a completion whose nonce was used, unknown or of another purpose was refused
+    # without an audit record (every attempt, success or failure, is one).
+    import json
+
+    from mie.service.config import AuditConfig
+
+    live = live_service(fido_config(audit=AuditConfig(file=None, store=True)))
+    begun = begin_registration(live)
+    credential = make_credential(device, begun)
+    assert complete_registration(live, begun["nonce"], credential).status_code == 201
+    again = complete_registration(live, begun["nonce"], credential)
+    assert again.status_code == 409, again.text
+    records = [json.loads(line) for line in live.ctx.store.audit_lines("node-a")]
+    registers = [r for r in records if r["event"] == "fido.register"]
+    assert [r["error"]["code"] if r["error"] else None for r in registers] == [
+        None,
+        "nonce_unknown",
+    ]
+    assert begun["nonce"] not in json.dumps(records)

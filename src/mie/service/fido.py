@@ -232,7 +232,12 @@ def _complete_registration(
     if ("credential" in fields) == ("registration" in fields):
         raise EvidenceFormatError(f"The {what} holds one of credential or registration")
     nonce = _nonce(fields, what)
-    state = vcore.consume(nonce, who, ("fido.register",))
+    try:
+        state = vcore.consume(nonce, who, ("fido.register",))
+    except MieError as e:
+        # Audited as every attempt (a used, unknown or other-purpose nonce included).
+        vcore.record("fido.register", AuthResult.failure(e), who, nonce, rid)
+        raise
     handle = bytes.fromhex(state["user_handle"])
     id_nat = state["id_nat"]
     now = time.time()
