@@ -328,3 +328,17 @@ def test_a_grant_for_another_professional_than_the_request(journal: Journal, sto
     assert "another professional" in str(caught.value)
     assert connection.commands == []
     assert store.lifecycle(MieRef.badge(enrolment.UID)) is None
+
+
+def test_a_revoked_badge_is_not_reissued_as_a_permanent_one(journal: Journal, store: Store) -> None:
+    # RS1: only a temporary enrolment read the revocation: a permanent one rewrote a revoked
+    # badge (keys, record, PIN) that every verification then refused.
+    store.revoke(_revocation(MieRef.badge(enrolment.UID)))
+    card = _blank()
+    connection = enrolment.Traced(card)
+    with pytest.raises(MieRevokedError):
+        _enroller(journal, store, temporary=None).enrol(
+            connection, EnrolmentRequest(enrolment.RPPS), row="1"
+        )
+    assert connection.commands == enrolment.FULL_ENROLMENT[:7]
+    assert card.state.picc_key.version == 0

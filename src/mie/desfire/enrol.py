@@ -329,7 +329,8 @@ class Enroller:
         arrival): this grant (from :func:`mie.lifecycle.new_grant`; its ``ref`` is replaced by
         each badge's) is written at ``BEGIN``, before any badge write, so a badge never exists
         as a permanent one by accident (a grant left by a run that failed only caps).
-    :param lifecycle: where the grant goes; ``None``: the second factor's store.
+    :param lifecycle: where a revocation is read (a revoked badge is never enrolled) and the
+        grant goes; ``None``: the second factor's store.
     :param clock: now, in seconds since the epoch (whether a badge's grant is still valid).
     """
 
@@ -610,15 +611,15 @@ class Enroller:
         return EnrolledBadge(row, uid, record, run.resumed_at, tuple(run.steps))
 
     def _grant(self, uid: bytes, request: EnrolmentRequest) -> None:
-        """Write the temporary grant of ``uid`` (nothing when the enroller has none, or the
-        store holds this professional's unexpired grant: a resumed run).
+        """Refuse a revoked ``uid``, then write its temporary grant (nothing when the enroller
+        has none, or the store holds this professional's unexpired grant: a resumed run).
 
         :raises MieRevokedError: the badge is revoked (a revoked badge is never reissued).
         :raises StoreInputError: another unexpired grant exists for it.
         """
         template = self.temporary
         store = self.lifecycle
-        if template is None or store is None:
+        if store is None:
             return
         import dataclasses
 
@@ -627,8 +628,11 @@ class Enroller:
 
         ref = MieRef.badge(uid)
         row = store.lifecycle(ref)
+        # Read for a permanent badge too: a revoked badge is never reissued (RS1).
         if row is not None and row.revocation is not None:
             raise revoked_error(row.revocation)
+        if template is None:
+            return
         held = row.temporary if row is not None else None
         if held is not None and held.id_nat == request.id_nat and self._clock() < held.expires_at:
             return
