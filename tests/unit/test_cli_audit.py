@@ -175,7 +175,7 @@ def test_an_oversized_line_is_refused_without_reading_it_all(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "give the audit FILE or --store URL --node N"),
+        ((), "Give the audit FILE or --store URL --node N"),
         (("a.jsonl", "--store", "sqlite:x.db", "--node", NODE), "one of them"),
         (("--store", "sqlite:x.db"), "--store needs --node"),
         (("a.jsonl", "--node", NODE), "--node goes with --store"),
@@ -237,11 +237,11 @@ def test_a_node_chain_in_the_store_verifies_and_an_edit_is_named(
     code, out, err = _verify(capsys, "--store", url, "--node", NODE)
     assert (code, err) == (0, "")
     assert out.startswith("1205 records, chain intact, head ")
-    # Another node has no records.
-    assert _verify(capsys, "--store", url, "--node", "node-b")[:2] == (
-        0,
-        "0 records, chain intact, head none\n",
-    )
+    # RS2: another node has no chain: it was '0 records, chain intact' (exit 0), a check that
+    # passed on nothing (a mistyped node name, or a chain removed whole, verified).
+    code, out, err = _verify(capsys, "--store", url, "--node", "node-b")
+    assert (code, out) == (2, "")
+    assert "no audit chain of node 'node-b'" in _one_line(err)
     with sqlite3.connect(db) as connection:
         (line,) = connection.execute(
             "SELECT line FROM mie_audit WHERE node = ? AND seq = 7", (NODE,)
@@ -266,3 +266,15 @@ def test_a_store_that_cannot_be_read_is_exit_2(
     code, _, err = _verify(capsys, "--store", f"sqlite:{bad}", "--node", NODE)
     assert code == 2
     _one_line(err)
+
+
+def test_a_store_file_that_is_not_there_is_exit_2_and_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # RS2: a mistyped path was opened as a new, empty SQLite store (the file created by a
+    # reader) and passed: '0 records, chain intact, head none', exit 0.
+    missing = tmp_path / "typo.db"
+    code, out, err = _verify(capsys, "--store", f"sqlite:{missing}", "--node", NODE)
+    assert (code, out) == (2, "")
+    assert "no such file" in _one_line(err)
+    assert list(tmp_path.iterdir()) == []

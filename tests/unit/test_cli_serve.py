@@ -202,7 +202,7 @@ def test_a_port_in_use_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         store = f"sqlite:{tmp_path / 'state.db'}"
         code = run(["serve", "--origin", ORIGIN, "--port", str(port), "--store", store])
     assert code == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in _one_error_line(capsys.readouterr().err)
+    assert f"Cannot listen on 127.0.0.1:{port}" in _one_error_line(capsys.readouterr().err)
 
 
 # The running service.
@@ -348,3 +348,40 @@ def test_the_lifespan_guard_keeps_the_error_and_sends_no_traceback(phase: str) -
     assert isinstance(guard.error, ValueError)
     assert sent[-1] == {"type": f"lifespan.{phase}.failed", "message": ""}
     assert all("Traceback" not in str(m) for m in sent)
+
+
+def test_a_store_in_a_directory_that_is_not_there_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # RS2: SQLite's 'SQLite store failed: unable to open database file', exit 1, naming
+    # neither the file nor its directory; it is unreadable input (exit 2), named.
+    store = f"sqlite:{tmp_path / 'no-such-dir' / 'state.db'}"
+    assert run(["serve", "--origin", ORIGIN, "--port", "0", "--store", store]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--store" in line and "its directory does not exist" in line
+    assert not (tmp_path / "no-such-dir").exists()
+
+
+def test_an_audit_file_with_one_byte_changed_is_refused_before_it_listens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 11, bad input: an audit file with one byte changed. The service does not chain
+    # its records after a broken trail: one line naming the first bad record, exit 2.
+    from mie.audit import AuditEvent, AuditTrail, FileSink
+
+    audit = tmp_path / "audit.jsonl"
+    with FileSink.open(audit) as sink:
+        trail = AuditTrail("node-a", [sink])
+        for k in range(3):
+            trail.append(AuditEvent("verify", rp=ORIGIN, client="local", reasons=(f"r{k}",)))
+    data = bytearray(audit.read_bytes())
+    data[data.index(b'"r1"') + 2] ^= 0x01  # 'r1' -> 's1' in record 2: still canonical JSON
+    audit.write_bytes(bytes(data))
+    store = f"sqlite:{tmp_path / 'state.db'}"
+    args = ["serve", "--origin", ORIGIN, "--port", "0", "--store", store, "--audit", str(audit)]
+    assert run([*args, "--node", "node-a"]) == 2
+    err = capsys.readouterr().err
+    line = _one_error_line(err)
+    assert "not a valid audit trail" in line and "record 3 (line 3)" in line, line
+    assert LISTENING not in err
+    assert audit.read_bytes() == bytes(data)  # nothing appended, nothing cut

@@ -62,10 +62,10 @@ def _open_trail(file: str) -> IO[bytes]:
     try:
         fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC)
     except OSError as e:
-        raise UsageError(f"audit trail {file}: {e.strerror or e}") from e
+        raise UsageError(f"Audit trail {file}: {e.strerror or e}") from e
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"audit trail {file}: not a regular file")
+            raise UsageError(f"Audit trail {file}: not a regular file")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -83,7 +83,7 @@ def file_lines(handle: IO[bytes], file: str) -> Iterator[bytes]:
         try:
             line = handle.readline(MAX_LINE + 2)
         except OSError as e:
-            raise UsageError(f"audit trail {file}: {e.strerror or e}") from e
+            raise UsageError(f"Audit trail {file}: {e.strerror or e}") from e
         if not line:
             return
         yield line
@@ -147,7 +147,7 @@ def audit_verify(
 
     head = parse_head(head_hex)
     if (file is None) == (store_url is None):
-        raise UsageError("give the audit FILE or --store URL --node N (one of them)")
+        raise UsageError("Give the audit FILE or --store URL --node N (one of them)")
     if store_url is not None and node is None:
         raise UsageError("--store needs --node N (the node whose chain is checked)")
     if file is not None and node is not None:
@@ -194,16 +194,19 @@ def _verify_store(store_url: str, node: str, head: str | None, verify_trail: Any
 
     try:
         # Typed loosely: the audit methods of the store (issue 11, S2) are read by name.
-        store: Any = open_store(store_url)
+        # A reader: a SQLite path that is not there is refused, not created empty.
+        store: Any = open_store(store_url, must_exist=True)
         if store is None:
             raise UsageError("--store none holds no audit chain")
         with store:
             stored = store.audit_head(node)
             if stored is None:
-                return verify_trail(iter(()), head=head)
+                # Every node's chain starts with its start record: none is a wrong node name
+                # (or a chain removed whole), never an intact chain.
+                raise UsageError(f"The store holds no audit chain of node {node!r}")
             last, stored_head = stored
             # A --head given must be the end of the chain as stored; else the store's own head is.
             return verify_trail(store_lines(store, node, last), head=head or stored_head)
     except StoreError as e:
         # The chain could not be read at all: not a bad record (exit 1) but unreadable input.
-        raise UsageError(f"audit chain of node {node}: {e}") from e
+        raise UsageError(f"Audit chain of node {node}: {e}") from e

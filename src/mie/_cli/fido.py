@@ -622,7 +622,7 @@ def revoke_command(
     from mie.store.base import MieRef
 
     if (rp_id is None) == (policy_path is None):
-        raise UsageError("give --rp-id RP or --policy FILE (one of them)")
+        raise UsageError("Give --rp-id RP or --policy FILE (one of them)")
     rp = rp_id if rp_id is not None else load_policy(str(policy_path)).rp_id
     raw = parse_credential(credential_id)
     with opened_store(store_url) as store:

@@ -74,7 +74,7 @@ def record(store: Store, event: Any) -> AuditStamp:
             # the head moved meanwhile: read it again and retry. Otherwise the store failed.
             if attempt == AUDIT_RETRIES - 1 or store.audit_head(node) == before:
                 raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise AssertionError("Unreachable")  # pragma: no cover
 
 
 def mie_of(ref: MieRef) -> dict[str, Any]:

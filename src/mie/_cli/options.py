@@ -294,10 +294,13 @@ def parse_store_url(url: str) -> tuple[str, str] | None:
     )
 
 
-def _check_sqlite_path(url: str, path: str) -> None:
+def _check_sqlite_path(url: str, path: str, *, must_exist: bool = False) -> None:
     """Refuse a SQLite path that is there and is not a regular file (a directory, a device, a
     FIFO): SQLite would fail on it only after creating its journal beside it (``/dev/zero``
-    gains ``/dev/zero-journal``). A link to a regular file is a database like another.
+    gains ``/dev/zero-journal``). A link to a regular file is a database like another. A path
+    that is not there is refused when its directory is not there either (SQLite's 'unable to
+    open database file' names neither), or when ``must_exist`` (a reader: opening it would
+    create an empty store).
 
     :raises UsageError: the path is not a regular file, or cannot be examined.
     """
@@ -305,6 +308,10 @@ def _check_sqlite_path(url: str, path: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if must_exist:
+            raise UsageError(f"--store {shown!r}: no such file (a SQLite database file)") from None
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"--store {shown!r}: its directory does not exist") from None
         return
     except OSError as e:
         raise UsageError(f"--store {shown!r}: {e.strerror or e}") from e
@@ -312,8 +319,9 @@ def _check_sqlite_path(url: str, path: str) -> None:
         raise UsageError(f"--store {shown!r}: not a regular file (a SQLite database file)")
 
 
-def open_store(url: str) -> Store | None:
-    """Open the store a ``--store`` URL names (:func:`parse_store_url`).
+def open_store(url: str, *, must_exist: bool = False) -> Store | None:
+    """Open the store a ``--store`` URL names (:func:`parse_store_url`); ``must_exist``: a
+    SQLite file that is not there is refused, not created.
 
     :return: the store (the caller closes it), or ``None`` for ``none``.
     :raises UsageError: a malformed URL, or PostgreSQL without psycopg installed.
@@ -327,7 +335,7 @@ def open_store(url: str) -> Store | None:
     if backend == "sqlite":
         from mie.store.sqlite import SqliteStore
 
-        _check_sqlite_path(url, where)
+        _check_sqlite_path(url, where, must_exist=must_exist)
         return SqliteStore(where)
     try:
         from mie.store.postgres import PostgresStore

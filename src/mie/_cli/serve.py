@@ -157,7 +157,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.set_inheritable(True)
     except OSError as e:
         sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        raise UsageError(f"Cannot listen on {host}:{port}: {e.strerror or e}") from e
     return sock
 
 
@@ -264,7 +264,7 @@ def _serve(
     except SystemExit as e:
         if app.error is not None:
             raise _start_failure(app.error) from app.error
-        raise UsageError(f"the service did not start (exit {e.code})") from e
+        raise UsageError(f"The service did not start (exit {e.code})") from e
     if app.error is not None:
         raise _start_failure(app.error) from app.error
 
