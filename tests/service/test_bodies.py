@@ -127,3 +127,34 @@ def test_unknown_query_parameter_is_400_usage(service: LiveService) -> None:
     _error(service.client.get("/v1/health?verbose=1"), 400, "usage")
     answer = service.client.post("/v1/challenges?x=1", headers=headers(), json={})
     _error(answer, 400, "usage")
+
+
+def test_a_body_that_stops_arriving_is_refused_at_its_deadline(
+    service: LiveService, card: CardCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RS1: the body was read without a deadline: a client that declared 100 bytes and sent
+    # 10 held its request (and a task) for as long as it kept the connection open.
+    import socket
+
+    from mie.service import bodies
+
+    monkeypatch.setattr(bodies, "BODY_DEADLINE", 0.5, raising=False)
+    host, port = service.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            "POST /v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: {headers()['Authorization']}\r\nMie-Session: s\r\n"
+            "Content-Length: 100\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b'{"type": "')
+        data = b""
+        while b"\r\n\r\n" not in data or b"}" not in data.partition(b"\r\n\r\n")[2]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = data.split(b"\r\n", 1)[0]
+    assert b" 400 " in status, data[:300]
+    assert b'"code":"usage"' in data and b"did not arrive" in data
+    monkeypatch.undo()
+    still_serving(service, card)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 
 from mie.core import strictjson
@@ -22,6 +23,8 @@ from mie.service.errors import RequestUsageError, TooLargeError, UnsupportedMedi
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects a body may have (evidence needs 4)."""
+BODY_DEADLINE = 10.0
+"""Seconds a whole body may take to arrive (a client that stops sending is refused)."""
 _MEDIA = re.compile(r"application/json\s*(?:;\s*charset\s*=\s*\"?utf-8\"?\s*)?", re.IGNORECASE)
 _LENGTH = re.compile(r"[0-9]{1,19}")
 
@@ -39,6 +42,7 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     :raises TooLargeError: a ``Content-Length`` over the limit (nothing read), or more bytes
         than the limit.
     :raises JsonFormatError: a ``Content-Length`` that is not a number.
+    :raises RequestUsageError: the body did not arrive within :data:`BODY_DEADLINE`.
     """
     length = request.headers.get("content-length")
     if length is not None:
@@ -48,11 +52,15 @@ async def read_body(request: Request, *, limit: int) -> bytes:
             raise TooLargeError(f"Body of {int(length)} bytes, at most {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLargeError(f"Body over {limit} bytes")
-        chunks.append(chunk)
+    deadline = BODY_DEADLINE
+    with anyio.move_on_after(deadline) as scope:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError(f"Body over {limit} bytes")
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        raise RequestUsageError(f"The request body did not arrive within {deadline:g} s")
     return b"".join(chunks)
 
 
@@ -133,6 +141,7 @@ def parse_query(request: Request, allowed: Mapping[str, Callable[[str], Any]]) -
 
 
 __all__ = [
+    "BODY_DEADLINE",
     "MAX_DEPTH",
     "check_depth",
     "check_media_type",
