@@ -89,6 +89,8 @@ FRAGMENTS = {
     ("mie/emulation/ctap2_state.py", "fail"),
     ("mie/fido/allowlist.py", "fail"),
     ("mie/fido/policy.py", "fail"),
+    # The first bad record of a trail, quoted as "audit trail {file}: record {n} (line {l}): ...".
+    ("mie/audit.py", "AuditChainError"),
 }
 """Reason fragments raised by public classes: ``(file, exception)``."""
 VERBATIM = {
