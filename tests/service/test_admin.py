@@ -139,3 +139,17 @@ def test_a_temporary_badge_replacing_an_unknown_key_stores_nothing(service: Live
     assert service.client.get(f"/v1/mie/badge:{UID}", headers=DESK).status_code == 404
     del grant["replaces"]
     assert service.client.post("/v1/mie/temporary", headers=DESK, json=grant).status_code == 201
+
+
+def test_a_temporary_badge_replacing_itself_is_refused(service: LiveService) -> None:
+    # RS1: the grant was stored, then the same badge revoked: a useless grant, a revoked badge.
+    grant = {
+        "mie": f"badge:{UID}",
+        "id_nat": ID_NAT,
+        "reason": "pvd",
+        "expires_in": 86400,
+        "replaces": {"mie": f"badge:{UID}", "reason": "damaged"},
+    }
+    answer = service.client.post("/v1/mie/temporary", headers=DESK, json=grant)
+    assert answer.status_code == 400, answer.text
+    assert service.client.get(f"/v1/mie/badge:{UID}", headers=DESK).status_code == 404

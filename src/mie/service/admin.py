@@ -147,7 +147,8 @@ def _grant(vcore: VerifyCore, who: Caller, body: object, rid: str) -> dict[str, 
     assert request is not None  # noqa: S101 - a dict was given
     # The replaced MIE is checked before the grant is stored (RS1): a revocation that
     # failed after it left a grant with nothing revoked.
-    replaced(vcore.ctx, request, id_nat, rp_id_of(vcore))
+    if replaced(vcore.ctx, request, id_nat, rp_id_of(vcore)) == ref:
+        raise EvidenceFormatError("A temporary badge does not replace itself")
     now = time.time()
     replaces = request["replaces"]
     grant = new_grant(
