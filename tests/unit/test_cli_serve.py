@@ -385,3 +385,24 @@ def test_an_audit_file_with_one_byte_changed_is_refused_before_it_listens(
     assert "not a valid audit trail" in line and "record 3 (line 3)" in line, line
     assert LISTENING not in err
     assert audit.read_bytes() == bytes(data)  # nothing appended, nothing cut
+
+
+def test_a_public_address_without_tls_is_warned_about(tmp_path: Path) -> None:
+    # RS2: with clients configured, mie serve --host 0.0.0.0 served plain HTTP with no word:
+    # every caller's API key and every workstation's evidence in clear on the network.
+    import hashlib
+
+    config = tmp_path / "service.json"
+    digest = hashlib.sha256(b"a key for this test").hexdigest()
+    client = {"name": "iam", "key_sha256": digest, "scopes": ["verify"]}
+    config.write_text(
+        json.dumps({"format": "mie-service/1", "origin": ORIGIN, "clients": [client]})
+    )
+    store = f"sqlite:{tmp_path / 'state.db'}"
+    public = ("--config", str(config), "--store", store, "--host", "0.0.0.0")  # noqa: S104
+    for host_args, warned in ((public, True), (public[:-2], False)):
+        with served(*host_args) as service:
+            service.process.send_signal(signal.SIGTERM)
+            assert service.process.wait(timeout=DEADLINE) == 0
+            stderr = service.rest_of_stderr()
+        assert ("without TLS: API keys and evidence travel in clear" in stderr) is warned, stderr

@@ -248,6 +248,15 @@ def _serve(
     tls = config.tls
     url = _listening_url(host, port, tls is not None)
     line = f"mie serve: node {config.node} listening on {url}"
+    from mie.service.config import is_loopback
+
+    if tls is None and not is_loopback(host):
+        # Callers send their API key and the workstation's evidence in every request.
+        logging.getLogger("mie.service").warning(
+            "mie serve: %s without TLS: API keys and evidence travel in clear "
+            "(give --tls-cert/--tls-key, or terminate TLS in front of it)",
+            host,
+        )
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
