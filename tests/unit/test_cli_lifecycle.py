@@ -328,4 +328,16 @@ def test_register_a_temporary_key_replacing_a_lost_one(
                      "unannounced", "--expires", "8h")  # fmt: skip
     assert other["credential"]["level_cap"] == "low"
     assert other["temporary"]["replaced"] is None
+    # RS2 (issue 11 item 5, "audited"): each grant is a record of the CLI's chain, bound to
+    # the idNat, naming the spare MIE and its reason, the chain intact, no PIN member in it.
+    assert _chain(capsys, desk.store).startswith(f"{other['temporary']['audit']['seq']} records")
+    with SqliteStore(desk.directory / "mie.db") as store:
+        lines = store.audit_lines(cli_node())
+    records = {json.loads(line)["seq"]: json.loads(line) for line in lines}
+    for outcome_of in (outcome, other):
+        record = records[outcome_of["temporary"]["audit"]["seq"]]
+        assert record["event"] == "temporary", record
+        assert record["identity"]["id_nat"] == "8" + RPPS
+        assert outcome_of["temporary"]["mie"].removeprefix("fido2:") in json.dumps(record["mie"])
+    assert all("pin" not in json.loads(line) for line in lines)  # no member carries a PIN
     assert _chain(capsys, desk.store).startswith("3 records, chain intact")
