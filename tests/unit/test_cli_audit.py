@@ -11,10 +11,12 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mie._cli.__main__ import run
+from mie._cli.state import UsageError
 from mie.audit import AuditEvent, AuditTrail, FileSink, StoreSink, record_digest
 
 NODE = "node-a"
@@ -278,3 +280,34 @@ def test_a_store_file_that_is_not_there_is_exit_2_and_not_created(
     assert (code, out) == (2, "")
     assert "no such file" in _one_line(err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_trail_or_a_read_error_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 11's trial: an audit file the user may not read (EACCES; simulated: the tests may
+    # run as root), then a read that fails midway (EIO): one line naming it, exit 2, no trace.
+    path = tmp_path / "audit.jsonl"
+    make_trail(path, 3)
+    real_open = os.open
+
+    def denied(file: Any, *args: Any, **kwargs: Any) -> int:
+        if os.fspath(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "open", denied)
+        code, out, err = _verify(capsys, str(path))
+    assert (code, out) == (2, "")
+    assert _one_line(err) == f"mie: error: Audit trail {path}: Permission denied"
+
+    import mie._cli.audit as cli_audit
+
+    class _Broken:
+        def readline(self, size: int) -> bytes:
+            raise OSError(5, "Input/output error")
+
+    lines = cli_audit.file_lines(_Broken(), str(path))  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"^Audit trail .*: Input/output error$"):
+        next(lines)
