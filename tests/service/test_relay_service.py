@@ -456,3 +456,14 @@ def test_the_pin_reaches_no_log_even_at_debug(
     assert answer.status_code == 200
     assert any(r.name == "uvicorn.error" for r in caplog.records)
     assert caplog.records and all(PIN not in r.getMessage() for r in caplog.records)
+
+
+def test_the_agent_url_is_not_taken_from_a_forged_host_header(service: Service) -> None:
+    # Review RS1: without relay.public_url the URL was built from the request's Host header, so
+    # a caller naming another host sent the agent, and the PIN it relays, there.
+    headers = {**HEADERS, "Host": "evil.example:1"}
+    answer = service.http.post("/v1/relay/sessions", content=b"{}", headers=headers)
+    assert answer.status_code == 201, answer.text
+    opened = answer.json()
+    assert "evil" not in opened["url"]
+    assert opened["url"] == f"ws://127.0.0.1:{service.port}/v1/relay/{opened['session']}"

@@ -385,8 +385,16 @@ def _url(ctx: Any, request: Request, session: str) -> str:
     public = ctx.config.relay.public_url
     if public:
         return public.rstrip("/") + "/" + session
+    # Not the request's Host header: a caller could forge it and send the agent, with the PIN
+    # it relays, to another server. The socket the request came in on is the service's own.
     scheme = "wss" if request.url.scheme == "https" else "ws"
-    return f"{scheme}://{request.url.netloc}{RELAY_PATH}{session}"
+    server = request.scope.get("server")
+    if not server or server[1] is None:
+        raise RelayRefusedError("No relay.public_url configured and no bound address to name")
+    host, port = str(server[0]), int(server[1])
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{RELAY_PATH}{session}"
 
 
 def _time(seconds: float) -> str:
