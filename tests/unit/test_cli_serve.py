@@ -406,3 +406,29 @@ def test_a_public_address_without_tls_is_warned_about(tmp_path: Path) -> None:
             assert service.process.wait(timeout=DEADLINE) == 0
             stderr = service.rest_of_stderr()
         assert ("without TLS: API keys and evidence travel in clear" in stderr) is warned, stderr
+
+
+def test_without_store_it_uses_the_documented_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # RS2: with no --store the service kept its state in $XDG_STATE_HOME/mie/service.db, said
+    # neither in --help nor in architecture.md (which said the store was required).
+    assert run(["serve", "--help"]) == 0
+    assert "default: $XDG_STATE_HOME/mie/service.db" in " ".join(capsys.readouterr().out.split())
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mie", "serve", "--origin", ORIGIN, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        _read_until_listening(process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=DEADLINE)
+    assert (tmp_path / "state" / "mie" / "service.db").is_file()

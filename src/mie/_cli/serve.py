@@ -304,7 +304,8 @@ def _start_failure(error: BaseException) -> Exception:
     "--store",
     metavar="URL",
     help="Shared state: sqlite:PATH, sqlite:///PATH or postgresql://... (nodes of one cluster "
-    "share one PostgreSQL).",
+    "share one PostgreSQL; default: $XDG_STATE_HOME/mie/service.db, else "
+    "~/.local/state/mie/service.db).",
 )
 @click.option(
     "--audit",
