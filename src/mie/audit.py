@@ -727,7 +727,7 @@ def _read_file(fd: int, name: str) -> tuple[TrailReport, int, int]:
             report = verify_trail(complete())
         except AuditChainError as e:
             raise AuditChainError(
-                f"The {name} is not a valid audit trail: {e}",
+                f"{name[:1].upper()}{name[1:]} is not a valid audit trail: {e}",
                 line=e.line,
                 seq=e.seq,
                 problem=e.problem,

@@ -162,13 +162,13 @@ def test_without_the_service_extra_it_says_what_to_install() -> None:
     ("args", "message"),
     [
         ((), "needs --origin"),
-        (("--origin", "https://iam.example/path"), "origin"),
-        (("--origin", "not a url"), "origin"),
+        (("--origin", "https://iam.example/path"), "Origin"),
+        (("--origin", "not a url"), "Origin"),
         (("--origin", ORIGIN, "--host", "0.0.0.0"), "not loopback"),  # noqa: S104 - refused
         (("--origin", ORIGIN, "--tls-cert", "cert.pem"), "--tls-cert and --tls-key go together"),
         (("--origin", ORIGIN, "--store", "none"), "--store none"),
         (("--origin", ORIGIN, "--store", "mysql://x"), "--store"),
-        (("--origin", ORIGIN, "--node", "a b"), "node"),
+        (("--origin", ORIGIN, "--node", "a b"), "Node"),
         (("--origin", ORIGIN, "--port", "70000"), "--port"),
     ],
 )

@@ -91,6 +91,10 @@ FRAGMENTS = {
     ("mie/fido/policy.py", "fail"),
     # The first bad record of a trail, quoted as "audit trail {file}: record {n} (line {l}): ...".
     ("mie/audit.py", "AuditChainError"),
+    # The problem of a service configuration member, quoted as "{member}: {problem}" by fail().
+    ("mie/service/config.py", "fail"),
+    # The problem of a PSC claims mapping member, quoted as "The {name}: {problem}".
+    ("mie/psc.py", "ValueError"),
 }
 """Reason fragments raised by public classes: ``(file, exception)``."""
 VERBATIM = {
@@ -100,6 +104,8 @@ VERBATIM = {
     ("mie/relay/__init__.py", "AttributeError"),
     ("mie/errors.py", "AttributeError"),
     ("mie/fido/errors.py", "AttributeError"),
+    # The service's 500 message, worded as mie.service.errors words it for any handler.
+    ("mie/service/relay.py", "InternalError"),
     ("mie/fido/__init__.py", "AttributeError"),
 }
 """Messages that copy Python's wording: ``(file, exception)``."""

@@ -60,9 +60,9 @@ def _revoke(vcore: VerifyCore, who: Caller, body: object, rid: str) -> tuple[int
     ref = _ref(vcore, fields["mie"])
     note = fields.get("note")
     if note is not None and not isinstance(note, str):
-        raise EvidenceFormatError("revocation request.note is not a string or null")
+        raise EvidenceFormatError("Revocation request: note is not a string or null")
     if not isinstance(fields["reason"], str):
-        raise EvidenceFormatError("revocation request.reason is not a string")
+        raise EvidenceFormatError("Revocation request: reason is not a string")
     mine = Revocation(ref, fields["reason"], note, time.time(), who.client)
     try:
         stored = vcore.ctx.store.revoke(mine)

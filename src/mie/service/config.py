@@ -132,9 +132,9 @@ class ServiceConfig:
         try:
             check_origin(self.origin)
         except (TypeError, ValueError) as e:
-            raise ServiceConfigError(f"origin: {e}") from e
+            raise ServiceConfigError(f"Origin: {e}") from e
         if self.node is not None and not NODE_PATTERN.fullmatch(self.node):
-            raise ServiceConfigError("node: 1 to 64 characters among A-Z a-z 0-9 . _ : -")
+            raise ServiceConfigError("Node: 1 to 64 characters among A-Z a-z 0-9 . _ : -")
         if not MIN_LIFETIME <= self.nonce_lifetime <= MAX_LIFETIME:
             raise ServiceConfigError(
                 f"nonce_lifetime: {self.nonce_lifetime} s, not {MIN_LIFETIME} to {MAX_LIFETIME}"
@@ -143,10 +143,10 @@ class ServiceConfig:
             raise ServiceConfigError("store_pool: 1 to 64 connections")
         names = [c.name for c in self.clients]
         if len(set(names)) != len(names):
-            raise ServiceConfigError("clients: two clients have the same name")
+            raise ServiceConfigError("Clients: two clients have the same name")
         digests = [c.key_sha256 for c in self.clients]
         if len(set(digests)) != len(digests):
-            raise ServiceConfigError("clients: two clients have the same key")
+            raise ServiceConfigError("Clients: two clients have the same key")
         if self.trust.revocation not in ("hard", "soft"):
             raise ServiceConfigError("trust.revocation: hard or soft")
 

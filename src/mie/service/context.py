@@ -111,13 +111,13 @@ def open_service_store(config: ServiceConfig) -> Store:
         try:
             from mie.store.postgres import PostgresStore
         except ImportError as e:
-            raise ServiceConfigError(f"store: PostgreSQL needs psycopg (mie[store]): {e}") from e
+            raise ServiceConfigError(f"Store: PostgreSQL needs psycopg (mie[store]): {e}") from e
         return PostgresStore(url, pool_size=config.store_pool)  # type: ignore[call-arg,unused-ignore]
     if url.startswith("sqlite:///"):
         from mie.store.sqlite import SqliteStore
 
         return SqliteStore(url.removeprefix("sqlite://"))
-    raise ServiceConfigError("store: not sqlite:///PATH or postgresql://...")
+    raise ServiceConfigError("Store: not sqlite:///PATH or postgresql://...")
 
 
 def _default_state_dir() -> Any:

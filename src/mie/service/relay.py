@@ -192,7 +192,7 @@ def finish_relay(
         if connection is None:
             connection = pending.connection(0)
         if badges is None:
-            raise RelayRefusedError("this node has no badge configuration")
+            raise RelayRefusedError("This node has no badge configuration")
         authenticator = DesfireAuthenticator(connection, badges.config, keys=badges.keys)
         result = login(
             authenticator,
@@ -415,11 +415,11 @@ async def relay_session(request: Request) -> Response:
         raise RequestUsageError("A relay session takes an empty JSON object")
     if ctx.badges is None:
         # Refused before a nonce is issued: no agent could log in here.
-        raise RelayRefusedError("this node has no badge configuration")
+        raise RelayRefusedError("This node has no badge configuration")
     sessions = _sessions(ctx)
     if len(sessions) >= MAX_SESSIONS:
         # A bound on what a node keeps in memory; the IAM retries or another node takes it.
-        raise RelayRefusedError(f"this node keeps {MAX_SESSIONS} relay sessions already")
+        raise RelayRefusedError(f"This node keeps {MAX_SESSIONS} relay sessions already")
     core = _core(request.app.state)
     challenge = await anyio.to_thread.run_sync(core.issue, who, "relay", None)
     now = time.time()
@@ -445,7 +445,7 @@ async def relay_session(request: Request) -> Response:
 
 def _wait(value: str) -> int:
     if not value.isdecimal() or not 0 <= int(value) <= MAX_WAIT:
-        raise ValueError(f"wait is 0 to {MAX_WAIT} seconds")
+        raise ValueError(f"The wait is 0 to {MAX_WAIT} seconds")
     return int(value)
 
 
