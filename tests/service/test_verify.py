@@ -308,3 +308,27 @@ def test_health_names_no_store_internals(
     assert "10.9.8.7" not in answer.text
     assert "10.9.8.7" in caplog.text
     assert service.client.get("/v1/health").status_code == 200
+
+
+def test_a_refused_requests_authenticator_is_recorded_as_claimed(
+    live_service: Callable[[ServiceConfig], LiveService],
+    make_config: Callable[..., ServiceConfig],
+    card: CardCredentials,
+    tmp_path: Path,
+) -> None:
+    # Review RS2: a replayed result with a forged authenticator wrote its kind and serial into
+    # the trail as if they were the MIE presented.
+    from mie.result import AuthenticatorInfo
+
+    trail = tmp_path / "audit.jsonl"
+    live = live_service(make_config(audit=AuditConfig(file=str(trail), store=False)))
+    evidence = cpx_evidence(card, challenge(live))
+    forged = AuthenticatorInfo("cps3", "2800000001", None, None)
+    result = AuthResult(True, authenticator=forged, evidence=evidence, reasons=("forged",))
+    assert post_verify(live, result.to_json()).status_code == 200
+    assert post_verify(live, result.to_json()).status_code == 409
+    records = [json.loads(line) for line in trail.read_bytes().splitlines()]
+    accepted, refused = records[1], records[2]
+    assert accepted["detail"] is None
+    assert refused["error"]["code"] == "nonce_unknown"
+    assert refused["detail"] == {"authenticator": "claimed, not verified"}

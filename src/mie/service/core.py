@@ -257,6 +257,10 @@ class VerifyCore:
             return None
         from mie.audit import AuditEvent  # type: ignore[import-not-found,unused-ignore]
 
+        if not result.valid and result.authenticator is not None:
+            # A refused request's kind and serial are what the caller posted, never checked: the
+            # security officer must not read them as the MIE that was presented.
+            detail = {**(detail or {}), "authenticator": "claimed, not verified"}
         record = AuditEvent.from_result(
             event,
             result,
