@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ from websockets.typing import Origin, Subprotocol  # noqa: E402
 
 from mie.core.connection import Transport  # noqa: E402
 from mie.core.errors import MieError  # noqa: E402
+from mie.core.log import TRAFFIC  # noqa: E402
 from mie.desfire.record import IdentityRecord  # noqa: E402
 from mie.desfire.verify import BadgeVerifier  # noqa: E402
 from mie.policy import AssuranceLevel  # noqa: E402
@@ -175,6 +177,9 @@ class Service:
                 access_log=False,
             )
         )
+        # uvicorn's Config renames level 5 "TRACE"; give it back its mie name, as
+        # mie.service.app.uvicorn_config does (the other tests read the records' level names).
+        logging.addLevelName(TRAFFIC, "TRAFFIC")
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from mie.core.errors import MieError
+from mie.core.log import TRAFFIC
 from mie.service import routes_auth
 from mie.service.config import ServiceConfig
 from mie.service.context import ServiceContext
@@ -178,7 +179,7 @@ def uvicorn_config(app: Starlette, config: ServiceConfig, host: str, port: int) 
     tls: dict[str, Any] = {}
     if config.tls is not None:
         tls = {"ssl_certfile": config.tls.cert, "ssl_keyfile": config.tls.key}
-    return uvicorn.Config(
+    settings = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -192,6 +193,10 @@ def uvicorn_config(app: Starlette, config: ServiceConfig, host: str, port: int) 
         timeout_graceful_shutdown=5,
         **tls,
     )
+    # uvicorn names level 5 "TRACE" when it configures its logging; it is mie's (and
+    # python-fido2's) TRAFFIC level, which the log lines of `--log-level traffic` must keep.
+    logging.addLevelName(TRAFFIC, "TRAFFIC")
+    return settings
 
 
 def run(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -121,12 +121,9 @@ def open_service_store(config: ServiceConfig) -> Store:
 
 
 def _default_state_dir() -> Any:
-    from pathlib import Path
+    from mie.core.paths import user_dir
 
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    path = Path(base) / "mie"
+    path = user_dir("state")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

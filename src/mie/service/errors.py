@@ -57,8 +57,13 @@ def status_of(code: ErrorCode | str) -> int:
 
 
 class ServiceError(MieError):
-    """An HTTP-level refusal of the service (its status may differ from the code's)."""
+    """An HTTP-level refusal of the service (its status may differ from the code's).
 
+    Raised only through its subclasses; the base's code is ``internal_error`` so that one raised
+    bare still carries a contract code (fail closed).
+    """
+
+    code = ErrorCode("internal_error")
     status: int | None = None
     headers: ClassVar[Mapping[str, str]] = {}
 

@@ -607,11 +607,25 @@ class SqliteStore(Store):
                 self._drop_connection(db)
             raise
 
+    def _wal(self, db: _Connection) -> str:
+        """Switch the file to WAL mode. SQLite answers "database is locked" at once, without its
+        busy handler, while another process holds a transaction on a file still in rollback mode
+        (two nodes starting on one new file): the switch is tried again until the busy deadline."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+                return str(mode)
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
     def _create_schema(self) -> None:
         try:
             db = self._connection()
             try:
-                (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+                mode = self._wal(db)
             except BaseException:
                 self._drop_connection(db)
                 raise
