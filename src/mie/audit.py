@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from mie.core import strictjson
 from mie.core.errors import ErrorCode, JsonFormatError, MieError
+from mie.core.files import fsync_directory, write_all
 from mie.store.errors import AuditConflictError, StoreError
 
 if TYPE_CHECKING:
@@ -636,7 +637,7 @@ class FileSink:
                 os.ftruncate(fd, valid)
                 os.fsync(fd)
             if created:
-                _fsync_directory(file.parent)
+                fsync_directory(file.parent)
         except OSError as e:
             os.close(fd)
             raise AuditError(f"Cannot read the {name} ({e.strerror})") from e
@@ -664,7 +665,7 @@ class FileSink:
             if seq != expected:
                 raise AuditError(f"Audit file record {seq} does not follow {expected - 1}")
             try:
-                _write_all(self._fd, data)
+                write_all(self._fd, data)
                 os.fsync(self._fd)
             except OSError as e:
                 self._cut_back()
@@ -733,25 +734,6 @@ def _read_file(fd: int, name: str) -> tuple[TrailReport, int, int]:
                 problem=e.problem,
             ) from None
     return report, state["valid"], state["torn"]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The new file's name must survive a crash as its records do.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StoreSink:

@@ -111,6 +111,28 @@ def atomic_write(
         os.close(dir_fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Flush ``directory`` so a file just created in it keeps its name after a crash, as its
+    contents do. A directory that cannot be opened is left as it is (the file's own writes
+    are flushed by its caller)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class NotARegularInputError(OSError):
     """:func:`read_regular_file` was given a path that is not a regular file (a FIFO, a device,
     a directory); nothing was read. An :class:`OSError` too, so a caller that turns every

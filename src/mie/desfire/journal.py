@@ -50,7 +50,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from mie.core.errors import ErrorCode, MieError
-from mie.core.files import NotARegularInputError, read_regular_file
+from mie.core.files import NotARegularInputError, fsync_directory, read_regular_file, write_all
 
 if TYPE_CHECKING:
     from mie.core.pin import PinRule
@@ -383,10 +383,10 @@ class Journal:
                 )
                 os.ftruncate(fd, contents.valid_length)
             if contents.valid_length == 0:
-                _write_all(fd, (JOURNAL_HEADER + "\n").encode())
+                write_all(fd, (JOURNAL_HEADER + "\n").encode())
                 os.fsync(fd)
             if created:
-                _fsync_directory(file.parent)
+                fsync_directory(file.parent)
         except BaseException:
             os.close(fd)
             raise
@@ -482,7 +482,7 @@ class Journal:
             raise JournalError(f"The enrolment journal {str(self.path)!r} is closed")
         entry = JournalEntry(row, uid, step, state, self._clock())
         try:
-            _write_all(self._fd, entry.encode().encode("ascii"))
+            write_all(self._fd, entry.encode().encode("ascii"))
             os.fsync(self._fd)
         except OSError as e:
             raise JournalError(
@@ -513,25 +513,6 @@ class Journal:
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The new file's name must survive a crash as its lines do.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the bulk-enrolment CSV ----------------------------------------------------------------
